@@ -1,0 +1,818 @@
+//! The Raft algorithm as a pure state machine.
+//!
+//! Nothing in this module reads a clock, opens a socket or a file, or starts
+//! a thread. The caller feeds it inputs and acts on what it hands back:
+//!
+//! * time: [`Raft::tick`] with the caller's notion of "now" (a `Duration`
+//!   since any fixed origin); [`Raft::election_deadline`] and
+//!   [`Raft::peer_wakeup`] say when the next input is due;
+//! * requests from other servers: [`Raft::handle_request`] returns the reply;
+//! * outgoing requests: [`Raft::poll_peer`] builds the next request for one
+//!   peer (at most one is in flight per peer), and the caller reports its
+//!   fate with [`Raft::handle_reply`] or [`Raft::handle_failure`];
+//! * client commands: [`Raft::propose`];
+//! * after every call: [`Raft::take_ready`] returns what must be made durable
+//!   and what may be applied.
+//!
+//! **The caller's contract.** Everything in a [`Ready`] must be persisted
+//! (term and vote, then log truncation and appends, fsynced) before the
+//! caller sends any reply or request obtained after the call that produced
+//! it, and before it applies `Ready::committed`. The runtime does this by
+//! persisting while it still holds the lock around the `Raft`; the
+//! simulation does it by copying the `Ready` to its fake disk at once.
+//! Because of this contract the leader may count its own log as replicated
+//! when it computes the commit index.
+//!
+//! Rule references are to the extended Raft paper (Ongaro and Ousterhout,
+//! 2014): "Figure 2" and section numbers like §5.3.
+
+pub mod log;
+pub mod message;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+pub use log::Log;
+pub use message::{
+    AppendEntries, AppendEntriesReply, Entry, Index, NodeId, Payload, Reply, Request, RequestVote,
+    RequestVoteReply, Term,
+};
+
+/// Fixed settings of one server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: NodeId,
+    /// Every other member of the cluster.
+    pub peers: Vec<NodeId>,
+    /// Election timeouts are drawn uniformly from this range, anew each
+    /// time the timer is reset (§5.2), so that split votes are rare.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// How long a leader lets a peer go without an AppendEntries.
+    pub heartbeat_interval: Duration,
+    /// At most this many entries per AppendEntries.
+    pub max_entries_per_append: usize,
+    /// Seeds the election-timeout generator, so a simulation replays.
+    pub seed: u64,
+}
+
+impl Config {
+    fn cluster_size(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    fn quorum(&self) -> usize {
+        self.cluster_size() / 2 + 1
+    }
+
+    /// Retries to an unreachable peer back off up to this; kept below the
+    /// shortest election timeout so that a peer that comes back hears from
+    /// the leader before it would start an election of its own.
+    fn max_backoff(&self) -> Duration {
+        (self.election_timeout_min / 2).max(self.heartbeat_interval)
+    }
+}
+
+/// What must survive a crash besides the log (Figure 2, "Persistent state").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Follower => "Follower",
+            Role::Candidate => "Candidate",
+            Role::Leader => "Leader",
+        })
+    }
+}
+
+/// Why a vote was refused; reported in the activity log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoteRefusal {
+    /// The candidate's term is older than ours (Figure 2, RequestVote rule 1).
+    StaleTerm,
+    /// We already voted for someone else this term (RequestVote rule 2).
+    AlreadyVoted(NodeId),
+    /// The candidate's log is less up-to-date than ours (§5.4.1).
+    LogBehind {
+        ours: (Term, Index),
+        theirs: (Term, Index),
+    },
+}
+
+/// Things that happened, for the activity log and for tests. They carry no
+/// obligation: a caller may ignore them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    RoleChanged { role: Role, term: Term },
+    /// A request or reply carried a newer term; we adopted it (Figure 2,
+    /// "Rules for Servers, all servers").
+    TermAdopted { term: Term, from: NodeId },
+    LeaderKnown { leader: NodeId, term: Term },
+    ElectionStarted { term: Term, last_log_index: Index, last_log_term: Term },
+    ElectionWon { term: Term, votes: usize, cluster_size: usize },
+    /// The election of `term` ended without a win: refused by a majority or
+    /// timed out (then a new one starts).
+    ElectionLost { term: Term, votes: usize, refusals: usize, cluster_size: usize },
+    VoteGranted { candidate: NodeId, term: Term },
+    VoteRefused { candidate: NodeId, term: Term, reason: VoteRefusal },
+    /// Entries `from..=to` were added to our log (by a leader's proposal or
+    /// from an AppendEntries).
+    Appended { from: Index, to: Index },
+    /// A conflicting suffix from `from` on was removed (Figure 2,
+    /// AppendEntries rule 3).
+    Truncated { from: Index, removed: usize },
+    Committed { index: Index },
+    PeerUnreachable { peer: NodeId },
+    PeerReachable { peer: NodeId },
+}
+
+/// Returned by [`Raft::propose`] on a server that is not the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLeader {
+    pub leader_hint: Option<NodeId>,
+}
+
+/// What the caller must do after a call into [`Raft`]; see the module docs
+/// for the order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Term and vote to persist, if they changed.
+    pub hard_state: Option<HardState>,
+    /// Remove persisted entries from this index on, before appending.
+    pub truncate_from: Option<Index>,
+    /// Entries to append to the persisted log, in order.
+    pub appended: Vec<Entry>,
+    /// Newly committed entries to apply, in order, after persisting.
+    pub committed: Vec<Entry>,
+    pub events: Vec<Event>,
+}
+
+impl Ready {
+    pub fn needs_persist(&self) -> bool {
+        self.hard_state.is_some() || self.truncate_from.is_some() || !self.appended.is_empty()
+    }
+}
+
+/// What a server knows about one peer. Only the leader's replication fields
+/// and the candidate's vote fields are meaningful at a time; both are reset
+/// on every role change.
+#[derive(Clone, Debug)]
+struct Peer {
+    /// Leader: index of the next entry to send (Figure 2).
+    next_index: Index,
+    /// Leader: highest index known to be replicated on the peer (Figure 2).
+    /// Never decreases within a term.
+    match_index: Index,
+    /// A request built by `poll_peer` has not been answered or failed yet.
+    in_flight: bool,
+    /// Candidate: a RequestVote was sent this term (or answered).
+    vote_requested: bool,
+    /// Leader: when the next heartbeat is due.
+    heartbeat_due: Duration,
+    /// After a failed RPC, no new request before this.
+    retry_at: Duration,
+    /// Current backoff; zero while the peer answers.
+    backoff: Duration,
+    /// Whether the last RPC to this peer got an answer; kept across roles
+    /// so that "unreachable" and "back" are reported once each.
+    reachable: bool,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        Peer {
+            next_index: 1,
+            match_index: 0,
+            in_flight: false,
+            vote_requested: false,
+            heartbeat_due: Duration::ZERO,
+            retry_at: Duration::ZERO,
+            backoff: Duration::ZERO,
+            reachable: true,
+        }
+    }
+}
+
+/// One Raft server's protocol state.
+pub struct Raft {
+    cfg: Config,
+    rng: Xoshiro256PlusPlus,
+
+    // Persistent state (Figure 2). Changes set `hard_state_dirty`.
+    term: Term,
+    voted_for: Option<NodeId>,
+    log: Log,
+
+    // Volatile state.
+    role: Role,
+    leader_id: Option<NodeId>,
+    /// Highest index known committed. Never decreases while running.
+    commit_index: Index,
+    /// Highest index handed to the caller in `Ready::committed`.
+    emitted_index: Index,
+    /// Followers and candidates start an election at this time.
+    election_deadline: Duration,
+    /// Candidate: who granted and who refused our vote this term.
+    votes_granted: BTreeSet<NodeId>,
+    votes_refused: BTreeSet<NodeId>,
+    peers: BTreeMap<NodeId, Peer>,
+
+    // Bookkeeping for `take_ready`.
+    hard_state_dirty: bool,
+    /// Lowest log index changed since the last `take_ready`.
+    unstable_from: Option<Index>,
+    /// Last log index as of the last `take_ready`, i.e. on disk.
+    persisted_last: Index,
+    events: Vec<Event>,
+}
+
+impl Raft {
+    /// A server starting (or restarting) from its durable state. It is a
+    /// follower with no known leader and a fresh election timer; its commit
+    /// index is 0 until a leader tells it more (Figure 2: volatile state).
+    pub fn new(cfg: Config, hard_state: HardState, entries: Vec<Entry>, now: Duration) -> Raft {
+        assert!(!cfg.peers.contains(&cfg.id), "peers must not include self");
+        assert!(cfg.election_timeout_min <= cfg.election_timeout_max);
+        assert!(cfg.max_entries_per_append >= 1);
+        let log = Log::from_entries(entries);
+        let persisted_last = log.last_index();
+        let peers = cfg.peers.iter().map(|&p| (p, Peer::new())).collect();
+        let mut raft = Raft {
+            rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
+            cfg,
+            term: hard_state.term,
+            voted_for: hard_state.voted_for,
+            log,
+            role: Role::Follower,
+            leader_id: None,
+            commit_index: 0,
+            emitted_index: 0,
+            election_deadline: Duration::ZERO,
+            votes_granted: BTreeSet::new(),
+            votes_refused: BTreeSet::new(),
+            peers,
+            hard_state_dirty: false,
+            unstable_from: None,
+            persisted_last,
+            events: Vec::new(),
+        };
+        raft.reset_election_timer(now);
+        raft
+    }
+
+    // ----- Accessors -----
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn commit_index(&self) -> Index {
+        self.commit_index
+    }
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.keys().copied()
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, voted_for: self.voted_for }
+    }
+    /// Leader: the highest index known replicated on `peer`.
+    pub fn match_index(&self, peer: NodeId) -> Option<Index> {
+        self.peers.get(&peer).map(|p| p.match_index)
+    }
+
+    // ----- Time -----
+
+    /// When a follower or candidate will start an election; `None` for a
+    /// leader, which has no election timer.
+    pub fn election_deadline(&self) -> Option<Duration> {
+        (self.role != Role::Leader).then_some(self.election_deadline)
+    }
+
+    /// Fires the election timeout if it is due (Figure 2, Followers rule 2
+    /// and Candidates rule "if election timeout elapses").
+    pub fn tick(&mut self, now: Duration) {
+        if self.role != Role::Leader && now >= self.election_deadline {
+            self.start_election(now);
+        }
+    }
+
+    fn reset_election_timer(&mut self, now: Duration) {
+        let min = self.cfg.election_timeout_min.as_nanos() as u64;
+        let max = self.cfg.election_timeout_max.as_nanos() as u64;
+        let timeout = Duration::from_nanos(self.rng.random_range(min..=max));
+        self.election_deadline = now + timeout;
+    }
+
+    // ----- Role changes -----
+
+    fn set_role(&mut self, role: Role, now: Duration) {
+        if self.role != role {
+            self.role = role;
+            self.events.push(Event::RoleChanged { role, term: self.term });
+        }
+        for p in self.peers.values_mut() {
+            p.in_flight = false;
+            p.vote_requested = false;
+            p.retry_at = now;
+        }
+    }
+
+    /// Adopts a newer term seen in any request or reply, stepping down to
+    /// follower first (Figure 2, all servers: "If RPC request or response
+    /// contains term T > currentTerm: set currentTerm = T, convert to
+    /// follower").
+    fn adopt_term(&mut self, term: Term, from: NodeId, now: Duration) {
+        debug_assert!(term > self.term);
+        self.term = term;
+        self.voted_for = None;
+        self.leader_id = None;
+        self.hard_state_dirty = true;
+        self.events.push(Event::TermAdopted { term, from });
+        if self.role != Role::Follower {
+            self.set_role(Role::Follower, now);
+            // A deposed leader has no running timer; a fresh one keeps it
+            // from starting an election the moment it steps down.
+            self.reset_election_timer(now);
+        }
+    }
+
+    fn start_election(&mut self, now: Duration) {
+        if self.role == Role::Candidate {
+            self.events.push(Event::ElectionLost {
+                term: self.term,
+                votes: self.votes_granted.len(),
+                refusals: self.votes_refused.len(),
+                cluster_size: self.cfg.cluster_size(),
+            });
+        }
+        // Figure 2, Candidates: increment currentTerm, vote for self, reset
+        // election timer, send RequestVote to all other servers.
+        self.term += 1;
+        self.voted_for = Some(self.cfg.id);
+        self.hard_state_dirty = true;
+        self.leader_id = None;
+        self.set_role(Role::Candidate, now);
+        self.votes_granted = BTreeSet::from([self.cfg.id]);
+        self.votes_refused.clear();
+        self.reset_election_timer(now);
+        self.events.push(Event::ElectionStarted {
+            term: self.term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        });
+        self.check_votes(now);
+    }
+
+    fn check_votes(&mut self, now: Duration) {
+        if self.votes_granted.len() >= self.cfg.quorum() {
+            self.become_leader(now);
+        } else if self.votes_refused.len() > self.cfg.cluster_size() - self.cfg.quorum() {
+            // A win is no longer possible; we stay candidate until the timer
+            // fires, but say so now.
+            self.events.push(Event::ElectionLost {
+                term: self.term,
+                votes: self.votes_granted.len(),
+                refusals: self.votes_refused.len(),
+                cluster_size: self.cfg.cluster_size(),
+            });
+        }
+    }
+
+    fn become_leader(&mut self, now: Duration) {
+        self.events.push(Event::ElectionWon {
+            term: self.term,
+            votes: self.votes_granted.len(),
+            cluster_size: self.cfg.cluster_size(),
+        });
+        self.leader_id = Some(self.cfg.id);
+        self.set_role(Role::Leader, now);
+        // Figure 2, Leaders: nextIndex = leader last log index + 1,
+        // matchIndex = 0.
+        let next = self.log.last_index() + 1;
+        for p in self.peers.values_mut() {
+            p.next_index = next;
+            p.match_index = 0;
+            p.heartbeat_due = now; // "upon election: send initial empty AppendEntries"
+        }
+        // §5.4.2 and thesis §6.4: a leader commits entries of earlier terms
+        // only by committing one of its own, so it adds a no-op at once.
+        self.append_local(Payload::Noop);
+        self.advance_commit();
+    }
+
+    // ----- Requests from other servers -----
+
+    /// Handles a request from `from` and returns the reply to send back once
+    /// the resulting `Ready` is persisted.
+    pub fn handle_request(&mut self, from: NodeId, request: Request, now: Duration) -> Reply {
+        match request {
+            Request::RequestVote(rv) => Reply::RequestVote(self.handle_request_vote(rv, now)),
+            Request::AppendEntries(ae) => {
+                Reply::AppendEntries(self.handle_append_entries(from, ae, now))
+            }
+        }
+    }
+
+    fn handle_request_vote(&mut self, req: RequestVote, now: Duration) -> RequestVoteReply {
+        if req.term > self.term {
+            self.adopt_term(req.term, req.candidate_id, now);
+        }
+        let refusal = if req.term < self.term {
+            Some(VoteRefusal::StaleTerm)
+        } else if let Some(other) = self.voted_for.filter(|&v| v != req.candidate_id) {
+            Some(VoteRefusal::AlreadyVoted(other))
+        } else if !self.log.is_up_to_date(req.last_log_index, req.last_log_term) {
+            Some(VoteRefusal::LogBehind {
+                ours: (self.log.last_term(), self.log.last_index()),
+                theirs: (req.last_log_term, req.last_log_index),
+            })
+        } else {
+            None
+        };
+        match refusal {
+            Some(reason) => {
+                self.events.push(Event::VoteRefused {
+                    candidate: req.candidate_id,
+                    term: req.term,
+                    reason,
+                });
+                RequestVoteReply { term: self.term, vote_granted: false }
+            }
+            None => {
+                if self.voted_for.is_none() {
+                    self.voted_for = Some(req.candidate_id);
+                    self.hard_state_dirty = true;
+                }
+                // Figure 2, Followers rule 2: granting a vote resets the timer.
+                self.reset_election_timer(now);
+                self.events.push(Event::VoteGranted { candidate: req.candidate_id, term: self.term });
+                RequestVoteReply { term: self.term, vote_granted: true }
+            }
+        }
+    }
+
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        req: AppendEntries,
+        now: Duration,
+    ) -> AppendEntriesReply {
+        let mut reply = AppendEntriesReply {
+            term: self.term,
+            success: false,
+            match_index: 0,
+            conflict_term: None,
+            conflict_index: 0,
+        };
+        // AppendEntries rule 1: reply false if term < currentTerm.
+        if req.term < self.term {
+            return reply;
+        }
+        if req.term > self.term {
+            self.adopt_term(req.term, from, now);
+        }
+        // The sender won the election of this term, so a candidate of the
+        // same term lost it (§5.2). Two leaders of one term cannot exist
+        // (election safety); a leader seeing this is a bug.
+        assert!(
+            self.role != Role::Leader,
+            "node {} is leader of term {} and got AppendEntries from {} of the same term",
+            self.cfg.id,
+            self.term,
+            req.leader_id
+        );
+        if self.role == Role::Candidate {
+            self.set_role(Role::Follower, now);
+        }
+        if self.leader_id != Some(req.leader_id) {
+            self.leader_id = Some(req.leader_id);
+            self.events.push(Event::LeaderKnown { leader: req.leader_id, term: self.term });
+        }
+        // Followers rule 2: a valid AppendEntries from the current leader
+        // resets the election timer.
+        self.reset_election_timer(now);
+        reply.term = self.term;
+
+        // AppendEntries rule 2: the log must contain an entry at
+        // prevLogIndex whose term matches prevLogTerm. Heartbeats too.
+        match self.log.term_at(req.prev_log_index) {
+            None => {
+                reply.conflict_index = self.log.last_index() + 1;
+                return reply;
+            }
+            Some(t) if t != req.prev_log_term => {
+                reply.conflict_term = Some(t);
+                reply.conflict_index = self.log.first_index_of_term_ending_at(req.prev_log_index);
+                return reply;
+            }
+            Some(_) => {}
+        }
+
+        // Rules 3 and 4: skip entries we already have; on the first real
+        // conflict (same index, different term) delete it and all that
+        // follow, then append the rest. An entry that matches is never
+        // removed, so a delayed, shorter AppendEntries cannot undo a longer
+        // one.
+        let last_new = req.prev_log_index + req.entries.len() as Index;
+        let mut appended_from = None;
+        for entry in req.entries {
+            match self.log.term_at(entry.index) {
+                Some(t) if t == entry.term => continue,
+                Some(_) => {
+                    assert!(
+                        entry.index > self.commit_index,
+                        "node {}: leader {} asked to overwrite committed index {} (commit {})",
+                        self.cfg.id,
+                        req.leader_id,
+                        entry.index,
+                        self.commit_index
+                    );
+                    let removed = (self.log.last_index() + 1 - entry.index) as usize;
+                    self.log.truncate_from(entry.index);
+                    self.mark_unstable(entry.index);
+                    self.events.push(Event::Truncated { from: entry.index, removed });
+                }
+                None => {}
+            }
+            appended_from.get_or_insert(entry.index);
+            self.mark_unstable(entry.index);
+            self.log.append(entry);
+        }
+        if let Some(from) = appended_from {
+            self.events.push(Event::Appended { from, to: last_new });
+        }
+
+        // Rule 5: commitIndex = min(leaderCommit, index of last new entry).
+        let commit = req.leader_commit.min(last_new);
+        if commit > self.commit_index {
+            self.set_commit(commit);
+        }
+        reply.success = true;
+        reply.match_index = last_new;
+        reply
+    }
+
+    // ----- Outgoing requests -----
+
+    /// The next request to send to `peer`, if one is due now. At most one
+    /// request per peer is outstanding: the caller must report its outcome
+    /// with `handle_reply` or `handle_failure` before another is built.
+    pub fn poll_peer(&mut self, peer: NodeId, now: Duration) -> Option<Request> {
+        let last_index = self.log.last_index();
+        let p = self.peers.get_mut(&peer)?;
+        if p.in_flight || now < p.retry_at {
+            return None;
+        }
+        match self.role {
+            Role::Follower => None,
+            Role::Candidate => {
+                if p.vote_requested {
+                    return None;
+                }
+                p.vote_requested = true;
+                p.in_flight = true;
+                Some(Request::RequestVote(RequestVote {
+                    term: self.term,
+                    candidate_id: self.cfg.id,
+                    last_log_index: last_index,
+                    last_log_term: self.log.last_term(),
+                }))
+            }
+            Role::Leader => {
+                if p.next_index > last_index && now < p.heartbeat_due {
+                    return None;
+                }
+                let prev_log_index = p.next_index - 1;
+                let last = (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
+                p.in_flight = true;
+                p.heartbeat_due = now + self.cfg.heartbeat_interval;
+                Some(Request::AppendEntries(AppendEntries {
+                    term: self.term,
+                    leader_id: self.cfg.id,
+                    prev_log_index,
+                    prev_log_term: self.log.term_at(prev_log_index).expect("next_index <= last + 1"),
+                    entries: self.log.slice(prev_log_index + 1, last).to_vec(),
+                    leader_commit: self.commit_index,
+                }))
+            }
+        }
+    }
+
+    /// When `poll_peer(peer)` may next return a request; `None` when only
+    /// another input (a reply, a role change, a proposal) can change that.
+    pub fn peer_wakeup(&self, peer: NodeId) -> Option<Duration> {
+        let p = self.peers.get(&peer)?;
+        if p.in_flight {
+            return None;
+        }
+        match self.role {
+            Role::Follower => None,
+            Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
+            Role::Leader if p.next_index <= self.log.last_index() => Some(p.retry_at),
+            Role::Leader => Some(p.heartbeat_due.max(p.retry_at)),
+        }
+    }
+
+    /// The earliest time any timer or peer needs attention; for drivers
+    /// that poll everything (the simulation).
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.peers
+            .keys()
+            .filter_map(|&p| self.peer_wakeup(p))
+            .chain(self.election_deadline())
+            .min()
+    }
+
+    /// Whether a reply or failure for `request` still concerns us: same
+    /// term, and the request kind that our current role sends. Anything
+    /// else is from an earlier term or role and is dropped.
+    fn is_current(&self, request: &Request) -> bool {
+        request.term() == self.term
+            && matches!(
+                (request, self.role),
+                (Request::RequestVote(_), Role::Candidate) | (Request::AppendEntries(_), Role::Leader)
+            )
+    }
+
+    /// Reports the reply `peer` sent to `request`.
+    pub fn handle_reply(&mut self, peer: NodeId, request: &Request, reply: Reply, now: Duration) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        if reply.term() > self.term {
+            self.adopt_term(reply.term(), peer, now);
+            return;
+        }
+        if !self.is_current(request) {
+            return;
+        }
+        let p = self.peers.get_mut(&peer).expect("checked above");
+        p.in_flight = false;
+        p.backoff = Duration::ZERO;
+        p.retry_at = now;
+        if !p.reachable {
+            p.reachable = true;
+            self.events.push(Event::PeerReachable { peer });
+        }
+        match (request, reply) {
+            (Request::RequestVote(_), Reply::RequestVote(r)) => {
+                if r.vote_granted {
+                    self.votes_granted.insert(peer);
+                } else {
+                    self.votes_refused.insert(peer);
+                }
+                self.check_votes(now);
+            }
+            (Request::AppendEntries(req), Reply::AppendEntries(r)) => {
+                if r.success {
+                    // Replies may be stale or duplicated: never move
+                    // matchIndex back (it is monotonic within a term).
+                    if r.match_index > p.match_index {
+                        p.match_index = r.match_index;
+                    }
+                    p.next_index = p.next_index.max(p.match_index + 1);
+                    self.advance_commit();
+                } else if p.next_index == req.prev_log_index + 1 {
+                    // Figure 2: decrement nextIndex and retry; with the
+                    // follower's hint we skip a whole term at a time.
+                    let hinted = match r.conflict_term {
+                        Some(t) => match self.log.last_index_of_term(t) {
+                            Some(last_of_term) => last_of_term + 1,
+                            None => r.conflict_index,
+                        },
+                        None => r.conflict_index,
+                    };
+                    p.next_index = hinted.min(req.prev_log_index).max(p.match_index + 1);
+                }
+            }
+            _ => {} // mismatched kinds: a confused peer; ignore.
+        }
+    }
+
+    /// Reports that `request` to `peer` got no reply (timeout, refused
+    /// connection, broken pipe). The peer is retried after a backoff.
+    pub fn handle_failure(&mut self, peer: NodeId, request: &Request, now: Duration) {
+        if !self.is_current(request) {
+            return;
+        }
+        let max_backoff = self.cfg.max_backoff();
+        let heartbeat = self.cfg.heartbeat_interval;
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        p.in_flight = false;
+        if matches!(request, Request::RequestVote(_)) {
+            p.vote_requested = false; // ask again
+        }
+        p.backoff = if p.backoff.is_zero() { heartbeat } else { (p.backoff * 2).min(max_backoff) };
+        p.retry_at = now + p.backoff;
+        if p.reachable {
+            p.reachable = false;
+            self.events.push(Event::PeerUnreachable { peer });
+        }
+    }
+
+    // ----- Client commands -----
+
+    /// Appends a command to the leader's log. It is committed once a
+    /// majority store it; watch `Ready::committed` for its index.
+    pub fn propose(&mut self, data: String) -> Result<(Index, Term), NotLeader> {
+        if self.role != Role::Leader {
+            return Err(NotLeader { leader_hint: self.leader_id });
+        }
+        let index = self.append_local(Payload::Data(data));
+        self.advance_commit(); // a one-server cluster commits at once
+        Ok((index, self.term))
+    }
+
+    fn append_local(&mut self, payload: Payload) -> Index {
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry { index, term: self.term, payload });
+        self.mark_unstable(index);
+        self.events.push(Event::Appended { from: index, to: index });
+        index
+    }
+
+    /// Leaders rule 4: commit the highest N stored on a majority whose
+    /// entry is of the current term. Entries of earlier terms are committed
+    /// only indirectly, by that (§5.4.2, Figure 8).
+    fn advance_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let mut matched: Vec<Index> = self.peers.values().map(|p| p.match_index).collect();
+        matched.push(self.log.last_index()); // persisted: see the module docs
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let n = matched[self.cfg.quorum() - 1];
+        if n > self.commit_index && self.log.term_at(n) == Some(self.term) {
+            self.set_commit(n);
+        }
+    }
+
+    fn set_commit(&mut self, index: Index) {
+        debug_assert!(index > self.commit_index && index <= self.log.last_index());
+        self.commit_index = index;
+        self.events.push(Event::Committed { index });
+    }
+
+    // ----- Output -----
+
+    fn mark_unstable(&mut self, index: Index) {
+        self.unstable_from = Some(self.unstable_from.map_or(index, |u| u.min(index)));
+    }
+
+    /// Everything that changed since the last call; see the module docs for
+    /// what the caller must do with it.
+    pub fn take_ready(&mut self) -> Ready {
+        let mut ready = Ready {
+            events: std::mem::take(&mut self.events),
+            ..Ready::default()
+        };
+        if std::mem::take(&mut self.hard_state_dirty) {
+            ready.hard_state = Some(self.hard_state());
+        }
+        if let Some(from) = self.unstable_from.take() {
+            if from <= self.persisted_last {
+                ready.truncate_from = Some(from);
+            }
+            ready.appended = self.log.slice(from, self.log.last_index()).to_vec();
+            self.persisted_last = self.log.last_index();
+        }
+        if self.commit_index > self.emitted_index {
+            ready.committed = self.log.slice(self.emitted_index + 1, self.commit_index).to_vec();
+            self.emitted_index = self.commit_index;
+        }
+        ready
+    }
+}
+
+#[cfg(test)]
+mod tests;
