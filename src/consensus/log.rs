@@ -21,7 +21,11 @@ impl Log {
     /// before it hands entries over, so a panic here is a bug).
     pub fn from_entries(entries: Vec<Entry>) -> Log {
         for (k, e) in entries.iter().enumerate() {
-            assert_eq!(e.index, k as Index + 1, "log entries must be contiguous from 1");
+            assert_eq!(
+                e.index,
+                k as Index + 1,
+                "log entries must be contiguous from 1"
+            );
         }
         Log { entries }
     }
@@ -91,7 +95,10 @@ impl Log {
     /// Appends one entry, which must be the next index.
     pub fn append(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index() + 1, "append out of order");
-        assert!(entry.term >= self.last_term(), "terms never decrease along a log");
+        assert!(
+            entry.term >= self.last_term(),
+            "terms never decrease along a log"
+        );
         self.entries.push(entry);
     }
 
@@ -119,7 +126,11 @@ mod tests {
             terms
                 .iter()
                 .enumerate()
-                .map(|(k, &term)| Entry { index: k as Index + 1, term, payload: Payload::Noop })
+                .map(|(k, &term)| Entry {
+                    index: k as Index + 1,
+                    term,
+                    payload: Payload::Noop,
+                })
                 .collect(),
         )
     }
@@ -148,9 +159,15 @@ mod tests {
     fn up_to_date_compares_last_term_then_length() {
         // §5.4.1
         let log = log_of(&[1, 2, 2]);
-        assert!(log.is_up_to_date(1, 3), "higher last term wins even if shorter");
+        assert!(
+            log.is_up_to_date(1, 3),
+            "higher last term wins even if shorter"
+        );
         assert!(log.is_up_to_date(3, 2), "same term, same length");
         assert!(!log.is_up_to_date(2, 2), "same term, shorter");
-        assert!(!log.is_up_to_date(9, 1), "lower last term loses even if longer");
+        assert!(
+            !log.is_up_to_date(9, 1),
+            "lower last term loses even if longer"
+        );
     }
 }

@@ -119,27 +119,68 @@ pub enum VoteRefusal {
 /// obligation: a caller may ignore them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    RoleChanged { role: Role, term: Term },
+    RoleChanged {
+        role: Role,
+        term: Term,
+    },
     /// A request or reply carried a newer term; we adopted it (Figure 2,
     /// "Rules for Servers, all servers").
-    TermAdopted { term: Term, from: NodeId },
-    LeaderKnown { leader: NodeId, term: Term },
-    ElectionStarted { term: Term, last_log_index: Index, last_log_term: Term },
-    ElectionWon { term: Term, votes: usize, cluster_size: usize },
+    TermAdopted {
+        term: Term,
+        from: NodeId,
+    },
+    LeaderKnown {
+        leader: NodeId,
+        term: Term,
+    },
+    ElectionStarted {
+        term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    ElectionWon {
+        term: Term,
+        votes: usize,
+        cluster_size: usize,
+    },
     /// The election of `term` ended without a win: refused by a majority or
     /// timed out (then a new one starts).
-    ElectionLost { term: Term, votes: usize, refusals: usize, cluster_size: usize },
-    VoteGranted { candidate: NodeId, term: Term },
-    VoteRefused { candidate: NodeId, term: Term, reason: VoteRefusal },
+    ElectionLost {
+        term: Term,
+        votes: usize,
+        refusals: usize,
+        cluster_size: usize,
+    },
+    VoteGranted {
+        candidate: NodeId,
+        term: Term,
+    },
+    VoteRefused {
+        candidate: NodeId,
+        term: Term,
+        reason: VoteRefusal,
+    },
     /// Entries `from..=to` were added to our log (by a leader's proposal or
     /// from an AppendEntries).
-    Appended { from: Index, to: Index },
+    Appended {
+        from: Index,
+        to: Index,
+    },
     /// A conflicting suffix from `from` on was removed (Figure 2,
     /// AppendEntries rule 3).
-    Truncated { from: Index, removed: usize },
-    Committed { index: Index },
-    PeerUnreachable { peer: NodeId },
-    PeerReachable { peer: NodeId },
+    Truncated {
+        from: Index,
+        removed: usize,
+    },
+    Committed {
+        index: Index,
+    },
+    PeerUnreachable {
+        peer: NodeId,
+    },
+    PeerReachable {
+        peer: NodeId,
+    },
 }
 
 /// Returned by [`Raft::propose`] on a server that is not the leader.
@@ -303,7 +344,10 @@ impl Raft {
         self.peers.keys().copied()
     }
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.term, voted_for: self.voted_for }
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        }
     }
     /// Leader: the highest index known replicated on `peer`.
     pub fn match_index(&self, peer: NodeId) -> Option<Index> {
@@ -338,7 +382,10 @@ impl Raft {
     fn set_role(&mut self, role: Role, now: Duration) {
         if self.role != role {
             self.role = role;
-            self.events.push(Event::RoleChanged { role, term: self.term });
+            self.events.push(Event::RoleChanged {
+                role,
+                term: self.term,
+            });
         }
         for p in self.peers.values_mut() {
             p.in_flight = false;
@@ -451,7 +498,10 @@ impl Raft {
             Some(VoteRefusal::StaleTerm)
         } else if let Some(other) = self.voted_for.filter(|&v| v != req.candidate_id) {
             Some(VoteRefusal::AlreadyVoted(other))
-        } else if !self.log.is_up_to_date(req.last_log_index, req.last_log_term) {
+        } else if !self
+            .log
+            .is_up_to_date(req.last_log_index, req.last_log_term)
+        {
             Some(VoteRefusal::LogBehind {
                 ours: (self.log.last_term(), self.log.last_index()),
                 theirs: (req.last_log_term, req.last_log_index),
@@ -466,7 +516,10 @@ impl Raft {
                     term: req.term,
                     reason,
                 });
-                RequestVoteReply { term: self.term, vote_granted: false }
+                RequestVoteReply {
+                    term: self.term,
+                    vote_granted: false,
+                }
             }
             None => {
                 if self.voted_for.is_none() {
@@ -475,8 +528,14 @@ impl Raft {
                 }
                 // Figure 2, Followers rule 2: granting a vote resets the timer.
                 self.reset_election_timer(now);
-                self.events.push(Event::VoteGranted { candidate: req.candidate_id, term: self.term });
-                RequestVoteReply { term: self.term, vote_granted: true }
+                self.events.push(Event::VoteGranted {
+                    candidate: req.candidate_id,
+                    term: self.term,
+                });
+                RequestVoteReply {
+                    term: self.term,
+                    vote_granted: true,
+                }
             }
         }
     }
@@ -516,7 +575,10 @@ impl Raft {
         }
         if self.leader_id != Some(req.leader_id) {
             self.leader_id = Some(req.leader_id);
-            self.events.push(Event::LeaderKnown { leader: req.leader_id, term: self.term });
+            self.events.push(Event::LeaderKnown {
+                leader: req.leader_id,
+                term: self.term,
+            });
         }
         // Followers rule 2: a valid AppendEntries from the current leader
         // resets the election timer.
@@ -560,7 +622,10 @@ impl Raft {
                     let removed = (self.log.last_index() + 1 - entry.index) as usize;
                     self.log.truncate_from(entry.index);
                     self.mark_unstable(entry.index);
-                    self.events.push(Event::Truncated { from: entry.index, removed });
+                    self.events.push(Event::Truncated {
+                        from: entry.index,
+                        removed,
+                    });
                 }
                 None => {}
             }
@@ -613,14 +678,18 @@ impl Raft {
                     return None;
                 }
                 let prev_log_index = p.next_index - 1;
-                let last = (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
+                let last =
+                    (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
                 p.in_flight = true;
                 p.heartbeat_due = now + self.cfg.heartbeat_interval;
                 Some(Request::AppendEntries(AppendEntries {
                     term: self.term,
                     leader_id: self.cfg.id,
                     prev_log_index,
-                    prev_log_term: self.log.term_at(prev_log_index).expect("next_index <= last + 1"),
+                    prev_log_term: self
+                        .log
+                        .term_at(prev_log_index)
+                        .expect("next_index <= last + 1"),
                     entries: self.log.slice(prev_log_index + 1, last).to_vec(),
                     leader_commit: self.commit_index,
                 }))
@@ -660,7 +729,8 @@ impl Raft {
         request.term() == self.term
             && matches!(
                 (request, self.role),
-                (Request::RequestVote(_), Role::Candidate) | (Request::AppendEntries(_), Role::Leader)
+                (Request::RequestVote(_), Role::Candidate)
+                    | (Request::AppendEntries(_), Role::Leader)
             )
     }
 
@@ -727,12 +797,18 @@ impl Raft {
         }
         let max_backoff = self.cfg.max_backoff();
         let heartbeat = self.cfg.heartbeat_interval;
-        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         p.in_flight = false;
         if matches!(request, Request::RequestVote(_)) {
             p.vote_requested = false; // ask again
         }
-        p.backoff = if p.backoff.is_zero() { heartbeat } else { (p.backoff * 2).min(max_backoff) };
+        p.backoff = if p.backoff.is_zero() {
+            heartbeat
+        } else {
+            (p.backoff * 2).min(max_backoff)
+        };
         p.retry_at = now + p.backoff;
         if p.reachable {
             p.reachable = false;
@@ -746,7 +822,9 @@ impl Raft {
     /// majority store it; watch `Ready::committed` for its index.
     pub fn propose(&mut self, data: String) -> Result<(Index, Term), NotLeader> {
         if self.role != Role::Leader {
-            return Err(NotLeader { leader_hint: self.leader_id });
+            return Err(NotLeader {
+                leader_hint: self.leader_id,
+            });
         }
         let index = self.append_local(Payload::Data(data));
         self.advance_commit(); // a one-server cluster commits at once
@@ -755,9 +833,16 @@ impl Raft {
 
     fn append_local(&mut self, payload: Payload) -> Index {
         let index = self.log.last_index() + 1;
-        self.log.append(Entry { index, term: self.term, payload });
+        self.log.append(Entry {
+            index,
+            term: self.term,
+            payload,
+        });
         self.mark_unstable(index);
-        self.events.push(Event::Appended { from: index, to: index });
+        self.events.push(Event::Appended {
+            from: index,
+            to: index,
+        });
         index
     }
 
@@ -807,7 +892,10 @@ impl Raft {
             self.persisted_last = self.log.last_index();
         }
         if self.commit_index > self.emitted_index {
-            ready.committed = self.log.slice(self.emitted_index + 1, self.commit_index).to_vec();
+            ready.committed = self
+                .log
+                .slice(self.emitted_index + 1, self.commit_index)
+                .to_vec();
             self.emitted_index = self.commit_index;
         }
         ready

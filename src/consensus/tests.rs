@@ -21,16 +21,33 @@ fn entries(terms: &[Term]) -> Vec<Entry> {
     terms
         .iter()
         .enumerate()
-        .map(|(k, &term)| Entry { index: k as Index + 1, term, payload: Payload::Data(format!("e{}", k + 1)) })
+        .map(|(k, &term)| Entry {
+            index: k as Index + 1,
+            term,
+            payload: Payload::Data(format!("e{}", k + 1)),
+        })
         .collect()
 }
 
 fn node(id: NodeId, n: u64, term: Term, log: &[Term]) -> Raft {
-    Raft::new(cfg(id, n), HardState { term, voted_for: None }, entries(log), Duration::ZERO)
+    Raft::new(
+        cfg(id, n),
+        HardState {
+            term,
+            voted_for: None,
+        },
+        entries(log),
+        Duration::ZERO,
+    )
 }
 
 fn vote_req(term: Term, candidate: NodeId, last_index: Index, last_term: Term) -> Request {
-    Request::RequestVote(RequestVote { term, candidate_id: candidate, last_log_index: last_index, last_log_term: last_term })
+    Request::RequestVote(RequestVote {
+        term,
+        candidate_id: candidate,
+        last_log_index: last_index,
+        last_log_term: last_term,
+    })
 }
 
 fn granted(reply: Reply) -> bool {
@@ -53,7 +70,15 @@ fn elected(log: &[Term], term: Term) -> Raft {
     r.tick(Duration::from_secs(1));
     assert_eq!(r.role(), Role::Candidate);
     let req = r.poll_peer(1, Duration::from_secs(1)).unwrap();
-    r.handle_reply(1, &req, Reply::RequestVote(RequestVoteReply { term: r.term(), vote_granted: true }), Duration::from_secs(1));
+    r.handle_reply(
+        1,
+        &req,
+        Reply::RequestVote(RequestVoteReply {
+            term: r.term(),
+            vote_granted: true,
+        }),
+        Duration::from_secs(1),
+    );
     assert_eq!(r.role(), Role::Leader);
     r.take_ready();
     r
@@ -70,30 +95,68 @@ fn election_timeout_makes_a_candidate_that_votes_for_itself() {
     assert_eq!(r.role(), Role::Candidate);
     assert_eq!(r.term(), 5);
     let ready = r.take_ready();
-    assert_eq!(ready.hard_state, Some(HardState { term: 5, voted_for: Some(1) }), "term and vote must be persisted before RequestVote goes out");
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: 5,
+            voted_for: Some(1)
+        }),
+        "term and vote must be persisted before RequestVote goes out"
+    );
 }
 
 #[test]
 fn request_vote_rule_1_refuses_a_stale_term() {
     let mut r = node(0, 3, 5, &[]);
-    assert!(!granted(r.handle_request(1, vote_req(4, 1, 0, 0), Duration::ZERO)));
+    assert!(!granted(r.handle_request(
+        1,
+        vote_req(4, 1, 0, 0),
+        Duration::ZERO
+    )));
 }
 
 #[test]
 fn request_vote_rule_2_one_vote_per_term() {
     let mut r = node(0, 3, 1, &[]);
-    assert!(granted(r.handle_request(1, vote_req(2, 1, 0, 0), Duration::ZERO)));
-    assert!(!granted(r.handle_request(2, vote_req(2, 2, 0, 0), Duration::ZERO)));
-    assert!(granted(r.handle_request(1, vote_req(2, 1, 0, 0), Duration::ZERO)), "a retried request from the same candidate is granted again");
-    assert_eq!(r.take_ready().hard_state, Some(HardState { term: 2, voted_for: Some(1) }));
+    assert!(granted(r.handle_request(
+        1,
+        vote_req(2, 1, 0, 0),
+        Duration::ZERO
+    )));
+    assert!(!granted(r.handle_request(
+        2,
+        vote_req(2, 2, 0, 0),
+        Duration::ZERO
+    )));
+    assert!(
+        granted(r.handle_request(1, vote_req(2, 1, 0, 0), Duration::ZERO)),
+        "a retried request from the same candidate is granted again"
+    );
+    assert_eq!(
+        r.take_ready().hard_state,
+        Some(HardState {
+            term: 2,
+            voted_for: Some(1)
+        })
+    );
 }
 
 #[test]
 fn section_5_4_1_vote_only_for_an_up_to_date_log() {
     let mut r = node(0, 3, 3, &[1, 1, 3]);
-    assert!(!granted(r.handle_request(1, vote_req(4, 1, 5, 2), Duration::ZERO)), "lower last term, longer log");
-    assert!(!granted(r.handle_request(2, vote_req(5, 2, 2, 3), Duration::ZERO)), "same last term, shorter log");
-    assert!(granted(r.handle_request(2, vote_req(6, 2, 3, 3), Duration::ZERO)));
+    assert!(
+        !granted(r.handle_request(1, vote_req(4, 1, 5, 2), Duration::ZERO)),
+        "lower last term, longer log"
+    );
+    assert!(
+        !granted(r.handle_request(2, vote_req(5, 2, 2, 3), Duration::ZERO)),
+        "same last term, shorter log"
+    );
+    assert!(granted(r.handle_request(
+        2,
+        vote_req(6, 2, 3, 3),
+        Duration::ZERO
+    )));
     // The refused requests still taught us the newer terms.
     assert_eq!(r.term(), 6);
 }
@@ -102,10 +165,25 @@ fn section_5_4_1_vote_only_for_an_up_to_date_log() {
 fn higher_term_in_a_reply_turns_a_leader_into_a_follower() {
     let mut r = elected(&[], 1);
     let req = r.poll_peer(1, Duration::from_secs(1)).unwrap();
-    let reply = Reply::AppendEntries(AppendEntriesReply { term: 9, success: false, match_index: 0, conflict_term: None, conflict_index: 1 });
+    let reply = Reply::AppendEntries(AppendEntriesReply {
+        term: 9,
+        success: false,
+        match_index: 0,
+        conflict_term: None,
+        conflict_index: 1,
+    });
     r.handle_reply(1, &req, reply, Duration::from_secs(1));
-    assert_eq!((r.role(), r.term(), r.voted_for()), (Role::Follower, 9, None));
-    assert_eq!(r.take_ready().hard_state, Some(HardState { term: 9, voted_for: None }));
+    assert_eq!(
+        (r.role(), r.term(), r.voted_for()),
+        (Role::Follower, 9, None)
+    );
+    assert_eq!(
+        r.take_ready().hard_state,
+        Some(HardState {
+            term: 9,
+            voted_for: None
+        })
+    );
 }
 
 #[test]
@@ -120,17 +198,31 @@ fn a_new_leader_appends_a_noop_and_heartbeats_at_once() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(r.poll_peer(2, Duration::from_secs(1)).is_none(), "one request in flight per peer");
+    assert!(
+        r.poll_peer(2, Duration::from_secs(1)).is_none(),
+        "one request in flight per peer"
+    );
 }
 
 #[test]
 fn append_entries_rule_2_consistency_check_applies_to_heartbeats() {
     let mut r = node(1, 3, 2, &[1, 1]);
-    let ae = AppendEntries { term: 2, leader_id: 0, prev_log_index: 2, prev_log_term: 2, entries: vec![], leader_commit: 2 };
+    let ae = AppendEntries {
+        term: 2,
+        leader_id: 0,
+        prev_log_index: 2,
+        prev_log_term: 2,
+        entries: vec![],
+        leader_commit: 2,
+    };
     let reply = append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO));
     assert!(!reply.success);
     assert_eq!((reply.conflict_term, reply.conflict_index), (Some(1), 1));
-    assert_eq!(r.commit_index(), 0, "a failed check must not advance the commit index");
+    assert_eq!(
+        r.commit_index(),
+        0,
+        "a failed check must not advance the commit index"
+    );
 }
 
 #[test]
@@ -138,13 +230,27 @@ fn append_entries_rule_3_truncates_only_on_a_real_conflict() {
     let mut r = node(1, 3, 3, &[1, 2, 2]);
     // A delayed AppendEntries carrying only entry 2 must not drop entry 3.
     let mut e = entries(&[1, 2, 2]);
-    let ae = AppendEntries { term: 3, leader_id: 0, prev_log_index: 1, prev_log_term: 1, entries: vec![e[1].clone()], leader_commit: 0 };
+    let ae = AppendEntries {
+        term: 3,
+        leader_id: 0,
+        prev_log_index: 1,
+        prev_log_term: 1,
+        entries: vec![e[1].clone()],
+        leader_commit: 0,
+    };
     assert!(append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO)).success);
     assert_eq!(r.log().last_index(), 3);
     assert!(r.take_ready().truncate_from.is_none());
     // A different term at index 2 is a conflict: 2 and 3 go.
     e[1].term = 3;
-    let ae = AppendEntries { term: 3, leader_id: 0, prev_log_index: 1, prev_log_term: 1, entries: vec![e[1].clone()], leader_commit: 0 };
+    let ae = AppendEntries {
+        term: 3,
+        leader_id: 0,
+        prev_log_index: 1,
+        prev_log_term: 1,
+        entries: vec![e[1].clone()],
+        leader_commit: 0,
+    };
     let reply = append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO));
     assert_eq!((reply.success, reply.match_index), (true, 2));
     assert_eq!(r.log().last_index(), 2);
@@ -157,7 +263,14 @@ fn append_entries_rule_3_truncates_only_on_a_real_conflict() {
 fn append_entries_rule_5_commit_is_capped_by_the_last_new_entry() {
     let mut r = node(1, 3, 1, &[1, 1, 1, 1]);
     // Entries 3 and 4 are unverified (the leader only vouched for 1..=2).
-    let ae = AppendEntries { term: 1, leader_id: 0, prev_log_index: 2, prev_log_term: 1, entries: vec![], leader_commit: 4 };
+    let ae = AppendEntries {
+        term: 1,
+        leader_id: 0,
+        prev_log_index: 2,
+        prev_log_term: 1,
+        entries: vec![],
+        leader_commit: 4,
+    };
     assert!(append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO)).success);
     assert_eq!(r.commit_index(), 2);
     assert_eq!(r.take_ready().committed.len(), 2);
@@ -171,12 +284,28 @@ fn figure_8_a_leader_does_not_commit_an_old_term_entry_by_counting() {
     let now = Duration::from_secs(1);
     // Peer 1 acknowledges index 2 only (not the term-4 no-op at 3).
     let req = r.poll_peer(1, now).unwrap();
-    let ok = |m| Reply::AppendEntries(AppendEntriesReply { term: 4, success: true, match_index: m, conflict_term: None, conflict_index: 0 });
+    let ok = |m| {
+        Reply::AppendEntries(AppendEntriesReply {
+            term: 4,
+            success: true,
+            match_index: m,
+            conflict_term: None,
+            conflict_index: 0,
+        })
+    };
     r.handle_reply(1, &req, ok(2), now);
-    assert_eq!(r.commit_index(), 0, "index 2 is of term 2: counting replicas must not commit it");
+    assert_eq!(
+        r.commit_index(),
+        0,
+        "index 2 is of term 2: counting replicas must not commit it"
+    );
     let req = r.poll_peer(1, now).unwrap();
     r.handle_reply(1, &req, ok(3), now);
-    assert_eq!(r.commit_index(), 3, "committing the term-4 no-op commits 2 with it");
+    assert_eq!(
+        r.commit_index(),
+        3,
+        "committing the term-4 no-op commits 2 with it"
+    );
 }
 
 #[test]
@@ -186,10 +315,18 @@ fn fast_backup_skips_a_whole_conflicting_term() {
     let req = r.poll_peer(1, now).unwrap(); // prev = 5
     // The follower holds only two entries: it says so, and the leader jumps
     // straight to index 3 instead of walking back one index per round trip.
-    let reply = Reply::AppendEntries(AppendEntriesReply { term: 3, success: false, match_index: 0, conflict_term: None, conflict_index: 3 });
+    let reply = Reply::AppendEntries(AppendEntriesReply {
+        term: 3,
+        success: false,
+        match_index: 0,
+        conflict_term: None,
+        conflict_index: 3,
+    });
     r.handle_reply(1, &req, reply, now);
     match r.poll_peer(1, now).unwrap() {
-        Request::AppendEntries(ae) => assert_eq!(ae.prev_log_index, 2, "short follower: jump to its length"),
+        Request::AppendEntries(ae) => {
+            assert_eq!(ae.prev_log_index, 2, "short follower: jump to its length")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -202,7 +339,13 @@ fn stale_replies_from_an_earlier_term_are_dropped() {
     // Node steps down and wins again in a later term.
     r.handle_request(2, vote_req(5, 2, 0, 0), now);
     assert_eq!(r.role(), Role::Follower);
-    let ok = Reply::AppendEntries(AppendEntriesReply { term: 2, success: true, match_index: 1, conflict_term: None, conflict_index: 0 });
+    let ok = Reply::AppendEntries(AppendEntriesReply {
+        term: 2,
+        success: true,
+        match_index: 1,
+        conflict_term: None,
+        conflict_index: 0,
+    });
     r.handle_reply(1, &old, ok, now);
     assert_eq!(r.match_index(1), Some(0));
 }
@@ -217,16 +360,39 @@ fn unreachable_peer_is_reported_once_and_backed_off() {
         let req = r.poll_peer(1, now).expect("due");
         r.handle_failure(1, &req, now);
         let next = r.peer_wakeup(1).unwrap();
-        assert!(next - now >= last_gap, "backoff never shrinks while failing");
+        assert!(
+            next - now >= last_gap,
+            "backoff never shrinks while failing"
+        );
         last_gap = next - now;
         now = next;
-        unreachable += r.take_ready().events.iter().filter(|e| matches!(e, Event::PeerUnreachable { .. })).count();
+        unreachable += r
+            .take_ready()
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::PeerUnreachable { .. }))
+            .count();
     }
     assert_eq!(unreachable, 1);
     assert!(last_gap <= 300 * MS / 2);
     let req = r.poll_peer(1, now).unwrap();
-    r.handle_reply(1, &req, Reply::AppendEntries(AppendEntriesReply { term: r.term(), success: true, match_index: 1, conflict_term: None, conflict_index: 0 }), now);
-    assert!(r.take_ready().events.contains(&Event::PeerReachable { peer: 1 }));
+    r.handle_reply(
+        1,
+        &req,
+        Reply::AppendEntries(AppendEntriesReply {
+            term: r.term(),
+            success: true,
+            match_index: 1,
+            conflict_term: None,
+            conflict_index: 0,
+        }),
+        now,
+    );
+    assert!(
+        r.take_ready()
+            .events
+            .contains(&Event::PeerReachable { peer: 1 })
+    );
 }
 
 #[test]
@@ -244,7 +410,19 @@ fn single_node_cluster_elects_itself_and_commits_alone() {
 #[test]
 fn followers_refuse_proposals_with_a_leader_hint() {
     let mut r = node(1, 3, 1, &[]);
-    let ae = AppendEntries { term: 1, leader_id: 2, prev_log_index: 0, prev_log_term: 0, entries: vec![], leader_commit: 0 };
+    let ae = AppendEntries {
+        term: 1,
+        leader_id: 2,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
     r.handle_request(2, Request::AppendEntries(ae), Duration::ZERO);
-    assert_eq!(r.propose("x".into()), Err(NotLeader { leader_hint: Some(2) }));
+    assert_eq!(
+        r.propose("x".into()),
+        Err(NotLeader {
+            leader_hint: Some(2)
+        })
+    );
 }

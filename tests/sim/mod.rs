@@ -1,0 +1,764 @@
+//! A deterministic simulation of a Raft cluster over the pure core.
+//!
+//! Time is virtual and every random choice comes from one seeded generator,
+//! so a seed replays exactly. The network models what the real runtime
+//! does: each request is a synchronous RPC that ends, for the sender, in
+//! exactly one reply or one failure (after `rpc_timeout`). Requests and
+//! replies can be dropped, delayed, duplicated (the receiver handles a
+//! request twice) and reordered (a long delay lets a later RPC overtake an
+//! earlier one), and links can be cut by partitions. Nodes crash, losing
+//! everything but their fake disk, and restart from it alone.
+//!
+//! After every step the [`Checker`] verifies the safety properties of
+//! Figure 3 of the Raft paper: election safety, leader append-only, log
+//! matching, leader completeness and state machine safety. A violation
+//! panics; [`SeedGuard`] then prints the seed and how to replay it.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::time::Duration;
+
+use raft::consensus::{
+    Config, Entry, Event, HardState, Index, NodeId, Payload, Raft, Ready, Reply, Request, Role,
+    Term,
+};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+pub const MS: Duration = Duration::from_millis(1);
+
+/// How the simulated network misbehaves.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Probability that a request, and separately its reply, is lost.
+    pub drop: f64,
+    /// Probability that a delivered request is delivered a second time.
+    pub duplicate: f64,
+    /// One-way delay, uniform in this range.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Probability of a long delay (up to `long_delay`), which reorders.
+    pub long_delay_chance: f64,
+    pub long_delay: Duration,
+    /// A sender gives up on an RPC after this long.
+    pub rpc_timeout: Duration,
+}
+
+impl NetConfig {
+    pub fn reliable() -> NetConfig {
+        NetConfig {
+            drop: 0.0,
+            duplicate: 0.0,
+            min_delay: MS,
+            max_delay: 5 * MS,
+            long_delay_chance: 0.0,
+            long_delay: Duration::ZERO,
+            rpc_timeout: 150 * MS,
+        }
+    }
+
+    /// Roughly the MIT labrpc "unreliable" network: 10% loss, up to 27 ms
+    /// of delay, some duplicates and long reorderings.
+    pub fn unreliable() -> NetConfig {
+        NetConfig {
+            drop: 0.1,
+            duplicate: 0.05,
+            min_delay: Duration::ZERO,
+            max_delay: 27 * MS,
+            long_delay_chance: 0.05,
+            long_delay: 400 * MS,
+            rpc_timeout: 150 * MS,
+        }
+    }
+}
+
+/// The Raft settings every simulated node uses; the runtime's defaults.
+pub fn raft_config(id: NodeId, n: usize, seed: u64) -> Config {
+    Config {
+        id,
+        peers: (0..n as NodeId).filter(|&p| p != id).collect(),
+        election_timeout_min: 300 * MS,
+        election_timeout_max: 600 * MS,
+        heartbeat_interval: 50 * MS,
+        max_entries_per_append: 64,
+        seed,
+    }
+}
+
+enum Msg {
+    Request {
+        rpc: u64,
+        from: NodeId,
+        to: NodeId,
+        request: Request,
+    },
+    Reply {
+        rpc: u64,
+        to: NodeId,
+        incarnation: u64,
+        from: NodeId,
+        request: Request,
+        reply: Reply,
+    },
+    Timeout {
+        rpc: u64,
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+        request: Request,
+    },
+}
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    msg: Msg,
+}
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// One server: its running core (if up), its disk, its state machine.
+pub struct SimNode {
+    pub raft: Option<Raft>,
+    /// Bumped at every crash, so replies meant for an earlier life are
+    /// discarded.
+    pub incarnation: u64,
+    /// The fake disk: exactly what the runtime would have fsynced.
+    pub disk_state: HardState,
+    pub disk_log: Vec<Entry>,
+    /// Entries applied by this incarnation, in order (index k+1 at k).
+    pub applied: Vec<Entry>,
+}
+
+/// Safety properties checked after every step (Raft paper, Figure 3).
+#[derive(Default)]
+pub struct Checker {
+    /// Election safety: at most one leader per term, with the length of
+    /// the committed prefix when it was elected (leader completeness: it
+    /// must hold that prefix for as long as it leads).
+    leaders: HashMap<Term, (NodeId, Index)>,
+    /// Log matching: every (index, term) ever stored anywhere maps to one
+    /// payload and one previous-entry term.
+    entries: HashMap<(Index, Term), (Payload, Term)>,
+    /// State machine safety: the entry applied at each index, by anyone.
+    pub committed: BTreeMap<Index, Entry>,
+    /// Leader append-only: (term, last index) of each current leader.
+    leader_last: HashMap<NodeId, (Term, Index)>,
+    pub steps: u64,
+}
+
+pub struct Sim {
+    pub seed: u64,
+    rng: Xoshiro256PlusPlus,
+    pub now: Duration,
+    pub nodes: Vec<SimNode>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    next_rpc: u64,
+    completed: HashSet<u64>,
+    pub net: NetConfig,
+    /// A node that is not connected reaches nobody (MIT's disconnect).
+    pub connected: Vec<bool>,
+    /// Nodes reach each other only within the same group (partitions).
+    pub group: Vec<u32>,
+    pub rpc_count: u64,
+    pub checker: Checker,
+    /// Every event of every node, for tests that look at them.
+    pub events: Vec<(NodeId, Event)>,
+    pub keep_events: bool,
+    /// Fault injection for testing the checker itself: the fake disk
+    /// ignores log appends (a node that acknowledges before it fsyncs).
+    pub disk_drops_appends: bool,
+}
+
+impl Sim {
+    pub fn new(n: usize, seed: u64, net: NetConfig) -> Sim {
+        let mut sim = Sim {
+            seed,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            now: Duration::ZERO,
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            next_rpc: 0,
+            completed: HashSet::new(),
+            net,
+            connected: vec![true; n],
+            group: vec![0; n],
+            rpc_count: 0,
+            checker: Checker::default(),
+            events: Vec::new(),
+            keep_events: false,
+            disk_drops_appends: false,
+        };
+        for _ in 0..n {
+            sim.nodes.push(SimNode {
+                raft: None,
+                incarnation: 0,
+                disk_state: HardState::default(),
+                disk_log: Vec::new(),
+                applied: Vec::new(),
+            });
+        }
+        for id in 0..n as NodeId {
+            sim.start(id);
+        }
+        sim
+    }
+
+    pub fn n(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn raft(&self, id: NodeId) -> Option<&Raft> {
+        self.nodes[id as usize].raft.as_ref()
+    }
+
+    // ----- Faults -----
+
+    /// Crashes a node: its volatile state is gone, its disk stays.
+    pub fn crash(&mut self, id: NodeId) {
+        let node = &mut self.nodes[id as usize];
+        node.raft = None;
+        node.incarnation += 1;
+        node.applied.clear();
+        self.checker.leader_last.remove(&id);
+    }
+
+    /// Starts (or restarts) a node from its disk alone.
+    pub fn start(&mut self, id: NodeId) {
+        let n = self.n();
+        let node = &mut self.nodes[id as usize];
+        assert!(node.raft.is_none(), "node {id} is running");
+        let seed = self.seed ^ (id << 32) ^ (node.incarnation << 48);
+        node.applied.clear();
+        node.raft = Some(Raft::new(
+            raft_config(id, n, seed),
+            node.disk_state,
+            node.disk_log.clone(),
+            self.now,
+        ));
+        self.after(id);
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[id as usize].raft.is_some()
+    }
+
+    pub fn disconnect(&mut self, id: NodeId) {
+        self.connected[id as usize] = false;
+    }
+
+    pub fn connect(&mut self, id: NodeId) {
+        self.connected[id as usize] = true;
+    }
+
+    /// Splits the nodes into groups that cannot reach each other.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        for (g, members) in groups.iter().enumerate() {
+            for &m in members {
+                self.group[m as usize] = g as u32;
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.group.iter_mut().for_each(|g| *g = 0);
+        self.connected.iter_mut().for_each(|c| *c = true);
+    }
+
+    fn reachable(&self, a: NodeId, b: NodeId) -> bool {
+        self.connected[a as usize]
+            && self.connected[b as usize]
+            && self.group[a as usize] == self.group[b as usize]
+    }
+
+    // ----- Clients -----
+
+    /// Proposes `data` at node `id`; `Some((index, term))` if it is leader.
+    pub fn propose(&mut self, id: NodeId, data: &str) -> Option<(Index, Term)> {
+        let raft = self.nodes[id as usize].raft.as_mut()?;
+        let result = raft.propose(data.to_string()).ok();
+        self.after(id);
+        result
+    }
+
+    // ----- Running -----
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random_bool(p)
+    }
+
+    fn delay(&mut self) -> Duration {
+        if self.chance(self.net.long_delay_chance) {
+            return Duration::from_nanos(
+                self.rng
+                    .random_range(0..=self.net.long_delay.as_nanos() as u64),
+            );
+        }
+        let (lo, hi) = (
+            self.net.min_delay.as_nanos() as u64,
+            self.net.max_delay.as_nanos() as u64,
+        );
+        Duration::from_nanos(self.rng.random_range(lo..=hi))
+    }
+
+    fn schedule(&mut self, at: Duration, msg: Msg) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            msg,
+        }));
+    }
+
+    /// Advances to the next event or timer, but not past `limit`, and
+    /// handles it.
+    pub fn step(&mut self, limit: Duration) {
+        let next_msg = self.queue.peek().map(|Reverse(s)| s.at);
+        let next_timer = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref().and_then(|r| r.next_deadline()))
+            .min();
+        let next = [next_msg, next_timer, Some(limit)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap();
+        self.now = self.now.max(next);
+        if next_msg.is_some_and(|t| t <= self.now) {
+            let Reverse(s) = self.queue.pop().unwrap();
+            self.deliver(s.msg);
+        }
+        for id in 0..self.n() as NodeId {
+            if let Some(raft) = self.nodes[id as usize].raft.as_mut() {
+                raft.tick(self.now);
+                self.after(id);
+            }
+        }
+        self.checker.steps += 1;
+        if self.checker.steps % 512 == 0 {
+            self.check_deep();
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step(end);
+        }
+    }
+
+    /// Runs until `cond` holds or `limit` of virtual time passes.
+    pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if cond(self) {
+                return true;
+            }
+            self.step(end);
+        }
+        cond(self)
+    }
+
+    fn deliver(&mut self, msg: Msg) {
+        match msg {
+            Msg::Request {
+                rpc,
+                from,
+                to,
+                request,
+            } => {
+                if !self.reachable(from, to) || !self.is_up(to) {
+                    return; // the sender's timeout will fire
+                }
+                if self.chance(self.net.duplicate) {
+                    let at = self.now + self.delay();
+                    self.schedule(
+                        at,
+                        Msg::Request {
+                            rpc,
+                            from,
+                            to,
+                            request: request.clone(),
+                        },
+                    );
+                }
+                let raft = self.nodes[to as usize].raft.as_mut().unwrap();
+                let reply = raft.handle_request(from, request.clone(), self.now);
+                self.after(to); // persisted before the reply leaves
+                if self.chance(self.net.drop) {
+                    return;
+                }
+                let incarnation = self.nodes[from as usize].incarnation;
+                let at = self.now + self.delay();
+                self.schedule(
+                    at,
+                    Msg::Reply {
+                        rpc,
+                        to: from,
+                        incarnation,
+                        from: to,
+                        request,
+                        reply,
+                    },
+                );
+            }
+            Msg::Reply {
+                rpc,
+                to,
+                incarnation,
+                from,
+                request,
+                reply,
+            } => {
+                // A reply crossing a partition made after it left is lost.
+                if !self.reachable(from, to) || self.completed.contains(&rpc) {
+                    return;
+                }
+                let node = &mut self.nodes[to as usize];
+                if node.incarnation != incarnation || node.raft.is_none() {
+                    return;
+                }
+                self.completed.insert(rpc);
+                node.raft
+                    .as_mut()
+                    .unwrap()
+                    .handle_reply(from, &request, reply, self.now);
+                self.after(to);
+            }
+            Msg::Timeout {
+                rpc,
+                node,
+                incarnation,
+                peer,
+                request,
+            } => {
+                if !self.completed.insert(rpc) {
+                    return;
+                }
+                let n = &mut self.nodes[node as usize];
+                if n.incarnation != incarnation || n.raft.is_none() {
+                    return;
+                }
+                n.raft
+                    .as_mut()
+                    .unwrap()
+                    .handle_failure(peer, &request, self.now);
+                self.after(node);
+            }
+        }
+    }
+
+    /// After any input to `id`: persist and apply its `Ready`, check the
+    /// invariants, and send whatever requests it now wants to send.
+    fn after(&mut self, id: NodeId) {
+        let Some(raft) = self.nodes[id as usize].raft.as_mut() else {
+            return;
+        };
+        let ready = raft.take_ready();
+        self.persist_and_check(id, ready);
+        let peers: Vec<NodeId> = self.nodes[id as usize]
+            .raft
+            .as_ref()
+            .unwrap()
+            .peers()
+            .collect();
+        for peer in peers {
+            while let Some(request) = self.nodes[id as usize]
+                .raft
+                .as_mut()
+                .unwrap()
+                .poll_peer(peer, self.now)
+            {
+                self.send(id, peer, request);
+            }
+        }
+        let ready = self.nodes[id as usize].raft.as_mut().unwrap().take_ready();
+        self.persist_and_check(id, ready);
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, request: Request) {
+        self.rpc_count += 1;
+        self.next_rpc += 1;
+        let rpc = self.next_rpc;
+        let incarnation = self.nodes[from as usize].incarnation;
+        let timeout_at = self.now + self.net.rpc_timeout;
+        self.schedule(
+            timeout_at,
+            Msg::Timeout {
+                rpc,
+                node: from,
+                incarnation,
+                peer: to,
+                request: request.clone(),
+            },
+        );
+        if self.reachable(from, to) && !self.chance(self.net.drop) {
+            let at = self.now + self.delay();
+            self.schedule(
+                at,
+                Msg::Request {
+                    rpc,
+                    from,
+                    to,
+                    request,
+                },
+            );
+        }
+    }
+
+    fn fail(&self, what: String) -> ! {
+        violation(self.now, self.seed, what)
+    }
+
+    fn persist_and_check(&mut self, id: NodeId, ready: Ready) {
+        let (now, seed) = (self.now, self.seed);
+        let fail = |what: String| violation(now, seed, what);
+        let node = &mut self.nodes[id as usize];
+        let raft = node.raft.as_ref().unwrap();
+        // The fake disk, written the way the runtime writes the real one.
+        if let Some(hs) = ready.hard_state {
+            if hs.term < node.disk_state.term {
+                fail(format!(
+                    "node {id} persisted term {} after {}",
+                    hs.term, node.disk_state.term
+                ));
+            }
+            node.disk_state = hs;
+        }
+        if let Some(from) = ready.truncate_from {
+            if raft.role() == Role::Leader {
+                fail(format!(
+                    "leader {id} truncated its log at {from} (leader append-only)"
+                ));
+            }
+            node.disk_log.truncate(from as usize - 1);
+        }
+        for e in ready.appended.iter().filter(|_| !self.disk_drops_appends) {
+            if e.index != node.disk_log.len() as Index + 1 {
+                fail(format!(
+                    "node {id} appended index {} to a log of {}",
+                    e.index,
+                    node.disk_log.len()
+                ));
+            }
+            node.disk_log.push(e.clone());
+        }
+        // Log matching: an (index, term) pair identifies one payload and
+        // one predecessor everywhere.
+        for e in &ready.appended {
+            let prev = raft.log().term_at(e.index - 1).unwrap();
+            let seen = self
+                .checker
+                .entries
+                .entry((e.index, e.term))
+                .or_insert((e.payload.clone(), prev));
+            if *seen != (e.payload.clone(), prev) {
+                let seen = seen.clone();
+                fail(format!(
+                    "log matching: node {id} has {e:?} after term {prev}, elsewhere {seen:?}"
+                ));
+            }
+        }
+        // State machine safety, and applying in order without gaps.
+        for e in &ready.committed {
+            if e.index != node.applied.len() as Index + 1 {
+                fail(format!(
+                    "node {id} applied {} after {}",
+                    e.index,
+                    node.applied.len()
+                ));
+            }
+            node.applied.push(e.clone());
+            if let Some(other) = self.checker.committed.get(&e.index) {
+                if other != e {
+                    fail(format!(
+                        "state machine safety: node {id} applied {e:?}, another {other:?}"
+                    ));
+                }
+            } else {
+                self.checker.committed.insert(e.index, e.clone());
+            }
+        }
+        // Election safety and leader append-only.
+        if raft.role() == Role::Leader {
+            let term = raft.term();
+            let last = raft.log().last_index();
+            if let Some(&(other, _)) = self.checker.leaders.get(&term) {
+                if other != id {
+                    fail(format!(
+                        "election safety: {other} and {id} both led term {term}"
+                    ));
+                }
+            } else {
+                // Entries are applied in order, so the committed map is the
+                // prefix 1..=len.
+                self.checker
+                    .leaders
+                    .insert(term, (id, self.checker.committed.len() as Index));
+                // Leader completeness: a new leader holds every committed entry.
+                for (index, e) in &self.checker.committed {
+                    if raft.log().get(*index) != Some(e) {
+                        fail(format!(
+                            "leader completeness: new leader {id} of term {term} lacks {e:?}"
+                        ));
+                    }
+                }
+            }
+            if let Some(&(t, l)) = self.checker.leader_last.get(&id) {
+                if t == term && last < l {
+                    fail(format!(
+                        "leader append-only: leader {id} shrank from {l} to {last}"
+                    ));
+                }
+            }
+            self.checker.leader_last.insert(id, (term, last));
+        } else {
+            self.checker.leader_last.remove(&id);
+        }
+        if std::env::var_os("SIM_TRACE").is_some() {
+            for e in &ready.events {
+                eprintln!("{now:>12?} n{id} {e:?}");
+            }
+        }
+        if self.keep_events {
+            self.events
+                .extend(ready.events.into_iter().map(|e| (id, e)));
+        }
+    }
+
+    /// The slow checks, every few hundred steps: every pair of logs obeys
+    /// log matching in full, and every leader still holds every entry that
+    /// was committed before it was elected. (A deposed leader that has not
+    /// heard of it yet may lack entries committed in later terms.)
+    pub fn check_deep(&self) {
+        let logs: Vec<(NodeId, &[Entry])> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.raft.as_ref().map(|r| (i as NodeId, r.log().entries())))
+            .collect();
+        for (a, la) in &logs {
+            for (b, lb) in &logs {
+                if a >= b {
+                    continue;
+                }
+                // The last index where both hold the same term: everything
+                // up to it must be identical.
+                let common = la.len().min(lb.len());
+                if let Some(k) = (0..common).rev().find(|&k| la[k].term == lb[k].term) {
+                    if la[..=k] != lb[..=k] {
+                        self.fail(format!(
+                            "log matching: nodes {a} and {b} agree on index {} but differ before",
+                            k + 1
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(r) = n.raft.as_ref() else { continue };
+            if r.role() == Role::Leader {
+                let (_, prefix) = self.checker.leaders[&r.term()];
+                for (index, e) in self.checker.committed.range(..=prefix) {
+                    if r.log().get(*index) != Some(e) {
+                        self.fail(format!(
+                            "leader completeness: leader {i} of term {} lacks {e:?}",
+                            r.term()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- Observations -----
+
+    /// The leader of the highest term among running, connected nodes.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.connected[*i])
+            .filter_map(|(i, n)| {
+                n.raft
+                    .as_ref()
+                    .filter(|r| r.role() == Role::Leader)
+                    .map(|r| (r.term(), i as NodeId))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    /// How many running nodes have applied `index`, and its payload.
+    pub fn n_applied(&self, index: Index) -> (usize, Option<Payload>) {
+        let mut count = 0;
+        let mut payload = None;
+        for n in &self.nodes {
+            if n.raft.is_some() {
+                if let Some(e) = n.applied.get(index as usize - 1) {
+                    count += 1;
+                    payload = Some(e.payload.clone());
+                }
+            }
+        }
+        (count, payload)
+    }
+}
+
+fn violation(now: Duration, seed: u64, what: String) -> ! {
+    panic!("safety violation at t={now:?} (seed {seed}): {what}")
+}
+
+/// Prints the seed and the replay command if the test panics while this
+/// guard is alive.
+pub struct SeedGuard {
+    /// The test binary, i.e. the file name under tests/ without `.rs`.
+    pub file: &'static str,
+    pub test: &'static str,
+    pub seed: u64,
+}
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\n*** {} failed with seed {}; replay with:\n    SIM_SEED={} cargo test --test {} -- --exact {}\n",
+                self.test, self.seed, self.seed, self.file, self.test
+            );
+        }
+    }
+}
+
+/// The seeds a test should run: `SIM_SEED` alone if set, otherwise
+/// `default_count` seeds (scaled by `SIM_SEEDS_SCALE`) starting from a
+/// fixed base, so CI runs are reproducible.
+pub fn seeds(base: u64, default_count: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("SIM_SEED") {
+        return vec![s.parse().expect("SIM_SEED must be a number")];
+    }
+    let scale: f64 = std::env::var("SIM_SEEDS_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let count = ((default_count as f64 * scale).round() as u64).max(1);
+    (base..base + count).collect()
+}
