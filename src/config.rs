@@ -1,0 +1,366 @@
+//! The cluster configuration file.
+//!
+//! Two formats are accepted, and may even be mixed:
+//!
+//! ```text
+//! N: 5                      # the courses' format: a count, then
+//! node0: localhost:5001     # node<ID>: HOST:PORT
+//!
+//! 0 localhost 5001          # the plain format: ID HOST PORT
+//! ```
+//!
+//! Blank lines, `#` comments, CRLF line ends, extra spaces and a missing
+//! final newline are fine. The node lines are the truth: when `N:`
+//! disagrees with them the file still loads and a warning says so.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use crate::consensus::NodeId;
+
+/// One server of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Member {
+    /// `host:port`, as written in the file (IPv6 hosts in brackets).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Resolves the address; the first result is used.
+    pub fn socket_addr(&self) -> std::io::Result<SocketAddr> {
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} resolves to nothing", self.host),
+                )
+            })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub path: PathBuf,
+    /// In file order.
+    pub members: Vec<Member>,
+    /// Problems that do not stop loading (an `N:` that disagrees).
+    pub warnings: Vec<String>,
+}
+
+impl ClusterConfig {
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A line that is neither `N: <count>`, `node<ID>: HOST:PORT` nor
+    /// `ID HOST PORT`, or has a bad number in it.
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        text: String,
+        reason: String,
+    },
+    DuplicateId {
+        path: PathBuf,
+        line: usize,
+        id: NodeId,
+        first_line: usize,
+    },
+    DuplicateAddress {
+        path: PathBuf,
+        line: usize,
+        address: String,
+        first_line: usize,
+    },
+    NoNodes {
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            ConfigError::Malformed {
+                path,
+                line,
+                text,
+                reason,
+            } => {
+                write!(f, "{}:{line}: {reason}: {text:?}", path.display())
+            }
+            ConfigError::DuplicateId {
+                path,
+                line,
+                id,
+                first_line,
+            } => {
+                write!(
+                    f,
+                    "{}:{line}: node id {id} is already defined on line {first_line}",
+                    path.display()
+                )
+            }
+            ConfigError::DuplicateAddress {
+                path,
+                line,
+                address,
+                first_line,
+            } => {
+                write!(
+                    f,
+                    "{}:{line}: address {address} is already used on line {first_line}",
+                    path.display()
+                )
+            }
+            ConfigError::NoNodes { path } => write!(f, "{}: no node lines found", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and parses a configuration file.
+pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses configuration text; `path` is used in messages only.
+pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig, ConfigError> {
+    let mut members: Vec<(Member, usize)> = Vec::new();
+    let mut declared: Option<(usize, usize)> = None;
+    for (k, raw) in text.lines().enumerate() {
+        let line_no = k + 1;
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let malformed = |reason: &str| ConfigError::Malformed {
+            path: path.to_path_buf(),
+            line: line_no,
+            text: raw.trim_end_matches('\r').to_string(),
+            reason: reason.to_string(),
+        };
+        let first_word = line
+            .split(|c: char| c == ':' || c.is_whitespace())
+            .next()
+            .unwrap_or("");
+        let course_format = first_word.eq_ignore_ascii_case("n") || first_word.starts_with("node");
+        let member = if course_format {
+            let (key, value) = line
+                .split_once(':')
+                .ok_or_else(|| malformed("expected `node<ID>: HOST:PORT`"))?;
+            let key = key.trim();
+            let value = value.trim();
+            if key.eq_ignore_ascii_case("n") {
+                let n = value
+                    .parse()
+                    .map_err(|_| malformed("N must be a whole number"))?;
+                declared = Some((n, line_no));
+                continue;
+            }
+            let Some(id) = key.strip_prefix("node") else {
+                return Err(malformed(
+                    "expected `N: <count>`, `node<ID>: HOST:PORT` or `ID HOST PORT`",
+                ));
+            };
+            let id = id
+                .parse()
+                .map_err(|_| malformed("node id must be a whole number, as in node4"))?;
+            let (host, port) =
+                split_host_port(value).ok_or_else(|| malformed("expected HOST:PORT"))?;
+            let port = port
+                .parse()
+                .map_err(|_| malformed("port must be a number from 1 to 65535"))?;
+            Member { id, host, port }
+        } else {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [id, host, port] = fields[..] else {
+                return Err(malformed(
+                    "expected `N: <count>`, `node<ID>: HOST:PORT` or `ID HOST PORT`",
+                ));
+            };
+            let id = id
+                .parse()
+                .map_err(|_| malformed("node id must be a whole number"))?;
+            let port = port
+                .parse()
+                .map_err(|_| malformed("port must be a number from 1 to 65535"))?;
+            Member {
+                id,
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port,
+            }
+        };
+        if member.port == 0 {
+            return Err(malformed("port must be a number from 1 to 65535"));
+        }
+        if let Some((_, first_line)) = members.iter().find(|(m, _)| m.id == member.id) {
+            return Err(ConfigError::DuplicateId {
+                path: path.to_path_buf(),
+                line: line_no,
+                id: member.id,
+                first_line: *first_line,
+            });
+        }
+        let address = member.address().to_ascii_lowercase();
+        if let Some((_, first_line)) = members
+            .iter()
+            .find(|(m, _)| m.address().to_ascii_lowercase() == address)
+        {
+            return Err(ConfigError::DuplicateAddress {
+                path: path.to_path_buf(),
+                line: line_no,
+                address: member.address(),
+                first_line: *first_line,
+            });
+        }
+        members.push((member, line_no));
+    }
+    if members.is_empty() {
+        return Err(ConfigError::NoNodes {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut warnings = Vec::new();
+    if let Some((n, line)) = declared {
+        if n != members.len() {
+            warnings.push(format!(
+                "{}:{line}: N is {n} but {} nodes are listed; using the {} listed",
+                path.display(),
+                members.len(),
+                members.len()
+            ));
+        }
+    }
+    Ok(ClusterConfig {
+        path: path.to_path_buf(),
+        members: members.into_iter().map(|(m, _)| m).collect(),
+        warnings,
+    })
+}
+
+/// `host:port`, `[v6]:port`.
+fn split_host_port(s: &str) -> Option<(String, &str)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((host.to_string(), port.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<ClusterConfig, ConfigError> {
+        parse(text, Path::new("cfg.txt"))
+    }
+
+    #[test]
+    fn course_format_with_crlf_comments_and_no_final_newline() {
+        let c = p("# cluster\r\nN: 3\r\n\r\nnode0: localhost:5001\r\n  node1 :  localhost:5002  # two\r\nnode2: 127.0.0.1:5003").unwrap();
+        let ids: Vec<_> = c.members.iter().map(|m| (m.id, m.address())).collect();
+        assert_eq!(
+            ids,
+            vec![
+                (0, "localhost:5001".into()),
+                (1, "localhost:5002".into()),
+                (2, "127.0.0.1:5003".into())
+            ]
+        );
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn plain_format_and_more_than_ten_nodes() {
+        let text: String = (0..12)
+            .map(|i| format!("{i}   127.0.0.1\t{}\n", 7000 + i))
+            .collect();
+        let c = p(&text).unwrap();
+        assert_eq!(c.members.len(), 12);
+        assert_eq!(c.member(11).unwrap().port, 7011);
+    }
+
+    #[test]
+    fn node_lines_win_over_n_with_a_warning() {
+        let c = p("N: 5\nnode0: localhost:5001\nnode1: localhost:5002\n").unwrap();
+        assert_eq!(c.members.len(), 2);
+        assert!(
+            c.warnings[0].contains("cfg.txt:1: N is 5 but 2 nodes are listed"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn ipv6_in_brackets() {
+        let c = p("node1: [::1]:5001\n2 ::1 5002\n").unwrap();
+        assert_eq!(c.members[0].host, "::1");
+        assert_eq!(c.members[1].address(), "[::1]:5002");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let cases = [
+            (
+                "node0: localhost:5001\nnode0: localhost:5002\n",
+                "cfg.txt:2: node id 0 is already defined on line 1",
+            ),
+            (
+                "node0: localhost:5001\nnode1: localhost:5001\n",
+                "cfg.txt:2: address localhost:5001 is already used on line 1",
+            ),
+            (
+                "node0: localhost:5001\nnodeX: localhost:5002\n",
+                "cfg.txt:2: node id must be a whole number",
+            ),
+            (
+                "node0: localhost:99999\n",
+                "cfg.txt:1: port must be a number",
+            ),
+            ("node0: localhost\n", "cfg.txt:1: expected HOST:PORT"),
+            ("\n\n0 localhost\n", "cfg.txt:3: expected `N: <count>`"),
+            ("N: five\n", "cfg.txt:1: N must be a whole number"),
+            ("# nothing\n", "cfg.txt: no node lines found"),
+        ];
+        for (text, expected) in cases {
+            let err = p(text).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{text:?}: got {err:?}");
+        }
+    }
+}

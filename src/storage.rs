@@ -1,0 +1,512 @@
+//! Durable state of one node, in `STATE_DIR/node<ID>/`:
+//!
+//! * `state.json`: `{"term":7,"voted_for":2}`. Replaced atomically: written
+//!   to `state.json.tmp`, fsynced, renamed over the old file, and the
+//!   directory fsynced, so a crash leaves either the old or the new file.
+//! * `log.jsonl`: one record per line, `CRC JSON`, where CRC is the CRC-32
+//!   (8 hex digits) of the JSON bytes, e.g.
+//!   `1a2b3c4d {"index":3,"term":2,"payload":{"kind":"data","data":"SET 5"}}`.
+//!   Appends are fsynced before [`Storage::persist`] returns; a conflicting
+//!   suffix is cut with `set_len` and fsynced.
+//! * `lock`: held (flock) while a node runs, so two processes cannot share
+//!   the directory.
+//!
+//! At start, a final record that is incomplete or fails its checksum is a
+//! write torn by a crash: it was never fsynced, hence never acknowledged,
+//! and is cut (and reported). A bad record *before* the last one is damage
+//! that a crash cannot cause; the node refuses to start and names the file
+//! and byte offset, rather than silently dropping entries that may be
+//! committed.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::consensus::{Entry, HardState, Index, NodeId, Ready};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug)]
+pub enum StorageError {
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    /// Another process holds the directory's lock.
+    Locked { path: PathBuf },
+    /// Damage that a crash cannot explain.
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Io { path, op, source } => {
+                write!(f, "{}: {op} failed: {source}", path.display())
+            }
+            StorageError::Locked { path } => {
+                write!(
+                    f,
+                    "{}: in use by another running node (lock held)",
+                    path.display()
+                )
+            }
+            StorageError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "{}: corrupt at byte offset {offset}: {reason}",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+/// What was on disk at start.
+#[derive(Debug)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    pub entries: Vec<Entry>,
+    /// A torn final record that was cut: (byte offset, bytes removed).
+    pub torn_tail: Option<(u64, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    term: u64,
+    voted_for: Option<NodeId>,
+}
+
+pub struct Storage {
+    dir: PathBuf,
+    log_path: PathBuf,
+    log: File,
+    /// `offsets[k]` is the byte offset where the record of index k+1 starts.
+    offsets: Vec<u64>,
+    /// Current length of the log file.
+    len: u64,
+    _lock: File,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the directory and recovers its contents.
+    pub fn open(dir: &Path) -> Result<(Storage, Recovered), StorageError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path, "open"))?;
+        if lock.try_lock().is_err() {
+            return Err(StorageError::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        let hard_state = read_state(&dir.join("state.json"))?;
+        let log_path = dir.join("log.jsonl");
+        let mut log = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(&log_path, "open"))?;
+        let bytes = {
+            let mut buf = Vec::new();
+            io::Read::read_to_end(&mut log, &mut buf).map_err(io_err(&log_path, "read"))?;
+            buf
+        };
+        let (entries, offsets, valid_len) = parse_log(&bytes, &log_path)?;
+        let mut torn_tail = None;
+        if valid_len < bytes.len() as u64 {
+            torn_tail = Some((valid_len, bytes.len() as u64 - valid_len));
+            log.set_len(valid_len)
+                .map_err(io_err(&log_path, "truncate torn record"))?;
+            log.sync_all().map_err(io_err(&log_path, "fsync"))?;
+        }
+        let storage = Storage {
+            dir: dir.to_path_buf(),
+            log_path,
+            log,
+            offsets,
+            len: valid_len,
+            _lock: lock,
+        };
+        Ok((
+            storage,
+            Recovered {
+                hard_state,
+                entries,
+                torn_tail,
+            },
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes a [`Ready`]'s term, vote and log changes durable, in that
+    /// order, and returns only once they are fsynced.
+    pub fn persist(&mut self, ready: &Ready) -> Result<(), StorageError> {
+        if let Some(hs) = ready.hard_state {
+            self.save_hard_state(hs)?;
+        }
+        if let Some(from) = ready.truncate_from {
+            self.truncate_from(from)?;
+        }
+        if !ready.appended.is_empty() {
+            self.append(&ready.appended)?;
+        }
+        Ok(())
+    }
+
+    fn save_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        let path = self.dir.join("state.json");
+        let tmp = self.dir.join("state.json.tmp");
+        let mut text = serde_json::to_string(&StateFile {
+            term: hs.term,
+            voted_for: hs.voted_for,
+        })
+        .expect("serializing plain numbers cannot fail");
+        text.push('\n');
+        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        f.write_all(text.as_bytes())
+            .map_err(io_err(&tmp, "write"))?;
+        f.sync_all().map_err(io_err(&tmp, "fsync"))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
+        // The rename itself is durable only once the directory is.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir, "fsync directory"))
+    }
+
+    fn truncate_from(&mut self, index: Index) -> Result<(), StorageError> {
+        let k = index as usize - 1;
+        if k >= self.offsets.len() {
+            return Ok(());
+        }
+        let at = self.offsets[k];
+        self.log
+            .set_len(at)
+            .map_err(io_err(&self.log_path, "truncate"))?;
+        self.log
+            .sync_data()
+            .map_err(io_err(&self.log_path, "fsync"))?;
+        self.offsets.truncate(k);
+        self.len = at;
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
+        let mut offsets = Vec::with_capacity(entries.len());
+        for e in entries {
+            assert_eq!(
+                e.index as usize,
+                self.offsets.len() + offsets.len() + 1,
+                "storage append out of order"
+            );
+            offsets.push(self.len + buf.len() as u64);
+            encode_record(e, &mut buf);
+        }
+        self.log
+            .write_all(&buf)
+            .map_err(io_err(&self.log_path, "write"))?;
+        self.log
+            .sync_data()
+            .map_err(io_err(&self.log_path, "fsync"))?;
+        self.len += buf.len() as u64;
+        self.offsets.extend(offsets);
+        Ok(())
+    }
+}
+
+/// Appends `CRC JSON\n` for one entry to `buf`.
+pub fn encode_record(e: &Entry, buf: &mut Vec<u8>) {
+    let json = serde_json::to_vec(e).expect("entries always serialize");
+    let crc = checksum(&json);
+    write!(buf, "{crc:08x} ").expect("writing to a Vec cannot fail");
+    buf.extend_from_slice(&json);
+    buf.push(b'\n');
+}
+
+/// CRC-32 (IEEE 802.3, the zlib polynomial).
+fn checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+fn read_state(path: &Path) -> Result<HardState, StorageError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HardState::default()),
+        Err(e) => return Err(io_err(path, "read")(e)),
+    };
+    let s: StateFile = serde_json::from_str(&text).map_err(|e| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: byte_offset(&text, e.line(), e.column()),
+        reason: e.to_string(),
+    })?;
+    Ok(HardState {
+        term: s.term,
+        voted_for: s.voted_for,
+    })
+}
+
+fn byte_offset(text: &str, line: usize, column: usize) -> u64 {
+    let before: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    (before + column.saturating_sub(1)) as u64
+}
+
+/// Parses the log; returns the entries, their offsets and the length of
+/// the valid prefix. Only the final record may be invalid (torn).
+fn parse_log(bytes: &[u8], path: &Path) -> Result<(Vec<Entry>, Vec<u64>, u64), StorageError> {
+    let mut entries = Vec::new();
+    let mut offsets = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let Some(nl) = bytes[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|k| pos + k)
+        else {
+            // No newline: the last write stopped part-way.
+            return Ok((entries, offsets, pos as u64));
+        };
+        let expected = entries.len() as Index + 1;
+        match decode_record(&bytes[pos..nl], expected) {
+            Ok(e) => {
+                offsets.push(pos as u64);
+                entries.push(e);
+            }
+            Err(_) if nl + 1 == bytes.len() => return Ok((entries, offsets, pos as u64)),
+            Err(reason) => {
+                return Err(StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: pos as u64,
+                    reason: format!(
+                        "record for index {expected}: {reason} (and it is not the last record)"
+                    ),
+                });
+            }
+        }
+        pos = nl + 1;
+    }
+    Ok((entries, offsets, pos as u64))
+}
+
+fn decode_record(line: &[u8], expected: Index) -> Result<Entry, String> {
+    if line.len() < 10 || line[8] != b' ' {
+        return Err("not in `CRC JSON` form".into());
+    }
+    let crc = std::str::from_utf8(&line[..8])
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or("checksum is not 8 hex digits")?;
+    let json = &line[9..];
+    if checksum(json) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let e: Entry = serde_json::from_slice(json).map_err(|e| format!("bad JSON: {e}"))?;
+    if e.index != expected {
+        return Err(format!("index {} out of sequence", e.index));
+    }
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::Payload;
+
+    fn entry(index: Index, term: u64, data: &str) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: Payload::Data(data.into()),
+        }
+    }
+
+    fn ready_appending(entries: Vec<Entry>) -> Ready {
+        Ready {
+            appended: entries,
+            ..Ready::default()
+        }
+    }
+
+    #[test]
+    fn round_trip_with_truncation_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, rec) = Storage::open(dir.path()).unwrap();
+            assert_eq!(rec.hard_state, HardState::default());
+            assert!(rec.entries.is_empty());
+            s.persist(&Ready {
+                hard_state: Some(HardState {
+                    term: 3,
+                    voted_for: Some(2),
+                }),
+                appended: vec![
+                    entry(1, 1, "a"),
+                    entry(2, 1, "b\nwith newline"),
+                    entry(3, 2, "c"),
+                ],
+                ..Ready::default()
+            })
+            .unwrap();
+            s.persist(&Ready {
+                truncate_from: Some(2),
+                appended: vec![entry(2, 3, "B")],
+                ..Ready::default()
+            })
+            .unwrap();
+        }
+        let (_s, rec) = Storage::open(dir.path()).unwrap();
+        assert_eq!(
+            rec.hard_state,
+            HardState {
+                term: 3,
+                voted_for: Some(2)
+            }
+        );
+        assert_eq!(rec.entries, vec![entry(1, 1, "a"), entry(2, 3, "B")]);
+        assert!(rec.torn_tail.is_none());
+        let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            2,
+            "one readable line per record: {text}"
+        );
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Storage::open(dir.path()).unwrap();
+        assert!(matches!(
+            Storage::open(dir.path()),
+            Err(StorageError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn a_torn_final_record_is_cut_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Storage::open(dir.path()).unwrap();
+            s.persist(&ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]))
+                .unwrap();
+        }
+        let path = dir.path().join("log.jsonl");
+        let good = std::fs::read(&path).unwrap();
+        let mut torn = good.clone();
+        let mut third = Vec::new();
+        encode_record(&entry(3, 1, "c"), &mut third);
+        torn.extend_from_slice(&third[..third.len() / 2]); // crash mid-write
+        std::fs::write(&path, &torn).unwrap();
+        let (mut s, rec) = Storage::open(dir.path()).unwrap();
+        assert_eq!(rec.entries.len(), 2);
+        assert_eq!(
+            rec.torn_tail,
+            Some((good.len() as u64, (third.len() / 2) as u64))
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            good,
+            "the torn bytes are gone from the file"
+        );
+        // And appending afterwards continues cleanly.
+        s.persist(&ready_appending(vec![entry(3, 1, "c")])).unwrap();
+        drop(s);
+        assert_eq!(Storage::open(dir.path()).unwrap().1.entries.len(), 3);
+    }
+
+    #[test]
+    fn a_complete_final_record_with_a_bad_checksum_is_torn_too() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Storage::open(dir.path()).unwrap();
+            s.persist(&ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]))
+                .unwrap();
+        }
+        let path = dir.path().join("log.jsonl");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 4] ^= 0x01; // flip a bit inside the last record's JSON
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, rec) = Storage::open(dir.path()).unwrap();
+        assert_eq!(rec.entries.len(), 1);
+        assert!(rec.torn_tail.is_some());
+    }
+
+    #[test]
+    fn damage_before_the_tail_stops_with_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Storage::open(dir.path()).unwrap();
+            s.persist(&ready_appending(vec![
+                entry(1, 1, "a"),
+                entry(2, 1, "b"),
+                entry(3, 1, "c"),
+            ]))
+            .unwrap();
+        }
+        let path = dir.path().join("log.jsonl");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        bytes[second + 20] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Storage::open(dir.path())
+            .err()
+            .expect("must refuse to start");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("log.jsonl") && msg.contains(&format!("byte offset {second}")),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_an_error_not_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("state.json"),
+            "{\"term\": 4, \"voted_for\": nul",
+        )
+        .unwrap();
+        let msg = Storage::open(dir.path())
+            .err()
+            .expect("must refuse")
+            .to_string();
+        assert!(
+            msg.contains("state.json") && msg.contains("corrupt at byte offset"),
+            "{msg}"
+        );
+    }
+}
