@@ -1,8 +1,21 @@
-//! A Raft replicated log, as a library.
+//! A Raft replicated log, as a library; the `raftnode` and `raftctl`
+//! binaries are thin layers over it.
 //!
-//! * [`config`]: the cluster configuration file.
 //! * [`consensus`]: the algorithm, pure (no threads, clocks, files, sockets).
+//! * [`node`]: the threaded runtime that drives it.
 //! * [`storage`]: term, vote and log on disk.
+//! * [`wire`]: the newline-delimited JSON protocol.
+//! * [`server`]: the thread-pool RPC server.
+//! * [`transport`]: outgoing connections to peers.
+//! * [`config`]: the cluster configuration file.
+//! * [`client`]: what `raftctl` uses to talk to a cluster.
+//! * [`activity`]: the human-readable activity log.
+pub mod activity;
+pub mod client;
 pub mod config;
 pub mod consensus;
+pub mod node;
+pub mod server;
 pub mod storage;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,136 @@
+//! `raftnode CONFIG ID [PORT]`: runs one node of the cluster in CONFIG.
+//!
+//! Exit codes: 0 after SIGTERM or SIGINT, 2 for bad arguments or
+//! configuration, 1 for a failure at run time (reason on stderr).
+
+use std::path::PathBuf;
+use std::process::exit;
+use std::time::Duration;
+
+use clap::Parser;
+use raft::config;
+use raft::node::{Node, NodeOptions};
+use raft::server::ServerOptions;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Runs one Raft node of the cluster described in CONFIG."
+)]
+struct Args {
+    /// Cluster configuration (`N: 5` / `node0: localhost:5001`, or `ID HOST PORT` lines).
+    config: PathBuf,
+    /// This node's id, as in the configuration (node4 is 4).
+    id: u64,
+    /// This node's port; must match the configuration if given.
+    port: Option<u16>,
+    /// Durable state goes in STATE_DIR/node<ID>/.
+    #[arg(long, default_value = "/tmp/state")]
+    state_dir: PathBuf,
+    /// The activity log is DEBUG_DIR/node<ID>.log.
+    #[arg(long, default_value = "/tmp/debug")]
+    debug_dir: PathBuf,
+    /// Election timeout range in milliseconds, drawn uniformly at random.
+    #[arg(long, default_value = "300..600", value_name = "MIN..MAX")]
+    election_timeout: String,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    heartbeat: u64,
+    /// Timeout for one RPC to a peer in milliseconds [default: half the
+    /// shortest election timeout].
+    #[arg(long, value_name = "MS")]
+    rpc_timeout: Option<u64>,
+}
+
+fn usage_error(msg: &str) -> ! {
+    eprintln!("raftnode: {msg}");
+    exit(2)
+}
+
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once("..")?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+fn main() {
+    let args = Args::parse();
+    let cluster = config::load(&args.config).unwrap_or_else(|e| usage_error(&e.to_string()));
+    let Some(me) = cluster.member(args.id) else {
+        let ids: Vec<String> = cluster.members.iter().map(|m| m.id.to_string()).collect();
+        usage_error(&format!(
+            "node id {} is not in {} (ids: {})",
+            args.id,
+            args.config.display(),
+            ids.join(", ")
+        ));
+    };
+    if let Some(port) = args.port.filter(|&p| p != me.port) {
+        usage_error(&format!(
+            "port {port} does not match node{} in {}, which is {}",
+            args.id,
+            args.config.display(),
+            me.address()
+        ));
+    }
+    let Some((min, max)) = parse_range(&args.election_timeout) else {
+        usage_error(&format!(
+            "--election-timeout must look like 300..600, not {:?}",
+            args.election_timeout
+        ));
+    };
+    if min == 0 || min > max {
+        usage_error("--election-timeout needs 0 < MIN <= MAX");
+    }
+    if args.heartbeat == 0 || args.heartbeat >= min {
+        usage_error(&format!(
+            "--heartbeat ({} ms) must be above 0 and below the election timeout ({min} ms)",
+            args.heartbeat
+        ));
+    }
+
+    let log_path = raft::activity::init(args.id, &args.debug_dir).unwrap_or_else(|e| {
+        eprintln!(
+            "raftnode: cannot open the activity log in {}: {e}",
+            args.debug_dir.display()
+        );
+        exit(1)
+    });
+    for w in &cluster.warnings {
+        log::warn!("{w}");
+        eprintln!("raftnode: warning: {w}");
+    }
+    let options = NodeOptions {
+        id: args.id,
+        state_dir: args.state_dir.join(format!("node{}", args.id)),
+        election_timeout_min: Duration::from_millis(min),
+        election_timeout_max: Duration::from_millis(max),
+        heartbeat: Duration::from_millis(args.heartbeat),
+        rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
+        max_entries_per_append: 256,
+        server: ServerOptions::default(),
+        cluster,
+    };
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).unwrap_or_else(|e| {
+        eprintln!("raftnode: cannot install signal handlers: {e}");
+        exit(1)
+    });
+    let node = Node::start(options).unwrap_or_else(|e| {
+        log::error!("cannot start: {e}");
+        eprintln!("raftnode: {e}");
+        exit(1)
+    });
+    eprintln!(
+        "raftnode: node{} listening on {}; activity log {}",
+        args.id,
+        node.address(),
+        log_path.display()
+    );
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    let name = if signal == SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    node.stop_and_exit(&format!("received {name}"), 0)
+}

@@ -1,0 +1,505 @@
+//! The threaded runtime around the pure core.
+//!
+//! Threads of one node:
+//!
+//! * **timer**: waits on the condvar until the election deadline (or, as
+//!   leader, until something changes) and calls `Raft::tick`;
+//! * **replicator**, one per peer: builds the next request for its peer
+//!   under the lock, releases the lock for the blocking RPC, re-locks, and
+//!   hands the reply to the core, dropping it if the term or role changed
+//!   meanwhile (see ../shared/seeds and the Raft Students' Guide);
+//! * **applier**: takes committed entries in log order and applies them;
+//! * the **server** threads (see `server`), whose handlers step the core.
+//!
+//! There is one mutex, over [`State`]. Whoever steps the core persists the
+//! resulting `Ready` (fsync) before releasing the mutex, so any state
+//! another thread can observe (and any reply or request built from it) is
+//! already durable: the core's contract.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::config::{ClusterConfig, Member};
+use crate::consensus::{
+    self, Entry, Event, Index, NodeId, Raft, Reply, Request, Role, VoteRefusal,
+};
+use crate::server::{self, Handler, ServerOptions};
+use crate::storage::{Storage, StorageError};
+use crate::transport;
+use crate::wire::{self, ErrorCode, NodeStatus, Response};
+
+/// How a node runs; the binary fills this from its flags.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    pub cluster: ClusterConfig,
+    /// This node's own directory, e.g. /tmp/state/node4.
+    pub state_dir: PathBuf,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub heartbeat: Duration,
+    /// Bounds each peer RPC (connect, send, receive).
+    pub rpc_timeout: Duration,
+    pub max_entries_per_append: usize,
+    pub server: ServerOptions,
+}
+
+#[derive(Debug)]
+pub enum NodeError {
+    UnknownId(NodeId),
+    Storage(StorageError),
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    Spawn(std::io::Error),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::UnknownId(id) => write!(f, "node id {id} is not in the configuration"),
+            NodeError::Storage(e) => write!(f, "{e}"),
+            NodeError::Bind { address, source } => {
+                write!(f, "cannot listen on {address}: {source}")
+            }
+            NodeError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// Everything behind the one mutex.
+struct State {
+    /// The protocol state. Written by every thread, always under the lock,
+    /// and each write is followed by `Shared::sync` before unlocking.
+    raft: Raft,
+    /// Written only inside `Shared::sync`, under the lock.
+    storage: Storage,
+    /// Committed entries not yet taken by the applier, in log order.
+    /// Filled by `sync`, drained by the applier.
+    apply_queue: VecDeque<Entry>,
+    /// Highest index the applier has applied. Written by the applier only.
+    last_applied: Index,
+    /// Set once by `stop`; every thread exits (or idles) when it sees it.
+    stopping: bool,
+}
+
+struct Shared {
+    id: NodeId,
+    members: Vec<Member>,
+    /// Time origin for the core's `now`.
+    epoch: Instant,
+    state: Mutex<State>,
+    /// Notified (`notify_all`) by `sync` after every input to the core and
+    /// by `stop`. Waiters and what they wait for:
+    /// * the timer: an election deadline that moved or appeared (timer
+    ///   reset, role change, stop);
+    /// * replicators: a request that became due (log grew, role or term
+    ///   changed, a reply or failure came back, stop);
+    /// * the applier: newly committed entries, stop.
+    changed: Condvar,
+}
+
+/// A running node. Dropping it does not stop the threads; call `stop`.
+pub struct Node {
+    shared: Arc<Shared>,
+    address: std::net::SocketAddr,
+}
+
+fn now(shared: &Shared) -> Duration {
+    shared.epoch.elapsed()
+}
+
+impl Node {
+    /// Opens storage, binds the listening socket and starts every thread.
+    pub fn start(options: NodeOptions) -> Result<Node, NodeError> {
+        let me = options
+            .cluster
+            .member(options.id)
+            .ok_or(NodeError::UnknownId(options.id))?
+            .clone();
+        let (storage, recovered) = Storage::open(&options.state_dir).map_err(NodeError::Storage)?;
+        if let Some((offset, bytes)) = recovered.torn_tail {
+            warn!(
+                "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write",
+                options.state_dir.join("log.jsonl").display()
+            );
+        }
+        let listener =
+            TcpListener::bind((me.host.as_str(), me.port)).map_err(|source| NodeError::Bind {
+                address: me.address(),
+                source,
+            })?;
+
+        let peers: Vec<Member> = options
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.id != options.id)
+            .cloned()
+            .collect();
+        let raft_config = consensus::Config {
+            id: options.id,
+            peers: peers.iter().map(|m| m.id).collect(),
+            election_timeout_min: options.election_timeout_min,
+            election_timeout_max: options.election_timeout_max,
+            heartbeat_interval: options.heartbeat,
+            max_entries_per_append: options.max_entries_per_append,
+            seed: random_seed(options.id),
+        };
+        let epoch = Instant::now();
+        let last = (
+            recovered.entries.len(),
+            recovered.entries.last().map_or(0, |e| e.term),
+        );
+        let raft = Raft::new(
+            raft_config,
+            recovered.hard_state,
+            recovered.entries,
+            Duration::ZERO,
+        );
+        info!(
+            "[T{} Follower] started on {} with term {}, voted_for {}, log {} entries (last term {}); state in {}",
+            raft.term(),
+            me.address(),
+            raft.term(),
+            raft.voted_for()
+                .map_or("none".to_string(), |v| format!("node{v}")),
+            last.0,
+            last.1,
+            options.state_dir.display()
+        );
+        let shared = Arc::new(Shared {
+            id: options.id,
+            members: options.cluster.members.clone(),
+            epoch,
+            state: Mutex::new(State {
+                raft,
+                storage,
+                apply_queue: VecDeque::new(),
+                last_applied: 0,
+                stopping: false,
+            }),
+            changed: Condvar::new(),
+        });
+
+        let bind_ip: Option<IpAddr> = listener
+            .local_addr()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map(|_| ())
+                .map_err(NodeError::Spawn)
+        };
+        {
+            let s = shared.clone();
+            spawn("timer".into(), Box::new(move || s.run_timer()))?;
+            let s = shared.clone();
+            spawn("applier".into(), Box::new(move || s.run_applier()))?;
+        }
+        for peer in peers {
+            let s = shared.clone();
+            let client = transport::Peer::new(peer.clone(), bind_ip, options.rpc_timeout);
+            spawn(
+                format!("replicate-{}", peer.id),
+                Box::new(move || s.run_replicator(peer.id, client)),
+            )?;
+        }
+        let address =
+            server::spawn(listener, shared.clone(), options.server).map_err(NodeError::Spawn)?;
+        Ok(Node { shared, address })
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// Stops the node and exits the process with `code`. Taking the lock
+    /// waits for any write in progress (writes happen under it), and
+    /// holding it until exit keeps a new one from starting.
+    pub fn stop_and_exit(&self, reason: &str, code: i32) -> ! {
+        let mut st = self.shared.state.lock();
+        st.stopping = true;
+        info!(
+            "[T{} {}] stopped: {reason} (commit index {}, last log index {})",
+            st.raft.term(),
+            st.raft.role(),
+            st.raft.commit_index(),
+            st.raft.log().last_index()
+        );
+        log::logger().flush();
+        std::process::exit(code)
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status(&self.shared.state.lock())
+    }
+}
+
+/// A seed for election timeouts that differs between nodes and restarts.
+fn random_seed(id: NodeId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(id);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl Shared {
+    /// Takes the core's `Ready`, makes it durable, logs its events, queues
+    /// committed entries and wakes every waiter. Called under the lock
+    /// after every input to the core. A storage failure is fatal: a node
+    /// that cannot persist must not answer anything.
+    fn sync(&self, st: &mut State) {
+        let ready = st.raft.take_ready();
+        if ready.needs_persist() {
+            if let Err(e) = st.storage.persist(&ready) {
+                error!("cannot persist state: {e}; stopping");
+                log::logger().flush();
+                eprintln!("raftnode: cannot persist state: {e}");
+                std::process::exit(1);
+            }
+        }
+        for event in &ready.events {
+            self.log_event(&st.raft, event);
+        }
+        st.apply_queue.extend(ready.committed);
+        self.changed.notify_all();
+    }
+
+    fn log_event(&self, raft: &Raft, event: &Event) {
+        let prefix = format!("[T{} {}]", raft.term(), raft.role());
+        let addr = |id: NodeId| format!("node{id}");
+        match event {
+            Event::RoleChanged { role, term } => info!("{prefix} STATE: {role} | TERM: {term}"),
+            Event::TermAdopted { term, from } => {
+                info!("{prefix} adopted term {term} seen from {}", addr(*from))
+            }
+            Event::LeaderKnown { leader, term } => {
+                info!("{prefix} leader for term {term} is {}", addr(*leader))
+            }
+            Event::ElectionStarted {
+                term,
+                last_log_index,
+                last_log_term,
+            } => info!(
+                "{prefix} election started for term {term} (last log index {last_log_index}, term {last_log_term})"
+            ),
+            Event::ElectionWon {
+                term,
+                votes,
+                cluster_size,
+            } => {
+                info!("{prefix} election won for term {term} with {votes} of {cluster_size} votes")
+            }
+            Event::ElectionLost {
+                term,
+                votes,
+                refusals,
+                cluster_size,
+            } => info!(
+                "{prefix} election lost for term {term}: {votes} votes, {refusals} refusals of {cluster_size}"
+            ),
+            Event::VoteGranted { candidate, term } => info!(
+                "{prefix} vote granted to {} for term {term}",
+                addr(*candidate)
+            ),
+            Event::VoteRefused {
+                candidate,
+                term,
+                reason,
+            } => {
+                let why = match reason {
+                    VoteRefusal::StaleTerm => format!("its term {term} is older than ours"),
+                    VoteRefusal::AlreadyVoted(v) => {
+                        format!("already voted for {} this term", addr(*v))
+                    }
+                    VoteRefusal::LogBehind { ours, theirs } => format!(
+                        "its log (last term {}, index {}) is behind ours (last term {}, index {})",
+                        theirs.0, theirs.1, ours.0, ours.1
+                    ),
+                };
+                info!(
+                    "{prefix} vote refused to {} for term {term}: {why}",
+                    addr(*candidate)
+                )
+            }
+            Event::Appended { from, to } if from == to => info!("{prefix} appended entry {from}"),
+            Event::Appended { from, to } => info!("{prefix} appended entries {from}..={to}"),
+            Event::Truncated { from, removed } => {
+                warn!("{prefix} removed {removed} conflicting entries from index {from}")
+            }
+            Event::Committed { index } => info!("{prefix} committed up to index {index}"),
+            Event::PeerUnreachable { peer } => warn!(
+                "{prefix} {} is unreachable; retrying with backoff",
+                addr(*peer)
+            ),
+            Event::PeerReachable { peer } => info!("{prefix} {} is reachable again", addr(*peer)),
+        }
+    }
+
+    fn status(&self, st: &State) -> NodeStatus {
+        NodeStatus {
+            id: self.id,
+            role: st.raft.role().to_string().to_lowercase(),
+            term: st.raft.term(),
+            leader_id: st.raft.leader_id(),
+            commit_index: st.raft.commit_index(),
+            last_log_index: st.raft.log().last_index(),
+            last_applied: st.last_applied,
+        }
+    }
+
+    fn run_timer(&self) {
+        let mut st = self.state.lock();
+        while !st.stopping {
+            st.raft.tick(now(self));
+            self.sync(&mut st);
+            match st.raft.election_deadline() {
+                Some(deadline) => {
+                    self.changed.wait_until(&mut st, self.epoch + deadline);
+                }
+                None => self.changed.wait(&mut st),
+            }
+        }
+    }
+
+    fn run_replicator(&self, peer: NodeId, mut client: transport::Peer) {
+        let mut st = self.state.lock();
+        while !st.stopping {
+            let t = now(self);
+            let Some(request) = st.raft.poll_peer(peer, t) else {
+                match st.raft.peer_wakeup(peer) {
+                    Some(at) => {
+                        self.changed.wait_until(&mut st, self.epoch + at);
+                    }
+                    None => self.changed.wait(&mut st),
+                }
+                continue;
+            };
+            let (term, role) = (st.raft.term(), st.raft.role());
+            let wire_request = match &request {
+                Request::RequestVote(r) => wire::Request::RequestVote(r.clone()),
+                Request::AppendEntries(r) => {
+                    if r.entries.is_empty() {
+                        log::trace!(
+                            "heartbeat to node{peer} (term {term}, commit {})",
+                            r.leader_commit
+                        );
+                    }
+                    wire::Request::AppendEntries(r.clone())
+                }
+            };
+            // The blocking RPC, with the lock released.
+            let result = MutexGuard::unlocked(&mut st, || client.call(&wire_request));
+            let t = now(self);
+            if st.raft.term() != term || st.raft.role() != role {
+                debug!("dropping the answer from node{peer} to a term {term} {role} request");
+                continue;
+            }
+            match result {
+                Ok(Response::RequestVote(r)) => {
+                    st.raft
+                        .handle_reply(peer, &request, Reply::RequestVote(r), t)
+                }
+                Ok(Response::AppendEntries(r)) => {
+                    st.raft
+                        .handle_reply(peer, &request, Reply::AppendEntries(r), t)
+                }
+                Ok(other) => {
+                    debug!("node{peer} answered {other:?}");
+                    st.raft.handle_failure(peer, &request, t)
+                }
+                Err(e) => {
+                    debug!("request to node{peer} failed: {e}");
+                    st.raft.handle_failure(peer, &request, t)
+                }
+            }
+            self.sync(&mut st);
+        }
+    }
+
+    fn run_applier(&self) {
+        let mut st = self.state.lock();
+        loop {
+            while st.apply_queue.is_empty() && !st.stopping {
+                self.changed.wait(&mut st);
+            }
+            if st.stopping {
+                return;
+            }
+            // The state machine of this stage is the log itself: applying
+            // an entry records it as applied. Entries arrive in log order,
+            // once each (a single ordered apply path).
+            while let Some(entry) = st.apply_queue.pop_front() {
+                debug_assert_eq!(entry.index, st.last_applied + 1);
+                st.last_applied = entry.index;
+            }
+        }
+    }
+
+    fn step_request(&self, from: NodeId, request: Request) -> Reply {
+        let mut st = self.state.lock();
+        let reply = st.raft.handle_request(from, request, now(self));
+        self.sync(&mut st); // durable before the reply leaves
+        reply
+    }
+}
+
+impl Handler for Shared {
+    fn handle(&self, request: wire::Request) -> Response {
+        if self.state.lock().stopping {
+            return Response::Error {
+                code: ErrorCode::ShuttingDown,
+                message: "node is stopping".into(),
+            };
+        }
+        match request {
+            wire::Request::RequestVote(rv) => {
+                let from = rv.candidate_id;
+                match self.step_request(from, Request::RequestVote(rv)) {
+                    Reply::RequestVote(r) => Response::RequestVote(r),
+                    Reply::AppendEntries(_) => unreachable!("a vote request gets a vote reply"),
+                }
+            }
+            wire::Request::AppendEntries(ae) => {
+                let from = ae.leader_id;
+                match self.step_request(from, Request::AppendEntries(ae)) {
+                    Reply::AppendEntries(r) => Response::AppendEntries(r),
+                    Reply::RequestVote(_) => unreachable!("an append request gets an append reply"),
+                }
+            }
+            wire::Request::IsLeader => {
+                let st = self.state.lock();
+                let leader_id = st.raft.leader_id();
+                Response::IsLeader {
+                    is_leader: st.raft.role() == Role::Leader,
+                    leader_id,
+                    leader_address: leader_id
+                        .and_then(|l| self.members.iter().find(|m| m.id == l))
+                        .map(Member::address),
+                }
+            }
+            wire::Request::Status => Response::Status(self.status(&self.state.lock())),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The wire protocol: newline-delimited JSON over TCP. Each request is one
+//! line, answered by one response line, in order; a connection is kept
+//! open and reused for many requests.
+//!
+//! Every message is a JSON object with a `type` field, e.g.
+//! `{"type":"is_leader"}` → `{"type":"is_leader","is_leader":false,...}`.
+//! A line that is not valid JSON, names an unknown type, or is longer than
+//! [`MAX_LINE`] gets an `error` response and the connection stays usable.
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{
+    AppendEntries, AppendEntriesReply, Index, NodeId, RequestVote, RequestVoteReply, Term,
+};
+
+/// The longest request or response line accepted, newline excluded.
+pub const MAX_LINE: usize = 8 * 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    RequestVote(RequestVote),
+    AppendEntries(AppendEntries),
+    /// The courses' `is_leader()`.
+    IsLeader,
+    /// What `raftctl status` shows.
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    RequestVote(RequestVoteReply),
+    AppendEntries(AppendEntriesReply),
+    IsLeader {
+        is_leader: bool,
+        leader_id: Option<NodeId>,
+        leader_address: Option<String>,
+    },
+    Status(NodeStatus),
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: String,
+    pub term: Term,
+    pub leader_id: Option<NodeId>,
+    pub commit_index: Index,
+    pub last_log_index: Index,
+    pub last_applied: Index,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a known request.
+    BadRequest,
+    /// Longer than `MAX_LINE`.
+    TooLarge,
+    /// The server has too many open connections.
+    Busy,
+    /// The server is stopping.
+    ShuttingDown,
+}
+
+#[derive(Debug)]
+pub enum WireError {
+    Io(io::Error),
+    /// The peer closed the connection.
+    Closed,
+    /// A line over the limit; it was read to its end and discarded.
+    TooLarge {
+        limit: usize,
+    },
+    /// A line that does not decode.
+    Malformed(String),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Io(e) => write!(f, "{e}"),
+            WireError::Closed => write!(f, "connection closed"),
+            WireError::TooLarge { limit } => write!(f, "line longer than {limit} bytes"),
+            WireError::Malformed(m) => write!(f, "malformed message: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+impl From<io::Error> for WireError {
+    fn from(e: io::Error) -> Self {
+        WireError::Io(e)
+    }
+}
+
+/// Reads one line of at most `limit` bytes (newline excluded). An overlong
+/// line is consumed to its newline and reported as `TooLarge`, so the
+/// stream stays in step and the next line can be read.
+pub fn read_line(
+    reader: &mut impl BufRead,
+    limit: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    buf.clear();
+    let mut too_large = false;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Err(if buf.is_empty() && !too_large {
+                WireError::Closed
+            } else {
+                WireError::Io(io::ErrorKind::UnexpectedEof.into())
+            });
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(k) => (&chunk[..k], Some(k + 1)),
+            None => (chunk, None),
+        };
+        if !too_large && buf.len() + part.len() > limit {
+            too_large = true;
+            buf.clear();
+        }
+        if !too_large {
+            buf.extend_from_slice(part);
+        }
+        let consumed = done.unwrap_or(chunk.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            if too_large {
+                return Err(WireError::TooLarge { limit });
+            }
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Reads and decodes one message.
+pub fn read_message<T: for<'de> Deserialize<'de>>(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+) -> Result<T, WireError> {
+    read_line(reader, MAX_LINE, buf)?;
+    serde_json::from_slice(buf).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Encodes and writes one message and its newline, then flushes.
+pub fn write_message<T: Serialize>(writer: &mut impl Write, message: &T) -> io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line)?;
+    writer.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let line = serde_json::to_string(&Request::IsLeader).unwrap();
+        assert_eq!(line, r#"{"type":"is_leader"}"#);
+        let rv: Request = serde_json::from_str(r#"{"type":"request_vote","term":3,"candidate_id":1,"last_log_index":0,"last_log_term":0}"#).unwrap();
+        assert_eq!(
+            rv,
+            Request::RequestVote(RequestVote {
+                term: 3,
+                candidate_id: 1,
+                last_log_index: 0,
+                last_log_term: 0
+            })
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_and_the_next_one_read() {
+        let mut input = vec![b'x'; 100];
+        input.extend_from_slice(b"\nshort\r\n");
+        let mut r = BufReader::with_capacity(7, &input[..]);
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut r, 10, &mut buf),
+            Err(WireError::TooLarge { limit: 10 })
+        ));
+        read_line(&mut r, 10, &mut buf).unwrap();
+        assert_eq!(buf, b"short");
+        assert!(matches!(
+            read_line(&mut r, 10, &mut buf),
+            Err(WireError::Closed)
+        ));
+    }
+
+    #[test]
+    fn unknown_types_are_malformed() {
+        let mut r = BufReader::new(&b"{\"type\":\"launch\"}\n"[..]);
+        let err = read_message::<Request>(&mut r, &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `launch`"),
+            "{err}"
+        );
+    }
+}
