@@ -30,7 +30,7 @@ use crate::config::{ClusterConfig, Member};
 use crate::consensus::{
     self, Entry, Event, Index, NodeId, Raft, Reply, Request, Role, VoteRefusal,
 };
-use crate::server::{self, Handler, ServerOptions};
+use crate::server::{self, Handled, Handler, ServerOptions};
 use crate::storage::{Storage, StorageError};
 use crate::transport;
 use crate::wire::{self, ErrorCode, NodeStatus, Response};
@@ -218,8 +218,8 @@ impl Node {
                 Box::new(move || s.run_replicator(peer.id, client)),
             )?;
         }
-        let address =
-            server::spawn(listener, shared.clone(), options.server).map_err(NodeError::Spawn)?;
+        let address = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
+            .map_err(NodeError::Spawn)?;
         Ok(Node { shared, address })
     }
 
@@ -465,41 +465,107 @@ impl Shared {
     }
 }
 
-impl Handler for Shared {
-    fn handle(&self, request: wire::Request) -> Response {
-        if self.state.lock().stopping {
-            return Response::Error {
-                code: ErrorCode::ShuttingDown,
-                message: "node is stopping".into(),
-            };
+/// The server's view of a node. Holds an `Arc` so that deferred work
+/// (waiting for a commit) can outlive the pool worker that started it.
+struct Service(Arc<Shared>);
+
+/// How long an `append` waits for its entry to commit.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Handler for Service {
+    fn handle(&self, request: wire::Request) -> Handled {
+        let shared = &self.0;
+        if shared.state.lock().stopping {
+            return Handled::Now(Response::error(ErrorCode::ShuttingDown, "node is stopping"));
         }
-        match request {
+        Handled::Now(match request {
             wire::Request::RequestVote(rv) => {
                 let from = rv.candidate_id;
-                match self.step_request(from, Request::RequestVote(rv)) {
+                match shared.step_request(from, Request::RequestVote(rv)) {
                     Reply::RequestVote(r) => Response::RequestVote(r),
                     Reply::AppendEntries(_) => unreachable!("a vote request gets a vote reply"),
                 }
             }
             wire::Request::AppendEntries(ae) => {
                 let from = ae.leader_id;
-                match self.step_request(from, Request::AppendEntries(ae)) {
+                match shared.step_request(from, Request::AppendEntries(ae)) {
                     Reply::AppendEntries(r) => Response::AppendEntries(r),
                     Reply::RequestVote(_) => unreachable!("an append request gets an append reply"),
                 }
             }
             wire::Request::IsLeader => {
-                let st = self.state.lock();
+                let st = shared.state.lock();
                 let leader_id = st.raft.leader_id();
                 Response::IsLeader {
                     is_leader: st.raft.role() == Role::Leader,
                     leader_id,
-                    leader_address: leader_id
-                        .and_then(|l| self.members.iter().find(|m| m.id == l))
-                        .map(Member::address),
+                    leader_address: shared.address_of(leader_id),
                 }
             }
-            wire::Request::Status => Response::Status(self.status(&self.state.lock())),
+            wire::Request::Status => Response::Status(shared.status(&shared.state.lock())),
+            wire::Request::Append { data } => {
+                let mut st = shared.state.lock();
+                let proposed = st.raft.propose(data);
+                shared.sync(&mut st);
+                match proposed {
+                    Err(not_leader) => Response::Error {
+                        code: ErrorCode::NotLeader,
+                        message: "not the leader".into(),
+                        leader_id: not_leader.leader_hint,
+                        leader_address: shared.address_of(not_leader.leader_hint),
+                    },
+                    Ok((index, term)) => {
+                        let shared = shared.clone();
+                        return Handled::Later(Box::new(move || {
+                            shared.wait_committed(index, term)
+                        }));
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Shared {
+    fn address_of(&self, id: Option<NodeId>) -> Option<String> {
+        id.and_then(|id| self.members.iter().find(|m| m.id == id))
+            .map(Member::address)
+    }
+
+    /// Waits until the entry proposed at (`index`, `term`) is committed, or
+    /// is known never to be (another entry took its index), or time is up.
+    fn wait_committed(&self, index: Index, term: consensus::Term) -> Response {
+        let deadline = Instant::now() + APPEND_TIMEOUT;
+        let mut st = self.state.lock();
+        loop {
+            if st.raft.commit_index() >= index {
+                return if st.raft.log().term_at(index) == Some(term) {
+                    Response::Appended { index, term }
+                } else {
+                    Response::error(
+                        ErrorCode::Dropped,
+                        "leadership changed and the entry was overwritten",
+                    )
+                };
+            }
+            if st.raft.log().term_at(index).is_some_and(|t| t != term) {
+                return Response::error(
+                    ErrorCode::Dropped,
+                    "leadership changed and the entry was overwritten",
+                );
+            }
+            if st.stopping {
+                return Response::error(
+                    ErrorCode::ShuttingDown,
+                    "node is stopping; the entry may still commit",
+                );
+            }
+            if self.changed.wait_until(&mut st, deadline).timed_out() {
+                return Response::error(
+                    ErrorCode::Timeout,
+                    "not committed in time; it may still commit",
+                );
+            }
         }
     }
 }

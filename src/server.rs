@@ -21,7 +21,15 @@ use crate::wire::{self, ErrorCode, Request, Response, WireError};
 
 /// Answers one request; called on a pool worker.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: Request) -> Response;
+    fn handle(&self, request: Request) -> Handled;
+}
+
+/// What a handler produced.
+pub enum Handled {
+    Now(Response),
+    /// The rest of the work only waits (e.g. for a commit); it runs on the
+    /// connection's own thread so that it does not hold a pool worker.
+    Later(Box<dyn FnOnce() -> Response + Send>),
 }
 
 #[derive(Clone, Debug)]
@@ -43,7 +51,7 @@ impl Default for ServerOptions {
 
 struct Job {
     request: Request,
-    reply: Sender<Response>,
+    reply: Sender<Handled>,
 }
 
 /// Starts the acceptor and the worker pool; they run until the process
@@ -101,10 +109,7 @@ fn worker(jobs: Receiver<Job>, handler: Arc<dyn Handler>) {
 }
 
 fn error(code: ErrorCode, message: &str) -> Response {
-    Response::Error {
-        code,
-        message: message.to_string(),
-    }
+    Response::error(code, message)
 }
 
 fn serve_connection(stream: TcpStream, jobs: Sender<Job>) {
@@ -129,7 +134,8 @@ fn serve_connection(stream: TcpStream, jobs: Sender<Job>) {
                         return;
                     }
                     match reply_rx.recv() {
-                        Ok(r) => r,
+                        Ok(Handled::Now(r)) => r,
+                        Ok(Handled::Later(wait)) => wait(),
                         Err(_) => return,
                     }
                 }

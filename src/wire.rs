@@ -28,6 +28,11 @@ pub enum Request {
     IsLeader,
     /// What `raftctl status` shows.
     Status,
+    /// Append `data` to the replicated log (the courses' `addEntry`);
+    /// answered once it is committed. Leader only.
+    Append {
+        data: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +46,32 @@ pub enum Response {
         leader_address: Option<String>,
     },
     Status(NodeStatus),
+    /// The entry is committed at `index`.
+    Appended {
+        index: Index,
+        term: Term,
+    },
     Error {
         code: ErrorCode,
         message: String,
+        /// With `not_leader`: the leader, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader_id: Option<NodeId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader_address: Option<String>,
     },
+}
+
+impl Response {
+    /// An error without a leader hint.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error {
+            code,
+            message: message.into(),
+            leader_id: None,
+            leader_address: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +96,13 @@ pub enum ErrorCode {
     Busy,
     /// The server is stopping.
     ShuttingDown,
+    /// This node is not the leader; see `leader_id`/`leader_address`.
+    NotLeader,
+    /// Leadership changed before the entry committed, and it was
+    /// overwritten: it will never commit. Safe to retry.
+    Dropped,
+    /// No answer in time: the entry may or may not commit later.
+    Timeout,
 }
 
 #[derive(Debug)]

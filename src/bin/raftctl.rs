@@ -1,7 +1,7 @@
 //! `raftctl`: a command-line client for the cluster.
 //!
 //! Exit codes: 0 success; 2 usage or configuration error; 3 no node could
-//! be reached.
+//! be reached, or no leader accepted the request in time.
 
 use std::path::PathBuf;
 use std::process::exit;
@@ -32,6 +32,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Append DATA to the replicated log; prints `INDEX TERM` once committed.
+    Append {
+        data: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 5000, value_name = "MS")]
+        wait: u64,
+    },
     /// Print the configured nodes as `ID HOST PORT` lines (for scripts).
     Members,
 }
@@ -49,6 +56,15 @@ fn main() {
         Command::Members => {
             for m in &cluster.members {
                 println!("{} {} {}", m.id, m.host, m.port);
+            }
+        }
+        Command::Append { data, wait } => {
+            match client::append(&cluster, &data, Duration::from_millis(wait)) {
+                Ok((index, term)) => println!("{index} {term}"),
+                Err(e) => {
+                    eprintln!("raftctl: {e}");
+                    exit(3);
+                }
             }
         }
         Command::Status { json } => {
