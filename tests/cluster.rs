@@ -1,0 +1,503 @@
+//! Real processes, driven as the courses drive them: start nodes one by
+//! one, kill leaders with SIGTERM and SIGKILL, restart them, corrupt their
+//! files, send them garbage.
+
+mod process;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use process::{TestCluster, agreed_leader, leaders};
+use raft::consensus::{NodeId, Payload};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Waits until every node in `ids` is reachable, has no leader, and has
+/// moved at least two terms past where it was: proof that elections ran
+/// and failed, rather than a sleep.
+fn wait_for_failed_elections(c: &TestCluster, ids: &[NodeId]) {
+    let start: Vec<u64> = c.wait_for("nodes reachable", LONG, |st| {
+        ids.iter()
+            .map(|&id| st[id as usize].status.as_ref().ok().map(|s| s.term))
+            .collect()
+    });
+    c.wait_for("two more failed elections on each node", LONG, |st| {
+        for (k, &id) in ids.iter().enumerate() {
+            let s = st[id as usize].status.as_ref().ok()?;
+            assert_ne!(
+                s.role, "leader",
+                "node{id} became leader without a majority: {s:?}"
+            );
+            if s.term < start[k] + 2 {
+                return None;
+            }
+        }
+        Some(())
+    });
+}
+
+/// The courses' crash test: five nodes started one by one (no leader with
+/// one or two, a leader at three that stays when four and five join),
+/// leaders killed until a minority is left and no leader can be elected,
+/// then restarted: the cluster recovers with one leader and equal logs.
+#[test]
+fn course_script_start_one_by_one_kill_leaders_and_recover() {
+    let mut c = TestCluster::new(5);
+    c.start(0);
+    wait_for_failed_elections(&c, &[0]);
+    c.start(1);
+    wait_for_failed_elections(&c, &[0, 1]);
+    c.start(2);
+    let (leader, term) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    c.start(3);
+    c.start(4);
+    let (leader_after, term_after) = c.wait_for_agreed_leader(&[0, 1, 2, 3, 4], LONG);
+    assert_eq!(
+        (leader_after, term_after),
+        (leader, term),
+        "nodes 3 and 4 joining must not disturb the leader"
+    );
+
+    // Kill leaders until only two nodes are left.
+    let mut alive: Vec<NodeId> = c.ids();
+    let mut killed = Vec::new();
+    let mut current = (leader, term);
+    for round in 0..3 {
+        let status = c.sigterm(current.0);
+        assert!(
+            status.success(),
+            "SIGTERM must be a clean exit, got {status}"
+        );
+        assert!(
+            c.activity_log(current.0)
+                .contains("stopped: received SIGTERM")
+        );
+        alive.retain(|&id| id != current.0);
+        killed.push(current.0);
+        if round < 2 {
+            let next = c.wait_for_agreed_leader(&alive, LONG);
+            assert!(next.1 > current.1, "a new leader has a higher term");
+            current = next;
+        }
+    }
+    assert_eq!(alive.len(), 2);
+    wait_for_failed_elections(&c, &alive);
+
+    // Restart everyone: one leader, and logs converge.
+    for &id in &killed {
+        c.start(id);
+    }
+    let all = c.ids();
+    let (leader, _) = c.wait_for_agreed_leader(&all, LONG);
+    c.wait_for("all logs equal and committed", LONG, |st| {
+        let first = st[0].status.as_ref().ok()?;
+        let same = st.iter().all(|s| {
+            s.status.as_ref().is_ok_and(|s| {
+                s.last_log_index == first.last_log_index && s.commit_index == first.last_log_index
+            })
+        });
+        same.then_some(())
+    });
+    assert_eq!(leaders(&c.statuses()), vec![leader]);
+    let reference = c.log_entries(0);
+    for id in all {
+        assert_eq!(
+            c.log_entries(id),
+            reference,
+            "node{id}'s durable log differs from node0's"
+        );
+    }
+}
+
+/// Appends run continuously while a follower and then the leader are
+/// killed with SIGKILL and restarted. Every append the cluster
+/// acknowledged must be in every node's log at its index afterwards.
+#[test]
+fn kill_9_during_replication_loses_nothing_acknowledged() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+
+    let config = c.config.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut k = 0;
+            while !stop.load(Ordering::SeqCst) {
+                k += 1;
+                let data = format!("entry-{k}");
+                if let Ok((index, _term)) =
+                    raft::client::append(&config, &data, Duration::from_secs(10))
+                {
+                    acked.push((index, data));
+                }
+            }
+            acked
+        })
+    };
+    let wait_for_progress = |c: &TestCluster, past: u64| {
+        c.wait_for("the leader to commit more entries", LONG, |st| {
+            let max = st
+                .iter()
+                .filter_map(|s| s.status.as_ref().ok())
+                .map(|s| s.commit_index)
+                .max()?;
+            (max >= past + 20).then_some(max)
+        })
+    };
+    let mut progress = wait_for_progress(&c, 0);
+    let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    let follower = (leader + 1) % 3;
+    c.sigkill(follower);
+    progress = wait_for_progress(&c, progress);
+    c.start(follower);
+    let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    c.sigkill(leader);
+    let rest: Vec<NodeId> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    c.wait_for_agreed_leader(&rest, LONG);
+    wait_for_progress(&c, progress);
+    c.start(leader);
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.join().unwrap();
+    assert!(
+        acked.len() >= 40,
+        "only {} appends were acknowledged",
+        acked.len()
+    );
+
+    // Let every node catch up to the same commit index, then stop them
+    // all and read their durable logs.
+    c.wait_for("all nodes caught up", LONG, |st| {
+        let commits: Vec<u64> = st
+            .iter()
+            .map(|s| s.status.as_ref().ok().map(|s| s.commit_index))
+            .collect::<Option<_>>()?;
+        let lasts: Vec<u64> = st
+            .iter()
+            .map(|s| s.status.as_ref().ok().map(|s| s.last_log_index))
+            .collect::<Option<_>>()?;
+        (commits.iter().all(|&x| x == commits[0]) && lasts.iter().all(|&x| x == commits[0]))
+            .then_some(())
+    });
+    for id in c.ids() {
+        assert!(c.sigterm(id).success());
+    }
+    for id in c.ids() {
+        let log = c.log_entries(id);
+        for (index, data) in &acked {
+            let entry = log.get(*index as usize - 1);
+            assert_eq!(
+                entry.map(|e| &e.payload),
+                Some(&Payload::Data(data.clone())),
+                "node{id} lost acknowledged entry {index} ({data})"
+            );
+        }
+    }
+}
+
+/// A crash in the middle of writing a log record leaves a partial final
+/// line. The node cuts it at restart, says so in its activity log, and
+/// catches up from the leader.
+#[test]
+fn a_torn_final_log_record_is_cut_at_restart() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    for k in 0..5 {
+        raft::client::append(&c.config, &format!("x{k}"), LONG).unwrap();
+    }
+    let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    let victim = (leader + 1) % 3;
+    c.sigkill(victim);
+    let path = c.state_dir().join(format!("node{victim}/log.jsonl"));
+    let before = std::fs::read(&path).unwrap();
+    let mut torn = before.clone();
+    torn.extend_from_slice(b"0badc0de {\"index\":99,\"te");
+    std::fs::write(&path, &torn).unwrap();
+
+    c.start(victim);
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    assert!(
+        c.activity_log(victim).contains("cut a torn final record"),
+        "{}",
+        c.activity_log(victim)
+    );
+    raft::client::append(&c.config, "after", LONG).unwrap();
+    c.wait_for("the restarted node to catch up", LONG, |st| {
+        let s = st[victim as usize].status.as_ref().ok()?;
+        (s.commit_index >= 7).then_some(())
+    });
+    let log = c.log_entries(victim);
+    assert!(
+        log.iter()
+            .any(|e| e.payload == Payload::Data("after".into()))
+    );
+}
+
+/// Damage before the last record is not a torn write: the node must refuse
+/// to start, exit 1, and name the file and byte offset.
+#[test]
+fn a_damaged_record_before_the_tail_stops_the_node() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    raft::client::append(&c.config, "a", LONG).unwrap();
+    raft::client::append(&c.config, "b", LONG).unwrap();
+    assert!(c.sigterm(0).success());
+    let path = c.state_dir().join("node0/log.jsonl");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.iter().filter(|&&b| b == b'\n').count() >= 2);
+    bytes[15] ^= 0x20; // inside the first record's JSON
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = c.node_command(0).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("log.jsonl") && stderr.contains("byte offset 0"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file was left as it was"
+    );
+}
+
+fn request_line(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    line: &[u8],
+) -> serde_json::Value {
+    writer.write_all(line).unwrap();
+    let mut response = String::new();
+    reader.read_line(&mut response).unwrap();
+    serde_json::from_str(&response).unwrap_or_else(|e| panic!("bad response {response:?}: {e}"))
+}
+
+/// Garbage, unknown requests and a line over the size limit each get an
+/// error reply, and the same connection keeps working.
+#[test]
+fn garbage_and_oversized_requests_get_errors_and_the_node_keeps_serving() {
+    let mut c = TestCluster::new(1);
+    c.start(0);
+    c.wait_for_agreed_leader(&[0], LONG);
+    let stream = TcpStream::connect(c.config.member(0).unwrap().address()).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+
+    let r = request_line(&mut reader, &mut writer, b"this is not json\n");
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{r}"
+    );
+    let r = request_line(&mut reader, &mut writer, b"{\"type\":\"format_disk\"}\n");
+    assert_eq!(r["code"], "bad_request", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("format_disk"));
+    let r = request_line(
+        &mut reader,
+        &mut writer,
+        b"{\"type\":\"append\",\"data\":17}\n",
+    );
+    assert_eq!(r["code"], "bad_request", "{r}");
+
+    let mut huge = vec![b'x'; raft::wire::MAX_LINE + 10];
+    huge.push(b'\n');
+    let r = request_line(&mut reader, &mut writer, &huge);
+    assert_eq!(r["code"], "too_large", "{r}");
+
+    let r = request_line(&mut reader, &mut writer, b"{\"type\":\"status\"}\r\n");
+    assert_eq!(
+        (r["type"].as_str(), r["role"].as_str()),
+        (Some("status"), Some("leader")),
+        "{r}"
+    );
+    let r = request_line(
+        &mut reader,
+        &mut writer,
+        b"{\"type\":\"append\",\"data\":\"ok\"}\n",
+    );
+    assert_eq!(r["type"], "appended", "{r}");
+    assert!(c.is_running(0));
+}
+
+/// Many kept-open connections, idle or stuck half-way through a line, must
+/// not starve the bounded worker pool: a new client is still served.
+#[test]
+fn idle_and_half_sent_connections_do_not_starve_the_pool() {
+    let mut c = TestCluster::new(1);
+    c.start(0);
+    c.wait_for_agreed_leader(&[0], LONG);
+    let address = c.config.member(0).unwrap().address();
+    let workers = raft::server::ServerOptions::default().workers;
+    let mut held = Vec::new();
+    for k in 0..workers * 4 {
+        let mut s = TcpStream::connect(&address).unwrap();
+        if k % 2 == 0 {
+            s.write_all(b"{\"type\":\"sta").unwrap(); // never finished
+        }
+        held.push(s);
+    }
+    let out = c.raftctl(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["role"], "leader");
+
+    // Past the connection cap, a connection is told `busy` and closed.
+    let cap = raft::server::ServerOptions::default().max_connections;
+    for _ in held.len()..cap {
+        held.push(TcpStream::connect(&address).unwrap());
+    }
+    let mut over = TcpStream::connect(&address).unwrap();
+    over.set_read_timeout(Some(LONG)).unwrap();
+    let mut reply = String::new();
+    over.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("\"busy\""), "{reply:?}");
+    drop(held);
+    c.wait_for(
+        "the node to serve again once connections close",
+        LONG,
+        |st| st[0].status.as_ref().ok().map(|_| ()),
+    );
+}
+
+/// `raftctl status --json`: one object per configured node, in config
+/// order, with exactly the documented keys; unreachable nodes have nulls.
+#[test]
+fn raftctl_status_json_has_exactly_the_documented_keys() {
+    let mut c = TestCluster::new(3);
+    c.start(0);
+    c.start(1);
+    c.wait_for_agreed_leader(&[0, 1], LONG);
+    let out = c.raftctl(&["status", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v.as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    let keys = [
+        "address",
+        "commit_index",
+        "id",
+        "last_log_index",
+        "leader_id",
+        "reachable",
+        "role",
+        "term",
+    ];
+    for (k, n) in nodes.iter().enumerate() {
+        let mut got: Vec<&str> = n.as_object().unwrap().keys().map(String::as_str).collect();
+        got.sort();
+        assert_eq!(got, keys);
+        assert_eq!(n["id"], k as u64);
+    }
+    assert_eq!(nodes[2]["reachable"], false);
+    assert!(nodes[2]["role"].is_null() && nodes[2]["term"].is_null());
+    assert_eq!(nodes[0]["reachable"], true);
+    let roles: Vec<&str> = nodes[..2]
+        .iter()
+        .map(|n| n["role"].as_str().unwrap())
+        .collect();
+    assert!(
+        roles.contains(&"leader") && roles.contains(&"follower"),
+        "{roles:?}"
+    );
+
+    let table = String::from_utf8(c.raftctl(&["status"]).stdout).unwrap();
+    assert!(
+        table.lines().count() == 4 && table.contains("unreachable"),
+        "{table}"
+    );
+    let leader = agreed_leader(&c.statuses(), &[0, 1]).unwrap().0;
+    let line = table.lines().find(|l| l.contains("leader")).unwrap();
+    assert!(line.starts_with(&leader.to_string()), "{table}");
+}
+
+/// Bad command lines exit 2 with a message naming the problem.
+#[test]
+fn bad_arguments_and_configs_exit_2_with_a_clear_message() {
+    let c = TestCluster::new(3);
+    let port = c.config.member(1).unwrap().port;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(process::RAFTNODE)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cfg = c.config_path.to_str().unwrap();
+    let state = c.state_dir();
+    let state = state.to_str().unwrap();
+    let debug = c.debug_dir();
+    let debug = debug.to_str().unwrap();
+    let (code, err) = run(&[cfg, "7", "--state-dir", state, "--debug-dir", debug]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("node id 7 is not in"), "{err}");
+    let (code, err) = run(&[
+        cfg,
+        "1",
+        &(port + 1).to_string(),
+        "--state-dir",
+        state,
+        "--debug-dir",
+        debug,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!("port {} does not match node1", port + 1)),
+        "{err}"
+    );
+    let (code, err) = run(&[
+        cfg,
+        "1",
+        "--election-timeout",
+        "500..100",
+        "--state-dir",
+        state,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--election-timeout"), "{err}");
+    let (code, _) = run(&[cfg]);
+    assert_eq!(code, Some(2), "a missing ID is a usage error");
+
+    let bad = c.dir.path().join("bad.txt");
+    std::fs::write(&bad, "N: 2\nnode0: 127.0.0.1:5001\nnode1 127.0.0.1\n").unwrap();
+    let (code, err) = run(&[bad.to_str().unwrap(), "0", "--state-dir", state]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("bad.txt:3:"), "{err}");
+    let out = std::process::Command::new(process::RAFTCTL)
+        .args(["--config", bad.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The courses' slow settings work too.
+#[test]
+fn slow_course_timeouts_elect_a_leader() {
+    let mut c = TestCluster::new(3);
+    c.args = ["--election-timeout", "1500..3000", "--heartbeat", "500"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    c.start_all();
+    let (leader, term) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    assert!(
+        c.activity_log(leader)
+            .contains(&format!("STATE: Leader | TERM: {term}"))
+    );
+}

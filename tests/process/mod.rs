@@ -1,0 +1,267 @@
+//! Runs real `raftnode` processes, as a user would: a config file in a temp
+//! dir, free ports on 127.0.0.1, state and activity logs in the temp dir
+//! (never /tmp/state or /tmp/debug). Every process started is killed by pid
+//! when the cluster is dropped, even if the test fails.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use raft::client::{self, MemberStatus};
+use raft::config::{self, ClusterConfig};
+use raft::consensus::{Entry, NodeId};
+
+pub const RAFTNODE: &str = env!("CARGO_BIN_EXE_raftnode");
+pub const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
+
+/// Timeouts for tests: slow enough that a loaded 2-core machine running
+/// tests in parallel does not cause spurious elections.
+pub const TEST_TIMING: [&str; 4] = ["--election-timeout", "800..1600", "--heartbeat", "100"];
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: ClusterConfig,
+    pub args: Vec<String>,
+    children: BTreeMap<NodeId, Child>,
+}
+
+/// Ports that were free a moment ago (all bound at once, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl TestCluster {
+    /// A cluster of `n` nodes (ids 0..n) in the courses' config format;
+    /// nothing is started yet.
+    pub fn new(n: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut text = format!("N: {n}\n");
+        for (id, port) in free_ports(n).into_iter().enumerate() {
+            text.push_str(&format!("node{id}: 127.0.0.1:{port}\n"));
+        }
+        let config_path = dir.path().join("config.txt");
+        std::fs::write(&config_path, text).unwrap();
+        let config = config::load(&config_path).unwrap();
+        TestCluster {
+            dir,
+            config_path,
+            config,
+            args: TEST_TIMING.iter().map(|s| s.to_string()).collect(),
+            children: BTreeMap::new(),
+        }
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.config.members.iter().map(|m| m.id).collect()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn debug_dir(&self) -> PathBuf {
+        self.dir.path().join("debug")
+    }
+
+    pub fn activity_log(&self, id: NodeId) -> String {
+        std::fs::read_to_string(self.debug_dir().join(format!("node{id}.log"))).unwrap_or_default()
+    }
+
+    /// The command line a user would type to start node `id`.
+    pub fn node_command(&self, id: NodeId) -> Command {
+        let port = self.config.member(id).unwrap().port;
+        let mut cmd = Command::new(RAFTNODE);
+        cmd.arg(&self.config_path)
+            .arg(id.to_string())
+            .arg(port.to_string())
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--debug-dir")
+            .arg(self.debug_dir())
+            .args(&self.args);
+        cmd
+    }
+
+    pub fn start(&mut self, id: NodeId) {
+        assert!(!self.is_running(id), "node{id} is already running");
+        let stderr =
+            std::fs::File::create(self.dir.path().join(format!("node{id}.stderr"))).unwrap();
+        let child = self
+            .node_command(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn raftnode");
+        self.children.insert(id, child);
+    }
+
+    pub fn start_all(&mut self) {
+        for id in self.ids() {
+            self.start(id);
+        }
+    }
+
+    pub fn is_running(&mut self, id: NodeId) -> bool {
+        match self.children.get_mut(&id) {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self, id: NodeId) -> u32 {
+        self.children[&id].id()
+    }
+
+    /// `kill -TERM <pid>`, then waits for the exit.
+    pub fn sigterm(&mut self, id: NodeId) -> ExitStatus {
+        let mut child = self.children.remove(&id).expect("node not started");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        wait_exit(&mut child, Duration::from_secs(20))
+    }
+
+    /// `kill -9 <pid>`, then reaps it.
+    pub fn sigkill(&mut self, id: NodeId) {
+        let mut child = self.children.remove(&id).expect("node not started");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn statuses(&self) -> Vec<MemberStatus> {
+        client::status_all(&self.config, Duration::from_millis(1000))
+    }
+
+    /// Polls the cluster's status until `check` returns `Some`, and returns
+    /// it; fails after `timeout`, showing the last status and logs.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&[MemberStatus]) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses();
+            if let Some(t) = check(&statuses) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                self.dump(&statuses);
+                panic!("timed out after {timeout:?} waiting for: {what}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn dump(&self, statuses: &[MemberStatus]) {
+        for s in statuses {
+            eprintln!("node{}: {:?}", s.member.id, s.status);
+        }
+        for id in self.ids() {
+            let log = self.activity_log(id);
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!("--- node{id}.log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// Waits for one leader that every running node in `among` follows in
+    /// the same term; returns (leader, term).
+    pub fn wait_for_agreed_leader(&self, among: &[NodeId], timeout: Duration) -> (NodeId, u64) {
+        self.wait_for("one leader known to all running nodes", timeout, |st| {
+            agreed_leader(st, among)
+        })
+    }
+
+    /// The durable log of node `id`, read from its log file.
+    pub fn log_entries(&self, id: NodeId) -> Vec<Entry> {
+        read_log(&self.state_dir().join(format!("node{id}")).join("log.jsonl"))
+    }
+
+    pub fn raftctl(&self, args: &[&str]) -> Output {
+        Command::new(RAFTCTL)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.children) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The leader every reachable node in `among` agrees on, if there is one.
+pub fn agreed_leader(statuses: &[MemberStatus], among: &[NodeId]) -> Option<(NodeId, u64)> {
+    let mut agreed = None;
+    for s in statuses.iter().filter(|s| among.contains(&s.member.id)) {
+        let st = s.status.as_ref().ok()?;
+        let view = (st.leader_id?, st.term);
+        if *agreed.get_or_insert(view) != view {
+            return None;
+        }
+    }
+    let (leader, _) = agreed?;
+    let leader_status = statuses
+        .iter()
+        .find(|s| s.member.id == leader)?
+        .status
+        .as_ref()
+        .ok()?;
+    (leader_status.role == "leader").then_some(agreed?)
+}
+
+pub fn leaders(statuses: &[MemberStatus]) -> Vec<NodeId> {
+    statuses
+        .iter()
+        .filter(|s| s.status.as_ref().is_ok_and(|st| st.role == "leader"))
+        .map(|s| s.member.id)
+        .collect()
+}
+
+pub fn read_log(path: &Path) -> Vec<Entry> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let (_crc, json) = line.split_once(' ').expect("CRC JSON");
+            serde_json::from_str(json).expect("entry JSON")
+        })
+        .collect()
+}
