@@ -370,6 +370,15 @@ impl Raft {
         }
     }
 
+    /// Starts an election now, as if the election timer had fired. Tests
+    /// use it to script elections; leadership transfer (thesis §3.10)
+    /// would too. A leader ignores it.
+    pub fn campaign(&mut self, now: Duration) {
+        if self.role != Role::Leader {
+            self.start_election(now);
+        }
+    }
+
     fn reset_election_timer(&mut self, now: Duration) {
         let min = self.cfg.election_timeout_min.as_nanos() as u64;
         let max = self.cfg.election_timeout_max.as_nanos() as u64;
