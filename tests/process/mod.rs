@@ -171,6 +171,14 @@ impl TestCluster {
     fn dump(&self, statuses: &[MemberStatus]) {
         for s in statuses {
             eprintln!("node{}: {:?}", s.member.id, s.status);
+            let stderr = std::fs::read_to_string(
+                self.dir.path().join(format!("node{}.stderr", s.member.id)),
+            );
+            eprintln!(
+                "node{} stderr: {}",
+                s.member.id,
+                stderr.unwrap_or_default().trim()
+            );
         }
         for id in self.ids() {
             let log = self.activity_log(id);
