@@ -252,15 +252,13 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig, ConfigError> {
         });
     }
     let mut warnings = Vec::new();
-    if let Some((n, line)) = declared {
-        if n != members.len() {
-            warnings.push(format!(
-                "{}:{line}: N is {n} but {} nodes are listed; using the {} listed",
-                path.display(),
-                members.len(),
-                members.len()
-            ));
-        }
+    if let Some((n, line)) = declared.filter(|&(n, _)| n != members.len()) {
+        warnings.push(format!(
+            "{}:{line}: N is {n} but {} nodes are listed; using the {} listed",
+            path.display(),
+            members.len(),
+            members.len()
+        ));
     }
     Ok(ClusterConfig {
         path: path.to_path_buf(),

@@ -271,13 +271,11 @@ impl Shared {
     /// that cannot persist must not answer anything.
     fn sync(&self, st: &mut State) {
         let ready = st.raft.take_ready();
-        if ready.needs_persist() {
-            if let Err(e) = st.storage.persist(&ready) {
-                error!("cannot persist state: {e}; stopping");
-                log::logger().flush();
-                eprintln!("raftnode: cannot persist state: {e}");
-                std::process::exit(1);
-            }
+        if let Err(e) = st.storage.persist(&ready) {
+            error!("cannot persist state: {e}; stopping");
+            log::logger().flush();
+            eprintln!("raftnode: cannot persist state: {e}");
+            std::process::exit(1);
         }
         for event in &ready.events {
             self.log_event(&st.raft, event);

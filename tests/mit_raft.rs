@@ -114,11 +114,11 @@ impl Lab {
             let mut index = None;
             for _ in 0..self.s.n() {
                 next = (next + 1) % self.s.n() as NodeId;
-                if self.live(next) {
-                    if let Some((i, _)) = self.start(next, cmd) {
-                        index = Some(i);
-                        break;
-                    }
+                if self.live(next)
+                    && let Some((i, _)) = self.start(next, cmd)
+                {
+                    index = Some(i);
+                    break;
                 }
             }
             if let Some(index) = index {
@@ -629,11 +629,11 @@ fn figure_8_3c() {
                 Duration::from_millis(lab.rng.random_range(0..13))
             };
             lab.s.run_for(pause);
-            if let Some(l) = leader {
-                if lab.s.is_up(l) {
-                    lab.crash(l);
-                    up -= 1;
-                }
+            if let Some(l) = leader
+                && lab.s.is_up(l)
+            {
+                lab.crash(l);
+                up -= 1;
             }
             if up < 3 {
                 let s = lab.rng.random_range(0..5);
@@ -779,11 +779,11 @@ fn figure_8_unreliable_3c() {
                 Duration::from_millis(lab.rng.random_range(0..13))
             };
             lab.s.run_for(pause);
-            if let Some(l) = leader {
-                if lab.rng.random_bool(0.5) {
-                    lab.disconnect(l);
-                    connected -= 1;
-                }
+            if let Some(l) = leader
+                && lab.rng.random_bool(0.5)
+            {
+                lab.disconnect(l);
+                connected -= 1;
             }
             if connected < 3 {
                 let s = lab.rng.random_range(0..5);

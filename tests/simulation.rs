@@ -46,16 +46,8 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration) -> (u6
                 proposals += 1;
                 s.propose(target, &format!("cmd-{seed}-{proposals}"));
             }
-            45..52 => {
-                if s.is_up(pick) {
-                    s.crash(pick)
-                }
-            }
-            52..64 => {
-                if !s.is_up(pick) {
-                    s.start(pick)
-                }
-            }
+            45..52 if s.is_up(pick) => s.crash(pick),
+            52..64 if !s.is_up(pick) => s.start(pick),
             64..70 => {
                 let mut groups = vec![Vec::new(), Vec::new()];
                 for id in 0..n as NodeId {

@@ -369,7 +369,7 @@ impl Sim {
             }
         }
         self.checker.steps += 1;
-        if self.checker.steps % 512 == 0 {
+        if self.checker.steps.is_multiple_of(512) {
             self.check_deep();
         }
     }
@@ -646,12 +646,13 @@ impl Sim {
                     }
                 }
             }
-            if let Some(&(t, l)) = self.checker.leader_last.get(&id) {
-                if t == term && last < l {
-                    fail(format!(
-                        "leader append-only: leader {id} shrank from {l} to {last}"
-                    ));
-                }
+            if let Some(&(t, l)) = self.checker.leader_last.get(&id)
+                && t == term
+                && last < l
+            {
+                fail(format!(
+                    "leader append-only: leader {id} shrank from {l} to {last}"
+                ));
             }
             self.checker.leader_last.insert(id, (term, last));
         } else {
@@ -687,13 +688,13 @@ impl Sim {
                 // The last index where both hold the same term: everything
                 // up to it must be identical.
                 let common = la.len().min(lb.len());
-                if let Some(k) = (0..common).rev().find(|&k| la[k].term == lb[k].term) {
-                    if la[..=k] != lb[..=k] {
-                        self.fail(format!(
-                            "log matching: nodes {a} and {b} agree on index {} but differ before",
-                            k + 1
-                        ));
-                    }
+                if let Some(k) = (0..common).rev().find(|&k| la[k].term == lb[k].term)
+                    && la[..=k] != lb[..=k]
+                {
+                    self.fail(format!(
+                        "log matching: nodes {a} and {b} agree on index {} but differ before",
+                        k + 1
+                    ));
                 }
             }
         }
@@ -736,11 +737,11 @@ impl Sim {
         let mut count = 0;
         let mut payload = None;
         for n in &self.nodes {
-            if n.raft.is_some() {
-                if let Some(e) = n.applied.get(index as usize - 1) {
-                    count += 1;
-                    payload = Some(e.payload.clone());
-                }
+            if n.raft.is_some()
+                && let Some(e) = n.applied.get(index as usize - 1)
+            {
+                count += 1;
+                payload = Some(e.payload.clone());
             }
         }
         (count, payload)
