@@ -8,7 +8,8 @@
 # Works from any directory. Builds the release binaries first (cargo only
 # rebuilds what changed). Environment: STATE_DIR (default /tmp/state),
 # DEBUG_DIR (default /tmp/debug), RAFTNODE_ARGS (extra raftnode flags, e.g.
-# "--election-timeout 6000..10000 --heartbeat 2000").
+# "--election-timeout 6000..10000 --heartbeat 2000"), RAFT_BIN_DIR (use the
+# raftnode and raftctl binaries in this directory instead of building).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,10 +25,13 @@ config="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")"
 state_dir="${STATE_DIR:-/tmp/state}"
 debug_dir="${DEBUG_DIR:-/tmp/debug}"
 pid_dir="$state_dir/pids"
-bin="$here/target/release"
-
-if [ "$action" = start ] || [ ! -x "$bin/raftctl" ]; then
-  (cd "$here" && cargo build --release --quiet --bins)
+if [ -n "${RAFT_BIN_DIR:-}" ]; then
+  bin="$RAFT_BIN_DIR"
+else
+  bin="$here/target/release"
+  if [ "$action" = start ] || [ ! -x "$bin/raftctl" ]; then
+    (cd "$here" && cargo build --release --quiet --bins)
+  fi
 fi
 
 members="$("$bin/raftctl" --config "$config" members)" || exit 2

@@ -501,3 +501,121 @@ fn slow_course_timeouts_elect_a_leader() {
             .contains(&format!("STATE: Leader | TERM: {term}"))
     );
 }
+
+/// `boot_all_nodes.sh` starts every node of a config (from another
+/// directory), records pids, reports status, and stops them with SIGTERM.
+#[test]
+fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
+    let c = TestCluster::new(3);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/boot_all_nodes.sh");
+    let bin_dir = std::path::Path::new(process::RAFTNODE).parent().unwrap();
+    let run = |action: &str| {
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .arg(&c.config_path)
+            .current_dir(c.dir.path().parent().unwrap())
+            .env("STATE_DIR", c.state_dir())
+            .env("DEBUG_DIR", c.debug_dir())
+            .env("RAFT_BIN_DIR", bin_dir)
+            .env("RAFTNODE_ARGS", process::TEST_TIMING.join(" "))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let started = run("start");
+    let pid_of = |id: u64| -> u32 {
+        let path = c.state_dir().join(format!("pids/node{id}.pid"));
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // From here on the nodes are ours to clean up, whatever happens.
+    struct Reaper(Vec<u32>);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+    let reaper = Reaper((0..3).map(pid_of).collect());
+    for id in 0..3 {
+        assert!(started.contains(&format!("started node{id}")), "{started}");
+    }
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    assert!(
+        run("start").contains("already running"),
+        "a second start leaves running nodes alone"
+    );
+    let status = run("status");
+    assert_eq!(status.matches("running (pid").count(), 3, "{status}");
+    assert!(status.contains("leader"), "{status}");
+
+    let stopped = run("stop");
+    assert_eq!(stopped.matches("stopped node").count(), 3, "{stopped}");
+    for id in 0..3 {
+        assert!(c.activity_log(id).contains("stopped: received SIGTERM"));
+        let pid = reaper.0[id as usize];
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "node{id} (pid {pid}) still running"
+        );
+        assert!(!c.state_dir().join(format!("pids/node{id}.pid")).exists());
+    }
+}
+
+/// Outgoing peer connections come from the node's own configured address,
+/// so nodes on 127.0.0.2, 127.0.0.3, … can be split by firewall rules.
+#[test]
+fn peer_connections_bind_to_the_nodes_own_host() {
+    let ports = process::free_ports(2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.txt");
+    std::fs::write(
+        &config,
+        format!(
+            "node0: 127.0.0.2:{}\nnode1: 127.0.0.3:{}\n",
+            ports[0], ports[1]
+        ),
+    )
+    .unwrap();
+    // Node 1 is played by the test: a listener that notes who connects.
+    let fake = std::net::TcpListener::bind(("127.0.0.3", ports[1])).unwrap();
+    let mut node0 = std::process::Command::new(process::RAFTNODE)
+        .arg(&config)
+        .arg("0")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--debug-dir")
+        .arg(dir.path().join("debug"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // It connects when it asks for a vote, after one election timeout.
+    fake.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    let accepted = loop {
+        match fake.accept() {
+            Ok((_stream, from)) => break Some(from),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break None,
+        }
+    };
+    let _ = node0.kill();
+    let _ = node0.wait();
+    let from = accepted.expect("node0 never connected to its peer");
+    assert_eq!(from.ip().to_string(), "127.0.0.2");
+}
