@@ -137,6 +137,12 @@ impl Storage {
             io::Read::read_to_end(&mut log, &mut buf).map_err(io_err(&log_path, "read"))?;
             buf
         };
+        // The directory entries of newly created files (and of the node's
+        // directory itself) are durable only once their directories are.
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         let (entries, offsets, valid_len) = parse_log(&bytes, &log_path)?;
         let mut torn_tail = None;
         if valid_len < bytes.len() as u64 {
@@ -197,9 +203,7 @@ impl Storage {
         f.sync_all().map_err(io_err(&tmp, "fsync"))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
         // The rename itself is durable only once the directory is.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir, "fsync directory"))
+        sync_dir(&self.dir)
     }
 
     fn truncate_from(&mut self, index: Index) -> Result<(), StorageError> {
@@ -241,6 +245,12 @@ impl Storage {
         self.offsets.extend(offsets);
         Ok(())
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "fsync directory"))
 }
 
 /// Appends `CRC JSON\n` for one entry to `buf`.

@@ -68,7 +68,7 @@ impl Peer {
     pub fn call(&mut self, request: &Request) -> Result<Response, TransportError> {
         let reused = self.conn.is_some();
         match self.try_call(request) {
-            Err(TransportError::Exchange(WireError::Closed | WireError::Io(_))) if reused => {
+            Err(TransportError::Exchange(e)) if reused && is_dead_connection(&e) => {
                 self.try_call(request)
             }
             other => other,
@@ -117,6 +117,23 @@ impl Peer {
     }
 }
 
+/// Whether an error means the kept-open connection was already dead (the
+/// peer restarted or closed it), as opposed to a slow or absent answer,
+/// which a retry would only wait for again.
+fn is_dead_connection(e: &WireError) -> bool {
+    match e {
+        WireError::Closed => true,
+        WireError::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
 /// One request on a fresh connection; for clients that ask many nodes once.
 pub fn call_once(
     target: &Member,
@@ -124,4 +141,106 @@ pub fn call_once(
     timeout: Duration,
 ) -> Result<Response, TransportError> {
     Peer::new(target.clone(), None, timeout).try_call(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, Write};
+    use std::net::TcpListener;
+
+    /// A server that answers one request per connection and then closes
+    /// it, as a peer that restarts between two requests would.
+    fn one_answer_per_connection(
+        listener: TcpListener,
+        connections: usize,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            for _ in 0..connections {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut w = stream;
+                let reply = Response::IsLeader {
+                    is_leader: true,
+                    leader_id: Some(1),
+                    leader_address: None,
+                };
+                w.write_all(format!("{}\n", serde_json::to_string(&reply).unwrap()).as_bytes())
+                    .unwrap();
+            }
+        })
+    }
+
+    #[test]
+    fn a_connection_closed_by_the_peer_is_replaced_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = one_answer_per_connection(listener, 2);
+        let target = Member {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let mut peer = Peer::new(
+            target,
+            Some("127.0.0.1".parse().unwrap()),
+            Duration::from_secs(5),
+        );
+        for _ in 0..2 {
+            let r = peer.call(&Request::IsLeader).unwrap();
+            assert!(matches!(
+                r,
+                Response::IsLeader {
+                    is_leader: true,
+                    ..
+                }
+            ));
+        }
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_timeout_on_a_kept_open_connection_is_not_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = listener.try_clone().unwrap();
+        // Answers the first request, then goes silent but keeps the
+        // connection open until the client drops it.
+        let server = std::thread::spawn(move || {
+            let (stream, _) = acceptor.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut w = stream;
+            let reply = Response::IsLeader {
+                is_leader: false,
+                leader_id: None,
+                leader_address: None,
+            };
+            w.write_all(format!("{}\n", serde_json::to_string(&reply).unwrap()).as_bytes())
+                .unwrap();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {}
+        });
+        let target = Member {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let mut peer = Peer::new(target, None, Duration::from_millis(200));
+        assert!(peer.call(&Request::IsLeader).is_ok());
+        assert!(
+            peer.call(&Request::IsLeader).is_err(),
+            "the silent peer must time out"
+        );
+        // A slow peer is not a dead connection: no second connection.
+        listener.set_nonblocking(true).unwrap();
+        assert!(
+            listener.accept().is_err(),
+            "the timed-out call reconnected and tried again"
+        );
+        drop(peer);
+        server.join().unwrap();
+    }
 }
