@@ -3,6 +3,7 @@
 //!
 //! * [`consensus`]: the algorithm, pure (no threads, clocks, files, sockets).
 //! * [`node`]: the threaded runtime that drives it.
+//! * [`kv`]: the replicated key-value state machine, with client sessions.
 //! * [`storage`]: term, vote and log on disk.
 //! * [`wire`]: the newline-delimited JSON protocol.
 //! * [`server`]: the thread-pool RPC server.
@@ -14,6 +15,7 @@ pub mod activity;
 pub mod client;
 pub mod config;
 pub mod consensus;
+pub mod kv;
 pub mod node;
 pub mod server;
 pub mod storage;

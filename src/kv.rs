@@ -1,0 +1,465 @@
+//! The replicated key-value state machine.
+//!
+//! Every node applies the same committed entries in the same order to its
+//! own [`KvStore`], so every node holds the same map for the same log
+//! prefix. Nothing here reads a clock or a random number: everything,
+//! session expiry included, is decided by the log alone.
+//!
+//! A client command travels in a log entry's `data` as JSON, e.g.
+//! `{"client":7301,"seq":3,"op":"cas","key":"color","from":"blue","to":"green"}`.
+//!
+//! **Exactly once** (Raft thesis §6.3). Each client has an id and numbers
+//! its commands 1, 2, 3, … with one outstanding at a time. The store keeps,
+//! per client, the last sequence number applied and its outcome. A command
+//! whose number was already applied is not applied again: its recorded
+//! outcome is the answer, so a client may retry freely. Sessions are kept
+//! for the [`MAX_SESSIONS`] most recently active clients; when a new one
+//! would exceed that, the least recently active (by log index) is dropped.
+//! A command from an unknown client with a number above 1 gets
+//! [`Outcome::SessionExpired`] and is not applied: its session is gone, so
+//! whether an earlier attempt was applied can no longer be told.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{Entry, Index, Payload};
+
+/// Sessions kept; see the module docs.
+pub const MAX_SESSIONS: usize = 10_000;
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 4 * 1024;
+/// Longest value (or `append` data), in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+pub type ClientId = u64;
+
+/// What a command does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// Sets `key` to `to` if its value is `from`.
+    Cas {
+        key: String,
+        from: String,
+        to: String,
+    },
+    /// A data entry: kept in the log, changes no key (the courses'
+    /// "list of strings" log).
+    Append {
+        data: String,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => Some(key),
+            Op::Append { .. } => None,
+        }
+    }
+
+    /// Checks the size limits; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, s: &str, max: usize| {
+            if s.len() > max {
+                Err(format!("{name} is {} bytes; the limit is {max}", s.len()))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Op::Put { key, value } => {
+                check("key", key, MAX_KEY_BYTES).and(check("value", value, MAX_VALUE_BYTES))
+            }
+            Op::Delete { key } => check("key", key, MAX_KEY_BYTES),
+            Op::Cas { key, from, to } => check("key", key, MAX_KEY_BYTES)
+                .and(check("from", from, MAX_VALUE_BYTES))
+                .and(check("to", to, MAX_VALUE_BYTES)),
+            Op::Append { data } => check("data", data, MAX_VALUE_BYTES),
+        }
+    }
+}
+
+/// A client's numbered command, as stored in a log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub client: ClientId,
+    pub seq: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Command {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("commands always serialize")
+    }
+
+    pub fn decode(data: &str) -> Option<Command> {
+        serde_json::from_str(data).ok()
+    }
+}
+
+/// The result of applying a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied. For `delete`, the key existed.
+    Ok,
+    /// `delete` of a key that does not exist: nothing changed.
+    NotFound,
+    /// `cas` whose `from` did not match: nothing changed. `actual` is the
+    /// value found (`None`: no such key).
+    PreconditionFailed { actual: Option<String> },
+    /// See the module docs: not applied.
+    SessionExpired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    last_seq: u64,
+    outcome: Outcome,
+    /// Log index of the client's last command: recency, for eviction.
+    last_index: Index,
+}
+
+/// The state machine of one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStore {
+    data: BTreeMap<String, String>,
+    sessions: HashMap<ClientId, Session>,
+    /// Recency order of sessions: last_index → client.
+    by_recency: BTreeMap<Index, ClientId>,
+    applied: Index,
+}
+
+impl KvStore {
+    pub fn new() -> KvStore {
+        KvStore::default()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The index of the last entry applied.
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+
+    /// The outcome of client `client`'s command `seq`, if that is the last
+    /// one applied for it.
+    pub fn outcome(&self, client: ClientId, seq: u64) -> Option<&Outcome> {
+        self.sessions
+            .get(&client)
+            .filter(|s| s.last_seq == seq)
+            .map(|s| &s.outcome)
+    }
+
+    /// The highest sequence number applied for `client`, if it has a session.
+    pub fn last_seq(&self, client: ClientId) -> Option<u64> {
+        self.sessions.get(&client).map(|s| s.last_seq)
+    }
+
+    /// Applies the next committed entry. Entries must come in log order,
+    /// each once. Returns the command and its outcome, for client entries.
+    pub fn apply(&mut self, entry: &Entry) -> Option<(Command, Outcome)> {
+        assert_eq!(
+            entry.index,
+            self.applied + 1,
+            "entries are applied in order, once each"
+        );
+        self.applied = entry.index;
+        let Payload::Data(data) = &entry.payload else {
+            return None;
+        };
+        // Entries that are not commands (written by an older client, or by
+        // hand) change nothing; every node skips them alike.
+        let command = Command::decode(data)?;
+        let outcome = self.apply_command(entry.index, &command);
+        Some((command, outcome))
+    }
+
+    fn apply_command(&mut self, index: Index, c: &Command) -> Outcome {
+        match self.sessions.get(&c.client) {
+            Some(s) if c.seq <= s.last_seq => {
+                // A retry of something applied already (or older still):
+                // never apply twice. An older number than the last can only
+                // come from a confused client; it gets the last outcome.
+                return s.outcome.clone();
+            }
+            None if c.seq > 1 => return Outcome::SessionExpired,
+            _ => {}
+        }
+        let outcome = match &c.op {
+            Op::Put { key, value } => {
+                self.data.insert(key.clone(), value.clone());
+                Outcome::Ok
+            }
+            Op::Delete { key } => match self.data.remove(key) {
+                Some(_) => Outcome::Ok,
+                None => Outcome::NotFound,
+            },
+            Op::Cas { key, from, to } => match self.data.get_mut(key) {
+                Some(v) if v == from => {
+                    *v = to.clone();
+                    Outcome::Ok
+                }
+                other => Outcome::PreconditionFailed {
+                    actual: other.map(|v| v.clone()),
+                },
+            },
+            Op::Append { .. } => Outcome::Ok,
+        };
+        self.record(c.client, c.seq, outcome.clone(), index);
+        outcome
+    }
+
+    fn record(&mut self, client: ClientId, seq: u64, outcome: Outcome, index: Index) {
+        if let Some(old) = self.sessions.insert(
+            client,
+            Session {
+                last_seq: seq,
+                outcome,
+                last_index: index,
+            },
+        ) {
+            self.by_recency.remove(&old.last_index);
+        }
+        self.by_recency.insert(index, client);
+        while self.sessions.len() > MAX_SESSIONS {
+            let (_, oldest) = self
+                .by_recency
+                .pop_first()
+                .expect("sessions and recency agree");
+            self.sessions.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: Index, client: ClientId, seq: u64, op: Op) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            payload: Payload::Data(Command { client, seq, op }.encode()),
+        }
+    }
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn put_get_delete_cas() {
+        let mut kv = KvStore::new();
+        assert_eq!(
+            kv.apply(&entry(1, 1, 1, put("color", "blue"))).unwrap().1,
+            Outcome::Ok
+        );
+        assert_eq!(kv.get("color"), Some("blue"));
+        let cas = |from: &str, to: &str| Op::Cas {
+            key: "color".into(),
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(
+            kv.apply(&entry(2, 1, 2, cas("red", "green"))).unwrap().1,
+            Outcome::PreconditionFailed {
+                actual: Some("blue".into())
+            }
+        );
+        assert_eq!(
+            kv.apply(&entry(3, 1, 3, cas("blue", "green"))).unwrap().1,
+            Outcome::Ok
+        );
+        assert_eq!(kv.get("color"), Some("green"));
+        assert_eq!(
+            kv.apply(&entry(
+                4,
+                1,
+                4,
+                Op::Delete {
+                    key: "color".into()
+                }
+            ))
+            .unwrap()
+            .1,
+            Outcome::Ok
+        );
+        assert_eq!(
+            kv.apply(&entry(
+                5,
+                1,
+                5,
+                Op::Delete {
+                    key: "color".into()
+                }
+            ))
+            .unwrap()
+            .1,
+            Outcome::NotFound
+        );
+        assert_eq!(
+            kv.apply(&entry(6, 1, 6, cas("x", "y"))).unwrap().1,
+            Outcome::PreconditionFailed { actual: None }
+        );
+        assert_eq!(
+            kv.apply(&entry(
+                7,
+                1,
+                7,
+                Op::Append {
+                    data: "SET 5".into()
+                }
+            ))
+            .unwrap()
+            .1,
+            Outcome::Ok
+        );
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn thesis_6_3_a_retried_command_applies_once_and_gets_the_first_outcome() {
+        let mut kv = KvStore::new();
+        let cas = Op::Cas {
+            key: "k".into(),
+            from: "a".into(),
+            to: "b".into(),
+        };
+        kv.apply(&entry(1, 9, 1, put("k", "a")));
+        assert_eq!(
+            kv.apply(&entry(2, 9, 2, cas.clone())).unwrap().1,
+            Outcome::Ok
+        );
+        // The same command committed again (a retry after a lost reply):
+        // applying it again would fail the precondition; it must not run.
+        assert_eq!(kv.apply(&entry(3, 9, 2, cas)).unwrap().1, Outcome::Ok);
+        assert_eq!(kv.get("k"), Some("b"));
+        assert_eq!(kv.outcome(9, 2), Some(&Outcome::Ok));
+        // An append retried is kept in the log twice but applied once.
+        kv.apply(&entry(4, 9, 3, put("n", "1")));
+        kv.apply(&entry(5, 9, 3, put("n", "2")));
+        assert_eq!(kv.get("n"), Some("1"));
+    }
+
+    #[test]
+    fn an_unknown_client_above_seq_1_is_told_its_session_expired() {
+        let mut kv = KvStore::new();
+        assert_eq!(
+            kv.apply(&entry(1, 5, 7, put("k", "v"))).unwrap().1,
+            Outcome::SessionExpired
+        );
+        assert_eq!(kv.get("k"), None);
+    }
+
+    #[test]
+    fn the_least_recently_active_session_is_evicted_deterministically() {
+        let mut a = KvStore::new();
+        for i in 0..=MAX_SESSIONS as u64 {
+            a.apply(&entry(i + 1, 1000 + i, 1, put("k", "v")));
+        }
+        // Client 1000 was the least recently active: its session is gone.
+        assert_eq!(a.last_seq(1000), None);
+        assert_eq!(a.last_seq(1001), Some(1));
+        let next = MAX_SESSIONS as u64 + 2;
+        assert_eq!(
+            a.apply(&entry(next, 1000, 2, put("k", "w"))).unwrap().1,
+            Outcome::SessionExpired
+        );
+    }
+
+    #[test]
+    fn same_log_same_state_on_every_node() {
+        let log: Vec<Entry> = (1..=200)
+            .map(|i| {
+                entry(
+                    i,
+                    i % 7,
+                    i / 7 + 1,
+                    put(&format!("k{}", i % 13), &format!("v{i}")),
+                )
+            })
+            .collect();
+        let mut a = KvStore::new();
+        let mut b = KvStore::new();
+        for e in &log {
+            a.apply(e);
+        }
+        for e in &log {
+            b.apply(e);
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn non_command_entries_change_nothing() {
+        let mut kv = KvStore::new();
+        assert!(
+            kv.apply(&Entry {
+                index: 1,
+                term: 1,
+                payload: Payload::Noop
+            })
+            .is_none()
+        );
+        assert!(
+            kv.apply(&Entry {
+                index: 2,
+                term: 1,
+                payload: Payload::Data("SET 5".into())
+            })
+            .is_none()
+        );
+        assert_eq!(kv.applied_index(), 2);
+    }
+
+    #[test]
+    fn limits_name_the_field() {
+        let big = "x".repeat(MAX_VALUE_BYTES + 1);
+        let err = put("k", &big).validate().unwrap_err();
+        assert!(err.starts_with("value is"), "{err}");
+        let err = Op::Delete {
+            key: "k".repeat(MAX_KEY_BYTES + 1),
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.starts_with("key is"), "{err}");
+    }
+
+    #[test]
+    fn commands_are_readable_json() {
+        let c = Command {
+            client: 7,
+            seq: 3,
+            op: put("color", "blue"),
+        };
+        assert_eq!(
+            c.encode(),
+            r#"{"client":7,"seq":3,"op":"put","key":"color","value":"blue"}"#
+        );
+        assert_eq!(Command::decode(&c.encode()), Some(c));
+    }
+}
