@@ -201,7 +201,18 @@ pub struct Ready {
     pub appended: Vec<Entry>,
     /// Newly committed entries to apply, in order, after persisting.
     pub committed: Vec<Entry>,
+    /// Outcomes of `read_index` requests, in the order they were made.
+    pub reads: Vec<ReadState>,
     pub events: Vec<Event>,
+}
+
+/// The answer to [`Raft::read_index`]: once the state machine has applied
+/// `index`, a read of it is linearizable. `index: None` means this server
+/// stopped being leader before the read was confirmed; ask the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub ctx: u64,
+    pub index: Option<Index>,
 }
 
 impl Ready {
@@ -233,6 +244,12 @@ struct Peer {
     /// Whether the last RPC to this peer got an answer; kept across roles
     /// so that "unreachable" and "back" are reported once each.
     reachable: bool,
+    /// Leader: the read round current when the in-flight AppendEntries
+    /// was built, and the highest round the peer has answered. An answer
+    /// in our term to a request built in round r shows the peer still
+    /// followed us after every read of round <= r arrived (thesis §6.4).
+    inflight_round: u64,
+    acked_round: u64,
 }
 
 impl Peer {
@@ -246,6 +263,8 @@ impl Peer {
             retry_at: Duration::ZERO,
             backoff: Duration::ZERO,
             reachable: true,
+            inflight_round: 0,
+            acked_round: 0,
         }
     }
 }
@@ -273,6 +292,17 @@ pub struct Raft {
     votes_granted: BTreeSet<NodeId>,
     votes_refused: BTreeSet<NodeId>,
     peers: BTreeMap<NodeId, Peer>,
+
+    // Linearizable reads (thesis §6.4), leader only; cleared on role change.
+    /// Incremented for each read; heartbeats carry the current round.
+    read_round: u64,
+    /// Reads waiting for the leader to commit an entry of its own term,
+    /// before which its commit index may be behind the cluster's.
+    reads_awaiting_commit: Vec<u64>,
+    /// Reads with a read index, waiting for a majority to answer a
+    /// heartbeat of their round: (ctx, read index, round).
+    reads_awaiting_quorum: Vec<(u64, Index, u64)>,
+    reads_done: Vec<ReadState>,
 
     // Bookkeeping for `take_ready`.
     hard_state_dirty: bool,
@@ -308,6 +338,10 @@ impl Raft {
             votes_granted: BTreeSet::new(),
             votes_refused: BTreeSet::new(),
             peers,
+            read_round: 0,
+            reads_awaiting_commit: Vec::new(),
+            reads_awaiting_quorum: Vec::new(),
+            reads_done: Vec::new(),
             hard_state_dirty: false,
             unstable_from: None,
             persisted_last,
@@ -400,7 +434,15 @@ impl Raft {
             p.in_flight = false;
             p.vote_requested = false;
             p.retry_at = now;
+            p.inflight_round = 0;
+            p.acked_round = 0;
         }
+        // Pending reads were for the old role's leadership: fail them.
+        let failed = self.reads_awaiting_commit.drain(..);
+        let failed = failed.chain(self.reads_awaiting_quorum.drain(..).map(|r| r.0));
+        self.reads_done
+            .extend(failed.map(|ctx| ReadState { ctx, index: None }));
+        self.read_round = 0;
     }
 
     /// Adopts a newer term seen in any request or reply, stepping down to
@@ -683,9 +725,11 @@ impl Raft {
                 }))
             }
             Role::Leader => {
-                if p.next_index > last_index && now < p.heartbeat_due {
+                let read_waiting = p.acked_round < self.read_round;
+                if p.next_index > last_index && now < p.heartbeat_due && !read_waiting {
                     return None;
                 }
+                p.inflight_round = self.read_round;
                 let prev_log_index = p.next_index - 1;
                 let last =
                     (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
@@ -716,7 +760,11 @@ impl Raft {
         match self.role {
             Role::Follower => None,
             Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
-            Role::Leader if p.next_index <= self.log.last_index() => Some(p.retry_at),
+            Role::Leader
+                if p.next_index <= self.log.last_index() || p.acked_round < self.read_round =>
+            {
+                Some(p.retry_at)
+            }
             Role::Leader => Some(p.heartbeat_due.max(p.retry_at)),
         }
     }
@@ -773,6 +821,9 @@ impl Raft {
                 self.check_votes(now);
             }
             (Request::AppendEntries(req), Reply::AppendEntries(r)) => {
+                // Any answer in our term, success or not, shows the peer
+                // still took us for leader when it answered.
+                p.acked_round = p.acked_round.max(p.inflight_round);
                 if r.success {
                     // Replies may be stale or duplicated: never move
                     // matchIndex back (it is monotonic within a term).
@@ -793,6 +844,7 @@ impl Raft {
                     };
                     p.next_index = hinted.min(req.prev_log_index).max(p.match_index + 1);
                 }
+                self.confirm_reads();
             }
             _ => {} // mismatched kinds: a confused peer; ignore.
         }
@@ -840,6 +892,63 @@ impl Raft {
         Ok((index, self.term))
     }
 
+    /// Asks for a linearizable read (thesis §6.4, ReadIndex). The answer,
+    /// a [`ReadState`] with the same `ctx`, comes in a later `Ready` once
+    /// (1) this leader has committed an entry of its own term, so its
+    /// commit index is at least the cluster's, and (2) a majority has
+    /// answered a heartbeat sent after this call, so no newer leader had
+    /// been elected when the read index was taken.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), NotLeader> {
+        if self.role != Role::Leader {
+            return Err(NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        self.reads_awaiting_commit.push(ctx);
+        self.start_reads();
+        Ok(())
+    }
+
+    /// Gives reads a read index once the current term has a committed
+    /// entry, and a fresh heartbeat round to confirm it.
+    fn start_reads(&mut self) {
+        if self.reads_awaiting_commit.is_empty()
+            || self.log.term_at(self.commit_index) != Some(self.term)
+        {
+            return;
+        }
+        self.read_round += 1;
+        for ctx in std::mem::take(&mut self.reads_awaiting_commit) {
+            self.reads_awaiting_quorum
+                .push((ctx, self.commit_index, self.read_round));
+        }
+        self.confirm_reads();
+    }
+
+    fn confirm_reads(&mut self) {
+        // Rounds only grow along the queue, so confirmed reads are a prefix.
+        let confirmed = self
+            .reads_awaiting_quorum
+            .iter()
+            .take_while(|&&(_, _, round)| {
+                1 + self
+                    .peers
+                    .values()
+                    .filter(|p| p.acked_round >= round)
+                    .count()
+                    >= self.cfg.quorum()
+            });
+        let n = confirmed.count();
+        let done = self
+            .reads_awaiting_quorum
+            .drain(..n)
+            .map(|(ctx, index, _)| ReadState {
+                ctx,
+                index: Some(index),
+            });
+        self.reads_done.extend(done);
+    }
+
     fn append_local(&mut self, payload: Payload) -> Index {
         let index = self.log.last_index() + 1;
         self.log.append(Entry {
@@ -868,6 +977,7 @@ impl Raft {
         let n = matched[self.cfg.quorum() - 1];
         if n > self.commit_index && self.log.term_at(n) == Some(self.term) {
             self.set_commit(n);
+            self.start_reads();
         }
     }
 
@@ -907,6 +1017,7 @@ impl Raft {
                 .to_vec();
             self.emitted_index = self.commit_index;
         }
+        ready.reads = std::mem::take(&mut self.reads_done);
         ready
     }
 }

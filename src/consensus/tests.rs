@@ -426,3 +426,94 @@ fn followers_refuse_proposals_with_a_leader_hint() {
         })
     );
 }
+
+fn ack(r: &mut Raft, peer: NodeId, req: &Request, now: Duration) {
+    let Request::AppendEntries(ae) = req else {
+        panic!("{req:?}")
+    };
+    let reply = AppendEntriesReply {
+        term: r.term(),
+        success: true,
+        match_index: ae.prev_log_index + ae.entries.len() as Index,
+        conflict_term: None,
+        conflict_index: 0,
+    };
+    r.handle_reply(peer, req, Reply::AppendEntries(reply), now);
+}
+
+#[test]
+fn thesis_6_4_followers_refuse_reads_with_a_hint() {
+    let mut r = node(1, 3, 1, &[]);
+    let ae = AppendEntries {
+        term: 1,
+        leader_id: 2,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+    };
+    r.handle_request(2, Request::AppendEntries(ae), Duration::ZERO);
+    assert_eq!(
+        r.read_index(7),
+        Err(NotLeader {
+            leader_hint: Some(2)
+        })
+    );
+}
+
+#[test]
+fn thesis_6_4_a_read_waits_for_a_commit_in_the_leaders_term_then_a_quorum_round() {
+    let mut r = elected(&[1, 1], 1); // leader of term 2; no-op at 3 not committed yet
+    let now = Duration::from_secs(1);
+    let first = r.poll_peer(1, now).unwrap(); // carries the no-op
+    r.read_index(42).unwrap();
+    assert!(r.take_ready().reads.is_empty());
+    ack(&mut r, 1, &first, now);
+    assert_eq!(r.commit_index(), 3);
+    // The commit gives the read its index (3), but the answer to `first`
+    // was built before the read existed: it does not confirm it.
+    assert!(
+        r.take_ready().reads.is_empty(),
+        "an acknowledgement from before the read must not confirm it"
+    );
+    let hb = r
+        .poll_peer(1, now)
+        .expect("a read round sends a heartbeat at once, without waiting for the interval");
+    ack(&mut r, 1, &hb, now);
+    assert_eq!(
+        r.take_ready().reads,
+        vec![ReadState {
+            ctx: 42,
+            index: Some(3)
+        }]
+    );
+}
+
+#[test]
+fn thesis_6_4_pending_reads_fail_when_leadership_is_lost() {
+    let mut r = elected(&[], 1);
+    r.read_index(1).unwrap();
+    r.handle_request(2, vote_req(9, 2, 5, 5), Duration::from_secs(1));
+    assert_eq!(r.role(), Role::Follower);
+    assert_eq!(
+        r.take_ready().reads,
+        vec![ReadState {
+            ctx: 1,
+            index: None
+        }]
+    );
+}
+
+#[test]
+fn single_node_reads_are_confirmed_at_once() {
+    let mut r = node(0, 1, 0, &[]);
+    r.tick(Duration::from_secs(1));
+    r.read_index(5).unwrap();
+    assert_eq!(
+        r.take_ready().reads,
+        vec![ReadState {
+            ctx: 5,
+            index: Some(1)
+        }]
+    );
+}
