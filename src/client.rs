@@ -1,40 +1,398 @@
-//! Talking to a cluster from outside: what `raftctl` and the tests use.
+//! Talking to a cluster from outside: what `raftctl`, the benchmark and
+//! the tests use.
+//!
+//! A [`Client`] is one session (Raft thesis §6.3): a random client id and a
+//! sequence number per write. It finds the leader by asking the configured
+//! nodes and following `not_leader` hints, remembers it, and retries with
+//! backoff until its timeout, always with the same sequence number, so a
+//! retried write is applied at most once. Errors say whether the operation
+//! definitely did not happen ([`ClientError::is_definite`]) or may have.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, Member};
-use crate::consensus::NodeId;
+use crate::consensus::{Entry, Index, NodeId};
+use crate::kv::{ClientId, Command, Op, Outcome};
 use crate::transport::{self, TransportError};
-use crate::wire::{NodeStatus, Request, Response};
+use crate::wire::{ErrorCode, NodeStatus, Request, Response};
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientError {
-    Unreachable {
-        id: NodeId,
-        address: String,
-        source: TransportError,
-    },
-    /// The node answered something this request does not expect.
-    UnexpectedResponse { id: NodeId, response: Box<Response> },
+    /// Definite: `delete` or `get` of a key that does not exist.
+    NotFound { key: String },
+    /// Definite: `cas` found another value (`None`: no such key).
+    PreconditionFailed { key: String, actual: Option<String> },
+    /// Definite: the request itself is unacceptable (too large, …).
+    Rejected { message: String },
+    /// Unknown outcome: no answer in time. A write may or may not have
+    /// been applied (and may still be).
+    Timeout { last_error: String },
+    /// Unknown outcome: the cluster forgot this client's session, so it
+    /// cannot tell whether an earlier attempt of the write was applied.
+    SessionExpired,
+    /// A node could not be reached or answered unexpectedly (single-node
+    /// requests such as `status` or a stale read of one node).
+    Node { id: NodeId, message: String },
+}
+
+impl ClientError {
+    /// Whether the operation definitely did not take effect.
+    pub fn is_definite(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NotFound { .. }
+                | ClientError::PreconditionFailed { .. }
+                | ClientError::Rejected { .. }
+        )
+    }
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Unreachable {
-                id,
-                address,
-                source,
-            } => write!(f, "node{id} at {address}: {source}"),
-            ClientError::UnexpectedResponse { id, response } => {
-                write!(f, "node{id} answered unexpectedly: {response:?}")
+            ClientError::NotFound { key } => write!(f, "key not found: {key}"),
+            ClientError::PreconditionFailed {
+                key,
+                actual: Some(v),
+            } => {
+                write!(f, "precondition failed: {key} is {v}")
             }
+            ClientError::PreconditionFailed { key, actual: None } => {
+                write!(f, "precondition failed: {key} does not exist")
+            }
+            ClientError::Rejected { message } => write!(f, "rejected: {message}"),
+            ClientError::Timeout { last_error } => write!(
+                f,
+                "no answer in time; the operation may or may not have happened (last error: {last_error})"
+            ),
+            ClientError::SessionExpired => {
+                write!(
+                    f,
+                    "session expired; the operation may or may not have happened"
+                )
+            }
+            ClientError::Node { id, message } => write!(f, "node{id}: {message}"),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long one operation may take, retries included.
+    pub timeout: Duration,
+    /// Bounds one request to one node. Longer than the node's own wait
+    /// for a commit (2 s), so a slow commit is answered, not cut off.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One client session with a cluster.
+pub struct Client {
+    config: ClusterConfig,
+    options: ClientOptions,
+    id: ClientId,
+    /// The number of the last write sent; the next one gets `seq + 1`.
+    seq: u64,
+    /// The node believed to lead; tried first.
+    leader: Option<NodeId>,
+    /// Where round-robin leader discovery continues.
+    next: usize,
+    connections: HashMap<NodeId, transport::Peer>,
+}
+
+impl Client {
+    /// A new session with a random id.
+    pub fn new(config: ClusterConfig, options: ClientOptions) -> Client {
+        Client::with_id(config, options, random_id())
+    }
+
+    /// A session with a chosen id (tests that replay a request use this).
+    pub fn with_id(config: ClusterConfig, options: ClientOptions, id: ClientId) -> Client {
+        Client {
+            config,
+            options,
+            id,
+            seq: 0,
+            leader: None,
+            next: 0,
+            connections: HashMap::new(),
+        }
+    }
+
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The number the last write was sent with.
+    pub fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn put(&mut self, key: &str, value: &str) -> Result<Index, ClientError> {
+        self.write(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    pub fn delete(&mut self, key: &str) -> Result<Index, ClientError> {
+        self.write(Op::Delete { key: key.into() })
+    }
+
+    pub fn cas(&mut self, key: &str, from: &str, to: &str) -> Result<Index, ClientError> {
+        self.write(Op::Cas {
+            key: key.into(),
+            from: from.into(),
+            to: to.into(),
+        })
+    }
+
+    /// Adds a data entry to the log (changes no key); returns its index.
+    pub fn append(&mut self, data: &str) -> Result<Index, ClientError> {
+        self.write(Op::Append { data: data.into() })
+    }
+
+    /// Sends `op` as the next numbered command and returns the log index it
+    /// was applied at.
+    pub fn write(&mut self, op: Op) -> Result<Index, ClientError> {
+        self.seq += 1;
+        self.send_command(Command {
+            client: self.id,
+            seq: self.seq,
+            op,
+        })
+    }
+
+    /// Sends an exact command again (same client id and number), as a
+    /// client that lost an answer would. Applied at most once.
+    pub fn resend(&mut self, command: Command) -> Result<Index, ClientError> {
+        self.send_command(command)
+    }
+
+    fn send_command(&mut self, command: Command) -> Result<Index, ClientError> {
+        let key = command.op.key().unwrap_or_default().to_string();
+        match self.leader_request(&Request::Write(command))? {
+            Response::Written { index, outcome } => match outcome {
+                Outcome::Ok => Ok(index),
+                Outcome::NotFound => Err(ClientError::NotFound { key }),
+                Outcome::PreconditionFailed { actual } => {
+                    Err(ClientError::PreconditionFailed { key, actual })
+                }
+                Outcome::SessionExpired => Err(ClientError::SessionExpired),
+            },
+            other => Err(ClientError::Timeout {
+                last_error: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    /// A linearizable read (through the leader, thesis §6.4).
+    pub fn get(&mut self, key: &str) -> Result<String, ClientError> {
+        match self.leader_request(&Request::Read {
+            key: key.into(),
+            stale: false,
+        })? {
+            Response::Value { value: Some(v), .. } => Ok(v),
+            Response::Value { value: None, .. } => Err(ClientError::NotFound { key: key.into() }),
+            other => Err(ClientError::Timeout {
+                last_error: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    /// A read from whichever node answers first (node `only` if given):
+    /// possibly stale, as it reflects only what that node has applied.
+    pub fn get_stale(&mut self, key: &str, only: Option<NodeId>) -> Result<String, ClientError> {
+        let candidates: Vec<NodeId> = match only {
+            Some(id) => vec![id],
+            None => self.config.members.iter().map(|m| m.id).collect(),
+        };
+        let mut last = ClientError::Timeout {
+            last_error: "no node tried".into(),
+        };
+        for id in candidates {
+            match self.call(
+                id,
+                &Request::Read {
+                    key: key.into(),
+                    stale: true,
+                },
+            ) {
+                Ok(Response::Value { value: Some(v), .. }) => return Ok(v),
+                Ok(Response::Value { value: None, .. }) => {
+                    return Err(ClientError::NotFound { key: key.into() });
+                }
+                Ok(other) => {
+                    last = ClientError::Node {
+                        id,
+                        message: format!("unexpected answer {other:?}"),
+                    }
+                }
+                Err(e) => {
+                    last = ClientError::Node {
+                        id,
+                        message: e.to_string(),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The leader's id and address, as the leader itself confirms.
+    pub fn leader(&mut self) -> Result<Member, ClientError> {
+        let deadline = Instant::now() + self.options.timeout;
+        let mut last_error = String::from("no node answered");
+        while Instant::now() < deadline {
+            let target = self.pick_target();
+            match self.call(target, &Request::IsLeader) {
+                Ok(Response::IsLeader {
+                    is_leader: true, ..
+                }) => {
+                    self.leader = Some(target);
+                    return Ok(self
+                        .config
+                        .member(target)
+                        .expect("picked from config")
+                        .clone());
+                }
+                Ok(Response::IsLeader { leader_id, .. }) => {
+                    last_error = format!("node{target} is not the leader");
+                    self.leader = leader_id.filter(|&l| l != target);
+                }
+                Ok(other) => last_error = format!("node{target} answered {other:?}"),
+                Err(e) => last_error = format!("node{target}: {e}"),
+            }
+            if self.leader.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Err(ClientError::Timeout { last_error })
+    }
+
+    /// Committed log entries of node `id` from index `from`.
+    pub fn log(
+        &mut self,
+        id: NodeId,
+        from: Index,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, Index), ClientError> {
+        match self.call(id, &Request::Log { from, limit }) {
+            Ok(Response::Log {
+                entries,
+                commit_index,
+            }) => Ok((entries, commit_index)),
+            Ok(other) => Err(ClientError::Node {
+                id,
+                message: format!("unexpected answer {other:?}"),
+            }),
+            Err(e) => Err(ClientError::Node {
+                id,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn pick_target(&mut self) -> NodeId {
+        if let Some(l) = self.leader {
+            return l;
+        }
+        self.next = (self.next + 1) % self.config.members.len();
+        self.config.members[self.next].id
+    }
+
+    fn call(&mut self, id: NodeId, request: &Request) -> Result<Response, TransportError> {
+        let member = self
+            .config
+            .member(id)
+            .expect("ids come from the config")
+            .clone();
+        let timeout = self.options.request_timeout;
+        let peer = self
+            .connections
+            .entry(id)
+            .or_insert_with(|| transport::Peer::new(member, None, timeout));
+        peer.call(request)
+    }
+
+    /// Sends `request` to the leader, finding it as needed, until it is
+    /// answered or the timeout passes.
+    fn leader_request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.options.timeout;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let target = self.pick_target();
+            let mut follow_hint = false;
+            let last_error;
+            match self.call(target, request) {
+                Ok(Response::Error {
+                    code: ErrorCode::NotLeader,
+                    leader_id,
+                    message,
+                    ..
+                }) => {
+                    last_error = format!("node{target}: {message}");
+                    self.leader = leader_id.filter(|&l| l != target);
+                    follow_hint = self.leader.is_some();
+                }
+                Ok(Response::Error {
+                    code: ErrorCode::BadRequest | ErrorCode::TooLarge,
+                    message,
+                    ..
+                }) => {
+                    return Err(ClientError::Rejected { message });
+                }
+                Ok(Response::Error { message, .. }) => {
+                    // timeout, busy, shutting down: try elsewhere
+                    last_error = format!("node{target}: {message}");
+                    self.leader = None;
+                }
+                Ok(response) => {
+                    self.leader = Some(target);
+                    return Ok(response);
+                }
+                Err(e) => {
+                    last_error = format!("node{target}: {e}");
+                    self.leader = None;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout { last_error });
+            }
+            if !follow_hint {
+                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// A client id that is very unlikely to collide with another client's.
+fn random_id() -> ClientId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    // Keep it within JavaScript's exact integer range for other clients.
+    h.finish() >> 11
+}
 
 /// One row of `raftctl status`.
 #[derive(Debug)]
@@ -47,14 +405,13 @@ pub struct MemberStatus {
 pub fn status(member: &Member, timeout: Duration) -> Result<NodeStatus, ClientError> {
     match transport::call_once(member, &Request::Status, timeout) {
         Ok(Response::Status(s)) => Ok(s),
-        Ok(other) => Err(ClientError::UnexpectedResponse {
+        Ok(other) => Err(ClientError::Node {
             id: member.id,
-            response: Box::new(other),
+            message: format!("unexpected answer {other:?}"),
         }),
-        Err(source) => Err(ClientError::Unreachable {
+        Err(e) => Err(ClientError::Node {
             id: member.id,
-            address: member.address(),
-            source,
+            message: format!("{}: {e}", member.address()),
         }),
     }
 }
@@ -77,82 +434,4 @@ pub fn status_all(config: &ClusterConfig, timeout: Duration) -> Vec<MemberStatus
             .map(|h| h.join().expect("status thread panicked"))
             .collect()
     })
-}
-
-/// Why an append did not succeed.
-#[derive(Debug)]
-pub enum AppendError {
-    /// No leader answered within the time allowed. The entry may or may
-    /// not have been appended (an attempt may have timed out mid-way).
-    NoLeader { last_error: String },
-}
-
-impl fmt::Display for AppendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AppendError::NoLeader { last_error } => {
-                write!(
-                    f,
-                    "no leader accepted the entry in time (last error: {last_error}); it may or may not be appended"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for AppendError {}
-
-/// Appends `data` through the leader and returns its (index, term) once
-/// committed. Finds the leader by asking the nodes in turn and following
-/// `not_leader` hints; retries until `total` has passed. A retry after a
-/// timeout may append the entry twice (exactly-once needs client ids and
-/// sequence numbers, which this request does not carry).
-pub fn append(
-    config: &ClusterConfig,
-    data: &str,
-    total: Duration,
-) -> Result<(u64, u64), AppendError> {
-    let deadline = std::time::Instant::now() + total;
-    let per_call = Duration::from_secs(6).min(total);
-    let mut next = 0usize;
-    let mut hint: Option<NodeId> = None;
-    let mut last_error = String::from("no node tried");
-    let mut backoff = Duration::from_millis(20);
-    while std::time::Instant::now() < deadline {
-        let member = match hint.take().and_then(|h| config.member(h)) {
-            Some(m) => m,
-            None => {
-                next = (next + 1) % config.members.len();
-                &config.members[next]
-            }
-        };
-        match transport::call_once(
-            member,
-            &Request::Append {
-                data: data.to_string(),
-            },
-            per_call,
-        ) {
-            Ok(Response::Appended { index, term }) => return Ok((index, term)),
-            Ok(Response::Error {
-                code: crate::wire::ErrorCode::NotLeader,
-                leader_id,
-                ..
-            }) => {
-                last_error = format!("node{} is not the leader", member.id);
-                if leader_id.is_some() && leader_id != Some(member.id) {
-                    hint = leader_id;
-                    continue;
-                }
-            }
-            Ok(Response::Error { message, .. }) => {
-                last_error = format!("node{}: {message}", member.id)
-            }
-            Ok(other) => last_error = format!("node{} answered {other:?}", member.id),
-            Err(e) => last_error = format!("node{}: {e}", member.id),
-        }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_millis(200));
-    }
-    Err(AppendError::NoLeader { last_error })
 }

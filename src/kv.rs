@@ -126,7 +126,8 @@ pub enum Outcome {
 struct Session {
     last_seq: u64,
     outcome: Outcome,
-    /// Log index of the client's last command: recency, for eviction.
+    /// Log index where the client's last command was applied; also its
+    /// recency, for eviction.
     last_index: Index,
 }
 
@@ -162,13 +163,13 @@ impl KvStore {
         self.applied
     }
 
-    /// The outcome of client `client`'s command `seq`, if that is the last
-    /// one applied for it.
-    pub fn outcome(&self, client: ClientId, seq: u64) -> Option<&Outcome> {
+    /// The outcome of client `client`'s command `seq` and the log index it
+    /// was applied at, if that is the last command applied for the client.
+    pub fn outcome(&self, client: ClientId, seq: u64) -> Option<(&Outcome, Index)> {
         self.sessions
             .get(&client)
             .filter(|s| s.last_seq == seq)
-            .map(|s| &s.outcome)
+            .map(|s| (&s.outcome, s.last_index))
     }
 
     /// The highest sequence number applied for `client`, if it has a session.
@@ -358,7 +359,11 @@ mod tests {
         // applying it again would fail the precondition; it must not run.
         assert_eq!(kv.apply(&entry(3, 9, 2, cas)).unwrap().1, Outcome::Ok);
         assert_eq!(kv.get("k"), Some("b"));
-        assert_eq!(kv.outcome(9, 2), Some(&Outcome::Ok));
+        assert_eq!(
+            kv.outcome(9, 2),
+            Some((&Outcome::Ok, 2)),
+            "the index of the first application"
+        );
         // An append retried is kept in the log twice but applied once.
         kv.apply(&entry(4, 9, 3, put("n", "1")));
         kv.apply(&entry(5, 9, 3, put("n", "2")));

@@ -11,7 +11,9 @@
 //! * [`config`]: the cluster configuration file.
 //! * [`client`]: what `raftctl` uses to talk to a cluster.
 //! * [`activity`]: the human-readable activity log.
+//! * [`bench`]: the closed-loop write benchmark behind `raftctl bench`.
 pub mod activity;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod consensus;

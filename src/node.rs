@@ -16,7 +16,7 @@
 //! another thread can observe (and any reply or request built from it) is
 //! already durable: the core's contract.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use crate::config::{ClusterConfig, Member};
 use crate::consensus::{
     self, Entry, Event, Index, NodeId, Raft, Reply, Request, Role, VoteRefusal,
 };
+use crate::kv::{ClientId, KvStore};
 use crate::server::{self, Handled, Handler, ServerOptions};
 use crate::storage::{Storage, StorageError};
 use crate::transport;
@@ -87,8 +88,14 @@ struct State {
     /// Committed entries not yet taken by the applier, in log order.
     /// Filled by `sync`, drained by the applier.
     apply_queue: VecDeque<Entry>,
-    /// Highest index the applier has applied. Written by the applier only.
-    last_applied: Index,
+    /// The state machine. Written by the applier only, in log order.
+    kv: KvStore,
+    /// Linearizable reads in progress, by the `ctx` given to
+    /// `Raft::read_index`: `None` until the core answers (filled by
+    /// `sync`), removed by the waiting request handler.
+    reads: HashMap<u64, Option<Option<Index>>>,
+    /// The next `ctx` for `Raft::read_index`.
+    next_read: u64,
     /// Set once by `stop`; every thread exits (or idles) when it sees it.
     stopping: bool,
 }
@@ -105,7 +112,10 @@ struct Shared {
     ///   reset, role change, stop);
     /// * replicators: a request that became due (log grew, role or term
     ///   changed, a reply or failure came back, stop);
-    /// * the applier: newly committed entries, stop.
+    /// * the applier: newly committed entries, stop;
+    /// * request handlers waiting for a write to be applied, for a read to
+    ///   be confirmed and applied, or for leadership to change (the applier
+    ///   notifies after each batch it applies).
     changed: Condvar,
 }
 
@@ -186,7 +196,9 @@ impl Node {
                 raft,
                 storage,
                 apply_queue: VecDeque::new(),
-                last_applied: 0,
+                kv: KvStore::new(),
+                reads: HashMap::new(),
+                next_read: 0,
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -281,6 +293,11 @@ impl Shared {
             self.log_event(&st.raft, event);
         }
         st.apply_queue.extend(ready.committed);
+        for read in ready.reads {
+            if let Some(slot) = st.reads.get_mut(&read.ctx) {
+                *slot = Some(read.index);
+            }
+        }
         self.changed.notify_all();
     }
 
@@ -363,7 +380,7 @@ impl Shared {
             leader_id: st.raft.leader_id(),
             commit_index: st.raft.commit_index(),
             last_log_index: st.raft.log().last_index(),
-            last_applied: st.last_applied,
+            last_applied: st.kv.applied_index(),
         }
     }
 
@@ -445,54 +462,55 @@ impl Shared {
             if st.stopping {
                 return;
             }
-            // The state machine of this stage is the log itself: applying
-            // an entry records it as applied. Entries arrive in log order,
-            // once each (a single ordered apply path).
+            // The one ordered apply path: entries arrive in log order,
+            // once each, and the store applies them (it asserts the order).
             while let Some(entry) = st.apply_queue.pop_front() {
-                debug_assert_eq!(entry.index, st.last_applied + 1);
-                st.last_applied = entry.index;
+                st.kv.apply(&entry);
             }
+            self.changed.notify_all();
         }
-    }
-
-    fn step_request(&self, from: NodeId, request: Request) -> Reply {
-        let mut st = self.state.lock();
-        let reply = st.raft.handle_request(from, request, now(self));
-        self.sync(&mut st); // durable before the reply leaves
-        reply
     }
 }
 
 /// The server's view of a node. Holds an `Arc` so that deferred work
-/// (waiting for a commit) can outlive the pool worker that started it.
+/// (waiting for a commit or a read) can outlive the pool worker that
+/// started it.
 struct Service(Arc<Shared>);
 
-/// How long an `append` waits for its entry to commit.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write or a linearizable read waits on this node before it
+/// answers `timeout`. Kept shorter than the client's own timeout so the
+/// client can still try another node.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Handler for Service {
     fn handle(&self, request: wire::Request) -> Handled {
         let shared = &self.0;
-        if shared.state.lock().stopping {
+        let mut st = shared.state.lock();
+        if st.stopping {
             return Handled::Now(Response::error(ErrorCode::ShuttingDown, "node is stopping"));
         }
         Handled::Now(match request {
             wire::Request::RequestVote(rv) => {
-                let from = rv.candidate_id;
-                match shared.step_request(from, Request::RequestVote(rv)) {
+                let reply =
+                    st.raft
+                        .handle_request(rv.candidate_id, Request::RequestVote(rv), now(shared));
+                shared.sync(&mut st); // durable before the reply leaves
+                match reply {
                     Reply::RequestVote(r) => Response::RequestVote(r),
                     Reply::AppendEntries(_) => unreachable!("a vote request gets a vote reply"),
                 }
             }
             wire::Request::AppendEntries(ae) => {
-                let from = ae.leader_id;
-                match shared.step_request(from, Request::AppendEntries(ae)) {
+                let reply =
+                    st.raft
+                        .handle_request(ae.leader_id, Request::AppendEntries(ae), now(shared));
+                shared.sync(&mut st); // durable before the reply leaves
+                match reply {
                     Reply::AppendEntries(r) => Response::AppendEntries(r),
                     Reply::RequestVote(_) => unreachable!("an append request gets an append reply"),
                 }
             }
             wire::Request::IsLeader => {
-                let st = shared.state.lock();
                 let leader_id = st.raft.leader_id();
                 Response::IsLeader {
                     is_leader: st.raft.role() == Role::Leader,
@@ -500,22 +518,58 @@ impl Handler for Service {
                     leader_address: shared.address_of(leader_id),
                 }
             }
-            wire::Request::Status => Response::Status(shared.status(&shared.state.lock())),
-            wire::Request::Append { data } => {
-                let mut st = shared.state.lock();
-                let proposed = st.raft.propose(data);
+            wire::Request::Status => Response::Status(shared.status(&st)),
+            wire::Request::Log { from, limit } => {
+                let commit = st.raft.commit_index();
+                let to = from
+                    .saturating_add(limit as Index)
+                    .saturating_sub(1)
+                    .min(commit);
+                Response::Log {
+                    entries: st.raft.log().slice(from, to).to_vec(),
+                    commit_index: commit,
+                }
+            }
+            wire::Request::Read { key, stale: true } => Response::Value {
+                value: st.kv.get(&key).map(str::to_string),
+                key,
+                applied_index: st.kv.applied_index(),
+            },
+            wire::Request::Read { key, stale: false } => {
+                let ctx = st.next_read;
+                st.next_read += 1;
+                if let Err(e) = st.raft.read_index(ctx) {
+                    return Handled::Now(shared.not_leader(e.leader_hint));
+                }
+                st.reads.insert(ctx, None);
+                shared.sync(&mut st);
+                let shared = shared.clone();
+                return Handled::Later(Box::new(move || shared.finish_read(ctx, key)));
+            }
+            wire::Request::Write(command) => {
+                if let Err(problem) = command.op.validate() {
+                    return Handled::Now(Response::error(ErrorCode::BadRequest, problem));
+                }
+                if st.raft.role() != Role::Leader {
+                    return Handled::Now(shared.not_leader(st.raft.leader_id()));
+                }
+                // Already applied (a retry whose first answer was lost):
+                // answer from the session, without a new log entry.
+                if let Some((outcome, index)) = st.kv.outcome(command.client, command.seq) {
+                    return Handled::Now(Response::Written {
+                        index,
+                        outcome: outcome.clone(),
+                    });
+                }
+                let (client, seq) = (command.client, command.seq);
+                let proposed = st.raft.propose(command.encode());
                 shared.sync(&mut st);
                 match proposed {
-                    Err(not_leader) => Response::Error {
-                        code: ErrorCode::NotLeader,
-                        message: "not the leader".into(),
-                        leader_id: not_leader.leader_hint,
-                        leader_address: shared.address_of(not_leader.leader_hint),
-                    },
+                    Err(e) => shared.not_leader(e.leader_hint),
                     Ok((index, term)) => {
                         let shared = shared.clone();
                         return Handled::Later(Box::new(move || {
-                            shared.wait_committed(index, term)
+                            shared.finish_write(client, seq, index, term)
                         }));
                     }
                 }
@@ -530,40 +584,88 @@ impl Shared {
             .map(Member::address)
     }
 
-    /// Waits until the entry proposed at (`index`, `term`) is committed, or
-    /// is known never to be (another entry took its index), or time is up.
-    fn wait_committed(&self, index: Index, term: consensus::Term) -> Response {
-        let deadline = Instant::now() + APPEND_TIMEOUT;
+    fn not_leader(&self, hint: Option<NodeId>) -> Response {
+        Response::Error {
+            code: ErrorCode::NotLeader,
+            message: match hint {
+                Some(l) => format!("not the leader; node{l} is"),
+                None => "not the leader; the leader is not known".into(),
+            },
+            leader_id: hint,
+            leader_address: self.address_of(hint),
+        }
+    }
+
+    /// Waits until client `client`'s command `seq`, proposed at (`index`,
+    /// `term`), has been applied, and answers with its outcome. If another
+    /// entry took the index, or this node stops leading first, the answer
+    /// says so, and the client retries with the same number: the session
+    /// table makes that safe.
+    fn finish_write(
+        &self,
+        client: ClientId,
+        seq: u64,
+        index: Index,
+        term: consensus::Term,
+    ) -> Response {
+        let deadline = Instant::now() + WAIT_TIMEOUT;
         let mut st = self.state.lock();
         loop {
-            if st.raft.commit_index() >= index {
-                return if st.raft.log().term_at(index) == Some(term) {
-                    Response::Appended { index, term }
-                } else {
-                    Response::error(
-                        ErrorCode::Dropped,
-                        "leadership changed and the entry was overwritten",
-                    )
+            // Answer with where it was applied: an earlier attempt may have
+            // been applied before this one was proposed.
+            if let Some((outcome, applied_at)) = st.kv.outcome(client, seq) {
+                return Response::Written {
+                    index: applied_at,
+                    outcome: outcome.clone(),
                 };
             }
-            if st.raft.log().term_at(index).is_some_and(|t| t != term) {
-                return Response::error(
-                    ErrorCode::Dropped,
-                    "leadership changed and the entry was overwritten",
-                );
+            let overwritten = st.raft.log().term_at(index).is_some_and(|t| t != term);
+            if overwritten || st.raft.term() != term || st.kv.applied_index() >= index {
+                return self.not_leader(st.raft.leader_id());
             }
             if st.stopping {
                 return Response::error(
                     ErrorCode::ShuttingDown,
-                    "node is stopping; the entry may still commit",
+                    "node is stopping; retry elsewhere",
                 );
             }
             if self.changed.wait_until(&mut st, deadline).timed_out() {
                 return Response::error(
                     ErrorCode::Timeout,
-                    "not committed in time; it may still commit",
+                    "not applied in time; retry with the same number",
                 );
             }
         }
+    }
+
+    /// Waits for the core to confirm read `ctx`, then for the state machine
+    /// to apply up to its read index, and reads `key`.
+    fn finish_read(&self, ctx: u64, key: String) -> Response {
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        let mut st = self.state.lock();
+        let response = loop {
+            match st.reads.get(&ctx) {
+                Some(Some(None)) => break self.not_leader(st.raft.leader_id()),
+                Some(Some(Some(index))) if st.kv.applied_index() >= *index => {
+                    break Response::Value {
+                        value: st.kv.get(&key).map(str::to_string),
+                        key,
+                        applied_index: st.kv.applied_index(),
+                    };
+                }
+                _ => {}
+            }
+            if st.stopping {
+                break Response::error(
+                    ErrorCode::ShuttingDown,
+                    "node is stopping; retry elsewhere",
+                );
+            }
+            if self.changed.wait_until(&mut st, deadline).timed_out() {
+                break Response::error(ErrorCode::Timeout, "read not confirmed in time");
+            }
+        };
+        st.reads.remove(&ctx);
+        response
     }
 }

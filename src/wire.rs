@@ -13,8 +13,9 @@ use std::io::{self, BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{
-    AppendEntries, AppendEntriesReply, Index, NodeId, RequestVote, RequestVoteReply, Term,
+    AppendEntries, AppendEntriesReply, Entry, Index, NodeId, RequestVote, RequestVoteReply, Term,
 };
+use crate::kv::{Command, Outcome};
 
 /// The longest request or response line accepted, newline excluded.
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
@@ -28,11 +29,31 @@ pub enum Request {
     IsLeader,
     /// What `raftctl status` shows.
     Status,
-    /// Append `data` to the replicated log (the courses' `addEntry`);
-    /// answered once it is committed. Leader only.
-    Append {
-        data: String,
+    /// A client's numbered command (leader only): appended to the log,
+    /// applied once however often it is sent, answered once applied.
+    Write(Command),
+    /// The value of `key`: linearizable (leader only, thesis §6.4), or with
+    /// `stale`, whatever this node has applied.
+    Read {
+        key: String,
+        #[serde(default)]
+        stale: bool,
     },
+    /// This node's committed log entries `from..`, at most `limit`.
+    Log {
+        #[serde(default = "first_index")]
+        from: Index,
+        #[serde(default = "default_log_limit")]
+        limit: usize,
+    },
+}
+
+fn first_index() -> Index {
+    1
+}
+
+fn default_log_limit() -> usize {
+    1000
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +67,23 @@ pub enum Response {
         leader_address: Option<String>,
     },
     Status(NodeStatus),
-    /// The entry is committed at `index`.
-    Appended {
+    /// The command was applied (or had been: see `kv`), at log `index`
+    /// when this node proposed it.
+    Written {
         index: Index,
-        term: Term,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// `value` is null when the key does not exist; `applied_index` is the
+    /// log index the answering state machine had applied.
+    Value {
+        key: String,
+        value: Option<String>,
+        applied_index: Index,
+    },
+    Log {
+        entries: Vec<Entry>,
+        commit_index: Index,
     },
     Error {
         code: ErrorCode,
@@ -96,12 +130,12 @@ pub enum ErrorCode {
     Busy,
     /// The server is stopping.
     ShuttingDown,
-    /// This node is not the leader; see `leader_id`/`leader_address`.
+    /// This node is not the leader (or stopped being it before the request
+    /// completed); see `leader_id`/`leader_address`. For a write, the
+    /// command may still be applied: retry it with the same number.
     NotLeader,
-    /// Leadership changed before the entry committed, and it was
-    /// overwritten: it will never commit. Safe to retry.
-    Dropped,
-    /// No answer in time: the entry may or may not commit later.
+    /// No answer in time. For a write, the command may or may not be
+    /// applied: retry it with the same number to find out.
     Timeout,
 }
 
@@ -216,6 +250,48 @@ mod tests {
                 last_log_index: 0,
                 last_log_term: 0
             })
+        );
+    }
+
+    #[test]
+    fn writes_and_their_results_are_flat_json() {
+        use crate::kv::Op;
+        let w: Request = serde_json::from_str(
+            r#"{"type":"write","client":7,"seq":2,"op":"cas","key":"k","from":"a","to":"b"}"#,
+        )
+        .unwrap();
+        let op = Op::Cas {
+            key: "k".into(),
+            from: "a".into(),
+            to: "b".into(),
+        };
+        assert_eq!(
+            w,
+            Request::Write(Command {
+                client: 7,
+                seq: 2,
+                op
+            })
+        );
+        let r = Response::Written {
+            index: 9,
+            outcome: Outcome::PreconditionFailed {
+                actual: Some("c".into()),
+            },
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"type":"written","index":9,"outcome":"precondition_failed","actual":"c"}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), r);
+        let read: Request = serde_json::from_str(r#"{"type":"read","key":"k"}"#).unwrap();
+        assert_eq!(
+            read,
+            Request::Read {
+                key: "k".into(),
+                stale: false
+            }
         );
     }
 

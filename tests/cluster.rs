@@ -11,7 +11,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use process::{TestCluster, agreed_leader, leaders};
+use raft::client::{Client, ClientOptions};
 use raft::consensus::{NodeId, Payload};
+use raft::kv::{Command, Op};
+
+fn client(c: &TestCluster) -> Client {
+    Client::new(
+        c.config.clone(),
+        ClientOptions {
+            timeout: LONG,
+            ..ClientOptions::default()
+        },
+    )
+}
+
+fn command_of(p: &Payload) -> Option<Command> {
+    match p {
+        Payload::Data(d) => Command::decode(d),
+        Payload::Noop => None,
+    }
+}
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -126,14 +145,17 @@ fn kill_9_during_replication_loses_nothing_acknowledged() {
     let writer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            let options = ClientOptions {
+                timeout: Duration::from_secs(10),
+                ..ClientOptions::default()
+            };
+            let mut client = Client::new(config, options);
             let mut acked = Vec::new();
             let mut k = 0;
             while !stop.load(Ordering::SeqCst) {
                 k += 1;
                 let data = format!("entry-{k}");
-                if let Ok((index, _term)) =
-                    raft::client::append(&config, &data, Duration::from_secs(10))
-                {
+                if let Ok(index) = client.append(&data) {
                     acked.push((index, data));
                 }
             }
@@ -191,10 +213,13 @@ fn kill_9_during_replication_loses_nothing_acknowledged() {
     for id in c.ids() {
         let log = c.log_entries(id);
         for (index, data) in &acked {
-            let entry = log.get(*index as usize - 1);
+            let op = log
+                .get(*index as usize - 1)
+                .and_then(|e| command_of(&e.payload))
+                .map(|c| c.op);
             assert_eq!(
-                entry.map(|e| &e.payload),
-                Some(&Payload::Data(data.clone())),
+                op,
+                Some(Op::Append { data: data.clone() }),
                 "node{id} lost acknowledged entry {index} ({data})"
             );
         }
@@ -210,7 +235,7 @@ fn a_torn_final_log_record_is_cut_at_restart() {
     c.start_all();
     c.wait_for_agreed_leader(&[0, 1, 2], LONG);
     for k in 0..5 {
-        raft::client::append(&c.config, &format!("x{k}"), LONG).unwrap();
+        client(&c).append(&format!("x{k}")).unwrap();
     }
     let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
     let victim = (leader + 1) % 3;
@@ -228,15 +253,18 @@ fn a_torn_final_log_record_is_cut_at_restart() {
         "{}",
         c.activity_log(victim)
     );
-    raft::client::append(&c.config, "after", LONG).unwrap();
+    client(&c).append("after").unwrap();
     c.wait_for("the restarted node to catch up", LONG, |st| {
         let s = st[victim as usize].status.as_ref().ok()?;
         (s.commit_index >= 7).then_some(())
     });
     let log = c.log_entries(victim);
+    let after = Some(Op::Append {
+        data: "after".into(),
+    });
     assert!(
         log.iter()
-            .any(|e| e.payload == Payload::Data("after".into()))
+            .any(|e| command_of(&e.payload).map(|c| c.op) == after)
     );
 }
 
@@ -247,8 +275,8 @@ fn a_damaged_record_before_the_tail_stops_the_node() {
     let mut c = TestCluster::new(3);
     c.start_all();
     c.wait_for_agreed_leader(&[0, 1, 2], LONG);
-    raft::client::append(&c.config, "a", LONG).unwrap();
-    raft::client::append(&c.config, "b", LONG).unwrap();
+    client(&c).append("a").unwrap();
+    client(&c).append("b").unwrap();
     assert!(c.sigterm(0).success());
     let path = c.state_dir().join("node0/log.jsonl");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -305,7 +333,7 @@ fn garbage_and_oversized_requests_get_errors_and_the_node_keeps_serving() {
     let r = request_line(
         &mut reader,
         &mut writer,
-        b"{\"type\":\"append\",\"data\":17}\n",
+        b"{\"type\":\"write\",\"client\":1,\"seq\":\"one\",\"op\":\"put\",\"key\":\"k\",\"value\":\"v\"}\n",
     );
     assert_eq!(r["code"], "bad_request", "{r}");
 
@@ -323,9 +351,13 @@ fn garbage_and_oversized_requests_get_errors_and_the_node_keeps_serving() {
     let r = request_line(
         &mut reader,
         &mut writer,
-        b"{\"type\":\"append\",\"data\":\"ok\"}\n",
+        b"{\"type\":\"write\",\"client\":1,\"seq\":1,\"op\":\"append\",\"data\":\"ok\"}\n",
     );
-    assert_eq!(r["type"], "appended", "{r}");
+    assert_eq!(
+        (r["type"].as_str(), r["outcome"].as_str()),
+        (Some("written"), Some("ok")),
+        "{r}"
+    );
     assert!(c.is_running(0));
 }
 

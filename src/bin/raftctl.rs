@@ -1,24 +1,30 @@
-//! `raftctl`: a command-line client for the cluster.
-//!
-//! Exit codes: 0 success; 2 usage or configuration error; 3 no node could
-//! be reached, or no leader accepted the request in time.
+//! `raftctl`: a command-line client for the cluster. See `raftctl --help`.
 
 use std::path::PathBuf;
 use std::process::exit;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use raft::client;
+use raft::bench::{self, BenchOptions};
+use raft::client::{self, Client, ClientError, ClientOptions};
 use raft::config;
+use raft::consensus::Payload;
+use raft::kv::Command as KvCommand;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  definite failure: the operation did not happen (key not found, precondition failed, request rejected)
+  2  usage or configuration error
+  3  unknown outcome (no answer in time: a write may or may not have happened) or no leader reachable";
 
 #[derive(Parser)]
-#[command(version, about = "Client for a Raft cluster.")]
+#[command(version, about = "Client for a Raft key-value cluster.", after_help = EXIT_CODES)]
 struct Args {
     /// Cluster configuration file.
     #[arg(long, global = true, default_value = "./config.txt")]
     config: PathBuf,
-    /// How long to wait for each node, in milliseconds.
-    #[arg(long, global = true, default_value_t = 1000, value_name = "MS")]
+    /// Give up on an operation after this many milliseconds.
+    #[arg(long, global = true, default_value_t = 5000, value_name = "MS")]
     timeout: u64,
     #[command(subcommand)]
     command: Command,
@@ -26,21 +32,69 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set KEY to VALUE.
+    Put { key: String, value: String },
+    /// Print the value of KEY (linearizable, through the leader).
+    Get {
+        key: String,
+        /// Read from whichever node answers (or --node): may be stale.
+        #[arg(long)]
+        stale: bool,
+        /// With --stale: ask only this node.
+        #[arg(long, requires = "stale")]
+        node: Option<u64>,
+    },
+    /// Remove KEY.
+    Delete { key: String },
+    /// Set KEY to TO if its value is FROM.
+    Cas {
+        key: String,
+        from: String,
+        to: String,
+    },
+    /// Add DATA to the replicated log as a data entry; prints its index.
+    Append { data: String },
+    /// Print a node's committed log: index, term, entry.
+    Log {
+        /// Whose log (default: the leader's).
+        #[arg(long)]
+        node: Option<u64>,
+        /// First index to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the leader's id and address.
+    Leader,
     /// Ask every node for its role, term, leader, commit and last log index.
     Status {
         /// Print a JSON array, one object per configured node.
         #[arg(long)]
         json: bool,
     },
-    /// Append DATA to the replicated log; prints `INDEX TERM` once committed.
-    Append {
-        data: String,
-        /// Give up after this many milliseconds.
-        #[arg(long, default_value_t = 5000, value_name = "MS")]
-        wait: u64,
+    /// Closed-loop write benchmark.
+    Bench {
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
     },
     /// Print the configured nodes as `ID HOST PORT` lines (for scripts).
     Members,
+}
+
+/// Reports `e` and exits with its code.
+fn fail(e: &ClientError) -> ! {
+    eprintln!("raftctl: {e}");
+    exit(match e {
+        ClientError::NotFound { .. }
+        | ClientError::PreconditionFailed { .. }
+        | ClientError::Rejected { .. } => 1,
+        _ => 3,
+    })
 }
 
 fn main() {
@@ -52,77 +106,183 @@ fn main() {
     for w in &cluster.warnings {
         eprintln!("raftctl: warning: {w}");
     }
+    let options = ClientOptions {
+        timeout: Duration::from_millis(args.timeout),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::new(cluster.clone(), options);
     match args.command {
         Command::Members => {
             for m in &cluster.members {
                 println!("{} {} {}", m.id, m.host, m.port);
             }
         }
-        Command::Append { data, wait } => {
-            match client::append(&cluster, &data, Duration::from_millis(wait)) {
-                Ok((index, term)) => println!("{index} {term}"),
-                Err(e) => {
-                    eprintln!("raftctl: {e}");
-                    exit(3);
+        Command::Put { key, value } => {
+            client.put(&key, &value).unwrap_or_else(|e| fail(&e));
+        }
+        Command::Get { key, stale, node } => {
+            if let Some(id) = node.filter(|&id| cluster.member(id).is_none()) {
+                eprintln!("raftctl: node {id} is not in {}", args.config.display());
+                exit(2);
+            }
+            let value = if stale {
+                client.get_stale(&key, node)
+            } else {
+                client.get(&key)
+            };
+            println!("{}", value.unwrap_or_else(|e| fail(&e)));
+        }
+        Command::Delete { key } => {
+            client.delete(&key).unwrap_or_else(|e| fail(&e));
+        }
+        Command::Cas { key, from, to } => {
+            client.cas(&key, &from, &to).unwrap_or_else(|e| fail(&e));
+        }
+        Command::Append { data } => {
+            println!("{}", client.append(&data).unwrap_or_else(|e| fail(&e)));
+        }
+        Command::Leader => {
+            let m = client.leader().unwrap_or_else(|e| fail(&e));
+            println!("{} {}", m.id, m.address());
+        }
+        Command::Log { node, from, json } => {
+            let id = match node {
+                Some(id) if cluster.member(id).is_none() => {
+                    eprintln!("raftctl: node {id} is not in {}", args.config.display());
+                    exit(2);
+                }
+                Some(id) => id,
+                None => client.leader().unwrap_or_else(|e| fail(&e)).id,
+            };
+            let mut from = from.max(1);
+            let mut all = Vec::new();
+            loop {
+                let (entries, commit) = client.log(id, from, 1000).unwrap_or_else(|e| fail(&e));
+                let got = entries.len() as u64;
+                all.extend(entries);
+                from += got;
+                if got == 0 || from > commit {
+                    break;
                 }
             }
-        }
-        Command::Status { json } => {
-            let rows = client::status_all(&cluster, Duration::from_millis(args.timeout));
             if json {
-                let array: Vec<serde_json::Value> = rows
-                    .iter()
-                    .map(|r| {
-                        let s = r.status.as_ref().ok();
-                        serde_json::json!({
-                            "id": r.member.id,
-                            "address": r.member.address(),
-                            "reachable": s.is_some(),
-                            "role": s.map(|s| s.role.clone()),
-                            "term": s.map(|s| s.term),
-                            "leader_id": s.and_then(|s| s.leader_id),
-                            "commit_index": s.map(|s| s.commit_index),
-                            "last_log_index": s.map(|s| s.last_log_index),
-                        })
-                    })
-                    .collect();
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&array).expect("JSON values serialize")
+                    serde_json::to_string_pretty(&all).expect("entries serialize")
                 );
             } else {
-                println!(
-                    "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9}",
-                    "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "LAST LOG"
-                );
-                for r in &rows {
-                    match &r.status {
-                        Ok(s) => println!(
-                            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9}",
-                            r.member.id,
-                            r.member.address(),
-                            s.role,
-                            s.term,
-                            s.leader_id.map_or("-".into(), |l| l.to_string()),
-                            s.commit_index,
-                            s.last_log_index
-                        ),
-                        Err(_) => println!(
-                            "{:<4} {:<22} {:<10}",
-                            r.member.id,
-                            r.member.address(),
-                            "unreachable"
-                        ),
-                    }
+                println!("{:>7} {:>6}  ENTRY", "INDEX", "TERM");
+                for e in &all {
+                    let text = match &e.payload {
+                        Payload::Noop => "(no-op: new leader)".to_string(),
+                        Payload::Data(d) => match KvCommand::decode(d) {
+                            Some(c) => {
+                                format!("client {} #{}: {}", c.client, c.seq, describe(&c.op))
+                            }
+                            None => d.clone(),
+                        },
+                    };
+                    println!("{:>7} {:>6}  {text}", e.index, e.term);
                 }
             }
-            if rows.iter().all(|r| r.status.is_err()) {
-                eprintln!(
-                    "raftctl: no node of {} could be reached",
-                    args.config.display()
-                );
-                exit(3);
+        }
+        Command::Status { json } => status(&cluster, args.timeout, json, &args.config),
+        Command::Bench {
+            clients,
+            seconds,
+            value_bytes,
+        } => {
+            if clients == 0 || seconds == 0 {
+                eprintln!("raftctl: --clients and --seconds must be at least 1");
+                exit(2);
+            }
+            eprintln!(
+                "bench: {clients} clients, {seconds} s, {value_bytes}-byte values, closed loop"
+            );
+            let opts = BenchOptions {
+                clients,
+                duration: Duration::from_secs(seconds),
+                value_bytes,
+                progress: true,
+            };
+            let r = bench::run(&cluster, &opts);
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "{} writes in {:.1} s: {:.0} writes/s; latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}; {} errors",
+                r.ops,
+                r.elapsed.as_secs_f64(),
+                r.throughput(),
+                ms(r.percentile(0.5)),
+                ms(r.percentile(0.9)),
+                ms(r.percentile(0.99)),
+                ms(r.percentile(1.0)),
+                r.errors
+            );
+        }
+    }
+}
+
+fn describe(op: &raft::kv::Op) -> String {
+    use raft::kv::Op;
+    match op {
+        Op::Put { key, value } => format!("put {key:?} = {value:?}"),
+        Op::Delete { key } => format!("delete {key:?}"),
+        Op::Cas { key, from, to } => format!("cas {key:?} {from:?} -> {to:?}"),
+        Op::Append { data } => format!("append {data:?}"),
+    }
+}
+
+fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &std::path::Path) {
+    let rows = client::status_all(cluster, Duration::from_millis(timeout_ms.min(1000)));
+    if json {
+        let array: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let s = r.status.as_ref().ok();
+                serde_json::json!({
+                    "id": r.member.id,
+                    "address": r.member.address(),
+                    "reachable": s.is_some(),
+                    "role": s.map(|s| s.role.clone()),
+                    "term": s.map(|s| s.term),
+                    "leader_id": s.and_then(|s| s.leader_id),
+                    "commit_index": s.map(|s| s.commit_index),
+                    "last_log_index": s.map(|s| s.last_log_index),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&array).expect("JSON values serialize")
+        );
+    } else {
+        println!(
+            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9}",
+            "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "LAST LOG"
+        );
+        for r in &rows {
+            match &r.status {
+                Ok(s) => println!(
+                    "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9}",
+                    r.member.id,
+                    r.member.address(),
+                    s.role,
+                    s.term,
+                    s.leader_id.map_or("-".into(), |l| l.to_string()),
+                    s.commit_index,
+                    s.last_log_index
+                ),
+                Err(_) => println!(
+                    "{:<4} {:<22} {:<10}",
+                    r.member.id,
+                    r.member.address(),
+                    "unreachable"
+                ),
             }
         }
+    }
+    if rows.iter().all(|r| r.status.is_err()) {
+        eprintln!("raftctl: no node of {} could be reached", path.display());
+        exit(3);
     }
 }
