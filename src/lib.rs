@@ -11,6 +11,7 @@
 //! * [`config`]: the cluster configuration file.
 //! * [`client`]: what `raftctl` uses to talk to a cluster.
 //! * [`activity`]: the human-readable activity log.
+//! * [`lincheck`]: a linearizability checker, used by the tests.
 //! * [`bench`]: the closed-loop write benchmark behind `raftctl bench`.
 pub mod activity;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod consensus;
 pub mod kv;
+pub mod lincheck;
 pub mod node;
 pub mod server;
 pub mod storage;
