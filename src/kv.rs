@@ -107,6 +107,16 @@ impl Command {
     }
 }
 
+/// What applying a command entry did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub command: Command,
+    pub outcome: Outcome,
+    /// The command's number had been applied already: nothing changed,
+    /// and `outcome` is the first application's.
+    pub duplicate: bool,
+}
+
 /// The result of applying a command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -178,8 +188,8 @@ impl KvStore {
     }
 
     /// Applies the next committed entry. Entries must come in log order,
-    /// each once. Returns the command and its outcome, for client entries.
-    pub fn apply(&mut self, entry: &Entry) -> Option<(Command, Outcome)> {
+    /// each once. Returns what happened, for client command entries.
+    pub fn apply(&mut self, entry: &Entry) -> Option<Applied> {
         assert_eq!(
             entry.index,
             self.applied + 1,
@@ -192,19 +202,25 @@ impl KvStore {
         // Entries that are not commands (written by an older client, or by
         // hand) change nothing; every node skips them alike.
         let command = Command::decode(data)?;
-        let outcome = self.apply_command(entry.index, &command);
-        Some((command, outcome))
+        let (outcome, duplicate) = self.apply_command(entry.index, &command);
+        Some(Applied {
+            command,
+            outcome,
+            duplicate,
+        })
     }
 
-    fn apply_command(&mut self, index: Index, c: &Command) -> Outcome {
+    /// Applies `c` unless its number was applied already; returns the
+    /// outcome and whether it was such a duplicate.
+    fn apply_command(&mut self, index: Index, c: &Command) -> (Outcome, bool) {
         match self.sessions.get(&c.client) {
             Some(s) if c.seq <= s.last_seq => {
                 // A retry of something applied already (or older still):
                 // never apply twice. An older number than the last can only
                 // come from a confused client; it gets the last outcome.
-                return s.outcome.clone();
+                return (s.outcome.clone(), true);
             }
-            None if c.seq > 1 => return Outcome::SessionExpired,
+            None if c.seq > 1 => return (Outcome::SessionExpired, false),
             _ => {}
         }
         let outcome = match &c.op {
@@ -228,7 +244,7 @@ impl KvStore {
             Op::Append { .. } => Outcome::Ok,
         };
         self.record(c.client, c.seq, outcome.clone(), index);
-        outcome
+        (outcome, false)
     }
 
     fn record(&mut self, client: ClientId, seq: u64, outcome: Outcome, index: Index) {
@@ -276,7 +292,9 @@ mod tests {
     fn put_get_delete_cas() {
         let mut kv = KvStore::new();
         assert_eq!(
-            kv.apply(&entry(1, 1, 1, put("color", "blue"))).unwrap().1,
+            kv.apply(&entry(1, 1, 1, put("color", "blue")))
+                .unwrap()
+                .outcome,
             Outcome::Ok
         );
         assert_eq!(kv.get("color"), Some("blue"));
@@ -286,13 +304,17 @@ mod tests {
             to: to.into(),
         };
         assert_eq!(
-            kv.apply(&entry(2, 1, 2, cas("red", "green"))).unwrap().1,
+            kv.apply(&entry(2, 1, 2, cas("red", "green")))
+                .unwrap()
+                .outcome,
             Outcome::PreconditionFailed {
                 actual: Some("blue".into())
             }
         );
         assert_eq!(
-            kv.apply(&entry(3, 1, 3, cas("blue", "green"))).unwrap().1,
+            kv.apply(&entry(3, 1, 3, cas("blue", "green")))
+                .unwrap()
+                .outcome,
             Outcome::Ok
         );
         assert_eq!(kv.get("color"), Some("green"));
@@ -306,7 +328,7 @@ mod tests {
                 }
             ))
             .unwrap()
-            .1,
+            .outcome,
             Outcome::Ok
         );
         assert_eq!(
@@ -319,11 +341,11 @@ mod tests {
                 }
             ))
             .unwrap()
-            .1,
+            .outcome,
             Outcome::NotFound
         );
         assert_eq!(
-            kv.apply(&entry(6, 1, 6, cas("x", "y"))).unwrap().1,
+            kv.apply(&entry(6, 1, 6, cas("x", "y"))).unwrap().outcome,
             Outcome::PreconditionFailed { actual: None }
         );
         assert_eq!(
@@ -336,7 +358,7 @@ mod tests {
                 }
             ))
             .unwrap()
-            .1,
+            .outcome,
             Outcome::Ok
         );
         assert!(kv.is_empty());
@@ -352,12 +374,13 @@ mod tests {
         };
         kv.apply(&entry(1, 9, 1, put("k", "a")));
         assert_eq!(
-            kv.apply(&entry(2, 9, 2, cas.clone())).unwrap().1,
+            kv.apply(&entry(2, 9, 2, cas.clone())).unwrap().outcome,
             Outcome::Ok
         );
         // The same command committed again (a retry after a lost reply):
         // applying it again would fail the precondition; it must not run.
-        assert_eq!(kv.apply(&entry(3, 9, 2, cas)).unwrap().1, Outcome::Ok);
+        let again = kv.apply(&entry(3, 9, 2, cas)).unwrap();
+        assert_eq!((again.outcome, again.duplicate), (Outcome::Ok, true));
         assert_eq!(kv.get("k"), Some("b"));
         assert_eq!(
             kv.outcome(9, 2),
@@ -374,7 +397,7 @@ mod tests {
     fn an_unknown_client_above_seq_1_is_told_its_session_expired() {
         let mut kv = KvStore::new();
         assert_eq!(
-            kv.apply(&entry(1, 5, 7, put("k", "v"))).unwrap().1,
+            kv.apply(&entry(1, 5, 7, put("k", "v"))).unwrap().outcome,
             Outcome::SessionExpired
         );
         assert_eq!(kv.get("k"), None);
@@ -391,7 +414,9 @@ mod tests {
         assert_eq!(a.last_seq(1001), Some(1));
         let next = MAX_SESSIONS as u64 + 2;
         assert_eq!(
-            a.apply(&entry(next, 1000, 2, put("k", "w"))).unwrap().1,
+            a.apply(&entry(next, 1000, 2, put("k", "w")))
+                .unwrap()
+                .outcome,
             Outcome::SessionExpired
         );
     }

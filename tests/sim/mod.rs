@@ -20,9 +20,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use raft::consensus::{
-    Config, Entry, Event, HardState, Index, NodeId, Payload, Raft, Ready, Reply, Request, Role,
-    Term,
+    Config, Entry, Event, HardState, Index, NodeId, Payload, Raft, ReadState, Ready, Reply,
+    Request, Role, Term,
 };
+use raft::kv::KvStore;
+
+pub mod kvsim;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
@@ -147,6 +150,10 @@ pub struct SimNode {
     pub disk_log: Vec<Entry>,
     /// Entries applied by this incarnation, in order (index k+1 at k).
     pub applied: Vec<Entry>,
+    /// This incarnation's state machine, fed the same entries.
+    pub kv: KvStore,
+    /// Answers to `read_index` calls, not yet taken by a client.
+    pub reads: Vec<ReadState>,
 }
 
 /// Safety properties checked after every step (Raft paper, Figure 3).
@@ -220,6 +227,8 @@ impl Sim {
                 disk_state: HardState::default(),
                 disk_log: Vec::new(),
                 applied: Vec::new(),
+                kv: KvStore::new(),
+                reads: Vec::new(),
             });
         }
         for id in 0..n as NodeId {
@@ -244,6 +253,8 @@ impl Sim {
         node.raft = None;
         node.incarnation += 1;
         node.applied.clear();
+        node.kv = KvStore::new();
+        node.reads.clear();
         self.checker.leader_last.remove(&id);
     }
 
@@ -254,6 +265,8 @@ impl Sim {
         assert!(node.raft.is_none(), "node {id} is running");
         let seed = self.seed ^ (id << 32) ^ (node.incarnation << 48);
         node.applied.clear();
+        node.kv = KvStore::new();
+        node.reads.clear();
         node.raft = Some(Raft::new(
             raft_config(id, n, seed),
             node.disk_state,
@@ -302,6 +315,12 @@ impl Sim {
             raft.campaign(now);
             self.after(id);
         }
+    }
+
+    /// After a client called into node `id`'s core directly (propose,
+    /// read_index): persist, check and send as after any other input.
+    pub fn after_client_input(&mut self, id: NodeId) {
+        self.after(id);
     }
 
     // ----- Clients -----
@@ -611,6 +630,7 @@ impl Sim {
                 ));
             }
             node.applied.push(e.clone());
+            node.kv.apply(e);
             if let Some(other) = self.checker.committed.get(&e.index) {
                 if other != e {
                     fail(format!(
@@ -658,6 +678,7 @@ impl Sim {
         } else {
             self.checker.leader_last.remove(&id);
         }
+        node.reads.extend(ready.reads);
         if std::env::var_os("SIM_TRACE").is_some() {
             for e in &ready.events {
                 eprintln!("{now:>12?} n{id} {e:?}");

@@ -1,0 +1,335 @@
+//! The key-value store over the simulated cluster: clients issue put, get,
+//! cas, delete and append concurrently while the network drops, delays,
+//! reorders and partitions and nodes crash and restart. Every history is
+//! checked for linearizability, per key, with operations that never got an
+//! answer treated as possibly applied; every acknowledged append must be
+//! in the log, applied exactly once. Then the MIT 6.5840 kvraft (4A)
+//! scenarios, in our own words.
+//!
+//! `SIM_SEED=<n>` replays one seed; `SIM_SEEDS_SCALE` scales the count.
+
+mod sim;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use raft::consensus::NodeId;
+use raft::kv::{ClientId, KvStore};
+use raft::lincheck::{self, Verdict};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use sim::kvsim::{KvCluster, Workload};
+use sim::{MS, NetConfig, SeedGuard, Sim, seeds};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Heals everything, lets the clients finish, and checks the history and
+/// the appends. Returns (operations checked, operations given up).
+fn settle_and_check(c: &mut KvCluster) -> (usize, usize) {
+    c.sim.heal();
+    c.sim.net = NetConfig::reliable();
+    for id in 0..c.sim.n() as NodeId {
+        if !c.sim.is_up(id) {
+            c.sim.start(id);
+        }
+    }
+    c.drain(20 * SECOND);
+    assert!(
+        c.clients_idle(),
+        "operations still pending 20 s after healing"
+    );
+    // Converge: a leader has committed in its own term, and every node has
+    // applied everything it committed.
+    let converged = c.sim.run_until(20 * SECOND, |s| {
+        let Some(l) = s.leader().and_then(|l| s.raft(l)) else {
+            return false;
+        };
+        let commit = l.commit_index();
+        l.log().term_at(commit) == Some(l.term())
+            && s.nodes.iter().all(|n| n.applied.len() as u64 == commit)
+    });
+    assert!(converged, "the cluster did not converge after healing");
+    match lincheck::check(&c.history) {
+        Verdict::Linearizable => {}
+        Verdict::NotLinearizable { key } => {
+            let ops: Vec<_> = c.history.iter().filter(|o| o.key == key).collect();
+            panic!("history of key {key} is not linearizable:\n{ops:#?}");
+        }
+    }
+    // Exactly once: replay the longest applied log; each acknowledged
+    // append must be freshly applied exactly once.
+    let longest = c.sim.nodes.iter().max_by_key(|n| n.applied.len()).unwrap();
+    let mut kv = KvStore::new();
+    let mut fresh: HashMap<(ClientId, u64), usize> = HashMap::new();
+    for e in &longest.applied {
+        if let Some(a) = kv.apply(e)
+            && !a.duplicate
+        {
+            *fresh.entry((a.command.client, a.command.seq)).or_default() += 1;
+        }
+    }
+    for id in &c.acked_appends {
+        assert_eq!(
+            fresh.get(id),
+            Some(&1),
+            "acknowledged append {id:?} not applied exactly once"
+        );
+    }
+    assert!(
+        fresh.values().all(|&n| n == 1),
+        "a command was applied twice"
+    );
+    (
+        c.history.iter().filter(|o| o.ret.is_some()).count(),
+        c.gave_up,
+    )
+}
+
+fn chaos_kv(
+    test: &'static str,
+    seed: u64,
+    n: usize,
+    clients: usize,
+    time: Duration,
+) -> (usize, usize) {
+    let _guard = SeedGuard {
+        file: "kv_sim",
+        test,
+        seed,
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5EED);
+    let mut c = KvCluster::new(
+        Sim::new(n, seed, NetConfig::unreliable()),
+        clients,
+        Workload::default(),
+    );
+    let end = c.sim.now + time;
+    while c.sim.now < end {
+        c.run_for(Duration::from_millis(rng.random_range(20..300)), true);
+        let pick = rng.random_range(0..n as NodeId);
+        match rng.random_range(0..100) {
+            0..10 if c.sim.is_up(pick) => c.sim.crash(pick),
+            10..25 if !c.sim.is_up(pick) => c.sim.start(pick),
+            25..35 => {
+                let mut groups = vec![Vec::new(), Vec::new()];
+                for id in 0..n as NodeId {
+                    groups[rng.random_range(0..2)].push(id);
+                }
+                c.sim.partition(&groups);
+            }
+            35..50 => c.sim.heal(),
+            50..55 => c.sim.net = NetConfig::reliable(),
+            55..60 => c.sim.net = NetConfig::unreliable(),
+            _ => {}
+        }
+    }
+    settle_and_check(&mut c)
+}
+
+fn run_many(test: &'static str, base: u64, count: u64, n: usize, clients: usize, time: Duration) {
+    let started = std::time::Instant::now();
+    let seeds = seeds(base, count);
+    let (mut checked, mut unknown) = (0, 0);
+    for &seed in &seeds {
+        let (c, u) = chaos_kv(test, seed, n, clients, time);
+        checked += c;
+        unknown += u;
+    }
+    eprintln!(
+        "{test}: {} seeds: {checked} completed operations checked for linearizability, {unknown} with unknown outcome, {:.1}s",
+        seeds.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(checked > 0);
+}
+
+#[test]
+fn linearizable_under_chaos_three_nodes() {
+    run_many(
+        "linearizable_under_chaos_three_nodes",
+        10_000,
+        40,
+        3,
+        4,
+        20 * SECOND,
+    );
+}
+
+#[test]
+fn linearizable_under_chaos_five_nodes() {
+    run_many(
+        "linearizable_under_chaos_five_nodes",
+        20_000,
+        40,
+        5,
+        6,
+        20 * SECOND,
+    );
+}
+
+// ----- MIT 6.5840 kvraft (4A), in our own words -----
+
+fn for_seeds(test: &'static str, base: u64, count: u64, scenario: impl Fn(u64)) {
+    for seed in seeds(base, count) {
+        let _guard = SeedGuard {
+            file: "kv_sim",
+            test,
+            seed,
+        };
+        scenario(seed);
+    }
+}
+
+/// Clients work through a leader stuck in a minority partition: nothing
+/// they send there completes until the partition heals; the majority side
+/// keeps serving; afterwards everything is linearizable.
+#[test]
+fn one_partition_4a() {
+    for_seeds("one_partition_4a", 30_000, 5, |seed| {
+        let mut c = KvCluster::new(
+            Sim::new(5, seed, NetConfig::reliable()),
+            4,
+            Workload::default(),
+        );
+        c.run_for(2 * SECOND, true);
+        let leader = c.sim.leader().expect("a leader");
+        let minority = vec![leader, (leader + 1) % 5];
+        let majority: Vec<NodeId> = (0..5).filter(|id| !minority.contains(id)).collect();
+        c.sim.partition(&[minority.clone(), majority.clone()]);
+        let before = c.completed;
+        c.run_for(3 * SECOND, true);
+        assert!(c.completed > before, "the majority side must keep serving");
+        let new_leader = c.sim.leader().expect("a leader");
+        assert!(
+            majority.contains(&new_leader)
+                || c.sim.raft(leader).unwrap().term() < c.sim.raft(new_leader).unwrap().term()
+        );
+        settle_and_check(&mut c);
+    });
+}
+
+/// Thesis §6.4: a deposed leader that does not know it yet must not answer
+/// reads. The old leader sits in a minority for five seconds with
+/// read-heavy clients still talking to it, while the majority elects a new
+/// leader and keeps writing the same keys.
+#[test]
+fn a_leader_cut_off_in_a_minority_serves_no_stale_reads_4a() {
+    for_seeds(
+        "a_leader_cut_off_in_a_minority_serves_no_stale_reads_4a",
+        35_000,
+        5,
+        |seed| {
+            // Half the clients only read: nothing pulls them off the old leader.
+            let workload = Workload {
+                keys: 2,
+                reads: 0.3,
+                think: 2 * MS,
+                readers: 4,
+            };
+            let mut c = KvCluster::new(Sim::new(5, seed, NetConfig::reliable()), 8, workload);
+            c.run_for(SECOND, true);
+            let old = c.sim.leader().expect("a leader");
+            c.sim.partition(&[
+                vec![old, (old + 1) % 5],
+                (2..5).map(|k| (old + k) % 5).collect(),
+            ]);
+            c.run_for(5 * SECOND, true);
+            let old_raft = c.sim.raft(old).unwrap();
+            assert_eq!(
+                old_raft.role(),
+                raft::consensus::Role::Leader,
+                "the old leader still believes it leads"
+            );
+            settle_and_check(&mut c);
+        },
+    );
+}
+
+/// Partitions change every few hundred milliseconds while clients work.
+#[test]
+fn many_partitions_4a() {
+    for_seeds("many_partitions_4a", 31_000, 5, |seed| {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut c = KvCluster::new(
+            Sim::new(5, seed, NetConfig::reliable()),
+            5,
+            Workload::default(),
+        );
+        for _ in 0..20 {
+            let mut groups = vec![Vec::new(), Vec::new()];
+            for id in 0..5 {
+                groups[rng.random_range(0..2)].push(id);
+            }
+            c.sim.partition(&groups);
+            c.run_for(Duration::from_millis(rng.random_range(100..600)), true);
+        }
+        settle_and_check(&mut c);
+    });
+}
+
+/// Every node crashes and restarts from its disk, repeatedly.
+#[test]
+fn persist_with_restarts_4a() {
+    for_seeds("persist_with_restarts_4a", 32_000, 5, |seed| {
+        let mut c = KvCluster::new(
+            Sim::new(5, seed, NetConfig::reliable()),
+            5,
+            Workload::default(),
+        );
+        for _ in 0..6 {
+            c.run_for(SECOND, true);
+            for id in 0..5 {
+                c.sim.crash(id);
+            }
+            c.sim.run_for(10 * MS);
+            for id in 0..5 {
+                c.sim.start(id);
+            }
+        }
+        let (checked, _) = settle_and_check(&mut c);
+        assert!(checked > 50, "only {checked} operations completed");
+    });
+}
+
+#[test]
+fn unreliable_network_4a() {
+    for_seeds("unreliable_network_4a", 33_000, 5, |seed| {
+        let mut c = KvCluster::new(
+            Sim::new(5, seed, NetConfig::unreliable()),
+            5,
+            Workload::default(),
+        );
+        c.run_for(10 * SECOND, true);
+        settle_and_check(&mut c);
+    });
+}
+
+/// Many clients on one key, writes only, with restarts and an unreliable
+/// network: a hot spot for duplicates. Every acknowledged append applies
+/// exactly once (checked in `settle_and_check`), and the key's history is
+/// linearizable.
+#[test]
+fn one_key_under_contention_exactly_once_4a() {
+    for_seeds(
+        "one_key_under_contention_exactly_once_4a",
+        34_000,
+        5,
+        |seed| {
+            let workload = Workload {
+                keys: 1,
+                reads: 0.2,
+                think: MS,
+                readers: 0,
+            };
+            let mut c = KvCluster::new(Sim::new(3, seed, NetConfig::unreliable()), 8, workload);
+            for round in 0..5 {
+                c.run_for(SECOND, true);
+                c.sim.crash(round % 3);
+                c.run_for(300 * MS, true);
+                c.sim.start(round % 3);
+            }
+            settle_and_check(&mut c);
+            assert!(!c.acked_appends.is_empty());
+        },
+    );
+}
