@@ -1,0 +1,391 @@
+//! The key-value store on real processes: concurrent clients through the
+//! client library while leaders and followers are killed and restarted,
+//! then checks on the recorded history and on every node's log; and
+//! raftctl's commands and exit codes, end to end.
+
+mod process;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use process::TestCluster;
+use raft::client::{Client, ClientError, ClientOptions};
+use raft::consensus::{NodeId, Payload};
+use raft::kv::{ClientId, Command, KvStore, Op};
+use raft::lincheck::{self, KvOp, Operation, Verdict};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    }
+}
+
+/// One client's loop: random operations on a few keys until `stop`,
+/// recorded with times relative to `epoch`. Returns its history and the
+/// writes it saw acknowledged, as (client, seq, index).
+fn client_loop(
+    config: raft::config::ClusterConfig,
+    k: usize,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Operation>, Vec<(ClientId, u64, u64)>) {
+    let mut client = Client::new(config, options());
+    let mut history = Vec::new();
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    let t = || epoch.elapsed().as_nanos() as u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let key = format!("k{}", (n as usize + k) % 3);
+        let value = format!("c{k}-{n}");
+        let call = t();
+        let (op, result) = match n % 5 {
+            0 | 1 => match client.get(&key) {
+                Ok(v) => (KvOp::Get { value: Some(v) }, true),
+                Err(ClientError::NotFound { .. }) => (KvOp::Get { value: None }, true),
+                Err(_) => continue, // a read with no answer constrains nothing
+            },
+            2 => {
+                let r = client.put(&key, &value);
+                if let Ok(index) = r {
+                    acked.push((client.id(), client.last_seq(), index));
+                }
+                (KvOp::Put { value }, r.is_ok())
+            }
+            3 => {
+                let from = format!("c{}-{}", (k + 1) % 4, n.saturating_sub(3));
+                match client.cas(&key, &from, &value) {
+                    Ok(index) => {
+                        acked.push((client.id(), client.last_seq(), index));
+                        (
+                            KvOp::Cas {
+                                from,
+                                to: value,
+                                result: Some(Ok(())),
+                            },
+                            true,
+                        )
+                    }
+                    Err(ClientError::PreconditionFailed { actual, .. }) => (
+                        KvOp::Cas {
+                            from,
+                            to: value,
+                            result: Some(Err(actual)),
+                        },
+                        true,
+                    ),
+                    Err(_) => (
+                        KvOp::Cas {
+                            from,
+                            to: value,
+                            result: None,
+                        },
+                        false,
+                    ),
+                }
+            }
+            _ => match client.delete(&key) {
+                Ok(index) => {
+                    acked.push((client.id(), client.last_seq(), index));
+                    (
+                        KvOp::Delete {
+                            existed: Some(true),
+                        },
+                        true,
+                    )
+                }
+                Err(ClientError::NotFound { .. }) => (
+                    KvOp::Delete {
+                        existed: Some(false),
+                    },
+                    true,
+                ),
+                Err(_) => (KvOp::Delete { existed: None }, false),
+            },
+        };
+        history.push(Operation {
+            key,
+            op,
+            call,
+            ret: result.then(t),
+        });
+    }
+    (history, acked)
+}
+
+fn command_at(log: &[raft::consensus::Entry], index: u64) -> Option<Command> {
+    match &log.get(index as usize - 1)?.payload {
+        Payload::Data(d) => Command::decode(d),
+        Payload::Noop => None,
+    }
+}
+
+/// Runs clients against an `n`-node cluster while killing and restarting
+/// nodes, then checks everything.
+fn linearizable_through_crashes(n: usize) {
+    let mut c = TestCluster::new(n);
+    c.start_all();
+    let all = c.ids();
+    c.wait_for_agreed_leader(&all, LONG);
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|k| {
+            let (config, stop) = (c.config.clone(), stop.clone());
+            std::thread::spawn(move || client_loop(config, k, epoch, stop))
+        })
+        .collect();
+    let progress = |c: &TestCluster, past: u64| {
+        c.wait_for("more entries committed", LONG, |st| {
+            let max = st
+                .iter()
+                .filter_map(|s| s.status.as_ref().ok())
+                .map(|s| s.commit_index)
+                .max()?;
+            (max >= past + 30).then_some(max)
+        })
+    };
+    let mut done = progress(&c, 0);
+    for round in 0..2 {
+        // The leader, with -9, mid-run.
+        let (leader, _) = c.wait_for_agreed_leader(&all, LONG);
+        c.sigkill(leader);
+        let rest: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
+        c.wait_for_agreed_leader(&rest, LONG);
+        done = progress(&c, done);
+        c.start(leader);
+        // Then a follower, with -9 or SIGTERM.
+        let (leader, _) = c.wait_for_agreed_leader(&all, LONG);
+        let follower = (leader + 1 + round) % n as NodeId;
+        if round == 0 {
+            c.sigkill(follower);
+        } else {
+            assert!(c.sigterm(follower).success());
+        }
+        done = progress(&c, done);
+        c.start(follower);
+    }
+    c.wait_for_agreed_leader(&all, LONG);
+    progress(&c, done);
+    stop.store(true, Ordering::SeqCst);
+    let mut history = Vec::new();
+    let mut acked = Vec::new();
+    for h in clients {
+        let (ops, a) = h.join().unwrap();
+        history.extend(ops);
+        acked.extend(a);
+    }
+    let completed = history.iter().filter(|o| o.ret.is_some()).count();
+    assert!(completed >= 100, "only {completed} operations completed");
+    match lincheck::check(&history) {
+        Verdict::Linearizable => {}
+        Verdict::NotLinearizable { key } => {
+            let ops: Vec<_> = history.iter().filter(|o| o.key == key).collect();
+            panic!("history of {key} is not linearizable: {ops:#?}");
+        }
+    }
+    eprintln!(
+        "{n} nodes: {completed} operations checked, {} acknowledged writes",
+        acked.len()
+    );
+
+    // Every node ends with the same log; every acknowledged write is at
+    // its index and was applied exactly once.
+    c.wait_for("every node caught up", LONG, |st| {
+        let s: Vec<_> = st
+            .iter()
+            .map(|s| s.status.as_ref().ok())
+            .collect::<Option<_>>()?;
+        let commit = s[0].commit_index;
+        s.iter()
+            .all(|s| s.commit_index == commit && s.last_log_index == commit)
+            .then_some(())
+    });
+    for id in c.ids() {
+        assert!(c.sigterm(id).success());
+    }
+    let reference = c.log_entries(0);
+    for id in c.ids() {
+        assert_eq!(
+            c.log_entries(id),
+            reference,
+            "node{id}'s log differs from node0's"
+        );
+    }
+    let mut kv = KvStore::new();
+    let mut fresh: HashMap<(ClientId, u64), usize> = HashMap::new();
+    for e in &reference {
+        if let Some(a) = kv.apply(e).filter(|a| !a.duplicate) {
+            *fresh.entry((a.command.client, a.command.seq)).or_default() += 1;
+        }
+    }
+    for (client, seq, index) in acked {
+        let at = command_at(&reference, index).map(|c| (c.client, c.seq));
+        assert_eq!(
+            at,
+            Some((client, seq)),
+            "acknowledged write lost: client {client} #{seq} at {index}"
+        );
+        assert_eq!(fresh.get(&(client, seq)), Some(&1));
+    }
+}
+
+#[test]
+fn three_nodes_linearizable_through_kills_and_restarts() {
+    linearizable_through_crashes(3);
+}
+
+#[test]
+fn five_nodes_linearizable_through_kills_and_restarts() {
+    linearizable_through_crashes(5);
+}
+
+/// The same request (client id and number) sent twice applies once: the
+/// second gets the first's answer, even though applying it again would now
+/// fail its precondition.
+#[test]
+fn a_duplicated_request_applies_once() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    let mut client = Client::with_id(c.config.clone(), options(), 424242);
+    client.put("counter", "1").unwrap();
+    let index = client.cas("counter", "1", "2").unwrap();
+    let again = Command {
+        client: 424242,
+        seq: client.last_seq(),
+        op: Op::Cas {
+            key: "counter".into(),
+            from: "1".into(),
+            to: "2".into(),
+        },
+    };
+    assert_eq!(
+        client.resend(again.clone()),
+        Ok(index),
+        "the duplicate is answered with the first outcome"
+    );
+    // A second client session resends it too, through any node.
+    let mut other = Client::new(c.config.clone(), options());
+    assert_eq!(other.resend(again), Ok(index));
+    assert_eq!(client.get("counter").unwrap(), "2");
+    let log = c.log_entries(0);
+    let copies = (1..=log.len() as u64)
+        .filter(|&i| command_at(&log, i).is_some_and(|c| c.client == 424242 && c.seq == 2))
+        .count();
+    assert_eq!(copies, 1, "answered from the session, not appended again");
+}
+
+fn raftctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    let out = c.raftctl(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Every raftctl command, as the README shows it, with its exit code.
+#[test]
+fn raftctl_commands_and_exit_codes() {
+    let mut c = TestCluster::new(3);
+    // Exit 3: nobody home.
+    let (code, _, err) = raftctl(&c, &["--timeout", "500", "put", "color", "blue"]);
+    assert_eq!(code, 3, "{err}");
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+
+    assert_eq!(
+        raftctl(&c, &["put", "color", "blue"]),
+        (0, String::new(), String::new())
+    );
+    assert_eq!(raftctl(&c, &["get", "color"]).1, "blue\n");
+    let (code, _, err) = raftctl(&c, &["cas", "color", "red", "green"]);
+    assert_eq!(
+        (code, err.trim()),
+        (1, "raftctl: precondition failed: color is blue")
+    );
+    assert_eq!(raftctl(&c, &["cas", "color", "blue", "green"]).0, 0);
+    assert_eq!(raftctl(&c, &["get", "color"]).1, "green\n");
+    assert_eq!(raftctl(&c, &["delete", "color"]).0, 0);
+    let (code, _, err) = raftctl(&c, &["delete", "color"]);
+    assert_eq!((code, err.trim()), (1, "raftctl: key not found: color"));
+    let (code, _, err) = raftctl(&c, &["get", "color"]);
+    assert_eq!((code, err.trim()), (1, "raftctl: key not found: color"));
+
+    // Values with spaces, newlines and any UTF-8 come back exactly.
+    let odd = "two words\nand a line — ünïcödé ✓";
+    assert_eq!(raftctl(&c, &["put", "odd key", odd]).0, 0);
+    assert_eq!(raftctl(&c, &["get", "odd key"]).1, format!("{odd}\n"));
+
+    let (code, out, _) = raftctl(&c, &["append", "SET 5"]);
+    assert_eq!(code, 0);
+    let index: u64 = out.trim().parse().unwrap();
+
+    let (code, out, _) = raftctl(&c, &["leader"]);
+    assert_eq!(code, 0);
+    let leader: NodeId = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(
+        out.split_whitespace().nth(1).unwrap(),
+        c.config.member(leader).unwrap().address()
+    );
+
+    // The committed log of a follower shows the append at its index.
+    let follower = (leader + 1) % 3;
+    let row = c.wait_for("the follower to commit the append", LONG, |_| {
+        let (_, out, _) = raftctl(&c, &["log", "--node", &follower.to_string()]);
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{index} ")))
+            .map(str::to_string)
+    });
+    assert!(row.contains("append \"SET 5\""), "{row}");
+    let (_, json, _) = raftctl(&c, &["log", "--node", &follower.to_string(), "--json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["index"].is_u64() && e["term"].is_u64())
+    );
+
+    // A stale read from one follower, once it has applied the put.
+    let value = c.wait_for("the follower to apply", LONG, |_| {
+        let (code, out, _) = raftctl(
+            &c,
+            &["get", "odd key", "--stale", "--node", &follower.to_string()],
+        );
+        (code == 0).then_some(out)
+    });
+    assert_eq!(value, format!("{odd}\n"));
+
+    // Usage errors exit 2.
+    assert_eq!(raftctl(&c, &["cas", "only-two", "args"]).0, 2);
+    assert_eq!(raftctl(&c, &["get", "k", "--stale", "--node", "9"]).0, 2);
+    let out = std::process::Command::new(process::RAFTCTL)
+        .args(["--config", "/nonexistent/config.txt", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.txt"));
+    // A value over the limit is rejected: a definite failure, nothing
+    // applied. (Through the library: a 1 MiB argument exceeds what Linux
+    // allows one command-line argument.)
+    let big = "x".repeat(raft::kv::MAX_VALUE_BYTES + 1);
+    let err = Client::new(c.config.clone(), options())
+        .put("big", &big)
+        .unwrap_err();
+    assert!(
+        err.is_definite() && err.to_string().contains("value is"),
+        "{err}"
+    );
+    assert_eq!(raftctl(&c, &["get", "big"]).0, 1);
+    let help = raftctl(&c, &["--help"]).1;
+    assert!(
+        help.contains("Exit codes:") && help.contains("unknown outcome"),
+        "{help}"
+    );
+}
