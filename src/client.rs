@@ -32,6 +32,9 @@ pub enum ClientError {
     /// Unknown outcome: the cluster forgot this client's session, so it
     /// cannot tell whether an earlier attempt of the write was applied.
     SessionExpired,
+    /// No leader could be reached in time, and no attempt got as far as a
+    /// node that could have acted on the request: nothing was done.
+    NoLeader { last_error: String },
     /// A node could not be reached or answered unexpectedly (single-node
     /// requests such as `status` or a stale read of one node).
     Node { id: NodeId, message: String },
@@ -63,6 +66,12 @@ impl fmt::Display for ClientError {
                 write!(f, "precondition failed: {key} does not exist")
             }
             ClientError::Rejected { message } => write!(f, "rejected: {message}"),
+            ClientError::NoLeader { last_error } => {
+                write!(
+                    f,
+                    "no leader reachable in time; nothing was done (last error: {last_error})"
+                )
+            }
             ClientError::Timeout { last_error } => write!(
                 f,
                 "no answer in time; the operation may or may not have happened (last error: {last_error})"
@@ -279,7 +288,7 @@ impl Client {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Err(ClientError::Timeout { last_error })
+        Err(ClientError::NoLeader { last_error })
     }
 
     /// Committed log entries of node `id` from index `from`.
@@ -332,6 +341,9 @@ impl Client {
     fn leader_request(&mut self, request: &Request) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.options.timeout;
         let mut backoff = Duration::from_millis(10);
+        // Whether some attempt may have reached a leader that acted on it;
+        // until then a failure means nothing was done.
+        let mut maybe_sent = false;
         loop {
             let target = self.pick_target();
             let mut follow_hint = false;
@@ -343,6 +355,9 @@ impl Client {
                     message,
                     ..
                 }) => {
+                    // A leader that lost its office mid-request says so too,
+                    // after it may have proposed the write.
+                    maybe_sent |= matches!(request, Request::Write(_));
                     last_error = format!("node{target}: {message}");
                     self.leader = leader_id.filter(|&l| l != target);
                     follow_hint = self.leader.is_some();
@@ -354,8 +369,9 @@ impl Client {
                 }) => {
                     return Err(ClientError::Rejected { message });
                 }
-                Ok(Response::Error { message, .. }) => {
+                Ok(Response::Error { code, message, .. }) => {
                     // timeout, busy, shutting down: try elsewhere
+                    maybe_sent |= code == ErrorCode::Timeout || code == ErrorCode::ShuttingDown;
                     last_error = format!("node{target}: {message}");
                     self.leader = None;
                 }
@@ -364,12 +380,18 @@ impl Client {
                     return Ok(response);
                 }
                 Err(e) => {
+                    maybe_sent |=
+                        !matches!(e, TransportError::Connect(_) | TransportError::Resolve(_));
                     last_error = format!("node{target}: {e}");
                     self.leader = None;
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ClientError::Timeout { last_error });
+                return Err(if maybe_sent {
+                    ClientError::Timeout { last_error }
+                } else {
+                    ClientError::NoLeader { last_error }
+                });
             }
             if !follow_hint {
                 std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));

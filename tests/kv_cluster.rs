@@ -297,6 +297,11 @@ fn raftctl_commands_and_exit_codes() {
     // Exit 3: nobody home.
     let (code, _, err) = raftctl(&c, &["--timeout", "500", "put", "color", "blue"]);
     assert_eq!(code, 3, "{err}");
+    assert!(
+        err.starts_with("raftctl: no leader reachable in time; nothing was done"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
     c.start_all();
     c.wait_for_agreed_leader(&[0, 1, 2], LONG);
 
