@@ -220,7 +220,12 @@ impl KvStore {
                 // come from a confused client; it gets the last outcome.
                 return (s.outcome.clone(), true);
             }
-            None if c.seq > 1 => return (Outcome::SessionExpired, false),
+            None if c.seq > 1 => {
+                // Recorded, so the waiting request (and any retry) gets
+                // this answer; the client must start a new session.
+                self.record(c.client, c.seq, Outcome::SessionExpired, index);
+                return (Outcome::SessionExpired, false);
+            }
             _ => {}
         }
         let outcome = match &c.op {
@@ -399,6 +404,17 @@ mod tests {
         assert_eq!(
             kv.apply(&entry(1, 5, 7, put("k", "v"))).unwrap().outcome,
             Outcome::SessionExpired
+        );
+        assert_eq!(kv.get("k"), None);
+        assert_eq!(
+            kv.outcome(5, 7),
+            Some((&Outcome::SessionExpired, 1)),
+            "the answer reaches the waiting client"
+        );
+        let retry = kv.apply(&entry(2, 5, 7, put("k", "v"))).unwrap();
+        assert_eq!(
+            (retry.outcome, retry.duplicate),
+            (Outcome::SessionExpired, true)
         );
         assert_eq!(kv.get("k"), None);
     }

@@ -279,6 +279,25 @@ fn a_duplicated_request_applies_once() {
         .filter(|&i| command_at(&log, i).is_some_and(|c| c.client == 424242 && c.seq == 2))
         .count();
     assert_eq!(copies, 1, "answered from the session, not appended again");
+
+    // A client the cluster never saw, sending number 5: its session is
+    // unknown, so the write is refused, and the answer arrives (it does
+    // not hang until the client's timeout).
+    let started = Instant::now();
+    let stranger = Command {
+        client: 777,
+        seq: 5,
+        op: Op::Put {
+            key: "counter".into(),
+            value: "x".into(),
+        },
+    };
+    assert_eq!(client.resend(stranger), Err(ClientError::SessionExpired));
+    assert!(
+        started.elapsed() < options().timeout,
+        "answered, not timed out"
+    );
+    assert_eq!(client.get("counter").unwrap(), "2");
 }
 
 fn raftctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
