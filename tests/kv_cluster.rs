@@ -281,9 +281,8 @@ fn a_duplicated_request_applies_once() {
     assert_eq!(copies, 1, "answered from the session, not appended again");
 
     // A client the cluster never saw, sending number 5: its session is
-    // unknown, so the write is refused, and the answer arrives (it does
-    // not hang until the client's timeout).
-    let started = Instant::now();
+    // unknown, so the write is refused, and that answer arrives (rather
+    // than the client timing out, which would be `Timeout`).
     let stranger = Command {
         client: 777,
         seq: 5,
