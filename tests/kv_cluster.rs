@@ -292,10 +292,6 @@ fn a_duplicated_request_applies_once() {
         },
     };
     assert_eq!(client.resend(stranger), Err(ClientError::SessionExpired));
-    assert!(
-        started.elapsed() < options().timeout,
-        "answered, not timed out"
-    );
     assert_eq!(client.get("counter").unwrap(), "2");
 }
 
