@@ -12,9 +12,11 @@
 //! * [`client`]: what `raftctl` uses to talk to a cluster.
 //! * [`activity`]: the human-readable activity log.
 //! * [`lincheck`]: a linearizability checker, used by the tests.
+//! * [`cli`]: one-line usage errors for the binaries.
 //! * [`bench`]: the closed-loop write benchmark behind `raftctl bench`.
 pub mod activity;
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consensus;

@@ -382,7 +382,12 @@ fn raftctl_commands_and_exit_codes() {
     assert_eq!(value, format!("{odd}\n"));
 
     // Usage errors exit 2.
-    assert_eq!(raftctl(&c, &["cas", "only-two", "args"]).0, 2);
+    let (code, _, err) = raftctl(&c, &["cas", "only-two", "args"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "raftctl: the following required arguments were not provided: <TO> (see 'raftctl --help')"
+    );
     assert_eq!(raftctl(&c, &["get", "k", "--stale", "--node", "9"]).0, 2);
     let out = std::process::Command::new(process::RAFTCTL)
         .args(["--config", "/nonexistent/config.txt", "status"])

@@ -98,7 +98,7 @@ fn fail(e: &ClientError) -> ! {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = raft::cli::parse_or_exit("raftctl");
     let cluster = config::load(&args.config).unwrap_or_else(|e| {
         eprintln!("raftctl: {e}");
         exit(2)

@@ -54,7 +54,7 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = raft::cli::parse_or_exit("raftnode");
     let cluster = config::load(&args.config).unwrap_or_else(|e| usage_error(&e.to_string()));
     let Some(me) = cluster.member(args.id) else {
         let ids: Vec<String> = cluster.members.iter().map(|m| m.id.to_string()).collect();
