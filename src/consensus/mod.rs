@@ -250,6 +250,10 @@ struct Peer {
     /// followed us after every read of round <= r arrived (thesis §6.4).
     inflight_round: u64,
     acked_round: u64,
+    /// Leader: the commit index sent in the last AppendEntries. When ours
+    /// moves past it the peer is told at once, not at the next heartbeat,
+    /// so followers apply (and serve stale reads of) new entries promptly.
+    sent_commit: Index,
 }
 
 impl Peer {
@@ -265,6 +269,7 @@ impl Peer {
             reachable: true,
             inflight_round: 0,
             acked_round: 0,
+            sent_commit: 0,
         }
     }
 }
@@ -436,6 +441,7 @@ impl Raft {
             p.retry_at = now;
             p.inflight_round = 0;
             p.acked_round = 0;
+            p.sent_commit = 0;
         }
         // Pending reads were for the old role's leadership: fail them.
         let failed = self.reads_awaiting_commit.drain(..);
@@ -705,6 +711,10 @@ impl Raft {
     /// with `handle_reply` or `handle_failure` before another is built.
     pub fn poll_peer(&mut self, peer: NodeId, now: Duration) -> Option<Request> {
         let last_index = self.log.last_index();
+        let news = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| self.leader_has_news_for(p));
         let p = self.peers.get_mut(&peer)?;
         if p.in_flight || now < p.retry_at {
             return None;
@@ -725,10 +735,10 @@ impl Raft {
                 }))
             }
             Role::Leader => {
-                let read_waiting = p.acked_round < self.read_round;
-                if p.next_index > last_index && now < p.heartbeat_due && !read_waiting {
+                if !news && now < p.heartbeat_due {
                     return None;
                 }
+                p.sent_commit = self.commit_index;
                 p.inflight_round = self.read_round;
                 let prev_log_index = p.next_index - 1;
                 let last =
@@ -760,13 +770,18 @@ impl Raft {
         match self.role {
             Role::Follower => None,
             Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
-            Role::Leader
-                if p.next_index <= self.log.last_index() || p.acked_round < self.read_round =>
-            {
-                Some(p.retry_at)
-            }
+            Role::Leader if self.leader_has_news_for(p) => Some(p.retry_at),
             Role::Leader => Some(p.heartbeat_due.max(p.retry_at)),
         }
+    }
+
+    /// Leader: whether `p` should get an AppendEntries before its next
+    /// heartbeat is due: entries it lacks, a read round it has not
+    /// answered, or a commit index it has not been told.
+    fn leader_has_news_for(&self, p: &Peer) -> bool {
+        p.next_index <= self.log.last_index()
+            || p.acked_round < self.read_round
+            || p.sent_commit < self.commit_index
     }
 
     /// The earliest time any timer or peer needs attention; for drivers

@@ -517,3 +517,34 @@ fn single_node_reads_are_confirmed_at_once() {
         }]
     );
 }
+
+#[test]
+fn followers_hear_of_a_new_commit_index_at_once_not_at_the_next_heartbeat() {
+    let mut r = elected(&[], 1);
+    let now = Duration::from_secs(1);
+    let first = r.poll_peer(1, now).unwrap(); // carries the no-op
+    let _ = r.poll_peer(2, now).unwrap();
+    ack(&mut r, 1, &first, now);
+    assert_eq!(r.commit_index(), 1);
+    // Well before the heartbeat interval, peer 1 is told commit 1.
+    let soon = now + Duration::from_millis(1);
+    match r.poll_peer(1, soon) {
+        Some(Request::AppendEntries(ae)) => {
+            assert_eq!((ae.leader_commit, ae.entries.len()), (1, 0))
+        }
+        other => panic!("expected a commit notice, got {other:?}"),
+    }
+    let notice = Request::AppendEntries(AppendEntries {
+        term: r.term(),
+        leader_id: 0,
+        prev_log_index: 1,
+        prev_log_term: r.term(),
+        entries: vec![],
+        leader_commit: 1,
+    });
+    ack(&mut r, 1, &notice, soon);
+    assert!(
+        r.poll_peer(1, soon).is_none(),
+        "told once; then nothing until the heartbeat"
+    );
+}
