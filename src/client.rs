@@ -401,19 +401,10 @@ impl Client {
     }
 }
 
-/// A client id that is very unlikely to collide with another client's.
+/// A random client id, kept within 53 bits so that clients written in
+/// JavaScript can hold it exactly.
 fn random_id() -> ClientId {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    // Keep it within JavaScript's exact integer range for other clients.
-    h.finish() >> 11
+    rand::random::<u64>() >> 11
 }
 
 /// One row of `raftctl status`.

@@ -164,7 +164,8 @@ impl Node {
             election_timeout_max: options.election_timeout_max,
             heartbeat_interval: options.heartbeat,
             max_entries_per_append: options.max_entries_per_append,
-            seed: random_seed(options.id),
+            // Differs between nodes and restarts, from the OS's randomness.
+            seed: rand::random(),
         };
         let epoch = Instant::now();
         let last = (
@@ -259,21 +260,6 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         self.shared.status(&self.shared.state.lock())
     }
-}
-
-/// A seed for election timeouts that differs between nodes and restarts.
-fn random_seed(id: NodeId) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(id);
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 impl Shared {
@@ -491,24 +477,10 @@ impl Handler for Service {
         }
         Handled::Now(match request {
             wire::Request::RequestVote(rv) => {
-                let reply =
-                    st.raft
-                        .handle_request(rv.candidate_id, Request::RequestVote(rv), now(shared));
-                shared.sync(&mut st); // durable before the reply leaves
-                match reply {
-                    Reply::RequestVote(r) => Response::RequestVote(r),
-                    Reply::AppendEntries(_) => unreachable!("a vote request gets a vote reply"),
-                }
+                shared.step_peer_request(&mut st, rv.candidate_id, Request::RequestVote(rv))
             }
             wire::Request::AppendEntries(ae) => {
-                let reply =
-                    st.raft
-                        .handle_request(ae.leader_id, Request::AppendEntries(ae), now(shared));
-                shared.sync(&mut st); // durable before the reply leaves
-                match reply {
-                    Reply::AppendEntries(r) => Response::AppendEntries(r),
-                    Reply::RequestVote(_) => unreachable!("an append request gets an append reply"),
-                }
+                shared.step_peer_request(&mut st, ae.leader_id, Request::AppendEntries(ae))
             }
             wire::Request::IsLeader => {
                 let leader_id = st.raft.leader_id();
@@ -579,6 +551,17 @@ impl Handler for Service {
 }
 
 impl Shared {
+    /// A RequestVote or AppendEntries from a peer: step the core, make the
+    /// result durable, and only then answer.
+    fn step_peer_request(&self, st: &mut State, from: NodeId, request: Request) -> Response {
+        let reply = st.raft.handle_request(from, request, now(self));
+        self.sync(st);
+        match reply {
+            Reply::RequestVote(r) => Response::RequestVote(r),
+            Reply::AppendEntries(r) => Response::AppendEntries(r),
+        }
+    }
+
     fn address_of(&self, id: Option<NodeId>) -> Option<String> {
         id.and_then(|id| self.members.iter().find(|m| m.id == id))
             .map(Member::address)

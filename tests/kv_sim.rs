@@ -170,14 +170,7 @@ fn linearizable_under_chaos_five_nodes() {
 // ----- MIT 6.5840 kvraft (4A), in our own words -----
 
 fn for_seeds(test: &'static str, base: u64, count: u64, scenario: impl Fn(u64)) {
-    for seed in seeds(base, count) {
-        let _guard = SeedGuard {
-            file: "kv_sim",
-            test,
-            seed,
-        };
-        scenario(seed);
-    }
+    sim::for_seeds("kv_sim", test, base, count, scenario)
 }
 
 /// Clients work through a leader stuck in a minority partition: nothing

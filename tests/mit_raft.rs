@@ -16,7 +16,7 @@ use std::time::Duration;
 use raft::consensus::{Index, NodeId, Payload, Role, Term};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use sim::{MS, NetConfig, SeedGuard, Sim, seeds};
+use sim::{MS, NetConfig, Sim};
 
 const SECOND: Duration = Duration::from_secs(1);
 /// The longest election timeout of `sim::raft_config`.
@@ -156,16 +156,8 @@ impl Lab {
     }
 }
 
-/// Runs `scenario` over several seeds, each with a replay hint on failure.
 fn for_seeds(test: &'static str, base: u64, count: u64, scenario: impl Fn(u64)) {
-    for seed in seeds(base, count) {
-        let _guard = SeedGuard {
-            file: "mit_raft",
-            test,
-            seed,
-        };
-        scenario(seed);
-    }
+    sim::for_seeds("mit_raft", test, base, count, scenario)
 }
 
 // ----- 3A: leader election -----

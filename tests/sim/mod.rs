@@ -793,6 +793,21 @@ impl Drop for SeedGuard {
     }
 }
 
+/// Runs `scenario` once per seed of `seeds(base, count)`, each under a
+/// [`SeedGuard`] so a failure says how to replay it.
+pub fn for_seeds(
+    file: &'static str,
+    test: &'static str,
+    base: u64,
+    count: u64,
+    scenario: impl Fn(u64),
+) {
+    for seed in seeds(base, count) {
+        let _guard = SeedGuard { file, test, seed };
+        scenario(seed);
+    }
+}
+
 /// The seeds a test should run: `SIM_SEED` alone if set, otherwise
 /// `default_count` seeds (scaled by `SIM_SEEDS_SCALE`) starting from a
 /// fixed base, so CI runs are reproducible.
