@@ -164,6 +164,8 @@ impl Node {
             election_timeout_max: options.election_timeout_max,
             heartbeat_interval: options.heartbeat,
             max_entries_per_append: options.max_entries_per_append,
+            // Leaves room under the 8 MiB line limit for JSON escaping.
+            max_bytes_per_append: 1024 * 1024,
             // Differs between nodes and restarts, from the OS's randomness.
             seed: rand::random(),
         };
@@ -497,8 +499,11 @@ impl Handler for Service {
                     .saturating_add(limit as Index)
                     .saturating_sub(1)
                     .min(commit);
+                // Stay well under the line limit: the client asks again
+                // from where this answer stops.
+                let entries = st.raft.log().slice_bounded(from, to, 1024 * 1024).to_vec();
                 Response::Log {
-                    entries: st.raft.log().slice(from, to).to_vec(),
+                    entries,
                     commit_index: commit,
                 }
             }

@@ -413,3 +413,34 @@ fn raftctl_commands_and_exit_codes() {
         "{help}"
     );
 }
+
+/// Large values near the size limit: a follower that was down while a
+/// dozen of them were written (more than one message's limit in total)
+/// still catches up, because the leader sizes its batches in bytes.
+#[test]
+fn a_follower_catches_up_on_large_values() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    let behind = (leader + 1) % 3;
+    c.sigkill(behind);
+    let mut client = Client::new(c.config.clone(), options());
+    let value = "v".repeat(900 * 1024);
+    for k in 0..12 {
+        client.put(&format!("big{k}"), &value).unwrap();
+    }
+    c.start(behind);
+    let target = c.wait_for("the leader's commit index", LONG, |st| {
+        st[leader as usize]
+            .status
+            .as_ref()
+            .ok()
+            .map(|s| s.commit_index)
+    });
+    c.wait_for("the follower to catch up", LONG, |st| {
+        let s = st[behind as usize].status.as_ref().ok()?;
+        (s.commit_index >= target && s.last_applied >= target).then_some(())
+    });
+    let got = client.get_stale("big11", Some(behind)).unwrap();
+    assert_eq!(got.len(), value.len());
+}

@@ -63,6 +63,22 @@ impl Log {
         &self.entries[from as usize - 1..to as usize]
     }
 
+    /// Entries `from..=to` (clamped), cut short once they hold about
+    /// `max_bytes` (by [`Entry::approx_size`]), but never fewer than one
+    /// when any exist, so a caller paging through the log always advances.
+    pub fn slice_bounded(&self, from: Index, to: Index, max_bytes: usize) -> &[Entry] {
+        let all = self.slice(from, to);
+        let mut bytes = 0;
+        let fit = all
+            .iter()
+            .take_while(|e| {
+                bytes += e.approx_size();
+                bytes <= max_bytes
+            })
+            .count();
+        &all[..fit.max(1).min(all.len())]
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }

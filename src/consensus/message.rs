@@ -32,6 +32,17 @@ pub struct Entry {
     pub payload: Payload,
 }
 
+impl Entry {
+    /// Roughly how many bytes the entry takes on the wire (its data plus a
+    /// fixed allowance for the rest); used to size batches.
+    pub fn approx_size(&self) -> usize {
+        64 + match &self.payload {
+            Payload::Noop => 0,
+            Payload::Data(d) => d.len(),
+        }
+    }
+}
+
 /// RequestVote arguments (Figure 2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestVote {

@@ -56,6 +56,10 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// At most this many entries per AppendEntries.
     pub max_entries_per_append: usize,
+    /// And at most about this many bytes of entry data, so that a batch of
+    /// large entries stays within the transport's message limit. A single
+    /// entry is always sent, whatever its size, so replication never stalls.
+    pub max_bytes_per_append: usize,
     /// Seeds the election-timeout generator, so a simulation replays.
     pub seed: u64,
 }
@@ -743,6 +747,10 @@ impl Raft {
                 let prev_log_index = p.next_index - 1;
                 let last =
                     (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
+                let entries = self
+                    .log
+                    .slice_bounded(prev_log_index + 1, last, self.cfg.max_bytes_per_append)
+                    .to_vec();
                 p.in_flight = true;
                 p.heartbeat_due = now + self.cfg.heartbeat_interval;
                 Some(Request::AppendEntries(AppendEntries {
@@ -753,7 +761,7 @@ impl Raft {
                         .log
                         .term_at(prev_log_index)
                         .expect("next_index <= last + 1"),
-                    entries: self.log.slice(prev_log_index + 1, last).to_vec(),
+                    entries,
                     leader_commit: self.commit_index,
                 }))
             }

@@ -13,6 +13,7 @@ fn cfg(id: NodeId, n: u64) -> Config {
         election_timeout_max: 600 * MS,
         heartbeat_interval: 50 * MS,
         max_entries_per_append: 64,
+        max_bytes_per_append: 1024 * 1024,
         seed: id,
     }
 }
@@ -546,5 +547,99 @@ fn followers_hear_of_a_new_commit_index_at_once_not_at_the_next_heartbeat() {
     assert!(
         r.poll_peer(1, soon).is_none(),
         "told once; then nothing until the heartbeat"
+    );
+}
+
+#[test]
+fn append_entries_batches_are_bounded_in_bytes_but_always_carry_one_entry() {
+    let big = "x".repeat(400 * 1024);
+    let log: Vec<Entry> = (1..=5)
+        .map(|i| Entry {
+            index: i,
+            term: 1,
+            payload: Payload::Data(big.clone()),
+        })
+        .collect();
+    let mut r = Raft::new(
+        cfg(0, 3),
+        HardState {
+            term: 1,
+            voted_for: None,
+        },
+        log,
+        Duration::ZERO,
+    );
+    r.tick(Duration::from_secs(1));
+    let req = r.poll_peer(1, Duration::from_secs(1)).unwrap();
+    r.handle_reply(
+        1,
+        &req,
+        Reply::RequestVote(RequestVoteReply {
+            term: 2,
+            vote_granted: true,
+        }),
+        Duration::from_secs(1),
+    );
+    assert_eq!(r.role(), Role::Leader);
+    // Peer 2 has nothing: the leader backs up to index 1, then sends as
+    // many 400 KiB entries as fit in 1 MiB: two.
+    let now = Duration::from_secs(1);
+    let probe = r.poll_peer(2, now).unwrap();
+    let fail = AppendEntriesReply {
+        term: 2,
+        success: false,
+        match_index: 0,
+        conflict_term: None,
+        conflict_index: 1,
+    };
+    r.handle_reply(2, &probe, Reply::AppendEntries(fail), now);
+    let Some(Request::AppendEntries(ae)) = r.poll_peer(2, now) else {
+        panic!()
+    };
+    assert_eq!(ae.entries.len(), 2);
+
+    let mut c = cfg(0, 3);
+    c.max_bytes_per_append = 1000; // smaller than any one entry
+    let one = vec![Entry {
+        index: 1,
+        term: 1,
+        payload: Payload::Data(big),
+    }];
+    let mut r = Raft::new(
+        c,
+        HardState {
+            term: 1,
+            voted_for: None,
+        },
+        one,
+        Duration::ZERO,
+    );
+    r.tick(Duration::from_secs(1));
+    let req = r.poll_peer(1, now).unwrap();
+    r.handle_reply(
+        1,
+        &req,
+        Reply::RequestVote(RequestVoteReply {
+            term: 2,
+            vote_granted: true,
+        }),
+        now,
+    );
+    let probe = r.poll_peer(2, now).unwrap();
+    let fail = AppendEntriesReply {
+        term: 2,
+        success: false,
+        match_index: 0,
+        conflict_term: None,
+        conflict_index: 1,
+    };
+    r.handle_reply(2, &probe, Reply::AppendEntries(fail), now);
+    let Some(Request::AppendEntries(ae)) = r.poll_peer(2, now) else {
+        panic!()
+    };
+    assert_eq!(
+        ae.entries.len(),
+        1,
+        "an entry larger than the budget still goes, alone"
     );
 }

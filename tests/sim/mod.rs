@@ -89,6 +89,7 @@ pub fn raft_config(id: NodeId, n: usize, seed: u64) -> Config {
         // can acknowledge an old-term entry without the new leader's no-op,
         // which is what the Figure 8 interleavings need.
         max_entries_per_append: [1, 2, 3, 64][(seed % 4) as usize],
+        max_bytes_per_append: 1024 * 1024,
         seed,
     }
 }
