@@ -13,7 +13,7 @@
 //! * [`activity`]: the human-readable activity log.
 //! * [`lincheck`]: a linearizability checker, used by the tests.
 //! * [`cli`]: one-line usage errors for the binaries.
-//! * [`bench`]: the closed-loop write benchmark behind `raftctl bench`.
+//! * [`bench`](mod@bench): the closed-loop write benchmark behind `raftctl bench`.
 pub mod activity;
 pub mod bench;
 pub mod cli;

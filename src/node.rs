@@ -7,11 +7,14 @@
 //! * **replicator**, one per peer: builds the next request for its peer
 //!   under the lock, releases the lock for the blocking RPC, re-locks, and
 //!   hands the reply to the core, dropping it if the term or role changed
-//!   meanwhile (see ../shared/seeds and the Raft Students' Guide);
-//! * **applier**: takes committed entries in log order and applies them;
+//!   meanwhile (a reply to a request from an earlier term or role says
+//!   nothing about the present one; the Raft Students' Guide makes the same
+//!   point);
+//! * **applier**: applies committed entries to the key-value store in log
+//!   order, once each, and wakes the requests waiting for them;
 //! * the **server** threads (see `server`), whose handlers step the core.
 //!
-//! There is one mutex, over [`State`]. Whoever steps the core persists the
+//! There is one mutex, over `State`. Whoever steps the core persists the
 //! resulting `Ready` (fsync) before releasing the mutex, so any state
 //! another thread can observe (and any reply or request built from it) is
 //! already durable: the core's contract.

@@ -25,10 +25,10 @@ struct Args {
     id: u64,
     /// This node's port; must match the configuration if given.
     port: Option<u16>,
-    /// Durable state goes in STATE_DIR/node<ID>/.
+    /// Durable state goes in a folder per node under this one (node4/ for node 4).
     #[arg(long, default_value = "/tmp/state")]
     state_dir: PathBuf,
-    /// The activity log is DEBUG_DIR/node<ID>.log.
+    /// The activity log goes to a file per node here (node4.log for node 4).
     #[arg(long, default_value = "/tmp/debug")]
     debug_dir: PathBuf,
     /// Election timeout range in milliseconds, drawn uniformly at random.

@@ -10,9 +10,10 @@
 //! * outgoing requests: [`Raft::poll_peer`] builds the next request for one
 //!   peer (at most one is in flight per peer), and the caller reports its
 //!   fate with [`Raft::handle_reply`] or [`Raft::handle_failure`];
-//! * client commands: [`Raft::propose`];
-//! * after every call: [`Raft::take_ready`] returns what must be made durable
-//!   and what may be applied.
+//! * client commands: [`Raft::propose`], and [`Raft::read_index`] for a
+//!   linearizable read (thesis §6.4), answered by a [`ReadState`];
+//! * after every call: [`Raft::take_ready`] returns what must be made durable,
+//!   what may be applied, and which reads may now be served.
 //!
 //! **The caller's contract.** Everything in a [`Ready`] must be persisted
 //! (term and vote, then log truncation and appends, fsynced) before the
@@ -24,7 +25,8 @@
 //! when it computes the commit index.
 //!
 //! Rule references are to the extended Raft paper (Ongaro and Ousterhout,
-//! 2014): "Figure 2" and section numbers like §5.3.
+//! 2014): "Figure 2" and section numbers like §5.3; "thesis §6.4" is
+//! Ongaro's dissertation, "Consensus: Bridging Theory and Practice" (2014).
 
 pub mod log;
 pub mod message;
