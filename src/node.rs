@@ -99,7 +99,10 @@ struct State {
     reads: HashMap<u64, Option<Option<Index>>>,
     /// The next `ctx` for `Raft::read_index`.
     next_read: u64,
-    /// Set once by `stop`; every thread exits (or idles) when it sees it.
+    /// Set by `Node::stop_and_exit`, which keeps the lock until the process
+    /// exits, so today no other thread ever sees it set. The loops and
+    /// handlers still check it so that they stay correct if a node is one
+    /// day stopped without ending the process (in-process tests, say).
     stopping: bool,
 }
 
@@ -109,20 +112,26 @@ struct Shared {
     /// Time origin for the core's `now`.
     epoch: Instant,
     state: Mutex<State>,
-    /// Notified (`notify_all`) by `sync` after every input to the core and
-    /// by `stop`. Waiters and what they wait for:
-    /// * the timer: an election deadline that moved or appeared (timer
-    ///   reset, role change, stop);
-    /// * replicators: a request that became due (log grew, role or term
-    ///   changed, a reply or failure came back, stop);
-    /// * the applier: newly committed entries, stop;
-    /// * request handlers waiting for a write to be applied, for a read to
-    ///   be confirmed and applied, or for leadership to change (the applier
-    ///   notifies after each batch it applies).
+    /// Notified (`notify_all`) by exactly two places:
+    /// * `Shared::sync`, after every input to the core (a tick, a peer
+    ///   request, a reply or failure, a proposal, a read request), so after
+    ///   every change of term, role, log, commit index or read state;
+    /// * the applier, after each batch of entries it applies.
+    ///
+    /// Waiters, and what they wait for:
+    /// * the timer: an election deadline that moved or appeared;
+    /// * replicators: a request that became due for their peer;
+    /// * the applier: newly committed entries;
+    /// * request handlers: their write applied, their read confirmed and
+    ///   applied, or a change of leadership that ends their wait.
+    ///
+    /// No thread needs waking to stop: `Node::stop_and_exit` ends the
+    /// process while holding the lock.
     changed: Condvar,
 }
 
-/// A running node. Dropping it does not stop the threads; call `stop`.
+/// A running node. Dropping it does not stop the threads; the process
+/// ends with `stop_and_exit`.
 pub struct Node {
     shared: Arc<Shared>,
     address: std::net::SocketAddr,
