@@ -199,7 +199,14 @@ impl Client {
                 Outcome::PreconditionFailed { actual } => {
                     Err(ClientError::PreconditionFailed { key, actual })
                 }
-                Outcome::SessionExpired => Err(ClientError::SessionExpired),
+                Outcome::SessionExpired => {
+                    // The cluster does not know this session (it was
+                    // forgotten, or its first write was lost): continue
+                    // under a new one, as the protocol asks.
+                    self.id = random_id();
+                    self.seq = 0;
+                    Err(ClientError::SessionExpired)
+                }
             },
             other => Err(ClientError::Timeout {
                 last_error: format!("unexpected answer {other:?}"),

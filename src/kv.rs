@@ -16,8 +16,10 @@
 //! for the [`MAX_SESSIONS`] most recently active clients; when a new one
 //! would exceed that, the least recently active (by log index) is dropped.
 //! A command from an unknown client with a number above 1 gets
-//! [`Outcome::SessionExpired`] and is not applied: its session is gone, so
-//! whether an earlier attempt was applied can no longer be told.
+//! [`Outcome::SessionExpired`] and is not applied: its session is gone (or
+//! its first command never committed), so whether an earlier attempt was
+//! applied can no longer be told. The outcome is recorded, so a retry gets
+//! the same answer and the client's next number is applied normally.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -388,6 +388,14 @@ impl KvCluster {
         let pending = self.clients[k].pending.take().unwrap();
         self.completed += 1;
         let ret = Some(self.t());
+        if let Done::Write(Outcome::SessionExpired, _) = done {
+            // The node no longer (or never) knew this client: the write may
+            // or may not have happened, as for a timeout. (Here: the
+            // client's first write was lost, so its next one found no
+            // session.) The history keeps the call with no return.
+            self.gave_up += 1;
+            return;
+        }
         if let Some(Command {
             op: Op::Append { .. },
             client,
