@@ -148,7 +148,7 @@ fn linearizable_under_chaos_three_nodes() {
     run_many(
         "linearizable_under_chaos_three_nodes",
         10_000,
-        40,
+        80,
         3,
         4,
         20 * SECOND,
@@ -160,7 +160,7 @@ fn linearizable_under_chaos_five_nodes() {
     run_many(
         "linearizable_under_chaos_five_nodes",
         20_000,
-        40,
+        80,
         5,
         6,
         20 * SECOND,

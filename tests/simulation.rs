@@ -125,7 +125,7 @@ fn chaos_five_nodes() {
 
 #[test]
 fn chaos_seven_nodes_long() {
-    run_many("chaos_seven_nodes_long", 3_000, 40, 7, 120 * SECOND);
+    run_many("chaos_seven_nodes_long", 3_000, 80, 7, 120 * SECOND);
 }
 
 /// The checker itself must catch a broken node. Here every disk silently
