@@ -550,18 +550,13 @@ fn followers_hear_of_a_new_commit_index_at_once_not_at_the_next_heartbeat() {
     );
 }
 
-#[test]
-fn append_entries_batches_are_bounded_in_bytes_but_always_carry_one_entry() {
-    let big = "x".repeat(400 * 1024);
-    let log: Vec<Entry> = (1..=5)
-        .map(|i| Entry {
-            index: i,
-            term: 1,
-            payload: Payload::Data(big.clone()),
-        })
-        .collect();
+/// Elects node 0 of 3 over `log` (term 1) with settings `c`, and returns
+/// the first AppendEntries with entries that it sends peer 2 once peer 2
+/// says its log is empty.
+fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
+    let now = Duration::from_secs(1);
     let mut r = Raft::new(
-        cfg(0, 3),
+        c,
         HardState {
             term: 1,
             voted_for: None,
@@ -569,52 +564,7 @@ fn append_entries_batches_are_bounded_in_bytes_but_always_carry_one_entry() {
         log,
         Duration::ZERO,
     );
-    r.tick(Duration::from_secs(1));
-    let req = r.poll_peer(1, Duration::from_secs(1)).unwrap();
-    r.handle_reply(
-        1,
-        &req,
-        Reply::RequestVote(RequestVoteReply {
-            term: 2,
-            vote_granted: true,
-        }),
-        Duration::from_secs(1),
-    );
-    assert_eq!(r.role(), Role::Leader);
-    // Peer 2 has nothing: the leader backs up to index 1, then sends as
-    // many 400 KiB entries as fit in 1 MiB: two.
-    let now = Duration::from_secs(1);
-    let probe = r.poll_peer(2, now).unwrap();
-    let fail = AppendEntriesReply {
-        term: 2,
-        success: false,
-        match_index: 0,
-        conflict_term: None,
-        conflict_index: 1,
-    };
-    r.handle_reply(2, &probe, Reply::AppendEntries(fail), now);
-    let Some(Request::AppendEntries(ae)) = r.poll_peer(2, now) else {
-        panic!()
-    };
-    assert_eq!(ae.entries.len(), 2);
-
-    let mut c = cfg(0, 3);
-    c.max_bytes_per_append = 1000; // smaller than any one entry
-    let one = vec![Entry {
-        index: 1,
-        term: 1,
-        payload: Payload::Data(big),
-    }];
-    let mut r = Raft::new(
-        c,
-        HardState {
-            term: 1,
-            voted_for: None,
-        },
-        one,
-        Duration::ZERO,
-    );
-    r.tick(Duration::from_secs(1));
+    r.tick(now);
     let req = r.poll_peer(1, now).unwrap();
     r.handle_reply(
         1,
@@ -625,18 +575,43 @@ fn append_entries_batches_are_bounded_in_bytes_but_always_carry_one_entry() {
         }),
         now,
     );
+    assert_eq!(r.role(), Role::Leader);
     let probe = r.poll_peer(2, now).unwrap();
-    let fail = AppendEntriesReply {
+    let empty = AppendEntriesReply {
         term: 2,
         success: false,
         match_index: 0,
         conflict_term: None,
         conflict_index: 1,
     };
-    r.handle_reply(2, &probe, Reply::AppendEntries(fail), now);
-    let Some(Request::AppendEntries(ae)) = r.poll_peer(2, now) else {
-        panic!()
-    };
+    r.handle_reply(2, &probe, Reply::AppendEntries(empty), now);
+    match r.poll_peer(2, now) {
+        Some(Request::AppendEntries(ae)) => ae,
+        other => panic!("expected AppendEntries, got {other:?}"),
+    }
+}
+
+#[test]
+fn append_entries_batches_are_bounded_in_bytes_but_always_carry_one_entry() {
+    let big = "x".repeat(400 * 1024);
+    let log: Vec<Entry> = (1..=5)
+        .map(|i| Entry {
+            index: i,
+            term: 1,
+            payload: Payload::Data(big.clone()),
+        })
+        .collect();
+    // 1 MiB budget: as many 400 KiB entries as fit, two.
+    assert_eq!(
+        first_batch_for_an_empty_peer(cfg(0, 3), log.clone())
+            .entries
+            .len(),
+        2
+    );
+    // A budget smaller than any one entry still sends one.
+    let mut tiny = cfg(0, 3);
+    tiny.max_bytes_per_append = 1000;
+    let ae = first_batch_for_an_empty_peer(tiny, log);
     assert_eq!(
         ae.entries.len(),
         1,
