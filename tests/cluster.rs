@@ -111,15 +111,7 @@ fn course_script_start_one_by_one_kill_leaders_and_recover() {
     }
     let all = c.ids();
     let (leader, _) = c.wait_for_agreed_leader(&all, LONG);
-    c.wait_for("all logs equal and committed", LONG, |st| {
-        let first = st[0].status.as_ref().ok()?;
-        let same = st.iter().all(|s| {
-            s.status.as_ref().is_ok_and(|s| {
-                s.last_log_index == first.last_log_index && s.commit_index == first.last_log_index
-            })
-        });
-        same.then_some(())
-    });
+    c.wait_for_converged();
     assert_eq!(leaders(&c.statuses()), vec![leader]);
     let reference = c.log_entries(0);
     for id in all {
@@ -162,27 +154,17 @@ fn kill_9_during_replication_loses_nothing_acknowledged() {
             acked
         })
     };
-    let wait_for_progress = |c: &TestCluster, past: u64| {
-        c.wait_for("the leader to commit more entries", LONG, |st| {
-            let max = st
-                .iter()
-                .filter_map(|s| s.status.as_ref().ok())
-                .map(|s| s.commit_index)
-                .max()?;
-            (max >= past + 20).then_some(max)
-        })
-    };
-    let mut progress = wait_for_progress(&c, 0);
+    let mut progress = c.wait_for_commits(0, 20);
     let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
     let follower = (leader + 1) % 3;
     c.sigkill(follower);
-    progress = wait_for_progress(&c, progress);
+    progress = c.wait_for_commits(progress, 20);
     c.start(follower);
     let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
     c.sigkill(leader);
     let rest: Vec<NodeId> = c.ids().into_iter().filter(|&id| id != leader).collect();
     c.wait_for_agreed_leader(&rest, LONG);
-    wait_for_progress(&c, progress);
+    c.wait_for_commits(progress, 20);
     c.start(leader);
     c.wait_for_agreed_leader(&[0, 1, 2], LONG);
     stop.store(true, Ordering::SeqCst);
@@ -195,18 +177,7 @@ fn kill_9_during_replication_loses_nothing_acknowledged() {
 
     // Let every node catch up to the same commit index, then stop them
     // all and read their durable logs.
-    c.wait_for("all nodes caught up", LONG, |st| {
-        let commits: Vec<u64> = st
-            .iter()
-            .map(|s| s.status.as_ref().ok().map(|s| s.commit_index))
-            .collect::<Option<_>>()?;
-        let lasts: Vec<u64> = st
-            .iter()
-            .map(|s| s.status.as_ref().ok().map(|s| s.last_log_index))
-            .collect::<Option<_>>()?;
-        (commits.iter().all(|&x| x == commits[0]) && lasts.iter().all(|&x| x == commits[0]))
-            .then_some(())
-    });
+    c.wait_for_converged();
     for id in c.ids() {
         assert!(c.sigterm(id).success());
     }

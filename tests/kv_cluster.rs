@@ -140,24 +140,14 @@ fn linearizable_through_crashes(n: usize) {
             std::thread::spawn(move || client_loop(config, k, epoch, stop))
         })
         .collect();
-    let progress = |c: &TestCluster, past: u64| {
-        c.wait_for("more entries committed", LONG, |st| {
-            let max = st
-                .iter()
-                .filter_map(|s| s.status.as_ref().ok())
-                .map(|s| s.commit_index)
-                .max()?;
-            (max >= past + 30).then_some(max)
-        })
-    };
-    let mut done = progress(&c, 0);
+    let mut done = c.wait_for_commits(0, 30);
     for round in 0..2 {
         // The leader, with -9, mid-run.
         let (leader, _) = c.wait_for_agreed_leader(&all, LONG);
         c.sigkill(leader);
         let rest: Vec<NodeId> = all.iter().copied().filter(|&id| id != leader).collect();
         c.wait_for_agreed_leader(&rest, LONG);
-        done = progress(&c, done);
+        done = c.wait_for_commits(done, 30);
         c.start(leader);
         // Then a follower, with -9 or SIGTERM.
         let (leader, _) = c.wait_for_agreed_leader(&all, LONG);
@@ -167,11 +157,11 @@ fn linearizable_through_crashes(n: usize) {
         } else {
             assert!(c.sigterm(follower).success());
         }
-        done = progress(&c, done);
+        done = c.wait_for_commits(done, 30);
         c.start(follower);
     }
     c.wait_for_agreed_leader(&all, LONG);
-    progress(&c, done);
+    c.wait_for_commits(done, 30);
     stop.store(true, Ordering::SeqCst);
     let mut history = Vec::new();
     let mut acked = Vec::new();
@@ -196,16 +186,7 @@ fn linearizable_through_crashes(n: usize) {
 
     // Every node ends with the same log; every acknowledged write is at
     // its index and was applied exactly once.
-    c.wait_for("every node caught up", LONG, |st| {
-        let s: Vec<_> = st
-            .iter()
-            .map(|s| s.status.as_ref().ok())
-            .collect::<Option<_>>()?;
-        let commit = s[0].commit_index;
-        s.iter()
-            .all(|s| s.commit_index == commit && s.last_log_index == commit)
-            .then_some(())
-    });
+    c.wait_for_converged();
     for id in c.ids() {
         assert!(c.sigterm(id).success());
     }

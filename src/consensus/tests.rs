@@ -408,8 +408,8 @@ fn single_node_cluster_elects_itself_and_commits_alone() {
     assert_eq!(ready.committed.len(), 2);
 }
 
-#[test]
-fn followers_refuse_proposals_with_a_leader_hint() {
+/// Node 1 of 3, in term 1, having heard a heartbeat from leader 2.
+fn follower_of_node_2() -> Raft {
     let mut r = node(1, 3, 1, &[]);
     let ae = AppendEntries {
         term: 1,
@@ -420,6 +420,12 @@ fn followers_refuse_proposals_with_a_leader_hint() {
         leader_commit: 0,
     };
     r.handle_request(2, Request::AppendEntries(ae), Duration::ZERO);
+    r
+}
+
+#[test]
+fn followers_refuse_proposals_with_a_leader_hint() {
+    let mut r = follower_of_node_2();
     assert_eq!(
         r.propose("x".into()),
         Err(NotLeader {
@@ -444,16 +450,7 @@ fn ack(r: &mut Raft, peer: NodeId, req: &Request, now: Duration) {
 
 #[test]
 fn thesis_6_4_followers_refuse_reads_with_a_hint() {
-    let mut r = node(1, 3, 1, &[]);
-    let ae = AppendEntries {
-        term: 1,
-        leader_id: 2,
-        prev_log_index: 0,
-        prev_log_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-    };
-    r.handle_request(2, Request::AppendEntries(ae), Duration::ZERO);
+    let mut r = follower_of_node_2();
     assert_eq!(
         r.read_index(7),
         Err(NotLeader {

@@ -19,6 +19,9 @@ pub const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
 
 /// Timeouts for tests: slow enough that a loaded 2-core machine running
 /// tests in parallel does not cause spurious elections.
+/// How long the helpers wait for the cluster to reach a state.
+pub const WAIT: Duration = Duration::from_secs(30);
+
 pub const TEST_TIMING: [&str; 4] = ["--election-timeout", "800..1600", "--heartbeat", "100"];
 
 pub struct TestCluster {
@@ -196,6 +199,42 @@ impl TestCluster {
         self.wait_for("one leader known to all running nodes", timeout, |st| {
             agreed_leader(st, among)
         })
+    }
+
+    /// Waits until some node's commit index is at least `past + more`;
+    /// returns the highest commit index seen.
+    pub fn wait_for_commits(&self, past: u64, more: u64) -> u64 {
+        self.wait_for(
+            &format!("{more} more entries committed after {past}"),
+            WAIT,
+            |st| {
+                let max = st
+                    .iter()
+                    .filter_map(|s| s.status.as_ref().ok())
+                    .map(|s| s.commit_index)
+                    .max()?;
+                (max >= past + more).then_some(max)
+            },
+        )
+    }
+
+    /// Waits until every node is reachable and all hold the same number
+    /// of entries, all committed; returns that index.
+    pub fn wait_for_converged(&self) -> u64 {
+        self.wait_for(
+            "every node caught up, its whole log committed",
+            WAIT,
+            |st| {
+                let s: Vec<_> = st
+                    .iter()
+                    .map(|s| s.status.as_ref().ok())
+                    .collect::<Option<_>>()?;
+                let last = s[0].last_log_index;
+                s.iter()
+                    .all(|s| s.last_log_index == last && s.commit_index == last)
+                    .then_some(last)
+            },
+        )
     }
 
     /// The durable log of node `id`, read from its log file.
