@@ -12,7 +12,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use crate::consensus::NodeId;
+use log::Level;
+
+use crate::consensus::{Event, NodeId, Raft, VoteRefusal};
 
 struct Tee {
     file: File,
@@ -55,4 +57,112 @@ pub fn init(id: NodeId, debug_dir: &Path) -> io::Result<PathBuf> {
         .try_init()
         .map_err(io::Error::other)?;
     Ok(path)
+}
+
+/// Writes one core event to the activity log, prefixed with the node's
+/// term and role as they are after the event.
+pub fn log_event(raft: &Raft, event: &Event) {
+    let (level, text) = describe(event);
+    log::log!(level, "[T{} {}] {text}", raft.term(), raft.role());
+}
+
+/// The activity-log line for a core event, and its level.
+pub fn describe(event: &Event) -> (Level, String) {
+    let node = |id: &NodeId| format!("node{id}");
+    let info = |text: String| (Level::Info, text);
+    match event {
+        Event::RoleChanged { role, term } => info(format!("STATE: {role} | TERM: {term}")),
+        Event::TermAdopted { term, from } => {
+            info(format!("adopted term {term} seen from {}", node(from)))
+        }
+        Event::LeaderKnown { leader, term } => {
+            info(format!("leader for term {term} is {}", node(leader)))
+        }
+        Event::ElectionStarted {
+            term,
+            last_log_index,
+            last_log_term,
+        } => info(format!(
+            "election started for term {term} (last log index {last_log_index}, term {last_log_term})"
+        )),
+        Event::ElectionWon {
+            term,
+            votes,
+            cluster_size,
+        } => info(format!(
+            "election won for term {term} with {votes} of {cluster_size} votes"
+        )),
+        Event::ElectionLost {
+            term,
+            votes,
+            refusals,
+            cluster_size,
+        } => info(format!(
+            "election lost for term {term}: {votes} votes, {refusals} refusals of {cluster_size}"
+        )),
+        Event::VoteGranted { candidate, term } => info(format!(
+            "vote granted to {} for term {term}",
+            node(candidate)
+        )),
+        Event::VoteRefused {
+            candidate,
+            term,
+            reason,
+        } => {
+            let why = match reason {
+                VoteRefusal::StaleTerm => format!("its term {term} is older than ours"),
+                VoteRefusal::AlreadyVoted(v) => format!("already voted for {} this term", node(v)),
+                VoteRefusal::LogBehind { ours, theirs } => format!(
+                    "its log (last term {}, index {}) is behind ours (last term {}, index {})",
+                    theirs.0, theirs.1, ours.0, ours.1
+                ),
+            };
+            info(format!(
+                "vote refused to {} for term {term}: {why}",
+                node(candidate)
+            ))
+        }
+        Event::Appended { from, to } if from == to => info(format!("appended entry {from}")),
+        Event::Appended { from, to } => info(format!("appended entries {from}..={to}")),
+        Event::Truncated { from, removed } => (
+            Level::Warn,
+            format!("removed {removed} conflicting entries from index {from}"),
+        ),
+        Event::Committed { index } => info(format!("committed up to index {index}")),
+        Event::PeerUnreachable { peer } => (
+            Level::Warn,
+            format!("{} is unreachable; retrying with backoff", node(peer)),
+        ),
+        Event::PeerReachable { peer } => info(format!("{} is reachable again", node(peer))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_the_readme_shows_them() {
+        let (level, text) = describe(&Event::RoleChanged {
+            role: crate::consensus::Role::Leader,
+            term: 7,
+        });
+        assert_eq!(
+            (level, text.as_str()),
+            (Level::Info, "STATE: Leader | TERM: 7")
+        );
+        let (level, text) = describe(&Event::VoteRefused {
+            candidate: 2,
+            term: 4,
+            reason: VoteRefusal::LogBehind {
+                ours: (3, 9),
+                theirs: (2, 12),
+            },
+        });
+        assert_eq!(level, Level::Info);
+        assert_eq!(
+            text,
+            "vote refused to node2 for term 4: its log (last term 2, index 12) is behind ours (last term 3, index 9)"
+        );
+    }
 }

@@ -64,6 +64,33 @@ impl ClusterConfig {
     pub fn member(&self, id: NodeId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
+
+    /// The cluster id every peer message carries, derived from the
+    /// membership alone: the members' ids and addresses, sorted by id, so
+    /// comments, formatting and line order do not change it, but another
+    /// node, another address or another port does. Nodes started with
+    /// different files therefore refuse each other's messages instead of
+    /// disrupting each other's elections. 16 hex digits of a 64-bit
+    /// FNV-1a hash, fixed by its definition (not by the compiler's hasher),
+    /// so builds of different toolchains agree.
+    pub fn derived_cluster_id(&self) -> String {
+        let mut members: Vec<&Member> = self.members.iter().collect();
+        members.sort_by_key(|m| m.id);
+        let canonical: String = members
+            .iter()
+            .map(|m| format!("{} {}\n", m.id, m.address().to_ascii_lowercase()))
+            .collect();
+        format!("{:016x}", fnv1a_64(canonical.as_bytes()))
+    }
+}
+
+/// FNV-1a, 64 bits (Fowler, Noll, Vo): a well-known, tiny, fixed hash.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
 #[derive(Debug)]
@@ -330,6 +357,23 @@ mod tests {
         let c = p("node1: [::1]:5001\n2 ::1 5002\n").unwrap();
         assert_eq!(c.members[0].host, "::1");
         assert_eq!(c.members[1].address(), "[::1]:5002");
+    }
+
+    #[test]
+    fn the_cluster_id_depends_on_the_membership_only() {
+        let a = p("N: 2\nnode0: localhost:5001\nnode1: localhost:5002\n").unwrap();
+        let same = p("# reordered, other format\n1 LOCALHOST 5002\n0 localhost 5001").unwrap();
+        let other_port = p("node0: localhost:5001\nnode1: localhost:5003\n").unwrap();
+        let more =
+            p("node0: localhost:5001\nnode1: localhost:5002\nnode2: localhost:5003\n").unwrap();
+        let id = a.derived_cluster_id();
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, same.derived_cluster_id());
+        assert_ne!(id, other_port.derived_cluster_id());
+        assert_ne!(id, more.derived_cluster_id());
+        // Fixed by FNV-1a's definition: the empty input hashes to its offset.
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! * [`consensus`]: the algorithm, pure (no threads, clocks, files, sockets).
 //! * [`node`]: the threaded runtime that drives it.
+//! * [`service`]: what answers peers' RPCs and clients' writes and reads,
+//!   shared by the runtime and the simulation.
 //! * [`kv`]: the replicated key-value state machine, with client sessions.
 //! * [`storage`]: term, vote and log on disk.
 //! * [`wire`]: the newline-delimited JSON protocol.
@@ -24,6 +26,7 @@ pub mod kv;
 pub mod lincheck;
 pub mod node;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod transport;
 pub mod wire;

@@ -12,14 +12,18 @@
 //!   point);
 //! * **applier**: applies committed entries to the key-value store in log
 //!   order, once each, and wakes the requests waiting for them;
-//! * the **server** threads (see `server`), whose handlers step the core.
+//! * the **server** threads (see `server`), whose handlers step the core
+//!   through the two services: `service::peer` for Raft RPCs and
+//!   `service::client` for writes and reads.
 //!
 //! There is one mutex, over `State`. Whoever steps the core persists the
 //! resulting `Ready` (fsync) before releasing the mutex, so any state
 //! another thread can observe (and any reply or request built from it) is
-//! already durable: the core's contract.
+//! already durable: the core's contract. If the disk fails, nothing more is
+//! answered: the node logs the file and the error and exits with status 1
+//! while still holding the mutex (see `Shared::process_ready`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,21 +33,24 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::activity;
 use crate::config::{ClusterConfig, Member};
-use crate::consensus::{
-    self, Entry, Event, Index, NodeId, Raft, Reply, Request, Role, VoteRefusal,
-};
-use crate::kv::{ClientId, KvStore};
+use crate::consensus::{self, Entry, NodeId, Raft};
+use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
+use crate::service::{ClientService, PeerService, Step};
 use crate::storage::{Storage, StorageError};
 use crate::transport;
-use crate::wire::{self, ErrorCode, NodeStatus, Response};
+use crate::wire::{self, ErrorCode, NodeStatus, PeerRequest, Response};
 
 /// How a node runs; the binary fills this from its flags.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
     pub id: NodeId,
     pub cluster: ClusterConfig,
+    /// The cluster id peer messages must carry; by default derived from
+    /// the configuration (`ClusterConfig::derived_cluster_id`).
+    pub cluster_id: Option<String>,
     /// This node's own directory, e.g. /tmp/state/node4.
     pub state_dir: PathBuf,
     pub election_timeout_min: Duration,
@@ -84,21 +91,20 @@ impl std::error::Error for NodeError {}
 /// Everything behind the one mutex.
 struct State {
     /// The protocol state. Written by every thread, always under the lock,
-    /// and each write is followed by `Shared::sync` before unlocking.
+    /// and each write is followed by `Shared::process_ready` before
+    /// unlocking.
     raft: Raft,
-    /// Written only inside `Shared::sync`, under the lock.
+    /// Written only inside `Shared::process_ready`, under the lock.
     storage: Storage,
     /// Committed entries not yet taken by the applier, in log order.
-    /// Filled by `sync`, drained by the applier.
+    /// Filled by `process_ready`, drained by the applier.
     apply_queue: VecDeque<Entry>,
     /// The state machine. Written by the applier only, in log order.
     kv: KvStore,
-    /// Linearizable reads in progress, by the `ctx` given to
-    /// `Raft::read_index`: `None` until the core answers (filled by
-    /// `sync`), removed by the waiting request handler.
-    reads: HashMap<u64, Option<Option<Index>>>,
-    /// The next `ctx` for `Raft::read_index`.
-    next_read: u64,
+    /// Checks and answers Raft RPCs; remembers what it has reported.
+    peers: PeerService,
+    /// Writes and linearizable reads in progress.
+    clients: ClientService,
     /// Set by `Node::stop_and_exit`, which keeps the lock until the process
     /// exits, so today no other thread ever sees it set. The loops and
     /// handlers still check it so that they stay correct if a node is one
@@ -108,12 +114,11 @@ struct State {
 
 struct Shared {
     id: NodeId,
-    members: Vec<Member>,
     /// Time origin for the core's `now`.
     epoch: Instant,
     state: Mutex<State>,
     /// Notified (`notify_all`) by exactly two places:
-    /// * `Shared::sync`, after every input to the core (a tick, a peer
+    /// * `Shared::process_ready`, after every input to the core (a tick, a peer
     ///   request, a reply or failure, a proposal, a read request), so after
     ///   every change of term, role, log, commit index or read state;
     /// * the applier, after each batch of entries it applies.
@@ -181,6 +186,10 @@ impl Node {
             // Differs between nodes and restarts, from the OS's randomness.
             seed: rand::random(),
         };
+        let cluster_id = options
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| options.cluster.derived_cluster_id());
         let epoch = Instant::now();
         let last = (
             recovered.entries.len(),
@@ -193,7 +202,7 @@ impl Node {
             Duration::ZERO,
         );
         info!(
-            "[T{} Follower] started on {} with term {}, voted_for {}, log {} entries (last term {}); state in {}",
+            "[T{} Follower] started on {} in cluster {cluster_id} with term {}, voted_for {}, log {} entries (last term {}); state in {}",
             raft.term(),
             me.address(),
             raft.term(),
@@ -203,17 +212,21 @@ impl Node {
             last.1,
             options.state_dir.display()
         );
+        let members = &options.cluster.members;
         let shared = Arc::new(Shared {
             id: options.id,
-            members: options.cluster.members.clone(),
             epoch,
             state: Mutex::new(State {
                 raft,
                 storage,
                 apply_queue: VecDeque::new(),
                 kv: KvStore::new(),
-                reads: HashMap::new(),
-                next_read: 0,
+                peers: PeerService::new(
+                    options.id,
+                    cluster_id.clone(),
+                    members.iter().map(|m| m.id),
+                ),
+                clients: ClientService::new(members.clone()),
                 stopping: false,
             }),
             changed: Condvar::new(),
@@ -239,10 +252,11 @@ impl Node {
         }
         for peer in peers {
             let s = shared.clone();
-            let client = transport::Peer::new(peer.clone(), bind_ip, options.rpc_timeout);
+            let connection = transport::Peer::new(peer.clone(), bind_ip, options.rpc_timeout);
+            let cluster_id = cluster_id.clone();
             spawn(
                 format!("replicate-{}", peer.id),
-                Box::new(move || s.run_replicator(peer.id, client)),
+                Box::new(move || s.run_replicator(peer.id, &cluster_id, connection)),
             )?;
         }
         let address = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
@@ -278,97 +292,39 @@ impl Node {
 
 impl Shared {
     /// Takes the core's `Ready`, makes it durable, logs its events, queues
-    /// committed entries and wakes every waiter. Called under the lock
-    /// after every input to the core. A storage failure is fatal: a node
-    /// that cannot persist must not answer anything.
-    fn sync(&self, st: &mut State) {
+    /// committed entries, routes read answers and wakes every waiter.
+    /// Called under the lock after every input to the core.
+    ///
+    /// A storage failure (disk full, I/O error) is fatal: a node that
+    /// cannot persist must not answer anything, since an answer may depend
+    /// on what failed to reach the disk. It exits with the lock held, so
+    /// no other thread sends anything built on the unpersisted state.
+    /// What was acknowledged before is on disk; after a restart the node
+    /// recovers it (a torn final record is cut, never acknowledged).
+    fn process_ready(&self, st: &mut State) {
         let ready = st.raft.take_ready();
         if let Err(e) = st.storage.persist(&ready) {
-            error!("cannot persist state: {e}; stopping");
+            error!(
+                "[T{} {}] cannot persist state: {e}; stopping without answering anything more",
+                st.raft.term(),
+                st.raft.role()
+            );
             log::logger().flush();
             eprintln!("raftnode: cannot persist state: {e}");
             std::process::exit(1);
         }
         for event in &ready.events {
-            self.log_event(&st.raft, event);
+            activity::log_event(&st.raft, event);
         }
         st.apply_queue.extend(ready.committed);
-        for read in ready.reads {
-            if let Some(slot) = st.reads.get_mut(&read.ctx) {
-                *slot = Some(read.index);
-            }
-        }
+        st.clients.route_reads(ready.reads);
         self.changed.notify_all();
     }
 
-    fn log_event(&self, raft: &Raft, event: &Event) {
-        let prefix = format!("[T{} {}]", raft.term(), raft.role());
-        let addr = |id: NodeId| format!("node{id}");
-        match event {
-            Event::RoleChanged { role, term } => info!("{prefix} STATE: {role} | TERM: {term}"),
-            Event::TermAdopted { term, from } => {
-                info!("{prefix} adopted term {term} seen from {}", addr(*from))
-            }
-            Event::LeaderKnown { leader, term } => {
-                info!("{prefix} leader for term {term} is {}", addr(*leader))
-            }
-            Event::ElectionStarted {
-                term,
-                last_log_index,
-                last_log_term,
-            } => info!(
-                "{prefix} election started for term {term} (last log index {last_log_index}, term {last_log_term})"
-            ),
-            Event::ElectionWon {
-                term,
-                votes,
-                cluster_size,
-            } => {
-                info!("{prefix} election won for term {term} with {votes} of {cluster_size} votes")
-            }
-            Event::ElectionLost {
-                term,
-                votes,
-                refusals,
-                cluster_size,
-            } => info!(
-                "{prefix} election lost for term {term}: {votes} votes, {refusals} refusals of {cluster_size}"
-            ),
-            Event::VoteGranted { candidate, term } => info!(
-                "{prefix} vote granted to {} for term {term}",
-                addr(*candidate)
-            ),
-            Event::VoteRefused {
-                candidate,
-                term,
-                reason,
-            } => {
-                let why = match reason {
-                    VoteRefusal::StaleTerm => format!("its term {term} is older than ours"),
-                    VoteRefusal::AlreadyVoted(v) => {
-                        format!("already voted for {} this term", addr(*v))
-                    }
-                    VoteRefusal::LogBehind { ours, theirs } => format!(
-                        "its log (last term {}, index {}) is behind ours (last term {}, index {})",
-                        theirs.0, theirs.1, ours.0, ours.1
-                    ),
-                };
-                info!(
-                    "{prefix} vote refused to {} for term {term}: {why}",
-                    addr(*candidate)
-                )
-            }
-            Event::Appended { from, to } if from == to => info!("{prefix} appended entry {from}"),
-            Event::Appended { from, to } => info!("{prefix} appended entries {from}..={to}"),
-            Event::Truncated { from, removed } => {
-                warn!("{prefix} removed {removed} conflicting entries from index {from}")
-            }
-            Event::Committed { index } => info!("{prefix} committed up to index {index}"),
-            Event::PeerUnreachable { peer } => warn!(
-                "{prefix} {} is unreachable; retrying with backoff",
-                addr(*peer)
-            ),
-            Event::PeerReachable { peer } => info!("{prefix} {} is reachable again", addr(*peer)),
+    /// Logs a refusal the peer service reported (once per kind and peer).
+    fn report(st: &State, line: Option<String>) {
+        if let Some(line) = line {
+            warn!("[T{} {}] {line}", st.raft.term(), st.raft.role());
         }
     }
 
@@ -388,7 +344,7 @@ impl Shared {
         let mut st = self.state.lock();
         while !st.stopping {
             st.raft.tick(now(self));
-            self.sync(&mut st);
+            self.process_ready(&mut st);
             match st.raft.election_deadline() {
                 Some(deadline) => {
                     self.changed.wait_until(&mut st, self.epoch + deadline);
@@ -398,7 +354,7 @@ impl Shared {
         }
     }
 
-    fn run_replicator(&self, peer: NodeId, mut client: transport::Peer) {
+    fn run_replicator(&self, peer: NodeId, cluster_id: &str, mut connection: transport::Peer) {
         let mut st = self.state.lock();
         while !st.stopping {
             let t = now(self);
@@ -412,44 +368,43 @@ impl Shared {
                 continue;
             };
             let (term, role) = (st.raft.term(), st.raft.role());
-            let wire_request = match &request {
-                Request::RequestVote(r) => wire::Request::RequestVote(r.clone()),
-                Request::AppendEntries(r) => {
-                    if r.entries.is_empty() {
-                        log::trace!(
-                            "heartbeat to node{peer} (term {term}, commit {})",
-                            r.leader_commit
-                        );
-                    }
-                    wire::Request::AppendEntries(r.clone())
-                }
-            };
+            if let consensus::Request::AppendEntries(r) = &request
+                && r.entries.is_empty()
+            {
+                log::trace!(
+                    "heartbeat to node{peer} (term {term}, commit {})",
+                    r.leader_commit
+                );
+            }
+            let wire_request = wire::Request::peer(cluster_id, self.id, request.clone());
             // The blocking RPC, with the lock released.
-            let result = MutexGuard::unlocked(&mut st, || client.call(&wire_request));
+            let result = MutexGuard::unlocked(&mut st, || connection.call(&wire_request));
             let t = now(self);
             if st.raft.term() != term || st.raft.role() != role {
                 debug!("dropping the answer from node{peer} to a term {term} {role} request");
                 continue;
             }
-            match result {
-                Ok(Response::RequestVote(r)) => {
-                    st.raft
-                        .handle_reply(peer, &request, Reply::RequestVote(r), t)
-                }
-                Ok(Response::AppendEntries(r)) => {
-                    st.raft
-                        .handle_reply(peer, &request, Reply::AppendEntries(r), t)
-                }
-                Ok(other) => {
-                    debug!("node{peer} answered {other:?}");
-                    st.raft.handle_failure(peer, &request, t)
+            let reply = match result {
+                Ok(response) => {
+                    let (reply, line) = st.peers.check_response(peer, &request, response);
+                    Self::report(&st, line);
+                    reply
                 }
                 Err(e) => {
                     debug!("request to node{peer} failed: {e}");
-                    st.raft.handle_failure(peer, &request, t)
+                    None
                 }
+            };
+            match reply {
+                Some(reply) => {
+                    if let Err(rejection) = st.raft.handle_reply(peer, &request, reply, t) {
+                        let line = st.peers.reply_refused(peer, &rejection);
+                        Self::report(&st, line);
+                    }
+                }
+                None => st.raft.handle_failure(peer, &request, t),
             }
-            self.sync(&mut st);
+            self.process_ready(&mut st);
         }
     }
 
@@ -482,190 +437,103 @@ struct Service(Arc<Shared>);
 /// client can still try another node.
 const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 
+fn shutting_down() -> Response {
+    Response::error(ErrorCode::ShuttingDown, "node is stopping; retry elsewhere")
+}
+
 impl Handler for Service {
-    fn handle(&self, request: wire::Request) -> Handled {
+    fn peer(&self, request: PeerRequest) -> (Response, bool) {
         let shared = &self.0;
         let mut st = shared.state.lock();
         if st.stopping {
-            return Handled::Now(Response::error(ErrorCode::ShuttingDown, "node is stopping"));
+            return (shutting_down(), false);
         }
-        Handled::Now(match request {
-            wire::Request::RequestVote(rv) => {
-                shared.step_peer_request(&mut st, rv.candidate_id, Request::RequestVote(rv))
-            }
-            wire::Request::AppendEntries(ae) => {
-                shared.step_peer_request(&mut st, ae.leader_id, Request::AppendEntries(ae))
-            }
-            wire::Request::IsLeader => {
-                let leader_id = st.raft.leader_id();
-                Response::IsLeader {
-                    is_leader: st.raft.role() == Role::Leader,
-                    leader_id,
-                    leader_address: shared.address_of(leader_id),
-                }
-            }
+        let st = &mut *st;
+        let answer = st.peers.handle(&mut st.raft, request, now(shared));
+        Shared::report(st, answer.report);
+        // Durable before the answer leaves (the core's contract).
+        shared.process_ready(st);
+        (answer.response, answer.from_member)
+    }
+
+    fn admin(&self, request: wire::Request) -> Response {
+        let shared = &self.0;
+        let st = shared.state.lock();
+        match request {
+            wire::Request::IsLeader => st.clients.is_leader(&st.raft),
             wire::Request::Status => Response::Status(shared.status(&st)),
-            wire::Request::Log { from, limit } => {
-                let commit = st.raft.commit_index();
-                let to = from
-                    .saturating_add(limit as Index)
-                    .saturating_sub(1)
-                    .min(commit);
-                // Stay well under the line limit: the client asks again
-                // from where this answer stops.
-                let entries = st.raft.log().slice_bounded(from, to, 1024 * 1024).to_vec();
-                Response::Log {
-                    entries,
-                    commit_index: commit,
+            other => Response::error(
+                ErrorCode::BadRequest,
+                format!("not an admin request: {other:?}"),
+            ),
+        }
+    }
+
+    fn client(&self, request: wire::Request) -> Handled {
+        let shared = &self.0;
+        let mut st = shared.state.lock();
+        if st.stopping {
+            return Handled::Now(shutting_down());
+        }
+        let st = &mut *st;
+        Handled::Now(match request {
+            wire::Request::Log { from, limit } => ClientService::log(&st.raft, from, limit),
+            wire::Request::Read { key, stale: true } => ClientService::stale_read(&st.kv, key),
+            wire::Request::Read { key, stale: false } => match st.clients.read(&mut st.raft, key) {
+                Step::Answer(r) => r,
+                Step::Wait(ticket) => {
+                    shared.process_ready(st);
+                    let shared = shared.clone();
+                    return Handled::Later(Box::new(move || shared.finish_read(ticket)));
                 }
-            }
-            wire::Request::Read { key, stale: true } => Response::Value {
-                value: st.kv.get(&key).map(str::to_string),
-                key,
-                applied_index: st.kv.applied_index(),
             },
-            wire::Request::Read { key, stale: false } => {
-                let ctx = st.next_read;
-                st.next_read += 1;
-                if let Err(e) = st.raft.read_index(ctx) {
-                    return Handled::Now(shared.not_leader(e.leader_hint));
-                }
-                st.reads.insert(ctx, None);
-                shared.sync(&mut st);
-                let shared = shared.clone();
-                return Handled::Later(Box::new(move || shared.finish_read(ctx, key)));
-            }
             wire::Request::Write(command) => {
-                if let Err(problem) = command.op.validate() {
-                    return Handled::Now(Response::error(ErrorCode::BadRequest, problem));
-                }
-                if st.raft.role() != Role::Leader {
-                    return Handled::Now(shared.not_leader(st.raft.leader_id()));
-                }
-                // Already applied (a retry whose first answer was lost):
-                // answer from the session, without a new log entry.
-                if let Some((outcome, index)) = st.kv.outcome(command.client, command.seq) {
-                    return Handled::Now(Response::Written {
-                        index,
-                        outcome: outcome.clone(),
-                    });
-                }
-                let (client, seq) = (command.client, command.seq);
-                let proposed = st.raft.propose(command.encode());
-                shared.sync(&mut st);
-                match proposed {
-                    Err(e) => shared.not_leader(e.leader_hint),
-                    Ok((index, term)) => {
+                match st.clients.write(&mut st.raft, &st.kv, command) {
+                    Step::Answer(r) => r,
+                    Step::Wait(ticket) => {
+                        shared.process_ready(st);
                         let shared = shared.clone();
                         return Handled::Later(Box::new(move || {
-                            shared.finish_write(client, seq, index, term)
+                            shared
+                                .wait_for(|st| st.clients.poll_write(&st.raft, &st.kv, &ticket))
+                                .unwrap_or_else(ClientService::write_timed_out)
                         }));
                     }
                 }
             }
+            other => Response::error(
+                ErrorCode::BadRequest,
+                format!("not a client request: {other:?}"),
+            ),
         })
     }
 }
 
 impl Shared {
-    /// A RequestVote or AppendEntries from a peer: step the core, make the
-    /// result durable, and only then answer.
-    fn step_peer_request(&self, st: &mut State, from: NodeId, request: Request) -> Response {
-        let reply = st.raft.handle_request(from, request, now(self));
-        self.sync(st);
-        match reply {
-            Reply::RequestVote(r) => Response::RequestVote(r),
-            Reply::AppendEntries(r) => Response::AppendEntries(r),
-        }
-    }
-
-    fn address_of(&self, id: Option<NodeId>) -> Option<String> {
-        id.and_then(|id| self.members.iter().find(|m| m.id == id))
-            .map(Member::address)
-    }
-
-    fn not_leader(&self, hint: Option<NodeId>) -> Response {
-        Response::Error {
-            code: ErrorCode::NotLeader,
-            message: match hint {
-                Some(l) => format!("not the leader; node{l} is"),
-                None => "not the leader; the leader is not known".into(),
-            },
-            leader_id: hint,
-            leader_address: self.address_of(hint),
-        }
-    }
-
-    /// Waits until client `client`'s command `seq`, proposed at (`index`,
-    /// `term`), has been applied, and answers with its outcome. If another
-    /// entry took the index, or this node stops leading first, the answer
-    /// says so, and the client retries with the same number: the session
-    /// table makes that safe.
-    fn finish_write(
-        &self,
-        client: ClientId,
-        seq: u64,
-        index: Index,
-        term: consensus::Term,
-    ) -> Response {
+    /// Waits, at most `WAIT_TIMEOUT`, until `poll` has an answer; `None`
+    /// on timeout. `poll` runs under the lock after every state change.
+    fn wait_for(&self, mut poll: impl FnMut(&mut State) -> Option<Response>) -> Option<Response> {
         let deadline = Instant::now() + WAIT_TIMEOUT;
         let mut st = self.state.lock();
         loop {
-            // Answer with where it was applied: an earlier attempt may have
-            // been applied before this one was proposed.
-            if let Some((outcome, applied_at)) = st.kv.outcome(client, seq) {
-                return Response::Written {
-                    index: applied_at,
-                    outcome: outcome.clone(),
-                };
-            }
-            let overwritten = st.raft.log().term_at(index).is_some_and(|t| t != term);
-            if overwritten || st.raft.term() != term || st.kv.applied_index() >= index {
-                return self.not_leader(st.raft.leader_id());
+            if let Some(answer) = poll(&mut st) {
+                return Some(answer);
             }
             if st.stopping {
-                return Response::error(
-                    ErrorCode::ShuttingDown,
-                    "node is stopping; retry elsewhere",
-                );
+                return Some(shutting_down());
             }
             if self.changed.wait_until(&mut st, deadline).timed_out() {
-                return Response::error(
-                    ErrorCode::Timeout,
-                    "not applied in time; retry with the same number",
-                );
+                return poll(&mut st);
             }
         }
     }
 
-    /// Waits for the core to confirm read `ctx`, then for the state machine
-    /// to apply up to its read index, and reads `key`.
-    fn finish_read(&self, ctx: u64, key: String) -> Response {
-        let deadline = Instant::now() + WAIT_TIMEOUT;
-        let mut st = self.state.lock();
-        let response = loop {
-            match st.reads.get(&ctx) {
-                Some(Some(None)) => break self.not_leader(st.raft.leader_id()),
-                Some(Some(Some(index))) if st.kv.applied_index() >= *index => {
-                    break Response::Value {
-                        value: st.kv.get(&key).map(str::to_string),
-                        key,
-                        applied_index: st.kv.applied_index(),
-                    };
-                }
-                _ => {}
-            }
-            if st.stopping {
-                break Response::error(
-                    ErrorCode::ShuttingDown,
-                    "node is stopping; retry elsewhere",
-                );
-            }
-            if self.changed.wait_until(&mut st, deadline).timed_out() {
-                break Response::error(ErrorCode::Timeout, "read not confirmed in time");
-            }
-        };
-        st.reads.remove(&ctx);
-        response
+    /// Waits for a linearizable read to be confirmed and applied.
+    fn finish_read(&self, ticket: crate::service::ReadTicket) -> Response {
+        let answer = self.wait_for(|st| st.clients.poll_read(&st.raft, &st.kv, &ticket));
+        answer.unwrap_or_else(|| {
+            self.state.lock().clients.forget_read(&ticket);
+            ClientService::read_timed_out()
+        })
     }
 }

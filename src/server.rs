@@ -1,30 +1,60 @@
-//! The RPC server: newline-delimited JSON over std TCP, with a bounded pool
-//! of worker threads.
+//! The RPC server: newline-delimited JSON over std TCP.
 //!
-//! Connections are kept open by clients and peers, so a pool that handed
-//! each *connection* to a worker would be starved by idle ones. Instead each
-//! connection gets a small reader thread that blocks in `read` (cheap: it
-//! holds no worker), and only a complete request line is handed to the pool.
-//! The number of connections is capped; one over the cap is answered with a
-//! `busy` error and closed. A reader waits for its request's response
-//! before reading the next line, so responses stay in request order.
+//! Each connection gets a small reader thread that blocks in `read`
+//! (cheap: it holds nothing else), and a request runs where its class
+//! says (see [`RequestClass`]):
+//!
+//! * **peer** RPCs (RequestVote, AppendEntries) and **admin** questions
+//!   (`status`, `is_leader`) run on the connection's own thread. They are
+//!   short, and so never wait in a queue behind client requests: a leader's
+//!   heartbeats and a candidate's votes keep their timing however busy the
+//!   client pool is, and an operator can always ask what is going on.
+//! * **client** requests (writes, reads, the log) go to a bounded pool of
+//!   workers, which bounds how many threads contend for the node's lock. A
+//!   request that then only waits (for a commit, a read round) does so on
+//!   the connection's thread, not in the pool.
+//!
+//! A reader waits for its request's response before reading the next line,
+//! so responses stay in request order, and a client trickling a line one
+//! byte at a time (slowloris) holds its own thread only.
+//!
+//! **Connection limits.** At most `max_connections` client connections
+//! are open at once. A connection counts as a client's until its first
+//! peer RPC shows it comes from a member of this cluster (right cluster id,
+//! known node id); peers' connections are then not counted, so clients can
+//! never lock peers out. When the cap is reached, a new connection takes
+//! the place of the client connection that has been idle (no request in
+//! progress) the longest, which is closed; only if every client connection
+//! is in the middle of a request is the newcomer answered `busy` and
+//! closed. And once three quarters of the cap are in use, client
+//! connections idle for longer than `idle_timeout` are closed. A closed
+//! kept-open connection is normal for a client: ours reconnect.
 
+use std::collections::HashMap;
 use std::io::{self, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, bounded};
+use parking_lot::Mutex;
 
-use crate::wire::{self, ErrorCode, Request, Response, WireError};
+use crate::wire::{self, ErrorCode, PeerRequest, Request, RequestClass, Response, WireError};
 
-/// Answers one request; called on a pool worker.
+/// Answers requests; see the module docs for which method runs where.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: Request) -> Handled;
+    /// A Raft RPC from another node, on the connection's own thread.
+    /// Returns the response and whether the sender proved to be a member
+    /// of this cluster.
+    fn peer(&self, request: PeerRequest) -> (Response, bool);
+    /// `status` or `is_leader`, on the connection's own thread.
+    fn admin(&self, request: Request) -> Response;
+    /// A client request, on a pool worker.
+    fn client(&self, request: Request) -> Handled;
 }
 
-/// What a handler produced.
+/// What a client handler produced.
 pub enum Handled {
     Now(Response),
     /// The rest of the work only waits (e.g. for a commit); it runs on the
@@ -34,10 +64,12 @@ pub enum Handled {
 
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Requests handled at once.
+    /// Client requests handled at once.
     pub workers: usize,
-    /// Open connections allowed at once.
+    /// Client connections open at once; see the module docs.
     pub max_connections: usize,
+    /// Near the cap, client connections idle this long are closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -45,6 +77,7 @@ impl Default for ServerOptions {
         ServerOptions {
             workers: 8,
             max_connections: 256,
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -54,8 +87,8 @@ struct Job {
     reply: Sender<Handled>,
 }
 
-/// Starts the acceptor and the worker pool; they run until the process
-/// exits. Returns the bound address.
+/// Starts the acceptor, the worker pool and the idle reaper; they run
+/// until the process exits. Returns the bound address.
 pub fn spawn(
     listener: TcpListener,
     handler: Arc<dyn Handler>,
@@ -70,32 +103,52 @@ pub fn spawn(
             .name(format!("worker-{k}"))
             .spawn(move || worker(rx, handler))?;
     }
-    let open = Arc::new(AtomicUsize::new(0));
+    let registry = Arc::new(Registry::new(options.max_connections));
+    {
+        let registry = registry.clone();
+        let idle = options.idle_timeout;
+        let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || {
+                loop {
+                    thread::sleep(every);
+                    registry.reap(Instant::now(), idle);
+                }
+            })?;
+    }
     thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                if open.fetch_add(1, Ordering::SeqCst) >= options.max_connections {
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    let mut s = stream;
-                    let _ = wire::write_message(
-                        &mut s,
-                        &error(ErrorCode::Busy, "too many open connections"),
-                    );
-                    continue;
-                }
-                let jobs = jobs_tx.clone();
-                let open = open.clone();
+                let id = match registry.admit(&stream, Instant::now()) {
+                    Ok(id) => id,
+                    Err(Full) => {
+                        let mut s = stream;
+                        let _ = wire::write_message(
+                            &mut s,
+                            &Response::error(
+                                ErrorCode::Busy,
+                                "too many client connections, all busy",
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                let conn = Connection {
+                    id,
+                    registry: registry.clone(),
+                    handler: handler.clone(),
+                    jobs: jobs_tx.clone(),
+                };
                 let spawned = thread::Builder::new()
                     .name("conn".into())
                     .stack_size(128 * 1024)
-                    .spawn(move || {
-                        serve_connection(stream, jobs);
-                        open.fetch_sub(1, Ordering::SeqCst);
-                    });
+                    .spawn(move || conn.serve(stream));
                 if spawned.is_err() {
                     log::warn!("cannot start a connection thread; connection dropped");
+                    registry.remove(id);
                 }
             }
         })?;
@@ -104,50 +157,462 @@ pub fn spawn(
 
 fn worker(jobs: Receiver<Job>, handler: Arc<dyn Handler>) {
     for job in jobs {
-        let _ = job.reply.send(handler.handle(job.request));
+        let _ = job.reply.send(handler.client(job.request));
     }
 }
 
-fn error(code: ErrorCode, message: &str) -> Response {
-    Response::error(code, message)
+/// One accepted connection, served on its own thread.
+struct Connection {
+    id: u64,
+    registry: Arc<Registry>,
+    handler: Arc<dyn Handler>,
+    jobs: Sender<Job>,
 }
 
-fn serve_connection(stream: TcpStream, jobs: Sender<Job>) {
-    let _ = stream.set_nodelay(true);
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    let (reply_tx, reply_rx) = bounded(1);
-    loop {
-        let response = match wire::read_line(&mut reader, wire::MAX_LINE, &mut buf) {
-            Ok(()) => match serde_json::from_slice::<Request>(&buf) {
-                Ok(request) => {
-                    if jobs
-                        .send(Job {
-                            request,
-                            reply: reply_tx.clone(),
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    match reply_rx.recv() {
-                        Ok(Handled::Now(r)) => r,
-                        Ok(Handled::Later(wait)) => wait(),
-                        Err(_) => return,
-                    }
-                }
-                Err(e) => error(ErrorCode::BadRequest, &format!("malformed request: {e}")),
-            },
-            Err(e @ WireError::TooLarge { .. }) => {
-                error(ErrorCode::TooLarge, &format!("request rejected: {e}"))
-            }
-            Err(_) => return, // closed, reset, or cut mid-line
-        };
-        if wire::write_message(&mut writer, &response).is_err() {
+impl Connection {
+    fn serve(self, stream: TcpStream) {
+        self.serve_requests(stream);
+        self.registry.remove(self.id);
+    }
+
+    fn serve_requests(&self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Ok(mut writer) = stream.try_clone() else {
             return;
+        };
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        let (reply_tx, reply_rx) = bounded(1);
+        loop {
+            let line = wire::read_line(&mut reader, wire::MAX_LINE, &mut buf);
+            if matches!(&line, Err(e) if !matches!(e, WireError::TooLarge { .. })) {
+                return; // closed, reset, evicted, or cut mid-line
+            }
+            // From here until the response is written, the connection is
+            // busy and will not be evicted; if it already was, stop.
+            if !self.registry.begin(self.id) {
+                return;
+            }
+            let response = match line {
+                Ok(()) => match serde_json::from_slice::<Request>(&buf) {
+                    Ok(request) => match self.run(request, &reply_tx, &reply_rx) {
+                        Some(r) => r,
+                        None => return,
+                    },
+                    Err(e) => {
+                        Response::error(ErrorCode::BadRequest, format!("malformed request: {e}"))
+                    }
+                },
+                Err(e) => Response::error(ErrorCode::TooLarge, format!("request rejected: {e}")),
+            };
+            if wire::write_message(&mut writer, &response).is_err() {
+                return;
+            }
+            self.registry.end(self.id, Instant::now());
         }
+    }
+
+    /// Runs one request where its class says; `None` if the pool is gone.
+    fn run(
+        &self,
+        request: Request,
+        reply_tx: &Sender<Handled>,
+        reply_rx: &Receiver<Handled>,
+    ) -> Option<Response> {
+        let request = match request.into_peer() {
+            Ok(peer) => {
+                let (response, member) = self.handler.peer(peer);
+                if member {
+                    self.registry.mark_peer(self.id);
+                }
+                return Some(response);
+            }
+            Err(request) => request,
+        };
+        if request.class() == RequestClass::Admin {
+            return Some(self.handler.admin(request));
+        }
+        self.jobs
+            .send(Job {
+                request,
+                reply: reply_tx.clone(),
+            })
+            .ok()?;
+        match reply_rx.recv().ok()? {
+            Handled::Now(r) => Some(r),
+            Handled::Later(wait) => Some(wait()),
+        }
+    }
+}
+
+/// Returned by [`Registry::admit`] when every client connection is busy.
+struct Full;
+
+struct Slot {
+    /// A handle on the socket, to close it from another thread.
+    stream: TcpStream,
+    /// A request is being handled or answered.
+    busy: bool,
+    /// The other end proved to be a member of the cluster.
+    peer: bool,
+    /// When the last request was answered (or the connection opened).
+    last_active: Instant,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_id: HashMap<u64, Slot>,
+    next_id: u64,
+    /// Open connections not known to be peers'.
+    clients: usize,
+}
+
+/// The open connections, for the cap, eviction and reaping. Time is passed
+/// in, so the policy can be tested without waiting.
+struct Registry {
+    slots: Mutex<Slots>,
+    max_clients: usize,
+}
+
+impl Registry {
+    fn new(max_clients: usize) -> Registry {
+        Registry {
+            slots: Mutex::new(Slots::default()),
+            max_clients: max_clients.max(1),
+        }
+    }
+
+    /// Registers a new connection, closing the longest-idle client
+    /// connection if the cap is reached.
+    fn admit(&self, stream: &TcpStream, now: Instant) -> Result<u64, Full> {
+        let mut s = self.slots.lock();
+        if s.clients >= self.max_clients {
+            let victim = s
+                .by_id
+                .iter()
+                .filter(|(_, slot)| !slot.peer && !slot.busy)
+                .min_by_key(|(_, slot)| slot.last_active)
+                .map(|(&id, _)| id);
+            match victim {
+                Some(id) => Self::close(&mut s, id),
+                None => return Err(Full),
+            }
+        }
+        let handle = stream.try_clone().map_err(|_| Full)?;
+        let id = s.next_id;
+        s.next_id += 1;
+        s.clients += 1;
+        s.by_id.insert(
+            id,
+            Slot {
+                stream: handle,
+                busy: false,
+                peer: false,
+                last_active: now,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Closes connection `id` and forgets it; its thread sees the socket
+    /// shut and ends.
+    fn close(s: &mut Slots, id: u64) {
+        if let Some(slot) = s.by_id.remove(&id) {
+            let _ = slot.stream.shutdown(Shutdown::Both);
+            if !slot.peer {
+                s.clients -= 1;
+            }
+        }
+    }
+
+    /// A complete request arrived on `id`; false if `id` was closed.
+    fn begin(&self, id: u64) -> bool {
+        match self.slots.lock().by_id.get_mut(&id) {
+            Some(slot) => {
+                slot.busy = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The request on `id` was answered.
+    fn end(&self, id: u64, now: Instant) {
+        if let Some(slot) = self.slots.lock().by_id.get_mut(&id) {
+            slot.busy = false;
+            slot.last_active = now;
+        }
+    }
+
+    fn mark_peer(&self, id: u64) {
+        let mut s = self.slots.lock();
+        if let Some(slot) = s.by_id.get_mut(&id)
+            && !slot.peer
+        {
+            slot.peer = true;
+            s.clients -= 1;
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        Self::close(&mut self.slots.lock(), id);
+    }
+
+    /// Near the cap, closes client connections idle for `idle` or more.
+    /// Returns how many it closed.
+    fn reap(&self, now: Instant, idle: Duration) -> usize {
+        let mut s = self.slots.lock();
+        if s.clients * 4 < self.max_clients * 3 {
+            return 0;
+        }
+        let stale: Vec<u64> = s
+            .by_id
+            .iter()
+            .filter(|(_, slot)| {
+                !slot.peer && !slot.busy && now.saturating_duration_since(slot.last_active) >= idle
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &stale {
+            Self::close(&mut s, id);
+        }
+        stale.len()
+    }
+
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let s = self.slots.lock();
+        (s.clients, s.by_id.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::{self, RequestVote, RequestVoteReply};
+    use std::io::{BufRead, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A handler whose client requests block until released, to saturate
+    /// the pool; peer and admin requests answer at once.
+    struct Blocking {
+        release: Receiver<()>,
+        started: AtomicUsize,
+    }
+
+    impl Handler for Blocking {
+        fn peer(&self, request: PeerRequest) -> (Response, bool) {
+            let member = request.cluster == "ours";
+            let reply = Response::RequestVote(RequestVoteReply {
+                term: request.rpc.term(),
+                vote_granted: false,
+            });
+            (reply, member)
+        }
+        fn admin(&self, _request: Request) -> Response {
+            Response::error(ErrorCode::Timeout, "admin answered")
+        }
+        fn client(&self, _request: Request) -> Handled {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            let _ = self.release.recv();
+            Handled::Now(Response::error(ErrorCode::Timeout, "client answered"))
+        }
+    }
+
+    fn server(
+        options: ServerOptions,
+    ) -> (SocketAddr, Arc<Blocking>, crossbeam::channel::Sender<()>) {
+        let (release_tx, release) = bounded(0);
+        let handler = Arc::new(Blocking {
+            release,
+            started: AtomicUsize::new(0),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = spawn(listener, handler.clone(), options).unwrap();
+        (addr, handler, release_tx)
+    }
+
+    fn ask(stream: &mut TcpStream, line: &str) -> String {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        answer
+    }
+
+    fn vote_line(cluster: &str) -> String {
+        let rv = Request::peer(
+            cluster,
+            1,
+            consensus::Request::RequestVote(RequestVote {
+                term: 5,
+                candidate_id: 1,
+                last_log_index: 0,
+                last_log_term: 0,
+            }),
+        );
+        format!("{}\n", serde_json::to_string(&rv).unwrap())
+    }
+
+    /// Wait (bounded) until `cond` holds; for state another thread sets.
+    fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn peer_and_admin_requests_are_answered_while_every_worker_is_stuck() {
+        let options = ServerOptions {
+            workers: 2,
+            ..ServerOptions::default()
+        };
+        let (addr, handler, release) = server(options);
+        // Fill both workers and the queue behind them (2 × workers).
+        let mut stuck = Vec::new();
+        for _ in 0..6 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"{\"type\":\"read\",\"key\":\"k\"}\n").unwrap();
+            stuck.push(s);
+        }
+        eventually("both workers to be stuck", || {
+            handler.started.load(Ordering::SeqCst) == 2
+        });
+        let mut peer = TcpStream::connect(addr).unwrap();
+        assert!(ask(&mut peer, &vote_line("ours")).contains("\"request_vote\""));
+        let mut admin = TcpStream::connect(addr).unwrap();
+        assert!(ask(&mut admin, "{\"type\":\"status\"}\n").contains("admin answered"));
+        // Release the clients: each still gets its own answer.
+        for _ in 0..6 {
+            release.send(()).unwrap();
+        }
+        for s in &mut stuck {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert!(line.contains("client answered"), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_slow_trickle_holds_no_worker() {
+        let options = ServerOptions {
+            workers: 1,
+            ..ServerOptions::default()
+        };
+        let (addr, _handler, release) = server(options);
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"{\"type\":\"re").unwrap(); // and nothing more yet
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.write_all(b"{\"type\":\"log\"}\n").unwrap();
+        // The one worker takes the log request (a rendezvous).
+        release
+            .send_timeout((), Duration::from_secs(20))
+            .expect("the worker is free");
+        let mut r = BufReader::new(client.try_clone().unwrap());
+        let mut line = String::new();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("client answered"), "{line}");
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_client_makes_room_and_peers_do_not_count() {
+        let options = ServerOptions {
+            workers: 1,
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(3600),
+        };
+        let (addr, _handler, _release) = server(options);
+        // Connections are accepted in order, so the first of these has
+        // been idle the longest.
+        let mut idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // A peer connection; once identified it does not count.
+        let mut peer = TcpStream::connect(addr).unwrap();
+        assert!(ask(&mut peer, &vote_line("ours")).contains("request_vote"));
+        // A stranger's peer message does not make it a peer.
+        let mut stranger = TcpStream::connect(addr).unwrap();
+        assert!(ask(&mut stranger, &vote_line("theirs")).contains("request_vote"));
+        // Four client connections are open (three idle, the stranger): at
+        // the cap. A status query still gets in, in place of the
+        // connection idle the longest.
+        let mut admin = TcpStream::connect(addr).unwrap();
+        assert!(ask(&mut admin, "{\"type\":\"is_leader\"}\n").contains("admin answered"));
+        let mut rest = String::new();
+        idle[0]
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        assert_eq!(
+            idle[0].read_to_string(&mut rest).unwrap(),
+            0,
+            "the longest-idle client was closed"
+        );
+        // The others, and the peer, were not touched.
+        assert!(ask(&mut stranger, "{\"type\":\"status\"}\n").contains("admin answered"));
+        assert!(ask(&mut peer, &vote_line("ours")).contains("request_vote"));
+    }
+
+    #[test]
+    fn when_every_client_connection_is_busy_a_newcomer_is_told_busy() {
+        let options = ServerOptions {
+            workers: 2,
+            max_connections: 2,
+            idle_timeout: Duration::from_secs(3600),
+        };
+        let (addr, handler, release) = server(options);
+        let mut busy: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for s in &mut busy {
+            s.write_all(b"{\"type\":\"read\",\"key\":\"k\"}\n").unwrap();
+        }
+        eventually("both requests to be running", || {
+            handler.started.load(Ordering::SeqCst) == 2
+        });
+        let mut over = TcpStream::connect(addr).unwrap();
+        over.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut reply = String::new();
+        over.read_to_string(&mut reply).unwrap();
+        assert!(reply.contains("\"busy\""), "{reply:?}");
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+    }
+
+    #[test]
+    fn idle_client_connections_are_reaped_only_near_the_cap() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let registry = Registry::new(8);
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(10);
+        let mut held = Vec::new();
+        let open = |n: usize, at: Instant, held: &mut Vec<(TcpStream, TcpStream)>| {
+            for _ in 0..n {
+                let client = TcpStream::connect(addr).unwrap();
+                let (server_side, _) = listener.accept().unwrap();
+                registry.admit(&server_side, at).ok().unwrap();
+                held.push((client, server_side));
+            }
+        };
+        open(5, t0, &mut held);
+        // 5 of 8: below three quarters, nobody is reaped however idle.
+        assert_eq!(registry.reap(t0 + 10 * idle, idle), 0);
+        open(1, t0 + idle, &mut held);
+        // 6 of 8: the five idle since t0 go; the one idle since t0 + idle
+        // has not been idle long enough yet.
+        assert_eq!(registry.reap(t0 + idle + idle / 2, idle), 5);
+        assert_eq!(registry.counts(), (1, 1));
+        let (client, _) = &mut held[0];
+        let mut rest = Vec::new();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "closed");
     }
 }

@@ -13,18 +13,51 @@ use std::io::{self, BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{
-    AppendEntries, AppendEntriesReply, Entry, Index, NodeId, RequestVote, RequestVoteReply, Term,
+    self, AppendEntries, AppendEntriesReply, Entry, Index, NodeId, RequestVote, RequestVoteReply,
+    Term,
 };
 use crate::kv::{Command, Outcome};
 
 /// The longest request or response line accepted, newline excluded.
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
 
+/// A peer RPC's arguments with who sent them: the cluster the sender
+/// belongs to and its node id. Checked before the core sees the message
+/// (see `service::peer`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The sender's cluster id (`config::ClusterConfig::cluster_id`).
+    pub cluster: String,
+    /// The sender's node id.
+    pub from: NodeId,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// A peer RPC as the peer service sees it: who sent it, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRequest {
+    pub cluster: String,
+    pub from: NodeId,
+    pub rpc: consensus::Request,
+}
+
+/// Where the server runs a request; see `server`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestClass {
+    /// A Raft RPC from another node.
+    Peer,
+    /// A cheap question about the node (`status`, `is_leader`).
+    Admin,
+    /// Everything else: writes, reads, the log.
+    Client,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
-    RequestVote(RequestVote),
-    AppendEntries(AppendEntries),
+    RequestVote(Envelope<RequestVote>),
+    AppendEntries(Envelope<AppendEntries>),
     /// The courses' `is_leader()`.
     IsLeader,
     /// What `raftctl status` shows.
@@ -46,6 +79,65 @@ pub enum Request {
         #[serde(default = "default_log_limit")]
         limit: usize,
     },
+}
+
+impl Request {
+    /// Wraps a core request for sending from node `from` of `cluster`.
+    pub fn peer(cluster: &str, from: NodeId, rpc: consensus::Request) -> Request {
+        let cluster = cluster.to_string();
+        match rpc {
+            consensus::Request::RequestVote(body) => Request::RequestVote(Envelope {
+                cluster,
+                from,
+                body,
+            }),
+            consensus::Request::AppendEntries(body) => Request::AppendEntries(Envelope {
+                cluster,
+                from,
+                body,
+            }),
+        }
+    }
+
+    /// The peer RPC in this request, or the request itself if it is not one.
+    pub fn into_peer(self) -> Result<PeerRequest, Request> {
+        let (cluster, from, rpc) = match self {
+            Request::RequestVote(e) => (e.cluster, e.from, consensus::Request::RequestVote(e.body)),
+            Request::AppendEntries(e) => {
+                (e.cluster, e.from, consensus::Request::AppendEntries(e.body))
+            }
+            other => return Err(other),
+        };
+        Ok(PeerRequest { cluster, from, rpc })
+    }
+
+    pub fn class(&self) -> RequestClass {
+        match self {
+            Request::RequestVote(_) | Request::AppendEntries(_) => RequestClass::Peer,
+            Request::IsLeader | Request::Status => RequestClass::Admin,
+            Request::Write(_) | Request::Read { .. } | Request::Log { .. } => RequestClass::Client,
+        }
+    }
+}
+
+impl Response {
+    /// The core's reply to a peer RPC, for sending back.
+    pub fn peer(reply: consensus::Reply) -> Response {
+        match reply {
+            consensus::Reply::RequestVote(r) => Response::RequestVote(r),
+            consensus::Reply::AppendEntries(r) => Response::AppendEntries(r),
+        }
+    }
+
+    /// The reply to a peer RPC in this response, or the response itself if
+    /// it is something else (an error, say).
+    pub fn into_peer(self) -> Result<consensus::Reply, Response> {
+        match self {
+            Response::RequestVote(r) => Ok(consensus::Reply::RequestVote(r)),
+            Response::AppendEntries(r) => Ok(consensus::Reply::AppendEntries(r)),
+            other => Err(other),
+        }
+    }
 }
 
 fn first_index() -> Index {
@@ -137,6 +229,14 @@ pub enum ErrorCode {
     /// No answer in time. For a write, the command may or may not be
     /// applied: retry it with the same number to find out.
     Timeout,
+    /// A peer message from a node of another cluster (a different cluster
+    /// id: another configuration file, or another `--cluster-id`).
+    WrongCluster,
+    /// A peer message from a node id that is not in this cluster.
+    UnknownSender,
+    /// A well-formed peer message that breaks Raft's rules (entries out of
+    /// order, a second leader in one term, …). Nothing was changed.
+    Rejected,
 }
 
 #[derive(Debug)]
@@ -241,16 +341,30 @@ mod tests {
     fn requests_are_tagged_json() {
         let line = serde_json::to_string(&Request::IsLeader).unwrap();
         assert_eq!(line, r#"{"type":"is_leader"}"#);
-        let rv: Request = serde_json::from_str(r#"{"type":"request_vote","term":3,"candidate_id":1,"last_log_index":0,"last_log_term":0}"#).unwrap();
+        let rv: Request = serde_json::from_str(r#"{"type":"request_vote","cluster":"c1","from":1,"term":3,"candidate_id":1,"last_log_index":0,"last_log_term":0}"#).unwrap();
+        let body = RequestVote {
+            term: 3,
+            candidate_id: 1,
+            last_log_index: 0,
+            last_log_term: 0,
+        };
         assert_eq!(
             rv,
-            Request::RequestVote(RequestVote {
-                term: 3,
-                candidate_id: 1,
-                last_log_index: 0,
-                last_log_term: 0
+            Request::peer("c1", 1, consensus::Request::RequestVote(body.clone()))
+        );
+        assert_eq!(
+            rv.into_peer(),
+            Ok(PeerRequest {
+                cluster: "c1".into(),
+                from: 1,
+                rpc: consensus::Request::RequestVote(body)
             })
         );
+        // A peer message without the sender's identity is malformed.
+        let anonymous = serde_json::from_str::<Request>(
+            r#"{"type":"request_vote","term":3,"candidate_id":1,"last_log_index":0,"last_log_term":0}"#,
+        );
+        assert!(anonymous.unwrap_err().to_string().contains("cluster"));
     }
 
     #[test]

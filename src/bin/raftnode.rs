@@ -41,6 +41,18 @@ struct Args {
     /// shortest election timeout].
     #[arg(long, value_name = "MS")]
     rpc_timeout: Option<u64>,
+    /// The cluster id peer messages must carry [default: derived from the
+    /// configuration's ids and addresses]. Every node of a cluster needs
+    /// the same one.
+    #[arg(long, value_name = "ID")]
+    cluster_id: Option<String>,
+    /// Client connections allowed at once; peers' connections do not count.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_connections: usize,
+    /// Near the connection cap, client connections idle this many seconds
+    /// are closed.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    idle_timeout: u64,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -82,6 +94,18 @@ fn main() {
     if min == 0 || min > max {
         usage_error("--election-timeout needs 0 < MIN <= MAX");
     }
+    if let Some(id) = args
+        .cluster_id
+        .as_ref()
+        .filter(|id| id.is_empty() || id.len() > 64 || id.chars().any(char::is_whitespace))
+    {
+        usage_error(&format!(
+            "--cluster-id must be 1 to 64 characters without spaces, not {id:?}"
+        ));
+    }
+    if args.max_connections == 0 || args.idle_timeout == 0 {
+        usage_error("--max-connections and --idle-timeout must be above 0");
+    }
     if args.heartbeat == 0 || args.heartbeat >= min {
         usage_error(&format!(
             "--heartbeat ({} ms) must be above 0 and below the election timeout ({min} ms)",
@@ -108,7 +132,12 @@ fn main() {
         heartbeat: Duration::from_millis(args.heartbeat),
         rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
         max_entries_per_append: 256,
-        server: ServerOptions::default(),
+        server: ServerOptions {
+            max_connections: args.max_connections,
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            ..ServerOptions::default()
+        },
+        cluster_id: args.cluster_id,
         cluster,
     };
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).unwrap_or_else(|e| {

@@ -30,6 +30,7 @@
 
 pub mod log;
 pub mod message;
+pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -43,6 +44,7 @@ pub use message::{
     AppendEntries, AppendEntriesReply, Entry, Index, NodeId, Payload, Reply, Request, RequestVote,
     RequestVoteReply, Term,
 };
+pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
 /// Fixed settings of one server.
 #[derive(Clone, Debug)]
@@ -543,12 +545,30 @@ impl Raft {
     // ----- Requests from other servers -----
 
     /// Handles a request from `from` and returns the reply to send back once
-    /// the resulting `Ready` is persisted.
-    pub fn handle_request(&mut self, from: NodeId, request: Request, now: Duration) -> Reply {
+    /// the resulting `Ready` is persisted. A request that breaks the
+    /// protocol (see [`validate`]) is refused and changes nothing.
+    pub fn handle_request(
+        &mut self,
+        from: NodeId,
+        request: Request,
+        now: Duration,
+    ) -> Result<Reply, Rejection> {
+        if !self.peers.contains_key(&from) {
+            return Err(Rejection::UnknownSender { from });
+        }
         match request {
-            Request::RequestVote(rv) => Reply::RequestVote(self.handle_request_vote(rv, now)),
+            Request::RequestVote(rv) => {
+                validate::check_request_vote(from, &rv)?;
+                Ok(Reply::RequestVote(self.handle_request_vote(rv, now)))
+            }
             Request::AppendEntries(ae) => {
-                Reply::AppendEntries(self.handle_append_entries(from, ae, now))
+                validate::check_append_entries(from, &ae)?;
+                if ae.term >= self.term {
+                    self.check_append_against_state(from, &ae)?;
+                }
+                Ok(Reply::AppendEntries(
+                    self.handle_append_entries(from, ae, now),
+                ))
             }
         }
     }
@@ -624,15 +644,10 @@ impl Raft {
             self.adopt_term(req.term, from, now);
         }
         // The sender won the election of this term, so a candidate of the
-        // same term lost it (§5.2). Two leaders of one term cannot exist
-        // (election safety); a leader seeing this is a bug.
-        assert!(
-            self.role != Role::Leader,
-            "node {} is leader of term {} and got AppendEntries from {} of the same term",
-            self.cfg.id,
-            self.term,
-            req.leader_id
-        );
+        // same term lost it (§5.2). (A leader of this term refused it in
+        // `check_append_against_state`: two leaders of one term cannot
+        // exist.)
+        debug_assert!(self.role != Role::Leader);
         if self.role == Role::Candidate {
             self.set_role(Role::Follower, now);
         }
@@ -674,14 +689,8 @@ impl Raft {
             match self.log.term_at(entry.index) {
                 Some(t) if t == entry.term => continue,
                 Some(_) => {
-                    assert!(
-                        entry.index > self.commit_index,
-                        "node {}: leader {} asked to overwrite committed index {} (commit {})",
-                        self.cfg.id,
-                        req.leader_id,
-                        entry.index,
-                        self.commit_index
-                    );
+                    // Refused before we got here if it were committed.
+                    debug_assert!(entry.index > self.commit_index);
                     let removed = (self.log.last_index() + 1 - entry.index) as usize;
                     self.log.truncate_from(entry.index);
                     self.mark_unstable(entry.index);
@@ -816,17 +825,35 @@ impl Raft {
             )
     }
 
-    /// Reports the reply `peer` sent to `request`.
-    pub fn handle_reply(&mut self, peer: NodeId, request: &Request, reply: Reply, now: Duration) {
+    /// Reports the reply `peer` sent to `request`. A reply that breaks the
+    /// protocol counts as a failed RPC (the peer is retried after a
+    /// backoff) and is returned as the error, for the caller to log.
+    pub fn handle_reply(
+        &mut self,
+        peer: NodeId,
+        request: &Request,
+        reply: Reply,
+        now: Duration,
+    ) -> Result<(), Rejection> {
         if !self.peers.contains_key(&peer) {
-            return;
+            return Ok(());
+        }
+        let checked = match (request, &reply) {
+            (Request::AppendEntries(req), Reply::AppendEntries(r)) => {
+                validate::check_append_reply(req, r)
+            }
+            _ => validate::check_term(reply.term()),
+        };
+        if let Err(rejection) = checked {
+            self.handle_failure(peer, request, now);
+            return Err(rejection);
         }
         if reply.term() > self.term {
             self.adopt_term(reply.term(), peer, now);
-            return;
+            return Ok(());
         }
         if !self.is_current(request) {
-            return;
+            return Ok(());
         }
         let p = self.peers.get_mut(&peer).expect("checked above");
         p.in_flight = false;
@@ -873,6 +900,7 @@ impl Raft {
             }
             _ => {} // mismatched kinds: a confused peer; ignore.
         }
+        Ok(())
     }
 
     /// Reports that `request` to `peer` got no reply (timeout, refused

@@ -51,15 +51,15 @@ fn vote_req(term: Term, candidate: NodeId, last_index: Index, last_term: Term) -
     })
 }
 
-fn granted(reply: Reply) -> bool {
-    match reply {
+fn granted(reply: Result<Reply, Rejection>) -> bool {
+    match reply.expect("a valid request") {
         Reply::RequestVote(r) => r.vote_granted,
         other => panic!("unexpected {other:?}"),
     }
 }
 
-fn append_reply(reply: Reply) -> AppendEntriesReply {
-    match reply {
+fn append_reply(reply: Result<Reply, Rejection>) -> AppendEntriesReply {
+    match reply.expect("a valid request") {
         Reply::AppendEntries(r) => r,
         other => panic!("unexpected {other:?}"),
     }
@@ -79,7 +79,8 @@ fn elected(log: &[Term], term: Term) -> Raft {
             vote_granted: true,
         }),
         Duration::from_secs(1),
-    );
+    )
+    .unwrap();
     assert_eq!(r.role(), Role::Leader);
     r.take_ready();
     r
@@ -173,7 +174,8 @@ fn higher_term_in_a_reply_turns_a_leader_into_a_follower() {
         conflict_term: None,
         conflict_index: 1,
     });
-    r.handle_reply(1, &req, reply, Duration::from_secs(1));
+    r.handle_reply(1, &req, reply, Duration::from_secs(1))
+        .unwrap();
     assert_eq!(
         (r.role(), r.term(), r.voted_for()),
         (Role::Follower, 9, None)
@@ -294,14 +296,14 @@ fn figure_8_a_leader_does_not_commit_an_old_term_entry_by_counting() {
             conflict_index: 0,
         })
     };
-    r.handle_reply(1, &req, ok(2), now);
+    r.handle_reply(1, &req, ok(2), now).unwrap();
     assert_eq!(
         r.commit_index(),
         0,
         "index 2 is of term 2: counting replicas must not commit it"
     );
     let req = r.poll_peer(1, now).unwrap();
-    r.handle_reply(1, &req, ok(3), now);
+    r.handle_reply(1, &req, ok(3), now).unwrap();
     assert_eq!(
         r.commit_index(),
         3,
@@ -323,7 +325,7 @@ fn fast_backup_skips_a_whole_conflicting_term() {
         conflict_term: None,
         conflict_index: 3,
     });
-    r.handle_reply(1, &req, reply, now);
+    r.handle_reply(1, &req, reply, now).unwrap();
     match r.poll_peer(1, now).unwrap() {
         Request::AppendEntries(ae) => {
             assert_eq!(ae.prev_log_index, 2, "short follower: jump to its length")
@@ -338,7 +340,7 @@ fn stale_replies_from_an_earlier_term_are_dropped() {
     let now = Duration::from_secs(1);
     let old = r.poll_peer(1, now).unwrap();
     // Node steps down and wins again in a later term.
-    r.handle_request(2, vote_req(5, 2, 0, 0), now);
+    r.handle_request(2, vote_req(5, 2, 0, 0), now).unwrap();
     assert_eq!(r.role(), Role::Follower);
     let ok = Reply::AppendEntries(AppendEntriesReply {
         term: 2,
@@ -347,7 +349,7 @@ fn stale_replies_from_an_earlier_term_are_dropped() {
         conflict_term: None,
         conflict_index: 0,
     });
-    r.handle_reply(1, &old, ok, now);
+    r.handle_reply(1, &old, ok, now).unwrap();
     assert_eq!(r.match_index(1), Some(0));
 }
 
@@ -388,7 +390,8 @@ fn unreachable_peer_is_reported_once_and_backed_off() {
             conflict_index: 0,
         }),
         now,
-    );
+    )
+    .unwrap();
     assert!(
         r.take_ready()
             .events
@@ -419,7 +422,8 @@ fn follower_of_node_2() -> Raft {
         entries: vec![],
         leader_commit: 0,
     };
-    r.handle_request(2, Request::AppendEntries(ae), Duration::ZERO);
+    r.handle_request(2, Request::AppendEntries(ae), Duration::ZERO)
+        .unwrap();
     r
 }
 
@@ -445,7 +449,8 @@ fn ack(r: &mut Raft, peer: NodeId, req: &Request, now: Duration) {
         conflict_term: None,
         conflict_index: 0,
     };
-    r.handle_reply(peer, req, Reply::AppendEntries(reply), now);
+    r.handle_reply(peer, req, Reply::AppendEntries(reply), now)
+        .unwrap();
 }
 
 #[test]
@@ -491,7 +496,8 @@ fn thesis_6_4_a_read_waits_for_a_commit_in_the_leaders_term_then_a_quorum_round(
 fn thesis_6_4_pending_reads_fail_when_leadership_is_lost() {
     let mut r = elected(&[], 1);
     r.read_index(1).unwrap();
-    r.handle_request(2, vote_req(9, 2, 5, 5), Duration::from_secs(1));
+    r.handle_request(2, vote_req(9, 2, 5, 5), Duration::from_secs(1))
+        .unwrap();
     assert_eq!(r.role(), Role::Follower);
     assert_eq!(
         r.take_ready().reads,
@@ -571,7 +577,8 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
             vote_granted: true,
         }),
         now,
-    );
+    )
+    .unwrap();
     assert_eq!(r.role(), Role::Leader);
     let probe = r.poll_peer(2, now).unwrap();
     let empty = AppendEntriesReply {
@@ -581,7 +588,8 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
         conflict_term: None,
         conflict_index: 1,
     };
-    r.handle_reply(2, &probe, Reply::AppendEntries(empty), now);
+    r.handle_reply(2, &probe, Reply::AppendEntries(empty), now)
+        .unwrap();
     match r.poll_peer(2, now) {
         Some(Request::AppendEntries(ae)) => ae,
         other => panic!("expected AppendEntries, got {other:?}"),
@@ -614,4 +622,214 @@ fn append_entries_batches_are_bounded_in_bytes_but_always_carry_one_entry() {
         1,
         "an entry larger than the budget still goes, alone"
     );
+}
+
+// ----- Refusing what breaks the protocol (validate.rs) -----
+
+/// Everything a refused message must leave as it was.
+fn observable(r: &Raft) -> impl PartialEq + std::fmt::Debug + use<> {
+    (
+        r.hard_state(),
+        r.role(),
+        r.leader_id(),
+        r.commit_index(),
+        r.log().clone(),
+        r.election_deadline(),
+        r.next_deadline(),
+    )
+}
+
+/// Sends `request` from `from` and checks it is refused with `kind`,
+/// changing nothing: not the state, and nothing in the next Ready.
+fn refused(r: &mut Raft, from: NodeId, request: Request, kind: &str) {
+    let _ = r.take_ready();
+    let before = observable(r);
+    let rejection = r
+        .handle_request(from, request, 5 * MS)
+        .expect_err("must be refused");
+    assert_eq!(rejection.kind(), kind, "{rejection}");
+    assert_eq!(observable(r), before, "a refused message changed state");
+    assert_eq!(r.take_ready(), Ready::default());
+}
+
+fn append(term: Term, leader: NodeId, prev: (Index, Term), entries: Vec<Entry>) -> Request {
+    Request::AppendEntries(AppendEntries {
+        term,
+        leader_id: leader,
+        prev_log_index: prev.0,
+        prev_log_term: prev.1,
+        entries,
+        leader_commit: 0,
+    })
+}
+
+fn entry(index: Index, term: Term) -> Entry {
+    Entry {
+        index,
+        term,
+        payload: Payload::Noop,
+    }
+}
+
+#[test]
+fn entries_not_contiguous_from_prev_log_index_are_refused() {
+    // The line that used to abort a follower ("append out of order").
+    let mut r = node(1, 3, 0, &[]);
+    refused(
+        &mut r,
+        0,
+        append(1, 0, (0, 0), vec![entry(9, 1)]),
+        "not_contiguous",
+    );
+    refused(
+        &mut r,
+        0,
+        append(1, 0, (0, 0), vec![entry(1, 1), entry(3, 1)]),
+        "not_contiguous",
+    );
+}
+
+#[test]
+fn entry_terms_must_not_decrease_nor_exceed_the_message_term() {
+    let mut r = node(1, 3, 0, &[1, 2]);
+    refused(
+        &mut r,
+        0,
+        append(3, 0, (2, 2), vec![entry(3, 1)]),
+        "terms_decrease",
+    );
+    refused(
+        &mut r,
+        0,
+        append(3, 0, (0, 0), vec![entry(1, 2), entry(2, 1)]),
+        "terms_decrease",
+    );
+    refused(
+        &mut r,
+        0,
+        append(3, 0, (2, 2), vec![entry(3, 4)]),
+        "term_above_message",
+    );
+    refused(
+        &mut r,
+        0,
+        append(3, 0, (2, 4), vec![]),
+        "term_above_message",
+    );
+    refused(
+        &mut r,
+        0,
+        append(3, 0, (0, 2), vec![]),
+        "empty_prefix_with_term",
+    );
+}
+
+#[test]
+fn the_named_leader_or_candidate_must_be_the_sender() {
+    let mut r = node(1, 3, 0, &[]);
+    refused(&mut r, 0, append(1, 2, (0, 0), vec![]), "sender_mismatch");
+    refused(&mut r, 0, vote_req(1, 2, 0, 0), "sender_mismatch");
+    refused(&mut r, 7, vote_req(1, 7, 0, 0), "unknown_sender");
+    refused(&mut r, 1, vote_req(1, 1, 0, 0), "unknown_sender");
+}
+
+#[test]
+fn a_leader_refuses_an_append_entries_of_its_own_term() {
+    // The line that used to abort a leader (two leaders of one term).
+    let mut r = elected(&[], 0);
+    let term = r.term();
+    refused(
+        &mut r,
+        2,
+        append(term, 2, (0, 0), vec![]),
+        "same_term_append_to_leader",
+    );
+    assert_eq!(r.role(), Role::Leader);
+}
+
+#[test]
+fn a_second_leader_of_a_known_term_is_refused() {
+    let mut r = follower_of_node_2();
+    refused(&mut r, 0, append(1, 0, (0, 0), vec![]), "second_leader");
+    assert_eq!(r.leader_id(), Some(2));
+}
+
+#[test]
+fn entries_that_would_replace_committed_ones_are_refused() {
+    // Node 1 holds [1, 1] with index 2 committed by leader 2 of term 1.
+    let mut r = node(1, 3, 1, &[]);
+    let ae = AppendEntries {
+        term: 1,
+        leader_id: 2,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![entry(1, 1), entry(2, 1)],
+        leader_commit: 2,
+    };
+    append_reply(r.handle_request(2, Request::AppendEntries(ae), MS));
+    assert_eq!(r.commit_index(), 2);
+    // A leader of term 3 that lacks them (impossible, by leader
+    // completeness, unless it is broken).
+    refused(
+        &mut r,
+        0,
+        append(3, 0, (1, 1), vec![entry(2, 3)]),
+        "overwrites_committed",
+    );
+    assert_eq!(r.term(), 1, "not even the term is adopted");
+    // Past the commit index a conflict is an ordinary one (rule 3).
+    let ok = append(3, 0, (2, 1), vec![entry(3, 3)]);
+    assert!(append_reply(r.handle_request(0, ok, MS)).success);
+}
+
+#[test]
+fn terms_and_indices_that_could_overflow_are_refused() {
+    let mut r = elected(&[], 0);
+    refused(&mut r, 1, vote_req(u64::MAX, 1, 0, 0), "term_too_large");
+    refused(&mut r, 1, vote_req(MAX_TERM + 1, 1, 0, 0), "term_too_large");
+    refused(
+        &mut r,
+        1,
+        append(u64::MAX, 1, (0, 0), vec![]),
+        "term_too_large",
+    );
+    refused(
+        &mut r,
+        1,
+        append(9, 1, (u64::MAX, 1), vec![entry(0, 1)]),
+        "index_too_large",
+    );
+    assert_eq!(r.role(), Role::Leader);
+    // The largest allowed term is accepted, and the next election's term
+    // (MAX_TERM + 1) still fits.
+    let mut f = node(1, 3, 0, &[]);
+    assert!(granted(f.handle_request(
+        0,
+        vote_req(MAX_TERM, 0, 0, 0),
+        MS
+    )));
+    f.tick(Duration::from_secs(10));
+    assert_eq!(f.term(), MAX_TERM + 1);
+}
+
+#[test]
+fn a_reply_claiming_more_than_was_sent_is_refused_and_the_peer_retried() {
+    let mut r = elected(&[1], 1);
+    let now = Duration::from_secs(2);
+    let req = r.poll_peer(1, now).unwrap();
+    let commit = r.commit_index();
+    let liar = Reply::AppendEntries(AppendEntriesReply {
+        term: r.term(),
+        success: true,
+        match_index: 1_000_000,
+        conflict_term: None,
+        conflict_index: 0,
+    });
+    let rejection = r.handle_reply(1, &req, liar, now).unwrap_err();
+    assert_eq!(rejection.kind(), "match_beyond_request");
+    assert_eq!(r.match_index(1), Some(0));
+    assert_eq!(r.commit_index(), commit);
+    // Treated as a failed RPC: the peer is asked again after a backoff.
+    let later = now + Duration::from_secs(1);
+    assert!(r.poll_peer(1, later).is_some());
 }

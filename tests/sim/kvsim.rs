@@ -4,20 +4,24 @@
 //! operation outstanding, driven the way the real client library drives a
 //! cluster: send to the node it believes leads, follow the node's leader
 //! hint, retry elsewhere with the same number after a timeout or a change
-//! of leader, give up after a while. A write completes when the node it
-//! was sent to has applied it (the session table then holds its outcome);
-//! a read completes through ReadIndex (thesis §6.4): the leader confirms
-//! the read, its state machine catches up to the read index, and the value
-//! is read there. Clients reach every node (they sit outside partitions).
+//! of leader, give up after a while. Each node answers through its
+//! `ClientService`, the code that answers real clients: a write completes
+//! when the node it was sent to has applied it (the session table then
+//! holds its outcome); a read completes through ReadIndex (thesis §6.4):
+//! the leader confirms the read, its state machine catches up to the read
+//! index, and the value is read there. Clients reach every node (they sit
+//! outside partitions).
 //!
 //! Every call and return is recorded in a history for the linearizability
 //! checker; an operation that never returned has an unknown outcome.
 
 use std::time::Duration;
 
-use raft::consensus::{Index, NodeId, Role, Term};
+use raft::consensus::{Index, NodeId};
 use raft::kv::{ClientId, Command, Op, Outcome};
 use raft::lincheck::{KvOp, Operation};
+use raft::service::{ReadTicket, Step, WriteTicket};
+use raft::wire::{ErrorCode, Response};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
@@ -28,20 +32,16 @@ use super::{MS, Sim};
 const ATTEMPT: Duration = Duration::from_millis(1000);
 const GIVE_UP: Duration = Duration::from_secs(8);
 
-enum Attempt {
-    /// Proposed at `node` (in this incarnation) as log `index` of `term`.
-    Write {
-        node: NodeId,
-        incarnation: u64,
-        index: Index,
-        term: Term,
-    },
-    /// `read_index(ctx)` was accepted by `node`.
-    Read {
-        node: NodeId,
-        incarnation: u64,
-        ctx: u64,
-    },
+/// An operation waiting at one incarnation of one node.
+struct Attempt {
+    node: NodeId,
+    incarnation: u64,
+    ticket: Ticket,
+}
+
+enum Ticket {
+    Write(WriteTicket),
+    Read(ReadTicket),
 }
 
 struct Pending {
@@ -88,7 +88,6 @@ pub struct KvCluster {
     pub clients: Vec<SimClient>,
     pub history: Vec<Operation>,
     rng: Xoshiro256PlusPlus,
-    next_ctx: u64,
     pub workload: Workload,
     /// Acknowledged appends: (client, seq).
     pub acked_appends: Vec<(ClientId, u64)>,
@@ -114,7 +113,6 @@ impl KvCluster {
             clients,
             history: Vec::new(),
             rng,
-            next_ctx: 0,
             workload,
             acked_appends: Vec::new(),
             completed: 0,
@@ -254,133 +252,99 @@ impl KvCluster {
         }
         match pending.attempt.take() {
             None => self.try_send(k),
-            Some((attempt, sent)) => {
-                if let Some(done) = self.check_attempt(k, &attempt) {
-                    self.finish(k, done);
-                } else if now >= sent + ATTEMPT || self.attempt_failed(&attempt) {
-                    let n = self.sim.n() as NodeId;
-                    self.clients[k].leader_guess = self.rng.random_range(0..n);
-                } else {
-                    self.clients[k].pending.as_mut().unwrap().attempt = Some((attempt, sent));
+            Some((attempt, sent)) => match self.poll(&attempt) {
+                Some(answer) => self.answered(k, answer),
+                None if now >= sent + ATTEMPT => {
+                    // The client stops waiting on this node.
+                    self.abandon(&attempt);
+                    self.guess_again(k, None);
                 }
-            }
+                None => self.clients[k].pending.as_mut().unwrap().attempt = Some((attempt, sent)),
+            },
         }
     }
 
-    /// Sends the pending operation to the node the client believes leads.
+    /// Points client `k` at the hinted leader, or at a random node.
+    fn guess_again(&mut self, k: usize, hint: Option<NodeId>) {
+        let n = self.sim.n() as NodeId;
+        self.clients[k].leader_guess = hint.unwrap_or_else(|| self.rng.random_range(0..n));
+    }
+
+    /// Sends the pending operation to the node the client believes leads,
+    /// through that node's client service.
     fn try_send(&mut self, k: usize) {
         let target = self.clients[k].leader_guess;
-        let n = self.sim.n() as NodeId;
         let node = &mut self.sim.nodes[target as usize];
         let incarnation = node.incarnation;
-        let (raft, kv) = (&mut node.raft, &node.kv);
-        let Some(raft) = raft.as_mut() else {
-            self.clients[k].leader_guess = self.rng.random_range(0..n);
+        let Some(raft) = node.raft.as_mut() else {
+            self.guess_again(k, None); // connection refused
             return;
         };
-        if raft.role() != Role::Leader {
-            // Follow the hint, or guess again.
-            self.clients[k].leader_guess = raft
-                .leader_id()
-                .unwrap_or_else(|| self.rng.random_range(0..n));
-            return;
-        }
-        let now = self.sim.now;
-        let pending = self.clients[k].pending.as_mut().unwrap();
-        if let Some(command) = &pending.command {
-            // A retry of something already applied is answered from the
-            // session, as the real node does.
-            if let Some((outcome, index)) = kv.outcome(command.client, command.seq) {
-                let done = Done::Write(outcome.clone(), index);
-                self.finish(k, done);
-                return;
-            }
-            let (index, term) = raft.propose(command.encode()).expect("checked leader");
-            pending.attempt = Some((
-                Attempt::Write {
-                    node: target,
-                    incarnation,
-                    index,
-                    term,
-                },
-                now,
-            ));
-        } else {
-            let ctx = self.next_ctx;
-            self.next_ctx += 1;
-            raft.read_index(ctx).expect("checked leader");
-            pending.attempt = Some((
-                Attempt::Read {
-                    node: target,
-                    incarnation,
-                    ctx,
-                },
-                now,
-            ));
-        }
-        self.sim.after_client_input(target);
-    }
-
-    fn attempt_failed(&self, attempt: &Attempt) -> bool {
-        let (node, incarnation) = match attempt {
-            Attempt::Write {
-                node, incarnation, ..
-            }
-            | Attempt::Read {
-                node, incarnation, ..
-            } => (*node, *incarnation),
-        };
-        let n = &self.sim.nodes[node as usize];
-        if n.incarnation != incarnation || n.raft.is_none() {
-            return true;
-        }
-        match attempt {
-            Attempt::Write { index, term, .. } => {
-                let r = n.raft.as_ref().unwrap();
-                r.term() != *term
-                    || r.log().term_at(*index).is_some_and(|t| t != *term)
-                    || n.kv.applied_index() >= *index
-            }
-            Attempt::Read { ctx, .. } => n.reads.iter().any(|r| r.ctx == *ctx && r.index.is_none()),
-        }
-    }
-
-    /// Whether the attempt has completed, and how.
-    fn check_attempt(&mut self, k: usize, attempt: &Attempt) -> Option<Done> {
         let pending = self.clients[k].pending.as_ref().unwrap();
-        match attempt {
-            Attempt::Write {
-                node, incarnation, ..
-            } => {
-                let n = &self.sim.nodes[*node as usize];
-                if n.incarnation != *incarnation {
-                    return None;
-                }
-                let c = pending.command.as_ref().unwrap();
-                n.kv.outcome(c.client, c.seq)
-                    .map(|(o, i)| Done::Write(o.clone(), i))
+        let step = match (&pending.command, &pending.read_key) {
+            (Some(command), _) => match node.clients.write(raft, &node.kv, command.clone()) {
+                Step::Answer(a) => Step::Answer(a),
+                Step::Wait(t) => Step::Wait(Ticket::Write(t)),
+            },
+            (None, Some(key)) => match node.clients.read(raft, key.clone()) {
+                Step::Answer(a) => Step::Answer(a),
+                Step::Wait(t) => Step::Wait(Ticket::Read(t)),
+            },
+            (None, None) => unreachable!("an operation is a write or a read"),
+        };
+        match step {
+            Step::Answer(answer) => self.answered(k, answer),
+            Step::Wait(ticket) => {
+                let attempt = Attempt {
+                    node: target,
+                    incarnation,
+                    ticket,
+                };
+                let now = self.sim.now;
+                self.clients[k].pending.as_mut().unwrap().attempt = Some((attempt, now));
+                self.sim.after_client_input(target);
             }
-            Attempt::Read {
-                node,
-                incarnation,
-                ctx,
-            } => {
-                let n = &mut self.sim.nodes[*node as usize];
-                if n.incarnation != *incarnation {
-                    return None;
-                }
-                let index = n
-                    .reads
-                    .iter()
-                    .find(|r| r.ctx == *ctx)
-                    .and_then(|r| r.index)?;
-                if n.kv.applied_index() < index {
-                    return None;
-                }
-                n.reads.retain(|r| r.ctx != *ctx);
-                let key = pending.read_key.as_ref().unwrap();
-                Some(Done::Read(n.kv.get(key).map(str::to_string)))
-            }
+        }
+    }
+
+    /// The node's answer to an attempt, once it has one. A node that
+    /// crashed since never answers (the client's connection broke).
+    fn poll(&mut self, attempt: &Attempt) -> Option<Response> {
+        let n = &mut self.sim.nodes[attempt.node as usize];
+        if n.incarnation != attempt.incarnation || n.raft.is_none() {
+            return Some(Response::error(ErrorCode::Timeout, "connection lost"));
+        }
+        let raft = n.raft.as_ref().unwrap();
+        match &attempt.ticket {
+            Ticket::Write(t) => n.clients.poll_write(raft, &n.kv, t),
+            Ticket::Read(t) => n.clients.poll_read(raft, &n.kv, t),
+        }
+    }
+
+    fn abandon(&mut self, attempt: &Attempt) {
+        let n = &mut self.sim.nodes[attempt.node as usize];
+        if let (Ticket::Read(t), true) = (&attempt.ticket, n.incarnation == attempt.incarnation) {
+            n.clients.forget_read(t);
+        }
+    }
+
+    /// Acts on a node's answer as the client library does: a result ends
+    /// the operation; `not_leader` or a lost connection sends it to the
+    /// hinted leader or another node, with the same number.
+    fn answered(&mut self, k: usize, answer: Response) {
+        match answer {
+            Response::Written { outcome, index } => self.finish(k, Done::Write(outcome, index)),
+            Response::Value { value, .. } => self.finish(k, Done::Read(value)),
+            Response::Error {
+                code: ErrorCode::NotLeader,
+                leader_id,
+                ..
+            } => self.guess_again(k, leader_id),
+            Response::Error {
+                code: ErrorCode::Timeout,
+                ..
+            } => self.guess_again(k, None),
+            other => panic!("unexpected answer {other:?}"),
         }
     }
 

@@ -19,17 +19,22 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
+use raft::config::Member;
 use raft::consensus::{
-    Config, Entry, Event, HardState, Index, NodeId, Payload, Raft, ReadState, Ready, Reply,
-    Request, Role, Term,
+    Config, Entry, Event, HardState, Index, NodeId, Payload, Raft, Ready, Request, Role, Term,
 };
 use raft::kv::KvStore;
+use raft::service::{ClientService, PeerService};
+use raft::wire::{PeerRequest, Response};
 
 pub mod kvsim;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 pub const MS: Duration = Duration::from_millis(1);
+
+/// The cluster id every simulated node uses.
+pub const SIM_CLUSTER: &str = "sim";
 
 /// How the simulated network misbehaves.
 #[derive(Clone, Debug)]
@@ -107,7 +112,7 @@ enum Msg {
         incarnation: u64,
         from: NodeId,
         request: Request,
-        reply: Reply,
+        response: Response,
     },
     Timeout {
         rpc: u64,
@@ -153,8 +158,24 @@ pub struct SimNode {
     pub applied: Vec<Entry>,
     /// This incarnation's state machine, fed the same entries.
     pub kv: KvStore,
-    /// Answers to `read_index` calls, not yet taken by a client.
-    pub reads: Vec<ReadState>,
+    /// The runtime's services, run by the simulation as the runtime runs
+    /// them: Raft RPCs go through `peers`, client operations through
+    /// `clients`. New for each incarnation.
+    pub peers: PeerService,
+    pub clients: ClientService,
+}
+
+/// The services of a fresh incarnation of node `id` in an `n`-node cluster.
+fn services(id: NodeId, n: usize) -> (PeerService, ClientService) {
+    let members = (0..n as NodeId).map(|m| Member {
+        id: m,
+        host: format!("sim{m}"),
+        port: 1,
+    });
+    (
+        PeerService::new(id, SIM_CLUSTER.into(), 0..n as NodeId),
+        ClientService::new(members.collect()),
+    )
 }
 
 /// Safety properties checked after every step (Raft paper, Figure 3).
@@ -238,7 +259,8 @@ impl Sim {
             keep_events: false,
             disk_drops_appends: false,
         };
-        for _ in 0..n {
+        for id in 0..n as NodeId {
+            let (peers, clients) = services(id, n);
             sim.nodes.push(SimNode {
                 raft: None,
                 incarnation: 0,
@@ -246,7 +268,8 @@ impl Sim {
                 disk_log: Vec::new(),
                 applied: Vec::new(),
                 kv: KvStore::new(),
-                reads: Vec::new(),
+                peers,
+                clients,
             });
         }
         for id in 0..n as NodeId {
@@ -267,12 +290,13 @@ impl Sim {
 
     /// Crashes a node: its volatile state is gone, its disk stays.
     pub fn crash(&mut self, id: NodeId) {
+        let n = self.n();
         let node = &mut self.nodes[id as usize];
         node.raft = None;
         node.incarnation += 1;
         node.applied.clear();
         node.kv = KvStore::new();
-        node.reads.clear();
+        (node.peers, node.clients) = services(id, n);
         self.checker.leader_last.remove(&id);
     }
 
@@ -284,7 +308,7 @@ impl Sim {
         let seed = self.seed ^ (id << 32) ^ (node.incarnation << 48);
         node.applied.clear();
         node.kv = KvStore::new();
-        node.reads.clear();
+        (node.peers, node.clients) = services(id, n);
         node.raft = Some(Raft::new(
             raft_config(id, n, seed),
             node.disk_state,
@@ -454,8 +478,20 @@ impl Sim {
                         },
                     );
                 }
-                let raft = self.nodes[to as usize].raft.as_mut().unwrap();
-                let reply = raft.handle_request(from, request.clone(), self.now);
+                let node = &mut self.nodes[to as usize];
+                let envelope = PeerRequest {
+                    cluster: SIM_CLUSTER.into(),
+                    from,
+                    rpc: request.clone(),
+                };
+                let answer = node
+                    .peers
+                    .handle(node.raft.as_mut().unwrap(), envelope, self.now);
+                if let Some(line) = answer.report {
+                    self.fail(format!(
+                        "node {to} refused a correct node's message: {line}"
+                    ));
+                }
                 self.after(to); // persisted before the reply leaves
                 if self.chance(self.net.drop) {
                     return;
@@ -470,7 +506,7 @@ impl Sim {
                         incarnation,
                         from: to,
                         request,
-                        reply,
+                        response: answer.response,
                     },
                 );
             }
@@ -480,7 +516,7 @@ impl Sim {
                 incarnation,
                 from,
                 request,
-                reply,
+                response,
             } => {
                 // A reply crossing a partition made after it left is lost.
                 if !self.reachable(from, to) || self.completed.contains(&rpc) {
@@ -491,10 +527,20 @@ impl Sim {
                     return;
                 }
                 self.completed.insert(rpc);
-                node.raft
-                    .as_mut()
-                    .unwrap()
-                    .handle_reply(from, &request, reply, self.now);
+                let (reply, line) = node.peers.check_response(from, &request, response);
+                let raft = node.raft.as_mut().unwrap();
+                let refused = match reply {
+                    Some(reply) => raft.handle_reply(from, &request, reply, self.now).err(),
+                    None => {
+                        raft.handle_failure(from, &request, self.now);
+                        None
+                    }
+                };
+                if let Some(problem) = line.or(refused.map(|r| r.to_string())) {
+                    self.fail(format!(
+                        "node {to} refused a correct node's reply: {problem}"
+                    ));
+                }
                 self.after(to);
             }
             Msg::Timeout {
@@ -695,7 +741,7 @@ impl Sim {
         } else {
             self.checker.leader_last.remove(&id);
         }
-        node.reads.extend(ready.reads);
+        node.clients.route_reads(ready.reads);
         if std::env::var_os("SIM_TRACE").is_some() {
             for e in &ready.events {
                 eprintln!("{now:>12?} n{id} {e:?}");

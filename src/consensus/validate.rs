@@ -1,0 +1,333 @@
+//! Checks on what other servers send, made before the core acts on it.
+//!
+//! Peers are trusted to be honest (Byzantine faults are out of scope) but
+//! not to be correct: a node of an older build, a buggy one, one started
+//! with the wrong configuration, or anybody typing into `nc`, can send a
+//! well-formed message that breaks Raft's rules. Such a message is refused
+//! with a [`Rejection`] and changes no state at all, so that the `assert!`s
+//! left in the core guard only invariants of our own making.
+//!
+//! Two kinds of check:
+//! * **shape** (no state needed): the sender is who the message says it
+//!   is, terms and indices are in range, entries are contiguous from
+//!   `prev_log_index + 1` with terms that never decrease and never exceed
+//!   the message's term;
+//! * **against our state**: an AppendEntries of our own term sent to us as
+//!   leader, or from a second leader of a term whose leader we know, or one
+//!   that would remove an entry we know is committed. Each of these means
+//!   the sender broke election safety or leader completeness (Figure 3).
+
+use std::fmt;
+
+use super::message::{AppendEntries, AppendEntriesReply, Index, NodeId, RequestVote, Term};
+use super::{Raft, Role};
+
+/// The largest term accepted from anyone. Terms grow by one per election,
+/// so this is never reached honestly (at a thousand elections a second it
+/// lasts for a quarter of a million years); refusing anything above it
+/// means `term + 1` can never overflow. 2^53 - 1 also keeps every term
+/// exact in JavaScript, which reads our JSON as doubles.
+pub const MAX_TERM: Term = (1 << 53) - 1;
+/// The largest log index accepted, for the same reasons.
+pub const MAX_INDEX: Index = (1 << 53) - 1;
+
+/// Why a message from a peer was refused. The message changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The sender is not a member of the cluster (or is ourselves).
+    UnknownSender { from: NodeId },
+    /// `leader_id` or `candidate_id` names someone other than the sender.
+    SenderMismatch {
+        field: &'static str,
+        claimed: NodeId,
+        from: NodeId,
+    },
+    /// A term above [`MAX_TERM`].
+    TermTooLarge { term: Term },
+    /// An index above [`MAX_INDEX`].
+    IndexTooLarge { index: Index },
+    /// A log position claims a term newer than the message's own term.
+    TermAboveMessage {
+        what: &'static str,
+        term: Term,
+        message_term: Term,
+    },
+    /// `prev_log_index` 0 (the empty log) must come with `prev_log_term` 0.
+    EmptyPrefixWithTerm { prev_log_term: Term },
+    /// Entry number `position` of the batch has the wrong index.
+    NotContiguous {
+        position: usize,
+        index: Index,
+        expected: Index,
+    },
+    /// Terms decrease along the batch (or below `prev_log_term`).
+    TermsDecrease {
+        index: Index,
+        term: Term,
+        before: Term,
+    },
+    /// An AppendEntries of our own term while we lead it: two leaders of
+    /// one term (election safety).
+    SameTermAppendToLeader { term: Term },
+    /// An AppendEntries from a second leader of a term whose leader we
+    /// already heard from (election safety).
+    SecondLeader {
+        term: Term,
+        known: NodeId,
+        from: NodeId,
+    },
+    /// The entries would replace one we know is committed (leader
+    /// completeness).
+    OverwritesCommitted {
+        index: Index,
+        ours: Term,
+        theirs: Term,
+        commit_index: Index,
+    },
+    /// An AppendEntries reply claims to match entries we never sent it.
+    MatchBeyondRequest {
+        match_index: Index,
+        sent_up_to: Index,
+    },
+}
+
+impl Rejection {
+    /// A short stable name, for error codes and for logging each kind of
+    /// problem once per peer.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::UnknownSender { .. } => "unknown_sender",
+            Rejection::SenderMismatch { .. } => "sender_mismatch",
+            Rejection::TermTooLarge { .. } => "term_too_large",
+            Rejection::IndexTooLarge { .. } => "index_too_large",
+            Rejection::TermAboveMessage { .. } => "term_above_message",
+            Rejection::EmptyPrefixWithTerm { .. } => "empty_prefix_with_term",
+            Rejection::NotContiguous { .. } => "not_contiguous",
+            Rejection::TermsDecrease { .. } => "terms_decrease",
+            Rejection::SameTermAppendToLeader { .. } => "same_term_append_to_leader",
+            Rejection::SecondLeader { .. } => "second_leader",
+            Rejection::OverwritesCommitted { .. } => "overwrites_committed",
+            Rejection::MatchBeyondRequest { .. } => "match_beyond_request",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::UnknownSender { from } => {
+                write!(f, "node{from} is not a peer of this node")
+            }
+            Rejection::SenderMismatch {
+                field,
+                claimed,
+                from,
+            } => write!(f, "{field} is {claimed} but the sender is node{from}"),
+            Rejection::TermTooLarge { term } => {
+                write!(f, "term {term} is above the largest allowed, {MAX_TERM}")
+            }
+            Rejection::IndexTooLarge { index } => {
+                write!(f, "index {index} is above the largest allowed, {MAX_INDEX}")
+            }
+            Rejection::TermAboveMessage {
+                what,
+                term,
+                message_term,
+            } => write!(
+                f,
+                "{what} has term {term}, newer than the message's term {message_term}"
+            ),
+            Rejection::EmptyPrefixWithTerm { prev_log_term } => write!(
+                f,
+                "prev_log_index 0 must have prev_log_term 0, not {prev_log_term}"
+            ),
+            Rejection::NotContiguous {
+                position,
+                index,
+                expected,
+            } => write!(
+                f,
+                "entries must be contiguous from prev_log_index + 1: entry {position} has index {index}, expected {expected}"
+            ),
+            Rejection::TermsDecrease {
+                index,
+                term,
+                before,
+            } => write!(
+                f,
+                "terms never decrease along a log: entry {index} has term {term} after term {before}"
+            ),
+            Rejection::SameTermAppendToLeader { term } => write!(
+                f,
+                "this node is the leader of term {term}; an AppendEntries of the same term means two leaders"
+            ),
+            Rejection::SecondLeader { term, known, from } => write!(
+                f,
+                "node{known} already leads term {term}; node{from} claims it too"
+            ),
+            Rejection::OverwritesCommitted {
+                index,
+                ours,
+                theirs,
+                commit_index,
+            } => write!(
+                f,
+                "entry {index} of term {theirs} would replace our committed entry of term {ours} (commit index {commit_index})"
+            ),
+            Rejection::MatchBeyondRequest {
+                match_index,
+                sent_up_to,
+            } => write!(
+                f,
+                "reply claims match index {match_index}, but the request ended at {sent_up_to}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+pub(super) fn check_term(term: Term) -> Result<(), Rejection> {
+    if term > MAX_TERM {
+        return Err(Rejection::TermTooLarge { term });
+    }
+    Ok(())
+}
+
+fn check_sender(field: &'static str, claimed: NodeId, from: NodeId) -> Result<(), Rejection> {
+    if claimed != from {
+        return Err(Rejection::SenderMismatch {
+            field,
+            claimed,
+            from,
+        });
+    }
+    Ok(())
+}
+
+/// The shape of a RequestVote.
+pub(super) fn check_request_vote(from: NodeId, req: &RequestVote) -> Result<(), Rejection> {
+    check_sender("candidate_id", req.candidate_id, from)?;
+    check_term(req.term)?;
+    if req.last_log_term > req.term {
+        return Err(Rejection::TermAboveMessage {
+            what: "last_log_term",
+            term: req.last_log_term,
+            message_term: req.term,
+        });
+    }
+    Ok(())
+}
+
+/// The shape of an AppendEntries: everything that can be checked without
+/// looking at our log.
+pub(super) fn check_append_entries(from: NodeId, req: &AppendEntries) -> Result<(), Rejection> {
+    check_sender("leader_id", req.leader_id, from)?;
+    check_term(req.term)?;
+    if req.prev_log_term > req.term {
+        return Err(Rejection::TermAboveMessage {
+            what: "prev_log_term",
+            term: req.prev_log_term,
+            message_term: req.term,
+        });
+    }
+    if req.prev_log_index == 0 && req.prev_log_term != 0 {
+        return Err(Rejection::EmptyPrefixWithTerm {
+            prev_log_term: req.prev_log_term,
+        });
+    }
+    req.prev_log_index
+        .checked_add(req.entries.len() as Index)
+        .filter(|&last| last <= MAX_INDEX)
+        .ok_or(Rejection::IndexTooLarge {
+            index: req.prev_log_index,
+        })?;
+    let mut before = req.prev_log_term;
+    for (position, e) in req.entries.iter().enumerate() {
+        let expected = req.prev_log_index + 1 + position as Index;
+        if e.index != expected {
+            return Err(Rejection::NotContiguous {
+                position,
+                index: e.index,
+                expected,
+            });
+        }
+        if e.term < before {
+            return Err(Rejection::TermsDecrease {
+                index: e.index,
+                term: e.term,
+                before,
+            });
+        }
+        if e.term > req.term {
+            return Err(Rejection::TermAboveMessage {
+                what: "an entry",
+                term: e.term,
+                message_term: req.term,
+            });
+        }
+        before = e.term;
+    }
+    Ok(())
+}
+
+/// An AppendEntries reply against the request it answers.
+pub(super) fn check_append_reply(
+    req: &AppendEntries,
+    reply: &AppendEntriesReply,
+) -> Result<(), Rejection> {
+    check_term(reply.term)?;
+    let sent_up_to = req.prev_log_index + req.entries.len() as Index;
+    if reply.success && reply.match_index > sent_up_to {
+        return Err(Rejection::MatchBeyondRequest {
+            match_index: reply.match_index,
+            sent_up_to,
+        });
+    }
+    Ok(())
+}
+
+impl Raft {
+    /// The checks of an AppendEntries that depend on our state; `req` has
+    /// passed [`check_append_entries`] and is not from an older term.
+    pub(super) fn check_append_against_state(
+        &self,
+        from: NodeId,
+        req: &AppendEntries,
+    ) -> Result<(), Rejection> {
+        if req.term == self.term {
+            if self.role == Role::Leader {
+                return Err(Rejection::SameTermAppendToLeader { term: req.term });
+            }
+            if let Some(known) = self.leader_id.filter(|&l| l != from) {
+                return Err(Rejection::SecondLeader {
+                    term: req.term,
+                    known,
+                    from,
+                });
+            }
+        }
+        // Only a batch that passes the consistency check is merged; find
+        // the first entry it would replace (AppendEntries rule 3).
+        if self.log.term_at(req.prev_log_index) != Some(req.prev_log_term) {
+            return Ok(());
+        }
+        let conflict = req.entries.iter().find_map(|e| {
+            self.log
+                .term_at(e.index)
+                .filter(|&ours| ours != e.term)
+                .map(|ours| (e, ours))
+        });
+        match conflict {
+            Some((e, ours)) if e.index <= self.commit_index => {
+                Err(Rejection::OverwritesCommitted {
+                    index: e.index,
+                    ours,
+                    theirs: e.term,
+                    commit_index: self.commit_index,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The client service: what a node does with a client's write or read,
+//! apart from waiting.
+//!
+//! A write or linearizable read starts with one call ([`ClientService::
+//! write`], [`ClientService::read`]) that either answers at once or
+//! returns a ticket; the caller then polls the ticket ([`ClientService::
+//! poll_write`], [`ClientService::poll_read`]) after each change of the
+//! node's state until it yields the answer. The runtime polls under its
+//! lock each time its condvar wakes it; the simulation polls after each
+//! step. Both send the client the same [`Response`].
+
+use std::collections::HashMap;
+
+use crate::config::Member;
+use crate::consensus::{Index, NodeId, Raft, ReadState, Role, Term};
+use crate::kv::{ClientId, Command, KvStore};
+use crate::wire::{ErrorCode, Response};
+
+/// A request either answered now or waiting on a ticket.
+#[derive(Debug)]
+pub enum Step<T> {
+    Answer(Response),
+    Wait(T),
+}
+
+/// A write proposed by this node: client `client`'s command `seq`, at log
+/// `index` in `term`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteTicket {
+    pub client: ClientId,
+    pub seq: u64,
+    pub index: Index,
+    pub term: Term,
+}
+
+/// A linearizable read of `key`, registered with the core as `ctx`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadTicket {
+    pub ctx: u64,
+    pub key: String,
+}
+
+/// Where a linearizable read stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadProgress {
+    /// Waiting for the core's answer.
+    Waiting,
+    /// Confirmed: linearizable once the state machine has applied `index`.
+    Confirmed(Index),
+    /// This node stopped leading before confirming it.
+    LeadershipLost,
+}
+
+pub struct ClientService {
+    /// For leader hints in `not_leader` answers.
+    members: Vec<Member>,
+    /// Linearizable reads in progress, by ctx.
+    reads: HashMap<u64, ReadProgress>,
+    next_ctx: u64,
+}
+
+impl ClientService {
+    pub fn new(members: Vec<Member>) -> ClientService {
+        ClientService {
+            members,
+            reads: HashMap::new(),
+            next_ctx: 0,
+        }
+    }
+
+    /// Starts a write: checks it, answers a retry of an applied command
+    /// from the client's session, and proposes anything else.
+    pub fn write(&mut self, raft: &mut Raft, kv: &KvStore, command: Command) -> Step<WriteTicket> {
+        if let Err(problem) = command.op.validate() {
+            return Step::Answer(Response::error(ErrorCode::BadRequest, problem));
+        }
+        if raft.role() != Role::Leader {
+            return Step::Answer(self.not_leader(raft.leader_id()));
+        }
+        // Already applied (a retry whose first answer was lost): answer
+        // from the session, without a new log entry.
+        if let Some((outcome, index)) = kv.outcome(command.client, command.seq) {
+            return Step::Answer(Response::Written {
+                index,
+                outcome: outcome.clone(),
+            });
+        }
+        let (client, seq) = (command.client, command.seq);
+        match raft.propose(command.encode()) {
+            Err(e) => Step::Answer(self.not_leader(e.leader_hint)),
+            Ok((index, term)) => Step::Wait(WriteTicket {
+                client,
+                seq,
+                index,
+                term,
+            }),
+        }
+    }
+
+    /// The answer to a proposed write, once there is one: its outcome once
+    /// applied, or `not_leader` once its entry can no longer be applied by
+    /// this node's proposal (another entry took the index, or this node
+    /// left the term). Then the client retries with the same number, which
+    /// the session table makes safe.
+    pub fn poll_write(&self, raft: &Raft, kv: &KvStore, t: &WriteTicket) -> Option<Response> {
+        // Answer with where it was applied: an earlier attempt may have
+        // been applied before this one was proposed.
+        if let Some((outcome, applied_at)) = kv.outcome(t.client, t.seq) {
+            return Some(Response::Written {
+                index: applied_at,
+                outcome: outcome.clone(),
+            });
+        }
+        let overwritten = raft
+            .log()
+            .term_at(t.index)
+            .is_some_and(|term| term != t.term);
+        if overwritten || raft.term() != t.term || kv.applied_index() >= t.index {
+            return Some(self.not_leader(raft.leader_id()));
+        }
+        None
+    }
+
+    /// Starts a linearizable read (thesis §6.4) through the core's
+    /// ReadIndex.
+    pub fn read(&mut self, raft: &mut Raft, key: String) -> Step<ReadTicket> {
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        match raft.read_index(ctx) {
+            Err(e) => Step::Answer(self.not_leader(e.leader_hint)),
+            Ok(()) => {
+                self.reads.insert(ctx, ReadProgress::Waiting);
+                Step::Wait(ReadTicket { ctx, key })
+            }
+        }
+    }
+
+    /// Takes the core's answers to reads (`Ready::reads`).
+    pub fn route_reads(&mut self, reads: impl IntoIterator<Item = ReadState>) {
+        for read in reads {
+            if let Some(slot) = self.reads.get_mut(&read.ctx) {
+                *slot = match read.index {
+                    Some(index) => ReadProgress::Confirmed(index),
+                    None => ReadProgress::LeadershipLost,
+                };
+            }
+        }
+    }
+
+    /// The answer to a read, once confirmed and applied up to its read
+    /// index; the ticket is then used up.
+    pub fn poll_read(&mut self, raft: &Raft, kv: &KvStore, t: &ReadTicket) -> Option<Response> {
+        let answer = match self.reads.get(&t.ctx)? {
+            ReadProgress::Waiting => return None,
+            ReadProgress::Confirmed(index) if kv.applied_index() < *index => return None,
+            ReadProgress::Confirmed(_) => Self::value(kv, &t.key),
+            ReadProgress::LeadershipLost => self.not_leader(raft.leader_id()),
+        };
+        self.reads.remove(&t.ctx);
+        Some(answer)
+    }
+
+    /// Gives up on a read (its client timed out).
+    pub fn forget_read(&mut self, t: &ReadTicket) {
+        self.reads.remove(&t.ctx);
+    }
+
+    /// Reads in progress, for tests and status.
+    pub fn reads_in_progress(&self) -> usize {
+        self.reads.len()
+    }
+
+    /// A read of whatever this node has applied (`stale`).
+    pub fn stale_read(kv: &KvStore, key: String) -> Response {
+        Self::value(kv, &key)
+    }
+
+    fn value(kv: &KvStore, key: &str) -> Response {
+        Response::Value {
+            value: kv.get(key).map(str::to_string),
+            key: key.to_string(),
+            applied_index: kv.applied_index(),
+        }
+    }
+
+    /// This node's committed entries `from..`, at most `limit`, and at most
+    /// about 1 MiB of them, well under the line limit: the client asks
+    /// again from where the answer stops.
+    pub fn log(raft: &Raft, from: Index, limit: usize) -> Response {
+        let commit = raft.commit_index();
+        let to = from
+            .saturating_add(limit as Index)
+            .saturating_sub(1)
+            .min(commit);
+        Response::Log {
+            entries: raft.log().slice_bounded(from, to, 1024 * 1024).to_vec(),
+            commit_index: commit,
+        }
+    }
+
+    pub fn is_leader(&self, raft: &Raft) -> Response {
+        let leader_id = raft.leader_id();
+        Response::IsLeader {
+            is_leader: raft.role() == Role::Leader,
+            leader_id,
+            leader_address: self.address_of(leader_id),
+        }
+    }
+
+    pub fn not_leader(&self, hint: Option<NodeId>) -> Response {
+        Response::Error {
+            code: ErrorCode::NotLeader,
+            message: match hint {
+                Some(l) => format!("not the leader; node{l} is"),
+                None => "not the leader; the leader is not known".into(),
+            },
+            leader_id: hint,
+            leader_address: self.address_of(hint),
+        }
+    }
+
+    /// The answer when a write waited too long on this node.
+    pub fn write_timed_out() -> Response {
+        Response::error(
+            ErrorCode::Timeout,
+            "not applied in time; retry with the same number",
+        )
+    }
+
+    /// The answer when a read waited too long on this node.
+    pub fn read_timed_out() -> Response {
+        Response::error(ErrorCode::Timeout, "read not confirmed in time")
+    }
+
+    fn address_of(&self, id: Option<NodeId>) -> Option<String> {
+        id.and_then(|id| self.members.iter().find(|m| m.id == id))
+            .map(Member::address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::consensus::{
+        AppendEntries, AppendEntriesReply, Config, Entry, HardState, Payload, Reply, Request,
+        RequestVoteReply,
+    };
+    use crate::kv::{Op, Outcome};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn members() -> Vec<Member> {
+        (0..3)
+            .map(|id| Member {
+                id,
+                host: "h".into(),
+                port: 5000 + id as u16,
+            })
+            .collect()
+    }
+
+    fn raft(id: NodeId) -> Raft {
+        let cfg = Config {
+            id,
+            peers: (0..3).filter(|&p| p != id).collect(),
+            election_timeout_min: 300 * MS,
+            election_timeout_max: 600 * MS,
+            heartbeat_interval: 50 * MS,
+            max_entries_per_append: 64,
+            max_bytes_per_append: 1 << 20,
+            seed: 7,
+        };
+        Raft::new(cfg, HardState::default(), Vec::new(), Duration::ZERO)
+    }
+
+    /// Node 0 elected leader of term 1 with node 1's vote, its no-op
+    /// committed with node 1's ack, and applied.
+    fn leader() -> (Raft, KvStore) {
+        let mut r = raft(0);
+        let t = Duration::from_secs(1);
+        r.tick(t);
+        let req = r.poll_peer(1, t).unwrap();
+        let granted = Reply::RequestVote(RequestVoteReply {
+            term: 1,
+            vote_granted: true,
+        });
+        r.handle_reply(1, &req, granted, t).unwrap();
+        assert_eq!(r.role(), Role::Leader);
+        let mut kv = KvStore::new();
+        ack(&mut r, &mut kv, t);
+        (r, kv)
+    }
+
+    /// Node 1 acknowledges everything node 0 sends it; node 0 applies
+    /// what that commits. Returns the reads the core answered meanwhile.
+    fn ack(r: &mut Raft, kv: &mut KvStore, now: Duration) -> Vec<ReadState> {
+        while let Some(req) = r.poll_peer(1, now) {
+            let Request::AppendEntries(ae) = &req else {
+                panic!("{req:?}")
+            };
+            let reply = Reply::AppendEntries(AppendEntriesReply {
+                term: r.term(),
+                success: true,
+                match_index: ae.prev_log_index + ae.entries.len() as Index,
+                conflict_term: None,
+                conflict_index: 0,
+            });
+            r.handle_reply(1, &req, reply, now).unwrap();
+        }
+        let ready = r.take_ready();
+        for e in &ready.committed {
+            kv.apply(e);
+        }
+        ready.reads
+    }
+
+    fn put(seq: u64) -> Command {
+        Command {
+            client: 9,
+            seq,
+            op: Op::Put {
+                key: "k".into(),
+                value: format!("v{seq}"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_write_is_answered_once_applied_and_a_retry_from_the_session() {
+        let (mut r, mut kv) = leader();
+        let mut s = ClientService::new(members());
+        let Step::Wait(t) = s.write(&mut r, &kv, put(1)) else {
+            panic!("a leader proposes")
+        };
+        assert_eq!(s.poll_write(&r, &kv, &t), None, "not committed yet");
+        ack(&mut r, &mut kv, Duration::from_secs(1));
+        let done = s.poll_write(&r, &kv, &t).unwrap();
+        assert_eq!(
+            done,
+            Response::Written {
+                index: t.index,
+                outcome: Outcome::Ok
+            }
+        );
+        let last = r.log().last_index();
+        // The same number again: answered from the session, no new entry.
+        assert!(matches!(s.write(&mut r, &kv, put(1)), Step::Answer(a) if a == done));
+        assert_eq!(r.log().last_index(), last);
+    }
+
+    #[test]
+    fn a_follower_answers_not_leader_with_the_leaders_address() {
+        let mut r = raft(1);
+        let ae = AppendEntries {
+            term: 1,
+            leader_id: 2,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 0,
+        };
+        r.handle_request(2, Request::AppendEntries(ae), MS).unwrap();
+        let mut s = ClientService::new(members());
+        let Step::Answer(Response::Error {
+            code,
+            leader_id,
+            leader_address,
+            ..
+        }) = s.write(&mut r, &KvStore::new(), put(1))
+        else {
+            panic!("a follower answers at once")
+        };
+        assert_eq!(code, ErrorCode::NotLeader);
+        assert_eq!(
+            (leader_id, leader_address),
+            (Some(2), Some("h:5002".into()))
+        );
+    }
+
+    #[test]
+    fn oversized_writes_are_bad_requests() {
+        let (mut r, kv) = leader();
+        let mut s = ClientService::new(members());
+        let huge = Command {
+            client: 1,
+            seq: 1,
+            op: Op::Append {
+                data: "x".repeat(crate::kv::MAX_VALUE_BYTES + 1),
+            },
+        };
+        let Step::Answer(Response::Error { code, message, .. }) = s.write(&mut r, &kv, huge) else {
+            panic!()
+        };
+        assert_eq!(code, ErrorCode::BadRequest);
+        assert!(message.contains("data is"), "{message}");
+    }
+
+    #[test]
+    fn a_write_whose_entry_is_overwritten_by_a_new_leader_is_lost() {
+        let (mut r, kv) = leader();
+        let mut s = ClientService::new(members());
+        let Step::Wait(t) = s.write(&mut r, &kv, put(1)) else {
+            panic!()
+        };
+        // Node 2 wins term 2 without our entry and replaces it.
+        let ae = AppendEntries {
+            term: 2,
+            leader_id: 2,
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![Entry {
+                index: 2,
+                term: 2,
+                payload: Payload::Noop,
+            }],
+            leader_commit: 0,
+        };
+        r.handle_request(2, Request::AppendEntries(ae), 2 * MS)
+            .unwrap();
+        let Some(Response::Error {
+            code, leader_id, ..
+        }) = s.poll_write(&r, &kv, &t)
+        else {
+            panic!("lost")
+        };
+        assert_eq!((code, leader_id), (ErrorCode::NotLeader, Some(2)));
+    }
+
+    #[test]
+    fn a_read_waits_for_confirmation_and_fails_when_leadership_is_lost() {
+        let (mut r, mut kv) = leader();
+        let mut s = ClientService::new(members());
+        let Step::Wait(t) = s.read(&mut r, "k".into()) else {
+            panic!()
+        };
+        s.route_reads(r.take_ready().reads);
+        assert_eq!(s.poll_read(&r, &kv, &t), None, "needs a heartbeat round");
+        let confirmed = ack(&mut r, &mut kv, Duration::from_secs(1));
+        s.route_reads(confirmed);
+        assert_eq!(
+            s.poll_read(&r, &kv, &t),
+            Some(Response::Value {
+                key: "k".into(),
+                value: None,
+                applied_index: 1
+            })
+        );
+        assert_eq!(s.poll_read(&r, &kv, &t), None, "a ticket is used once");
+        assert_eq!(s.reads_in_progress(), 0);
+
+        // A second read, then a newer term from node 2 deposes us.
+        let Step::Wait(t) = s.read(&mut r, "k".into()) else {
+            panic!()
+        };
+        let ae = AppendEntries {
+            term: 2,
+            leader_id: 2,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 0,
+        };
+        r.handle_request(2, Request::AppendEntries(ae), 2 * MS)
+            .unwrap();
+        s.route_reads(r.take_ready().reads);
+        let Some(Response::Error {
+            code, leader_id, ..
+        }) = s.poll_read(&r, &kv, &t)
+        else {
+            panic!()
+        };
+        assert_eq!((code, leader_id), (ErrorCode::NotLeader, Some(2)));
+    }
+}

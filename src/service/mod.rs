@@ -1,0 +1,16 @@
+//! The services a node offers, as LogCabin splits them (RaftService,
+//! ClientService): the logic that answers a request, apart from the
+//! threads, locks and sockets around it. Both are plain structs that act on
+//! a `Raft` and a `KvStore` handed to them, so the threaded runtime
+//! (`node`) and the deterministic simulation (tests/sim) run the same code.
+//!
+//! * [`peer`]: Raft RPCs from other nodes: who may send them (cluster
+//!   identity) and what the core refuses, each kind reported once.
+//! * [`client`]: writes and reads: the session fast path, proposing,
+//!   telling when a proposal is lost, and completing ReadIndex reads.
+
+pub mod client;
+pub mod peer;
+
+pub use client::{ClientService, ReadTicket, Step, WriteTicket};
+pub use peer::{PeerAnswer, PeerService};

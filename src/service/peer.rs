@@ -1,0 +1,384 @@
+//! The peer service: Raft RPCs from other nodes.
+//!
+//! Before the core sees a message, the envelope is checked: it must carry
+//! this cluster's id and the id of another member. Then the core checks
+//! the message itself (`consensus::validate`). Whatever is refused gets an
+//! error response naming the problem, changes nothing, and is reported in
+//! the activity log once per sender and kind of problem, not once per
+//! message: a misconfigured node retrying every heartbeat would otherwise
+//! bury everything else.
+//!
+//! The same bookkeeping serves the other direction: a peer that refuses
+//! *our* requests (it was started with another configuration, say), or
+//! answers them with nonsense, is reported once too.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use crate::consensus::{self, NodeId, Raft, Rejection};
+use crate::wire::{ErrorCode, PeerRequest, Response};
+
+/// How many distinct (sender, problem) pairs are remembered for reporting
+/// once. Past it, new problems are only counted, so a stream of messages
+/// with ever-new cluster ids cannot grow memory or the log without bound.
+const MAX_REPORTED: usize = 256;
+
+/// Foreign cluster ids are quoted in messages up to this many characters.
+const MAX_QUOTED: usize = 40;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Offender {
+    Node(NodeId),
+    Cluster(String),
+}
+
+/// The outcome of one peer RPC.
+#[derive(Debug)]
+pub struct PeerAnswer {
+    pub response: Response,
+    /// The sender is a member of this cluster (right cluster id, known
+    /// node id), whether or not the core accepted the message.
+    pub from_member: bool,
+    /// A line for the activity log, the first time this sender sent this
+    /// kind of refused message.
+    pub report: Option<String>,
+}
+
+pub struct PeerService {
+    me: NodeId,
+    cluster_id: String,
+    /// Every member, ourselves included.
+    members: BTreeSet<NodeId>,
+    reported: HashSet<(Offender, &'static str)>,
+    /// Messages refused so far, reported or not.
+    refused: u64,
+}
+
+impl PeerService {
+    pub fn new(me: NodeId, cluster_id: String, members: impl IntoIterator<Item = NodeId>) -> Self {
+        PeerService {
+            me,
+            cluster_id,
+            members: members.into_iter().collect(),
+            reported: HashSet::new(),
+            refused: 0,
+        }
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// How many peer messages were refused (in either direction).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Checks a peer RPC's envelope, hands it to the core, and answers.
+    /// The caller persists the core's `Ready` before sending the response.
+    pub fn handle(&mut self, raft: &mut Raft, request: PeerRequest, now: Duration) -> PeerAnswer {
+        let kind = rpc_name(&request.rpc);
+        let from = request.from;
+        if request.cluster != self.cluster_id {
+            let theirs = quote(&request.cluster);
+            let message = format!(
+                "{kind} from node{from} of cluster {theirs} refused: this is node{} of cluster {}; \
+                 nodes of one cluster must be started with the same configuration",
+                self.me, self.cluster_id
+            );
+            let report = self.report(Offender::Cluster(theirs), "wrong_cluster", &message);
+            return PeerAnswer {
+                response: Response::error(ErrorCode::WrongCluster, message),
+                from_member: false,
+                report,
+            };
+        }
+        if from == self.me || !self.members.contains(&from) {
+            let members: Vec<String> = self.members.iter().map(|m| m.to_string()).collect();
+            let message = format!(
+                "{kind} from node{from} refused: node{from} is not another member of cluster {} \
+                 (members: {}); this is node{}",
+                self.cluster_id,
+                members.join(", "),
+                self.me
+            );
+            let report = self.report(Offender::Node(from), "unknown_sender", &message);
+            return PeerAnswer {
+                response: Response::error(ErrorCode::UnknownSender, message),
+                from_member: false,
+                report,
+            };
+        }
+        match raft.handle_request(from, request.rpc, now) {
+            Ok(reply) => PeerAnswer {
+                response: Response::peer(reply),
+                from_member: true,
+                report: None,
+            },
+            Err(rejection) => {
+                let message = format!("{kind} from node{from} refused: {rejection}");
+                let report = self.report(Offender::Node(from), rejection.kind(), &message);
+                PeerAnswer {
+                    response: Response::error(ErrorCode::Rejected, message),
+                    from_member: true,
+                    report,
+                }
+            }
+        }
+    }
+
+    /// Reports what `peer` answered to our `request`, after the core has
+    /// seen it: `Ok` for a reply to hand to the core, otherwise the
+    /// failure (an error response, or a reply of the wrong kind), which the
+    /// caller reports to the core with `handle_failure`. The second value
+    /// is a line for the activity log, once per peer and kind.
+    pub fn check_response(
+        &mut self,
+        peer: NodeId,
+        request: &consensus::Request,
+        response: Response,
+    ) -> (Option<consensus::Reply>, Option<String>) {
+        let kind = rpc_name(request);
+        match response.into_peer() {
+            Ok(reply) if same_kind(request, &reply) => (Some(reply), None),
+            Ok(reply) => {
+                let message = format!("node{peer} answered our {kind} with {reply:?}");
+                (
+                    None,
+                    self.report(Offender::Node(peer), "wrong_reply", &message),
+                )
+            }
+            Err(Response::Error { code, message, .. }) => {
+                let line = format!("node{peer} refused our {kind}: {message}");
+                let key = match code {
+                    ErrorCode::WrongCluster => "refused_wrong_cluster",
+                    ErrorCode::UnknownSender => "refused_unknown_sender",
+                    ErrorCode::Rejected => "refused_rejected",
+                    _ => "refused_other",
+                };
+                (None, self.report(Offender::Node(peer), key, &line))
+            }
+            Err(other) => {
+                let message = format!("node{peer} answered our {kind} with {other:?}");
+                (
+                    None,
+                    self.report(Offender::Node(peer), "wrong_reply", &message),
+                )
+            }
+        }
+    }
+
+    /// A reply the core refused (`Raft::handle_reply`'s error).
+    pub fn reply_refused(&mut self, peer: NodeId, rejection: &Rejection) -> Option<String> {
+        let message = format!("reply from node{peer} ignored: {rejection}");
+        self.report(Offender::Node(peer), rejection.kind(), &message)
+    }
+
+    /// Counts a refusal; returns the line to log if this offender has not
+    /// been reported for this kind of problem before.
+    fn report(&mut self, who: Offender, kind: &'static str, message: &str) -> Option<String> {
+        self.refused += 1;
+        let key = (who, kind);
+        if self.reported.contains(&key) {
+            return None;
+        }
+        if self.reported.len() >= MAX_REPORTED {
+            if self.reported.len() == MAX_REPORTED {
+                self.reported
+                    .insert((Offender::Cluster(String::new()), "too_many"));
+                return Some(format!(
+                    "{message} (and {MAX_REPORTED} other kinds of refused message so far: \
+                     further new ones are counted, not logged)"
+                ));
+            }
+            return None;
+        }
+        self.reported.insert(key);
+        Some(format!(
+            "{message} (logged once per sender and kind of problem)"
+        ))
+    }
+}
+
+fn rpc_name(rpc: &consensus::Request) -> &'static str {
+    match rpc {
+        consensus::Request::RequestVote(_) => "request_vote",
+        consensus::Request::AppendEntries(_) => "append_entries",
+    }
+}
+
+fn same_kind(request: &consensus::Request, reply: &consensus::Reply) -> bool {
+    matches!(
+        (request, reply),
+        (
+            consensus::Request::RequestVote(_),
+            consensus::Reply::RequestVote(_)
+        ) | (
+            consensus::Request::AppendEntries(_),
+            consensus::Reply::AppendEntries(_)
+        )
+    )
+}
+
+/// A foreign string, cut short and with control characters escaped, fit
+/// for one log line.
+fn quote(s: &str) -> String {
+    let cut: String = s.chars().take(MAX_QUOTED).collect();
+    let mut q = format!("{cut:?}");
+    if cut.len() < s.len() {
+        q.push('…');
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::{
+        AppendEntries, Config, Entry, HardState, Payload, Reply, Request, RequestVote, Role,
+    };
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn follower(id: NodeId) -> Raft {
+        let cfg = Config {
+            id,
+            peers: (0..3).filter(|&p| p != id).collect(),
+            election_timeout_min: 300 * MS,
+            election_timeout_max: 600 * MS,
+            heartbeat_interval: 50 * MS,
+            max_entries_per_append: 64,
+            max_bytes_per_append: 1 << 20,
+            seed: 1,
+        };
+        Raft::new(cfg, HardState::default(), Vec::new(), Duration::ZERO)
+    }
+
+    fn service() -> PeerService {
+        PeerService::new(0, "ours".into(), [0, 1, 2])
+    }
+
+    fn vote(cluster: &str, from: NodeId, term: u64) -> PeerRequest {
+        PeerRequest {
+            cluster: cluster.into(),
+            from,
+            rpc: Request::RequestVote(RequestVote {
+                term,
+                candidate_id: from,
+                last_log_index: 0,
+                last_log_term: 0,
+            }),
+        }
+    }
+
+    fn error_code(r: &Response) -> Option<ErrorCode> {
+        match r {
+            Response::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_member_of_this_cluster_is_answered_by_the_core() {
+        let (mut s, mut raft) = (service(), follower(0));
+        let a = s.handle(&mut raft, vote("ours", 1, 1), 10 * MS);
+        assert!(matches!(a.response, Response::RequestVote(r) if r.vote_granted));
+        assert!(a.from_member && a.report.is_none());
+        assert_eq!(raft.term(), 1);
+    }
+
+    #[test]
+    fn another_cluster_is_refused_naming_both_ids_and_reported_once() {
+        let (mut s, mut raft) = (service(), follower(0));
+        let a = s.handle(&mut raft, vote("theirs", 1, 99), 10 * MS);
+        assert_eq!(error_code(&a.response), Some(ErrorCode::WrongCluster));
+        let Response::Error { message, .. } = &a.response else {
+            unreachable!()
+        };
+        assert!(message.contains("\"theirs\"") && message.contains("cluster ours"));
+        assert!(!a.from_member);
+        assert!(a.report.is_some());
+        assert_eq!(raft.term(), 0, "a foreign vote request changes nothing");
+        let again = s.handle(&mut raft, vote("theirs", 1, 100), 10 * MS);
+        assert_eq!(error_code(&again.response), Some(ErrorCode::WrongCluster));
+        assert!(again.report.is_none(), "reported once");
+        assert_eq!(s.refused(), 2);
+    }
+
+    #[test]
+    fn unknown_ids_and_our_own_id_are_refused() {
+        let (mut s, mut raft) = (service(), follower(0));
+        for from in [7, 0] {
+            let a = s.handle(&mut raft, vote("ours", from, 5), 10 * MS);
+            assert_eq!(error_code(&a.response), Some(ErrorCode::UnknownSender));
+            let Response::Error { message, .. } = &a.response else {
+                unreachable!()
+            };
+            assert!(message.contains(&format!("node{from}")) && message.contains("node0"));
+            assert!(a.report.is_some());
+        }
+        assert_eq!(raft.term(), 0);
+    }
+
+    #[test]
+    fn a_rule_breaking_message_is_refused_by_the_core_and_reported_once_per_kind() {
+        let (mut s, mut raft) = (service(), follower(0));
+        let bad = |index| PeerRequest {
+            cluster: "ours".into(),
+            from: 1,
+            rpc: Request::AppendEntries(AppendEntries {
+                term: 1,
+                leader_id: 1,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![Entry {
+                    index,
+                    term: 1,
+                    payload: Payload::Noop,
+                }],
+                leader_commit: 0,
+            }),
+        };
+        let a = s.handle(&mut raft, bad(9), 10 * MS);
+        assert_eq!(error_code(&a.response), Some(ErrorCode::Rejected));
+        assert!(a.from_member, "a member, if a confused one");
+        assert!(a.report.unwrap().contains("contiguous"));
+        assert!(s.handle(&mut raft, bad(5), 10 * MS).report.is_none());
+        assert_eq!(raft.term(), 0);
+        assert_eq!(raft.role(), Role::Follower);
+        assert_eq!(raft.log().last_index(), 0);
+    }
+
+    #[test]
+    fn refusals_of_our_requests_are_reported_once() {
+        let mut s = service();
+        let req = vote("ours", 0, 1).rpc;
+        let refused = Response::error(ErrorCode::WrongCluster, "cluster x, not y");
+        let (reply, line) = s.check_response(2, &req, refused.clone());
+        assert!(reply.is_none());
+        assert!(
+            line.unwrap()
+                .contains("node2 refused our request_vote: cluster x")
+        );
+        assert_eq!(s.check_response(2, &req, refused), (None, None));
+        let ok = Response::peer(Reply::RequestVote(consensus::RequestVoteReply {
+            term: 1,
+            vote_granted: true,
+        }));
+        assert!(s.check_response(2, &req, ok).0.is_some());
+    }
+
+    #[test]
+    fn ever_new_cluster_ids_are_counted_not_logged_without_bound() {
+        let (mut s, mut raft) = (service(), follower(0));
+        let logged = (0..1000)
+            .filter(|k| {
+                s.handle(&mut raft, vote(&format!("x{k}"), 1, 1), MS)
+                    .report
+                    .is_some()
+            })
+            .count();
+        assert_eq!(logged, MAX_REPORTED + 1);
+        assert_eq!(s.refused(), 1000);
+    }
+}
