@@ -96,11 +96,37 @@ impl TestCluster {
     }
 
     pub fn start(&mut self, id: NodeId) {
+        let cmd = self.node_command(id);
+        self.spawn(id, cmd);
+    }
+
+    /// Starts node `id` under a shell that first runs `setup` (say, a
+    /// resource limit) and then execs the node, so its pid is the node's.
+    pub fn start_under_shell(&mut self, id: NodeId, setup: &str) {
+        let node = self.node_command(id);
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("{setup}; exec \"$@\""))
+            .arg("raftnode")
+            .arg(node.get_program())
+            .args(node.get_args());
+        self.spawn(id, cmd);
+    }
+
+    /// What node `id` wrote to stderr (all its runs).
+    pub fn stderr(&self, id: NodeId) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.stderr")))
+            .unwrap_or_default()
+    }
+
+    fn spawn(&mut self, id: NodeId, mut cmd: Command) {
         assert!(!self.is_running(id), "node{id} is already running");
-        let stderr =
-            std::fs::File::create(self.dir.path().join(format!("node{id}.stderr"))).unwrap();
-        let child = self
-            .node_command(id)
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.stderr")))
+            .unwrap();
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -136,6 +162,12 @@ impl TestCluster {
             .unwrap();
         assert!(ok.success());
         wait_exit(&mut child, Duration::from_secs(20))
+    }
+
+    /// Waits for node `id` to exit on its own; its exit status.
+    pub fn wait_for_exit(&mut self, id: NodeId, timeout: Duration) -> ExitStatus {
+        let mut child = self.children.remove(&id).expect("node not started");
+        wait_exit(&mut child, timeout)
     }
 
     /// `kill -9 <pid>`, then reaps it.

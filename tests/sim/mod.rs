@@ -236,6 +236,12 @@ pub struct Sim {
     /// Fault injection for testing the checker itself: the fake disk
     /// ignores log appends (a node that acknowledges before it fsyncs).
     pub disk_drops_appends: bool,
+    /// Nodes whose disk fails (full, I/O error) at their next write. The
+    /// write stops part way, and the node stops as the runtime does on a
+    /// storage error: at once, answering nothing more.
+    pub disk_broken: Vec<bool>,
+    /// How many nodes stopped on a failed write.
+    pub disk_failures: u64,
 }
 
 impl Sim {
@@ -258,6 +264,8 @@ impl Sim {
             events: Vec::new(),
             keep_events: false,
             disk_drops_appends: false,
+            disk_broken: vec![false; n],
+            disk_failures: 0,
         };
         for id in 0..n as NodeId {
             let (peers, clients) = services(id, n);
@@ -493,6 +501,9 @@ impl Sim {
                     ));
                 }
                 self.after(to); // persisted before the reply leaves
+                if !self.is_up(to) {
+                    return; // its disk failed: it stopped without answering
+                }
                 if self.chance(self.net.drop) {
                     return;
                 }
@@ -573,7 +584,9 @@ impl Sim {
             return;
         };
         let ready = raft.take_ready();
-        self.persist_and_check(id, ready);
+        if !self.persist_and_check(id, ready) {
+            return;
+        }
         let peers: Vec<NodeId> = self.nodes[id as usize]
             .raft
             .as_ref()
@@ -592,6 +605,52 @@ impl Sim {
         }
         let ready = self.nodes[id as usize].raft.as_mut().unwrap().take_ready();
         self.persist_and_check(id, ready);
+    }
+
+    /// A failed write: the steps of `ready` before a random failure point
+    /// reach the disk (term and vote, truncation, then entries one by one,
+    /// as `Storage::persist` writes them), and the node stops.
+    fn fail_write(&mut self, id: NodeId, ready: Ready) {
+        let steps = usize::from(ready.hard_state.is_some())
+            + usize::from(ready.truncate_from.is_some())
+            + ready.appended.len();
+        let mut left = self.rng.random_range(0..=steps);
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!(
+                "{:>12?} n{id} disk write fails after {left} of {steps} steps: {:?} {:?} {:?}",
+                self.now,
+                ready.hard_state,
+                ready.truncate_from,
+                ready.appended.iter().map(|e| e.index).collect::<Vec<_>>()
+            );
+        }
+        let node = &mut self.nodes[id as usize];
+        if let Some(hs) = ready.hard_state {
+            if left == 0 {
+                return self.crash_on_failed_write(id);
+            }
+            left -= 1;
+            node.disk_state = hs;
+        }
+        if let Some(from) = ready.truncate_from {
+            if left == 0 {
+                return self.crash_on_failed_write(id);
+            }
+            left -= 1;
+            node.disk_log.truncate(from as usize - 1);
+        }
+        node.disk_log.extend(ready.appended.into_iter().take(left));
+        self.crash_on_failed_write(id);
+    }
+
+    fn crash_on_failed_write(&mut self, id: NodeId) {
+        self.disk_failures += 1;
+        self.crash(id);
+    }
+
+    /// Replaces node `id`'s failing disk (its contents survive).
+    pub fn repair_disk(&mut self, id: NodeId) {
+        self.disk_broken[id as usize] = false;
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, request: Request) {
@@ -635,7 +694,13 @@ impl Sim {
         violation(self.now, self.seed, what)
     }
 
-    fn persist_and_check(&mut self, id: NodeId, ready: Ready) {
+    /// Writes `ready` to node `id`'s fake disk and checks the safety
+    /// properties; false if the write failed and the node stopped.
+    fn persist_and_check(&mut self, id: NodeId, ready: Ready) -> bool {
+        if self.disk_broken[id as usize] && ready.needs_persist() {
+            self.fail_write(id, ready);
+            return false;
+        }
         let (now, seed) = (self.now, self.seed);
         let fail = |what: String| violation(now, seed, what);
         let node = &mut self.nodes[id as usize];
@@ -751,6 +816,7 @@ impl Sim {
             self.events
                 .extend(ready.events.into_iter().map(|e| (id, e)));
         }
+        true
     }
 
     /// The slow checks, every few hundred steps: every pair of logs obeys
