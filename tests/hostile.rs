@@ -34,8 +34,7 @@ impl Line {
 
     /// Sends `text` (a newline is added) and returns the answer line.
     fn ask(&mut self, text: &str) -> serde_json::Value {
-        self.writer.write_all(text.as_bytes()).unwrap();
-        self.writer.write_all(b"\n").unwrap();
+        self.writer.write_all(format!("{text}\n").as_bytes()).unwrap();
         let mut answer = String::new();
         self.reader.read_line(&mut answer).unwrap();
         serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))

@@ -21,7 +21,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// Runs one seed of chaos for `virtual_time`, then heals and checks that
 /// the cluster recovers and converges.
-fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration) -> (u64, usize) {
+fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration, forge: f64) -> Outcome {
     let _guard = SeedGuard {
         file: "simulation",
         test,
@@ -29,6 +29,7 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration) -> (u6
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut s = Sim::new(n, seed, NetConfig::unreliable());
+    s.forge = forge;
     let mut proposals = 0u64;
     let end = s.now + virtual_time;
     while s.now < end {
@@ -93,24 +94,52 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration) -> (u6
         assert!(node.applied.len() as u64 >= final_index);
     }
     s.check_deep();
-    (s.checker.steps, s.checker.committed.len())
+    Outcome {
+        steps: s.checker.steps,
+        committed: s.checker.committed.len() as u64,
+        forged_refused: s.forged_refused,
+    }
+}
+
+/// What one chaos run checked.
+#[derive(Default)]
+struct Outcome {
+    steps: u64,
+    committed: u64,
+    forged_refused: u64,
 }
 
 fn run_many(test: &'static str, base: u64, count: u64, n: usize, time: Duration) {
+    run_many_forging(test, base, count, n, time, 0.0);
+}
+
+fn run_many_forging(
+    test: &'static str,
+    base: u64,
+    count: u64,
+    n: usize,
+    time: Duration,
+    forge: f64,
+) -> Outcome {
     let started = std::time::Instant::now();
     let seeds = seeds(base, count);
-    let (mut steps, mut committed) = (0, 0);
+    let mut total = Outcome::default();
     for &seed in &seeds {
-        let (st, c) = chaos(test, seed, n, time);
-        steps += st;
-        committed += c;
+        let o = chaos(test, seed, n, time, forge);
+        total.steps += o.steps;
+        total.committed += o.committed;
+        total.forged_refused += o.forged_refused;
     }
     eprintln!(
-        "{test}: {} seeds, {n} nodes, {:?} virtual each: {steps} steps checked, {committed} entries committed, {:.1}s",
+        "{test}: {} seeds, {n} nodes, {:?} virtual each: {} steps checked, {} entries committed, {} forged requests refused, {:.1}s",
         seeds.len(),
         time,
+        total.steps,
+        total.committed,
+        total.forged_refused,
         started.elapsed().as_secs_f64()
     );
+    total
 }
 
 #[test]
@@ -121,6 +150,24 @@ fn chaos_three_nodes() {
 #[test]
 fn chaos_five_nodes() {
     run_many("chaos_five_nodes", 2_000, 300, 5, 30 * SECOND);
+}
+
+/// Chaos as above, with rule-breaking copies of real requests thrown in
+/// between correct nodes (another cluster, unknown or lying senders,
+/// overflowing terms, entries out of order or with impossible terms):
+/// each must be refused without changing the receiver, and the safety
+/// checker must stay green.
+#[test]
+fn chaos_with_forged_requests_injected() {
+    let o = run_many_forging(
+        "chaos_with_forged_requests_injected",
+        4_000,
+        60,
+        5,
+        30 * SECOND,
+        0.05,
+    );
+    assert!(o.forged_refused > 1000, "too few forged requests delivered");
 }
 
 #[test]

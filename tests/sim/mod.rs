@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use raft::config::Member;
 use raft::consensus::{
-    Config, Entry, Event, HardState, Index, NodeId, Payload, Raft, Ready, Request, Role, Term,
+    Config, Entry, Event, HardState, Index, MAX_TERM, NodeId, Payload, Raft, Ready, Request, Role,
+    Term,
 };
 use raft::kv::KvStore;
 use raft::service::{ClientService, PeerService};
@@ -121,6 +122,9 @@ enum Msg {
         peer: NodeId,
         request: Request,
     },
+    /// A rule-breaking copy of a real request, as a confused or
+    /// misconfigured node (or someone with `nc`) might send it.
+    Forged { to: NodeId, request: PeerRequest },
 }
 
 struct Scheduled {
@@ -242,6 +246,12 @@ pub struct Sim {
     pub disk_broken: Vec<bool>,
     /// How many nodes stopped on a failed write.
     pub disk_failures: u64,
+    /// Probability that a request sent is followed by a forged,
+    /// rule-breaking copy of it (see [`Sim::forge`]). Each must be refused
+    /// and change nothing.
+    pub forge: f64,
+    /// How many forged requests were refused.
+    pub forged_refused: u64,
 }
 
 impl Sim {
@@ -266,6 +276,8 @@ impl Sim {
             disk_drops_appends: false,
             disk_broken: vec![false; n],
             disk_failures: 0,
+            forge: 0.0,
+            forged_refused: 0,
         };
         for id in 0..n as NodeId {
             let (peers, clients) = services(id, n);
@@ -554,6 +566,7 @@ impl Sim {
                 }
                 self.after(to);
             }
+            Msg::Forged { to, request } => self.deliver_forged(to, request),
             Msg::Timeout {
                 rpc,
                 node,
@@ -662,6 +675,17 @@ impl Sim {
                 }
             }
         }
+        if self.chance(self.forge) {
+            let forged = self.forge_copy(from, &request);
+            let at = self.now + self.delay();
+            self.schedule(
+                at,
+                Msg::Forged {
+                    to,
+                    request: forged,
+                },
+            );
+        }
         self.next_rpc += 1;
         let rpc = self.next_rpc;
         let incarnation = self.nodes[from as usize].incarnation;
@@ -692,6 +716,63 @@ impl Sim {
 
     fn fail(&self, what: String) -> ! {
         violation(self.now, self.seed, what)
+    }
+
+    /// A copy of `request` (sent by `from`) broken in one random way that
+    /// every node must refuse whatever its state: another cluster, a
+    /// stranger or the receiver's own id as sender, a sender that is not
+    /// the named leader or candidate, a term beyond `MAX_TERM`, entries
+    /// out of order or with decreasing terms or a term above the message's,
+    /// a log position newer than the message's term.
+    fn forge_copy(&mut self, from: NodeId, request: &Request) -> PeerRequest {
+        let n = self.n() as NodeId;
+        let mut forged = PeerRequest {
+            cluster: SIM_CLUSTER.into(),
+            from,
+            rpc: request.clone(),
+        };
+        let kind = self.rng.random_range(0..9);
+        match (&mut forged.rpc, kind) {
+            (_, 0) => forged.cluster = "another-cluster".into(),
+            (_, 1) => forged.from = n + self.rng.random_range(0..5),
+            (Request::RequestVote(rv), 2) => rv.candidate_id = (from + 1) % n,
+            (Request::AppendEntries(ae), 2) => ae.leader_id = (from + 1) % n,
+            (Request::RequestVote(rv), 3) => rv.term = MAX_TERM + 1,
+            (Request::AppendEntries(ae), 3) => ae.term = MAX_TERM + self.rng.random_range(1..9),
+            (Request::RequestVote(rv), _) => rv.last_log_term = rv.term + 1,
+            (Request::AppendEntries(ae), 4..6) if !ae.entries.is_empty() => {
+                let k = self.rng.random_range(0..ae.entries.len());
+                ae.entries[k].index += self.rng.random_range(1..4);
+            }
+            (Request::AppendEntries(ae), 6) if !ae.entries.is_empty() => {
+                let k = self.rng.random_range(0..ae.entries.len());
+                ae.entries[k].term = ae.term + 1;
+            }
+            (Request::AppendEntries(ae), 7) if ae.prev_log_term > 0 && !ae.entries.is_empty() => {
+                ae.entries[0].term = ae.prev_log_term - 1;
+            }
+            (Request::AppendEntries(ae), _) => ae.prev_log_term = ae.term + 1,
+        }
+        forged
+    }
+
+    fn deliver_forged(&mut self, to: NodeId, request: PeerRequest) {
+        let node = &mut self.nodes[to as usize];
+        let Some(raft) = node.raft.as_mut() else {
+            return;
+        };
+        let before = (raft.hard_state(), raft.role(), raft.log().last_index());
+        let description = format!("{request:?}");
+        let answer = node.peers.handle(raft, request, self.now);
+        let after = (raft.hard_state(), raft.role(), raft.log().last_index());
+        if !matches!(answer.response, Response::Error { .. }) || before != after {
+            self.fail(format!(
+                "node {to} accepted a forged request {description}: {:?}",
+                answer.response
+            ));
+        }
+        self.forged_refused += 1;
+        self.after(to);
     }
 
     /// Writes `ready` to node `id`'s fake disk and checks the safety
