@@ -337,6 +337,8 @@ impl Shared {
             commit_index: st.raft.commit_index(),
             last_log_index: st.raft.log().last_index(),
             last_applied: st.kv.applied_index(),
+            cluster_id: st.peers.cluster_id().to_string(),
+            refused_messages: st.peers.refused(),
         }
     }
 
@@ -442,18 +444,19 @@ fn shutting_down() -> Response {
 }
 
 impl Handler for Service {
-    fn peer(&self, request: PeerRequest) -> (Response, bool) {
+    fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>) {
         let shared = &self.0;
         let mut st = shared.state.lock();
         if st.stopping {
-            return (shutting_down(), false);
+            return (shutting_down(), None);
         }
         let st = &mut *st;
+        let from = request.from;
         let answer = st.peers.handle(&mut st.raft, request, now(shared));
         Shared::report(st, answer.report);
         // Durable before the answer leaves (the core's contract).
         shared.process_ready(st);
-        (answer.response, answer.from_member)
+        (answer.response, answer.from_member.then_some(from))
     }
 
     fn admin(&self, request: wire::Request) -> Response {

@@ -40,14 +40,15 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
 
+use crate::consensus::NodeId;
 use crate::wire::{self, ErrorCode, PeerRequest, Request, RequestClass, Response, WireError};
 
 /// Answers requests; see the module docs for which method runs where.
 pub trait Handler: Send + Sync + 'static {
     /// A Raft RPC from another node, on the connection's own thread.
-    /// Returns the response and whether the sender proved to be a member
-    /// of this cluster.
-    fn peer(&self, request: PeerRequest) -> (Response, bool);
+    /// Returns the response and, if the sender proved to be a member of
+    /// this cluster, its node id.
+    fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>);
     /// `status` or `is_leader`, on the connection's own thread.
     fn admin(&self, request: Request) -> Response;
     /// A client request, on a pool worker.
@@ -222,8 +223,8 @@ impl Connection {
         let request = match request.into_peer() {
             Ok(peer) => {
                 let (response, member) = self.handler.peer(peer);
-                if member {
-                    self.registry.mark_peer(self.id);
+                if let Some(member) = member {
+                    self.registry.mark_peer(self.id, member, Instant::now());
                 }
                 return Some(response);
             }
@@ -248,13 +249,18 @@ impl Connection {
 /// Returned by [`Registry::admit`] when every client connection is busy.
 struct Full;
 
+/// Connections one member may hold; see [`Registry::mark_peer`]. Ours
+/// need one each (the sender's replicator), more while a connection is
+/// being replaced.
+const MAX_PEER_CONNECTIONS: usize = 4;
+
 struct Slot {
     /// A handle on the socket, to close it from another thread.
     stream: TcpStream,
     /// A request is being handled or answered.
     busy: bool,
-    /// The other end proved to be a member of the cluster.
-    peer: bool,
+    /// The other end proved to be this member of the cluster.
+    peer: Option<NodeId>,
     /// When the last request was answered (or the connection opened).
     last_active: Instant,
 }
@@ -290,7 +296,7 @@ impl Registry {
             let victim = s
                 .by_id
                 .iter()
-                .filter(|(_, slot)| !slot.peer && !slot.busy)
+                .filter(|(_, slot)| slot.peer.is_none() && !slot.busy)
                 .min_by_key(|(_, slot)| slot.last_active)
                 .map(|(&id, _)| id);
             match victim {
@@ -307,7 +313,7 @@ impl Registry {
             Slot {
                 stream: handle,
                 busy: false,
-                peer: false,
+                peer: None,
                 last_active: now,
             },
         );
@@ -319,7 +325,7 @@ impl Registry {
     fn close(s: &mut Slots, id: u64) {
         if let Some(slot) = s.by_id.remove(&id) {
             let _ = slot.stream.shutdown(Shutdown::Both);
-            if !slot.peer {
+            if slot.peer.is_none() {
                 s.clients -= 1;
             }
         }
@@ -344,13 +350,32 @@ impl Registry {
         }
     }
 
-    fn mark_peer(&self, id: u64) {
+    /// Connection `id` proved to come from `member`. A member gets at
+    /// most [`MAX_PEER_CONNECTIONS`]: past that its least recently active
+    /// one is closed (a restarted peer's old connections, say), so that
+    /// nobody who knows the cluster id can hold unbounded connections
+    /// outside the client cap.
+    fn mark_peer(&self, id: u64, member: NodeId, now: Instant) {
         let mut s = self.slots.lock();
-        if let Some(slot) = s.by_id.get_mut(&id)
-            && !slot.peer
-        {
-            slot.peer = true;
-            s.clients -= 1;
+        match s.by_id.get_mut(&id) {
+            Some(slot) if slot.peer.is_none() => {
+                slot.peer = Some(member);
+                slot.last_active = now;
+                s.clients -= 1;
+            }
+            _ => return,
+        }
+        let mut same: Vec<(Instant, u64)> = s
+            .by_id
+            .iter()
+            .filter(|(_, slot)| slot.peer == Some(member))
+            .map(|(&other, slot)| (slot.last_active, other))
+            .collect();
+        if same.len() > MAX_PEER_CONNECTIONS {
+            same.sort_unstable();
+            for &(_, old) in &same[..same.len() - MAX_PEER_CONNECTIONS] {
+                Self::close(&mut s, old);
+            }
         }
     }
 
@@ -369,7 +394,9 @@ impl Registry {
             .by_id
             .iter()
             .filter(|(_, slot)| {
-                !slot.peer && !slot.busy && now.saturating_duration_since(slot.last_active) >= idle
+                slot.peer.is_none()
+                    && !slot.busy
+                    && now.saturating_duration_since(slot.last_active) >= idle
             })
             .map(|(&id, _)| id)
             .collect();
@@ -401,8 +428,8 @@ mod tests {
     }
 
     impl Handler for Blocking {
-        fn peer(&self, request: PeerRequest) -> (Response, bool) {
-            let member = request.cluster == "ours";
+        fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>) {
+            let member = (request.cluster == "ours").then_some(request.from);
             let reply = Response::RequestVote(RequestVoteReply {
                 term: request.rpc.term(),
                 vote_granted: false,
@@ -584,35 +611,59 @@ mod tests {
         release.send(()).unwrap();
     }
 
-    #[test]
-    fn idle_client_connections_are_reaped_only_near_the_cap() {
+    /// `n` connected pairs (client side, server side), the server sides
+    /// admitted to `registry` at `at`.
+    fn admitted(registry: &Registry, n: usize, at: Instant) -> Vec<(TcpStream, TcpStream, u64)> {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        (0..n)
+            .map(|_| {
+                let client = TcpStream::connect(addr).unwrap();
+                let (server_side, _) = listener.accept().unwrap();
+                let id = registry.admit(&server_side, at).ok().unwrap();
+                (client, server_side, id)
+            })
+            .collect()
+    }
+
+    fn closed(client: &mut TcpStream) -> bool {
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).is_ok_and(|n| n == 0)
+    }
+
+    #[test]
+    fn a_member_holds_a_bounded_number_of_connections() {
+        let registry = Registry::new(100);
+        let t0 = Instant::now();
+        let mut conns = admitted(&registry, MAX_PEER_CONNECTIONS + 2, t0);
+        for (k, (_, _, id)) in conns.iter().enumerate() {
+            registry.mark_peer(*id, 1, t0 + Duration::from_secs(k as u64));
+        }
+        // None counts as a client's; the two oldest were closed.
+        assert_eq!(registry.counts(), (0, MAX_PEER_CONNECTIONS));
+        assert!(closed(&mut conns[0].0) && closed(&mut conns[1].0));
+        // Another member's connections are its own.
+        let (_, _, other) = &admitted(&registry, 1, t0)[0];
+        registry.mark_peer(*other, 2, t0);
+        assert_eq!(registry.counts(), (0, MAX_PEER_CONNECTIONS + 1));
+    }
+
+    #[test]
+    fn idle_client_connections_are_reaped_only_near_the_cap() {
         let registry = Registry::new(8);
         let t0 = Instant::now();
         let idle = Duration::from_secs(10);
-        let mut held = Vec::new();
-        let open = |n: usize, at: Instant, held: &mut Vec<(TcpStream, TcpStream)>| {
-            for _ in 0..n {
-                let client = TcpStream::connect(addr).unwrap();
-                let (server_side, _) = listener.accept().unwrap();
-                registry.admit(&server_side, at).ok().unwrap();
-                held.push((client, server_side));
-            }
-        };
-        open(5, t0, &mut held);
+        let mut old = admitted(&registry, 5, t0);
         // 5 of 8: below three quarters, nobody is reaped however idle.
         assert_eq!(registry.reap(t0 + 10 * idle, idle), 0);
-        open(1, t0 + idle, &mut held);
+        let _new = admitted(&registry, 1, t0 + idle);
         // 6 of 8: the five idle since t0 go; the one idle since t0 + idle
         // has not been idle long enough yet.
         assert_eq!(registry.reap(t0 + idle + idle / 2, idle), 5);
         assert_eq!(registry.counts(), (1, 1));
-        let (client, _) = &mut held[0];
-        let mut rest = Vec::new();
-        client
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "closed");
+        assert!(closed(&mut old[0].0));
     }
 }

@@ -209,6 +209,11 @@ pub struct NodeStatus {
     pub commit_index: Index,
     pub last_log_index: Index,
     pub last_applied: Index,
+    /// The cluster id this node's peer messages carry and require.
+    pub cluster_id: String,
+    /// Peer messages refused so far, in either direction (see
+    /// `service::peer`).
+    pub refused_messages: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,7 +34,9 @@ impl Line {
 
     /// Sends `text` (a newline is added) and returns the answer line.
     fn ask(&mut self, text: &str) -> serde_json::Value {
-        self.writer.write_all(format!("{text}\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{text}\n").as_bytes())
+            .unwrap();
         let mut answer = String::new();
         self.reader.read_line(&mut answer).unwrap();
         serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))
@@ -166,7 +168,17 @@ fn nothing_a_socket_sends_crashes_or_starves_a_node() {
         assert_eq!(row["reachable"], true, "{rows}");
         assert_eq!(row["term"], term, "{rows}");
     }
-    assert_eq!(leaders(&c.statuses()), vec![leader]);
+    let statuses = c.statuses();
+    assert_eq!(leaders(&statuses), vec![leader]);
+    let refused = |id| {
+        statuses[id as usize]
+            .status
+            .as_ref()
+            .unwrap()
+            .refused_messages
+    };
+    assert_eq!(refused(leader), 4 * times as u64, "every refusal counted");
+    assert_eq!(refused(follower), times as u64);
     let out = c.raftctl(&["put", "after", "all that"]);
     assert!(
         out.status.success(),
@@ -249,7 +261,10 @@ fn a_node_started_with_another_config_says_so_and_disrupts_no_election() {
     let deadline = Instant::now() + WAIT;
     loop {
         let stray_term = match transport::call_once(&me, &Request::Status, Duration::from_secs(1)) {
-            Ok(Response::Status(s)) => s.term,
+            Ok(Response::Status(s)) => {
+                assert_ne!(s.cluster_id, c.config.derived_cluster_id());
+                s.term
+            }
             _ => 0,
         };
         let log = stray_log();
