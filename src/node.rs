@@ -56,7 +56,8 @@ pub struct NodeOptions {
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     pub heartbeat: Duration,
-    /// Bounds each peer RPC (connect, send, receive).
+    /// Bounds connecting to a peer and each socket read or write of an RPC
+    /// (not the RPC as a whole: a reply trickled in could take longer).
     pub rpc_timeout: Duration,
     pub max_entries_per_append: usize,
     pub server: ServerOptions,
