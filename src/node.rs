@@ -175,17 +175,15 @@ impl Node {
             .filter(|m| m.id != options.id)
             .cloned()
             .collect();
+        let members = options.cluster.members.iter().map(|m| m.id);
         let raft_config = consensus::Config {
-            id: options.id,
-            peers: peers.iter().map(|m| m.id).collect(),
             election_timeout_min: options.election_timeout_min,
             election_timeout_max: options.election_timeout_max,
             heartbeat_interval: options.heartbeat,
             max_entries_per_append: options.max_entries_per_append,
-            // Leaves room under the 8 MiB line limit for JSON escaping.
-            max_bytes_per_append: 1024 * 1024,
-            // Differs between nodes and restarts, from the OS's randomness.
-            seed: rand::random(),
+            // The seed differs between nodes and restarts, from the OS's
+            // randomness.
+            ..consensus::Config::new(options.id, members, rand::random())
         };
         let cluster_id = options
             .cluster_id

@@ -332,6 +332,17 @@ fn garbage_and_oversized_requests_get_errors_and_the_node_keeps_serving() {
     assert!(c.is_running(0));
 }
 
+fn assert_node_0_answers_as_leader(c: &TestCluster) {
+    let out = c.raftctl(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["role"], "leader");
+}
+
 /// Many kept-open connections, idle or stuck half-way through a line, must
 /// not starve the bounded worker pool: a new client is still served, even
 /// at the connection cap.
@@ -350,14 +361,7 @@ fn idle_and_half_sent_connections_do_not_starve_the_pool() {
         }
         held.push(s);
     }
-    let out = c.raftctl(&["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["role"], "leader");
+    assert_node_0_answers_as_leader(&c);
 
     // Filled to the connection cap with idle connections, the node still
     // answers a newcomer, in place of the connection idle the longest.
@@ -365,14 +369,7 @@ fn idle_and_half_sent_connections_do_not_starve_the_pool() {
     for _ in held.len()..cap {
         held.push(TcpStream::connect(&address).unwrap());
     }
-    let out = c.raftctl(&["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["role"], "leader");
+    assert_node_0_answers_as_leader(&c);
     held[0].set_read_timeout(Some(LONG)).unwrap();
     let mut rest = String::new();
     assert_eq!(

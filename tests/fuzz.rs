@@ -199,16 +199,7 @@ fn start(log_terms: Vec<Term>, extra_term: Term, lead: bool) -> Raft {
             payload: Payload::Noop,
         })
         .collect();
-    let cfg = RaftConfig {
-        id: 0,
-        peers: vec![1, 2],
-        election_timeout_min: Duration::from_millis(300),
-        election_timeout_max: Duration::from_millis(600),
-        heartbeat_interval: Duration::from_millis(50),
-        max_entries_per_append: 64,
-        max_bytes_per_append: 1 << 20,
-        seed: 3,
-    };
+    let cfg = RaftConfig::new(0, 0..3, 3);
     let hs = HardState {
         term: terms.last().copied().unwrap_or(0) + extra_term,
         voted_for: None,

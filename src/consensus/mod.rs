@@ -69,6 +69,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// Server `id` of a cluster of `members` (`id` among them), with the
+    /// runtime's default settings: election timeouts of 300..600 ms,
+    /// heartbeats every 50 ms, and AppendEntries of at most 256 entries or
+    /// about 1 MiB, which leaves room under the 8 MiB line limit for JSON
+    /// escaping.
+    pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, seed: u64) -> Config {
+        Config {
+            id,
+            peers: members.into_iter().filter(|&m| m != id).collect(),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            heartbeat_interval: Duration::from_millis(50),
+            max_entries_per_append: 256,
+            max_bytes_per_append: 1024 * 1024,
+            seed,
+        }
+    }
+
     fn cluster_size(&self) -> usize {
         self.peers.len() + 1
     }

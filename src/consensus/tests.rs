@@ -6,16 +6,7 @@ use super::*;
 const MS: Duration = Duration::from_millis(1);
 
 fn cfg(id: NodeId, n: u64) -> Config {
-    Config {
-        id,
-        peers: (0..n).filter(|&p| p != id).collect(),
-        election_timeout_min: 300 * MS,
-        election_timeout_max: 600 * MS,
-        heartbeat_interval: 50 * MS,
-        max_entries_per_append: 64,
-        max_bytes_per_append: 1024 * 1024,
-        seed: id,
-    }
+    Config::new(id, 0..n, id)
 }
 
 fn entries(terms: &[Term]) -> Vec<Entry> {

@@ -262,16 +262,7 @@ mod tests {
     }
 
     fn raft(id: NodeId) -> Raft {
-        let cfg = Config {
-            id,
-            peers: (0..3).filter(|&p| p != id).collect(),
-            election_timeout_min: 300 * MS,
-            election_timeout_max: 600 * MS,
-            heartbeat_interval: 50 * MS,
-            max_entries_per_append: 64,
-            max_bytes_per_append: 1 << 20,
-            seed: 7,
-        };
+        let cfg = Config::new(id, 0..3, 7);
         Raft::new(cfg, HardState::default(), Vec::new(), Duration::ZERO)
     }
 

@@ -86,17 +86,11 @@ impl NetConfig {
 /// and a batch size that varies with the seed.
 pub fn raft_config(id: NodeId, n: usize, seed: u64) -> Config {
     Config {
-        id,
-        peers: (0..n as NodeId).filter(|&p| p != id).collect(),
-        election_timeout_min: 300 * MS,
-        election_timeout_max: 600 * MS,
-        heartbeat_interval: 50 * MS,
         // Small batches matter: with one entry per AppendEntries a follower
         // can acknowledge an old-term entry without the new leader's no-op,
         // which is what the Figure 8 interleavings need.
         max_entries_per_append: [1, 2, 3, 64][(seed % 4) as usize],
-        max_bytes_per_append: 1024 * 1024,
-        seed,
+        ..Config::new(id, 0..n as NodeId, seed)
     }
 }
 
