@@ -479,6 +479,9 @@ fn bad_arguments_and_configs_exit_2_with_a_clear_message() {
     assert!(err.contains("--election-timeout"), "{err}");
     let (code, _) = run(&[cfg]);
     assert_eq!(code, Some(2), "a missing ID is a usage error");
+    let (code, err) = run(&[cfg, "1", "--cluster-id", "has space", "--state-dir", state]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--cluster-id"), "{err}");
 
     let bad = c.dir.path().join("bad.txt");
     std::fs::write(&bad, "N: 2\nnode0: 127.0.0.1:5001\nnode1 127.0.0.1\n").unwrap();
@@ -506,6 +509,22 @@ fn slow_course_timeouts_elect_a_leader() {
         c.activity_log(leader)
             .contains(&format!("STATE: Leader | TERM: {term}"))
     );
+}
+
+/// `--cluster-id` replaces the id derived from the config: nodes that share
+/// it form a cluster and report it.
+#[test]
+fn a_given_cluster_id_replaces_the_derived_one() {
+    let mut c = TestCluster::new(3);
+    c.args
+        .extend(["--cluster-id".to_string(), "lab-7".to_string()]);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    for s in c.statuses() {
+        let st = s.status.unwrap();
+        assert_eq!(st.cluster_id, "lab-7");
+        assert_eq!(st.refused_messages, 0);
+    }
 }
 
 /// `boot_all_nodes.sh` starts every node of a config (from another
