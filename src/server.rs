@@ -145,7 +145,7 @@ pub fn spawn(
                 };
                 let spawned = thread::Builder::new()
                     .name("conn".into())
-                    .stack_size(128 * 1024)
+                    .stack_size(CONNECTION_STACK)
                     .spawn(move || conn.serve(stream));
                 if spawned.is_err() {
                     log::warn!("cannot start a connection thread; connection dropped");
@@ -245,6 +245,12 @@ impl Connection {
         }
     }
 }
+
+/// The stack of a connection's thread. It decodes requests, whose JSON
+/// may nest as deep as serde_json's limit (128 levels, each several
+/// hundred bytes of stack in a debug build), and runs peer RPCs through
+/// the core and storage. Only the pages touched are ever resident.
+const CONNECTION_STACK: usize = 2 * 1024 * 1024;
 
 /// Returned by [`Registry::admit`] when every client connection is busy.
 struct Full;

@@ -131,7 +131,24 @@ fn nothing_a_socket_sends_crashes_or_starves_a_node() {
         "{m}"
     );
 
-    // 5. 64 MiB without a newline: then a newline (too large, and the
+    // 5. JSON nested as deep as the decoder allows, and deeper, in each
+    //    class of request (it once overflowed a connection thread's stack).
+    for depth in [100, 126, 127, 128, 1000] {
+        let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        for nested in [&objects, &arrays] {
+            for head in [
+                r#"{"type":"status","x":"#.to_string(),
+                r#"{"type":"read","key":"k","stale":true,"x":"#.to_string(),
+                format!(r#"{{"type":"append_entries","cluster":"{cluster}","from":{leader},"x":"#),
+            ] {
+                let r = l.ask(&format!("{head}{nested}}}"));
+                assert!(r["type"].is_string(), "{r}");
+            }
+        }
+    }
+
+    // 6. 64 MiB without a newline: then a newline (too large, and the
     //    connection still works), and again, closed before any newline.
     let chunk = vec![b'x'; 1 << 20];
     for _ in 0..64 {
@@ -146,7 +163,7 @@ fn nothing_a_socket_sends_crashes_or_starves_a_node() {
     }
     drop(cut);
 
-    // 6. A thousand idle connections to the leader.
+    // 7. A thousand idle connections to the leader.
     let idle: Vec<TcpStream> = (0..1000)
         .map(|_| TcpStream::connect(address(leader)).unwrap())
         .collect();
