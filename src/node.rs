@@ -12,6 +12,10 @@
 //!   point);
 //! * **applier**: applies committed entries to the key-value store in log
 //!   order, once each, and wakes the requests waiting for them;
+//! * **log writer**: on the leader, fsyncs the log with the lock released
+//!   and reports what is durable (`Raft::persisted`). Every proposal
+//!   written while one fsync runs rides the next: group commit. (Anyone
+//!   else syncs its log before it answers, under the lock.)
 //! * the **server** threads (see `server`), whose handlers step the core
 //!   through the two services: `service::peer` for Raft RPCs and
 //!   `service::client` for writes and reads.
@@ -35,11 +39,11 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::activity;
 use crate::config::{ClusterConfig, Member};
-use crate::consensus::{self, Entry, NodeId, Raft};
+use crate::consensus::{self, Entry, NodeId, Raft, Role};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
 use crate::service::{ClientService, PeerService, Step};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{LogSyncer, Storage, StorageError};
 use crate::transport;
 use crate::wire::{self, ErrorCode, NodeStatus, PeerRequest, Response};
 
@@ -134,6 +138,9 @@ struct Shared {
     /// No thread needs waking to stop: `Node::stop_and_exit` ends the
     /// process while holding the lock.
     changed: Condvar,
+    /// Wakes the log writer: notified by `process_ready` when a leader has
+    /// written log entries that are not yet durable.
+    log_written: Condvar,
 }
 
 /// A running node. Dropping it does not stop the threads; the process
@@ -156,6 +163,7 @@ impl Node {
             .ok_or(NodeError::UnknownId(options.id))?
             .clone();
         let (storage, recovered) = Storage::open(&options.state_dir).map_err(NodeError::Storage)?;
+        let syncer = storage.log_syncer().map_err(NodeError::Storage)?;
         if let Some((offset, bytes)) = recovered.torn_tail {
             warn!(
                 "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write",
@@ -229,6 +237,7 @@ impl Node {
                 stopping: false,
             }),
             changed: Condvar::new(),
+            log_written: Condvar::new(),
         });
 
         let bind_ip: Option<IpAddr> = listener
@@ -248,6 +257,11 @@ impl Node {
             spawn("timer".into(), Box::new(move || s.run_timer()))?;
             let s = shared.clone();
             spawn("applier".into(), Box::new(move || s.run_applier()))?;
+            let s = shared.clone();
+            spawn(
+                "log-writer".into(),
+                Box::new(move || s.run_log_writer(syncer)),
+            )?;
         }
         for peer in peers {
             let s = shared.clone();
@@ -294,23 +308,25 @@ impl Shared {
     /// committed entries, routes read answers and wakes every waiter.
     /// Called under the lock after every input to the core.
     ///
-    /// A storage failure (disk full, I/O error) is fatal: a node that
-    /// cannot persist must not answer anything, since an answer may depend
-    /// on what failed to reach the disk. It exits with the lock held, so
-    /// no other thread sends anything built on the unpersisted state.
-    /// What was acknowledged before is on disk; after a restart the node
-    /// recovers it (a torn final record is cut, never acknowledged).
+    /// A storage failure (disk full, I/O error) is fatal: see
+    /// `storage_failed`. After a restart the node recovers what reached
+    /// its disk (a torn final record is cut, never acknowledged).
     fn process_ready(&self, st: &mut State) {
         let ready = st.raft.take_ready();
-        if let Err(e) = st.storage.persist(&ready) {
-            error!(
-                "[T{} {}] cannot persist state: {e}; stopping without answering anything more",
-                st.raft.term(),
-                st.raft.role()
-            );
-            log::logger().flush();
-            eprintln!("raftnode: cannot persist state: {e}");
-            std::process::exit(1);
+        // A leader's log is synced by the log writer, outside the lock;
+        // anyone else's before it answers, since its replies acknowledge
+        // entries (the core's contract, rules 2 and 3). That includes
+        // entries a deposed leader wrote and had not synced yet.
+        let leader = st.raft.role() == Role::Leader;
+        if let Err(e) = st.storage.persist(&ready, !leader) {
+            self.storage_failed(st, &e);
+        }
+        if !leader {
+            let log = st.raft.log();
+            let (index, term) = (log.last_index(), log.last_term());
+            st.raft.persisted(index, term);
+        } else if st.storage.needs_sync() {
+            self.log_written.notify_one();
         }
         for event in &ready.events {
             activity::log_event(&st.raft, event);
@@ -318,6 +334,45 @@ impl Shared {
         st.apply_queue.extend(ready.committed);
         st.clients.route_reads(ready.reads);
         self.changed.notify_all();
+    }
+
+    /// A write or fsync failed: stop at once, still holding the lock, so
+    /// that nothing built on the state that failed to reach the disk is
+    /// sent. What was acknowledged before is on disk.
+    fn storage_failed(&self, st: &State, e: &StorageError) -> ! {
+        error!(
+            "[T{} {}] cannot persist state: {e}; stopping without answering anything more",
+            st.raft.term(),
+            st.raft.role()
+        );
+        log::logger().flush();
+        eprintln!("raftnode: cannot persist state: {e}");
+        std::process::exit(1)
+    }
+
+    /// The leader's log writer: syncs what has been written with the lock
+    /// released, then tells the core, which may then count the leader
+    /// toward committing those entries (thesis §10.2.1). Proposals keep
+    /// arriving and being written meanwhile; the next sync covers them all.
+    fn run_log_writer(&self, syncer: LogSyncer) {
+        let mut st = self.state.lock();
+        while !st.stopping {
+            if st.raft.role() != Role::Leader || !st.storage.needs_sync() {
+                self.log_written.wait(&mut st);
+                continue;
+            }
+            // Everything in the in-memory log is written: every input is
+            // followed by `process_ready` before the lock is released.
+            let count = st.storage.written();
+            let log = st.raft.log();
+            let (index, term) = (log.last_index(), log.last_term());
+            if let Err(e) = MutexGuard::unlocked(&mut st, || syncer.sync()) {
+                self.storage_failed(&st, &e);
+            }
+            st.storage.synced_through(count);
+            st.raft.persisted(index, term);
+            self.process_ready(&mut st);
+        }
     }
 
     /// Logs a refusal the peer service reported (once per kind and peer).

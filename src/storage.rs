@@ -6,8 +6,13 @@
 //! * `log.jsonl`: one record per line, `CRC JSON`, where CRC is the CRC-32
 //!   (8 hex digits) of the JSON bytes, e.g.
 //!   `1a2b3c4d {"index":3,"term":2,"payload":{"kind":"data","data":"SET 5"}}`.
-//!   Appends are fsynced before [`Storage::persist`] returns; a conflicting
-//!   suffix is cut with `set_len` and fsynced.
+//!   [`Storage::persist`] writes appends; it fsyncs them before returning
+//!   when asked to (a follower, which acknowledges them in its reply), or
+//!   leaves that to [`Storage::sync_log`] or a [`LogSyncer`] (a leader,
+//!   whose log writer syncs outside the node's lock: group commit). A
+//!   conflicting suffix is cut with `set_len` and fsynced; only a
+//!   non-leader cuts, and it first syncs anything a sync still
+//!   outstanding would cover, so a cut never races a sync of what it cut.
 //! * `lock`: held (flock) while a node runs, so two processes cannot share
 //!   the directory.
 //!
@@ -100,6 +105,10 @@ pub struct Storage {
     dir: PathBuf,
     log_path: PathBuf,
     log: File,
+    /// Counts writes to the log; `synced` is the count known durable.
+    /// A write is durable once a sync that started after it has ended.
+    written: u64,
+    synced: u64,
     /// `offsets[k]` is the byte offset where the record of index k+1 starts.
     offsets: Vec<u64>,
     /// Current length of the log file.
@@ -155,6 +164,8 @@ impl Storage {
             dir: dir.to_path_buf(),
             log_path,
             log,
+            written: 0,
+            synced: 0,
             offsets,
             len: valid_len,
             _lock: lock,
@@ -169,23 +180,66 @@ impl Storage {
         ))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Makes a [`Ready`]'s term, vote and log changes durable, in that
-    /// order, and returns only once they are fsynced.
-    pub fn persist(&mut self, ready: &Ready) -> Result<(), StorageError> {
+    /// Writes a [`Ready`]'s term, vote and log changes, in that order.
+    /// Term and vote are durable when this returns; so is the log if
+    /// `sync_log`, otherwise it is written but may still need a sync (see
+    /// [`Storage::needs_sync`]).
+    pub fn persist(&mut self, ready: &Ready, sync_log: bool) -> Result<(), StorageError> {
         if let Some(hs) = ready.hard_state {
             self.save_hard_state(hs)?;
         }
         if let Some(from) = ready.truncate_from {
+            self.sync_log()?; // see the module docs: no cut during a sync
             self.truncate_from(from)?;
         }
         if !ready.appended.is_empty() {
             self.append(&ready.appended)?;
         }
+        if sync_log {
+            self.sync_log()?;
+        }
         Ok(())
+    }
+
+    /// Whether log writes are not yet known durable.
+    pub fn needs_sync(&self) -> bool {
+        self.written > self.synced
+    }
+
+    /// Makes every log write so far durable.
+    pub fn sync_log(&mut self) -> Result<(), StorageError> {
+        if self.needs_sync() {
+            self.log
+                .sync_data()
+                .map_err(io_err(&self.log_path, "fsync"))?;
+            self.synced = self.written;
+        }
+        Ok(())
+    }
+
+    /// A handle for syncing the log without holding `self` (so without
+    /// the node's lock): note [`Storage::written`] under the lock, call
+    /// [`LogSyncer::sync`] with it released, then report the noted count
+    /// with [`Storage::synced_through`].
+    pub fn log_syncer(&self) -> Result<LogSyncer, StorageError> {
+        let file = self
+            .log
+            .try_clone()
+            .map_err(io_err(&self.log_path, "open a second handle"))?;
+        Ok(LogSyncer {
+            file,
+            path: self.log_path.clone(),
+        })
+    }
+
+    /// The count of writes a sync started now would cover.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// A sync that started when `written()` was `count` has ended.
+    pub fn synced_through(&mut self, count: u64) {
+        self.synced = self.synced.max(count);
     }
 
     fn save_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
@@ -238,12 +292,24 @@ impl Storage {
         self.log
             .write_all(&buf)
             .map_err(io_err(&self.log_path, "write"))?;
-        self.log
-            .sync_data()
-            .map_err(io_err(&self.log_path, "fsync"))?;
+        self.written += 1;
         self.len += buf.len() as u64;
         self.offsets.extend(offsets);
         Ok(())
+    }
+}
+
+/// Syncs the log from another thread; see [`Storage::log_syncer`].
+pub struct LogSyncer {
+    file: File,
+    path: PathBuf,
+}
+
+impl LogSyncer {
+    /// fsyncs the log file: every write made before this call is durable
+    /// when it returns.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.file.sync_data().map_err(io_err(&self.path, "fsync"))
     }
 }
 
@@ -376,25 +442,39 @@ mod tests {
             let (mut s, rec) = Storage::open(dir.path()).unwrap();
             assert_eq!(rec.hard_state, HardState::default());
             assert!(rec.entries.is_empty());
-            s.persist(&Ready {
-                hard_state: Some(HardState {
-                    term: 3,
-                    voted_for: Some(2),
-                }),
-                appended: vec![
-                    entry(1, 1, "a"),
-                    entry(2, 1, "b\nwith newline"),
-                    entry(3, 2, "c"),
-                ],
-                ..Ready::default()
-            })
+            s.persist(
+                &Ready {
+                    hard_state: Some(HardState {
+                        term: 3,
+                        voted_for: Some(2),
+                    }),
+                    appended: vec![
+                        entry(1, 1, "a"),
+                        entry(2, 1, "b\nwith newline"),
+                        entry(3, 2, "c"),
+                    ],
+                    ..Ready::default()
+                },
+                false,
+            )
             .unwrap();
-            s.persist(&Ready {
-                truncate_from: Some(2),
-                appended: vec![entry(2, 3, "B")],
-                ..Ready::default()
-            })
+            // Written, not yet synced: a leader's log writer syncs it from
+            // another handle.
+            assert!(s.needs_sync());
+            let count = s.written();
+            s.log_syncer().unwrap().sync().unwrap();
+            s.synced_through(count);
+            assert!(!s.needs_sync());
+            s.persist(
+                &Ready {
+                    truncate_from: Some(2),
+                    appended: vec![entry(2, 3, "B")],
+                    ..Ready::default()
+                },
+                true,
+            )
             .unwrap();
+            assert!(!s.needs_sync());
         }
         let (_s, rec) = Storage::open(dir.path()).unwrap();
         assert_eq!(
@@ -429,8 +509,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Storage::open(dir.path()).unwrap();
-            s.persist(&ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]))
-                .unwrap();
+            s.persist(
+                &ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]),
+                true,
+            )
+            .unwrap();
         }
         let path = dir.path().join("log.jsonl");
         let good = std::fs::read(&path).unwrap();
@@ -451,7 +534,8 @@ mod tests {
             "the torn bytes are gone from the file"
         );
         // And appending afterwards continues cleanly.
-        s.persist(&ready_appending(vec![entry(3, 1, "c")])).unwrap();
+        s.persist(&ready_appending(vec![entry(3, 1, "c")]), true)
+            .unwrap();
         drop(s);
         assert_eq!(Storage::open(dir.path()).unwrap().1.entries.len(), 3);
     }
@@ -461,8 +545,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Storage::open(dir.path()).unwrap();
-            s.persist(&ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]))
-                .unwrap();
+            s.persist(
+                &ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]),
+                true,
+            )
+            .unwrap();
         }
         let path = dir.path().join("log.jsonl");
         let mut bytes = std::fs::read(&path).unwrap();
@@ -479,11 +566,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Storage::open(dir.path()).unwrap();
-            s.persist(&ready_appending(vec![
-                entry(1, 1, "a"),
-                entry(2, 1, "b"),
-                entry(3, 1, "c"),
-            ]))
+            s.persist(
+                &ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")]),
+                true,
+            )
             .unwrap();
         }
         let path = dir.path().join("log.jsonl");

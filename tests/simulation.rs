@@ -175,6 +175,55 @@ fn chaos_seven_nodes_long() {
     run_many("chaos_seven_nodes_long", 3_000, 80, 7, 120 * SECOND);
 }
 
+/// Thesis §10.2.1, scripted: a leader sends entries before they are on its
+/// own disk, so it must not count itself for them. Here the leader and one
+/// follower hold a new entry, the leader's copy not yet synced. If the
+/// leader counted itself, the entry would be committed; a power loss then
+/// takes the leader's copy, the follower crashes too, and the two nodes
+/// that lack the entry elect a leader: the checker reports the committed
+/// entry missing (leader completeness). Done right, the entry was never
+/// committed and nothing is violated.
+#[test]
+fn thesis_10_2_1_a_leaders_unsynced_entries_do_not_count_toward_commit() {
+    sim::for_seeds(
+        "simulation",
+        "thesis_10_2_1_a_leaders_unsynced_entries_do_not_count_toward_commit",
+        5_000,
+        20,
+        |seed| {
+            let mut s = Sim::new(3, seed, NetConfig::reliable());
+            assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
+            let leader = s.leader().unwrap();
+            // Let the no-op commit (both followers acknowledge it).
+            s.run_for(500 * MS);
+            // From now on the leader's syncs do not end in time.
+            s.max_sync_delay = 3600 * SECOND;
+            let f1 = (leader + 1) % 3;
+            let f2 = (leader + 2) % 3;
+            s.disconnect(f2);
+            let (index, _) = s.propose(leader, "x").expect("a leader");
+            s.run_for(200 * MS);
+            assert!(
+                s.nodes[f1 as usize].disk_log.len() as u64 >= index,
+                "the follower stored the entry"
+            );
+            let committed_early = s.n_applied(index).0 > 0;
+            s.power_loss(leader);
+            s.crash(f1);
+            s.connect(f2);
+            s.start(leader);
+            assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
+            s.start(f1);
+            s.run_for(2 * SECOND);
+            s.check_deep();
+            assert!(
+                !committed_early,
+                "committed with only the leader's unsynced copy and one follower's"
+            );
+        },
+    );
+}
+
 /// The checker itself must catch a broken node. Here every disk silently
 /// drops log appends, as a node that acknowledges entries before it
 /// fsyncs them would after a crash: restarting a majority then loses

@@ -13,16 +13,39 @@
 //! * client commands: [`Raft::propose`], and [`Raft::read_index`] for a
 //!   linearizable read (thesis §6.4), answered by a [`ReadState`];
 //! * after every call: [`Raft::take_ready`] returns what must be made durable,
-//!   what may be applied, and which reads may now be served.
+//!   what may be applied, and which reads may now be served;
+//! * durability: [`Raft::persisted`] says the log is on disk up to an
+//!   entry.
 //!
-//! **The caller's contract.** Everything in a [`Ready`] must be persisted
-//! (term and vote, then log truncation and appends, fsynced) before the
-//! caller sends any reply or request obtained after the call that produced
-//! it, and before it applies `Ready::committed`. The runtime does this by
-//! persisting while it still holds the lock around the `Raft`; the
-//! simulation does it by copying the `Ready` to its fake disk at once.
-//! Because of this contract the leader may count its own log as replicated
-//! when it computes the commit index.
+//! **The caller's contract: what may leave before what is on disk.** A
+//! [`Ready`] holds three kinds of durable state, with different rules:
+//!
+//! 1. `hard_state` (term and vote) must be on disk before the caller sends
+//!    any request or reply obtained after the call that produced it. A vote
+//!    or a term that could be forgotten in a crash would let a server vote
+//!    twice in one term (§5.2).
+//! 2. `truncate_from` and `appended` must be written in order, and are
+//!    durable once synced. A server acknowledges entries only in the reply
+//!    `handle_request` returns (its `match_index`): that reply must not be
+//!    sent until the log is durable up to the acknowledged entry, because a
+//!    leader counts the acknowledgement toward a majority (§5.3).
+//! 3. A **leader** may send AppendEntries carrying entries that are not yet
+//!    durable on its own disk: writing its log in parallel with replicating
+//!    it is safe (thesis §10.2.1), because the leader counts *itself*
+//!    toward a commit only for entries the caller has reported durable with
+//!    [`Raft::persisted`]. A crash before the sync loses only entries that
+//!    no one was told are committed.
+//!
+//! `committed` entries may be applied in the order given as soon as they
+//! are handed out: they are on a majority's disks. `persisted(index, term)`
+//! names the entry by term as well, so a report about entries replaced
+//! since (a deposed leader's tail) is ignored.
+//!
+//! The runtime writes everything in a `Ready` before releasing its lock,
+//! syncs hard state and a non-leader's log before unlocking, and lets a log
+//! writer thread sync the leader's log outside the lock (group commit); the
+//! simulation models the same with a disk whose leader syncs complete
+//! later.
 //!
 //! Rule references are to the extended Raft paper (Ongaro and Ousterhout,
 //! 2014): "Figure 2" and section numbers like §5.3; "thesis §6.4" is
@@ -339,8 +362,13 @@ pub struct Raft {
     hard_state_dirty: bool,
     /// Lowest log index changed since the last `take_ready`.
     unstable_from: Option<Index>,
-    /// Last log index as of the last `take_ready`, i.e. on disk.
-    persisted_last: Index,
+    /// Last log index handed out in a `Ready` (written, perhaps not yet
+    /// durable).
+    handed_out_last: Index,
+    /// The log is durable up to here, as reported by `persisted` (or
+    /// recovered at start). A leader counts itself toward a commit only
+    /// up to this index (thesis §10.2.1).
+    persisted_index: Index,
     events: Vec<Event>,
 }
 
@@ -353,7 +381,7 @@ impl Raft {
         assert!(cfg.election_timeout_min <= cfg.election_timeout_max);
         assert!(cfg.max_entries_per_append >= 1);
         let log = Log::from_entries(entries);
-        let persisted_last = log.last_index();
+        let on_disk = log.last_index();
         let peers = cfg.peers.iter().map(|&p| (p, Peer::new())).collect();
         let mut raft = Raft {
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
@@ -375,7 +403,8 @@ impl Raft {
             reads_done: Vec::new(),
             hard_state_dirty: false,
             unstable_from: None,
-            persisted_last,
+            handed_out_last: on_disk,
+            persisted_index: on_disk,
             events: Vec::new(),
         };
         raft.reset_election_timer(now);
@@ -711,6 +740,7 @@ impl Raft {
                     debug_assert!(entry.index > self.commit_index);
                     let removed = (self.log.last_index() + 1 - entry.index) as usize;
                     self.log.truncate_from(entry.index);
+                    self.persisted_index = self.persisted_index.min(entry.index - 1);
                     self.mark_unstable(entry.index);
                     self.events.push(Event::Truncated {
                         from: entry.index,
@@ -1043,7 +1073,9 @@ impl Raft {
             return;
         }
         let mut matched: Vec<Index> = self.peers.values().map(|p| p.match_index).collect();
-        matched.push(self.log.last_index()); // persisted: see the module docs
+        // Ourselves, only as far as our own disk holds the log (rule 3 of
+        // the module docs).
+        matched.push(self.persisted_index);
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let n = matched[self.cfg.quorum() - 1];
         if n > self.commit_index && self.log.term_at(n) == Some(self.term) {
@@ -1056,6 +1088,26 @@ impl Raft {
         debug_assert!(index > self.commit_index && index <= self.log.last_index());
         self.commit_index = index;
         self.events.push(Event::Committed { index });
+    }
+
+    // ----- Durability -----
+
+    /// Reports that the log is durable on this server's disk up to the
+    /// entry at `index` of `term`, and so everything before it. Ignored if
+    /// that entry has been replaced since (its term differs), or if it says
+    /// nothing new. A leader may now count itself for these entries.
+    pub fn persisted(&mut self, index: Index, term: Term) {
+        if index <= self.persisted_index || self.log.term_at(index) != Some(term) {
+            return;
+        }
+        debug_assert!(index <= self.handed_out_last, "durable before handed out");
+        self.persisted_index = index;
+        self.advance_commit();
+    }
+
+    /// How far this server's log is known to be durable.
+    pub fn persisted_index(&self) -> Index {
+        self.persisted_index
     }
 
     // ----- Output -----
@@ -1075,11 +1127,11 @@ impl Raft {
             ready.hard_state = Some(self.hard_state());
         }
         if let Some(from) = self.unstable_from.take() {
-            if from <= self.persisted_last {
+            if from <= self.handed_out_last {
                 ready.truncate_from = Some(from);
             }
             ready.appended = self.log.slice(from, self.log.last_index()).to_vec();
-            self.persisted_last = self.log.last_index();
+            self.handed_out_last = self.log.last_index();
         }
         if self.commit_index > self.emitted_index {
             ready.committed = self

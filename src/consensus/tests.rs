@@ -73,8 +73,17 @@ fn elected(log: &[Term], term: Term) -> Raft {
     )
     .unwrap();
     assert_eq!(r.role(), Role::Leader);
-    r.take_ready();
+    let _ = sync(&mut r);
     r
+}
+
+/// The caller's log writer: takes what `r` has to write, and reports all
+/// of it durable. Returns what was taken.
+fn sync(r: &mut Raft) -> Ready {
+    let ready = r.take_ready();
+    let (index, term) = (r.log().last_index(), r.log().last_term());
+    r.persisted(index, term);
+    ready
 }
 
 #[test]
@@ -395,11 +404,82 @@ fn single_node_cluster_elects_itself_and_commits_alone() {
     let mut r = node(0, 1, 0, &[]);
     r.tick(Duration::from_secs(1));
     assert_eq!(r.role(), Role::Leader);
-    let (index, _) = r.propose("x".into()).unwrap();
-    assert_eq!(r.commit_index(), index);
+    let (index, term) = r.propose("x".into()).unwrap();
     let ready = r.take_ready();
     assert_eq!(ready.appended.len(), 2);
-    assert_eq!(ready.committed.len(), 2);
+    // Thesis §10.2.1: the leader counts itself only for what is durable.
+    assert_eq!(r.commit_index(), 0, "handed out is not yet on disk");
+    r.persisted(index, term);
+    assert_eq!(r.commit_index(), index);
+    assert_eq!(r.take_ready().committed.len(), 2);
+}
+
+#[test]
+fn thesis_10_2_1_a_leader_counts_itself_only_for_entries_it_has_persisted() {
+    // Five nodes: the leader and two followers make a majority only if the
+    // leader's own copy is durable.
+    let mut r = node(0, 5, 1, &[]);
+    let now = Duration::from_secs(1);
+    r.tick(now);
+    for p in [1, 2] {
+        let req = r.poll_peer(p, now).unwrap();
+        let yes = Reply::RequestVote(RequestVoteReply {
+            term: r.term(),
+            vote_granted: true,
+        });
+        r.handle_reply(p, &req, yes, now).unwrap();
+    }
+    assert_eq!(r.role(), Role::Leader);
+    let (index, term) = r.propose("x".into()).unwrap();
+    let ready = r.take_ready();
+    assert_eq!(ready.appended.last().map(|e| e.index), Some(index));
+    // The leader sends the entries before they are on its disk...
+    for p in [1, 2] {
+        let req = r.poll_peer(p, now).unwrap();
+        ack(&mut r, p, &req, now);
+    }
+    // ...but two acknowledgements of five are not a majority without it.
+    assert_eq!(r.commit_index(), 0);
+    // A report about an entry that is not in the log is ignored.
+    r.persisted(index, term + 1);
+    assert_eq!(r.commit_index(), 0);
+    r.persisted(index, term);
+    assert_eq!(r.commit_index(), index);
+    assert_eq!(r.persisted_index(), index);
+}
+
+#[test]
+fn a_deposed_leaders_durable_tail_is_not_durable_once_replaced() {
+    // Leader of term 2 writes entries 2..=3 (noop, x), all durable; a new
+    // leader of term 3 replaces index 3.
+    let mut r = elected(&[1], 1);
+    r.propose("x".into()).unwrap();
+    let _ = sync(&mut r);
+    assert_eq!(r.persisted_index(), 3);
+    let ae = AppendEntries {
+        term: 3,
+        leader_id: 1,
+        prev_log_index: 2,
+        prev_log_term: 2,
+        entries: vec![Entry {
+            index: 3,
+            term: 3,
+            payload: Payload::Noop,
+        }],
+        leader_commit: 0,
+    };
+    append_reply(r.handle_request(1, Request::AppendEntries(ae), MS));
+    assert_eq!(r.take_ready().truncate_from, Some(3));
+    assert_eq!(
+        r.persisted_index(),
+        2,
+        "the replaced entry was durable, its successor is not yet"
+    );
+    // A sync of the old entry that ends late says nothing about the new one.
+    r.persisted(3, 2);
+    assert_eq!(r.persisted_index(), 2);
+    r.persisted(3, 3);
+    assert_eq!(r.persisted_index(), 3);
 }
 
 /// Node 1 of 3, in term 1, having heard a heartbeat from leader 2.
@@ -503,6 +583,7 @@ fn thesis_6_4_pending_reads_fail_when_leadership_is_lost() {
 fn single_node_reads_are_confirmed_at_once() {
     let mut r = node(0, 1, 0, &[]);
     r.tick(Duration::from_secs(1));
+    let _ = sync(&mut r); // its no-op commits
     r.read_index(5).unwrap();
     assert_eq!(
         r.take_ready().reads,

@@ -284,9 +284,13 @@ mod tests {
         (r, kv)
     }
 
-    /// Node 1 acknowledges everything node 0 sends it; node 0 applies
-    /// what that commits. Returns the reads the core answered meanwhile.
+    /// Node 0's log is synced and node 1 acknowledges everything node 0
+    /// sends it; node 0 applies what that commits. Returns the reads the
+    /// core answered meanwhile.
     fn ack(r: &mut Raft, kv: &mut KvStore, now: Duration) -> Vec<ReadState> {
+        let written = r.take_ready();
+        let (index, term) = (r.log().last_index(), r.log().last_term());
+        r.persisted(index, term);
         while let Some(req) = r.poll_peer(1, now) {
             let Request::AppendEntries(ae) = &req else {
                 panic!("{req:?}")
@@ -301,10 +305,10 @@ mod tests {
             r.handle_reply(1, &req, reply, now).unwrap();
         }
         let ready = r.take_ready();
-        for e in &ready.committed {
+        for e in written.committed.iter().chain(&ready.committed) {
             kv.apply(e);
         }
-        ready.reads
+        written.reads.into_iter().chain(ready.reads).collect()
     }
 
     fn put(seq: u64) -> Command {

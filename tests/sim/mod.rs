@@ -3,7 +3,10 @@
 //! Time is virtual and every random choice comes from one seeded generator,
 //! so a seed replays exactly. The network models what the real runtime
 //! does: each request is a synchronous RPC that ends, for the sender, in
-//! exactly one reply or one failure (after `rpc_timeout`). Requests and
+//! exactly one reply or one failure (after `rpc_timeout`). A leader's log
+//! writes become durable a little later, as the runtime's log writer syncs
+//! them (`Raft::persisted`); a crash before then keeps a random part of
+//! them. Requests and
 //! replies can be dropped, delayed, duplicated (the receiver handles a
 //! request twice) and reordered (a long delay lets a later RPC overtake an
 //! earlier one), and links can be cut by partitions. Nodes crash, losing
@@ -119,6 +122,14 @@ enum Msg {
     /// A rule-breaking copy of a real request, as a confused or
     /// misconfigured node (or someone with `nc`) might send it.
     Forged { to: NodeId, request: PeerRequest },
+    /// A leader's log sync, started when entries up to (`index`, `term`)
+    /// were written, has ended.
+    Synced {
+        node: NodeId,
+        incarnation: u64,
+        index: Index,
+        term: Term,
+    },
 }
 
 struct Scheduled {
@@ -152,6 +163,8 @@ pub struct SimNode {
     /// The fake disk: exactly what the runtime would have fsynced.
     pub disk_state: HardState,
     pub disk_log: Vec<Entry>,
+    /// Entries a leader wrote after `disk_log` that are not yet synced.
+    pub unsynced_log: Vec<Entry>,
     /// Entries applied by this incarnation, in order (index k+1 at k).
     pub applied: Vec<Entry>,
     /// This incarnation's state machine, fed the same entries.
@@ -246,6 +259,8 @@ pub struct Sim {
     pub forge: f64,
     /// How many forged requests were refused.
     pub forged_refused: u64,
+    /// A leader's log sync ends up to this long after the write.
+    pub max_sync_delay: Duration,
 }
 
 impl Sim {
@@ -272,6 +287,7 @@ impl Sim {
             disk_failures: 0,
             forge: 0.0,
             forged_refused: 0,
+            max_sync_delay: 2 * MS,
         };
         for id in 0..n as NodeId {
             let (peers, clients) = services(id, n);
@@ -280,6 +296,7 @@ impl Sim {
                 incarnation: 0,
                 disk_state: HardState::default(),
                 disk_log: Vec::new(),
+                unsynced_log: Vec::new(),
                 applied: Vec::new(),
                 kv: KvStore::new(),
                 peers,
@@ -305,13 +322,25 @@ impl Sim {
     /// Crashes a node: its volatile state is gone, its disk stays.
     pub fn crash(&mut self, id: NodeId) {
         let n = self.n();
+        // Writes not yet synced may or may not have reached the disk.
+        let kept = self
+            .rng
+            .random_range(0..=self.nodes[id as usize].unsynced_log.len());
         let node = &mut self.nodes[id as usize];
+        let unsynced = std::mem::take(&mut node.unsynced_log);
+        node.disk_log.extend(unsynced.into_iter().take(kept));
         node.raft = None;
         node.incarnation += 1;
         node.applied.clear();
         node.kv = KvStore::new();
         (node.peers, node.clients) = services(id, n);
         self.checker.leader_last.remove(&id);
+    }
+
+    /// Crashes a node with its machine: writes it had not synced are lost.
+    pub fn power_loss(&mut self, id: NodeId) {
+        self.nodes[id as usize].unsynced_log.clear();
+        self.crash(id);
     }
 
     /// Starts (or restarts) a node from its disk alone.
@@ -561,6 +590,26 @@ impl Sim {
                 self.after(to);
             }
             Msg::Forged { to, request } => self.deliver_forged(to, request),
+            Msg::Synced {
+                node,
+                incarnation,
+                index,
+                term,
+            } => {
+                let n = &mut self.nodes[node as usize];
+                if n.incarnation != incarnation || n.raft.is_none() {
+                    return;
+                }
+                let synced = n
+                    .unsynced_log
+                    .iter()
+                    .take_while(|e| e.index <= index)
+                    .count();
+                let durable: Vec<Entry> = n.unsynced_log.drain(..synced).collect();
+                n.disk_log.extend(durable);
+                n.raft.as_mut().unwrap().persisted(index, term);
+                self.after(node);
+            }
             Msg::Timeout {
                 rpc,
                 node,
@@ -594,6 +643,7 @@ impl Sim {
         if !self.persist_and_check(id, ready) {
             return;
         }
+        self.report_durable(id);
         let peers: Vec<NodeId> = self.nodes[id as usize]
             .raft
             .as_ref()
@@ -611,7 +661,19 @@ impl Sim {
             }
         }
         let ready = self.nodes[id as usize].raft.as_mut().unwrap().take_ready();
-        self.persist_and_check(id, ready);
+        if self.persist_and_check(id, ready) {
+            self.report_durable(id);
+        }
+    }
+
+    /// A non-leader's log is synced before it answers, so all of it is
+    /// durable now: tell its core, as the runtime does.
+    fn report_durable(&mut self, id: NodeId) {
+        let raft = self.nodes[id as usize].raft.as_mut().unwrap();
+        if raft.role() != Role::Leader {
+            let (index, term) = (raft.log().last_index(), raft.log().last_term());
+            raft.persisted(index, term);
+        }
     }
 
     /// A failed write: the steps of `ready` before a random failure point
@@ -632,6 +694,10 @@ impl Sim {
             );
         }
         let node = &mut self.nodes[id as usize];
+        // The process stops, the machine does not: what it wrote earlier
+        // stays in the page cache and reaches the disk.
+        let unsynced = std::mem::take(&mut node.unsynced_log);
+        node.disk_log.extend(unsynced);
         if let Some(hs) = ready.hard_state {
             if left == 0 {
                 return self.crash_on_failed_write(id);
@@ -790,8 +856,14 @@ impl Sim {
             }
             node.disk_state = hs;
         }
+        let leader = raft.role() == Role::Leader;
+        if !leader {
+            // Synced before it answers, with whatever it wrote as leader.
+            let unsynced = std::mem::take(&mut node.unsynced_log);
+            node.disk_log.extend(unsynced);
+        }
         if let Some(from) = ready.truncate_from {
-            if raft.role() == Role::Leader {
+            if leader {
                 fail(format!(
                     "leader {id} truncated its log at {from} (leader append-only)"
                 ));
@@ -799,15 +871,25 @@ impl Sim {
             node.disk_log.truncate(from as usize - 1);
         }
         for e in ready.appended.iter().filter(|_| !self.disk_drops_appends) {
-            if e.index != node.disk_log.len() as Index + 1 {
+            let last = node.disk_log.len() + node.unsynced_log.len();
+            if e.index != last as Index + 1 {
                 fail(format!(
-                    "node {id} appended index {} to a log of {}",
-                    e.index,
-                    node.disk_log.len()
+                    "node {id} appended index {} to a log of {last}",
+                    e.index
                 ));
             }
-            node.disk_log.push(e.clone());
+            if leader {
+                node.unsynced_log.push(e.clone());
+            } else {
+                node.disk_log.push(e.clone());
+            }
         }
+        // A leader's log writer syncs what it wrote a little later.
+        let sync = ready
+            .appended
+            .last()
+            .filter(|_| leader)
+            .map(|e| (e.index, e.term, node.incarnation));
         // Log matching: an (index, term) pair identifies one payload and
         // one predecessor everywhere.
         for e in &ready.appended {
@@ -891,7 +973,25 @@ impl Sim {
             self.events
                 .extend(ready.events.into_iter().map(|e| (id, e)));
         }
+        if let Some((index, term, incarnation)) = sync {
+            let at = self.now + self.sync_delay();
+            self.schedule(
+                at,
+                Msg::Synced {
+                    node: id,
+                    incarnation,
+                    index,
+                    term,
+                },
+            );
+        }
         true
+    }
+
+    /// How long a leader's log sync takes: up to `max_sync_delay`.
+    fn sync_delay(&mut self) -> Duration {
+        let max = self.max_sync_delay.as_nanos() as u64;
+        Duration::from_nanos(self.rng.random_range(0..=max))
     }
 
     /// The slow checks, every few hundred steps: every pair of logs obeys
