@@ -293,6 +293,26 @@ fn raftctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `raftctl bench` of writes and of linearizable reads, summarized as JSON.
+#[test]
+fn raftctl_bench_writes_and_reads_with_a_json_summary() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    for (extra, workload) in [(None, "writes"), (Some("--reads"), "reads")] {
+        let mut args = vec!["bench", "--clients", "2", "--seconds", "1", "--json"];
+        args.extend(extra);
+        let (code, out, err) = raftctl(&c, &args);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["workload"], workload, "{v}");
+        assert_eq!(v["clients"], 2);
+        assert!(v["ops"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+        assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{v}");
+    }
+}
+
 /// Every raftctl command, as the README shows it, with its exit code.
 #[test]
 fn raftctl_commands_and_exit_codes() {

@@ -5,7 +5,7 @@ use std::process::exit;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use raft::bench::{self, BenchOptions};
+use raft::bench::{self, BenchOptions, Workload};
 use raft::client::{self, Client, ClientError, ClientOptions};
 use raft::config;
 use raft::consensus::Payload;
@@ -73,7 +73,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Closed-loop write benchmark.
+    /// Closed-loop benchmark: puts, or linearizable gets with --reads.
     Bench {
         #[arg(long, default_value_t = 16)]
         clients: usize,
@@ -81,6 +81,12 @@ enum Command {
         seconds: u64,
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
+        /// Linearizable reads (of keys written first) instead of writes.
+        #[arg(long)]
+        reads: bool,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the configured nodes as `ID HOST PORT` lines (for scripts).
     Members,
@@ -191,24 +197,41 @@ fn main() {
             clients,
             seconds,
             value_bytes,
+            reads,
+            json,
         } => {
             if clients == 0 || seconds == 0 {
                 eprintln!("raftctl: --clients and --seconds must be at least 1");
                 exit(2);
             }
+            let workload = if reads {
+                Workload::Reads
+            } else {
+                Workload::Writes
+            };
+            let what = if reads {
+                "linearizable reads"
+            } else {
+                "writes"
+            };
             eprintln!(
-                "bench: {clients} clients, {seconds} s, {value_bytes}-byte values, closed loop"
+                "bench: {what}, {clients} clients, {seconds} s, {value_bytes}-byte values, closed loop"
             );
             let opts = BenchOptions {
                 clients,
                 duration: Duration::from_secs(seconds),
                 value_bytes,
-                progress: true,
+                workload,
+                progress: !json,
             };
             let r = bench::run(&cluster, &opts);
+            if json {
+                println!("{}", r.summary(&opts));
+                return;
+            }
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             println!(
-                "{} writes in {:.1} s: {:.0} writes/s; latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}; {} errors",
+                "{} {what} in {:.1} s: {:.0}/s; latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}; {} errors",
                 r.ops,
                 r.elapsed.as_secs_f64(),
                 r.throughput(),
