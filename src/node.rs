@@ -39,7 +39,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::activity;
 use crate::config::{ClusterConfig, Member};
-use crate::consensus::{self, Entry, NodeId, Raft, Role};
+use crate::consensus::{self, Entry, Event, NodeId, Raft, Role};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
 use crate::service::{ClientService, PeerService, Step};
@@ -110,6 +110,9 @@ struct State {
     peers: PeerService,
     /// Writes and linearizable reads in progress.
     clients: ClientService,
+    /// The election deadline the timer sleeps until (`None`: no deadline,
+    /// as leader).
+    timer_deadline: Option<Duration>,
     /// Set by `Node::stop_and_exit`, which keeps the lock until the process
     /// exits, so today no other thread ever sees it set. The loops and
     /// handlers still check it so that they stay correct if a node is one
@@ -122,22 +125,31 @@ struct Shared {
     /// Time origin for the core's `now`.
     epoch: Instant,
     state: Mutex<State>,
-    /// Notified (`notify_all`) by exactly two places:
-    /// * `Shared::process_ready`, after every input to the core (a tick, a peer
-    ///   request, a reply or failure, a proposal, a read request), so after
-    ///   every change of term, role, log, commit index or read state;
-    /// * the applier, after each batch of entries it applies.
+    /// One condvar per kind of waiter, each notified only when something
+    /// that kind waits for may have changed, so that a change wakes only
+    /// who needs waking. No thread needs waking to stop:
+    /// `Node::stop_and_exit` ends the process while holding the lock.
     ///
-    /// Waiters, and what they wait for:
-    /// * the timer: an election deadline that moved or appeared;
-    /// * replicators: a request that became due for their peer;
-    /// * the applier: newly committed entries;
-    /// * request handlers: their write applied, their read confirmed and
-    ///   applied, or a change of leadership that ends their wait.
-    ///
-    /// No thread needs waking to stop: `Node::stop_and_exit` ends the
-    /// process while holding the lock.
+    /// Replicators wait here for a request to become due for their peer
+    /// (new entries, a new commit index, a read round, a role change).
+    /// Notified (`notify_all`) by `process_ready` after every input to the
+    /// core.
     changed: Condvar,
+    /// The timer waits here for its election deadline. Notified by
+    /// `process_ready` only when the deadline moved earlier than the one
+    /// the timer sleeps until (`State::timer_deadline`): a deadline that
+    /// moved later (every heartbeat a follower receives) is found when the
+    /// timer wakes at the old one.
+    timer: Condvar,
+    /// The applier waits here for committed entries. Notified by
+    /// `process_ready` when it queues some.
+    committed: Condvar,
+    /// Client requests wait here for their answer: their write applied or
+    /// lost, their read confirmed and applied, or a change of leadership.
+    /// Notified (`notify_all`) by the applier after each batch, and by
+    /// `process_ready` when reads were answered or the term, role or log
+    /// changed in a way that can end a wait.
+    answers: Condvar,
     /// Wakes the log writer: notified by `process_ready` when a leader has
     /// written log entries that are not yet durable.
     log_written: Condvar,
@@ -234,9 +246,13 @@ impl Node {
                     members.iter().map(|m| m.id),
                 ),
                 clients: ClientService::new(members.clone()),
+                timer_deadline: None,
                 stopping: false,
             }),
             changed: Condvar::new(),
+            timer: Condvar::new(),
+            committed: Condvar::new(),
+            answers: Condvar::new(),
             log_written: Condvar::new(),
         });
 
@@ -331,8 +347,28 @@ impl Shared {
         for event in &ready.events {
             activity::log_event(&st.raft, event);
         }
-        st.apply_queue.extend(ready.committed);
+        let ends_waits = !ready.reads.is_empty()
+            || ready.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::RoleChanged { .. }
+                        | Event::TermAdopted { .. }
+                        | Event::ElectionStarted { .. }
+                        | Event::Truncated { .. }
+                )
+            });
+        if !ready.committed.is_empty() {
+            st.apply_queue.extend(ready.committed);
+            self.committed.notify_one();
+        }
         st.clients.route_reads(ready.reads);
+        if ends_waits {
+            self.answers.notify_all();
+        }
+        let deadline = st.raft.election_deadline();
+        if deadline.is_some_and(|d| st.timer_deadline.is_none_or(|t| d < t)) {
+            self.timer.notify_one();
+        }
         self.changed.notify_all();
     }
 
@@ -401,11 +437,12 @@ impl Shared {
         while !st.stopping {
             st.raft.tick(now(self));
             self.process_ready(&mut st);
-            match st.raft.election_deadline() {
+            st.timer_deadline = st.raft.election_deadline();
+            match st.timer_deadline {
                 Some(deadline) => {
-                    self.changed.wait_until(&mut st, self.epoch + deadline);
+                    self.timer.wait_until(&mut st, self.epoch + deadline);
                 }
-                None => self.changed.wait(&mut st),
+                None => self.timer.wait(&mut st),
             }
         }
     }
@@ -468,7 +505,7 @@ impl Shared {
         let mut st = self.state.lock();
         loop {
             while st.apply_queue.is_empty() && !st.stopping {
-                self.changed.wait(&mut st);
+                self.committed.wait(&mut st);
             }
             if st.stopping {
                 return;
@@ -478,7 +515,7 @@ impl Shared {
             while let Some(entry) = st.apply_queue.pop_front() {
                 st.kv.apply(&entry);
             }
-            self.changed.notify_all();
+            self.answers.notify_all();
         }
     }
 }
@@ -579,7 +616,7 @@ impl Shared {
             if st.stopping {
                 return Some(shutting_down());
             }
-            if self.changed.wait_until(&mut st, deadline).timed_out() {
+            if self.answers.wait_until(&mut st, deadline).timed_out() {
                 return poll(&mut st);
             }
         }
