@@ -27,7 +27,7 @@
 //! answered: the node logs the file and the error and exits with status 1
 //! while still holding the mutex (see `Shared::process_ready`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,10 +39,10 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::activity;
 use crate::config::{ClusterConfig, Member};
-use crate::consensus::{self, Entry, Event, NodeId, Raft, Role};
+use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
-use crate::service::{ClientService, PeerService, Step};
+use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket};
 use crate::storage::{LogSyncer, Storage, StorageError};
 use crate::transport;
 use crate::wire::{self, ErrorCode, NodeStatus, PeerRequest, Response};
@@ -110,6 +110,8 @@ struct State {
     peers: PeerService,
     /// Writes and linearizable reads in progress.
     clients: ClientService,
+    /// Client requests waiting for an answer.
+    waiters: Waiters,
     /// The election deadline the timer sleeps until (`None`: no deadline,
     /// as leader).
     timer_deadline: Option<Duration>,
@@ -144,12 +146,8 @@ struct Shared {
     /// The applier waits here for committed entries. Notified by
     /// `process_ready` when it queues some.
     committed: Condvar,
-    /// Client requests wait here for their answer: their write applied or
-    /// lost, their read confirmed and applied, or a change of leadership.
-    /// Notified (`notify_all`) by the applier after each batch, and by
-    /// `process_ready` when reads were answered or the term, role or log
-    /// changed in a way that can end a wait.
-    answers: Condvar,
+    // Client requests waiting for their answer each have a condvar of
+    // their own, in `State::waiters`.
     /// Wakes the log writer: notified by `process_ready` when a leader has
     /// written log entries that are not yet durable.
     log_written: Condvar,
@@ -246,13 +244,13 @@ impl Node {
                     members.iter().map(|m| m.id),
                 ),
                 clients: ClientService::new(members.clone()),
+                waiters: Waiters::default(),
                 timer_deadline: None,
                 stopping: false,
             }),
             changed: Condvar::new(),
             timer: Condvar::new(),
             committed: Condvar::new(),
-            answers: Condvar::new(),
             log_written: Condvar::new(),
         });
 
@@ -347,23 +345,25 @@ impl Shared {
         for event in &ready.events {
             activity::log_event(&st.raft, event);
         }
-        let ends_waits = !ready.reads.is_empty()
-            || ready.events.iter().any(|e| {
-                matches!(
-                    e,
-                    Event::RoleChanged { .. }
-                        | Event::TermAdopted { .. }
-                        | Event::ElectionStarted { .. }
-                        | Event::Truncated { .. }
-                )
-            });
+        let ends_waits = ready.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::RoleChanged { .. }
+                    | Event::TermAdopted { .. }
+                    | Event::ElectionStarted { .. }
+                    | Event::Truncated { .. }
+            )
+        });
         if !ready.committed.is_empty() {
             st.apply_queue.extend(ready.committed);
             self.committed.notify_one();
         }
+        for read in &ready.reads {
+            st.waiters.read_answered(read.ctx);
+        }
         st.clients.route_reads(ready.reads);
         if ends_waits {
-            self.answers.notify_all();
+            st.waiters.wake_all();
         }
         let deadline = st.raft.election_deadline();
         if deadline.is_some_and(|d| st.timer_deadline.is_none_or(|t| d < t)) {
@@ -515,7 +515,8 @@ impl Shared {
             while let Some(entry) = st.apply_queue.pop_front() {
                 st.kv.apply(&entry);
             }
-            self.answers.notify_all();
+            let applied = st.kv.applied_index();
+            st.waiters.applied(applied);
         }
     }
 }
@@ -587,11 +588,7 @@ impl Handler for Service {
                     Step::Wait(ticket) => {
                         shared.process_ready(st);
                         let shared = shared.clone();
-                        return Handled::Later(Box::new(move || {
-                            shared
-                                .wait_for(|st| st.clients.poll_write(&st.raft, &st.kv, &ticket))
-                                .unwrap_or_else(ClientService::write_timed_out)
-                        }));
+                        return Handled::Later(Box::new(move || shared.finish_write(ticket)));
                     }
                 }
             }
@@ -605,9 +602,16 @@ impl Handler for Service {
 
 impl Shared {
     /// Waits, at most `WAIT_TIMEOUT`, until `poll` has an answer; `None`
-    /// on timeout. `poll` runs under the lock after every state change.
-    fn wait_for(&self, mut poll: impl FnMut(&mut State) -> Option<Response>) -> Option<Response> {
+    /// on timeout. `poll` runs under the lock; in between, the request
+    /// sleeps on its own condvar, which `register` files where the change
+    /// it waits for will wake it.
+    fn wait_for(
+        &self,
+        mut poll: impl FnMut(&mut State) -> Option<Response>,
+        register: impl Fn(&mut State, &Arc<Condvar>),
+    ) -> Option<Response> {
         let deadline = Instant::now() + WAIT_TIMEOUT;
+        let me = Arc::new(Condvar::new());
         let mut st = self.state.lock();
         loop {
             if let Some(answer) = poll(&mut st) {
@@ -616,18 +620,86 @@ impl Shared {
             if st.stopping {
                 return Some(shutting_down());
             }
-            if self.answers.wait_until(&mut st, deadline).timed_out() {
+            register(&mut st, &me);
+            if me.wait_until(&mut st, deadline).timed_out() {
                 return poll(&mut st);
             }
         }
     }
 
+    /// Waits for a proposed write to be applied or lost.
+    fn finish_write(&self, ticket: WriteTicket) -> Response {
+        let answer = self.wait_for(
+            |st| st.clients.poll_write(&st.raft, &st.kv, &ticket),
+            |st, me| st.waiters.until_applied(ticket.index, me),
+        );
+        answer.unwrap_or_else(ClientService::write_timed_out)
+    }
+
     /// Waits for a linearizable read to be confirmed and applied.
-    fn finish_read(&self, ticket: crate::service::ReadTicket) -> Response {
-        let answer = self.wait_for(|st| st.clients.poll_read(&st.raft, &st.kv, &ticket));
+    fn finish_read(&self, ticket: ReadTicket) -> Response {
+        let answer = self.wait_for(
+            |st| st.clients.poll_read(&st.raft, &st.kv, &ticket),
+            |st, me| match st.clients.confirmed_index(&ticket) {
+                Some(index) => st.waiters.until_applied(index, me),
+                None => st.waiters.until_read_answered(ticket.ctx, me),
+            },
+        );
         answer.unwrap_or_else(|| {
             self.state.lock().clients.forget_read(&ticket);
             ClientService::read_timed_out()
         })
+    }
+}
+
+/// Client requests waiting on this node, each on a condvar of its own, so
+/// that an apply wakes only the requests it answers instead of all of
+/// them. A waiter may be filed more than once or woken for nothing; it
+/// re-checks its answer each time it wakes.
+#[derive(Default)]
+struct Waiters {
+    /// Woken once the state machine has applied up to the key.
+    until_applied: BTreeMap<Index, Vec<Arc<Condvar>>>,
+    /// Woken when the core answers the read with this ctx.
+    until_read: HashMap<u64, Arc<Condvar>>,
+}
+
+impl Waiters {
+    fn until_applied(&mut self, index: Index, waiter: &Arc<Condvar>) {
+        self.until_applied
+            .entry(index)
+            .or_default()
+            .push(waiter.clone());
+    }
+
+    fn until_read_answered(&mut self, ctx: u64, waiter: &Arc<Condvar>) {
+        self.until_read.insert(ctx, waiter.clone());
+    }
+
+    /// The state machine has applied up to `index`.
+    fn applied(&mut self, index: Index) {
+        let later = self.until_applied.split_off(&(index + 1));
+        for waiter in std::mem::replace(&mut self.until_applied, later)
+            .values()
+            .flatten()
+        {
+            waiter.notify_one();
+        }
+    }
+
+    fn read_answered(&mut self, ctx: u64) {
+        if let Some(waiter) = self.until_read.remove(&ctx) {
+            waiter.notify_one();
+        }
+    }
+
+    /// Something that can end any wait happened (a change of term or
+    /// role, a truncated log).
+    fn wake_all(&mut self) {
+        let by_index = std::mem::take(&mut self.until_applied);
+        let by_read = std::mem::take(&mut self.until_read);
+        for waiter in by_index.values().flatten().chain(by_read.values()) {
+            waiter.notify_one();
+        }
     }
 }

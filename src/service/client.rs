@@ -160,6 +160,14 @@ impl ClientService {
         Some(answer)
     }
 
+    /// The read index of a confirmed read, until it is answered.
+    pub fn confirmed_index(&self, t: &ReadTicket) -> Option<Index> {
+        match self.reads.get(&t.ctx)? {
+            ReadProgress::Confirmed(index) => Some(*index),
+            _ => None,
+        }
+    }
+
     /// Gives up on a read (its client timed out).
     pub fn forget_read(&mut self, t: &ReadTicket) {
         self.reads.remove(&t.ctx);
