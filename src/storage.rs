@@ -10,9 +10,15 @@
 //!   when asked to (a follower, which acknowledges them in its reply), or
 //!   leaves that to [`Storage::sync_log`] or a [`LogSyncer`] (a leader,
 //!   whose log writer syncs outside the node's lock: group commit). A
-//!   conflicting suffix is cut with `set_len` and fsynced; only a
-//!   non-leader cuts, and it first syncs anything a sync still
-//!   outstanding would cover, so a cut never races a sync of what it cut.
+//!   conflicting suffix is cut with `set_len` and fsynced at once.
+//!
+//!   **Cutting while a sync is outstanding.** Only a non-leader cuts, but
+//!   the log writer's sync from when it led may still be running. That is
+//!   allowed: the cut's own fsync makes the shortened log, and every write
+//!   before it, durable; the older sync, when it ends, reports only the
+//!   count of writes it covered ([`Storage::synced_through`] never lowers
+//!   the count), and the core ignores its `persisted(index, term)` when the
+//!   entry at `index` has since been replaced (its term differs).
 //! * `lock`: held (flock) while a node runs, so two processes cannot share
 //!   the directory.
 //!
@@ -189,7 +195,6 @@ impl Storage {
             self.save_hard_state(hs)?;
         }
         if let Some(from) = ready.truncate_from {
-            self.sync_log()?; // see the module docs: no cut during a sync
             self.truncate_from(from)?;
         }
         if !ready.appended.is_empty() {
@@ -272,6 +277,7 @@ impl Storage {
         self.log
             .sync_data()
             .map_err(io_err(&self.log_path, "fsync"))?;
+        self.synced = self.written; // every write before the cut, too
         self.offsets.truncate(k);
         self.len = at;
         Ok(())
