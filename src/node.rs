@@ -318,9 +318,11 @@ impl Node {
 }
 
 impl Shared {
-    /// Takes the core's `Ready`, makes it durable, logs its events, queues
-    /// committed entries, routes read answers and wakes every waiter.
-    /// Called under the lock after every input to the core.
+    /// Takes the core's `Ready`, writes it (and syncs it, but for a
+    /// leader's log appends, which the log writer syncs), logs its events,
+    /// queues committed entries, routes read answers, and wakes whoever
+    /// waits for what changed. Called under the lock after every input to
+    /// the core.
     ///
     /// A storage failure (disk full, I/O error) is fatal: see
     /// `storage_failed`. After a restart the node recovers what reached
