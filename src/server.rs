@@ -71,6 +71,10 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Near the cap, client connections idle this long are closed.
     pub idle_timeout: Duration,
+    /// A response that cannot be written for this long (the other end
+    /// stopped reading) closes the connection, so that it does not stay
+    /// busy, and unevictable, forever.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -79,6 +83,7 @@ impl Default for ServerOptions {
             workers: 8,
             max_connections: 256,
             idle_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -137,6 +142,7 @@ pub fn spawn(
                         continue;
                     }
                 };
+                let _ = stream.set_write_timeout(Some(options.write_timeout));
                 let conn = Connection {
                     id,
                     registry: registry.clone(),
@@ -562,6 +568,7 @@ mod tests {
             workers: 1,
             max_connections: 4,
             idle_timeout: Duration::from_secs(3600),
+            ..ServerOptions::default()
         };
         let (addr, _handler, _release) = server(options);
         // Connections are accepted in order, so the first of these has
@@ -593,11 +600,51 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_stops_reading_its_answers_is_disconnected() {
+        let options = ServerOptions {
+            write_timeout: Duration::from_millis(200),
+            ..ServerOptions::default()
+        };
+        let (addr, _handler, _release) = server(options);
+        let mut greedy = TcpStream::connect(addr).unwrap();
+        // Far more answers than the socket buffers hold, none read yet.
+        let requests = "{\"type\":\"status\"}\n".repeat(200_000);
+        let writer = {
+            let mut w = greedy.try_clone().unwrap();
+            thread::spawn(move || {
+                let _ = w.write_all(requests.as_bytes());
+            })
+        };
+        // Long enough for the server's write to time out several times.
+        thread::sleep(Duration::from_secs(2));
+        greedy
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut drained = Vec::new();
+        // Closed: an end of stream, or a reset (the server closed with our
+        // unread requests still in its buffer). Not a read timeout.
+        let result = greedy.read_to_end(&mut drained);
+        assert!(
+            result.is_ok()
+                || result
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the server should have closed the connection: {result:?}"
+        );
+        assert!(
+            drained.len() < 200_000 * 100,
+            "not every request was answered"
+        );
+        let _ = writer.join();
+    }
+
+    #[test]
     fn when_every_client_connection_is_busy_a_newcomer_is_told_busy() {
         let options = ServerOptions {
             workers: 2,
             max_connections: 2,
             idle_timeout: Duration::from_secs(3600),
+            ..ServerOptions::default()
         };
         let (addr, handler, release) = server(options);
         let mut busy: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
