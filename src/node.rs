@@ -238,11 +238,7 @@ impl Node {
                 storage,
                 apply_queue: VecDeque::new(),
                 kv: KvStore::new(),
-                peers: PeerService::new(
-                    options.id,
-                    cluster_id.clone(),
-                    members.iter().map(|m| m.id),
-                ),
+                peers: PeerService::new(options.id, cluster_id.clone()),
                 clients: ClientService::new(members.clone()),
                 waiters: Waiters::default(),
                 timer_deadline: None,

@@ -252,7 +252,7 @@ fn the_peer_service_answers_anything_and_a_refusal_changes_nothing() {
     runner(1000)
         .run(&(setup, messages), |((log, extra, lead), messages)| {
             let mut raft = start(log, extra, lead);
-            let mut service = PeerService::new(0, "ours".into(), [0, 1, 2]);
+            let mut service = PeerService::new(0, "ours".into());
             let mut now = Duration::from_secs(2);
             for m in messages {
                 now += Duration::from_millis(7);

@@ -12,7 +12,7 @@
 //! *our* requests (it was started with another configuration, say), or
 //! answers them with nonsense, is reported once too.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::consensus::{self, NodeId, Raft, Rejection};
@@ -47,20 +47,21 @@ pub struct PeerAnswer {
 pub struct PeerService {
     me: NodeId,
     cluster_id: String,
-    /// Every member, ourselves included.
-    members: BTreeSet<NodeId>,
     reported: HashSet<(Offender, &'static str)>,
+    /// `reported` reached `MAX_REPORTED`; new problems are only counted.
+    overflowed: bool,
     /// Messages refused so far, reported or not.
     refused: u64,
 }
 
 impl PeerService {
-    pub fn new(me: NodeId, cluster_id: String, members: impl IntoIterator<Item = NodeId>) -> Self {
+    /// The peer service of node `me`; the members are the core's.
+    pub fn new(me: NodeId, cluster_id: String) -> Self {
         PeerService {
             me,
             cluster_id,
-            members: members.into_iter().collect(),
             reported: HashSet::new(),
+            overflowed: false,
             refused: 0,
         }
     }
@@ -93,28 +94,31 @@ impl PeerService {
                 report,
             };
         }
-        if from == self.me || !self.members.contains(&from) {
-            let members: Vec<String> = self.members.iter().map(|m| m.to_string()).collect();
-            let message = format!(
-                "{kind} from node{from} refused: node{from} is not another member of cluster {} \
-                 (members: {}); this is node{}",
-                self.cluster_id,
-                members.join(", "),
-                self.me
-            );
-            let report = self.report(Offender::Node(from), "unknown_sender", &message);
-            return PeerAnswer {
-                response: Response::error(ErrorCode::UnknownSender, message),
-                from_member: false,
-                report,
-            };
-        }
         match raft.handle_request(from, request.rpc, now) {
             Ok(reply) => PeerAnswer {
                 response: Response::peer(reply),
                 from_member: true,
                 report: None,
             },
+            // The core knows the members: ourselves and its peers.
+            Err(Rejection::UnknownSender { .. }) => {
+                let mut members: Vec<NodeId> = raft.peers().chain([self.me]).collect();
+                members.sort_unstable();
+                let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+                let message = format!(
+                    "{kind} from node{from} refused: node{from} is not another member of cluster {} \
+                     (members: {}); this is node{}",
+                    self.cluster_id,
+                    members.join(", "),
+                    self.me
+                );
+                let report = self.report(Offender::Node(from), "unknown_sender", &message);
+                PeerAnswer {
+                    response: Response::error(ErrorCode::UnknownSender, message),
+                    from_member: false,
+                    report,
+                }
+            }
             Err(rejection) => {
                 let message = format!("{kind} from node{from} refused: {rejection}");
                 let report = self.report(Offender::Node(from), rejection.kind(), &message);
@@ -183,15 +187,14 @@ impl PeerService {
             return None;
         }
         if self.reported.len() >= MAX_REPORTED {
-            if self.reported.len() == MAX_REPORTED {
-                self.reported
-                    .insert((Offender::Cluster(String::new()), "too_many"));
-                return Some(format!(
-                    "{message} (and {MAX_REPORTED} other kinds of refused message so far: \
-                     further new ones are counted, not logged)"
-                ));
+            if self.overflowed {
+                return None;
             }
-            return None;
+            self.overflowed = true;
+            return Some(format!(
+                "{message} (and {MAX_REPORTED} other kinds of refused message so far: \
+                 further new ones are counted, not logged)"
+            ));
         }
         self.reported.insert(key);
         Some(format!(
@@ -246,7 +249,7 @@ mod tests {
     }
 
     fn service() -> PeerService {
-        PeerService::new(0, "ours".into(), [0, 1, 2])
+        PeerService::new(0, "ours".into())
     }
 
     fn vote(cluster: &str, from: NodeId, term: u64) -> PeerRequest {

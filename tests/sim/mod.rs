@@ -184,7 +184,7 @@ fn services(id: NodeId, n: usize) -> (PeerService, ClientService) {
         port: 1,
     });
     (
-        PeerService::new(id, SIM_CLUSTER.into(), 0..n as NodeId),
+        PeerService::new(id, SIM_CLUSTER.into()),
         ClientService::new(members.collect()),
     )
 }
