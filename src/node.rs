@@ -4,12 +4,16 @@
 //!
 //! * **timer**: waits on the condvar until the election deadline (or, as
 //!   leader, until something changes) and calls `Raft::tick`;
-//! * **replicator**, one per peer: builds the next request for its peer
-//!   under the lock, releases the lock for the blocking RPC, re-locks, and
-//!   hands the reply to the core, dropping it if the term or role changed
-//!   meanwhile (a reply to a request from an earlier term or role says
-//!   nothing about the present one; the Raft Students' Guide makes the same
-//!   point);
+//! * **replicator** and **receiver**, a pair per peer, on one kept-open
+//!   connection (`transport::Link`): the replicator builds each request
+//!   the core has for its peer under the lock and writes it with the lock
+//!   released, without waiting for the answer, so that several
+//!   AppendEntries are in flight (pipelining, as far as the core's window
+//!   allows); the receiver reads the answers in order and hands each to
+//!   the core. Replies say what they answer, so the core itself drops one
+//!   to a request of an earlier term or role (a reply to an old request
+//!   says nothing about the present; the Raft Students' Guide makes the
+//!   same point);
 //! * **applier**: applies committed entries to the key-value store in log
 //!   order, once each, and wakes the requests waiting for them;
 //! * **log writer**: on the leader, fsyncs the log with the lock released
@@ -64,6 +68,8 @@ pub struct NodeOptions {
     /// (not the RPC as a whole: a reply trickled in could take longer).
     pub rpc_timeout: Duration,
     pub max_entries_per_append: usize,
+    /// AppendEntries with entries in flight per follower (pipelining).
+    pub max_inflight_appends: usize,
     pub server: ServerOptions,
 }
 
@@ -199,6 +205,7 @@ impl Node {
             election_timeout_max: options.election_timeout_max,
             heartbeat_interval: options.heartbeat,
             max_entries_per_append: options.max_entries_per_append,
+            max_inflight_appends: options.max_inflight_appends,
             // The seed differs between nodes and restarts, from the OS's
             // randomness.
             ..consensus::Config::new(options.id, members, rand::random())
@@ -274,12 +281,21 @@ impl Node {
             )?;
         }
         for peer in peers {
-            let s = shared.clone();
-            let connection = transport::Peer::new(peer.clone(), bind_ip, options.rpc_timeout);
+            let link = Arc::new(transport::Link::new(
+                peer.clone(),
+                bind_ip,
+                options.rpc_timeout,
+            ));
+            let (s, l) = (shared.clone(), link.clone());
             let cluster_id = cluster_id.clone();
             spawn(
                 format!("replicate-{}", peer.id),
-                Box::new(move || s.run_replicator(peer.id, &cluster_id, connection)),
+                Box::new(move || s.run_replicator(peer.id, &cluster_id, &l)),
+            )?;
+            let s = shared.clone();
+            spawn(
+                format!("receive-{}", peer.id),
+                Box::new(move || s.run_receiver(peer.id, &link)),
             )?;
         }
         let address = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
@@ -445,7 +461,11 @@ impl Shared {
         }
     }
 
-    fn run_replicator(&self, peer: NodeId, cluster_id: &str, mut connection: transport::Peer) {
+    /// Sends `peer` every request the core has for it, releasing the lock
+    /// for each write, without waiting for answers (the receiver gets
+    /// them): several AppendEntries are in flight at once when the core's
+    /// window allows (`consensus::progress`).
+    fn run_replicator(&self, peer: NodeId, cluster_id: &str, link: &transport::Link) {
         let mut st = self.state.lock();
         while !st.stopping {
             let t = now(self);
@@ -458,42 +478,58 @@ impl Shared {
                 }
                 continue;
             };
-            let (term, role) = (st.raft.term(), st.raft.role());
             if let consensus::Request::AppendEntries(r) = &request
                 && r.entries.is_empty()
             {
                 log::trace!(
-                    "heartbeat to node{peer} (term {term}, commit {})",
+                    "heartbeat to node{peer} (term {}, commit {})",
+                    r.term,
                     r.leader_commit
                 );
             }
-            let wire_request = wire::Request::peer(cluster_id, self.id, request.clone());
-            // The blocking RPC, with the lock released.
-            let result = MutexGuard::unlocked(&mut st, || connection.call(&wire_request));
-            let t = now(self);
-            if st.raft.term() != term || st.raft.role() != role {
-                debug!("dropping the answer from node{peer} to a term {term} {role} request");
-                continue;
+            let wire_request = wire::Request::peer(cluster_id, self.id, request);
+            // The write, with the lock released.
+            let sent = MutexGuard::unlocked(&mut st, || link.send(&wire_request));
+            if let Err(Some(e)) = sent {
+                debug!("request to node{peer} failed: {e}");
+                st.raft.handle_failure(peer, now(self));
+                self.process_ready(&mut st);
             }
-            let reply = match result {
-                Ok(response) => {
-                    let (reply, line) = st.peers.check_response(peer, &request, response);
+        }
+    }
+
+    /// Hands `peer`'s answers to the core as they arrive, in order. No
+    /// check of term or role is needed here: each reply says what it
+    /// answers, and the core drops those that no longer concern it.
+    fn run_receiver(&self, peer: NodeId, link: &transport::Link) {
+        let (mut reader, mut buf) = (None, Vec::new());
+        loop {
+            let received = link.receive(&mut reader, &mut buf);
+            let mut st = self.state.lock();
+            if st.stopping {
+                return;
+            }
+            let t = now(self);
+            let reply = match received {
+                transport::Received::Answer(response) => {
+                    let (reply, line) = st.peers.check_response(peer, response);
                     Self::report(&st, line);
                     reply
                 }
-                Err(e) => {
-                    debug!("request to node{peer} failed: {e}");
+                transport::Received::Failed(e) => {
+                    debug!("requests to node{peer} failed: {e}");
                     None
                 }
+                transport::Received::Superseded => continue,
             };
             match reply {
                 Some(reply) => {
-                    if let Err(rejection) = st.raft.handle_reply(peer, &request, reply, t) {
+                    if let Err(rejection) = st.raft.handle_reply(peer, reply, t) {
                         let line = st.peers.reply_refused(peer, &rejection);
                         Self::report(&st, line);
                     }
                 }
-                None => st.raft.handle_failure(peer, &request, t),
+                None => st.raft.handle_failure(peer, t),
             }
             self.process_ready(&mut st);
         }

@@ -1,5 +1,13 @@
 //! Outgoing connections to one peer, kept open and reused.
 //!
+//! Two kinds: [`Peer`] makes one call at a time and waits for its answer
+//! (clients, `raftctl`); [`Link`] is a node's connection to another node,
+//! with a writer and a reader so that several requests are in flight on
+//! it at once (pipelined replication). The receiving node answers a
+//! connection's requests in the order they arrived, so answers come back
+//! in order, each once; if the connection breaks, every request still in
+//! flight on it is lost, and the link reports that once.
+//!
 //! Connections are made from the node's own configured host address, so
 //! that nodes on 127.0.0.1, 127.0.0.2, … can be cut off from each other
 //! with ordinary firewall rules on source and destination addresses.
@@ -90,31 +98,206 @@ impl Peer {
     }
 
     fn connect(&self) -> Result<Connection, TransportError> {
-        let addr = self.target.socket_addr().map_err(TransportError::Resolve)?;
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-            .map_err(TransportError::Connect)?;
-        if let Some(ip) = self.bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
-            socket
-                .bind(&SocketAddr::new(ip, 0).into())
-                .map_err(TransportError::Connect)?;
-        }
-        socket
-            .connect_timeout(&addr.into(), self.timeout)
-            .map_err(TransportError::Connect)?;
-        let stream: TcpStream = socket.into();
-        stream.set_nodelay(true).map_err(TransportError::Connect)?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .map_err(TransportError::Connect)?;
-        stream
-            .set_write_timeout(Some(self.timeout))
-            .map_err(TransportError::Connect)?;
-        let writer = stream.try_clone().map_err(TransportError::Connect)?;
-        Ok(Connection {
-            reader: BufReader::new(stream),
-            writer,
-        })
+        connect(&self.target, self.bind, self.timeout)
     }
+}
+
+/// What [`Link::receive`] hands back.
+#[derive(Debug)]
+pub enum Received {
+    /// The answer to the oldest request in flight.
+    Answer(Response),
+    /// The connection failed, and with it every request in flight on it.
+    /// Reported once per connection, by whichever of `send` and `receive`
+    /// saw the failure first.
+    Failed(TransportError),
+    /// The connection this reader was on was closed by a failure already
+    /// reported (or replaced); nothing to report.
+    Superseded,
+}
+
+struct LinkState {
+    /// The live connection: its number, a handle to shut it down, and its
+    /// reading half until the receiver takes it.
+    current: Option<(u64, TcpStream, Option<BufReader<TcpStream>>)>,
+    /// Numbers connections, so that a failure is reported for the
+    /// connection it happened on, once.
+    generation: u64,
+    /// Requests written on the current connection and not yet answered.
+    outstanding: usize,
+}
+
+/// A node's pipelined connection to one peer: one thread sends (`send`),
+/// another receives (`receive`), and neither waits for the other. The
+/// receiver reads (with the timeout) only while requests are outstanding,
+/// so an idle connection is never taken for a dead one.
+pub struct Link {
+    target: Member,
+    bind: Option<IpAddr>,
+    timeout: Duration,
+    state: parking_lot::Mutex<LinkState>,
+    /// Wakes the receiver when a request goes out.
+    sent: parking_lot::Condvar,
+}
+
+impl Link {
+    pub fn new(target: Member, bind: Option<IpAddr>, timeout: Duration) -> Link {
+        Link {
+            target,
+            bind,
+            timeout,
+            state: parking_lot::Mutex::new(LinkState {
+                current: None,
+                generation: 0,
+                outstanding: 0,
+            }),
+            sent: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// Writes `request`, connecting first if there is no connection; does
+    /// not wait for the answer, which `receive` will return. Called by one
+    /// thread only. On an error the connection is closed and everything
+    /// in flight on it is lost; `Err(Some(e))` if this call is the first
+    /// to see that (report it), `Err(None)` if the receiver already did.
+    pub fn send(&self, request: &Request) -> Result<(), Option<TransportError>> {
+        let existing = {
+            let st = self.state.lock();
+            st.current
+                .as_ref()
+                .map(|(g, stream, _)| (*g, stream.try_clone()))
+        };
+        let (generation, mut writer) = match existing {
+            Some((g, Ok(writer))) => (g, writer),
+            Some((g, Err(e))) => {
+                let first = self.fail(g);
+                return Err(first.then_some(TransportError::Exchange(WireError::Io(e))));
+            }
+            None => {
+                let conn = connect(&self.target, self.bind, self.timeout).map_err(Some)?;
+                let writer = conn
+                    .writer
+                    .try_clone()
+                    .map_err(|e| Some(TransportError::Connect(e)))?;
+                let mut st = self.state.lock();
+                st.generation += 1;
+                st.outstanding = 0;
+                let g = st.generation;
+                st.current = Some((g, conn.writer, Some(conn.reader)));
+                (g, writer)
+            }
+        };
+        {
+            // Counted before it is written, so the receiver is reading by
+            // the time the answer can arrive.
+            let mut st = self.state.lock();
+            if st.current.as_ref().map(|c| c.0) != Some(generation) {
+                return Err(None); // closed meanwhile by a failure already reported
+            }
+            st.outstanding += 1;
+            self.sent.notify_one();
+        }
+        match wire::write_message(&mut writer, request) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let first = self.fail(generation);
+                Err(first.then_some(TransportError::Exchange(WireError::Io(e))))
+            }
+        }
+    }
+
+    /// Waits for the answer to the oldest request in flight. Called by one
+    /// thread only, which keeps `reader` between calls: the reading half
+    /// of the connection it is on, with that connection's number.
+    pub fn receive(
+        &self,
+        reader: &mut Option<(u64, BufReader<TcpStream>)>,
+        buf: &mut Vec<u8>,
+    ) -> Received {
+        {
+            let mut st = self.state.lock();
+            loop {
+                let live = st.current.as_ref().map(|c| c.0);
+                if reader.as_ref().map(|r| r.0) != live {
+                    // A new connection: take its reading half.
+                    *reader = match &mut st.current {
+                        Some((g, _, half)) => half.take().map(|h| (*g, h)),
+                        None => None,
+                    };
+                }
+                if reader.is_some() && st.outstanding > 0 {
+                    break;
+                }
+                self.sent.wait(&mut st);
+            }
+        }
+        let (generation, half) = reader.as_mut().expect("checked above");
+        let generation = *generation;
+        match wire::read_message(half, buf) {
+            Ok(response) => {
+                let mut st = self.state.lock();
+                if st.generation == generation {
+                    st.outstanding = st.outstanding.saturating_sub(1);
+                }
+                Received::Answer(response)
+            }
+            Err(e) => {
+                *reader = None;
+                if self.fail(generation) {
+                    Received::Failed(TransportError::Exchange(e))
+                } else {
+                    Received::Superseded
+                }
+            }
+        }
+    }
+
+    /// Closes connection `generation` if it is still the live one; true if
+    /// this call closed it (so the caller reports the failure).
+    fn fail(&self, generation: u64) -> bool {
+        let mut st = self.state.lock();
+        match &st.current {
+            Some((g, stream, _)) if *g == generation => {
+                // Wakes a reader blocked on it, and refuses further writes.
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                st.current = None;
+                st.outstanding = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn connect(
+    target: &Member,
+    bind: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<Connection, TransportError> {
+    let addr = target.socket_addr().map_err(TransportError::Resolve)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(TransportError::Connect)?;
+    if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        socket
+            .bind(&SocketAddr::new(ip, 0).into())
+            .map_err(TransportError::Connect)?;
+    }
+    socket
+        .connect_timeout(&addr.into(), timeout)
+        .map_err(TransportError::Connect)?;
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true).map_err(TransportError::Connect)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(TransportError::Connect)?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(TransportError::Connect)?;
+    let writer = stream.try_clone().map_err(TransportError::Connect)?;
+    Ok(Connection {
+        reader: BufReader::new(stream),
+        writer,
+    })
 }
 
 /// Whether an error means the kept-open connection was already dead (the
@@ -241,6 +424,82 @@ mod tests {
             "the timed-out call reconnected and tried again"
         );
         drop(peer);
+        server.join().unwrap();
+    }
+
+    fn is_leader_line(leader: bool) -> String {
+        let reply = Response::IsLeader {
+            is_leader: leader,
+            leader_id: None,
+            leader_address: None,
+        };
+        format!("{}\n", serde_json::to_string(&reply).unwrap())
+    }
+
+    #[test]
+    fn a_link_keeps_several_requests_in_flight_and_reports_a_failure_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // First connection: reads three requests before answering any,
+        // answers them in order, then closes after reading a fourth.
+        // Second connection: answers one.
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut w = stream;
+            let mut line = String::new();
+            for _ in 0..3 {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+            }
+            for k in 0..3 {
+                w.write_all(is_leader_line(k % 2 == 0).as_bytes()).unwrap();
+            }
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            drop((reader, w));
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let mut w = stream;
+            w.write_all(is_leader_line(true).as_bytes()).unwrap();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {}
+        });
+        let target = Member {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let link = Link::new(target, None, Duration::from_secs(5));
+        for _ in 0..3 {
+            link.send(&Request::IsLeader)
+                .expect("written without waiting");
+        }
+        let (mut reader, mut buf) = (None, Vec::new());
+        for k in 0..3 {
+            match link.receive(&mut reader, &mut buf) {
+                Received::Answer(Response::IsLeader { is_leader, .. }) => {
+                    assert_eq!(is_leader, k % 2 == 0, "answers come back in order")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        link.send(&Request::IsLeader).unwrap();
+        assert!(matches!(
+            link.receive(&mut reader, &mut buf),
+            Received::Failed(_)
+        ));
+        // The next send connects again; the failure was reported once.
+        link.send(&Request::IsLeader).unwrap();
+        assert!(matches!(
+            link.receive(&mut reader, &mut buf),
+            Received::Answer(Response::IsLeader {
+                is_leader: true,
+                ..
+            })
+        ));
+        drop((link, reader));
         server.join().unwrap();
     }
 }

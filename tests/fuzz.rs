@@ -156,8 +156,8 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
             last_log_term: llt,
         })
     });
-    let append = (term(), 0..4u64, index(), term(), index()).prop_flat_map(
-        |(term, leader, prev, prev_term, commit)| {
+    let append = (term(), 0..4u64, index(), term(), index(), 0..3u64).prop_flat_map(
+        |(term, leader, prev, prev_term, commit, read_round)| {
             entries(prev).prop_map(move |entries| {
                 Request::AppendEntries(AppendEntries {
                     term,
@@ -166,6 +166,7 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
                     prev_log_term: prev_term,
                     entries,
                     leader_commit: commit,
+                    read_round,
                 })
             })
         },
@@ -213,7 +214,8 @@ fn start(log_terms: Vec<Term>, extra_term: Term, lead: bool) -> Raft {
             term: r.term(),
             vote_granted: true,
         });
-        r.handle_reply(1, &req, yes, t).expect("a valid reply");
+        assert!(matches!(req, Request::RequestVote(_)));
+        r.handle_reply(1, yes, t).expect("a valid reply");
         assert_eq!(r.role(), Role::Leader);
     }
     r
@@ -303,16 +305,31 @@ fn the_core_survives_any_reply() {
             any::<bool>(),
             index(),
             proptest::option::of(term()),
-            index()
+            index(),
+            term(),
+            index(),
+            0..3u64,
         )
             .prop_map(
-                |(term, success, match_index, conflict_term, conflict_index)| {
+                |(
+                    term,
+                    success,
+                    match_index,
+                    conflict_term,
+                    conflict_index,
+                    request_term,
+                    prev_log_index,
+                    read_round,
+                )| {
                     Reply::AppendEntries(raft::consensus::AppendEntriesReply {
                         term,
                         success,
                         match_index,
                         conflict_term,
                         conflict_index,
+                        request_term,
+                        prev_log_index,
+                        read_round,
                     })
                 }
             ),
@@ -325,10 +342,10 @@ fn the_core_survives_any_reply() {
             for r in replies {
                 now += Duration::from_millis(60);
                 raft.tick(now);
-                let Some(req) = raft.poll_peer(1, now) else {
-                    continue;
-                };
-                let _ = raft.handle_reply(1, &req, r, now);
+                // Replies need no request, but one in flight makes the
+                // reply's claims matter.
+                let _ = raft.poll_peer(1, now);
+                let _ = raft.handle_reply(1, r, now);
                 check_invariants(&raft)?;
             }
             Ok(())
@@ -369,6 +386,7 @@ fn live_node() -> &'static LiveNode {
             heartbeat: Duration::from_millis(50),
             rpc_timeout: Duration::from_millis(100),
             max_entries_per_append: 64,
+            max_inflight_appends: 4,
             server: raft::server::ServerOptions::default(),
             cluster_id: None,
             cluster,

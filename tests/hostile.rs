@@ -285,10 +285,12 @@ fn a_node_started_with_another_config_says_so_and_disrupts_no_election() {
             _ => 0,
         };
         let log = stray_log();
-        let all_refused = c
-            .ids()
-            .iter()
-            .all(|id| count_lines(&log, &[&format!("node{id} refused our request_vote")]) == 1);
+        let all_refused = c.ids().iter().all(|id| {
+            count_lines(
+                &log,
+                &[&format!("node{id} refused our request: request_vote")],
+            ) == 1
+        });
         if stray_term >= 3 && all_refused {
             break;
         }

@@ -53,6 +53,10 @@ struct Args {
     /// are closed.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     idle_timeout: u64,
+    /// AppendEntries with entries a leader keeps in flight to one follower
+    /// (pipelining); 1 is stop-and-wait.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    max_inflight: usize,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -103,8 +107,8 @@ fn main() {
             "--cluster-id must be 1 to 64 characters without spaces, not {id:?}"
         ));
     }
-    if args.max_connections == 0 || args.idle_timeout == 0 {
-        usage_error("--max-connections and --idle-timeout must be above 0");
+    if args.max_connections == 0 || args.idle_timeout == 0 || args.max_inflight == 0 {
+        usage_error("--max-connections, --idle-timeout and --max-inflight must be above 0");
     }
     if args.heartbeat == 0 || args.heartbeat >= min {
         usage_error(&format!(
@@ -132,6 +136,7 @@ fn main() {
         heartbeat: Duration::from_millis(args.heartbeat),
         rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
         max_entries_per_append: 256,
+        max_inflight_appends: args.max_inflight,
         server: ServerOptions {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),

@@ -79,6 +79,27 @@ impl Log {
         &all[..fit.max(1).min(all.len())]
     }
 
+    /// What an AppendEntries starting at `next` would carry under `cfg`'s
+    /// limits: nothing, everything left ([`Batch::Partial`]), or a batch
+    /// cut short by a limit with more behind it ([`Batch::Full`]).
+    pub fn batch_from(&self, next: Index, cfg: &super::Config) -> super::Batch {
+        let last = self.last_index();
+        if next > last {
+            return super::Batch::Empty;
+        }
+        let unsent = (last - next + 1) as usize;
+        if unsent > cfg.max_entries_per_append
+            || self
+                .slice_bounded(next, last, cfg.max_bytes_per_append)
+                .len()
+                < unsent
+        {
+            super::Batch::Full
+        } else {
+            super::Batch::Partial
+        }
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }

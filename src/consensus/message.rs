@@ -70,13 +70,27 @@ pub struct AppendEntries {
     pub prev_log_term: Term,
     pub entries: Vec<Entry>,
     pub leader_commit: Index,
+    /// The leader's read round when it built this request (thesis §6.4).
+    /// Echoed in the reply: an answer in the leader's term shows that the
+    /// follower still followed it after every read of this round or an
+    /// earlier one had begun. Not part of Figure 2; may be left out (0),
+    /// which confirms no read.
+    #[serde(default)]
+    pub read_round: u64,
 }
 
 /// AppendEntries results: Figure 2's `term` and `success`, plus the
 /// follower's hints that let a leader skip a whole conflicting term per
 /// round trip instead of one index (§5.3, "the protocol can be optimized").
+///
+/// A reply is **self-describing**: it says which request it answers
+/// (`request_term`, `prev_log_index`, `read_round`, echoed from it), so a
+/// leader with several requests in flight to one follower (pipelining)
+/// needs no record of what it sent to make sense of the answer, and an
+/// answer to a request of an earlier term is recognised and dropped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendEntriesReply {
+    /// The follower's current term, for the leader to update itself.
     pub term: Term,
     pub success: bool,
     /// On success: `prev_log_index + entries.len()`, the last index the
@@ -89,6 +103,13 @@ pub struct AppendEntriesReply {
     /// On failure: the first index the follower holds of `conflict_term`,
     /// or its last index + 1 when its log is too short.
     pub conflict_index: Index,
+    /// The term of the request this answers.
+    pub request_term: Term,
+    /// The request's `prev_log_index`: on failure, the position whose
+    /// consistency check failed.
+    pub prev_log_index: Index,
+    /// The request's `read_round`.
+    pub read_round: u64,
 }
 
 /// A request one server sends another.

@@ -8,8 +8,10 @@
 //!   [`Raft::peer_wakeup`] say when the next input is due;
 //! * requests from other servers: [`Raft::handle_request`] returns the reply;
 //! * outgoing requests: [`Raft::poll_peer`] builds the next request for one
-//!   peer (at most one is in flight per peer), and the caller reports its
-//!   fate with [`Raft::handle_reply`] or [`Raft::handle_failure`];
+//!   peer (several AppendEntries may be in flight to a follower, as its
+//!   [`Progress`] allows), and the caller reports each answer with
+//!   [`Raft::handle_reply`] (answers say what they answer, so they need
+//!   no matching up) or a lost connection with [`Raft::handle_failure`];
 //! * client commands: [`Raft::propose`], and [`Raft::read_index`] for a
 //!   linearizable read (thesis §6.4), answered by a [`ReadState`];
 //! * after every call: [`Raft::take_ready`] returns what must be made durable,
@@ -53,6 +55,7 @@
 
 pub mod log;
 pub mod message;
+pub mod progress;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,6 +70,7 @@ pub use message::{
     AppendEntries, AppendEntriesReply, Entry, Index, NodeId, Payload, Reply, Request, RequestVote,
     RequestVoteReply, Term,
 };
+pub use progress::{Batch, Progress, ProgressState};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
 /// Fixed settings of one server.
@@ -87,6 +91,11 @@ pub struct Config {
     /// large entries stays within the transport's message limit. A single
     /// entry is always sent, whatever its size, so replication never stalls.
     pub max_bytes_per_append: usize,
+    /// At most this many AppendEntries carrying entries in flight to one
+    /// follower whose log position is known (pipelining; see
+    /// [`progress`]). 1 is stop-and-wait. Together with the two limits
+    /// above it bounds what a leader has outstanding per follower.
+    pub max_inflight_appends: usize,
     /// Seeds the election-timeout generator, so a simulation replays.
     pub seed: u64,
 }
@@ -96,7 +105,7 @@ impl Config {
     /// runtime's default settings: election timeouts of 300..600 ms,
     /// heartbeats every 50 ms, and AppendEntries of at most 256 entries or
     /// about 1 MiB, which leaves room under the 8 MiB line limit for JSON
-    /// escaping.
+    /// escaping, with up to 4 of them in flight per follower.
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, seed: u64) -> Config {
         Config {
             id,
@@ -106,6 +115,7 @@ impl Config {
             heartbeat_interval: Duration::from_millis(50),
             max_entries_per_append: 256,
             max_bytes_per_append: 1024 * 1024,
+            max_inflight_appends: 4,
             seed,
         }
     }
@@ -270,22 +280,15 @@ impl Ready {
     }
 }
 
-/// What a server knows about one peer. Only the leader's replication fields
-/// and the candidate's vote fields are meaningful at a time; both are reset
-/// on every role change.
+/// What a server knows about one peer. The leader's replication state is
+/// a [`Progress`], made anew for each term of leadership; the vote fields
+/// are a candidate's, reset on every role change.
 #[derive(Clone, Debug)]
 struct Peer {
-    /// Leader: index of the next entry to send (Figure 2).
-    next_index: Index,
-    /// Leader: highest index known to be replicated on the peer (Figure 2).
-    /// Never decreases within a term.
-    match_index: Index,
-    /// A request built by `poll_peer` has not been answered or failed yet.
-    in_flight: bool,
+    /// Leader: replication to this peer.
+    progress: Progress,
     /// Candidate: a RequestVote was sent this term (or answered).
     vote_requested: bool,
-    /// Leader: when the next heartbeat is due.
-    heartbeat_due: Duration,
     /// After a failed RPC, no new request before this.
     retry_at: Duration,
     /// Current backoff; zero while the peer answers.
@@ -293,32 +296,16 @@ struct Peer {
     /// Whether the last RPC to this peer got an answer; kept across roles
     /// so that "unreachable" and "back" are reported once each.
     reachable: bool,
-    /// Leader: the read round current when the in-flight AppendEntries
-    /// was built, and the highest round the peer has answered. An answer
-    /// in our term to a request built in round r shows the peer still
-    /// followed us after every read of round <= r arrived (thesis §6.4).
-    inflight_round: u64,
-    acked_round: u64,
-    /// Leader: the commit index sent in the last AppendEntries. When ours
-    /// moves past it the peer is told at once, not at the next heartbeat,
-    /// so followers apply (and serve stale reads of) new entries promptly.
-    sent_commit: Index,
 }
 
 impl Peer {
     fn new() -> Peer {
         Peer {
-            next_index: 1,
-            match_index: 0,
-            in_flight: false,
+            progress: Progress::new(0, Duration::ZERO),
             vote_requested: false,
-            heartbeat_due: Duration::ZERO,
             retry_at: Duration::ZERO,
             backoff: Duration::ZERO,
             reachable: true,
-            inflight_round: 0,
-            acked_round: 0,
-            sent_commit: 0,
         }
     }
 }
@@ -445,7 +432,11 @@ impl Raft {
     }
     /// Leader: the highest index known replicated on `peer`.
     pub fn match_index(&self, peer: NodeId) -> Option<Index> {
-        self.peers.get(&peer).map(|p| p.match_index)
+        self.peers.get(&peer).map(|p| p.progress.match_index)
+    }
+    /// Leader: replication to `peer` (meaningful while leader).
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.peers.get(&peer).map(|p| &p.progress)
     }
 
     // ----- Time -----
@@ -490,13 +481,13 @@ impl Raft {
                 term: self.term,
             });
         }
+        // Whatever was in flight belongs to the old role; its answers
+        // carry the old term and are dropped (see `handle_reply`).
+        let last = self.log.last_index();
         for p in self.peers.values_mut() {
-            p.in_flight = false;
+            p.progress = Progress::new(last, now);
             p.vote_requested = false;
             p.retry_at = now;
-            p.inflight_round = 0;
-            p.acked_round = 0;
-            p.sent_commit = 0;
         }
         // Pending reads were for the old role's leadership: fail them.
         let failed = self.reads_awaiting_commit.drain(..);
@@ -574,15 +565,9 @@ impl Raft {
             cluster_size: self.cfg.cluster_size(),
         });
         self.leader_id = Some(self.cfg.id);
-        self.set_role(Role::Leader, now);
         // Figure 2, Leaders: nextIndex = leader last log index + 1,
-        // matchIndex = 0.
-        let next = self.log.last_index() + 1;
-        for p in self.peers.values_mut() {
-            p.next_index = next;
-            p.match_index = 0;
-            p.heartbeat_due = now; // "upon election: send initial empty AppendEntries"
-        }
+        // matchIndex = 0, and a heartbeat due at once (`Progress::new`).
+        self.set_role(Role::Leader, now);
         // §5.4.2 and thesis §6.4: a leader commits entries of earlier terms
         // only by committing one of its own, so it adds a no-op at once.
         self.append_local(Payload::Noop);
@@ -682,6 +667,9 @@ impl Raft {
             match_index: 0,
             conflict_term: None,
             conflict_index: 0,
+            request_term: req.term,
+            prev_log_index: req.prev_log_index,
+            read_round: req.read_round,
         };
         // AppendEntries rule 1: reply false if term < currentTerm.
         if req.term < self.term {
@@ -769,17 +757,19 @@ impl Raft {
 
     // ----- Outgoing requests -----
 
-    /// The next request to send to `peer`, if one is due now. At most one
-    /// request per peer is outstanding: the caller must report its outcome
-    /// with `handle_reply` or `handle_failure` before another is built.
+    /// The next request to send to `peer`, if one may be sent now; call it
+    /// until it returns `None`. A candidate sends one RequestVote per peer
+    /// per term. A leader sends AppendEntries as the peer's [`Progress`]
+    /// allows: one at a time while probing, back to back (pipelined) while
+    /// replicating. Every request sent must end, for the core, in
+    /// `handle_reply` or in `handle_failure`.
     pub fn poll_peer(&mut self, peer: NodeId, now: Duration) -> Option<Request> {
+        let window = self.cfg.max_inflight_appends;
+        let (term, id, commit, round) =
+            (self.term, self.cfg.id, self.commit_index, self.read_round);
         let last_index = self.log.last_index();
-        let news = self
-            .peers
-            .get(&peer)
-            .is_some_and(|p| self.leader_has_news_for(p));
         let p = self.peers.get_mut(&peer)?;
-        if p.in_flight || now < p.retry_at {
+        if now < p.retry_at {
             return None;
         }
         match self.role {
@@ -789,39 +779,44 @@ impl Raft {
                     return None;
                 }
                 p.vote_requested = true;
-                p.in_flight = true;
                 Some(Request::RequestVote(RequestVote {
-                    term: self.term,
-                    candidate_id: self.cfg.id,
+                    term,
+                    candidate_id: id,
                     last_log_index: last_index,
                     last_log_term: self.log.last_term(),
                 }))
             }
             Role::Leader => {
-                if !news && now < p.heartbeat_due {
+                let batch = self.log.batch_from(p.progress.next_index, &self.cfg);
+                let (with_entries, at) = next_append(&p.progress, window, batch, commit, round)?;
+                if now < at.max(p.retry_at) {
                     return None;
                 }
-                p.sent_commit = self.commit_index;
-                p.inflight_round = self.read_round;
-                let prev_log_index = p.next_index - 1;
-                let last =
-                    (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
-                let entries = self
-                    .log
-                    .slice_bounded(prev_log_index + 1, last, self.cfg.max_bytes_per_append)
-                    .to_vec();
-                p.in_flight = true;
-                p.heartbeat_due = now + self.cfg.heartbeat_interval;
+                let pr = &mut p.progress;
+                let prev_log_index = pr.next_index - 1;
+                let entries = if with_entries {
+                    let last =
+                        (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
+                    self.log
+                        .slice_bounded(prev_log_index + 1, last, self.cfg.max_bytes_per_append)
+                        .to_vec()
+                } else {
+                    Vec::new()
+                };
+                pr.sent(prev_log_index + entries.len() as Index);
+                pr.sent_commit = commit;
+                pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                 Some(Request::AppendEntries(AppendEntries {
-                    term: self.term,
-                    leader_id: self.cfg.id,
+                    term,
+                    leader_id: id,
                     prev_log_index,
                     prev_log_term: self
                         .log
                         .term_at(prev_log_index)
                         .expect("next_index <= last + 1"),
                     entries,
-                    leader_commit: self.commit_index,
+                    leader_commit: commit,
+                    read_round: round,
                 }))
             }
         }
@@ -831,24 +826,18 @@ impl Raft {
     /// another input (a reply, a role change, a proposal) can change that.
     pub fn peer_wakeup(&self, peer: NodeId) -> Option<Duration> {
         let p = self.peers.get(&peer)?;
-        if p.in_flight {
-            return None;
-        }
         match self.role {
             Role::Follower => None,
             Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
-            Role::Leader if self.leader_has_news_for(p) => Some(p.retry_at),
-            Role::Leader => Some(p.heartbeat_due.max(p.retry_at)),
+            Role::Leader => next_append(
+                &p.progress,
+                self.cfg.max_inflight_appends,
+                self.log.batch_from(p.progress.next_index, &self.cfg),
+                self.commit_index,
+                self.read_round,
+            )
+            .map(|(_, at)| at.max(p.retry_at)),
         }
-    }
-
-    /// Leader: whether `p` should get an AppendEntries before its next
-    /// heartbeat is due: entries it lacks, a read round it has not
-    /// answered, or a commit index it has not been told.
-    fn leader_has_news_for(&self, p: &Peer) -> bool {
-        p.next_index <= self.log.last_index()
-            || p.acked_round < self.read_round
-            || p.sent_commit < self.commit_index
     }
 
     /// The earliest time any timer or peer needs attention; for drivers
@@ -861,58 +850,40 @@ impl Raft {
             .min()
     }
 
-    /// Whether a reply or failure for `request` still concerns us: same
-    /// term, and the request kind that our current role sends. Anything
-    /// else is from an earlier term or role and is dropped.
-    fn is_current(&self, request: &Request) -> bool {
-        request.term() == self.term
-            && matches!(
-                (request, self.role),
-                (Request::RequestVote(_), Role::Candidate)
-                    | (Request::AppendEntries(_), Role::Leader)
-            )
-    }
-
-    /// Reports the reply `peer` sent to `request`. A reply that breaks the
-    /// protocol counts as a failed RPC (the peer is retried after a
-    /// backoff) and is returned as the error, for the caller to log.
+    /// Reports a reply from `peer`. Replies say what they answer, so they
+    /// may arrive in any order, late or twice: one to a request of an
+    /// earlier term, or of a role we no longer have, is dropped (after
+    /// adopting a newer term it carries). A reply that breaks the protocol
+    /// counts as a failed RPC (the peer is retried after a backoff) and is
+    /// returned as the error, for the caller to log.
     pub fn handle_reply(
         &mut self,
         peer: NodeId,
-        request: &Request,
         reply: Reply,
         now: Duration,
     ) -> Result<(), Rejection> {
         if !self.peers.contains_key(&peer) {
             return Ok(());
         }
-        let checked = match (request, &reply) {
-            (Request::AppendEntries(req), Reply::AppendEntries(r)) => {
-                validate::check_append_reply(req, r)
-            }
-            _ => validate::check_term(reply.term()),
+        let checked = match &reply {
+            Reply::AppendEntries(r) => self.check_append_reply(peer, r),
+            Reply::RequestVote(r) => validate::check_term(r.term),
         };
         if let Err(rejection) = checked {
-            self.handle_failure(peer, request, now);
+            self.handle_failure(peer, now);
             return Err(rejection);
         }
         if reply.term() > self.term {
             self.adopt_term(reply.term(), peer, now);
             return Ok(());
         }
-        if !self.is_current(request) {
-            return Ok(());
-        }
-        let p = self.peers.get_mut(&peer).expect("checked above");
-        p.in_flight = false;
-        p.backoff = Duration::ZERO;
-        p.retry_at = now;
-        if !p.reachable {
-            p.reachable = true;
-            self.events.push(Event::PeerReachable { peer });
-        }
-        match (request, reply) {
-            (Request::RequestVote(_), Reply::RequestVote(r)) => {
+        match reply {
+            // A vote is granted only in the candidate's own term, so a
+            // grant of our term answers this election's request. A
+            // refusal of our term may answer an older request (the voter
+            // had moved on); it only feeds the "election lost" report.
+            Reply::RequestVote(r) if self.role == Role::Candidate && r.term == self.term => {
+                self.peer_answered(peer, now);
                 if r.vote_granted {
                     self.votes_granted.insert(peer);
                 } else {
@@ -920,51 +891,66 @@ impl Raft {
                 }
                 self.check_votes(now);
             }
-            (Request::AppendEntries(req), Reply::AppendEntries(r)) => {
-                // Any answer in our term, success or not, shows the peer
-                // still took us for leader when it answered.
-                p.acked_round = p.acked_round.max(p.inflight_round);
-                if r.success {
-                    // Replies may be stale or duplicated: never move
-                    // matchIndex back (it is monotonic within a term).
-                    if r.match_index > p.match_index {
-                        p.match_index = r.match_index;
-                    }
-                    p.next_index = p.next_index.max(p.match_index + 1);
-                    self.advance_commit();
-                } else if p.next_index == req.prev_log_index + 1 {
-                    // Figure 2: decrement nextIndex and retry; with the
-                    // follower's hint we skip a whole term at a time.
-                    let hinted = match r.conflict_term {
+            // Only a leader of `request_term` sent it; if that is us now,
+            // the answer is about this leadership.
+            Reply::AppendEntries(r) if self.role == Role::Leader && r.request_term == self.term => {
+                self.peer_answered(peer, now);
+                let hint = if r.success {
+                    0
+                } else {
+                    match r.conflict_term {
                         Some(t) => match self.log.last_index_of_term(t) {
                             Some(last_of_term) => last_of_term + 1,
                             None => r.conflict_index,
                         },
                         None => r.conflict_index,
-                    };
-                    p.next_index = hinted.min(req.prev_log_index).max(p.match_index + 1);
+                    }
+                };
+                let pr = &mut self.peers.get_mut(&peer).expect("checked above").progress;
+                // Any answer in our term, success or not, shows the peer
+                // still took us for leader when it answered.
+                pr.answered_round(r.read_round);
+                if r.success {
+                    if pr.acknowledged(r.match_index) {
+                        self.advance_commit();
+                    }
+                } else {
+                    // Figure 2: decrement nextIndex and retry; with the
+                    // follower's hint we skip a whole term at a time.
+                    pr.rejected(r.prev_log_index, hint);
                 }
                 self.confirm_reads();
             }
-            _ => {} // mismatched kinds: a confused peer; ignore.
+            _ => {} // from an earlier term or role
         }
         Ok(())
     }
 
-    /// Reports that `request` to `peer` got no reply (timeout, refused
-    /// connection, broken pipe). The peer is retried after a backoff.
-    pub fn handle_failure(&mut self, peer: NodeId, request: &Request, now: Duration) {
-        if !self.is_current(request) {
-            return;
+    /// The peer answered: it is reachable, and backoff ends.
+    fn peer_answered(&mut self, peer: NodeId, now: Duration) {
+        let p = self.peers.get_mut(&peer).expect("a peer");
+        p.backoff = Duration::ZERO;
+        p.retry_at = now;
+        if !p.reachable {
+            p.reachable = true;
+            self.events.push(Event::PeerReachable { peer });
         }
+    }
+
+    /// Reports that requests to `peer` got no reply (a timeout, a refused
+    /// connection, a broken pipe): everything in flight to it is taken as
+    /// lost. The peer is retried after a backoff.
+    pub fn handle_failure(&mut self, peer: NodeId, now: Duration) {
         let max_backoff = self.cfg.max_backoff();
         let heartbeat = self.cfg.heartbeat_interval;
+        let role = self.role;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        p.in_flight = false;
-        if matches!(request, Request::RequestVote(_)) {
-            p.vote_requested = false; // ask again
+        match role {
+            Role::Leader => p.progress.failed(),
+            Role::Candidate => p.vote_requested = false, // ask again
+            Role::Follower => {}
         }
         p.backoff = if p.backoff.is_zero() {
             heartbeat
@@ -1035,7 +1021,7 @@ impl Raft {
                 1 + self
                     .peers
                     .values()
-                    .filter(|p| p.acked_round >= round)
+                    .filter(|p| p.progress.acked_round >= round)
                     .count()
                     >= self.cfg.quorum()
             });
@@ -1072,7 +1058,11 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
-        let mut matched: Vec<Index> = self.peers.values().map(|p| p.match_index).collect();
+        let mut matched: Vec<Index> = self
+            .peers
+            .values()
+            .map(|p| p.progress.match_index)
+            .collect();
         // Ourselves, only as far as our own disk holds the log (rule 3 of
         // the module docs).
         matched.push(self.persisted_index);
@@ -1143,6 +1133,39 @@ impl Raft {
         ready.reads = std::mem::take(&mut self.reads_done);
         ready
     }
+}
+
+/// Leader: the next AppendEntries `pr` allows, as (whether it carries
+/// entries, when it is due), where `batch` is what entries it could
+/// carry; `None` while it must wait for an answer. Entries go as soon as
+/// `pr` lets them (`Progress::can_send`); news without entries goes at
+/// once: a read round the peer has not answered (in the window's spare
+/// slot if need be), or a commit index it has not been told (once nothing
+/// is in flight); otherwise a heartbeat when due. `poll_peer` and `peer_wakeup` share this, so that
+/// a driver woken at the time given here finds the request there.
+fn next_append(
+    pr: &Progress,
+    window: usize,
+    batch: Batch,
+    commit: Index,
+    round: u64,
+) -> Option<(bool, Duration)> {
+    let with_entries = batch != Batch::Empty && pr.can_send(window, batch);
+    if !pr.can_send(window, Batch::Empty) {
+        return None; // wait for an answer
+    }
+    // A new commit index alone waits for the pipe to empty: a request in
+    // flight is answered soon, and what follows it carries the news.
+    let news =
+        with_entries || pr.acked_round < round || (pr.sent_commit < commit && pr.in_flight() == 0);
+    Some((
+        with_entries,
+        if news {
+            Duration::ZERO
+        } else {
+            pr.heartbeat_due
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -56,15 +56,39 @@ fn append_reply(reply: Result<Reply, Rejection>) -> AppendEntriesReply {
     }
 }
 
+/// The reply a follower at `term` sends to the AppendEntries `req`, with
+/// the outcome given; it echoes from `req` what it answers.
+fn ae_reply(
+    req: &Request,
+    term: Term,
+    success: bool,
+    match_index: Index,
+    (conflict_term, conflict_index): (Option<Term>, Index),
+) -> Reply {
+    let Request::AppendEntries(ae) = req else {
+        panic!("{req:?}")
+    };
+    Reply::AppendEntries(AppendEntriesReply {
+        term,
+        success,
+        match_index,
+        conflict_term,
+        conflict_index,
+        request_term: ae.term,
+        prev_log_index: ae.prev_log_index,
+        read_round: ae.read_round,
+    })
+}
+
 /// Makes node 0 of a 3-node cluster leader of `term + 1` with votes from 1.
 fn elected(log: &[Term], term: Term) -> Raft {
     let mut r = node(0, 3, term, log);
     r.tick(Duration::from_secs(1));
     assert_eq!(r.role(), Role::Candidate);
     let req = r.poll_peer(1, Duration::from_secs(1)).unwrap();
+    assert!(matches!(req, Request::RequestVote(_)));
     r.handle_reply(
         1,
-        &req,
         Reply::RequestVote(RequestVoteReply {
             term: r.term(),
             vote_granted: true,
@@ -167,15 +191,8 @@ fn section_5_4_1_vote_only_for_an_up_to_date_log() {
 fn higher_term_in_a_reply_turns_a_leader_into_a_follower() {
     let mut r = elected(&[], 1);
     let req = r.poll_peer(1, Duration::from_secs(1)).unwrap();
-    let reply = Reply::AppendEntries(AppendEntriesReply {
-        term: 9,
-        success: false,
-        match_index: 0,
-        conflict_term: None,
-        conflict_index: 1,
-    });
-    r.handle_reply(1, &req, reply, Duration::from_secs(1))
-        .unwrap();
+    let reply = ae_reply(&req, 9, false, 0, (None, 1));
+    r.handle_reply(1, reply, Duration::from_secs(1)).unwrap();
     assert_eq!(
         (r.role(), r.term(), r.voted_for()),
         (Role::Follower, 9, None)
@@ -203,7 +220,7 @@ fn a_new_leader_appends_a_noop_and_heartbeats_at_once() {
     }
     assert!(
         r.poll_peer(2, Duration::from_secs(1)).is_none(),
-        "one request in flight per peer"
+        "one request in flight to a peer whose log position is unknown"
     );
 }
 
@@ -217,6 +234,7 @@ fn append_entries_rule_2_consistency_check_applies_to_heartbeats() {
         prev_log_term: 2,
         entries: vec![],
         leader_commit: 2,
+        read_round: 0,
     };
     let reply = append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO));
     assert!(!reply.success);
@@ -240,6 +258,7 @@ fn append_entries_rule_3_truncates_only_on_a_real_conflict() {
         prev_log_term: 1,
         entries: vec![e[1].clone()],
         leader_commit: 0,
+        read_round: 0,
     };
     assert!(append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO)).success);
     assert_eq!(r.log().last_index(), 3);
@@ -253,6 +272,7 @@ fn append_entries_rule_3_truncates_only_on_a_real_conflict() {
         prev_log_term: 1,
         entries: vec![e[1].clone()],
         leader_commit: 0,
+        read_round: 0,
     };
     let reply = append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO));
     assert_eq!((reply.success, reply.match_index), (true, 2));
@@ -273,6 +293,7 @@ fn append_entries_rule_5_commit_is_capped_by_the_last_new_entry() {
         prev_log_term: 1,
         entries: vec![],
         leader_commit: 4,
+        read_round: 0,
     };
     assert!(append_reply(r.handle_request(0, Request::AppendEntries(ae), Duration::ZERO)).success);
     assert_eq!(r.commit_index(), 2);
@@ -287,23 +308,15 @@ fn figure_8_a_leader_does_not_commit_an_old_term_entry_by_counting() {
     let now = Duration::from_secs(1);
     // Peer 1 acknowledges index 2 only (not the term-4 no-op at 3).
     let req = r.poll_peer(1, now).unwrap();
-    let ok = |m| {
-        Reply::AppendEntries(AppendEntriesReply {
-            term: 4,
-            success: true,
-            match_index: m,
-            conflict_term: None,
-            conflict_index: 0,
-        })
-    };
-    r.handle_reply(1, &req, ok(2), now).unwrap();
+    let ok = |req: &Request, m| ae_reply(req, 4, true, m, (None, 0));
+    r.handle_reply(1, ok(&req, 2), now).unwrap();
     assert_eq!(
         r.commit_index(),
         0,
         "index 2 is of term 2: counting replicas must not commit it"
     );
     let req = r.poll_peer(1, now).unwrap();
-    r.handle_reply(1, &req, ok(3), now).unwrap();
+    r.handle_reply(1, ok(&req, 3), now).unwrap();
     assert_eq!(
         r.commit_index(),
         3,
@@ -318,14 +331,8 @@ fn fast_backup_skips_a_whole_conflicting_term() {
     let req = r.poll_peer(1, now).unwrap(); // prev = 5
     // The follower holds only two entries: it says so, and the leader jumps
     // straight to index 3 instead of walking back one index per round trip.
-    let reply = Reply::AppendEntries(AppendEntriesReply {
-        term: 3,
-        success: false,
-        match_index: 0,
-        conflict_term: None,
-        conflict_index: 3,
-    });
-    r.handle_reply(1, &req, reply, now).unwrap();
+    let reply = ae_reply(&req, 3, false, 0, (None, 3));
+    r.handle_reply(1, reply, now).unwrap();
     match r.poll_peer(1, now).unwrap() {
         Request::AppendEntries(ae) => {
             assert_eq!(ae.prev_log_index, 2, "short follower: jump to its length")
@@ -342,15 +349,29 @@ fn stale_replies_from_an_earlier_term_are_dropped() {
     // Node steps down and wins again in a later term.
     r.handle_request(2, vote_req(5, 2, 0, 0), now).unwrap();
     assert_eq!(r.role(), Role::Follower);
-    let ok = Reply::AppendEntries(AppendEntriesReply {
-        term: 2,
-        success: true,
-        match_index: 1,
-        conflict_term: None,
-        conflict_index: 0,
-    });
-    r.handle_reply(1, &old, ok, now).unwrap();
+    r.tick(now + Duration::from_secs(2));
+    assert_eq!(r.role(), Role::Candidate);
+    r.handle_reply(
+        1,
+        Reply::RequestVote(RequestVoteReply {
+            term: r.term(),
+            vote_granted: true,
+        }),
+        now,
+    )
+    .unwrap();
+    assert_eq!((r.role(), r.term()), (Role::Leader, 6));
+    let _ = r.poll_peer(1, now + Duration::from_secs(2)).unwrap();
+    // Peer 1 answers the term-2 request now, in term 6: the reply says
+    // what it answers, and the new leadership ignores it.
+    let late = ae_reply(&old, 6, true, 1, (None, 0));
+    r.handle_reply(1, late, now).unwrap();
     assert_eq!(r.match_index(1), Some(0));
+    assert_eq!(
+        r.progress(1).unwrap().state,
+        ProgressState::Probe,
+        "still looking for peer 1's position"
+    );
 }
 
 #[test]
@@ -360,8 +381,8 @@ fn unreachable_peer_is_reported_once_and_backed_off() {
     let mut unreachable = 0;
     let mut last_gap = Duration::ZERO;
     for _ in 0..6 {
-        let req = r.poll_peer(1, now).expect("due");
-        r.handle_failure(1, &req, now);
+        let _ = r.poll_peer(1, now).expect("due");
+        r.handle_failure(1, now);
         let next = r.peer_wakeup(1).unwrap();
         assert!(
             next - now >= last_gap,
@@ -379,19 +400,8 @@ fn unreachable_peer_is_reported_once_and_backed_off() {
     assert_eq!(unreachable, 1);
     assert!(last_gap <= 300 * MS / 2);
     let req = r.poll_peer(1, now).unwrap();
-    r.handle_reply(
-        1,
-        &req,
-        Reply::AppendEntries(AppendEntriesReply {
-            term: r.term(),
-            success: true,
-            match_index: 1,
-            conflict_term: None,
-            conflict_index: 0,
-        }),
-        now,
-    )
-    .unwrap();
+    r.handle_reply(1, ae_reply(&req, r.term(), true, 1, (None, 0)), now)
+        .unwrap();
     assert!(
         r.take_ready()
             .events
@@ -422,12 +432,12 @@ fn thesis_10_2_1_a_leader_counts_itself_only_for_entries_it_has_persisted() {
     let now = Duration::from_secs(1);
     r.tick(now);
     for p in [1, 2] {
-        let req = r.poll_peer(p, now).unwrap();
+        let _ = r.poll_peer(p, now).unwrap();
         let yes = Reply::RequestVote(RequestVoteReply {
             term: r.term(),
             vote_granted: true,
         });
-        r.handle_reply(p, &req, yes, now).unwrap();
+        r.handle_reply(p, yes, now).unwrap();
     }
     assert_eq!(r.role(), Role::Leader);
     let (index, term) = r.propose("x".into()).unwrap();
@@ -467,6 +477,7 @@ fn a_deposed_leaders_durable_tail_is_not_durable_once_replaced() {
             payload: Payload::Noop,
         }],
         leader_commit: 0,
+        read_round: 0,
     };
     append_reply(r.handle_request(1, Request::AppendEntries(ae), MS));
     assert_eq!(r.take_ready().truncate_from, Some(3));
@@ -492,6 +503,7 @@ fn follower_of_node_2() -> Raft {
         prev_log_term: 0,
         entries: vec![],
         leader_commit: 0,
+        read_round: 0,
     };
     r.handle_request(2, Request::AppendEntries(ae), Duration::ZERO)
         .unwrap();
@@ -513,15 +525,9 @@ fn ack(r: &mut Raft, peer: NodeId, req: &Request, now: Duration) {
     let Request::AppendEntries(ae) = req else {
         panic!("{req:?}")
     };
-    let reply = AppendEntriesReply {
-        term: r.term(),
-        success: true,
-        match_index: ae.prev_log_index + ae.entries.len() as Index,
-        conflict_term: None,
-        conflict_index: 0,
-    };
-    r.handle_reply(peer, req, Reply::AppendEntries(reply), now)
-        .unwrap();
+    let matched = ae.prev_log_index + ae.entries.len() as Index;
+    let reply = ae_reply(req, r.term(), true, matched, (None, 0));
+    r.handle_reply(peer, reply, now).unwrap();
 }
 
 #[test]
@@ -617,6 +623,7 @@ fn followers_hear_of_a_new_commit_index_at_once_not_at_the_next_heartbeat() {
         prev_log_term: r.term(),
         entries: vec![],
         leader_commit: 1,
+        read_round: 0,
     });
     ack(&mut r, 1, &notice, soon);
     assert!(
@@ -640,10 +647,9 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
         Duration::ZERO,
     );
     r.tick(now);
-    let req = r.poll_peer(1, now).unwrap();
+    let _ = r.poll_peer(1, now).unwrap();
     r.handle_reply(
         1,
-        &req,
         Reply::RequestVote(RequestVoteReply {
             term: 2,
             vote_granted: true,
@@ -653,15 +659,8 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
     .unwrap();
     assert_eq!(r.role(), Role::Leader);
     let probe = r.poll_peer(2, now).unwrap();
-    let empty = AppendEntriesReply {
-        term: 2,
-        success: false,
-        match_index: 0,
-        conflict_term: None,
-        conflict_index: 1,
-    };
-    r.handle_reply(2, &probe, Reply::AppendEntries(empty), now)
-        .unwrap();
+    let empty = ae_reply(&probe, 2, false, 0, (None, 1));
+    r.handle_reply(2, empty, now).unwrap();
     match r.poll_peer(2, now) {
         Some(Request::AppendEntries(ae)) => ae,
         other => panic!("expected AppendEntries, got {other:?}"),
@@ -732,6 +731,7 @@ fn append(term: Term, leader: NodeId, prev: (Index, Term), entries: Vec<Entry>) 
         prev_log_term: prev.1,
         entries,
         leader_commit: 0,
+        read_round: 0,
     })
 }
 
@@ -837,6 +837,7 @@ fn entries_that_would_replace_committed_ones_are_refused() {
         prev_log_term: 0,
         entries: vec![entry(1, 1), entry(2, 1)],
         leader_commit: 2,
+        read_round: 0,
     };
     append_reply(r.handle_request(2, Request::AppendEntries(ae), MS));
     assert_eq!(r.commit_index(), 2);
@@ -890,14 +891,8 @@ fn a_reply_claiming_more_than_was_sent_is_refused_and_the_peer_retried() {
     let now = Duration::from_secs(2);
     let req = r.poll_peer(1, now).unwrap();
     let commit = r.commit_index();
-    let liar = Reply::AppendEntries(AppendEntriesReply {
-        term: r.term(),
-        success: true,
-        match_index: 1_000_000,
-        conflict_term: None,
-        conflict_index: 0,
-    });
-    let rejection = r.handle_reply(1, &req, liar, now).unwrap_err();
+    let liar = ae_reply(&req, r.term(), true, 1_000_000, (None, 0));
+    let rejection = r.handle_reply(1, liar, now).unwrap_err();
     assert_eq!(rejection.kind(), "match_beyond_request");
     assert_eq!(r.match_index(1), Some(0));
     assert_eq!(r.commit_index(), commit);

@@ -84,11 +84,21 @@ pub enum Rejection {
         theirs: Term,
         commit_index: Index,
     },
-    /// An AppendEntries reply claims to match entries we never sent it.
+    /// An AppendEntries reply claims to match entries (or to have checked
+    /// a position) beyond anything we sent it.
     MatchBeyondRequest {
         match_index: Index,
         sent_up_to: Index,
     },
+    /// A reply to a request of a term we never sent one in (above our
+    /// term, or above the term the reply itself carries).
+    ReplyToUnsentRequest {
+        request_term: Term,
+        reply_term: Term,
+        our_term: Term,
+    },
+    /// A reply echoing a read round this leader has not started.
+    UnstartedReadRound { round: u64, current: u64 },
 }
 
 impl Rejection {
@@ -108,6 +118,8 @@ impl Rejection {
             Rejection::SecondLeader { .. } => "second_leader",
             Rejection::OverwritesCommitted { .. } => "overwrites_committed",
             Rejection::MatchBeyondRequest { .. } => "match_beyond_request",
+            Rejection::ReplyToUnsentRequest { .. } => "reply_to_unsent_request",
+            Rejection::UnstartedReadRound { .. } => "unstarted_read_round",
         }
     }
 }
@@ -179,7 +191,19 @@ impl fmt::Display for Rejection {
                 sent_up_to,
             } => write!(
                 f,
-                "reply claims match index {match_index}, but the request ended at {sent_up_to}"
+                "reply claims index {match_index}, but nothing sent to this peer went past {sent_up_to}"
+            ),
+            Rejection::ReplyToUnsentRequest {
+                request_term,
+                reply_term,
+                our_term,
+            } => write!(
+                f,
+                "reply of term {reply_term} answers a request of term {request_term}, which we (at term {our_term}) never sent"
+            ),
+            Rejection::UnstartedReadRound { round, current } => write!(
+                f,
+                "reply echoes read round {round}, but the latest started is {current}"
             ),
         }
     }
@@ -271,23 +295,48 @@ pub(super) fn check_append_entries(from: NodeId, req: &AppendEntries) -> Result<
     Ok(())
 }
 
-/// An AppendEntries reply against the request it answers.
-pub(super) fn check_append_reply(
-    req: &AppendEntries,
-    reply: &AppendEntriesReply,
-) -> Result<(), Rejection> {
-    check_term(reply.term)?;
-    let sent_up_to = req.prev_log_index + req.entries.len() as Index;
-    if reply.success && reply.match_index > sent_up_to {
-        return Err(Rejection::MatchBeyondRequest {
-            match_index: reply.match_index,
-            sent_up_to,
-        });
-    }
-    Ok(())
-}
-
 impl Raft {
+    /// An AppendEntries reply against what we sent `peer`: it must answer
+    /// a request we could have sent (not of a term above ours or above
+    /// the reply's own), and, if it answers one of this leadership, claim
+    /// no more than we sent and no read round we have not started.
+    pub(super) fn check_append_reply(
+        &self,
+        peer: NodeId,
+        reply: &AppendEntriesReply,
+    ) -> Result<(), Rejection> {
+        check_term(reply.term)?;
+        if reply.request_term > reply.term || reply.request_term > self.term {
+            return Err(Rejection::ReplyToUnsentRequest {
+                request_term: reply.request_term,
+                reply_term: reply.term,
+                our_term: self.term,
+            });
+        }
+        if reply.request_term != self.term || self.role != Role::Leader {
+            return Ok(()); // about an earlier term: dropped unread
+        }
+        let sent_up_to = self.peers[&peer].progress.sent_up_to;
+        let claimed = if reply.success {
+            reply.match_index
+        } else {
+            reply.prev_log_index
+        };
+        if claimed > sent_up_to {
+            return Err(Rejection::MatchBeyondRequest {
+                match_index: claimed,
+                sent_up_to,
+            });
+        }
+        if reply.read_round > self.read_round {
+            return Err(Rejection::UnstartedReadRound {
+                round: reply.read_round,
+                current: self.read_round,
+            });
+        }
+        Ok(())
+    }
+
     /// The checks of an AppendEntries that depend on our state; `req` has
     /// passed [`check_append_entries`] and is not from an older term.
     pub(super) fn check_append_against_state(

@@ -280,12 +280,12 @@ mod tests {
         let mut r = raft(0);
         let t = Duration::from_secs(1);
         r.tick(t);
-        let req = r.poll_peer(1, t).unwrap();
+        let _ = r.poll_peer(1, t).unwrap();
         let granted = Reply::RequestVote(RequestVoteReply {
             term: 1,
             vote_granted: true,
         });
-        r.handle_reply(1, &req, granted, t).unwrap();
+        r.handle_reply(1, granted, t).unwrap();
         assert_eq!(r.role(), Role::Leader);
         let mut kv = KvStore::new();
         ack(&mut r, &mut kv, t);
@@ -309,8 +309,11 @@ mod tests {
                 match_index: ae.prev_log_index + ae.entries.len() as Index,
                 conflict_term: None,
                 conflict_index: 0,
+                request_term: ae.term,
+                prev_log_index: ae.prev_log_index,
+                read_round: ae.read_round,
             });
-            r.handle_reply(1, &req, reply, now).unwrap();
+            r.handle_reply(1, reply, now).unwrap();
         }
         let ready = r.take_ready();
         for e in written.committed.iter().chain(&ready.committed) {
@@ -363,6 +366,7 @@ mod tests {
             prev_log_term: 0,
             entries: vec![],
             leader_commit: 0,
+            read_round: 0,
         };
         r.handle_request(2, Request::AppendEntries(ae), MS).unwrap();
         let mut s = ClientService::new(members());
@@ -419,6 +423,7 @@ mod tests {
                 payload: Payload::Noop,
             }],
             leader_commit: 0,
+            read_round: 0,
         };
         r.handle_request(2, Request::AppendEntries(ae), 2 * MS)
             .unwrap();
@@ -464,6 +469,7 @@ mod tests {
             prev_log_term: 0,
             entries: vec![],
             leader_commit: 0,
+            read_round: 0,
         };
         r.handle_request(2, Request::AppendEntries(ae), 2 * MS)
             .unwrap();

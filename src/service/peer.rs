@@ -131,29 +131,21 @@ impl PeerService {
         }
     }
 
-    /// Reports what `peer` answered to our `request`, after the core has
-    /// seen it: `Ok` for a reply to hand to the core, otherwise the
-    /// failure (an error response, or a reply of the wrong kind), which the
-    /// caller reports to the core with `handle_failure`. The second value
-    /// is a line for the activity log, once per peer and kind.
+    /// Checks what `peer` answered to one of our requests: `Some` for a
+    /// reply to hand to the core (which knows from the reply itself what
+    /// it answers), otherwise the failure (an error response, or something
+    /// that is not a Raft reply), which the caller reports to the core
+    /// with `handle_failure`. The second value is a line for the activity
+    /// log, once per peer and kind.
     pub fn check_response(
         &mut self,
         peer: NodeId,
-        request: &consensus::Request,
         response: Response,
     ) -> (Option<consensus::Reply>, Option<String>) {
-        let kind = rpc_name(request);
         match response.into_peer() {
-            Ok(reply) if same_kind(request, &reply) => (Some(reply), None),
-            Ok(reply) => {
-                let message = format!("node{peer} answered our {kind} with {reply:?}");
-                (
-                    None,
-                    self.report(Offender::Node(peer), "wrong_reply", &message),
-                )
-            }
+            Ok(reply) => (Some(reply), None),
             Err(Response::Error { code, message, .. }) => {
-                let line = format!("node{peer} refused our {kind}: {message}");
+                let line = format!("node{peer} refused our request: {message}");
                 let key = match code {
                     ErrorCode::WrongCluster => "refused_wrong_cluster",
                     ErrorCode::UnknownSender => "refused_unknown_sender",
@@ -163,7 +155,7 @@ impl PeerService {
                 (None, self.report(Offender::Node(peer), key, &line))
             }
             Err(other) => {
-                let message = format!("node{peer} answered our {kind} with {other:?}");
+                let message = format!("node{peer} answered our request with {other:?}");
                 (
                     None,
                     self.report(Offender::Node(peer), "wrong_reply", &message),
@@ -208,19 +200,6 @@ fn rpc_name(rpc: &consensus::Request) -> &'static str {
         consensus::Request::RequestVote(_) => "request_vote",
         consensus::Request::AppendEntries(_) => "append_entries",
     }
-}
-
-fn same_kind(request: &consensus::Request, reply: &consensus::Reply) -> bool {
-    matches!(
-        (request, reply),
-        (
-            consensus::Request::RequestVote(_),
-            consensus::Reply::RequestVote(_)
-        ) | (
-            consensus::Request::AppendEntries(_),
-            consensus::Reply::AppendEntries(_)
-        )
-    )
 }
 
 /// A foreign string, cut short and with control characters escaped, fit
@@ -331,6 +310,7 @@ mod tests {
                     payload: Payload::Noop,
                 }],
                 leader_commit: 0,
+                read_round: 0,
             }),
         };
         let a = s.handle(&mut raft, bad(9), 10 * MS);
@@ -346,20 +326,19 @@ mod tests {
     #[test]
     fn refusals_of_our_requests_are_reported_once() {
         let mut s = service();
-        let req = vote("ours", 0, 1).rpc;
         let refused = Response::error(ErrorCode::WrongCluster, "cluster x, not y");
-        let (reply, line) = s.check_response(2, &req, refused.clone());
+        let (reply, line) = s.check_response(2, refused.clone());
         assert!(reply.is_none());
         assert!(
             line.unwrap()
-                .contains("node2 refused our request_vote: cluster x")
+                .contains("node2 refused our request: cluster x")
         );
-        assert_eq!(s.check_response(2, &req, refused), (None, None));
+        assert_eq!(s.check_response(2, refused), (None, None));
         let ok = Response::peer(Reply::RequestVote(consensus::RequestVoteReply {
             term: 1,
             vote_granted: true,
         }));
-        assert!(s.check_response(2, &req, ok).0.is_some());
+        assert!(s.check_response(2, ok).0.is_some());
     }
 
     #[test]

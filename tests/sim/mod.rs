@@ -2,8 +2,10 @@
 //!
 //! Time is virtual and every random choice comes from one seeded generator,
 //! so a seed replays exactly. The network models what the real runtime
-//! does: each request is a synchronous RPC that ends, for the sender, in
-//! exactly one reply or one failure (after `rpc_timeout`). A leader's log
+//! does: each request ends, for the sender, in exactly one reply or one
+//! failure (after `rpc_timeout`); a leader keeps several AppendEntries in
+//! flight to a follower (the window varies with the seed); each direction
+//! of a link delivers in order, as the runtime's TCP connections do. A leader's log
 //! writes become durable a little later, as the runtime's log writer syncs
 //! them (`Raft::persisted`); a crash before then keeps a random part of
 //! them. Requests and
@@ -86,13 +88,15 @@ impl NetConfig {
 }
 
 /// The Raft settings of simulated node `id`: the runtime's default timing,
-/// and a batch size that varies with the seed.
+/// and a batch size and a pipelining window that vary with the seed (a
+/// window of 1 is stop-and-wait).
 pub fn raft_config(id: NodeId, n: usize, seed: u64) -> Config {
     Config {
         // Small batches matter: with one entry per AppendEntries a follower
         // can acknowledge an old-term entry without the new leader's no-op,
         // which is what the Figure 8 interleavings need.
         max_entries_per_append: [1, 2, 3, 64][(seed % 4) as usize],
+        max_inflight_appends: [4, 1, 2, 8, 3][(seed / 4 % 5) as usize],
         ..Config::new(id, 0..n as NodeId, seed)
     }
 }
@@ -104,12 +108,12 @@ enum Msg {
         to: NodeId,
         request: Request,
     },
+    /// Replies say what they answer: no copy of the request comes back.
     Reply {
         rpc: u64,
         to: NodeId,
         incarnation: u64,
         from: NodeId,
-        request: Request,
         response: Response,
     },
     Timeout {
@@ -117,7 +121,6 @@ enum Msg {
         node: NodeId,
         incarnation: u64,
         peer: NodeId,
-        request: Request,
     },
     /// A rule-breaking copy of a real request, as a confused or
     /// misconfigured node (or someone with `nc`) might send it.
@@ -232,6 +235,11 @@ pub struct Sim {
     seq: u64,
     next_rpc: u64,
     completed: HashSet<u64>,
+    /// Per direction of each link, the latest arrival scheduled so far:
+    /// like the runtime's TCP connection, a link delivers in order, save
+    /// for the long delays, which model a message overtaken after a
+    /// reconnection.
+    link_clock: HashMap<(NodeId, NodeId), Duration>,
     pub net: NetConfig,
     /// A node that is not connected reaches nobody (MIT's disconnect).
     pub connected: Vec<bool>,
@@ -274,6 +282,7 @@ impl Sim {
             seq: 0,
             next_rpc: 0,
             completed: HashSet::new(),
+            link_clock: HashMap::new(),
             net,
             connected: vec![true; n],
             group: vec![0; n],
@@ -424,6 +433,25 @@ impl Sim {
         p > 0.0 && self.rng.random_bool(p)
     }
 
+    /// When a message sent now from `from` to `to` arrives: after every
+    /// earlier one on the link, unless it draws a long delay.
+    fn arrival(&mut self, from: NodeId, to: NodeId) -> Duration {
+        if self.chance(self.net.long_delay_chance) {
+            let long = self
+                .rng
+                .random_range(0..=self.net.long_delay.as_nanos() as u64);
+            return self.now + Duration::from_nanos(long);
+        }
+        let (lo, hi) = (
+            self.net.min_delay.as_nanos() as u64,
+            self.net.max_delay.as_nanos() as u64,
+        );
+        let at = self.now + Duration::from_nanos(self.rng.random_range(lo..=hi));
+        let clock = self.link_clock.entry((from, to)).or_default();
+        *clock = (*clock).max(at);
+        *clock
+    }
+
     fn delay(&mut self) -> Duration {
         if self.chance(self.net.long_delay_chance) {
             return Duration::from_nanos(
@@ -543,7 +571,7 @@ impl Sim {
                     return;
                 }
                 let incarnation = self.nodes[from as usize].incarnation;
-                let at = self.now + self.delay();
+                let at = self.arrival(to, from);
                 self.schedule(
                     at,
                     Msg::Reply {
@@ -551,7 +579,6 @@ impl Sim {
                         to: from,
                         incarnation,
                         from: to,
-                        request,
                         response: answer.response,
                     },
                 );
@@ -561,7 +588,6 @@ impl Sim {
                 to,
                 incarnation,
                 from,
-                request,
                 response,
             } => {
                 // A reply crossing a partition made after it left is lost.
@@ -573,12 +599,12 @@ impl Sim {
                     return;
                 }
                 self.completed.insert(rpc);
-                let (reply, line) = node.peers.check_response(from, &request, response);
+                let (reply, line) = node.peers.check_response(from, response);
                 let raft = node.raft.as_mut().unwrap();
                 let refused = match reply {
-                    Some(reply) => raft.handle_reply(from, &request, reply, self.now).err(),
+                    Some(reply) => raft.handle_reply(from, reply, self.now).err(),
                     None => {
-                        raft.handle_failure(from, &request, self.now);
+                        raft.handle_failure(from, self.now);
                         None
                     }
                 };
@@ -615,7 +641,6 @@ impl Sim {
                 node,
                 incarnation,
                 peer,
-                request,
             } => {
                 if !self.completed.insert(rpc) {
                     return;
@@ -624,10 +649,7 @@ impl Sim {
                 if n.incarnation != incarnation || n.raft.is_none() {
                     return;
                 }
-                n.raft
-                    .as_mut()
-                    .unwrap()
-                    .handle_failure(peer, &request, self.now);
+                n.raft.as_mut().unwrap().handle_failure(peer, self.now);
                 self.after(node);
             }
         }
@@ -728,6 +750,19 @@ impl Sim {
 
     fn send(&mut self, from: NodeId, to: NodeId, request: Request) {
         self.rpc_count += 1;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            let what = match &request {
+                Request::AppendEntries(ae) => format!(
+                    "append prev {} entries {} commit {} round {}",
+                    ae.prev_log_index,
+                    ae.entries.len(),
+                    ae.leader_commit,
+                    ae.read_round
+                ),
+                Request::RequestVote(rv) => format!("vote term {}", rv.term),
+            };
+            eprintln!("{:>12?} n{from} -> n{to} {what}", self.now);
+        }
         if let Request::AppendEntries(ae) = &request {
             for e in &ae.entries {
                 if let Payload::Data(d) = &e.payload {
@@ -757,11 +792,10 @@ impl Sim {
                 node: from,
                 incarnation,
                 peer: to,
-                request: request.clone(),
             },
         );
         if self.reachable(from, to) && !self.chance(self.net.drop) {
-            let at = self.now + self.delay();
+            let at = self.arrival(from, to);
             self.schedule(
                 at,
                 Msg::Request {
