@@ -112,6 +112,23 @@ pub struct AppendEntriesReply {
     pub read_round: u64,
 }
 
+impl AppendEntriesReply {
+    /// A refusal of `req` by a server at `term`, echoing what it answers;
+    /// the follower sets `success` and the rest once it knows them.
+    pub fn answering(req: &AppendEntries, term: Term) -> AppendEntriesReply {
+        AppendEntriesReply {
+            term,
+            success: false,
+            match_index: 0,
+            conflict_term: None,
+            conflict_index: 0,
+            request_term: req.term,
+            prev_log_index: req.prev_log_index,
+            read_round: req.read_round,
+        }
+    }
+}
+
 /// A request one server sends another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {

@@ -661,16 +661,7 @@ impl Raft {
         req: AppendEntries,
         now: Duration,
     ) -> AppendEntriesReply {
-        let mut reply = AppendEntriesReply {
-            term: self.term,
-            success: false,
-            match_index: 0,
-            conflict_term: None,
-            conflict_index: 0,
-            request_term: req.term,
-            prev_log_index: req.prev_log_index,
-            read_round: req.read_round,
-        };
+        let mut reply = AppendEntriesReply::answering(&req, self.term);
         // AppendEntries rule 1: reply false if term < currentTerm.
         if req.term < self.term {
             return reply;
@@ -789,7 +780,7 @@ impl Raft {
             Role::Leader => {
                 let batch = self.log.batch_from(p.progress.next_index, &self.cfg);
                 let (with_entries, at) = next_append(&p.progress, window, batch, commit, round)?;
-                if now < at.max(p.retry_at) {
+                if now < at {
                     return None;
                 }
                 let pr = &mut p.progress;

@@ -69,14 +69,11 @@ fn ae_reply(
         panic!("{req:?}")
     };
     Reply::AppendEntries(AppendEntriesReply {
-        term,
         success,
         match_index,
         conflict_term,
         conflict_index,
-        request_term: ae.term,
-        prev_log_index: ae.prev_log_index,
-        read_round: ae.read_round,
+        ..AppendEntriesReply::answering(ae, term)
     })
 }
 

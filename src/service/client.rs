@@ -304,14 +304,9 @@ mod tests {
                 panic!("{req:?}")
             };
             let reply = Reply::AppendEntries(AppendEntriesReply {
-                term: r.term(),
                 success: true,
                 match_index: ae.prev_log_index + ae.entries.len() as Index,
-                conflict_term: None,
-                conflict_index: 0,
-                request_term: ae.term,
-                prev_log_index: ae.prev_log_index,
-                read_round: ae.read_round,
+                ..AppendEntriesReply::answering(ae, r.term())
             });
             r.handle_reply(1, reply, now).unwrap();
         }
