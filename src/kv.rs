@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{Entry, Index, Payload};
+use crate::consensus::{Entry, Index, Json, Payload};
 
 /// Sessions kept; see the module docs.
 pub const MAX_SESSIONS: usize = 10_000;
@@ -100,12 +100,14 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("commands always serialize")
+    /// The command as a log entry holds it.
+    pub fn encode(&self) -> Json {
+        Json::of(self).expect("commands always serialize")
     }
 
-    pub fn decode(data: &str) -> Option<Command> {
-        serde_json::from_str(data).ok()
+    /// The command in a log entry, if it holds one.
+    pub fn decode(data: &Json) -> Option<Command> {
+        serde_json::from_str(data.text()).ok()
     }
 }
 
@@ -198,7 +200,7 @@ impl KvStore {
             "entries are applied in order, once each"
         );
         self.applied = entry.index;
-        let Payload::Data(data) = &entry.payload else {
+        let Payload::Command(data) = &entry.payload else {
             return None;
         };
         // Entries that are not commands (written by an older client, or by
@@ -284,7 +286,7 @@ mod tests {
         Entry {
             index,
             term: 1,
-            payload: Payload::Data(Command { client, seq, op }.encode()),
+            payload: Payload::Command(Command { client, seq, op }.encode()),
         }
     }
 
@@ -477,7 +479,7 @@ mod tests {
             kv.apply(&Entry {
                 index: 2,
                 term: 1,
-                payload: Payload::Data("SET 5".into())
+                payload: Payload::Command(Json::string("SET 5"))
             })
             .is_none()
         );
@@ -505,7 +507,7 @@ mod tests {
             op: put("color", "blue"),
         };
         assert_eq!(
-            c.encode(),
+            c.encode().text(),
             r#"{"client":7,"seq":3,"op":"put","key":"color","value":"blue"}"#
         );
         assert_eq!(Command::decode(&c.encode()), Some(c));

@@ -424,13 +424,13 @@ fn decode_record(line: &[u8], expected: Index) -> Result<Entry, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::Payload;
+    use crate::consensus::{Json, Payload};
 
     fn entry(index: Index, term: u64, data: &str) -> Entry {
         Entry {
             index,
             term,
-            payload: Payload::Data(data.into()),
+            payload: Payload::Command(Json::string(data)),
         }
     }
 
@@ -497,6 +497,45 @@ mod tests {
             text.lines().count(),
             2,
             "one readable line per record: {text}"
+        );
+    }
+
+    #[test]
+    fn a_log_written_before_commands_were_nested_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = [
+            r#"{"index":1,"term":1,"payload":{"kind":"noop"}}"#,
+            r#"{"index":2,"term":1,"payload":{"kind":"data","data":"{\"client\":7,\"seq\":1,\"op\":\"put\",\"key\":\"k\",\"value\":\"v\"}"}}"#,
+        ];
+        let text: String = old
+            .iter()
+            .map(|json| format!("{:08x} {json}\n", checksum(json.as_bytes())))
+            .collect();
+        std::fs::write(dir.path().join("log.jsonl"), text).unwrap();
+        let (mut s, rec) = Storage::open(dir.path()).unwrap();
+        let command = r#"{"client":7,"seq":1,"op":"put","key":"k","value":"v"}"#;
+        assert_eq!(
+            rec.entries[1].payload,
+            Payload::Command(Json::parse(command).unwrap())
+        );
+        // New records go after the old ones, in the new form.
+        s.persist(
+            &Ready {
+                appended: vec![entry(3, 1, "c")],
+                ..Ready::default()
+            },
+            true,
+        )
+        .unwrap();
+        drop(s);
+        let (_s, rec) = Storage::open(dir.path()).unwrap();
+        assert_eq!(rec.entries.len(), 3);
+        let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+        assert!(
+            text.lines()
+                .nth(2)
+                .unwrap()
+                .contains(r#""kind":"command","command":"c""#)
         );
     }
 

@@ -27,7 +27,7 @@ fn client(c: &TestCluster) -> Client {
 
 fn command_of(p: &Payload) -> Option<Command> {
     match p {
-        Payload::Data(d) => Command::decode(d),
+        Payload::Command(d) => Command::decode(d),
         Payload::Noop => None,
     }
 }

@@ -19,8 +19,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use raft::consensus::{
-    AppendEntries, Config as RaftConfig, Entry, HardState, Index, MAX_TERM, Payload, Raft, Reply,
-    Request, RequestVote, RequestVoteReply, Role, Term,
+    AppendEntries, Config as RaftConfig, Entry, HardState, Index, Json, MAX_TERM, Payload, Raft,
+    Reply, Request, RequestVote, RequestVoteReply, Role, Term,
 };
 use raft::service::PeerService;
 use raft::wire::{self, ErrorCode, PeerRequest, Response};
@@ -138,7 +138,7 @@ fn entries(prev: Index) -> impl Strategy<Value = Vec<Entry>> {
             .map(|(index, term)| Entry {
                 index,
                 term,
-                payload: Payload::Data("e".into()),
+                payload: Payload::Command(Json::string("e")),
             })
             .collect()
     });

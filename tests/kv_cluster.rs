@@ -120,7 +120,7 @@ fn client_loop(
 
 fn command_at(log: &[raft::consensus::Entry], index: u64) -> Option<Command> {
     match &log.get(index as usize - 1)?.payload {
-        Payload::Data(d) => Command::decode(d),
+        Payload::Command(d) => Command::decode(d),
         Payload::Noop => None,
     }
 }

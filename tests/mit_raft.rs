@@ -13,7 +13,7 @@ mod sim;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use raft::consensus::{Index, NodeId, Payload, Role, Term};
+use raft::consensus::{Index, Json, NodeId, Payload, Role, Term};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use sim::{MS, NetConfig, Sim};
@@ -122,7 +122,7 @@ impl Lab {
                 }
             }
             if let Some(index) = index {
-                let want = Payload::Data(cmd.to_string());
+                let want = Payload::Command(Json::string(cmd));
                 let done = self.s.run_until(2 * SECOND, |s| {
                     let (n, p) = s.n_applied(index);
                     n >= expected && p.as_ref() == Some(&want)
@@ -313,7 +313,7 @@ fn leader_failure_3b() {
         for i in indices {
             assert_ne!(
                 lab.n_committed(i).1,
-                Some(Payload::Data("104".into())),
+                Some(Payload::Command(Json::string("104"))),
                 "104 committed at {i} without a majority"
             );
         }
@@ -394,7 +394,7 @@ fn concurrent_starts_3b() {
                 .collect();
             let want: HashSet<Payload> = indices
                 .iter()
-                .map(|(_, c)| Payload::Data(c.clone()))
+                .map(|(_, c)| Payload::Command(Json::string(c)))
                 .collect();
             assert_eq!(got, want);
             return;

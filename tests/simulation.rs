@@ -12,7 +12,7 @@ mod sim;
 
 use std::time::Duration;
 
-use raft::consensus::{NodeId, Payload};
+use raft::consensus::{Json, NodeId, Payload};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use sim::{MS, NetConfig, SeedGuard, Sim, seeds};
@@ -83,7 +83,7 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration, forge:
         let leader = s.leader().unwrap();
         if let Some((index, _)) = s.propose(leader, "final") {
             let all = s.run_until(5 * SECOND, |s| s.n_applied(index).0 == n);
-            if all && s.n_applied(index).1 == Some(Payload::Data("final".into())) {
+            if all && s.n_applied(index).1 == Some(Payload::Command(Json::string("final"))) {
                 break index;
             }
         }

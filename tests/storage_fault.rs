@@ -80,7 +80,7 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
         assert_eq!(log.len() as u64, last, "node{id}");
         let mut seen = BTreeMap::new();
         for e in &log {
-            if let raft::consensus::Payload::Data(d) = &e.payload
+            if let raft::consensus::Payload::Command(d) = &e.payload
                 && let Some(Command {
                     seq, client: who, ..
                 }) = Command::decode(d)

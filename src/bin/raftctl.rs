@@ -181,11 +181,11 @@ fn main() {
                 for e in &all {
                     let text = match &e.payload {
                         Payload::Noop => "(no-op: new leader)".to_string(),
-                        Payload::Data(d) => match KvCommand::decode(d) {
+                        Payload::Command(d) => match KvCommand::decode(d) {
                             Some(c) => {
                                 format!("client {} #{}: {}", c.client, c.seq, describe(&c.op))
                             }
-                            None => d.clone(),
+                            None => d.text().to_string(),
                         },
                     };
                     println!("{:>7} {:>6}  {text}", e.index, e.term);

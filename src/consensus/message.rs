@@ -4,7 +4,12 @@
 //! the storage module writes [`Entry`] records to disk, so a field renamed
 //! here changes the protocol and the on-disk format.
 
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// A server's id, as given in the cluster configuration (`node4` is 4).
 pub type NodeId = u64;
@@ -14,14 +19,226 @@ pub type Term = u64;
 pub type Index = u64;
 
 /// What a log entry asks the state machine to do.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "data")]
+///
+/// On disk and on the wire: `{"kind":"noop"}`, or
+/// `{"kind":"command","command":<any JSON value>}` with the command nested
+/// as JSON, so `log.jsonl` reads with `jq` and nothing is escaped twice.
+/// Logs written before this format hold `{"kind":"data","data":"<text>"}`,
+/// the command as a JSON string; they still open: text that is valid JSON
+/// becomes that value (every key-value command was), any other text a JSON
+/// string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "PayloadRecord")]
 pub enum Payload {
     /// Appended by every new leader (§5.4.2, thesis §6.4): committing an
     /// entry of its own term is what lets it commit everything before it.
     Noop,
-    /// An opaque command from a client, applied in log order.
-    Data(String),
+    /// A command from a client, opaque to Raft, applied in log order.
+    Command(Json),
+}
+
+/// How a [`Payload`] may appear in JSON, the old form included.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum PayloadRecord {
+    Noop,
+    Command {
+        command: Json,
+    },
+    /// The format before commands were nested (see [`Payload`]).
+    Data {
+        data: String,
+    },
+}
+
+impl From<PayloadRecord> for Payload {
+    fn from(r: PayloadRecord) -> Payload {
+        match r {
+            PayloadRecord::Noop => Payload::Noop,
+            PayloadRecord::Command { command } => Payload::Command(command),
+            PayloadRecord::Data { data } => {
+                Payload::Command(Json::parse(&data).unwrap_or_else(|_| Json::string(&data)))
+            }
+        }
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Noop => {
+                let mut s = serializer.serialize_struct("Payload", 1)?;
+                s.serialize_field("kind", "noop")?;
+                s.end()
+            }
+            Payload::Command(command) => {
+                let mut s = serializer.serialize_struct("Payload", 2)?;
+                s.serialize_field("kind", "command")?;
+                s.serialize_field("command", command)?;
+                s.end()
+            }
+        }
+    }
+}
+
+/// A JSON value kept as its compact text: written out verbatim, compared
+/// and hashed as text, and parsed only by the state machine that applies
+/// it. Whatever the input's layout, the text holds no whitespace between
+/// tokens, so it never contains a line break (a log line and a wire
+/// message are one line each).
+#[derive(Clone, Debug)]
+pub struct Json(Box<RawValue>);
+
+impl Json {
+    /// Parses `text` as one JSON value.
+    pub fn parse(text: &str) -> Result<Json, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// `value` serialized as JSON.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Json, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Json)
+    }
+
+    /// `s` as a JSON string value.
+    pub fn string(s: &str) -> Json {
+        Json(serde_json::value::to_raw_value(s).expect("a string always serializes"))
+    }
+
+    /// The value's compact JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Eq for Json {}
+
+impl std::hash::Hash for Json {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text().hash(state)
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// Re-encodes whatever value the deserializer holds as compact JSON text.
+///
+/// `RawValue`'s own `Deserialize` would be cheaper (it copies the input
+/// bytes), but it works only straight off serde_json's parser, and our
+/// messages reach their fields through serde's buffering (the wire's
+/// `type`-tagged enums, `flatten`, the payload's `kind` tag), where it
+/// fails. Transcoding works behind any deserializer.
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        let mut text = Vec::new();
+        deserializer.deserialize_any(Transcode(&mut text))?;
+        // What `Transcode` wrote is valid JSON by construction; these are
+        // the checks of the constructors (`RawValue` has no unchecked one).
+        let text = String::from_utf8(text).map_err(serde::de::Error::custom)?;
+        RawValue::from_string(text)
+            .map(Json)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Writes the visited value into its string as compact JSON.
+struct Transcode<'a>(&'a mut Vec<u8>);
+
+impl Transcode<'_> {
+    /// Writes a number or string as serde_json writes it (escaped).
+    fn push<T: Serialize + ?Sized>(self, v: &T) {
+        serde_json::to_writer(&mut *self.0, v).expect("scalars always serialize");
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Transcode<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.push(&v);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.push(&v);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.push(&v);
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        if !v.is_finite() {
+            return Err(E::custom("a JSON number must be finite"));
+        }
+        self.push(&v);
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.push(v);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        let mut first = true;
+        loop {
+            let at = self.0.len();
+            if !first {
+                self.0.push(b',');
+            }
+            if seq.next_element_seed(Transcode(self.0))?.is_none() {
+                self.0.truncate(at);
+                break;
+            }
+            first = false;
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.push(b'{');
+        let mut first = true;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !first {
+                self.0.push(b',');
+            }
+            first = false;
+            Transcode(self.0).push(&*key);
+            self.0.push(b':');
+            map.next_value_seed(Transcode(self.0))?;
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
 }
 
 /// One slot of the replicated log.
@@ -38,7 +255,7 @@ impl Entry {
     pub fn approx_size(&self) -> usize {
         64 + match &self.payload {
             Payload::Noop => 0,
-            Payload::Data(d) => d.len(),
+            Payload::Command(c) => c.text().len(),
         }
     }
 }
@@ -158,5 +375,83 @@ impl Reply {
             Reply::RequestVote(r) => r.term,
             Reply::AppendEntries(r) => r.term,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(json: &str) -> Entry {
+        Entry {
+            index: 2,
+            term: 1,
+            payload: Payload::Command(Json::parse(json).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_command_is_nested_json_not_an_escaped_string() {
+        let e = command(r#"{"op":"put","key":"k","value":"v \"quoted\""}"#);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"index":2,"term":1,"payload":{"kind":"command","command":{"op":"put","key":"k","value":"v \"quoted\""}}}"#
+        );
+        let noop = Entry {
+            index: 1,
+            term: 1,
+            payload: Payload::Noop,
+        };
+        for e in [e, noop] {
+            let text = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn json_is_kept_compact_so_it_never_breaks_a_line() {
+        let j =
+            Json::parse("{ \"a\" :\n [1, 2.5, -3, true, null, \"x\\ny\"], \"b\": {} }").unwrap();
+        assert_eq!(j.text(), r#"{"a":[1,2.5,-3,true,null,"x\ny"],"b":{}}"#);
+        assert_eq!(Json::parse("[]").unwrap().text(), "[]");
+        assert_eq!(Json::string("SET 5").text(), r#""SET 5""#);
+        assert!(Json::parse("{").is_err());
+        assert!(Json::parse("1 2").is_err());
+    }
+
+    #[test]
+    fn the_old_format_with_the_command_as_a_string_still_reads() {
+        // Before commands were nested: `"kind":"data"` and the command's
+        // JSON text escaped into a string.
+        let old =
+            r#"{"index":2,"term":1,"payload":{"kind":"data","data":"{\"client\":7,\"seq\":1}"}}"#;
+        assert_eq!(
+            serde_json::from_str::<Entry>(old).unwrap(),
+            command(r#"{"client":7,"seq":1}"#)
+        );
+        // Text that is not JSON becomes a JSON string.
+        let old = r#"{"index":2,"term":1,"payload":{"kind":"data","data":"SET 5"}}"#;
+        assert_eq!(
+            serde_json::from_str::<Entry>(old).unwrap().payload,
+            Payload::Command(Json::string("SET 5"))
+        );
+        let unknown = r#"{"index":2,"term":1,"payload":{"kind":"other"}}"#;
+        assert!(serde_json::from_str::<Entry>(unknown).is_err());
+    }
+
+    #[test]
+    fn commands_survive_serdes_buffering() {
+        // The wire's requests are `type`-tagged enums, which serde buffers
+        // before it decodes their fields: RawValue alone fails there.
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        enum Tagged {
+            Append { entries: Vec<Entry> },
+        }
+        let m = Tagged::Append {
+            entries: vec![command(r#"{"a":[1,{"b":"c"}]}"#)],
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Tagged>(&text).unwrap(), m);
     }
 }

@@ -67,8 +67,8 @@ use rand::{RngExt, SeedableRng};
 
 pub use log::Log;
 pub use message::{
-    AppendEntries, AppendEntriesReply, Entry, Index, NodeId, Payload, Reply, Request, RequestVote,
-    RequestVoteReply, Term,
+    AppendEntries, AppendEntriesReply, Entry, Index, Json, NodeId, Payload, Reply, Request,
+    RequestVote, RequestVoteReply, Term,
 };
 pub use progress::{Batch, Progress, ProgressState};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
@@ -959,13 +959,13 @@ impl Raft {
 
     /// Appends a command to the leader's log. It is committed once a
     /// majority store it; watch `Ready::committed` for its index.
-    pub fn propose(&mut self, data: String) -> Result<(Index, Term), NotLeader> {
+    pub fn propose(&mut self, command: Json) -> Result<(Index, Term), NotLeader> {
         if self.role != Role::Leader {
             return Err(NotLeader {
                 leader_hint: self.leader_id,
             });
         }
-        let index = self.append_local(Payload::Data(data));
+        let index = self.append_local(Payload::Command(command));
         self.advance_commit(); // a one-server cluster commits at once
         Ok((index, self.term))
     }

@@ -16,7 +16,7 @@ fn entries(terms: &[Term]) -> Vec<Entry> {
         .map(|(k, &term)| Entry {
             index: k as Index + 1,
             term,
-            payload: Payload::Data(format!("e{}", k + 1)),
+            payload: Payload::Command(Json::string(&format!("e{}", k + 1))),
         })
         .collect()
 }
@@ -411,7 +411,7 @@ fn single_node_cluster_elects_itself_and_commits_alone() {
     let mut r = node(0, 1, 0, &[]);
     r.tick(Duration::from_secs(1));
     assert_eq!(r.role(), Role::Leader);
-    let (index, term) = r.propose("x".into()).unwrap();
+    let (index, term) = r.propose(Json::string("x")).unwrap();
     let ready = r.take_ready();
     assert_eq!(ready.appended.len(), 2);
     // Thesis §10.2.1: the leader counts itself only for what is durable.
@@ -437,7 +437,7 @@ fn thesis_10_2_1_a_leader_counts_itself_only_for_entries_it_has_persisted() {
         r.handle_reply(p, yes, now).unwrap();
     }
     assert_eq!(r.role(), Role::Leader);
-    let (index, term) = r.propose("x".into()).unwrap();
+    let (index, term) = r.propose(Json::string("x")).unwrap();
     let ready = r.take_ready();
     assert_eq!(ready.appended.last().map(|e| e.index), Some(index));
     // The leader sends the entries before they are on its disk...
@@ -460,7 +460,7 @@ fn a_deposed_leaders_durable_tail_is_not_durable_once_replaced() {
     // Leader of term 2 writes entries 2..=3 (noop, x), all durable; a new
     // leader of term 3 replaces index 3.
     let mut r = elected(&[1], 1);
-    r.propose("x".into()).unwrap();
+    r.propose(Json::string("x")).unwrap();
     let _ = sync(&mut r);
     assert_eq!(r.persisted_index(), 3);
     let ae = AppendEntries {
@@ -511,7 +511,7 @@ fn follower_of_node_2() -> Raft {
 fn followers_refuse_proposals_with_a_leader_hint() {
     let mut r = follower_of_node_2();
     assert_eq!(
-        r.propose("x".into()),
+        r.propose(Json::string("x")),
         Err(NotLeader {
             leader_hint: Some(2)
         })
@@ -671,7 +671,7 @@ fn append_entries_batches_are_bounded_in_bytes_but_always_carry_one_entry() {
         .map(|i| Entry {
             index: i,
             term: 1,
-            payload: Payload::Data(big.clone()),
+            payload: Payload::Command(Json::string(&big)),
         })
         .collect();
     // 1 MiB budget: as many 400 KiB entries as fit, two.

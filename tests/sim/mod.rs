@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use raft::config::Member;
 use raft::consensus::{
-    Config, Entry, Event, HardState, Index, MAX_TERM, NodeId, Payload, Raft, Ready, Request, Role,
-    Term,
+    Config, Entry, Event, HardState, Index, Json, MAX_TERM, NodeId, Payload, Raft, Ready, Request,
+    Role, Term,
 };
 use raft::kv::KvStore;
 use raft::service::{ClientService, PeerService};
@@ -422,7 +422,7 @@ impl Sim {
     /// Proposes `data` at node `id`; `Some((index, term))` if it is leader.
     pub fn propose(&mut self, id: NodeId, data: &str) -> Option<(Index, Term)> {
         let raft = self.nodes[id as usize].raft.as_mut()?;
-        let result = raft.propose(data.to_string()).ok();
+        let result = raft.propose(Json::string(data)).ok();
         self.after(id);
         result
     }
@@ -765,8 +765,8 @@ impl Sim {
         }
         if let Request::AppendEntries(ae) = &request {
             for e in &ae.entries {
-                if let Payload::Data(d) = &e.payload {
-                    self.payload_bytes_sent += d.len() as u64;
+                if let Payload::Command(d) = &e.payload {
+                    self.payload_bytes_sent += d.text().len() as u64;
                 }
             }
         }
