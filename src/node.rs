@@ -15,7 +15,8 @@
 //!   says nothing about the present; the Raft Students' Guide makes the
 //!   same point);
 //! * **applier**: applies committed entries to the key-value store in log
-//!   order, once each, and wakes the requests waiting for them;
+//!   order, once each, with the node mutex released (the store has a lock
+//!   of its own), and wakes the requests waiting for them;
 //! * **log writer**: on the leader, fsyncs the log with the lock released
 //!   and reports what is durable (`Raft::persisted`). Every proposal
 //!   written while one fsync runs rides the next: group commit. (Anyone
@@ -24,12 +25,15 @@
 //!   through the two services: `service::peer` for Raft RPCs and
 //!   `service::client` for writes and reads.
 //!
-//! There is one mutex, over `State`. Whoever steps the core persists the
-//! resulting `Ready` (fsync) before releasing the mutex, so any state
-//! another thread can observe (and any reply or request built from it) is
-//! already durable: the core's contract. If the disk fails, nothing more is
-//! answered: the node logs the file and the error and exits with status 1
-//! while still holding the mutex (see `Shared::process_ready`).
+//! There is one mutex over the node's state (`State`), and one over the
+//! key-value store, taken after it or alone. Whoever steps the core writes
+//! the resulting `Ready` before releasing the mutex, and syncs it there
+//! too, except a leader's log appends, which the log writer syncs; the core
+//! counts those only once told they are durable. So every reply and
+//! request built from the state follows the core's ordering contract. If
+//! the disk fails, nothing more is answered: the node logs the file and
+//! the error and exits with status 1 while still holding the mutex (see
+//! `Shared::process_ready`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, TcpListener};
@@ -110,8 +114,6 @@ struct State {
     /// Committed entries not yet taken by the applier, in log order.
     /// Filled by `process_ready`, drained by the applier.
     apply_queue: VecDeque<Entry>,
-    /// The state machine. Written by the applier only, in log order.
-    kv: KvStore,
     /// Checks and answers Raft RPCs; remembers what it has reported.
     peers: PeerService,
     /// Writes and linearizable reads in progress.
@@ -133,6 +135,13 @@ struct Shared {
     /// Time origin for the core's `now`.
     epoch: Instant,
     state: Mutex<State>,
+    /// The state machine, under a lock of its own so that applying
+    /// entries does not hold up the node (as LogCabin's StateMachine).
+    /// Written by the applier only, in log order, with `state` released.
+    /// Lock order: `state` before `kv`; a thread holding `kv` never takes
+    /// `state`, so a request holding `state` waits at most one entry's
+    /// apply (the applier takes `kv` per entry).
+    kv: Mutex<KvStore>,
     /// One condvar per kind of waiter, each notified only when something
     /// that kind waits for may have changed, so that a change wakes only
     /// who needs waking. No thread needs waking to stop:
@@ -244,7 +253,6 @@ impl Node {
                 raft,
                 storage,
                 apply_queue: VecDeque::new(),
-                kv: KvStore::new(),
                 peers: PeerService::new(options.id, cluster_id.clone()),
                 clients: ClientService::new(members.clone()),
                 waiters: Waiters::default(),
@@ -253,6 +261,7 @@ impl Node {
             }),
             changed: Condvar::new(),
             timer: Condvar::new(),
+            kv: Mutex::new(KvStore::new()),
             committed: Condvar::new(),
             log_written: Condvar::new(),
         });
@@ -440,7 +449,7 @@ impl Shared {
             leader_id: st.raft.leader_id(),
             commit_index: st.raft.commit_index(),
             last_log_index: st.raft.log().last_index(),
-            last_applied: st.kv.applied_index(),
+            last_applied: self.kv.lock().applied_index(),
             cluster_id: st.peers.cluster_id().to_string(),
             refused_messages: st.peers.refused(),
         }
@@ -546,10 +555,17 @@ impl Shared {
             }
             // The one ordered apply path: entries arrive in log order,
             // once each, and the store applies them (it asserts the order).
-            while let Some(entry) = st.apply_queue.pop_front() {
-                st.kv.apply(&entry);
-            }
-            let applied = st.kv.applied_index();
+            // Only this thread takes entries off the queue, so the order
+            // holds with the node lock released.
+            let batch = std::mem::take(&mut st.apply_queue);
+            let applied = MutexGuard::unlocked(&mut st, || {
+                for entry in &batch {
+                    self.kv.lock().apply(entry);
+                }
+                self.kv.lock().applied_index()
+            });
+            // Under the node lock, where requests check the store and
+            // register before they sleep: none misses this wake-up.
             st.waiters.applied(applied);
         }
     }
@@ -600,6 +616,10 @@ impl Handler for Service {
 
     fn client(&self, request: wire::Request) -> Handled {
         let shared = &self.0;
+        if let wire::Request::Read { key, stale: true } = request {
+            // The store alone: a stale read never waits for the node.
+            return Handled::Now(ClientService::stale_read(&shared.kv.lock(), key));
+        }
         let mut st = shared.state.lock();
         if st.stopping {
             return Handled::Now(shutting_down());
@@ -607,7 +627,6 @@ impl Handler for Service {
         let st = &mut *st;
         Handled::Now(match request {
             wire::Request::Log { from, limit } => ClientService::log(&st.raft, from, limit),
-            wire::Request::Read { key, stale: true } => ClientService::stale_read(&st.kv, key),
             wire::Request::Read { key, stale: false } => match st.clients.read(&mut st.raft, key) {
                 Step::Answer(r) => r,
                 Step::Wait(ticket) => {
@@ -617,7 +636,7 @@ impl Handler for Service {
                 }
             },
             wire::Request::Write(command) => {
-                match st.clients.write(&mut st.raft, &st.kv, command) {
+                match st.clients.write(&mut st.raft, &shared.kv.lock(), command) {
                     Step::Answer(r) => r,
                     Step::Wait(ticket) => {
                         shared.process_ready(st);
@@ -664,7 +683,7 @@ impl Shared {
     /// Waits for a proposed write to be applied or lost.
     fn finish_write(&self, ticket: WriteTicket) -> Response {
         let answer = self.wait_for(
-            |st| st.clients.poll_write(&st.raft, &st.kv, &ticket),
+            |st| st.clients.poll_write(&st.raft, &self.kv.lock(), &ticket),
             |st, me| st.waiters.until_applied(ticket.index, me),
         );
         answer.unwrap_or_else(ClientService::write_timed_out)
@@ -673,7 +692,7 @@ impl Shared {
     /// Waits for a linearizable read to be confirmed and applied.
     fn finish_read(&self, ticket: ReadTicket) -> Response {
         let answer = self.wait_for(
-            |st| st.clients.poll_read(&st.raft, &st.kv, &ticket),
+            |st| st.clients.poll_read(&st.raft, &self.kv.lock(), &ticket),
             |st, me| match st.clients.confirmed_index(&ticket) {
                 Some(index) => st.waiters.until_applied(index, me),
                 None => st.waiters.until_read_answered(ticket.ctx, me),
