@@ -794,7 +794,7 @@ impl Raft {
                 } else {
                     Vec::new()
                 };
-                pr.sent(prev_log_index + entries.len() as Index);
+                pr.sent(prev_log_index + entries.len() as Index, round);
                 pr.sent_commit = commit;
                 pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                 Some(Request::AppendEntries(AppendEntries {
@@ -1148,7 +1148,7 @@ fn next_append(
     // A new commit index alone waits for the pipe to empty: a request in
     // flight is answered soon, and what follows it carries the news.
     let news =
-        with_entries || pr.acked_round < round || (pr.sent_commit < commit && pr.in_flight() == 0);
+        with_entries || pr.round_due(round) || (pr.sent_commit < commit && pr.in_flight() == 0);
     Some((
         with_entries,
         if news {

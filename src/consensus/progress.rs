@@ -84,6 +84,10 @@ pub struct Progress {
     /// The highest read round the follower has answered in this term
     /// (thesis §6.4; see `Raft::read_index`).
     pub acked_round: u64,
+    /// The highest read round carried by a request sent in this term.
+    /// While it is above `acked_round` a round is on its way, and reads
+    /// that arrive meanwhile wait to ride the next one together.
+    pub sent_round: u64,
 }
 
 impl Progress {
@@ -101,6 +105,7 @@ impl Progress {
             sent_commit: 0,
             heartbeat_due: now,
             acked_round: 0,
+            sent_round: 0,
         }
     }
 
@@ -125,9 +130,10 @@ impl Progress {
     }
 
     /// Records a request sent with `prev_log_index` and entries up to
-    /// `last` (equal for a heartbeat).
-    pub fn sent(&mut self, last: Index) {
+    /// `last` (equal for a heartbeat), carrying read round `round`.
+    pub fn sent(&mut self, last: Index, round: u64) {
         self.in_flight += 1;
+        self.sent_round = self.sent_round.max(round);
         self.sent_up_to = self.sent_up_to.max(last);
         if self.state == ProgressState::Replicate {
             self.next_index = self.next_index.max(last + 1);
@@ -180,6 +186,15 @@ impl Progress {
         current
     }
 
+    /// Whether a request should go out now to carry read round `round`
+    /// (thesis §6.4): the follower has not been sent it, and every round
+    /// it was sent is answered. So one heartbeat confirms every read that
+    /// arrived while the previous round was on its way, instead of one
+    /// heartbeat per read filling the window.
+    pub fn round_due(&self, round: u64) -> bool {
+        self.sent_round < round && self.sent_round <= self.acked_round
+    }
+
     /// Any answer, success or not, in our term. Rounds are checked by the
     /// caller (`read_round` at most ours).
     pub fn answered_round(&mut self, round: u64) {
@@ -190,6 +205,7 @@ impl Progress {
     /// from what the follower is known to have.
     pub fn failed(&mut self) {
         self.in_flight = 0;
+        self.sent_round = self.acked_round;
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;
     }
@@ -201,17 +217,32 @@ mod tests {
 
     fn replicating(match_index: Index) -> Progress {
         let mut p = Progress::new(match_index, Duration::ZERO);
-        p.sent(match_index);
+        p.sent(match_index, 0);
         assert!(p.acknowledged(match_index) || match_index == 0);
         assert_eq!(p.state, ProgressState::Replicate);
         p
     }
 
     #[test]
+    fn one_read_round_at_a_time_so_reads_arriving_meanwhile_share_the_next() {
+        let mut p = replicating(5);
+        assert!(p.round_due(1));
+        p.sent(5, 1);
+        assert!(!p.round_due(1), "round 1 is on its way");
+        assert!(!p.round_due(3), "rounds 2 and 3 wait for round 1's answer");
+        p.answered_round(1);
+        assert!(p.round_due(3));
+        p.sent(5, 3);
+        // A lost request loses its round: it is due again.
+        p.failed();
+        assert!(p.round_due(3));
+    }
+
+    #[test]
     fn probe_sends_one_request_at_a_time() {
         let mut p = Progress::new(10, Duration::ZERO);
         assert!(p.can_send(4, Batch::Full));
-        p.sent(10);
+        p.sent(10, 0);
         assert!(!p.can_send(4, Batch::Full) && !p.can_send(4, Batch::Empty));
         assert_eq!(p.next_index, 11, "a probe does not move next_index");
     }
@@ -221,12 +252,12 @@ mod tests {
         let mut p = replicating(5);
         for last in [7, 9, 11] {
             assert!(p.can_send(3, Batch::Full));
-            p.sent(last);
+            p.sent(last, 0);
             assert_eq!(p.next_index, last + 1);
         }
         assert!(!p.can_send(3, Batch::Full), "the window is full");
         assert!(p.can_send(3, Batch::Empty), "a heartbeat may still go");
-        p.sent(11);
+        p.sent(11, 0);
         assert!(!p.can_send(3, Batch::Empty));
         assert!(p.acknowledged(7));
         assert!(p.can_send(3, Batch::Empty) && !p.can_send(3, Batch::Full));
@@ -237,7 +268,7 @@ mod tests {
     fn a_partial_batch_waits_for_an_empty_pipe() {
         let mut p = replicating(5);
         assert!(p.can_send(4, Batch::Partial));
-        p.sent(6);
+        p.sent(6, 0);
         assert!(
             !p.can_send(4, Batch::Partial),
             "gathers into the next batch"
@@ -250,8 +281,8 @@ mod tests {
     #[test]
     fn a_late_success_never_moves_match_back() {
         let mut p = replicating(5);
-        p.sent(8);
-        p.sent(9);
+        p.sent(8, 0);
+        p.sent(9, 0);
         assert!(p.acknowledged(9));
         assert!(!p.acknowledged(8));
         assert_eq!((p.match_index, p.next_index, p.in_flight()), (9, 10, 0));
@@ -260,8 +291,8 @@ mod tests {
     #[test]
     fn a_rejection_in_replicate_falls_back_to_probe_and_later_ones_are_stale() {
         let mut p = replicating(5);
-        p.sent(8); // prev 5
-        p.sent(10); // prev 8
+        p.sent(8, 0); // prev 5
+        p.sent(10, 0); // prev 8
         assert!(
             p.rejected(5 + 3, 6),
             "prev 8 rejected: the follower lacks it"
@@ -279,10 +310,10 @@ mod tests {
     #[test]
     fn in_probe_only_the_outstanding_position_counts() {
         let mut p = Progress::new(20, Duration::ZERO);
-        p.sent(20); // prev 20
+        p.sent(20, 0); // prev 20
         assert!(p.rejected(20, 12));
         assert_eq!(p.next_index, 12);
-        p.sent(11);
+        p.sent(11, 0);
         assert!(!p.rejected(20, 3), "an answer to the earlier probe");
         assert_eq!(p.next_index, 12);
         assert!(p.rejected(11, 3));
@@ -292,7 +323,7 @@ mod tests {
     #[test]
     fn a_rejection_never_moves_next_below_match() {
         let mut p = replicating(5);
-        p.sent(9);
+        p.sent(9, 0);
         assert!(p.rejected(7, 1));
         assert_eq!(p.next_index, 6);
     }
@@ -300,8 +331,8 @@ mod tests {
     #[test]
     fn a_failure_forgets_what_was_in_flight() {
         let mut p = replicating(5);
-        p.sent(9);
-        p.sent(12);
+        p.sent(9, 0);
+        p.sent(12, 0);
         p.failed();
         assert_eq!(
             (p.state, p.next_index, p.in_flight()),

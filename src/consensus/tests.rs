@@ -567,6 +567,34 @@ fn thesis_6_4_a_read_waits_for_a_commit_in_the_leaders_term_then_a_quorum_round(
 }
 
 #[test]
+fn thesis_6_4_reads_arriving_during_a_round_share_the_next_heartbeat() {
+    let mut r = elected(&[1, 1], 1);
+    let now = Duration::from_secs(1);
+    let first = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &first, now); // the no-op is committed: reads can start
+    let _ = r.take_ready();
+    r.read_index(1).unwrap();
+    let round = r.poll_peer(1, now).expect("a heartbeat for the read");
+    // However wide the window, reads arriving while that round is on its
+    // way do not each get a heartbeat: they wait for the next one.
+    r.read_index(2).unwrap();
+    r.read_index(3).unwrap();
+    assert_eq!(
+        r.poll_peer(1, now),
+        None,
+        "one read round in flight at a time"
+    );
+    ack(&mut r, 1, &round, now);
+    let next = r
+        .poll_peer(1, now)
+        .expect("the next round, for reads 2 and 3");
+    assert_eq!(r.poll_peer(1, now), None);
+    ack(&mut r, 1, &next, now);
+    let ctxs: Vec<u64> = r.take_ready().reads.iter().map(|read| read.ctx).collect();
+    assert_eq!(ctxs, vec![1, 2, 3]);
+}
+
+#[test]
 fn thesis_6_4_pending_reads_fail_when_leadership_is_lost() {
     let mut r = elected(&[], 1);
     r.read_index(1).unwrap();
