@@ -636,7 +636,11 @@ impl Handler for Service {
                 }
             },
             wire::Request::Write(command) => {
-                match st.clients.write(&mut st.raft, &shared.kv.lock(), command) {
+                // The store's lock only for the session check: a guard
+                // in the match's scrutinee would be held through
+                // `process_ready` and its log write, stalling the applier.
+                let step = st.clients.write(&mut st.raft, &shared.kv.lock(), command);
+                match step {
                     Step::Answer(r) => r,
                     Step::Wait(ticket) => {
                         shared.process_ready(st);
