@@ -134,6 +134,36 @@ pub fn describe(event: &Event) -> (Level, String) {
             format!("{} is unreachable; retrying with backoff", node(peer)),
         ),
         Event::PeerReachable { peer } => info(format!("{} is reachable again", node(peer))),
+        Event::Compacted { index, removed } => info(format!(
+            "log compacted up to index {index}: {removed} entries dropped, the snapshot holds them"
+        )),
+        Event::SnapshotSendStarted { peer, index, size } => info(format!(
+            "sending snapshot up to index {index} ({size} bytes) to {}: the entries it lacks are compacted",
+            node(peer)
+        )),
+        Event::SnapshotSent {
+            peer,
+            index,
+            size,
+            elapsed,
+        } => info(format!(
+            "{} has snapshot up to index {index} ({size} bytes, sent in {} ms)",
+            node(peer),
+            elapsed.as_millis()
+        )),
+        Event::SnapshotInstalled {
+            index,
+            term,
+            size,
+            log_kept,
+        } => info(format!(
+            "installed snapshot from the leader up to index {index} (term {term}, {size} bytes); {}",
+            if *log_kept {
+                "kept the log entries after it"
+            } else {
+                "discarded the log, which did not hold its last entry"
+            }
+        )),
     }
 }
 

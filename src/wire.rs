@@ -13,8 +13,8 @@ use std::io::{self, BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{
-    self, AppendEntries, AppendEntriesReply, Entry, Index, NodeId, RequestVote, RequestVoteReply,
-    Term,
+    self, AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply,
+    NodeId, RequestVote, RequestVoteReply, Term,
 };
 use crate::kv::{Command, Outcome};
 
@@ -58,6 +58,7 @@ pub enum RequestClass {
 pub enum Request {
     RequestVote(Envelope<RequestVote>),
     AppendEntries(Envelope<AppendEntries>),
+    InstallSnapshot(Envelope<InstallSnapshot>),
     /// The courses' `is_leader()`.
     IsLeader,
     /// What `raftctl status` shows.
@@ -96,6 +97,11 @@ impl Request {
                 from,
                 body,
             }),
+            consensus::Request::InstallSnapshot(body) => Request::InstallSnapshot(Envelope {
+                cluster,
+                from,
+                body,
+            }),
         }
     }
 
@@ -106,6 +112,11 @@ impl Request {
             Request::AppendEntries(e) => {
                 (e.cluster, e.from, consensus::Request::AppendEntries(e.body))
             }
+            Request::InstallSnapshot(e) => (
+                e.cluster,
+                e.from,
+                consensus::Request::InstallSnapshot(e.body),
+            ),
             other => return Err(other),
         };
         Ok(PeerRequest { cluster, from, rpc })
@@ -113,7 +124,9 @@ impl Request {
 
     pub fn class(&self) -> RequestClass {
         match self {
-            Request::RequestVote(_) | Request::AppendEntries(_) => RequestClass::Peer,
+            Request::RequestVote(_) | Request::AppendEntries(_) | Request::InstallSnapshot(_) => {
+                RequestClass::Peer
+            }
             Request::IsLeader | Request::Status => RequestClass::Admin,
             Request::Write(_) | Request::Read { .. } | Request::Log { .. } => RequestClass::Client,
         }
@@ -126,6 +139,7 @@ impl Response {
         match reply {
             consensus::Reply::RequestVote(r) => Response::RequestVote(r),
             consensus::Reply::AppendEntries(r) => Response::AppendEntries(r),
+            consensus::Reply::InstallSnapshot(r) => Response::InstallSnapshot(r),
         }
     }
 
@@ -135,6 +149,7 @@ impl Response {
         match self {
             Response::RequestVote(r) => Ok(consensus::Reply::RequestVote(r)),
             Response::AppendEntries(r) => Ok(consensus::Reply::AppendEntries(r)),
+            Response::InstallSnapshot(r) => Ok(consensus::Reply::InstallSnapshot(r)),
             other => Err(other),
         }
     }
@@ -153,6 +168,7 @@ fn default_log_limit() -> usize {
 pub enum Response {
     RequestVote(RequestVoteReply),
     AppendEntries(AppendEntriesReply),
+    InstallSnapshot(InstallSnapshotReply),
     IsLeader {
         is_leader: bool,
         leader_id: Option<NodeId>,

@@ -1,66 +1,114 @@
 //! The in-memory copy of the replicated log.
 //!
-//! Indices start at 1. `term_at(0)` is 0, which makes the consistency check
-//! for the very first entry (prev_log_index 0, prev_log_term 0) succeed
-//! without a special case.
+//! Indices start at 1. Once a snapshot covers a prefix (§7), the log
+//! starts after it: it remembers only the index and term of the last
+//! entry the snapshot covers (its *base*), and holds the entries after
+//! it. `term_at(base)` is the base term; below the base nothing is known.
+//! Without a snapshot the base is (0, 0), which makes the consistency
+//! check for the very first entry (prev_log_index 0, prev_log_term 0)
+//! succeed without a special case.
+//!
+//! Every lookup goes through these methods: no code outside this file
+//! turns an index into a position.
 
 use super::message::{Entry, Index, Term};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Log {
-    /// `entries[k]` has index `k + 1`: the storage module and `append`
-    /// reject anything else, so lookups are plain arithmetic.
+    /// The last index and term a snapshot covers; (0, 0) without one.
+    base_index: Index,
+    base_term: Term,
+    /// `entries[k]` has index `base_index + 1 + k`: the storage module
+    /// and `append` reject anything else, so lookups are arithmetic.
     entries: Vec<Entry>,
 }
 
 impl Log {
-    /// Builds a log from recovered entries.
+    /// Builds a log from recovered entries, starting at index 1.
+    pub fn from_entries(entries: Vec<Entry>) -> Log {
+        Log::after(0, 0, entries)
+    }
+
+    /// Builds a log whose first `base_index` entries are covered by a
+    /// snapshot whose last entry has `base_term`, followed by `entries`.
     ///
     /// # Panics
-    /// If the indices are not 1, 2, 3, … (the storage module checks this
-    /// before it hands entries over, so a panic here is a bug).
-    pub fn from_entries(entries: Vec<Entry>) -> Log {
+    /// If the indices are not `base_index + 1`, `+ 2`, … or the terms
+    /// decrease (the storage module checks this before it hands entries
+    /// over, so a panic here is a bug).
+    pub fn after(base_index: Index, base_term: Term, entries: Vec<Entry>) -> Log {
+        let mut before = base_term;
         for (k, e) in entries.iter().enumerate() {
             assert_eq!(
                 e.index,
-                k as Index + 1,
-                "log entries must be contiguous from 1"
+                base_index + 1 + k as Index,
+                "log entries must be contiguous from the snapshot"
             );
+            assert!(e.term >= before, "terms never decrease along a log");
+            before = e.term;
         }
-        Log { entries }
+        Log {
+            base_index,
+            base_term,
+            entries,
+        }
+    }
+
+    /// The last index a snapshot covers (0 without one).
+    pub fn base_index(&self) -> Index {
+        self.base_index
+    }
+
+    /// The term of the entry at [`Log::base_index`].
+    pub fn base_term(&self) -> Term {
+        self.base_term
+    }
+
+    /// The first index held as an entry (one past the base).
+    pub fn first_index(&self) -> Index {
+        self.base_index + 1
     }
 
     pub fn last_index(&self) -> Index {
-        self.entries.len() as Index
+        self.base_index + self.entries.len() as Index
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.base_term, |e| e.term)
     }
 
-    /// The term of the entry at `index`; 0 for index 0; `None` past the end.
+    /// Whether `index` is below the base: covered by the snapshot, its term
+    /// no longer known.
+    pub fn is_compacted(&self, index: Index) -> bool {
+        index < self.base_index
+    }
+
+    /// The term of the entry at `index`: the base term at the base; `None`
+    /// below it (compacted) or past the end.
     pub fn term_at(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base_index {
+            return Some(self.base_term);
         }
         self.get(index).map(|e| e.term)
     }
 
+    /// The entry at `index`, if held (not compacted, not past the end).
     pub fn get(&self, index: Index) -> Option<&Entry> {
-        if index == 0 {
+        if index <= self.base_index {
             return None;
         }
-        self.entries.get(index as usize - 1)
+        self.entries.get((index - self.base_index - 1) as usize)
     }
 
-    /// Entries `from..=to`, clamped to what exists.
+    /// Entries `from..=to`, clamped to what is held.
     pub fn slice(&self, from: Index, to: Index) -> &[Entry] {
-        let from = from.max(1);
+        let from = from.max(self.first_index());
         let to = to.min(self.last_index());
         if from > to {
             return &[];
         }
-        &self.entries[from as usize - 1..to as usize]
+        let at = |i: Index| (i - self.base_index - 1) as usize;
+        &self.entries[at(from)..=at(to)]
     }
 
     /// Entries `from..=to` (clamped), cut short once they hold about
@@ -100,22 +148,25 @@ impl Log {
         }
     }
 
+    /// The entries held, from [`Log::first_index`] on.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     /// The first index holding `term`, searching back from `index`, whose
-    /// entry must have that term. Used for the conflict hint.
+    /// entry must have that term; no further back than the first entry
+    /// held. Used for the conflict hint.
     pub fn first_index_of_term_ending_at(&self, index: Index) -> Index {
         let term = self.term_at(index).expect("index within log");
         let mut first = index;
-        while first > 1 && self.term_at(first - 1) == Some(term) {
+        while first > self.first_index() && self.term_at(first - 1) == Some(term) {
             first -= 1;
         }
         first
     }
 
-    /// The last index holding `term`, if the log has any such entry.
+    /// The last index holding `term`, if the log has any such entry (the
+    /// base counts).
     pub fn last_index_of_term(&self, term: Term) -> Option<Index> {
         // Terms never decrease along a log, so scan back until below it.
         for e in self.entries.iter().rev() {
@@ -126,7 +177,7 @@ impl Log {
                 return None;
             }
         }
-        None
+        (self.base_term == term && self.base_index > 0).then_some(self.base_index)
     }
 
     /// Appends one entry, which must be the next index.
@@ -139,10 +190,32 @@ impl Log {
         self.entries.push(entry);
     }
 
-    /// Drops every entry at `index` and after.
+    /// Drops every entry at `index` and after. Never reaches into what a
+    /// snapshot covers: that is committed.
     pub fn truncate_from(&mut self, index: Index) {
-        assert!(index >= 1);
-        self.entries.truncate(index as usize - 1);
+        assert!(index > self.base_index, "truncating into the snapshot");
+        self.entries.truncate((index - self.base_index - 1) as usize);
+    }
+
+    /// A snapshot now covers everything up to `index`, which this log
+    /// holds (or is its base): drops the entries up to it and keeps those
+    /// after it (§7; Figure 13, InstallSnapshot rule 6).
+    pub fn compact_to(&mut self, index: Index) {
+        if index <= self.base_index {
+            return;
+        }
+        let term = self.term_at(index).expect("compacting to an entry held");
+        self.entries.drain(..(index - self.base_index) as usize);
+        self.base_index = index;
+        self.base_term = term;
+    }
+
+    /// Replaces the whole log by a snapshot ending at (`index`, `term`),
+    /// with no entries after it (Figure 13, InstallSnapshot rule 7).
+    pub fn reset_to(&mut self, index: Index, term: Term) {
+        self.entries.clear();
+        self.base_index = index;
+        self.base_term = term;
     }
 
     /// §5.4.1: is a log ending at (`last_term`, `last_index`) at least as
@@ -180,6 +253,38 @@ mod tests {
         assert_eq!(log.term_at(4), None);
         assert_eq!(log.slice(2, 10).len(), 2);
         assert!(log.slice(4, 10).is_empty());
+    }
+
+    #[test]
+    fn a_compacted_log_knows_its_base_and_nothing_below() {
+        let mut log = log_of(&[1, 1, 2, 2, 3]);
+        log.compact_to(3);
+        assert_eq!((log.base_index(), log.base_term()), (3, 2));
+        assert_eq!((log.first_index(), log.last_index()), (4, 5));
+        assert_eq!(log.term_at(3), Some(2));
+        assert_eq!(log.term_at(2), None);
+        assert!(log.is_compacted(2) && !log.is_compacted(3));
+        assert_eq!(log.get(3), None);
+        assert_eq!(log.get(4).unwrap().index, 4);
+        assert_eq!(log.slice(1, 9).len(), 2);
+        assert_eq!(log.first_index_of_term_ending_at(4), 4);
+        assert_eq!(log.last_index_of_term(2), Some(4));
+        assert_eq!(log.last_index_of_term(1), None);
+        log.compact_to(2); // already covered: nothing changes
+        assert_eq!(log.base_index(), 3);
+        log.truncate_from(5);
+        assert_eq!(log.last_index(), 4);
+        log.compact_to(4);
+        assert_eq!((log.last_index(), log.last_term()), (4, 2));
+        assert!(log.entries().is_empty());
+        log.reset_to(9, 4);
+        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (10, 9, 4));
+        log.append(Entry {
+            index: 10,
+            term: 4,
+            payload: Payload::Noop,
+        });
+        assert_eq!(log.last_index(), 10);
     }
 
     #[test]

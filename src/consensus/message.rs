@@ -1,4 +1,5 @@
-//! The two Raft RPCs of Figure 2 and the log entry they carry.
+//! The Raft RPCs (Figure 2's two and Figure 13's InstallSnapshot) and the
+//! log entry they carry.
 //!
 //! These types are plain data: the wire module serializes them as JSON and
 //! the storage module writes [`Entry`] records to disk, so a field renamed
@@ -346,11 +347,70 @@ impl AppendEntriesReply {
     }
 }
 
+/// Names a snapshot of the state machine (§7): the last log entry it
+/// covers, and the size and CRC-32 of its bytes, which Raft carries
+/// without reading them. `last_index` 0 means no snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub last_index: Index,
+    pub last_term: Term,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// InstallSnapshot arguments (Figure 13), one chunk of the snapshot's
+/// bytes per request so that no message outgrows the transport's line
+/// limit. The bytes are text (the key-value store writes JSON lines),
+/// cut at character boundaries, so a chunk travels as a JSON string.
+///
+/// **As [`crate::consensus::Raft::poll_peer`] returns it, `data` is
+/// empty**: the core decides which snapshot and from which offset, and
+/// the caller, who holds the bytes, fills in `data` with a chunk of them
+/// starting at `offset` (as many as it likes, at least one unless the
+/// snapshot is empty). The chunk is the last when `offset + data.len()`
+/// is `snapshot.size`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    pub term: Term,
+    pub leader_id: NodeId,
+    pub snapshot: SnapshotMeta,
+    /// Where `data` starts within the snapshot's bytes; 0 starts (or
+    /// restarts) a transfer.
+    pub offset: u64,
+    pub data: String,
+}
+
+impl InstallSnapshot {
+    /// Whether this chunk completes the snapshot.
+    pub fn is_last(&self) -> bool {
+        self.offset + self.data.len() as u64 == self.snapshot.size
+    }
+}
+
+/// InstallSnapshot results: Figure 13's `term`, plus what lets a leader
+/// resume a transfer where the follower stands instead of starting over.
+/// Self-describing like [`AppendEntriesReply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotReply {
+    pub term: Term,
+    /// The term of the request this answers.
+    pub request_term: Term,
+    /// The request's `snapshot.last_index`.
+    pub last_index: Index,
+    /// How many bytes of that snapshot the follower holds: the offset of
+    /// the next chunk it wants (0 to start over).
+    pub next_offset: u64,
+    /// The follower's log now covers `last_index`: it installed the
+    /// snapshot, or it had already committed that far.
+    pub done: bool,
+}
+
 /// A request one server sends another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     RequestVote(RequestVote),
     AppendEntries(AppendEntries),
+    InstallSnapshot(InstallSnapshot),
 }
 
 /// The reply to a [`Request`].
@@ -358,6 +418,7 @@ pub enum Request {
 pub enum Reply {
     RequestVote(RequestVoteReply),
     AppendEntries(AppendEntriesReply),
+    InstallSnapshot(InstallSnapshotReply),
 }
 
 impl Request {
@@ -365,6 +426,7 @@ impl Request {
         match self {
             Request::RequestVote(r) => r.term,
             Request::AppendEntries(r) => r.term,
+            Request::InstallSnapshot(r) => r.term,
         }
     }
 }
@@ -374,6 +436,7 @@ impl Reply {
         match self {
             Reply::RequestVote(r) => r.term,
             Reply::AppendEntries(r) => r.term,
+            Reply::InstallSnapshot(r) => r.term,
         }
     }
 }

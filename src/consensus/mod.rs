@@ -17,7 +17,14 @@
 //! * after every call: [`Raft::take_ready`] returns what must be made durable,
 //!   what may be applied, and which reads may now be served;
 //! * durability: [`Raft::persisted`] says the log is on disk up to an
-//!   entry.
+//!   entry;
+//! * compaction (§7): [`Raft::compact`] says the caller has stored a
+//!   snapshot of the state machine covering the log up to an entry, which
+//!   the log then drops. A follower whose next entries are gone gets the
+//!   snapshot (InstallSnapshot, Figure 13) in chunks: the core says which
+//!   snapshot and from which offset, and the caller, who holds the bytes,
+//!   fills each chunk in. The core never sees a snapshot's contents except
+//!   as chunks passing through, whose CRC-32 it checks.
 //!
 //! **The caller's contract: what may leave before what is on disk.** A
 //! [`Ready`] holds three kinds of durable state, with different rules:
@@ -26,7 +33,12 @@
 //!    any request or reply obtained after the call that produced it. A vote
 //!    or a term that could be forgotten in a crash would let a server vote
 //!    twice in one term (§5.2).
-//! 2. `truncate_from` and `appended` must be written in order, and are
+//! 2. `snapshot_chunks` are stored in order (where they go need not be
+//!    durable until the snapshot is complete). `installed_snapshot` must
+//!    be durable, and the log cut as it says, before the reply that
+//!    reported it `done` is sent; the state machine is replaced by the
+//!    snapshot before any entry of a later `committed` is applied. Then
+//!    `truncate_from` and `appended` must be written in order, and are
 //!    durable once synced. A server acknowledges entries only in the reply
 //!    `handle_request` returns (its `match_index`): that reply must not be
 //!    sent until the log is durable up to the acknowledged entry, because a
@@ -67,10 +79,10 @@ use rand::{RngExt, SeedableRng};
 
 pub use log::Log;
 pub use message::{
-    AppendEntries, AppendEntriesReply, Entry, Index, Json, NodeId, Payload, Reply, Request,
-    RequestVote, RequestVoteReply, Term,
+    AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply, Json,
+    NodeId, Payload, Reply, Request, RequestVote, RequestVoteReply, SnapshotMeta, Term,
 };
-pub use progress::{Batch, Progress, ProgressState};
+pub use progress::{Batch, Progress, ProgressState, SnapshotTransfer};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
 /// Fixed settings of one server.
@@ -240,6 +252,36 @@ pub enum Event {
     PeerReachable {
         peer: NodeId,
     },
+    /// The log up to `index` was dropped: a snapshot the caller took
+    /// covers it (`Raft::compact`). `removed` entries left memory.
+    Compacted {
+        index: Index,
+        removed: u64,
+    },
+    /// Leader: `peer` lacks entries we no longer hold, so it gets the
+    /// snapshot ending at `index` (`size` bytes).
+    SnapshotSendStarted {
+        peer: NodeId,
+        index: Index,
+        size: u64,
+    },
+    /// Leader: `peer` has the snapshot ending at `index`, `elapsed` after
+    /// the transfer began.
+    SnapshotSent {
+        peer: NodeId,
+        index: Index,
+        size: u64,
+        elapsed: Duration,
+    },
+    /// A snapshot from the leader replaced our state machine (Figure 13).
+    /// `log_kept`: our log held its last entry, so the entries after it
+    /// stay (rule 6); otherwise the whole log went (rule 7).
+    SnapshotInstalled {
+        index: Index,
+        term: Term,
+        size: u64,
+        log_kept: bool,
+    },
 }
 
 /// Returned by [`Raft::propose`] on a server that is not the leader.
@@ -254,6 +296,13 @@ pub struct NotLeader {
 pub struct Ready {
     /// Term and vote to persist, if they changed.
     pub hard_state: Option<HardState>,
+    /// Bytes of the snapshot a leader is sending us, in order, to store
+    /// until it is complete (a chunk at offset 0 starts a new one).
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// The snapshot received is complete and its checksum matched: it
+    /// becomes this server's snapshot, and the state machine is to be
+    /// restored from it.
+    pub installed_snapshot: Option<InstalledSnapshot>,
     /// Remove persisted entries from this index on, before appending.
     pub truncate_from: Option<Index>,
     /// Entries to append to the persisted log, in order.
@@ -276,8 +325,42 @@ pub struct ReadState {
 
 impl Ready {
     pub fn needs_persist(&self) -> bool {
-        self.hard_state.is_some() || self.truncate_from.is_some() || !self.appended.is_empty()
+        self.hard_state.is_some()
+            || !self.snapshot_chunks.is_empty()
+            || self.installed_snapshot.is_some()
+            || self.truncate_from.is_some()
+            || !self.appended.is_empty()
     }
+}
+
+/// Part of a snapshot being received: `data` goes at `offset` of the
+/// snapshot named by `snapshot`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub snapshot: SnapshotMeta,
+    pub offset: u64,
+    pub data: String,
+}
+
+/// A received snapshot to install (Figure 13, rules 5 to 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstalledSnapshot {
+    pub snapshot: SnapshotMeta,
+    /// The log held the snapshot's last entry: the entries after it stay
+    /// (rule 6). Otherwise the whole log is discarded (rule 7): the log
+    /// now ends at the snapshot.
+    pub log_kept: bool,
+}
+
+/// A follower's snapshot being received, chunk by chunk.
+#[derive(Clone, Debug)]
+struct Receiving {
+    snapshot: SnapshotMeta,
+    /// Bytes received so far, in order.
+    received: u64,
+    /// The CRC-32 of those bytes, checked against the snapshot's before
+    /// it is installed.
+    crc: crc32fast::Hasher,
 }
 
 /// What a server knows about one peer. The leader's replication state is
@@ -319,6 +402,10 @@ pub struct Raft {
     term: Term,
     voted_for: Option<NodeId>,
     log: Log,
+    /// The latest snapshot; the log starts after its last index (§7).
+    snapshot: SnapshotMeta,
+    /// Follower: the snapshot a leader is sending us.
+    receiving: Option<Receiving>,
 
     // Volatile state.
     role: Role,
@@ -356,18 +443,35 @@ pub struct Raft {
     /// recovered at start). A leader counts itself toward a commit only
     /// up to this index (thesis §10.2.1).
     persisted_index: Index,
+    snapshot_chunks: Vec<SnapshotChunk>,
+    installed_snapshot: Option<InstalledSnapshot>,
     events: Vec<Event>,
 }
 
 impl Raft {
-    /// A server starting (or restarting) from its durable state. It is a
-    /// follower with no known leader and a fresh election timer; its commit
-    /// index is 0 until a leader tells it more (Figure 2: volatile state).
+    /// A server starting (or restarting) from its durable state, without
+    /// a snapshot; see [`Raft::restore`].
     pub fn new(cfg: Config, hard_state: HardState, entries: Vec<Entry>, now: Duration) -> Raft {
+        Raft::restore(cfg, hard_state, SnapshotMeta::default(), entries, now)
+    }
+
+    /// A server starting (or restarting) from its durable state: term and
+    /// vote, its latest snapshot, and the log entries after the snapshot.
+    /// It is a follower with no known leader and a fresh election timer.
+    /// Its commit index is the snapshot's last index (a snapshot holds only
+    /// committed entries) until a leader tells it more (Figure 2: volatile
+    /// state); the caller restores the state machine from the snapshot.
+    pub fn restore(
+        cfg: Config,
+        hard_state: HardState,
+        snapshot: SnapshotMeta,
+        entries: Vec<Entry>,
+        now: Duration,
+    ) -> Raft {
         assert!(!cfg.peers.contains(&cfg.id), "peers must not include self");
         assert!(cfg.election_timeout_min <= cfg.election_timeout_max);
         assert!(cfg.max_entries_per_append >= 1);
-        let log = Log::from_entries(entries);
+        let log = Log::after(snapshot.last_index, snapshot.last_term, entries);
         let on_disk = log.last_index();
         let peers = cfg.peers.iter().map(|&p| (p, Peer::new())).collect();
         let mut raft = Raft {
@@ -376,10 +480,12 @@ impl Raft {
             term: hard_state.term,
             voted_for: hard_state.voted_for,
             log,
+            snapshot,
+            receiving: None,
             role: Role::Follower,
             leader_id: None,
-            commit_index: 0,
-            emitted_index: 0,
+            commit_index: snapshot.last_index,
+            emitted_index: snapshot.last_index,
             election_deadline: Duration::ZERO,
             votes_granted: BTreeSet::new(),
             votes_refused: BTreeSet::new(),
@@ -392,6 +498,8 @@ impl Raft {
             unstable_from: None,
             handed_out_last: on_disk,
             persisted_index: on_disk,
+            snapshot_chunks: Vec::new(),
+            installed_snapshot: None,
             events: Vec::new(),
         };
         raft.reset_election_timer(now);
@@ -420,6 +528,10 @@ impl Raft {
     }
     pub fn log(&self) -> &Log {
         &self.log
+    }
+    /// The latest snapshot (taken here or installed from a leader).
+    pub fn snapshot(&self) -> SnapshotMeta {
+        self.snapshot
     }
     pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.peers.keys().copied()
@@ -602,6 +714,14 @@ impl Raft {
                     self.handle_append_entries(from, ae, now),
                 ))
             }
+            Request::InstallSnapshot(is) => {
+                validate::check_install_snapshot(from, &is)?;
+                if is.term >= self.term {
+                    self.check_leader_claim(from, is.term)?;
+                }
+                self.handle_install_snapshot(from, is, now)
+                    .map(Reply::InstallSnapshot)
+            }
         }
     }
 
@@ -666,28 +786,26 @@ impl Raft {
         if req.term < self.term {
             return reply;
         }
-        if req.term > self.term {
-            self.adopt_term(req.term, from, now);
-        }
-        // The sender won the election of this term, so a candidate of the
-        // same term lost it (§5.2). (A leader of this term refused it in
-        // `check_append_against_state`: two leaders of one term cannot
-        // exist.)
-        debug_assert!(self.role != Role::Leader);
-        if self.role == Role::Candidate {
-            self.set_role(Role::Follower, now);
-        }
-        if self.leader_id != Some(req.leader_id) {
-            self.leader_id = Some(req.leader_id);
-            self.events.push(Event::LeaderKnown {
-                leader: req.leader_id,
-                term: self.term,
-            });
-        }
-        // Followers rule 2: a valid AppendEntries from the current leader
-        // resets the election timer.
-        self.reset_election_timer(now);
+        self.follow(from, req.term, now);
         reply.term = self.term;
+
+        let mut req = req;
+        if self.log.is_compacted(req.prev_log_index) {
+            // Our snapshot covers prevLogIndex. Everything it covers is
+            // committed, so it matches the leader's log (Leader
+            // Completeness, §5.4): skip the entries it covers and check
+            // the rest from its last entry, as if the leader had started
+            // there.
+            let covered = (self.log.base_index() - req.prev_log_index) as usize;
+            if req.entries.len() <= covered {
+                reply.success = true;
+                reply.match_index = req.prev_log_index + req.entries.len() as Index;
+                return reply;
+            }
+            req.entries.drain(..covered);
+            req.prev_log_index = self.log.base_index();
+            req.prev_log_term = self.log.base_term();
+        }
 
         // AppendEntries rule 2: the log must contain an entry at
         // prevLogIndex whose term matches prevLogTerm. Heartbeats too.
@@ -746,6 +864,181 @@ impl Raft {
         reply
     }
 
+    /// A valid AppendEntries or InstallSnapshot of term `term` (at least
+    /// ours) from `leader`: follow it.
+    fn follow(&mut self, leader: NodeId, term: Term, now: Duration) {
+        if term > self.term {
+            self.adopt_term(term, leader, now);
+        }
+        // The sender won the election of this term, so a candidate of the
+        // same term lost it (§5.2). (A leader of this term refused it in
+        // `check_leader_claim`: two leaders of one term cannot exist.)
+        debug_assert!(self.role != Role::Leader);
+        if self.role == Role::Candidate {
+            self.set_role(Role::Follower, now);
+        }
+        if self.leader_id != Some(leader) {
+            self.leader_id = Some(leader);
+            self.events.push(Event::LeaderKnown {
+                leader,
+                term: self.term,
+            });
+        }
+        // Followers rule 2: a valid AppendEntries (or InstallSnapshot)
+        // from the current leader resets the election timer.
+        self.reset_election_timer(now);
+    }
+
+    /// Figure 13: takes one chunk of the leader's snapshot. Chunks are
+    /// taken in order: one that does not continue what we hold is answered
+    /// with the offset we want, so a leader resumes a transfer after a
+    /// lost chunk or reply, or restarts it (offset 0) after our restart.
+    /// The last chunk's CRC must match the snapshot's; then the snapshot
+    /// replaces the state machine, and the log is kept after it if it held
+    /// the snapshot's last entry (rule 6), or discarded (rule 7). A
+    /// snapshot covering no more than we have committed changes nothing
+    /// (it is stale or a duplicate) and is answered `done`.
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        req: InstallSnapshot,
+        now: Duration,
+    ) -> Result<InstallSnapshotReply, Rejection> {
+        let meta = req.snapshot;
+        let mut reply = InstallSnapshotReply {
+            term: self.term,
+            request_term: req.term,
+            last_index: meta.last_index,
+            next_offset: 0,
+            done: false,
+        };
+        // Rule 1: reply immediately if term < currentTerm.
+        if req.term < self.term {
+            return Ok(reply);
+        }
+        let held = self
+            .receiving
+            .as_ref()
+            .filter(|r| r.snapshot == meta)
+            .map(|r| (r.received, r.crc.clone()));
+        let stale = meta.last_index <= self.commit_index;
+        let accepted = match (&held, req.offset) {
+            (_, 0) => Some(crc32fast::Hasher::new()),
+            (Some((received, crc)), offset) if *received == offset => Some(crc.clone()),
+            _ => None,
+        };
+        // The checksum first, so that a bad snapshot changes nothing.
+        if let Some(mut crc) = accepted.clone().filter(|_| !stale && req.is_last()) {
+            crc.update(req.data.as_bytes());
+            let computed = crc.finalize();
+            if computed != meta.crc32 {
+                return Err(Rejection::SnapshotChecksum {
+                    index: meta.last_index,
+                    expected: meta.crc32,
+                    computed,
+                });
+            }
+        }
+        self.follow(from, req.term, now);
+        reply.term = self.term;
+        if stale {
+            reply.done = true;
+            reply.next_offset = meta.size;
+            return Ok(reply);
+        }
+        let Some(mut crc) = accepted else {
+            reply.next_offset = held.map_or(0, |(received, _)| received);
+            return Ok(reply);
+        };
+        crc.update(req.data.as_bytes());
+        let received = req.offset + req.data.len() as u64;
+        reply.next_offset = received;
+        let last = req.is_last();
+        self.snapshot_chunks.push(SnapshotChunk {
+            snapshot: meta,
+            offset: req.offset,
+            data: req.data,
+        });
+        if !last {
+            self.receiving = Some(Receiving {
+                snapshot: meta,
+                received,
+                crc,
+            });
+            return Ok(reply);
+        }
+        self.receiving = None;
+        self.install_snapshot(meta);
+        reply.done = true;
+        Ok(reply)
+    }
+
+    /// Figure 13, rules 5 to 8, for a complete snapshot beyond our commit
+    /// index.
+    fn install_snapshot(&mut self, meta: SnapshotMeta) {
+        let index = meta.last_index;
+        debug_assert!(index > self.commit_index);
+        let log_kept = self.log.term_at(index) == Some(meta.last_term);
+        if log_kept {
+            // Rule 6: our log holds the snapshot's last entry: keep what
+            // follows it.
+            self.log.compact_to(index);
+            self.persisted_index = self.persisted_index.max(index);
+            self.unstable_from = self.unstable_from.map(|u| u.max(index + 1));
+        } else {
+            // Rule 7: discard the entire log.
+            self.log.reset_to(index, meta.last_term);
+            self.persisted_index = index;
+            self.handed_out_last = index;
+            self.unstable_from = None;
+        }
+        self.snapshot = meta;
+        // Rule 8: reset the state machine using the snapshot contents. It
+        // holds committed entries only, up to `index`.
+        self.commit_index = index;
+        self.emitted_index = index;
+        self.installed_snapshot = Some(InstalledSnapshot {
+            snapshot: meta,
+            log_kept,
+        });
+        self.events.push(Event::SnapshotInstalled {
+            index,
+            term: meta.last_term,
+            size: meta.size,
+            log_kept,
+        });
+    }
+
+    /// The caller has made a snapshot of the state machine durable, which
+    /// covers the entries up to `meta.last_index` (handed out in
+    /// `Ready::committed` and applied): drop them from the log (§7).
+    /// Returns false, changing nothing, if the current snapshot covers as
+    /// much already (one installed from a leader meanwhile, say).
+    pub fn compact(&mut self, meta: SnapshotMeta) -> bool {
+        if meta.last_index <= self.snapshot.last_index {
+            return false;
+        }
+        assert!(
+            meta.last_index <= self.emitted_index,
+            "a snapshot holds only entries handed out as committed"
+        );
+        assert_eq!(
+            self.log.term_at(meta.last_index),
+            Some(meta.last_term),
+            "the snapshot's last term is its last entry's"
+        );
+        let removed = meta.last_index - self.log.base_index();
+        self.log.compact_to(meta.last_index);
+        self.snapshot = meta;
+        // What the snapshot covers is durable in it.
+        self.persisted_index = self.persisted_index.max(meta.last_index);
+        self.events.push(Event::Compacted {
+            index: meta.last_index,
+            removed,
+        });
+        true
+    }
+
     // ----- Outgoing requests -----
 
     /// The next request to send to `peer`, if one may be sent now; call it
@@ -778,13 +1071,47 @@ impl Raft {
                 }))
             }
             Role::Leader => {
-                let batch = self.log.batch_from(p.progress.next_index, &self.cfg);
-                let (with_entries, at) = next_append(&p.progress, window, batch, commit, round)?;
+                let snapshot = self.snapshot;
+                let pr = &mut p.progress;
+                // The entries this follower needs next are compacted:
+                // send the snapshot instead (a newer one than a transfer
+                // in progress replaces it: the older one's bytes are gone).
+                if self.log.is_compacted(pr.next_index - 1)
+                    && pr.snapshot.is_none_or(|t| t.last_index != snapshot.last_index)
+                {
+                    pr.send_snapshot(snapshot.last_index, now);
+                    self.events.push(Event::SnapshotSendStarted {
+                        peer,
+                        index: snapshot.last_index,
+                        size: snapshot.size,
+                    });
+                }
+                if pr.chunk_due() {
+                    let offset = pr.snapshot.map_or(0, |t| t.offset);
+                    pr.chunk_sent();
+                    pr.heartbeat_due = now + self.cfg.heartbeat_interval;
+                    return Some(Request::InstallSnapshot(InstallSnapshot {
+                        term,
+                        leader_id: id,
+                        snapshot,
+                        offset,
+                        data: String::new(),
+                    }));
+                }
+                let batch = match pr.state {
+                    ProgressState::Snapshot => Batch::Empty,
+                    _ => self.log.batch_from(pr.next_index, &self.cfg),
+                };
+                let (with_entries, at) = next_append(pr, window, batch, commit, round)?;
                 if now < at {
                     return None;
                 }
-                let pr = &mut p.progress;
-                let prev_log_index = pr.next_index - 1;
+                // During a transfer, heartbeats name the snapshot's last
+                // entry, the earliest whose term we still know.
+                let prev_log_index = match pr.state {
+                    ProgressState::Snapshot => self.log.base_index(),
+                    _ => pr.next_index - 1,
+                };
                 let entries = if with_entries {
                     let last =
                         (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
@@ -820,14 +1147,28 @@ impl Raft {
         match self.role {
             Role::Follower => None,
             Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
-            Role::Leader => next_append(
-                &p.progress,
-                self.cfg.max_inflight_appends,
-                self.log.batch_from(p.progress.next_index, &self.cfg),
-                self.commit_index,
-                self.read_round,
-            )
-            .map(|(_, at)| at.max(p.retry_at)),
+            Role::Leader => {
+                let pr = &p.progress;
+                let starts_transfer = self.log.is_compacted(pr.next_index - 1)
+                    && pr
+                        .snapshot
+                        .is_none_or(|t| t.last_index != self.snapshot.last_index);
+                if starts_transfer || pr.chunk_due() {
+                    return Some(p.retry_at);
+                }
+                let batch = match pr.state {
+                    ProgressState::Snapshot => Batch::Empty,
+                    _ => self.log.batch_from(pr.next_index, &self.cfg),
+                };
+                next_append(
+                    pr,
+                    self.cfg.max_inflight_appends,
+                    batch,
+                    self.commit_index,
+                    self.read_round,
+                )
+                .map(|(_, at)| at.max(p.retry_at))
+            }
         }
     }
 
@@ -859,6 +1200,7 @@ impl Raft {
         let checked = match &reply {
             Reply::AppendEntries(r) => self.check_append_reply(peer, r),
             Reply::RequestVote(r) => validate::check_term(r.term),
+            Reply::InstallSnapshot(r) => self.check_snapshot_reply(r),
         };
         if let Err(rejection) = checked {
             self.handle_failure(peer, now);
@@ -911,6 +1253,18 @@ impl Raft {
                     pr.rejected(r.prev_log_index, hint);
                 }
                 self.confirm_reads();
+            }
+            Reply::InstallSnapshot(r) if self.role == Role::Leader && r.request_term == self.term => {
+                self.peer_answered(peer, now);
+                let pr = &mut self.peers.get_mut(&peer).expect("checked above").progress;
+                if let Some(t) = pr.chunk_answered(r.last_index, r.next_offset, r.done) {
+                    self.events.push(Event::SnapshotSent {
+                        peer,
+                        index: t.last_index,
+                        size: self.snapshot.size,
+                        elapsed: now.saturating_sub(t.started),
+                    });
+                }
             }
             _ => {} // from an earlier term or role
         }
@@ -1078,6 +1432,7 @@ impl Raft {
     /// that entry has been replaced since (its term differs), or if it says
     /// nothing new. A leader may now count itself for these entries.
     pub fn persisted(&mut self, index: Index, term: Term) {
+        // (At or below the snapshot, `persisted_index` is already there.)
         if index <= self.persisted_index || self.log.term_at(index) != Some(term) {
             return;
         }
@@ -1107,6 +1462,8 @@ impl Raft {
         if std::mem::take(&mut self.hard_state_dirty) {
             ready.hard_state = Some(self.hard_state());
         }
+        ready.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
+        ready.installed_snapshot = self.installed_snapshot.take();
         if let Some(from) = self.unstable_from.take() {
             if from <= self.handed_out_last {
                 ready.truncate_from = Some(from);

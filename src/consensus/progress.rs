@@ -28,8 +28,14 @@
 //! round trip). The window opens when a whole batch is waiting: catching
 //! a follower up, or large entries.
 //!
-//! (Log compaction will add a third state, for a follower that needs a
-//! snapshot because the entries it lacks are gone from the leader's log.)
+//! * **Snapshot**: the entries the follower lacks are gone from the
+//!   leader's log, compacted into a snapshot (§7). The leader sends the
+//!   snapshot with InstallSnapshot, one chunk at a time (so what it has
+//!   outstanding per follower is one chunk), resuming from the offset the
+//!   follower reports, and keeps sending heartbeats meanwhile so that the
+//!   follower's election timer never fires during a long transfer. Once
+//!   the follower has installed it, the follower holds everything up to
+//!   the snapshot's last index: back to Probe from just after it.
 //!
 //! Replies are matched to nothing: each one says what it answers (see
 //! `AppendEntriesReply`), and every request ends in exactly one reply or
@@ -57,6 +63,21 @@ pub enum Batch {
 pub enum ProgressState {
     Probe,
     Replicate,
+    Snapshot,
+}
+
+/// A snapshot on its way to a follower (state Snapshot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotTransfer {
+    /// The last index of the snapshot being sent.
+    pub last_index: Index,
+    /// How many of its bytes the follower holds, as it last said: the next
+    /// chunk starts here.
+    pub offset: u64,
+    /// A chunk is on its way; the next waits for its answer.
+    pub chunk_in_flight: bool,
+    /// When the transfer started, for the activity log.
+    pub started: Duration,
 }
 
 /// A leader's view of one follower, for one term of leadership.
@@ -88,6 +109,8 @@ pub struct Progress {
     /// While it is above `acked_round` a round is on its way, and reads
     /// that arrive meanwhile wait to ride the next one together.
     pub sent_round: u64,
+    /// The transfer in progress; `Some` exactly in state Snapshot.
+    pub snapshot: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -106,6 +129,7 @@ impl Progress {
             heartbeat_due: now,
             acked_round: 0,
             sent_round: 0,
+            snapshot: None,
         }
     }
 
@@ -126,7 +150,70 @@ impl Progress {
             (ProgressState::Replicate, Batch::Full) => self.in_flight < window,
             (ProgressState::Replicate, Batch::Partial) => self.in_flight == 0,
             (ProgressState::Replicate, Batch::Empty) => self.in_flight <= window,
+            // Entries would not connect to what the follower has; only
+            // heartbeats, beside the one chunk.
+            (ProgressState::Snapshot, Batch::Empty) => self.in_flight <= window,
+            (ProgressState::Snapshot, _) => false,
         }
+    }
+
+    /// Starts sending the snapshot ending at `last_index` from its first
+    /// byte (a transfer of an older snapshot, if any, is abandoned: its
+    /// bytes are gone).
+    pub fn send_snapshot(&mut self, last_index: Index, now: Duration) {
+        self.state = ProgressState::Snapshot;
+        self.snapshot = Some(SnapshotTransfer {
+            last_index,
+            offset: 0,
+            chunk_in_flight: false,
+            started: now,
+        });
+    }
+
+    /// Whether the next chunk of the snapshot may be sent now.
+    pub fn chunk_due(&self) -> bool {
+        self.snapshot.is_some_and(|t| !t.chunk_in_flight)
+    }
+
+    /// Records a chunk sent.
+    pub fn chunk_sent(&mut self) {
+        self.in_flight += 1;
+        if let Some(t) = self.snapshot.as_mut() {
+            t.chunk_in_flight = true;
+        }
+    }
+
+    /// An answer to a chunk of the snapshot ending at `last_index`: the
+    /// follower holds `next_offset` bytes of it, or (`done`) has its
+    /// entries up to `last_index` (installed, or committed already).
+    /// Returns the finished transfer when this ends the one in progress.
+    pub fn chunk_answered(
+        &mut self,
+        last_index: Index,
+        next_offset: u64,
+        done: bool,
+    ) -> Option<SnapshotTransfer> {
+        self.answered();
+        if done {
+            self.sent_up_to = self.sent_up_to.max(last_index);
+            self.match_index = self.match_index.max(last_index);
+            self.next_index = self.next_index.max(self.match_index + 1);
+        }
+        let t = self.snapshot.as_mut()?;
+        if t.last_index != last_index {
+            return None; // about an abandoned transfer
+        }
+        t.chunk_in_flight = false;
+        if !done {
+            t.offset = next_offset;
+            return None;
+        }
+        let finished = *t;
+        // The follower's position is known, but an AppendEntries has yet
+        // to confirm it: probe from just after the snapshot.
+        self.snapshot = None;
+        self.state = ProgressState::Probe;
+        Some(finished)
     }
 
     /// Records a request sent with `prev_log_index` and entries up to
@@ -154,9 +241,16 @@ impl Progress {
             self.match_index = index;
         }
         self.next_index = self.next_index.max(self.match_index + 1);
-        if self.state == ProgressState::Probe {
+        match self.snapshot {
+            // The follower got there another way (an append sent before
+            // the transfer began): the snapshot is no longer needed.
+            Some(t) if self.match_index >= t.last_index => {
+                self.snapshot = None;
+                self.state = ProgressState::Replicate;
+            }
+            Some(_) => {}
             // Found: from here on, send back to back.
-            self.state = ProgressState::Replicate;
+            None => self.state = ProgressState::Replicate,
         }
         moved
     }
@@ -176,6 +270,8 @@ impl Progress {
             && match self.state {
                 ProgressState::Replicate => true,
                 ProgressState::Probe => rejected + 1 == self.next_index,
+                // Heartbeats during a transfer are refused as a rule.
+                ProgressState::Snapshot => false,
             };
         if current {
             // Figure 2: decrement nextIndex and retry, here by as much as
@@ -206,6 +302,11 @@ impl Progress {
     pub fn failed(&mut self) {
         self.in_flight = 0;
         self.sent_round = self.acked_round;
+        if let Some(t) = self.snapshot.as_mut() {
+            // Resume the transfer from the offset last acknowledged.
+            t.chunk_in_flight = false;
+            return;
+        }
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;
     }

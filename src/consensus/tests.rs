@@ -925,3 +925,291 @@ fn a_reply_claiming_more_than_was_sent_is_refused_and_the_peer_retried() {
     let later = now + Duration::from_secs(1);
     assert!(r.poll_peer(1, later).is_some());
 }
+
+// ----- Snapshots (§7, Figure 13) -----
+
+fn meta_of(last_index: Index, last_term: Term, bytes: &str) -> SnapshotMeta {
+    SnapshotMeta {
+        last_index,
+        last_term,
+        size: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes.as_bytes()),
+    }
+}
+
+fn chunk(term: Term, meta: SnapshotMeta, offset: u64, data: &str) -> Request {
+    Request::InstallSnapshot(InstallSnapshot {
+        term,
+        leader_id: 2,
+        snapshot: meta,
+        offset,
+        data: data.into(),
+    })
+}
+
+fn snapshot_reply(reply: Result<Reply, Rejection>) -> InstallSnapshotReply {
+    match reply.expect("a valid request") {
+        Reply::InstallSnapshot(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A leader of term 2 over `log` (term 1) whose entries up to `upto` are
+/// committed, applied and compacted into a snapshot of `bytes`.
+fn compacted_leader(log: &[Term], upto: Index, bytes: &str) -> Raft {
+    let mut r = elected(log, 1);
+    let now = Duration::from_secs(1);
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    let ready = sync(&mut r);
+    assert!(ready.committed.iter().any(|e| e.index == upto));
+    let term = r.log().term_at(upto).unwrap();
+    assert!(r.compact(meta_of(upto, term, bytes)));
+    assert_eq!(r.log().first_index(), upto + 1);
+    r
+}
+
+#[test]
+fn section_7_a_follower_whose_entries_are_compacted_gets_the_snapshot_in_chunks() {
+    let bytes = "snapshot bytes";
+    let mut r = compacted_leader(&[1, 1, 1], 4, bytes);
+    let meta = r.snapshot();
+    let now = Duration::from_secs(1);
+    // Peer 2 has not answered; the entries after its presumed end (3)
+    // are compacted, so the snapshot goes instead of a probe.
+    let Some(Request::InstallSnapshot(first)) = r.poll_peer(2, now) else {
+        panic!("entry 3 is compacted: the snapshot must go instead")
+    };
+    assert_eq!((first.snapshot, first.offset), (meta, 0));
+    assert!(first.data.is_empty(), "the caller fills in the bytes");
+    assert!(
+        r.poll_peer(2, now).is_none(),
+        "one chunk at a time, and no heartbeat before it is due"
+    );
+    // Heartbeats go on during the transfer, naming the snapshot's end.
+    let later = now + r.cfg.heartbeat_interval;
+    let Some(Request::AppendEntries(hb)) = r.poll_peer(2, later) else {
+        panic!("a heartbeat is due")
+    };
+    assert_eq!((hb.prev_log_index, hb.entries.len()), (4, 0));
+    r.handle_reply(
+        2,
+        ae_reply(&Request::AppendEntries(hb), 2, false, 0, (None, 1)),
+        later,
+    )
+    .unwrap();
+    assert_eq!(r.progress(2).unwrap().state, ProgressState::Snapshot);
+    // The follower took 5 bytes: the next chunk starts there.
+    let took = InstallSnapshotReply {
+        term: 2,
+        request_term: 2,
+        last_index: 4,
+        next_offset: 5,
+        done: false,
+    };
+    r.handle_reply(2, Reply::InstallSnapshot(took.clone()), later)
+        .unwrap();
+    let Some(Request::InstallSnapshot(second)) = r.poll_peer(2, later) else {
+        panic!("the next chunk")
+    };
+    assert_eq!(second.offset, 5);
+    // Lost on the way: resent from the same offset.
+    r.handle_failure(2, later);
+    let retry = later + Duration::from_secs(1);
+    let Some(Request::InstallSnapshot(again)) = r.poll_peer(2, retry) else {
+        panic!("the chunk again")
+    };
+    assert_eq!(again.offset, 5);
+    let _ = r.take_ready();
+    let done = InstallSnapshotReply {
+        next_offset: meta.size,
+        done: true,
+        ..took
+    };
+    r.handle_reply(2, Reply::InstallSnapshot(done), retry)
+        .unwrap();
+    assert!(
+        r.take_ready()
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::SnapshotSent { peer: 2, index: 4, .. }))
+    );
+    let p = r.progress(2).unwrap();
+    assert_eq!((p.state, p.match_index, p.next_index), (ProgressState::Probe, 4, 5));
+    r.propose(Json::string("after")).unwrap();
+    let Some(Request::AppendEntries(next)) = r.poll_peer(2, retry) else {
+        panic!("appends resume after the snapshot")
+    };
+    assert_eq!((next.prev_log_index, next.entries.len()), (4, 1));
+}
+
+#[test]
+fn a_reply_about_a_snapshot_newer_than_ours_is_refused() {
+    let mut r = compacted_leader(&[1, 1, 1], 4, "abc");
+    let now = Duration::from_secs(1);
+    let claim = InstallSnapshotReply {
+        term: 2,
+        request_term: 2,
+        last_index: 9,
+        next_offset: 0,
+        done: true,
+    };
+    let err = r
+        .handle_reply(2, Reply::InstallSnapshot(claim.clone()), now)
+        .unwrap_err();
+    assert_eq!(err.kind(), "snapshot_reply_beyond");
+    let too_many_bytes = InstallSnapshotReply {
+        last_index: 4,
+        next_offset: 4,
+        done: false,
+        ..claim
+    };
+    assert!(
+        r.handle_reply(2, Reply::InstallSnapshot(too_many_bytes), now)
+            .is_err()
+    );
+    assert_eq!(r.progress(2).unwrap().match_index, 0);
+}
+
+#[test]
+fn figure_13_a_follower_installs_a_snapshot_chunk_by_chunk_and_discards_a_log_that_lacks_its_end()
+{
+    let mut r = node(1, 3, 2, &[1, 1]);
+    let bytes = "0123456789";
+    let meta = meta_of(6, 2, bytes);
+    let first = snapshot_reply(r.handle_request(2, chunk(2, meta, 0, "0123"), MS));
+    assert_eq!((first.next_offset, first.done), (4, false));
+    assert_eq!(r.leader_id(), Some(2));
+    // A chunk that does not continue what we hold: we say where we are.
+    let gap = snapshot_reply(r.handle_request(2, chunk(2, meta, 7, "789"), MS));
+    assert_eq!((gap.next_offset, gap.done), (4, false));
+    let last = snapshot_reply(r.handle_request(2, chunk(2, meta, 4, "456789"), MS));
+    assert_eq!((last.next_offset, last.done), (10, true));
+    let ready = r.take_ready();
+    let written: Vec<(u64, &str)> = ready
+        .snapshot_chunks
+        .iter()
+        .map(|c| (c.offset, c.data.as_str()))
+        .collect();
+    assert_eq!(written, vec![(0, "0123"), (4, "456789")]);
+    assert_eq!(
+        ready.installed_snapshot,
+        Some(InstalledSnapshot {
+            snapshot: meta,
+            log_kept: false
+        })
+    );
+    assert!(ready.committed.is_empty(), "the snapshot is applied whole");
+    assert_eq!(r.snapshot(), meta);
+    assert_eq!(r.commit_index(), 6);
+    let log = r.log();
+    assert_eq!((log.base_index(), log.last_index(), log.last_term()), (6, 6, 2));
+    // Appends continue after it.
+    let reply = append_reply(r.handle_request(2, append(2, 2, (6, 2), vec![entry(7, 2)]), MS));
+    assert!(reply.success);
+    assert_eq!(r.take_ready().appended, vec![entry(7, 2)]);
+}
+
+#[test]
+fn figure_13_rule_6_a_log_holding_the_snapshots_end_keeps_what_follows() {
+    let mut r = node(1, 3, 2, &[1, 1, 2, 2, 2]);
+    let meta = meta_of(3, 2, "s");
+    let reply = snapshot_reply(r.handle_request(2, chunk(2, meta, 0, "s"), MS));
+    assert!(reply.done);
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.installed_snapshot.map(|i| i.log_kept),
+        Some(true),
+        "entry 3 of term 2 is ours too"
+    );
+    assert_eq!(ready.truncate_from, None);
+    assert_eq!((r.log().first_index(), r.log().last_index()), (4, 5));
+}
+
+#[test]
+fn a_snapshot_that_fails_its_checksum_changes_nothing() {
+    let mut r = node(1, 3, 2, &[1]);
+    let meta = meta_of(5, 2, "good");
+    snapshot_reply(r.handle_request(2, chunk(2, meta, 0, "go"), MS));
+    let _ = r.take_ready();
+    let before = observable(&r);
+    let err = r
+        .handle_request(2, chunk(2, meta, 2, "ox"), MS)
+        .unwrap_err();
+    assert_eq!(err.kind(), "snapshot_checksum");
+    assert_eq!(observable(&r), before);
+    assert_eq!(r.take_ready(), Ready::default());
+    // The right bytes still complete it.
+    assert!(snapshot_reply(r.handle_request(2, chunk(2, meta, 2, "od"), MS)).done);
+}
+
+#[test]
+fn a_stale_or_duplicate_snapshot_changes_nothing_and_is_answered_done() {
+    let mut r = node(1, 3, 2, &[1, 1, 2]);
+    // Commit 3 through an append from the leader.
+    let mut ae = append(2, 2, (3, 2), vec![]);
+    if let Request::AppendEntries(a) = &mut ae {
+        a.leader_commit = 3;
+    }
+    assert!(append_reply(r.handle_request(2, ae, MS)).success);
+    let _ = r.take_ready();
+    let log = r.log().clone();
+    let reply = snapshot_reply(r.handle_request(2, chunk(2, meta_of(2, 1, "xy"), 0, "xy"), MS));
+    assert!(reply.done, "entries up to 2 are committed here already");
+    let ready = r.take_ready();
+    assert!(ready.snapshot_chunks.is_empty() && ready.installed_snapshot.is_none());
+    assert_eq!(r.log(), &log);
+}
+
+#[test]
+fn an_append_starting_inside_the_snapshot_is_checked_from_the_snapshots_end() {
+    let mut r = Raft::restore(
+        cfg(1, 3),
+        HardState {
+            term: 2,
+            voted_for: None,
+        },
+        meta_of(5, 2, "snap"),
+        vec![entry(6, 2)],
+        Duration::ZERO,
+    );
+    assert_eq!(r.commit_index(), 5, "a snapshot holds committed entries");
+    // Entries 4..=7 from a leader whose probe started at 3.
+    let batch = (4..=7).map(|i| entry(i, 2)).collect();
+    let reply = append_reply(r.handle_request(2, append(2, 2, (3, 1), batch), MS));
+    assert_eq!((reply.success, reply.match_index), (true, 7));
+    assert_eq!(r.take_ready().appended, vec![entry(7, 2)]);
+    // Wholly inside the snapshot: matches, changes nothing.
+    let reply = append_reply(r.handle_request(2, append(2, 2, (1, 1), vec![entry(2, 1)]), MS));
+    assert_eq!((reply.success, reply.match_index), (true, 2));
+    // An entry at the snapshot's end with another term contradicts a
+    // committed entry.
+    refused(
+        &mut r,
+        2,
+        append(2, 2, (4, 1), vec![entry(5, 1), entry(6, 2)]),
+        "overwrites_committed",
+    );
+}
+
+#[test]
+fn snapshot_chunks_are_checked_for_shape() {
+    let mut r = node(1, 3, 2, &[]);
+    let meta = meta_of(5, 2, "abc");
+    refused(&mut r, 2, chunk(2, meta, 2, "cd"), "chunk_beyond_snapshot");
+    refused(&mut r, 2, chunk(2, meta_of(0, 0, "a"), 0, "a"), "empty_snapshot");
+    refused(&mut r, 2, chunk(1, meta, 0, "a"), "term_above_message");
+    refused(&mut r, 2, chunk(2, meta, u64::MAX, "a"), "chunk_beyond_snapshot");
+}
+
+#[test]
+fn compaction_keeps_the_log_after_the_snapshot_and_ignores_an_older_one() {
+    let mut r = compacted_leader(&[1, 1, 1], 3, "a");
+    assert_eq!((r.log().first_index(), r.log().last_index()), (4, 4));
+    assert!(!r.compact(meta_of(2, 1, "older")));
+    assert_eq!(r.snapshot().last_index, 3);
+    // A restart from the snapshot and the tail.
+    let tail = r.log().entries().to_vec();
+    let again = Raft::restore(cfg(0, 3), r.hard_state(), r.snapshot(), tail, Duration::ZERO);
+    assert_eq!((again.commit_index(), again.log().last_index()), (3, 4));
+}

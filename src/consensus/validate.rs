@@ -19,7 +19,10 @@
 
 use std::fmt;
 
-use super::message::{AppendEntries, AppendEntriesReply, Index, NodeId, RequestVote, Term};
+use super::message::{
+    AppendEntries, AppendEntriesReply, Index, InstallSnapshot, InstallSnapshotReply, NodeId,
+    RequestVote, Term,
+};
 use super::{Raft, Role};
 
 /// The largest term accepted from anyone. Terms grow by one per election,
@@ -99,6 +102,26 @@ pub enum Rejection {
     },
     /// A reply echoing a read round this leader has not started.
     UnstartedReadRound { round: u64, current: u64 },
+    /// An InstallSnapshot for a snapshot ending at index 0, which covers
+    /// nothing.
+    EmptySnapshot,
+    /// An InstallSnapshot chunk reaching past the snapshot's size.
+    ChunkBeyondSnapshot { offset: u64, len: u64, size: u64 },
+    /// The snapshot's bytes, complete, do not match its CRC-32: it is not
+    /// installed.
+    SnapshotChecksum {
+        index: Index,
+        expected: u32,
+        computed: u32,
+    },
+    /// An InstallSnapshot reply about a snapshot newer than any we have,
+    /// or claiming more of ours than it holds.
+    SnapshotReplyBeyond {
+        last_index: Index,
+        next_offset: u64,
+        ours: Index,
+        size: u64,
+    },
 }
 
 impl Rejection {
@@ -120,6 +143,10 @@ impl Rejection {
             Rejection::MatchBeyondRequest { .. } => "match_beyond_request",
             Rejection::ReplyToUnsentRequest { .. } => "reply_to_unsent_request",
             Rejection::UnstartedReadRound { .. } => "unstarted_read_round",
+            Rejection::EmptySnapshot => "empty_snapshot",
+            Rejection::ChunkBeyondSnapshot { .. } => "chunk_beyond_snapshot",
+            Rejection::SnapshotChecksum { .. } => "snapshot_checksum",
+            Rejection::SnapshotReplyBeyond { .. } => "snapshot_reply_beyond",
         }
     }
 }
@@ -204,6 +231,30 @@ impl fmt::Display for Rejection {
             Rejection::UnstartedReadRound { round, current } => write!(
                 f,
                 "reply echoes read round {round}, but the latest started is {current}"
+            ),
+            Rejection::EmptySnapshot => {
+                write!(f, "a snapshot must cover at least one entry (last_index 0)")
+            }
+            Rejection::ChunkBeyondSnapshot { offset, len, size } => write!(
+                f,
+                "chunk of {len} bytes at offset {offset} reaches past the snapshot's {size} bytes"
+            ),
+            Rejection::SnapshotChecksum {
+                index,
+                expected,
+                computed,
+            } => write!(
+                f,
+                "snapshot up to index {index} has CRC-32 {computed:08x}, not the {expected:08x} it names; not installed"
+            ),
+            Rejection::SnapshotReplyBeyond {
+                last_index,
+                next_offset,
+                ours,
+                size,
+            } => write!(
+                f,
+                "reply claims {next_offset} bytes of a snapshot up to index {last_index}; ours ends at index {ours} with {size} bytes"
             ),
         }
     }
@@ -295,7 +346,81 @@ pub(super) fn check_append_entries(from: NodeId, req: &AppendEntries) -> Result<
     Ok(())
 }
 
+/// The shape of an InstallSnapshot chunk.
+pub(super) fn check_install_snapshot(from: NodeId, req: &InstallSnapshot) -> Result<(), Rejection> {
+    check_sender("leader_id", req.leader_id, from)?;
+    check_term(req.term)?;
+    let meta = &req.snapshot;
+    if meta.last_term > req.term {
+        return Err(Rejection::TermAboveMessage {
+            what: "the snapshot's last entry",
+            term: meta.last_term,
+            message_term: req.term,
+        });
+    }
+    if meta.last_index > MAX_INDEX {
+        return Err(Rejection::IndexTooLarge {
+            index: meta.last_index,
+        });
+    }
+    if meta.last_index == 0 {
+        return Err(Rejection::EmptySnapshot);
+    }
+    let len = req.data.len() as u64;
+    if req.offset.checked_add(len).is_none_or(|end| end > meta.size) {
+        return Err(Rejection::ChunkBeyondSnapshot {
+            offset: req.offset,
+            len,
+            size: meta.size,
+        });
+    }
+    Ok(())
+}
+
 impl Raft {
+    /// An InstallSnapshot reply: it must answer a request we could have
+    /// sent, and, in this leadership, name no snapshot newer than ours nor
+    /// claim more bytes of ours than it has.
+    pub(super) fn check_snapshot_reply(&self, reply: &InstallSnapshotReply) -> Result<(), Rejection> {
+        check_term(reply.term)?;
+        if reply.request_term > reply.term || reply.request_term > self.term {
+            return Err(Rejection::ReplyToUnsentRequest {
+                request_term: reply.request_term,
+                reply_term: reply.term,
+                our_term: self.term,
+            });
+        }
+        if reply.request_term != self.term || self.role != Role::Leader {
+            return Ok(());
+        }
+        let ours = self.snapshot;
+        let beyond = reply.last_index > ours.last_index
+            || (reply.last_index == ours.last_index && reply.next_offset > ours.size);
+        if beyond {
+            return Err(Rejection::SnapshotReplyBeyond {
+                last_index: reply.last_index,
+                next_offset: reply.next_offset,
+                ours: ours.last_index,
+                size: ours.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// An AppendEntries or InstallSnapshot of `term`, at least ours, from
+    /// `from`: refused if it means two leaders of one term.
+    pub(super) fn check_leader_claim(&self, from: NodeId, term: Term) -> Result<(), Rejection> {
+        if term == self.term {
+            if self.role == Role::Leader {
+                return Err(Rejection::SameTermAppendToLeader { term });
+            }
+            if let Some(known) = self.leader_id.filter(|&l| l != from) {
+                return Err(Rejection::SecondLeader { term, known, from });
+            }
+        }
+        Ok(())
+    }
+
     /// An AppendEntries reply against what we sent `peer`: it must answer
     /// a request we could have sent (not of a term above ours or above
     /// the reply's own), and, if it answers one of this leadership, claim
@@ -344,21 +469,13 @@ impl Raft {
         from: NodeId,
         req: &AppendEntries,
     ) -> Result<(), Rejection> {
-        if req.term == self.term {
-            if self.role == Role::Leader {
-                return Err(Rejection::SameTermAppendToLeader { term: req.term });
-            }
-            if let Some(known) = self.leader_id.filter(|&l| l != from) {
-                return Err(Rejection::SecondLeader {
-                    term: req.term,
-                    known,
-                    from,
-                });
-            }
-        }
+        self.check_leader_claim(from, req.term)?;
         // Only a batch that passes the consistency check is merged; find
-        // the first entry it would replace (AppendEntries rule 3).
-        if self.log.term_at(req.prev_log_index) != Some(req.prev_log_term) {
+        // the first entry it would replace (AppendEntries rule 3). One
+        // starting inside our snapshot is checked from the snapshot on
+        // (see `handle_append_entries`).
+        let compacted = self.log.is_compacted(req.prev_log_index);
+        if !compacted && self.log.term_at(req.prev_log_index) != Some(req.prev_log_term) {
             return Ok(());
         }
         let conflict = req.entries.iter().find_map(|e| {

@@ -199,6 +199,7 @@ fn rpc_name(rpc: &consensus::Request) -> &'static str {
     match rpc {
         consensus::Request::RequestVote(_) => "request_vote",
         consensus::Request::AppendEntries(_) => "append_entries",
+        consensus::Request::InstallSnapshot(_) => "install_snapshot",
     }
 }
 
