@@ -19,8 +19,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use raft::consensus::{
-    AppendEntries, Config as RaftConfig, Entry, HardState, Index, Json, MAX_TERM, Payload, Raft,
-    Reply, Request, RequestVote, RequestVoteReply, Role, Term,
+    AppendEntries, Config as RaftConfig, Entry, HardState, Index, InstallSnapshot, Json, MAX_TERM,
+    Payload, Raft, Reply, Request, RequestVote, RequestVoteReply, Role, SnapshotMeta, Term,
 };
 use raft::service::PeerService;
 use raft::wire::{self, ErrorCode, PeerRequest, Response};
@@ -171,19 +171,46 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
             })
         },
     );
+    // Chunks of a small snapshot, whose CRC is right or not.
+    let snapshot = (
+        (term(), 0..4u64, index(), term()),
+        (0..6u64, "[a-z]{0,4}", any::<bool>()),
+    )
+        .prop_map(
+            |((term, leader, last_index, last_term), (offset, data, right))| {
+                let whole = format!("{}{data}", "x".repeat(offset as usize));
+                Request::InstallSnapshot(InstallSnapshot {
+                    term,
+                    leader_id: leader,
+                    snapshot: SnapshotMeta {
+                        last_index,
+                        last_term,
+                        size: whole.len() as u64,
+                        crc32: crc32fast::hash(whole.as_bytes()) ^ u32::from(!right),
+                    },
+                    offset,
+                    data,
+                })
+            },
+        );
     // Mostly honest about who sends: the sender is the named candidate or
     // leader, so the core's own checks get exercised.
-    (cluster, sender, prop_oneof![vote, append], any::<bool>()).prop_map(
-        |(cluster, from, mut rpc, honest)| {
+    (
+        cluster,
+        sender,
+        prop_oneof![vote, append, snapshot],
+        any::<bool>(),
+    )
+        .prop_map(|(cluster, from, mut rpc, honest)| {
             if honest {
                 match &mut rpc {
                     Request::RequestVote(rv) => rv.candidate_id = from,
                     Request::AppendEntries(ae) => ae.leader_id = from,
+                    Request::InstallSnapshot(is) => is.leader_id = from,
                 }
             }
             PeerRequest { cluster, from, rpc }
-        },
-    )
+        })
 }
 
 /// Node 0 of 3, with a log of the given terms, its term at least its last
@@ -235,13 +262,30 @@ fn observable(r: &Raft) -> impl PartialEq + std::fmt::Debug + use<> {
 /// Invariants of our own making that no input may break.
 fn check_invariants(r: &Raft) -> Result<(), TestCaseError> {
     let log = r.log().entries();
+    let base = r.log().base_index();
+    prop_assert_eq!(
+        base,
+        r.snapshot().last_index,
+        "the log starts after the snapshot"
+    );
     for (k, e) in log.iter().enumerate() {
-        prop_assert_eq!(e.index, k as Index + 1, "log indices are 1, 2, 3, …");
-        if k > 0 {
-            prop_assert!(e.term >= log[k - 1].term, "terms never decrease");
-        }
+        prop_assert_eq!(
+            e.index,
+            base + k as Index + 1,
+            "indices follow the snapshot's"
+        );
+        let before = if k > 0 {
+            log[k - 1].term
+        } else {
+            r.log().base_term()
+        };
+        prop_assert!(e.term >= before, "terms never decrease");
         prop_assert!(e.term <= r.term(), "no entry from a future term");
     }
+    prop_assert!(
+        r.commit_index() >= base,
+        "a snapshot holds committed entries"
+    );
     prop_assert!(r.commit_index() <= r.log().last_index());
     prop_assert!(r.term() <= MAX_TERM + 1);
     Ok(())
@@ -262,7 +306,9 @@ fn the_peer_service_answers_anything_and_a_refusal_changes_nothing() {
                 let before = observable(&raft);
                 let answer = service.handle(&mut raft, m.clone(), now);
                 match &answer.response {
-                    Response::RequestVote(_) | Response::AppendEntries(_) => {}
+                    Response::RequestVote(_)
+                    | Response::AppendEntries(_)
+                    | Response::InstallSnapshot(_) => {}
                     Response::Error { code, .. } => {
                         prop_assert!(matches!(
                             code,
@@ -333,6 +379,17 @@ fn the_core_survives_any_reply() {
                     })
                 }
             ),
+        (term(), term(), index(), 0..8u64, any::<bool>()).prop_map(
+            |(term, request_term, last_index, next_offset, done)| {
+                Reply::InstallSnapshot(raft::consensus::InstallSnapshotReply {
+                    term,
+                    request_term,
+                    last_index,
+                    next_offset,
+                    done,
+                })
+            }
+        ),
     ];
     let setup = (vec(1..4u64, 0..6), any::<bool>());
     runner(1000)

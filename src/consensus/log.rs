@@ -194,7 +194,8 @@ impl Log {
     /// snapshot covers: that is committed.
     pub fn truncate_from(&mut self, index: Index) {
         assert!(index > self.base_index, "truncating into the snapshot");
-        self.entries.truncate((index - self.base_index - 1) as usize);
+        self.entries
+            .truncate((index - self.base_index - 1) as usize);
     }
 
     /// A snapshot now covers everything up to `index`, which this log
@@ -278,7 +279,10 @@ mod tests {
         assert_eq!((log.last_index(), log.last_term()), (4, 2));
         assert!(log.entries().is_empty());
         log.reset_to(9, 4);
-        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (10, 9, 4));
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (10, 9, 4)
+        );
         log.append(Entry {
             index: 10,
             term: 4,

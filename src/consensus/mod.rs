@@ -1077,7 +1077,9 @@ impl Raft {
                 // send the snapshot instead (a newer one than a transfer
                 // in progress replaces it: the older one's bytes are gone).
                 if self.log.is_compacted(pr.next_index - 1)
-                    && pr.snapshot.is_none_or(|t| t.last_index != snapshot.last_index)
+                    && pr
+                        .snapshot
+                        .is_none_or(|t| t.last_index != snapshot.last_index)
                 {
                     pr.send_snapshot(snapshot.last_index, now);
                     self.events.push(Event::SnapshotSendStarted {
@@ -1254,7 +1256,9 @@ impl Raft {
                 }
                 self.confirm_reads();
             }
-            Reply::InstallSnapshot(r) if self.role == Role::Leader && r.request_term == self.term => {
+            Reply::InstallSnapshot(r)
+                if self.role == Role::Leader && r.request_term == self.term =>
+            {
                 self.peer_answered(peer, now);
                 let pr = &mut self.peers.get_mut(&peer).expect("checked above").progress;
                 if let Some(t) = pr.chunk_answered(r.last_index, r.next_offset, r.done) {

@@ -1028,14 +1028,19 @@ fn section_7_a_follower_whose_entries_are_compacted_gets_the_snapshot_in_chunks(
     };
     r.handle_reply(2, Reply::InstallSnapshot(done), retry)
         .unwrap();
-    assert!(
-        r.take_ready()
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::SnapshotSent { peer: 2, index: 4, .. }))
-    );
+    assert!(r.take_ready().events.iter().any(|e| matches!(
+        e,
+        Event::SnapshotSent {
+            peer: 2,
+            index: 4,
+            ..
+        }
+    )));
     let p = r.progress(2).unwrap();
-    assert_eq!((p.state, p.match_index, p.next_index), (ProgressState::Probe, 4, 5));
+    assert_eq!(
+        (p.state, p.match_index, p.next_index),
+        (ProgressState::Probe, 4, 5)
+    );
     r.propose(Json::string("after")).unwrap();
     let Some(Request::AppendEntries(next)) = r.poll_peer(2, retry) else {
         panic!("appends resume after the snapshot")
@@ -1072,8 +1077,7 @@ fn a_reply_about_a_snapshot_newer_than_ours_is_refused() {
 }
 
 #[test]
-fn figure_13_a_follower_installs_a_snapshot_chunk_by_chunk_and_discards_a_log_that_lacks_its_end()
-{
+fn figure_13_a_follower_installs_a_snapshot_chunk_by_chunk_and_discards_a_log_that_lacks_its_end() {
     let mut r = node(1, 3, 2, &[1, 1]);
     let bytes = "0123456789";
     let meta = meta_of(6, 2, bytes);
@@ -1103,7 +1107,10 @@ fn figure_13_a_follower_installs_a_snapshot_chunk_by_chunk_and_discards_a_log_th
     assert_eq!(r.snapshot(), meta);
     assert_eq!(r.commit_index(), 6);
     let log = r.log();
-    assert_eq!((log.base_index(), log.last_index(), log.last_term()), (6, 6, 2));
+    assert_eq!(
+        (log.base_index(), log.last_index(), log.last_term()),
+        (6, 6, 2)
+    );
     // Appends continue after it.
     let reply = append_reply(r.handle_request(2, append(2, 2, (6, 2), vec![entry(7, 2)]), MS));
     assert!(reply.success);
@@ -1197,9 +1204,19 @@ fn snapshot_chunks_are_checked_for_shape() {
     let mut r = node(1, 3, 2, &[]);
     let meta = meta_of(5, 2, "abc");
     refused(&mut r, 2, chunk(2, meta, 2, "cd"), "chunk_beyond_snapshot");
-    refused(&mut r, 2, chunk(2, meta_of(0, 0, "a"), 0, "a"), "empty_snapshot");
+    refused(
+        &mut r,
+        2,
+        chunk(2, meta_of(0, 0, "a"), 0, "a"),
+        "empty_snapshot",
+    );
     refused(&mut r, 2, chunk(1, meta, 0, "a"), "term_above_message");
-    refused(&mut r, 2, chunk(2, meta, u64::MAX, "a"), "chunk_beyond_snapshot");
+    refused(
+        &mut r,
+        2,
+        chunk(2, meta, u64::MAX, "a"),
+        "chunk_beyond_snapshot",
+    );
 }
 
 #[test]
@@ -1210,6 +1227,12 @@ fn compaction_keeps_the_log_after_the_snapshot_and_ignores_an_older_one() {
     assert_eq!(r.snapshot().last_index, 3);
     // A restart from the snapshot and the tail.
     let tail = r.log().entries().to_vec();
-    let again = Raft::restore(cfg(0, 3), r.hard_state(), r.snapshot(), tail, Duration::ZERO);
+    let again = Raft::restore(
+        cfg(0, 3),
+        r.hard_state(),
+        r.snapshot(),
+        tail,
+        Duration::ZERO,
+    );
     assert_eq!((again.commit_index(), again.log().last_index()), (3, 4));
 }

@@ -102,8 +102,8 @@ pub enum Rejection {
     },
     /// A reply echoing a read round this leader has not started.
     UnstartedReadRound { round: u64, current: u64 },
-    /// An InstallSnapshot for a snapshot ending at index 0, which covers
-    /// nothing.
+    /// An InstallSnapshot for a snapshot ending at index 0 or term 0,
+    /// which no entry has.
     EmptySnapshot,
     /// An InstallSnapshot chunk reaching past the snapshot's size.
     ChunkBeyondSnapshot { offset: u64, len: u64, size: u64 },
@@ -233,7 +233,10 @@ impl fmt::Display for Rejection {
                 "reply echoes read round {round}, but the latest started is {current}"
             ),
             Rejection::EmptySnapshot => {
-                write!(f, "a snapshot must cover at least one entry (last_index 0)")
+                write!(
+                    f,
+                    "a snapshot must end at an entry: last_index and last_term at least 1"
+                )
             }
             Rejection::ChunkBeyondSnapshot { offset, len, size } => write!(
                 f,
@@ -363,11 +366,15 @@ pub(super) fn check_install_snapshot(from: NodeId, req: &InstallSnapshot) -> Res
             index: meta.last_index,
         });
     }
-    if meta.last_index == 0 {
+    if meta.last_index == 0 || meta.last_term == 0 {
         return Err(Rejection::EmptySnapshot);
     }
     let len = req.data.len() as u64;
-    if req.offset.checked_add(len).is_none_or(|end| end > meta.size) {
+    if req
+        .offset
+        .checked_add(len)
+        .is_none_or(|end| end > meta.size)
+    {
         return Err(Rejection::ChunkBeyondSnapshot {
             offset: req.offset,
             len,
@@ -381,7 +388,10 @@ impl Raft {
     /// An InstallSnapshot reply: it must answer a request we could have
     /// sent, and, in this leadership, name no snapshot newer than ours nor
     /// claim more bytes of ours than it has.
-    pub(super) fn check_snapshot_reply(&self, reply: &InstallSnapshotReply) -> Result<(), Rejection> {
+    pub(super) fn check_snapshot_reply(
+        &self,
+        reply: &InstallSnapshotReply,
+    ) -> Result<(), Rejection> {
         check_term(reply.term)?;
         if reply.request_term > reply.term || reply.request_term > self.term {
             return Err(Rejection::ReplyToUnsentRequest {
