@@ -1,4 +1,4 @@
-//! The scenarios of the MIT 6.5840 Raft lab (parts 3A, 3B and 3C), retold
+//! The scenarios of the MIT 6.5840 Raft lab (parts 3A to 3D), retold
 //! over our deterministic simulation. The lab's tester drives servers
 //! through `Start`, disconnects, crashes and restarts and checks what they
 //! apply; here the same stories drive the pure core, virtual time makes
@@ -861,4 +861,191 @@ fn reliable_churn_3c() {
 #[test]
 fn unreliable_churn_3c() {
     for_seeds("unreliable_churn_3c", 2100, 3, |seed| churn(seed, false));
+}
+
+// ----- 3D: log compaction -----
+
+/// The lab's tester snapshots every server each time it has applied this
+/// many entries past its last snapshot.
+const SNAPSHOT_INTERVAL: u64 = 10;
+
+/// A server's log may hold at most this many entries: the lab checks that
+/// the persisted Raft state stays under a bound, i.e. that servers really
+/// compact.
+const MAX_LOG_ENTRIES: usize = 4 * SNAPSHOT_INTERVAL as usize;
+
+impl Lab {
+    fn with_snapshots(n: usize, seed: u64, reliable: bool) -> Lab {
+        let mut lab = Lab::new(n, seed, reliable);
+        lab.s.snapshot_every = Some(SNAPSHOT_INTERVAL);
+        lab
+    }
+
+    fn random_command(&mut self) -> String {
+        format!("r{}", self.rng.random_range(0..u64::MAX))
+    }
+
+    fn check_log_sizes(&self) {
+        for id in self.ids() {
+            if let Some(r) = self.s.raft(id) {
+                let held = r.log().entries().len();
+                assert!(
+                    held <= MAX_LOG_ENTRIES,
+                    "node {id} holds {held} entries: its log is not being compacted"
+                );
+            }
+        }
+    }
+}
+
+/// The lab's `snapCommon`: thirty rounds in which a follower (or, every
+/// third round, the leader) is cut off or crashed while the others go on
+/// far enough to compact past where it stopped, then comes back and must
+/// catch up, through InstallSnapshot when its next entries are gone.
+fn snap_common(test: &'static str, base: u64, disconnect: bool, reliable: bool, crash: bool) {
+    for_seeds(test, base, 10, |seed| {
+        let n = 3;
+        let mut lab = Lab::with_snapshots(n, seed, reliable);
+        let cmd = lab.random_command();
+        lab.one(&cmd, n, true);
+        let mut leader = lab.check_one_leader();
+        for round in 0..30 {
+            let (mut victim, mut sender) = ((leader + 1) % n as NodeId, leader);
+            if round % 3 == 1 {
+                (victim, sender) = (leader, victim);
+            }
+            if disconnect {
+                lab.disconnect(victim);
+                let cmd = lab.random_command();
+                lab.one(&cmd, n - 1, true);
+            }
+            if crash {
+                lab.crash(victim);
+                let cmd = lab.random_command();
+                lab.one(&cmd, n - 1, true);
+            }
+            // Enough entries to make the others snapshot past the victim.
+            let count = SNAPSHOT_INTERVAL / 2 + lab.rng.random_range(0..SNAPSHOT_INTERVAL);
+            for _ in 0..count {
+                let cmd = lab.random_command();
+                lab.start(sender, &cmd);
+            }
+            let cmd = lab.random_command();
+            let expected = if disconnect || crash { n - 1 } else { n };
+            lab.one(&cmd, expected, true);
+            lab.check_log_sizes();
+            if disconnect {
+                // The victim may need a snapshot to catch up.
+                lab.connect(victim);
+                let cmd = lab.random_command();
+                lab.one(&cmd, n, true);
+                leader = lab.check_one_leader();
+            }
+            if crash {
+                lab.restart(victim);
+                lab.connect(victim);
+                let cmd = lab.random_command();
+                lab.one(&cmd, n, true);
+                leader = lab.check_one_leader();
+            }
+        }
+        assert!(lab.s.checker.snapshots_taken > 0);
+        if disconnect || crash {
+            assert!(
+                lab.s.checker.snapshots_installed > 0,
+                "no follower ever needed a snapshot"
+            );
+        }
+    });
+}
+
+#[test]
+fn snapshot_basic_3d() {
+    snap_common("snapshot_basic_3d", 3_100, false, true, false);
+}
+
+#[test]
+fn snapshot_install_3d() {
+    snap_common("snapshot_install_3d", 3_200, true, true, false);
+}
+
+#[test]
+fn snapshot_install_unreliable_3d() {
+    snap_common("snapshot_install_unreliable_3d", 3_300, true, false, false);
+}
+
+#[test]
+fn snapshot_install_crash_3d() {
+    snap_common("snapshot_install_crash_3d", 3_400, false, true, true);
+}
+
+#[test]
+fn snapshot_install_uncrash_3d() {
+    snap_common("snapshot_install_uncrash_3d", 3_500, false, false, true);
+}
+
+/// Every server crashes, several times over, with entries committed in
+/// between; each time all restart from their snapshots and logs, and the
+/// cluster goes on from where it was, the committed entries intact.
+#[test]
+fn snapshot_all_crash_3d() {
+    for_seeds("snapshot_all_crash_3d", 3_600, 10, |seed| {
+        let n = 3;
+        let mut lab = Lab::with_snapshots(n, seed, true);
+        let cmd = lab.random_command();
+        lab.one(&cmd, n, true);
+        for _ in 0..5 {
+            let count = SNAPSHOT_INTERVAL / 2 + lab.rng.random_range(0..SNAPSHOT_INTERVAL);
+            for _ in 0..count {
+                let cmd = lab.random_command();
+                lab.one(&cmd, n, true);
+            }
+            let before = lab.one("before crash", n, true);
+            for id in lab.ids() {
+                lab.crash(id);
+            }
+            for id in lab.ids() {
+                lab.restart(id);
+            }
+            let after = lab.one("after restart", n, true);
+            assert!(after > before, "the log went back after a restart");
+        }
+        assert!(lab.s.checker.snapshots_taken > 0);
+    });
+}
+
+/// A server restarted from a snapshot starts from it (its commit index and
+/// state machine are the snapshot's, not empty), and a second crash right
+/// after the restart, before anything new is committed, loses nothing.
+#[test]
+fn snapshot_init_3d() {
+    for_seeds("snapshot_init_3d", 3_700, 10, |seed| {
+        let n = 3;
+        let mut lab = Lab::with_snapshots(n, seed, true);
+        let cmd = lab.random_command();
+        lab.one(&cmd, n, true);
+        for _ in 0..SNAPSHOT_INTERVAL + 1 {
+            let cmd = lab.random_command();
+            lab.one(&cmd, n, true);
+        }
+        for round in 0..2 {
+            for id in lab.ids() {
+                lab.crash(id);
+            }
+            for id in lab.ids() {
+                lab.restart(id);
+                let raft = lab.s.raft(id).unwrap();
+                assert!(raft.snapshot().last_index > 0, "node {id} has no snapshot");
+                assert_eq!(
+                    lab.s.nodes[id as usize].applied_index,
+                    raft.snapshot().last_index,
+                    "node {id} did not restore its state machine from its snapshot"
+                );
+            }
+            if round == 1 {
+                let cmd = lab.random_command();
+                lab.one(&cmd, n, true);
+            }
+        }
+    });
 }

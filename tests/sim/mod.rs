@@ -355,6 +355,9 @@ pub struct Sim {
     /// The chance, at each step, that each running node takes a snapshot
     /// of what it has applied and compacts its log (0: never).
     pub snapshot_chance: f64,
+    /// Every node takes a snapshot once it has applied this many entries
+    /// past its last one (the MIT 6.5840 tester's `SnapShotInterval`).
+    pub snapshot_every: Option<u64>,
     /// InstallSnapshot chunks carry 1 to this many bytes.
     pub max_chunk: usize,
     /// Fault injection for testing the checker itself: snapshots lose
@@ -389,6 +392,7 @@ impl Sim {
             forged_refused: 0,
             max_sync_delay: 2 * MS,
             snapshot_chance: 0.0,
+            snapshot_every: None,
             max_chunk: 64,
             snapshots_lose_a_key: false,
         };
@@ -645,6 +649,12 @@ impl Sim {
                 self.after(id);
             }
             if self.snapshot_chance > 0.0 && self.chance(self.snapshot_chance) {
+                self.take_snapshot(id);
+            }
+            if let Some(every) = self.snapshot_every
+                && let Some(raft) = self.raft(id)
+                && self.nodes[id as usize].applied_index >= raft.snapshot().last_index + every
+            {
                 self.take_snapshot(id);
             }
         }
