@@ -298,18 +298,37 @@ impl Client {
         Err(ClientError::NoLeader { last_error })
     }
 
-    /// Committed log entries of node `id` from index `from`.
+    /// Has node `id` take a snapshot now and compact its log.
+    pub fn snapshot(&mut self, id: NodeId) -> Result<crate::wire::SnapshotTaken, ClientError> {
+        match self.call(id, &Request::Snapshot) {
+            Ok(Response::Snapshot(taken)) => Ok(taken),
+            Ok(Response::Error { message, .. }) => Err(ClientError::Node { id, message }),
+            Ok(other) => Err(ClientError::Node {
+                id,
+                message: format!("unexpected answer {other:?}"),
+            }),
+            Err(e) => Err(ClientError::Node {
+                id,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Committed log entries of node `id` from index `from` (or from its
+    /// first index, if a snapshot covers `from`), its commit index, and
+    /// its first index.
     pub fn log(
         &mut self,
         id: NodeId,
         from: Index,
         limit: usize,
-    ) -> Result<(Vec<Entry>, Index), ClientError> {
+    ) -> Result<(Vec<Entry>, Index, Index), ClientError> {
         match self.call(id, &Request::Log { from, limit }) {
             Ok(Response::Log {
                 entries,
                 commit_index,
-            }) => Ok((entries, commit_index)),
+                first_index,
+            }) => Ok((entries, commit_index, first_index)),
             Ok(other) => Err(ClientError::Node {
                 id,
                 message: format!("unexpected answer {other:?}"),
@@ -424,7 +443,7 @@ pub struct MemberStatus {
 /// Asks one node for its status.
 pub fn status(member: &Member, timeout: Duration) -> Result<NodeStatus, ClientError> {
     match transport::call_once(member, &Request::Status, timeout) {
-        Ok(Response::Status(s)) => Ok(s),
+        Ok(Response::Status(s)) => Ok(*s),
         Ok(other) => Err(ClientError::Node {
             id: member.id,
             message: format!("unexpected answer {other:?}"),

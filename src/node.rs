@@ -21,6 +21,13 @@
 //!   and reports what is durable (`Raft::persisted`). Every proposal
 //!   written while one fsync runs rides the next: group commit. (Anyone
 //!   else syncs its log before it answers, under the lock.)
+//! * **snapshotter**: once the log past the last snapshot reaches the
+//!   threshold (`--snapshot-threshold`), copies the key-value store (the
+//!   only time it holds the store's lock), writes the copy to a new
+//!   snapshot file with no lock held, then, under the node's lock, makes
+//!   it current and has the core and storage drop the log it covers (§7).
+//!   A snapshot installed from the leader replaces the store through the
+//!   applier, in log order.
 //! * the **server** threads (see `server`), whose handlers step the core
 //!   through the two services: `service::peer` for Raft RPCs and
 //!   `service::client` for writes and reads.
@@ -47,13 +54,77 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::activity;
 use crate::config::{ClusterConfig, Member};
-use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role};
+use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMeta};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
 use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket};
-use crate::storage::{LogSyncer, Storage, StorageError};
+use crate::storage::{SegmentLimits, SnapshotFile, SnapshotWriter, Storage, StorageError};
 use crate::transport;
-use crate::wire::{self, ErrorCode, NodeStatus, PeerRequest, Response};
+use crate::wire::{self, ErrorCode, NodeStatus, PeerRequest, Response, SnapshotTaken};
+
+/// When a node takes a snapshot and compacts its log: once the log past
+/// the last snapshot holds this many entries, or this many bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotThreshold {
+    Entries(u64),
+    Bytes(u64),
+}
+
+impl Default for SnapshotThreshold {
+    /// 64 MiB of log.
+    fn default() -> Self {
+        SnapshotThreshold::Bytes(64 * 1024 * 1024)
+    }
+}
+
+impl SnapshotThreshold {
+    /// Parses `100000` (entries) or `64MiB` (bytes; also B, KiB, GiB).
+    pub fn parse(text: &str) -> Result<SnapshotThreshold, String> {
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of entries or bytes"))?;
+        let threshold = match unit.trim() {
+            "" => SnapshotThreshold::Entries(n),
+            "B" => SnapshotThreshold::Bytes(n),
+            "KiB" => SnapshotThreshold::Bytes(n << 10),
+            "MiB" => SnapshotThreshold::Bytes(n << 20),
+            "GiB" => SnapshotThreshold::Bytes(n << 30),
+            other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+        };
+        match threshold {
+            SnapshotThreshold::Entries(0) | SnapshotThreshold::Bytes(0) => {
+                Err("the snapshot threshold must be above 0".into())
+            }
+            t => Ok(t),
+        }
+    }
+
+    /// Segments of a quarter of the threshold, so that compaction can
+    /// free most of the log (whole segments only are deleted).
+    fn segment_limits(self) -> SegmentLimits {
+        let default = SegmentLimits::default();
+        match self {
+            SnapshotThreshold::Entries(n) => SegmentLimits {
+                entries: (n / 4).clamp(1, default.entries),
+                ..default
+            },
+            SnapshotThreshold::Bytes(b) => SegmentLimits {
+                bytes: (b / 4).clamp(4096, default.bytes),
+                ..default
+            },
+        }
+    }
+}
+
+/// The most snapshot bytes per InstallSnapshot chunk. Escaped as a JSON
+/// string (at worst six bytes per byte, for control characters) it stays
+/// within the 8 MiB line limit.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
 /// How a node runs; the binary fills this from its flags.
 #[derive(Clone, Debug)]
@@ -74,6 +145,8 @@ pub struct NodeOptions {
     pub max_entries_per_append: usize,
     /// AppendEntries with entries in flight per follower (pipelining).
     pub max_inflight_appends: usize,
+    /// When to take a snapshot and compact the log.
+    pub snapshot_threshold: SnapshotThreshold,
     pub server: ServerOptions,
 }
 
@@ -81,6 +154,11 @@ pub struct NodeOptions {
 pub enum NodeError {
     UnknownId(NodeId),
     Storage(StorageError),
+    /// The snapshot file passed its checks but its state does not read.
+    Snapshot {
+        path: PathBuf,
+        error: crate::kv::SnapshotError,
+    },
     Bind {
         address: String,
         source: std::io::Error,
@@ -93,6 +171,13 @@ impl std::fmt::Display for NodeError {
         match self {
             NodeError::UnknownId(id) => write!(f, "node id {id} is not in the configuration"),
             NodeError::Storage(e) => write!(f, "{e}"),
+            NodeError::Snapshot { path, error } => {
+                write!(
+                    f,
+                    "{}: cannot restore the state machine: {error}",
+                    path.display()
+                )
+            }
             NodeError::Bind { address, source } => {
                 write!(f, "cannot listen on {address}: {source}")
             }
@@ -111,9 +196,13 @@ struct State {
     raft: Raft,
     /// Written only inside `Shared::process_ready`, under the lock.
     storage: Storage,
-    /// Committed entries not yet taken by the applier, in log order.
-    /// Filled by `process_ready`, drained by the applier.
-    apply_queue: VecDeque<Entry>,
+    /// Committed entries (and snapshots to restore) not yet taken by the
+    /// applier, in log order. Filled by `process_ready`, drained by the
+    /// applier.
+    apply_queue: VecDeque<Apply>,
+    /// The index the applier has applied up to (the store's, as of its
+    /// last batch), for the snapshotter's threshold.
+    applied: Index,
     /// Checks and answers Raft RPCs; remembers what it has reported.
     peers: PeerService,
     /// Writes and linearizable reads in progress.
@@ -166,6 +255,20 @@ struct Shared {
     /// Wakes the log writer: notified by `process_ready` when a leader has
     /// written log entries that are not yet durable.
     log_written: Condvar,
+    /// Wakes the snapshotter: notified by the applier when the log past
+    /// the snapshot has reached the threshold.
+    snapshot_due: Condvar,
+    snapshot_threshold: SnapshotThreshold,
+    /// Held while a snapshot is taken: one at a time (the snapshotter's,
+    /// or one asked for with `raftctl snapshot`).
+    snapshotting: Mutex<()>,
+}
+
+/// What the applier applies next.
+enum Apply {
+    Entry(Entry),
+    /// Replace the store by this snapshot (installed from the leader).
+    Restore(Arc<SnapshotFile>),
 }
 
 /// A running node. Dropping it does not stop the threads; the process
@@ -187,14 +290,31 @@ impl Node {
             .member(options.id)
             .ok_or(NodeError::UnknownId(options.id))?
             .clone();
-        let (storage, recovered) = Storage::open(&options.state_dir).map_err(NodeError::Storage)?;
-        let syncer = storage.log_syncer().map_err(NodeError::Storage)?;
-        if let Some((offset, bytes)) = recovered.torn_tail {
+        let limits = options.snapshot_threshold.segment_limits();
+        let (storage, recovered) =
+            Storage::open(&options.state_dir, limits).map_err(NodeError::Storage)?;
+        if let Some((path, offset, bytes)) = &recovered.torn_tail {
             warn!(
                 "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write",
-                options.state_dir.join("log.jsonl").display()
+                path.display()
             );
         }
+        if let Some(why) = &recovered.discarded_log {
+            warn!("{}: {why}", options.state_dir.display());
+        }
+        // The state machine starts from the snapshot, if there is one.
+        let restore_started = Instant::now();
+        let (snapshot, kv) = match &recovered.snapshot {
+            Some(file) => {
+                let kv =
+                    KvStore::read_snapshot(file.body()).map_err(|error| NodeError::Snapshot {
+                        path: file.path.clone(),
+                        error,
+                    })?;
+                (file.meta, kv)
+            }
+            None => (SnapshotMeta::default(), KvStore::new()),
+        };
         let listener =
             TcpListener::bind((me.host.as_str(), me.port)).map_err(|source| NodeError::Bind {
                 address: me.address(),
@@ -224,25 +344,33 @@ impl Node {
             .clone()
             .unwrap_or_else(|| options.cluster.derived_cluster_id());
         let epoch = Instant::now();
-        let last = (
-            recovered.entries.len(),
-            recovered.entries.last().map_or(0, |e| e.term),
-        );
-        let raft = Raft::new(
+        let raft = Raft::restore(
             raft_config,
             recovered.hard_state,
+            snapshot,
             recovered.entries,
             Duration::ZERO,
         );
+        let log = raft.log();
+        let from_snapshot = match snapshot.last_index {
+            0 => String::new(),
+            index => format!(
+                "snapshot up to index {index} ({} keys, {} bytes, read in {} ms), then ",
+                kv.len(),
+                snapshot.size,
+                restore_started.elapsed().as_millis()
+            ),
+        };
         info!(
-            "[T{} Follower] started on {} in cluster {cluster_id} with term {}, voted_for {}, log {} entries (last term {}); state in {}",
+            "[T{} Follower] started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}",
             raft.term(),
             me.address(),
             raft.term(),
             raft.voted_for()
                 .map_or("none".to_string(), |v| format!("node{v}")),
-            last.0,
-            last.1,
+            log.entries().len(),
+            log.last_index(),
+            log.last_term(),
             options.state_dir.display()
         );
         let members = &options.cluster.members;
@@ -253,6 +381,7 @@ impl Node {
                 raft,
                 storage,
                 apply_queue: VecDeque::new(),
+                applied: kv.applied_index(),
                 peers: PeerService::new(options.id, cluster_id.clone()),
                 clients: ClientService::new(members.clone()),
                 waiters: Waiters::default(),
@@ -261,9 +390,12 @@ impl Node {
             }),
             changed: Condvar::new(),
             timer: Condvar::new(),
-            kv: Mutex::new(KvStore::new()),
+            kv: Mutex::new(kv),
             committed: Condvar::new(),
             log_written: Condvar::new(),
+            snapshot_due: Condvar::new(),
+            snapshot_threshold: options.snapshot_threshold,
+            snapshotting: Mutex::new(()),
         });
 
         let bind_ip: Option<IpAddr> = listener
@@ -284,10 +416,9 @@ impl Node {
             let s = shared.clone();
             spawn("applier".into(), Box::new(move || s.run_applier()))?;
             let s = shared.clone();
-            spawn(
-                "log-writer".into(),
-                Box::new(move || s.run_log_writer(syncer)),
-            )?;
+            spawn("log-writer".into(), Box::new(move || s.run_log_writer()))?;
+            let s = shared.clone();
+            spawn("snapshotter".into(), Box::new(move || s.run_snapshotter()))?;
         }
         for peer in peers {
             let link = Arc::new(transport::Link::new(
@@ -377,8 +508,14 @@ impl Shared {
                     | Event::Truncated { .. }
             )
         });
+        if ready.installed_snapshot.is_some() {
+            let file = st.storage.snapshot().expect("just installed");
+            st.apply_queue.push_back(Apply::Restore(file));
+            self.committed.notify_one();
+        }
         if !ready.committed.is_empty() {
-            st.apply_queue.extend(ready.committed);
+            st.apply_queue
+                .extend(ready.committed.into_iter().map(Apply::Entry));
             self.committed.notify_one();
         }
         for read in &ready.reads {
@@ -413,13 +550,19 @@ impl Shared {
     /// released, then tells the core, which may then count the leader
     /// toward committing those entries (thesis §10.2.1). Proposals keep
     /// arriving and being written meanwhile; the next sync covers them all.
-    fn run_log_writer(&self, syncer: LogSyncer) {
+    fn run_log_writer(&self) {
         let mut st = self.state.lock();
         while !st.stopping {
             if st.raft.role() != Role::Leader || !st.storage.needs_sync() {
                 self.log_written.wait(&mut st);
                 continue;
             }
+            // A handle on the segment being appended to now (full ones
+            // were synced when the next began).
+            let syncer = match st.storage.log_syncer() {
+                Ok(syncer) => syncer,
+                Err(e) => self.storage_failed(&st, &e),
+            };
             // Everything in the in-memory log is written: every input is
             // followed by `process_ready` before the lock is released.
             let count = st.storage.written();
@@ -442,6 +585,7 @@ impl Shared {
     }
 
     fn status(&self, st: &State) -> NodeStatus {
+        let snapshot = st.raft.snapshot();
         NodeStatus {
             id: self.id,
             role: st.raft.role().to_string().to_lowercase(),
@@ -452,6 +596,10 @@ impl Shared {
             last_applied: self.kv.lock().applied_index(),
             cluster_id: st.peers.cluster_id().to_string(),
             refused_messages: st.peers.refused(),
+            snapshot_index: snapshot.last_index,
+            snapshot_bytes: snapshot.size,
+            log_entries: st.raft.log().entries().len() as u64,
+            log_bytes: st.storage.log_bytes(),
         }
     }
 
@@ -496,9 +644,34 @@ impl Shared {
                     r.leader_commit
                 );
             }
-            let wire_request = wire::Request::peer(cluster_id, self.id, request);
-            // The write, with the lock released.
-            let sent = MutexGuard::unlocked(&mut st, || link.send(&wire_request));
+            // A snapshot chunk's bytes come from the file the core's
+            // request names (kept open, so a newer snapshot replacing it
+            // meanwhile does not change them), read with the lock released.
+            let snapshot = match &request {
+                consensus::Request::InstallSnapshot(_) => st.storage.snapshot(),
+                _ => None,
+            };
+            let sent = MutexGuard::unlocked(&mut st, || {
+                let mut request = request;
+                if let consensus::Request::InstallSnapshot(r) = &mut request {
+                    let file = snapshot
+                        .filter(|f| f.meta == r.snapshot)
+                        .expect("the core sends the current snapshot");
+                    r.data = file
+                        .read_chunk(r.offset, SNAPSHOT_CHUNK)
+                        .map_err(|source| StorageError::Io {
+                            path: file.path.clone(),
+                            op: "read",
+                            source,
+                        })?;
+                }
+                let wire_request = wire::Request::peer(cluster_id, self.id, request);
+                Ok(link.send(&wire_request))
+            });
+            let sent = match sent {
+                Ok(sent) => sent,
+                Err(e) => self.storage_failed(&st, &e),
+            };
             if let Err(Some(e)) = sent {
                 debug!("request to node{peer} failed: {e}");
                 st.raft.handle_failure(peer, now(self));
@@ -559,15 +732,153 @@ impl Shared {
             // holds with the node lock released.
             let batch = std::mem::take(&mut st.apply_queue);
             let applied = MutexGuard::unlocked(&mut st, || {
-                for entry in &batch {
-                    self.kv.lock().apply(entry);
+                for item in &batch {
+                    match item {
+                        Apply::Entry(entry) => {
+                            self.kv.lock().apply(entry);
+                        }
+                        Apply::Restore(file) => self.restore(file),
+                    }
                 }
                 self.kv.lock().applied_index()
             });
             // Under the node lock, where requests check the store and
             // register before they sleep: none misses this wake-up.
             st.waiters.applied(applied);
+            st.applied = applied;
+            if self.snapshot_is_due(&st) {
+                self.snapshot_due.notify_one();
+            }
         }
+    }
+
+    /// Replaces the store by a snapshot installed from the leader. It was
+    /// checked (CRC) as it arrived; one that does not read is a state
+    /// machine this build cannot restore, and the node stops.
+    fn restore(&self, file: &SnapshotFile) {
+        let started = Instant::now();
+        match KvStore::read_snapshot(file.body()) {
+            Ok(kv) => {
+                let keys = kv.len();
+                *self.kv.lock() = kv;
+                info!(
+                    "restored the key-value store from the snapshot up to index {} ({keys} keys) in {} ms",
+                    file.meta.last_index,
+                    started.elapsed().as_millis()
+                );
+            }
+            Err(e) => {
+                error!(
+                    "{}: cannot restore the state machine from the snapshot: {e}; stopping",
+                    file.path.display()
+                );
+                log::logger().flush();
+                eprintln!(
+                    "raftnode: {}: cannot restore the state machine: {e}",
+                    file.path.display()
+                );
+                std::process::exit(1)
+            }
+        }
+    }
+
+    /// Whether the log past the snapshot has reached the threshold, with
+    /// applied entries a snapshot could cover.
+    fn snapshot_is_due(&self, st: &State) -> bool {
+        let base = st.raft.snapshot().last_index;
+        st.applied > base
+            && match self.snapshot_threshold {
+                SnapshotThreshold::Entries(n) => st.applied - base >= n,
+                SnapshotThreshold::Bytes(b) => st.storage.log_bytes() >= b,
+            }
+    }
+
+    /// Takes a snapshot whenever the applier says one is due.
+    fn run_snapshotter(&self) {
+        loop {
+            {
+                let mut st = self.state.lock();
+                while !st.stopping && !self.snapshot_is_due(&st) {
+                    self.snapshot_due.wait(&mut st);
+                }
+                if st.stopping {
+                    return;
+                }
+            }
+            if let Err(e) = self.take_snapshot() {
+                // The log keeps growing meanwhile; try again a little later.
+                warn!("cannot take a snapshot: {e}; retrying in 1 s");
+                thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Takes a snapshot of the store now and compacts the log it covers.
+    /// `None` when there is nothing new to cover. The store's lock is held
+    /// only to copy it; the copy is written with no lock held; the node's
+    /// lock only to make the file current and drop the log.
+    fn take_snapshot(&self) -> Result<Option<SnapshotTaken>, StorageError> {
+        let _one_at_a_time = self.snapshotting.lock();
+        let started = Instant::now();
+        let (kv, blocked) = {
+            let kv = self.kv.lock();
+            let copied = Instant::now();
+            (kv.clone(), copied.elapsed())
+        };
+        let (dir, current) = {
+            let st = self.state.lock();
+            (
+                st.storage.dir().to_path_buf(),
+                st.raft.snapshot().last_index,
+            )
+        };
+        if kv.applied_index() <= current {
+            return Ok(None);
+        }
+        let mut writer = SnapshotWriter::create(&dir, kv.applied_index(), kv.applied_term())?;
+        kv.write_snapshot(&mut writer)
+            .map_err(|source| StorageError::Io {
+                path: dir.join(crate::storage::snapshot_file::WRITING_FILE),
+                op: "write",
+                source,
+            })?;
+        let written = writer.finish()?;
+        let meta = written.meta;
+        let keys = kv.len();
+        drop(kv);
+        let mut st = self.state.lock();
+        if meta.last_index <= st.raft.snapshot().last_index {
+            written.discard(); // one from the leader got there first
+            return Ok(None);
+        }
+        let entries_before = st.raft.log().entries().len();
+        let segments = match st.storage.install_own(written) {
+            Ok(n) => n,
+            Err(e) => self.storage_failed(&st, &e),
+        };
+        assert!(st.raft.compact(meta), "checked above");
+        let dropped = entries_before - st.raft.log().entries().len();
+        self.process_ready(&mut st);
+        let taken = SnapshotTaken {
+            taken: true,
+            index: meta.last_index,
+            term: meta.last_term,
+            bytes: meta.size,
+            keys: keys as u64,
+            millis: started.elapsed().as_millis() as u64,
+            store_blocked_micros: blocked.as_micros() as u64,
+        };
+        info!(
+            "[T{} {}] snapshot taken up to index {} (term {}): {keys} keys, {} bytes, in {} ms (the store was blocked {} µs to copy it); dropped {dropped} log entries, deleted {segments} log segments",
+            st.raft.term(),
+            st.raft.role(),
+            meta.last_index,
+            meta.last_term,
+            meta.size,
+            taken.millis,
+            taken.store_blocked_micros
+        );
+        Ok(Some(taken))
     }
 }
 
@@ -606,7 +917,7 @@ impl Handler for Service {
         let st = shared.state.lock();
         match request {
             wire::Request::IsLeader => st.clients.is_leader(&st.raft),
-            wire::Request::Status => Response::Status(shared.status(&st)),
+            wire::Request::Status => Response::Status(Box::new(shared.status(&st))),
             other => Response::error(
                 ErrorCode::BadRequest,
                 format!("not an admin request: {other:?}"),
@@ -619,6 +930,10 @@ impl Handler for Service {
         if let wire::Request::Read { key, stale: true } = request {
             // The store alone: a stale read never waits for the node.
             return Handled::Now(ClientService::stale_read(&shared.kv.lock(), key));
+        }
+        if let wire::Request::Snapshot = request {
+            let shared = shared.clone();
+            return Handled::Later(Box::new(move || shared.snapshot_now()));
         }
         let mut st = shared.state.lock();
         if st.stopping {
@@ -658,6 +973,24 @@ impl Handler for Service {
 }
 
 impl Shared {
+    /// `raftctl snapshot`: takes one now, however short the log.
+    fn snapshot_now(&self) -> Response {
+        match self.take_snapshot() {
+            Ok(Some(taken)) => Response::Snapshot(taken),
+            Ok(None) => {
+                let meta = self.state.lock().raft.snapshot();
+                Response::Snapshot(SnapshotTaken {
+                    taken: false,
+                    index: meta.last_index,
+                    term: meta.last_term,
+                    bytes: meta.size,
+                    ..SnapshotTaken::default()
+                })
+            }
+            Err(e) => Response::error(ErrorCode::Internal, format!("cannot take a snapshot: {e}")),
+        }
+    }
+
     /// Waits, at most `WAIT_TIMEOUT`, until `poll` has an answer; `None`
     /// on timeout. `poll` runs under the lock; in between, the request
     /// sleeps on its own condvar, which `register` files where the change

@@ -73,6 +73,8 @@ pub enum Request {
         #[serde(default)]
         stale: bool,
     },
+    /// Take a snapshot now and compact the log (`raftctl snapshot`).
+    Snapshot,
     /// This node's committed log entries `from..`, at most `limit`.
     Log {
         #[serde(default = "first_index")]
@@ -128,7 +130,9 @@ impl Request {
                 RequestClass::Peer
             }
             Request::IsLeader | Request::Status => RequestClass::Admin,
-            Request::Write(_) | Request::Read { .. } | Request::Log { .. } => RequestClass::Client,
+            Request::Write(_) | Request::Read { .. } | Request::Log { .. } | Request::Snapshot => {
+                RequestClass::Client
+            }
         }
     }
 }
@@ -174,7 +178,7 @@ pub enum Response {
         leader_id: Option<NodeId>,
         leader_address: Option<String>,
     },
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// The command was applied (or had been: see `kv`), at log `index`
     /// when this node proposed it.
     Written {
@@ -192,7 +196,12 @@ pub enum Response {
     Log {
         entries: Vec<Entry>,
         commit_index: Index,
+        /// The first index still in the log; the entries before it are
+        /// compacted into the snapshot (1 when nothing is).
+        #[serde(default = "first_index")]
+        first_index: Index,
     },
+    Snapshot(SnapshotTaken),
     Error {
         code: ErrorCode,
         message: String,
@@ -230,6 +239,38 @@ pub struct NodeStatus {
     /// Peer messages refused so far, in either direction (see
     /// `service::peer`).
     pub refused_messages: u64,
+    /// The last index the latest snapshot covers (0: none yet).
+    #[serde(default)]
+    pub snapshot_index: Index,
+    /// The size of the snapshot's state, in bytes.
+    #[serde(default)]
+    pub snapshot_bytes: u64,
+    /// Entries in the log after the snapshot.
+    #[serde(default)]
+    pub log_entries: u64,
+    /// Bytes of log on disk.
+    #[serde(default)]
+    pub log_bytes: u64,
+}
+
+/// The answer to a `snapshot` request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTaken {
+    /// False when there was nothing new to cover; the rest then describes
+    /// the current snapshot.
+    pub taken: bool,
+    pub index: Index,
+    pub term: Term,
+    pub bytes: u64,
+    #[serde(default)]
+    pub keys: u64,
+    /// How long taking it took.
+    #[serde(default)]
+    pub millis: u64,
+    /// How long the key-value store was locked to copy it: the only time
+    /// writes and stale reads waited for the snapshot.
+    #[serde(default)]
+    pub store_blocked_micros: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +299,9 @@ pub enum ErrorCode {
     /// A well-formed peer message that breaks Raft's rules (entries out of
     /// order, a second leader in one term, …). Nothing was changed.
     Rejected,
+    /// The node could not do what was asked (a snapshot it could not
+    /// write, say); the message says why.
+    Internal,
 }
 
 #[derive(Debug)]

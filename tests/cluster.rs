@@ -4,6 +4,8 @@
 
 mod process;
 
+use raft::storage::segment_name;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -211,7 +213,10 @@ fn a_torn_final_log_record_is_cut_at_restart() {
     let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
     let victim = (leader + 1) % 3;
     c.sigkill(victim);
-    let path = c.state_dir().join(format!("node{victim}/log.jsonl"));
+    let path = c
+        .state_dir()
+        .join(format!("node{victim}"))
+        .join(segment_name(1));
     let before = std::fs::read(&path).unwrap();
     let mut torn = before.clone();
     torn.extend_from_slice(b"0badc0de {\"index\":99,\"te");
@@ -249,7 +254,7 @@ fn a_damaged_record_before_the_tail_stops_the_node() {
     client(&c).append("a").unwrap();
     client(&c).append("b").unwrap();
     assert!(c.sigterm(0).success());
-    let path = c.state_dir().join("node0/log.jsonl");
+    let path = c.state_dir().join("node0").join(segment_name(1));
     let mut bytes = std::fs::read(&path).unwrap();
     assert!(bytes.iter().filter(|&&b| b == b'\n').count() >= 2);
     bytes[15] ^= 0x20; // inside the first record's JSON
@@ -259,7 +264,7 @@ fn a_damaged_record_before_the_tail_stops_the_node() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("log.jsonl") && stderr.contains("byte offset 0"),
+        stderr.contains(&segment_name(1)) && stderr.contains("byte offset 0"),
         "{stderr}"
     );
     assert_eq!(
@@ -396,10 +401,15 @@ fn raftctl_status_json_has_exactly_the_documented_keys() {
         "address",
         "commit_index",
         "id",
+        "last_applied",
         "last_log_index",
         "leader_id",
+        "log_bytes",
+        "log_entries",
         "reachable",
         "role",
+        "snapshot_bytes",
+        "snapshot_index",
         "term",
     ];
     for (k, n) in nodes.iter().enumerate() {

@@ -444,6 +444,7 @@ fn live_node() -> &'static LiveNode {
             rpc_timeout: Duration::from_millis(100),
             max_entries_per_append: 64,
             max_inflight_appends: 4,
+            snapshot_threshold: raft::node::SnapshotThreshold::default(),
             server: raft::server::ServerOptions::default(),
             cluster_id: None,
             cluster,

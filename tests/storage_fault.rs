@@ -58,7 +58,7 @@ fn a_full_disk_stops_the_node_and_loses_nothing_acknowledged() {
     let stderr = c.stderr(0);
     assert!(
         stderr.contains("cannot persist state")
-            && stderr.contains("log.jsonl")
+            && stderr.contains("/log-0")
             && stderr.contains("File too large"),
         "the node names the file and the error: {stderr}"
     );

@@ -67,6 +67,11 @@ enum Command {
     },
     /// Print the leader's id and address.
     Leader,
+    /// Take a snapshot now and compact the log, on every node or one.
+    Snapshot {
+        #[arg(long)]
+        node: Option<u64>,
+    },
     /// Ask every node for its role, term, leader, commit and last log index.
     Status {
         /// Print a JSON array, one object per configured node.
@@ -163,7 +168,15 @@ fn main() {
             let mut from = from.max(1);
             let mut all = Vec::new();
             loop {
-                let (entries, commit) = client.log(id, from, 1000).unwrap_or_else(|e| fail(&e));
+                let (entries, commit, first) =
+                    client.log(id, from, 1000).unwrap_or_else(|e| fail(&e));
+                if from < first {
+                    eprintln!(
+                        "raftctl: entries {from}..{} of node{id} are compacted into its snapshot; printing from {first}",
+                        first - 1
+                    );
+                    from = first;
+                }
                 let got = entries.len() as u64;
                 all.extend(entries);
                 from += got;
@@ -193,6 +206,36 @@ fn main() {
             }
         }
         Command::Status { json } => status(&cluster, args.timeout, json, &args.config),
+        Command::Snapshot { node } => {
+            let ids: Vec<u64> = match node {
+                Some(id) if cluster.member(id).is_none() => {
+                    eprintln!("raftctl: node {id} is not in {}", args.config.display());
+                    exit(2);
+                }
+                Some(id) => vec![id],
+                None => cluster.members.iter().map(|m| m.id).collect(),
+            };
+            let mut failed = None;
+            for id in ids {
+                match client.snapshot(id) {
+                    Ok(t) if t.taken => println!(
+                        "node{id}: snapshot up to index {} (term {}): {} keys, {} bytes, in {} ms (store blocked {} µs)",
+                        t.index, t.term, t.keys, t.bytes, t.millis, t.store_blocked_micros
+                    ),
+                    Ok(t) => println!(
+                        "node{id}: nothing new to snapshot; the snapshot covers up to index {}",
+                        t.index
+                    ),
+                    Err(e) => {
+                        eprintln!("raftctl: {e}");
+                        failed = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                fail(&e);
+            }
+        }
         Command::Bench {
             clients,
             seconds,
@@ -255,6 +298,14 @@ fn describe(op: &raft::kv::Op) -> String {
     }
 }
 
+fn human_bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
 fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &std::path::Path) {
     let rows = client::status_all(cluster, Duration::from_millis(timeout_ms.min(1000)));
     if json {
@@ -271,6 +322,11 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
                     "leader_id": s.and_then(|s| s.leader_id),
                     "commit_index": s.map(|s| s.commit_index),
                     "last_log_index": s.map(|s| s.last_log_index),
+                    "last_applied": s.map(|s| s.last_applied),
+                    "snapshot_index": s.map(|s| s.snapshot_index),
+                    "snapshot_bytes": s.map(|s| s.snapshot_bytes),
+                    "log_entries": s.map(|s| s.log_entries),
+                    "log_bytes": s.map(|s| s.log_bytes),
                 })
             })
             .collect();
@@ -280,20 +336,32 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
         );
     } else {
         println!(
-            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9}",
-            "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "LAST LOG"
+            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
+            "ID",
+            "ADDRESS",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "COMMIT",
+            "LAST LOG",
+            "SNAPSHOT",
+            "LOG LEN",
+            "LOG SIZE"
         );
         for r in &rows {
             match &r.status {
                 Ok(s) => println!(
-                    "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9}",
+                    "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
                     r.member.id,
                     r.member.address(),
                     s.role,
                     s.term,
                     s.leader_id.map_or("-".into(), |l| l.to_string()),
                     s.commit_index,
-                    s.last_log_index
+                    s.last_log_index,
+                    s.snapshot_index,
+                    s.log_entries,
+                    human_bytes(s.log_bytes)
                 ),
                 Err(_) => println!(
                     "{:<4} {:<22} {:<10}",

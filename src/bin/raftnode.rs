@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use raft::config;
-use raft::node::{Node, NodeOptions};
+use raft::node::{Node, NodeOptions, SnapshotThreshold};
 use raft::server::ServerOptions;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -57,6 +57,11 @@ struct Args {
     /// (pipelining); 1 is stop-and-wait.
     #[arg(long, default_value_t = 4, value_name = "N")]
     max_inflight: usize,
+    /// Take a snapshot and compact the log once the log past the last
+    /// snapshot holds this many entries (`100000`) or bytes (`64MiB`;
+    /// units B, KiB, MiB, GiB).
+    #[arg(long, default_value = "64MiB", value_name = "N|SIZE")]
+    snapshot_threshold: String,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -117,6 +122,9 @@ fn main() {
         ));
     }
 
+    let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
+        .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
+
     let log_path = raft::activity::init(args.id, &args.debug_dir).unwrap_or_else(|e| {
         eprintln!(
             "raftnode: cannot open the activity log in {}: {e}",
@@ -137,6 +145,7 @@ fn main() {
         rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
         max_entries_per_append: 256,
         max_inflight_appends: args.max_inflight,
+        snapshot_threshold,
         server: ServerOptions {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),

@@ -203,6 +203,7 @@ impl ClientService {
         Response::Log {
             entries: raft.log().slice_bounded(from, to, 1024 * 1024).to_vec(),
             commit_index: commit,
+            first_index: raft.log().first_index(),
         }
     }
 

@@ -269,9 +269,10 @@ impl TestCluster {
         )
     }
 
-    /// The durable log of node `id`, read from its log file.
+    /// The durable log of node `id`, read from its log segments (those a
+    /// snapshot has not yet covered).
     pub fn log_entries(&self, id: NodeId) -> Vec<Entry> {
-        read_log(&self.state_dir().join(format!("node{id}")).join("log.jsonl"))
+        read_segments(&self.state_dir().join(format!("node{id}")))
     }
 
     pub fn raftctl(&self, args: &[&str]) -> Output {
@@ -333,6 +334,20 @@ pub fn leaders(statuses: &[MemberStatus]) -> Vec<NodeId> {
         .filter(|s| s.status.as_ref().is_ok_and(|st| st.role == "leader"))
         .map(|s| s.member.id)
         .collect()
+}
+
+/// Every record of every log segment in `dir`, in order.
+pub fn read_segments(dir: &Path) -> Vec<Entry> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    names.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("log-") && n.ends_with(".jsonl"))
+    });
+    names.sort();
+    names.iter().flat_map(|p| read_log(p)).collect()
 }
 
 pub fn read_log(path: &Path) -> Vec<Entry> {

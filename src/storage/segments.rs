@@ -1,0 +1,492 @@
+//! The log on disk: a run of segment files, `log-<first index>.jsonl`,
+//! each holding consecutive records (`CRC JSON` lines, see
+//! [`super::encode_record`]). Appends go to the last segment; once it
+//! holds [`SegmentLimits`] worth, the next append starts a new one.
+//!
+//! Segments exist so that compaction (§7) never rewrites what stays: once
+//! a snapshot covers every entry of a segment, the file is deleted whole.
+//! The segment holding the snapshot's last entry stays until a later
+//! snapshot covers it too, so up to one segment's worth of covered entries
+//! remains on disk (and is skipped when the log is read back).
+//!
+//! **Crash safety of the multi-file steps.**
+//! * Compaction deletes covered segments oldest first, each file one
+//!   unlink: a crash part way leaves a log that still starts at or below
+//!   the snapshot's end. A segment that reappears because the directory
+//!   was not synced is covered by the snapshot and skipped.
+//! * A suffix is cut newest first (whole files, then `set_len` on the
+//!   segment holding the cut), with the directory synced before the cut,
+//!   so a crash never leaves a later segment after a shortened one.
+//! * Discarding the whole log for a snapshot (Figure 13, rule 7) deletes
+//!   newest first as well: what remains after a crash is a prefix of the
+//!   old log, which recovery discards again (the snapshot is installed
+//!   first, and a log that does not hold the snapshot's last entry with
+//!   its term is discarded when read back).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{StorageError, decode_record, encode_record, io_err, sync_dir};
+use crate::consensus::{Entry, Index};
+
+/// When the last segment is full and the next append starts a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentLimits {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+impl Default for SegmentLimits {
+    /// 8 MiB, or a million entries.
+    fn default() -> Self {
+        SegmentLimits {
+            bytes: 8 * 1024 * 1024,
+            entries: 1_000_000,
+        }
+    }
+}
+
+/// The file name of the segment whose first record is `first`. Zero-padded
+/// so that `ls` and `cat log-*.jsonl` list segments in log order.
+pub fn segment_name(first: Index) -> String {
+    format!("log-{first:016}.jsonl")
+}
+
+/// The first index a segment file name stands for, if it is one.
+fn parse_segment_name(name: &str) -> Option<Index> {
+    let digits = name.strip_prefix("log-")?.strip_suffix(".jsonl")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The name the log had before segments: read as the segment from 1.
+pub const LEGACY_LOG: &str = "log.jsonl";
+
+#[derive(Debug)]
+struct Segment {
+    first: Index,
+    path: PathBuf,
+    /// `offsets[k]` is the byte offset of the record for `first + k`.
+    offsets: Vec<u64>,
+    len: u64,
+}
+
+impl Segment {
+    /// One past the last index held.
+    fn end(&self) -> Index {
+        self.first + self.offsets.len() as Index
+    }
+}
+
+/// What [`SegmentedLog::open`] found.
+pub struct RecoveredLog {
+    pub log: SegmentedLog,
+    /// The entries after `after`, in order.
+    pub entries: Vec<Entry>,
+    /// A torn final record that was cut: (file, byte offset, bytes).
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// Why the log read from disk was (partly) dropped at start, if it was.
+    pub discarded: Option<String>,
+}
+
+pub struct SegmentedLog {
+    dir: PathBuf,
+    /// In index order; never empty: the last is the one appended to.
+    segments: Vec<Segment>,
+    /// The last segment, open for appending.
+    active: File,
+    limits: SegmentLimits,
+    /// Counts writes to the log; `synced` is the count known durable.
+    written: u64,
+    synced: u64,
+}
+
+impl SegmentedLog {
+    /// Reads every segment in `dir` and keeps what follows a snapshot
+    /// ending at (`after`, `after_term`) ((0, 0) without one): entries
+    /// must run on from the snapshot without a gap; a log that does not
+    /// hold the snapshot's last entry with its term is discarded whole
+    /// (Figure 13, rule 7, finishing an install a crash interrupted), and
+    /// segments wholly covered by the snapshot are deleted (finishing a
+    /// compaction).
+    pub fn open(
+        dir: &Path,
+        after: Index,
+        after_term: u64,
+        limits: SegmentLimits,
+    ) -> Result<RecoveredLog, StorageError> {
+        migrate_legacy(dir)?;
+        let mut found: Vec<(Index, PathBuf)> = Vec::new();
+        let listing = std::fs::read_dir(dir).map_err(io_err(dir, "list directory"))?;
+        for item in listing {
+            let item = item.map_err(io_err(dir, "list directory"))?;
+            if let Some(first) = item.file_name().to_str().and_then(parse_segment_name) {
+                found.push((first, item.path()));
+            }
+        }
+        found.sort();
+        let mut loaded: Vec<(Segment, Vec<Entry>)> = Vec::new();
+        let mut torn_tail = None;
+        let count = found.len();
+        for (k, (first, path)) in found.into_iter().enumerate() {
+            let bytes = std::fs::read(&path).map_err(io_err(&path, "read"))?;
+            let last_segment = k + 1 == count;
+            let (entries, offsets, valid) = parse(&bytes, first, &path, last_segment)?;
+            if valid < bytes.len() as u64 {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path, "open"))?;
+                file.set_len(valid)
+                    .map_err(io_err(&path, "truncate torn record"))?;
+                file.sync_all().map_err(io_err(&path, "fsync"))?;
+                torn_tail = Some((path.clone(), valid, bytes.len() as u64 - valid));
+            }
+            let segment = Segment {
+                first,
+                path,
+                offsets,
+                len: valid,
+            };
+            loaded.push((segment, entries));
+        }
+        // What matters starts at the last segment beginning at or before
+        // the entry after the snapshot; those before it hold only covered
+        // entries (a compaction a crash interrupted) and go.
+        let start = loaded.iter().rposition(|(seg, _)| seg.first <= after + 1);
+        if let (None, Some((seg, _))) = (start, loaded.first()) {
+            return Err(StorageError::Corrupt {
+                path: seg.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "the log starts at index {} but the snapshot ends at {after}: entries are missing",
+                    seg.first
+                ),
+            });
+        }
+        let covered: Vec<(Segment, Vec<Entry>)> = loaded.drain(..start.unwrap_or(0)).collect();
+        for pair in loaded.windows(2) {
+            let (before, next) = (&pair[0].0, &pair[1].0);
+            if before.end() != next.first {
+                return Err(StorageError::Corrupt {
+                    path: next.path.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "this segment starts at index {} but the one before ends at {}",
+                        next.first,
+                        before.end().saturating_sub(1)
+                    ),
+                });
+            }
+        }
+        for (seg, _) in &covered {
+            remove(&seg.path)?;
+        }
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut segments = Vec::new();
+        for (seg, seg_entries) in loaded {
+            entries.extend(seg_entries);
+            segments.push(seg);
+        }
+        // The log must run on from the snapshot: it holds the snapshot's
+        // last entry (with its term), or starts right after it.
+        let runs_on = after == 0
+            || segments.first().is_some_and(|s| s.first == after + 1)
+            || entries
+                .iter()
+                .any(|e| e.index == after && e.term == after_term);
+        let mut log = SegmentedLog {
+            dir: dir.to_path_buf(),
+            active: placeholder_file(dir)?,
+            segments,
+            limits,
+            written: 0,
+            synced: 0,
+        };
+        let mut discarded = None;
+        if log.segments.is_empty() {
+            log.start_segment(after + 1)?;
+        } else if !runs_on {
+            if !entries.is_empty() {
+                discarded = Some(format!(
+                    "the log (indices {}..={}) does not hold the snapshot's last entry (index {after}, term {after_term}); discarded it, as installing the snapshot does",
+                    entries[0].index,
+                    entries[entries.len() - 1].index
+                ));
+            }
+            log.discard_all(after + 1)?;
+            entries.clear();
+        } else {
+            entries.retain(|e| e.index > after);
+            let path = log.active_path().to_path_buf();
+            log.active = open_append(&path)?;
+        }
+        Ok(RecoveredLog {
+            log,
+            entries,
+            torn_tail,
+            discarded,
+        })
+    }
+
+    /// The index the next append must have.
+    pub fn next_index(&self) -> Index {
+        self.segments.last().expect("never empty").end()
+    }
+
+    /// Bytes of all segment files together.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn active_path(&self) -> &Path {
+        &self.segments.last().expect("never empty").path
+    }
+
+    /// A second handle on the segment being appended to, for syncing it
+    /// from another thread. (A segment that fills up is synced when the
+    /// next one starts, so syncing the last one covers every write.)
+    pub fn active_handle(&self) -> Result<File, StorageError> {
+        self.active
+            .try_clone()
+            .map_err(io_err(self.active_path(), "open a second handle"))
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn needs_sync(&self) -> bool {
+        self.written > self.synced
+    }
+
+    pub fn synced_through(&mut self, count: u64) {
+        self.synced = self.synced.max(count);
+    }
+
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        if self.needs_sync() {
+            self.active
+                .sync_data()
+                .map_err(io_err(self.active_path(), "fsync"))?;
+            self.synced = self.written;
+        }
+        Ok(())
+    }
+
+    /// Appends consecutive entries, starting at [`SegmentedLog::next_index`].
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let active = self.segments.last().expect("never empty");
+        if active.len >= self.limits.bytes || active.offsets.len() as u64 >= self.limits.entries {
+            self.roll()?;
+        }
+        let seg = self.segments.last_mut().expect("never empty");
+        let mut buf = Vec::new();
+        for e in entries {
+            assert_eq!(e.index, seg.end(), "storage append out of order");
+            seg.offsets.push(seg.len + buf.len() as u64);
+            encode_record(e, &mut buf);
+        }
+        self.active
+            .write_all(&buf)
+            .map_err(io_err(&seg.path, "write"))?;
+        seg.len += buf.len() as u64;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Starts a new segment after the full one, which is synced first so
+    /// that syncing the new one alone covers every write.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        self.sync()?;
+        let next = self.next_index();
+        self.start_segment(next)
+    }
+
+    /// Creates the segment from `first` (durably: its directory entry
+    /// too) and appends there from now on.
+    fn start_segment(&mut self, first: Index) -> Result<(), StorageError> {
+        let path = self.dir.join(segment_name(first));
+        // Appending (O_APPEND), so writes land at the end after a cut.
+        // A file of this name can only be a leftover of a crash: empty it.
+        self.active = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path, "create"))?;
+        self.active.set_len(0).map_err(io_err(&path, "truncate"))?;
+        sync_dir(&self.dir)?;
+        self.synced = self.written;
+        self.segments.push(Segment {
+            first,
+            path,
+            offsets: Vec::new(),
+            len: 0,
+        });
+        Ok(())
+    }
+
+    /// Removes the records from `index` on (a conflicting suffix, Figure
+    /// 2, AppendEntries rule 3), durably, before anything is appended.
+    pub fn truncate_from(&mut self, index: Index) -> Result<(), StorageError> {
+        if index >= self.next_index() {
+            return Ok(());
+        }
+        // Whole segments from the newest down to the one holding `index`.
+        let mut removed = false;
+        while self.segments.len() > 1 && self.segments.last().expect("not empty").first > index {
+            let seg = self.segments.pop().expect("not empty");
+            remove(&seg.path)?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+            let path = self.active_path().to_path_buf();
+            self.active = open_append(&path)?;
+        }
+        let seg = self.segments.last_mut().expect("never empty");
+        let keep = index.saturating_sub(seg.first) as usize;
+        if keep < seg.offsets.len() {
+            let at = seg.offsets[keep];
+            self.active
+                .set_len(at)
+                .map_err(io_err(&seg.path, "truncate"))?;
+            self.active
+                .sync_data()
+                .map_err(io_err(&seg.path, "fsync"))?;
+            seg.offsets.truncate(keep);
+            seg.len = at;
+        }
+        self.synced = self.written; // every write before the cut, too
+        Ok(())
+    }
+
+    /// A snapshot covers everything up to `index`: deletes the segments
+    /// holding nothing after it, oldest first. The last segment stays.
+    pub fn compact(&mut self, index: Index) -> Result<usize, StorageError> {
+        let covered = self
+            .segments
+            .windows(2)
+            .take_while(|pair| pair[1].first <= index + 1)
+            .count();
+        for seg in self.segments.drain(..covered) {
+            remove(&seg.path)?;
+        }
+        Ok(covered)
+    }
+
+    /// Deletes every segment, newest first, and starts an empty one at
+    /// `first` (Figure 13, rule 7).
+    pub fn discard_all(&mut self, first: Index) -> Result<(), StorageError> {
+        while let Some(seg) = self.segments.pop() {
+            remove(&seg.path)?;
+        }
+        sync_dir(&self.dir)?;
+        self.start_segment(first)
+    }
+}
+
+fn remove(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path, "delete")(e)),
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err(path, "open"))
+}
+
+/// A handle to replace at once; never written.
+fn placeholder_file(dir: &Path) -> Result<File, StorageError> {
+    File::open(dir).map_err(io_err(dir, "open directory"))
+}
+
+/// A log written before segments is the segment from index 1.
+fn migrate_legacy(dir: &Path) -> Result<(), StorageError> {
+    let legacy = dir.join(LEGACY_LOG);
+    if !legacy.exists() {
+        return Ok(());
+    }
+    let renamed = dir.join(segment_name(1));
+    if renamed.exists() {
+        return Err(StorageError::Corrupt {
+            path: legacy,
+            offset: 0,
+            reason: format!(
+                "both this and {} exist; remove the one that is not the log",
+                renamed.display()
+            ),
+        });
+    }
+    std::fs::rename(&legacy, &renamed).map_err(io_err(&legacy, "rename"))?;
+    sync_dir(dir)
+}
+
+/// Parses one segment whose first record has index `first`; returns the
+/// entries, their offsets and the length of the valid prefix. Only the
+/// final record of the last segment may be invalid (torn by a crash).
+fn parse(
+    bytes: &[u8],
+    first: Index,
+    path: &Path,
+    last_segment: bool,
+) -> Result<(Vec<Entry>, Vec<u64>, u64), StorageError> {
+    let mut entries = Vec::new();
+    let mut offsets = Vec::new();
+    let mut pos = 0usize;
+    let damage = |pos: usize, expected: Index, reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: pos as u64,
+        reason: format!("record for index {expected}: {reason}"),
+    };
+    while pos < bytes.len() {
+        let expected = first + entries.len() as Index;
+        let Some(nl) = bytes[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|k| pos + k)
+        else {
+            // No newline: the last write stopped part-way.
+            if last_segment {
+                return Ok((entries, offsets, pos as u64));
+            }
+            return Err(damage(
+                pos,
+                expected,
+                "incomplete, in a segment that is not the last".into(),
+            ));
+        };
+        match decode_record(&bytes[pos..nl], expected) {
+            Ok(e) => {
+                offsets.push(pos as u64);
+                entries.push(e);
+            }
+            Err(_) if nl + 1 == bytes.len() && last_segment => {
+                return Ok((entries, offsets, pos as u64));
+            }
+            Err(reason) => {
+                return Err(damage(
+                    pos,
+                    expected,
+                    format!("{reason} (and it is not the last record)"),
+                ));
+            }
+        }
+        pos = nl + 1;
+    }
+    Ok((entries, offsets, pos as u64))
+}
