@@ -1,0 +1,279 @@
+//! Log compaction on real processes, run as a user runs them: nodes take
+//! snapshots past `--snapshot-threshold`, a follower that was down while
+//! the leader compacted past it comes back through InstallSnapshot, a
+//! `kill -9` while a snapshot is being written or received loses nothing
+//! acknowledged, and the state directories stay bounded through a long
+//! run of writes.
+
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use process::{TestCluster, WAIT};
+use raft::client::{Client, ClientOptions};
+use raft::consensus::NodeId;
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(20),
+        ..ClientOptions::default()
+    }
+}
+
+fn cluster(threshold: &str) -> TestCluster {
+    let mut c = TestCluster::new(3);
+    c.args
+        .extend(["--snapshot-threshold".to_string(), threshold.to_string()]);
+    c
+}
+
+/// Puts `count` writes over `keys` keys from `clients` threads at once;
+/// returns the last value acknowledged for each key.
+fn write_many(
+    c: &TestCluster,
+    clients: usize,
+    count: usize,
+    keys: usize,
+    value_bytes: usize,
+) -> BTreeMap<String, String> {
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let threads: Vec<_> = (0..clients)
+        .map(|k| {
+            let (config, acked) = (c.config.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut client = Client::new(config, options());
+                for n in (k..count).step_by(clients) {
+                    let key = format!("key{}", n % keys);
+                    let mut value = format!("{n}-");
+                    value.extend(std::iter::repeat_n(
+                        'v',
+                        value_bytes.saturating_sub(value.len()),
+                    ));
+                    client.put(&key, &value).expect("a write with a leader up");
+                    // Keys are written by one thread each (n % keys with
+                    // keys a multiple of clients), so the last ack wins.
+                    acked.lock().unwrap().insert(key, value);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+}
+
+/// Every acknowledged value, read from node `id`'s own state machine once
+/// it has applied everything the cluster committed.
+fn check_state_on(c: &TestCluster, id: NodeId, acked: &BTreeMap<String, String>) {
+    let commit = c.wait_for_converged();
+    c.wait_for(&format!("node{id} to apply up to {commit}"), WAIT, |st| {
+        let s = st[id as usize].status.as_ref().ok()?;
+        (s.last_applied >= commit).then_some(())
+    });
+    let mut client = Client::new(c.config.clone(), options());
+    for (key, value) in acked {
+        let got = client.get_stale(key, Some(id)).expect("a stale read");
+        assert_eq!(&got, value, "node{id} has a different value for {key}");
+    }
+}
+
+fn snapshot_index(c: &TestCluster, id: NodeId) -> u64 {
+    c.statuses()[id as usize]
+        .status
+        .as_ref()
+        .map_or(0, |s| s.snapshot_index)
+}
+
+/// Waits until `path` exists (a snapshot being written or received), or
+/// gives up after `timeout`.
+fn appears(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    false
+}
+
+/// §7: a follower down while the others compacted past its log comes back
+/// through InstallSnapshot, with no operator action, and ends with the
+/// same state machine.
+#[test]
+fn a_follower_down_through_compaction_catches_up_through_install_snapshot() {
+    let mut c = cluster("200");
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let mut acked = write_many(&c, 4, 100, 40, 20);
+    let victim = (leader + 1) % 3;
+    c.sigkill(victim);
+    let before = c.log_entries(victim).last().map_or(0, |e| e.index);
+    acked.extend(write_many(&c, 4, 1200, 40, 20));
+    let leader_snapshot = snapshot_index(&c, leader);
+    assert!(
+        leader_snapshot > before + 1,
+        "the leader compacted past the follower's log ({leader_snapshot} vs {before})"
+    );
+    c.start(victim);
+    check_state_on(&c, victim, &acked);
+    let log = c.activity_log(victim);
+    assert!(
+        log.contains("installed snapshot from the leader"),
+        "the follower caught up by log, not by snapshot:\n{log}"
+    );
+    assert!(
+        c.activity_log(leader)
+            .contains(&format!("node{victim} has snapshot up to index")),
+        "the leader logs the snapshot it sent"
+    );
+    // Its directory holds the snapshot and a short log.
+    let dir = c.state_dir().join(format!("node{victim}"));
+    assert!(dir.join("snapshot.jsonl").exists());
+    assert!(!dir.join("snapshot.recv").exists());
+}
+
+/// `kill -9` while a node writes a snapshot of its own, and while a
+/// follower receives one: at restart the half-written file is discarded,
+/// the previous snapshot and the log are intact, and nothing acknowledged
+/// is lost.
+#[test]
+fn kill_9_while_a_snapshot_is_written_or_received_loses_nothing_acknowledged() {
+    // A store of a few megabytes, so that writing or receiving a snapshot
+    // lasts long enough to be caught in the act; no automatic snapshots.
+    let mut c = cluster("1000000");
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let mut acked = write_many(&c, 8, 3000, 3000, 2000);
+
+    // 1. A node writing its own snapshot (`raftctl snapshot --node`).
+    let writer = (leader + 1) % 3;
+    let tmp = c.state_dir().join(format!("node{writer}/snapshot.tmp"));
+    let mut caught = false;
+    for _ in 0..5 {
+        let ctl = std::process::Command::new(process::RAFTCTL)
+            .args(["--config"])
+            .arg(&c.config_path)
+            .args(["snapshot", "--node", &writer.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        caught = appears(&tmp, Duration::from_secs(5));
+        c.sigkill(writer);
+        let _ = process::wait_exit(&mut { ctl }, Duration::from_secs(10));
+        c.start(writer);
+        if caught {
+            break;
+        }
+        acked.extend(write_many(&c, 8, 800, 3000, 2000));
+    }
+    assert!(caught, "never saw node{writer} writing a snapshot");
+    c.wait_for_agreed_leader(&c.ids(), WAIT);
+    check_state_on(&c, writer, &acked);
+    assert!(
+        !tmp.exists(),
+        "the half-written snapshot was removed at start"
+    );
+
+    // 2. A follower receiving one: it is down while the others compact
+    // (a snapshot on every node), then killed mid-transfer.
+    let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let receiver = (leader + 2) % 3;
+    c.sigkill(receiver);
+    acked.extend(write_many(&c, 8, 800, 3000, 2000));
+    assert!(c.raftctl(&["snapshot"]).status.code().is_some());
+    let recv = c.state_dir().join(format!("node{receiver}/snapshot.recv"));
+    c.start(receiver);
+    let caught = appears(&recv, Duration::from_secs(20));
+    c.sigkill(receiver);
+    assert!(caught, "never saw node{receiver} receiving a snapshot");
+    c.start(receiver);
+    check_state_on(&c, receiver, &acked);
+    assert!(
+        c.activity_log(receiver)
+            .contains("installed snapshot from the leader")
+    );
+    for id in c.ids() {
+        check_state_on(&c, id, &acked);
+    }
+}
+
+/// Under a sustained write load the state directories stay bounded: the
+/// log past the snapshot stays near the threshold (plus what arrives while
+/// a snapshot is taken and one segment of covered entries), and only one
+/// snapshot is kept.
+#[test]
+fn disk_use_stays_bounded_through_a_long_run_of_writes() {
+    const THRESHOLD: u64 = 256 * 1024;
+    let mut c = cluster("256KiB");
+    c.start_all();
+    c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|k| {
+            let (stop, config) = (stop.clone(), c.config.clone());
+            std::thread::spawn(move || {
+                let mut client = Client::new(config, options());
+                let value = "x".repeat(100);
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    client
+                        .put(&format!("k{}", (n * 4 + k) % 500), &value)
+                        .unwrap();
+                }
+                n
+            })
+        })
+        .collect();
+    let (mut max_log, mut max_dir) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        for s in c.statuses().iter().filter_map(|s| s.status.as_ref().ok()) {
+            max_log = max_log.max(s.log_bytes);
+        }
+        for id in c.ids() {
+            max_dir = max_dir.max(dir_bytes(&c.state_dir().join(format!("node{id}"))));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let writes: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    let snapshots = snapshot_index(&c, 0);
+    eprintln!(
+        "{writes} writes: largest log {max_log} bytes, largest state directory {max_dir} bytes (threshold {THRESHOLD})"
+    );
+    assert!(
+        writes * 250 > 2 * THRESHOLD,
+        "too few writes ({writes}) to fill the log twice"
+    );
+    assert!(snapshots > 0, "no snapshot was taken");
+    // 500 keys of 100 bytes make a snapshot of about 70 KB; the threshold
+    // twice over leaves room for a segment of covered entries and the
+    // writes that arrive while a snapshot is written.
+    assert!(
+        max_log <= 2 * THRESHOLD,
+        "log grew to {max_log} bytes, over twice the threshold"
+    );
+    assert!(
+        max_dir <= 2 * THRESHOLD + 3 * 100 * 1024,
+        "a state directory grew to {max_dir} bytes"
+    );
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
