@@ -134,8 +134,12 @@ pub fn describe(event: &Event) -> (Level, String) {
             format!("{} is unreachable; retrying with backoff", node(peer)),
         ),
         Event::PeerReachable { peer } => info(format!("{} is reachable again", node(peer))),
-        Event::Compacted { index, removed } => info(format!(
-            "log compacted up to index {index}: {removed} entries dropped, the snapshot holds them"
+        Event::Compacted {
+            index,
+            kept_from,
+            removed,
+        } => info(format!(
+            "log compacted: the snapshot holds entries up to {index}; dropped {removed} entries, the log now starts at {kept_from}"
         )),
         Event::SnapshotSendStarted { peer, index, size } => info(format!(
             "sending snapshot up to index {index} ({size} bytes) to {}: the entries it lacks are compacted",

@@ -104,6 +104,20 @@ impl SnapshotThreshold {
         }
     }
 
+    /// The core's defaults for the entries kept after a snapshot, capped
+    /// at a quarter of the threshold so that they never make the next
+    /// snapshot due at once.
+    fn trailing(self, cfg: &mut consensus::Config) {
+        match self {
+            SnapshotThreshold::Entries(n) => {
+                cfg.trailing_entries = cfg.trailing_entries.min(n / 4);
+            }
+            SnapshotThreshold::Bytes(b) => {
+                cfg.trailing_bytes = cfg.trailing_bytes.min((b / 4) as usize);
+            }
+        }
+    }
+
     /// Segments of a quarter of the threshold, so that compaction can
     /// free most of the log (whole segments only are deleted).
     fn segment_limits(self) -> SegmentLimits {
@@ -339,6 +353,8 @@ impl Node {
             // randomness.
             ..consensus::Config::new(options.id, members, rand::random())
         };
+        let mut raft_config = raft_config;
+        options.snapshot_threshold.trailing(&mut raft_config);
         let cluster_id = options
             .cluster_id
             .clone()
@@ -789,7 +805,7 @@ impl Shared {
         st.applied > base
             && match self.snapshot_threshold {
                 SnapshotThreshold::Entries(n) => st.applied - base >= n,
-                SnapshotThreshold::Bytes(b) => st.storage.log_bytes() >= b,
+                SnapshotThreshold::Bytes(b) => st.storage.log_bytes_after(base) >= b,
             }
     }
 
@@ -852,11 +868,11 @@ impl Shared {
             return Ok(None);
         }
         let entries_before = st.raft.log().entries().len();
-        let segments = match st.storage.install_own(written) {
+        let cut = st.raft.compact(meta).expect("newer than the current one");
+        let segments = match st.storage.install_own(written, cut) {
             Ok(n) => n,
             Err(e) => self.storage_failed(&st, &e),
         };
-        assert!(st.raft.compact(meta), "checked above");
         let dropped = entries_before - st.raft.log().entries().len();
         self.process_ready(&mut st);
         let taken = SnapshotTaken {

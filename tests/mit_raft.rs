@@ -872,7 +872,9 @@ const SNAPSHOT_INTERVAL: u64 = 10;
 /// A server's log may hold at most this many entries: the lab checks that
 /// the persisted Raft state stays under a bound, i.e. that servers really
 /// compact.
-const MAX_LOG_ENTRIES: usize = 4 * SNAPSHOT_INTERVAL as usize;
+/// (Plus up to 20 trailing entries kept after a snapshot; see
+/// `sim::raft_config`.)
+const MAX_LOG_ENTRIES: usize = 4 * SNAPSHOT_INTERVAL as usize + 20;
 
 impl Lab {
     fn with_snapshots(n: usize, seed: u64, reliable: bool) -> Lab {

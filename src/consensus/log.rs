@@ -1,8 +1,8 @@
 //! The in-memory copy of the replicated log.
 //!
 //! Indices start at 1. Once a snapshot covers a prefix (§7), the log
-//! starts after it: it remembers only the index and term of the last
-//! entry the snapshot covers (its *base*), and holds the entries after
+//! starts at or before its end: it remembers only the index and term of
+//! the last entry it dropped (its *base*), and holds the entries after
 //! it. `term_at(base)` is the base term; below the base nothing is known.
 //! Without a snapshot the base is (0, 0), which makes the consistency
 //! check for the very first entry (prev_log_index 0, prev_log_term 0)

@@ -108,6 +108,12 @@ pub struct Config {
     /// [`progress`]). 1 is stop-and-wait. Together with the two limits
     /// above it bounds what a leader has outstanding per follower.
     pub max_inflight_appends: usize,
+    /// After a snapshot, the log keeps up to this many of the entries it
+    /// covers (and at most about `trailing_bytes` of them), so that a
+    /// follower only a little behind catches up from the log instead of
+    /// needing the whole snapshot (as hashicorp/raft's `TrailingLogs`).
+    pub trailing_entries: u64,
+    pub trailing_bytes: usize,
     /// Seeds the election-timeout generator, so a simulation replays.
     pub seed: u64,
 }
@@ -117,7 +123,8 @@ impl Config {
     /// runtime's default settings: election timeouts of 300..600 ms,
     /// heartbeats every 50 ms, and AppendEntries of at most 256 entries or
     /// about 1 MiB, which leaves room under the 8 MiB line limit for JSON
-    /// escaping, with up to 4 of them in flight per follower.
+    /// escaping, with up to 4 of them in flight per follower; after a
+    /// snapshot, up to 1,000 entries (4 MiB) of trailing log.
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, seed: u64) -> Config {
         Config {
             id,
@@ -128,6 +135,8 @@ impl Config {
             max_entries_per_append: 256,
             max_bytes_per_append: 1024 * 1024,
             max_inflight_appends: 4,
+            trailing_entries: 1000,
+            trailing_bytes: 4 * 1024 * 1024,
             seed,
         }
     }
@@ -252,10 +261,13 @@ pub enum Event {
     PeerReachable {
         peer: NodeId,
     },
-    /// The log up to `index` was dropped: a snapshot the caller took
-    /// covers it (`Raft::compact`). `removed` entries left memory.
+    /// A snapshot the caller took covers the log up to `index`
+    /// (`Raft::compact`); the log now starts at `kept_from` (trailing
+    /// entries stay for followers a little behind). `removed` entries left
+    /// memory.
     Compacted {
         index: Index,
+        kept_from: Index,
         removed: u64,
     },
     /// Leader: `peer` lacks entries we no longer hold, so it gets the
@@ -1011,12 +1023,14 @@ impl Raft {
 
     /// The caller has made a snapshot of the state machine durable, which
     /// covers the entries up to `meta.last_index` (handed out in
-    /// `Ready::committed` and applied): drop them from the log (§7).
-    /// Returns false, changing nothing, if the current snapshot covers as
-    /// much already (one installed from a leader meanwhile, say).
-    pub fn compact(&mut self, meta: SnapshotMeta) -> bool {
+    /// `Ready::committed` and applied): drop them from the log (§7), but
+    /// for a trailing few (`Config::trailing_entries`). Returns the index
+    /// the log now starts after (the caller may delete what it stores up
+    /// to there), or `None`, changing nothing, if the current snapshot
+    /// covers as much already (one installed from a leader meanwhile, say).
+    pub fn compact(&mut self, meta: SnapshotMeta) -> Option<Index> {
         if meta.last_index <= self.snapshot.last_index {
-            return false;
+            return None;
         }
         assert!(
             meta.last_index <= self.emitted_index,
@@ -1027,16 +1041,27 @@ impl Raft {
             Some(meta.last_term),
             "the snapshot's last term is its last entry's"
         );
-        let removed = meta.last_index - self.log.base_index();
-        self.log.compact_to(meta.last_index);
+        // Keep the trailing entries, back from the snapshot's end.
+        let mut cut = meta.last_index;
+        let mut bytes = 0;
+        while cut > self.log.base_index() && meta.last_index - cut < self.cfg.trailing_entries {
+            bytes += self.log.get(cut).map_or(0, Entry::approx_size);
+            if bytes > self.cfg.trailing_bytes {
+                break;
+            }
+            cut -= 1;
+        }
+        let removed = cut - self.log.base_index();
+        self.log.compact_to(cut);
         self.snapshot = meta;
         // What the snapshot covers is durable in it.
         self.persisted_index = self.persisted_index.max(meta.last_index);
         self.events.push(Event::Compacted {
             index: meta.last_index,
+            kept_from: cut + 1,
             removed,
         });
-        true
+        Some(cut)
     }
 
     // ----- Outgoing requests -----

@@ -958,13 +958,14 @@ fn snapshot_reply(reply: Result<Reply, Rejection>) -> InstallSnapshotReply {
 /// committed, applied and compacted into a snapshot of `bytes`.
 fn compacted_leader(log: &[Term], upto: Index, bytes: &str) -> Raft {
     let mut r = elected(log, 1);
+    r.cfg.trailing_entries = 0;
     let now = Duration::from_secs(1);
     let req = r.poll_peer(1, now).unwrap();
     ack(&mut r, 1, &req, now);
     let ready = sync(&mut r);
     assert!(ready.committed.iter().any(|e| e.index == upto));
     let term = r.log().term_at(upto).unwrap();
-    assert!(r.compact(meta_of(upto, term, bytes)));
+    assert_eq!(r.compact(meta_of(upto, term, bytes)), Some(upto));
     assert_eq!(r.log().first_index(), upto + 1);
     r
 }
@@ -1223,7 +1224,7 @@ fn snapshot_chunks_are_checked_for_shape() {
 fn compaction_keeps_the_log_after_the_snapshot_and_ignores_an_older_one() {
     let mut r = compacted_leader(&[1, 1, 1], 3, "a");
     assert_eq!((r.log().first_index(), r.log().last_index()), (4, 4));
-    assert!(!r.compact(meta_of(2, 1, "older")));
+    assert_eq!(r.compact(meta_of(2, 1, "older")), None);
     assert_eq!(r.snapshot().last_index, 3);
     // A restart from the snapshot and the tail.
     let tail = r.log().entries().to_vec();
@@ -1235,4 +1236,34 @@ fn compaction_keeps_the_log_after_the_snapshot_and_ignores_an_older_one() {
         Duration::ZERO,
     );
     assert_eq!((again.commit_index(), again.log().last_index()), (3, 4));
+}
+
+#[test]
+fn compaction_keeps_trailing_entries_so_a_follower_a_little_behind_needs_no_snapshot() {
+    let mut r = elected(&[1, 1, 1, 1, 1, 1], 1);
+    r.cfg.trailing_entries = 3;
+    let now = Duration::from_secs(1);
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    let _ = sync(&mut r);
+    assert_eq!(r.commit_index(), 7);
+    // Entries 5..=7 stay; the snapshot covers up to 7.
+    assert_eq!(r.compact(meta_of(7, 2, "s")), Some(4));
+    assert_eq!((r.log().first_index(), r.snapshot().last_index), (5, 7));
+    // Peer 2, at 5, catches up from the log.
+    let probe = r.poll_peer(2, now).unwrap();
+    r.handle_reply(2, ae_reply(&probe, 2, false, 0, (None, 6)), now)
+        .unwrap();
+    match r.poll_peer(2, now) {
+        Some(Request::AppendEntries(ae)) => assert_eq!(ae.prev_log_index, 5),
+        other => panic!("expected entries from the log, got {other:?}"),
+    }
+    // A byte limit keeps fewer.
+    let mut r = elected(&[1, 1, 1, 1, 1, 1], 1);
+    r.cfg.trailing_entries = 3;
+    r.cfg.trailing_bytes = 100; // each entry counts about 66
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    let _ = sync(&mut r);
+    assert_eq!(r.compact(meta_of(7, 2, "s")), Some(6));
 }

@@ -248,13 +248,18 @@ impl Storage {
     }
 
     /// Makes a snapshot of our own, written with [`SnapshotWriter`], the
-    /// current one, and deletes the log segments it covers. Returns how
-    /// many segments went.
-    pub fn install_own(&mut self, written: WrittenSnapshot) -> Result<usize, StorageError> {
-        let index = written.meta.last_index;
+    /// current one, then deletes the log segments holding nothing after
+    /// `cut` (at most the snapshot's last index: the core keeps a few
+    /// trailing entries). Returns how many segments went.
+    pub fn install_own(
+        &mut self,
+        written: WrittenSnapshot,
+        cut: Index,
+    ) -> Result<usize, StorageError> {
+        assert!(cut <= written.meta.last_index);
         let file = written.make_current(&self.dir)?;
         self.snapshot = Some(Arc::new(file));
-        self.log.compact(index)
+        self.log.compact(cut)
     }
 
     /// The current snapshot, if any.
@@ -270,6 +275,12 @@ impl Storage {
     /// Bytes of log on disk, all segments together.
     pub fn log_bytes(&self) -> u64 {
         self.log.bytes()
+    }
+
+    /// Bytes of the records after `index` (those a snapshot up to `index`
+    /// does not cover).
+    pub fn log_bytes_after(&self, index: Index) -> u64 {
+        self.log.bytes_after(index)
     }
 
     /// How many log segment files there are.
@@ -668,7 +679,7 @@ mod tests {
         w.write_all(bytes.as_bytes()).unwrap();
         let written = w.finish().unwrap();
         let meta = written.meta;
-        s.install_own(written).unwrap();
+        s.install_own(written, index).unwrap();
         meta
     }
 

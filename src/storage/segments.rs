@@ -241,6 +241,21 @@ impl SegmentedLog {
         self.segments.iter().map(|s| s.len).sum()
     }
 
+    /// Bytes of the records after `index`.
+    pub fn bytes_after(&self, index: Index) -> u64 {
+        self.segments
+            .iter()
+            .map(|seg| {
+                if seg.first > index {
+                    seg.len
+                } else {
+                    let k = (index + 1 - seg.first) as usize;
+                    seg.offsets.get(k).map_or(0, |&at| seg.len - at)
+                }
+            })
+            .sum()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

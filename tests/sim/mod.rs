@@ -102,6 +102,9 @@ pub fn raft_config(id: NodeId, n: usize, seed: u64) -> Config {
         // which is what the Figure 8 interleavings need.
         max_entries_per_append: [1, 2, 3, 64][(seed % 4) as usize],
         max_inflight_appends: [4, 1, 2, 8, 3][(seed / 4 % 5) as usize],
+        // Few or no trailing entries after a snapshot, so that followers
+        // often need the snapshot itself.
+        trailing_entries: [0, 2, 0, 10, 1, 0, 20][(seed / 20 % 7) as usize],
         ..Config::new(id, 0..n as NodeId, seed)
     }
 }
@@ -470,11 +473,19 @@ impl Sim {
         node.applied_index = meta.last_index;
         node.kv = kv;
         (node.peers, node.clients) = services(id, n);
+        // The log after the snapshot (trailing entries it covers stay on
+        // disk, as in segments, but are not read back).
+        let log: Vec<Entry> = node
+            .disk_log
+            .iter()
+            .filter(|e| e.index > meta.last_index)
+            .cloned()
+            .collect();
         node.raft = Some(Raft::restore(
             raft_config(id, n, seed),
             node.disk_state,
             meta,
-            node.disk_log.clone(),
+            log,
             self.now,
         ));
         self.after(id);
@@ -505,10 +516,16 @@ impl Sim {
         }
         let node = &mut self.nodes[id as usize];
         node.disk_snapshot = Some((meta, bytes));
-        assert!(node.raft.as_mut().unwrap().compact(meta));
-        // The log files wholly covered go; here, the covered entries.
-        node.disk_log.retain(|e| e.index > meta.last_index);
-        node.unsynced_log.retain(|e| e.index > meta.last_index);
+        let cut = node
+            .raft
+            .as_mut()
+            .unwrap()
+            .compact(meta)
+            .expect("a newer snapshot");
+        // The log files wholly covered go; here, the entries dropped (the
+        // core keeps a few trailing ones).
+        node.disk_log.retain(|e| e.index > cut);
+        node.unsynced_log.retain(|e| e.index > cut);
         self.checker.snapshots_taken += 1;
         self.after(id);
         true
