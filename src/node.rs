@@ -304,6 +304,7 @@ impl Node {
             .member(options.id)
             .ok_or(NodeError::UnknownId(options.id))?
             .clone();
+        let opening = Instant::now();
         let limits = options.snapshot_threshold.segment_limits();
         let (storage, recovered) =
             Storage::open(&options.state_dir, limits).map_err(NodeError::Storage)?;
@@ -378,7 +379,7 @@ impl Node {
             ),
         };
         info!(
-            "[T{} Follower] started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}",
+            "[T{} Follower] started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}, recovered in {} ms",
             raft.term(),
             me.address(),
             raft.term(),
@@ -387,7 +388,8 @@ impl Node {
             log.entries().len(),
             log.last_index(),
             log.last_term(),
-            options.state_dir.display()
+            options.state_dir.display(),
+            opening.elapsed().as_millis()
         );
         let members = &options.cluster.members;
         let shared = Arc::new(Shared {

@@ -416,7 +416,7 @@ pub(crate) fn decode_record(line: &[u8], expected: Index) -> Result<Entry, Strin
     if checksum(json) != crc {
         return Err("checksum mismatch".into());
     }
-    let e: Entry = serde_json::from_slice(json).map_err(|e| format!("bad JSON: {e}"))?;
+    let e = Entry::parse(json).map_err(|e| format!("bad JSON: {e}"))?;
     if e.index != expected {
         return Err(format!("index {} out of sequence", e.index));
     }

@@ -24,7 +24,7 @@
 //!   its term is discarded when read back).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use super::{StorageError, decode_record, encode_record, io_err, sync_dir};
@@ -131,10 +131,11 @@ impl SegmentedLog {
         let mut torn_tail = None;
         let count = found.len();
         for (k, (first, path)) in found.into_iter().enumerate() {
-            let bytes = std::fs::read(&path).map_err(io_err(&path, "read"))?;
+            let file = File::open(&path).map_err(io_err(&path, "open"))?;
+            let input = BufReader::with_capacity(4 << 20, file);
             let last_segment = k + 1 == count;
-            let (entries, offsets, valid) = parse(&bytes, first, &path, last_segment)?;
-            if valid < bytes.len() as u64 {
+            let (entries, offsets, valid, total) = parse(input, first, &path, last_segment)?;
+            if valid < total {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -142,7 +143,7 @@ impl SegmentedLog {
                 file.set_len(valid)
                     .map_err(io_err(&path, "truncate torn record"))?;
                 file.sync_all().map_err(io_err(&path, "fsync"))?;
-                torn_tail = Some((path.clone(), valid, bytes.len() as u64 - valid));
+                torn_tail = Some((path.clone(), valid, total - valid));
             }
             let segment = Segment {
                 first,
@@ -451,47 +452,54 @@ fn migrate_legacy(dir: &Path) -> Result<(), StorageError> {
     sync_dir(dir)
 }
 
-/// Parses one segment whose first record has index `first`; returns the
-/// entries, their offsets and the length of the valid prefix. Only the
-/// final record of the last segment may be invalid (torn by a crash).
+/// Parses one segment whose first record has index `first`, reading it
+/// line by line through one buffer; returns the entries, their offsets,
+/// the length of the valid prefix and the file's length. Only the final
+/// record of the last segment may be invalid (torn by a crash).
 fn parse(
-    bytes: &[u8],
+    mut input: impl BufRead,
     first: Index,
     path: &Path,
     last_segment: bool,
-) -> Result<(Vec<Entry>, Vec<u64>, u64), StorageError> {
+) -> Result<(Vec<Entry>, Vec<u64>, u64, u64), StorageError> {
     let mut entries = Vec::new();
     let mut offsets = Vec::new();
-    let mut pos = 0usize;
-    let damage = |pos: usize, expected: Index, reason: String| StorageError::Corrupt {
+    let mut pos = 0u64;
+    let mut line = Vec::new();
+    let damage = |pos: u64, expected: Index, reason: String| StorageError::Corrupt {
         path: path.to_path_buf(),
-        offset: pos as u64,
+        offset: pos,
         reason: format!("record for index {expected}: {reason}"),
     };
-    while pos < bytes.len() {
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(io_err(path, "read"))? as u64;
+        if n == 0 {
+            return Ok((entries, offsets, pos, pos));
+        }
         let expected = first + entries.len() as Index;
-        let Some(nl) = bytes[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|k| pos + k)
-        else {
+        if line.last() != Some(&b'\n') {
             // No newline: the last write stopped part-way.
             if last_segment {
-                return Ok((entries, offsets, pos as u64));
+                return Ok((entries, offsets, pos, pos + n));
             }
             return Err(damage(
                 pos,
                 expected,
                 "incomplete, in a segment that is not the last".into(),
             ));
-        };
-        match decode_record(&bytes[pos..nl], expected) {
+        }
+        match decode_record(&line[..line.len() - 1], expected) {
             Ok(e) => {
-                offsets.push(pos as u64);
+                offsets.push(pos);
                 entries.push(e);
             }
-            Err(_) if nl + 1 == bytes.len() && last_segment => {
-                return Ok((entries, offsets, pos as u64));
+            Err(_)
+                if last_segment && input.fill_buf().map_err(io_err(path, "read"))?.is_empty() =>
+            {
+                return Ok((entries, offsets, pos, pos + n));
             }
             Err(reason) => {
                 return Err(damage(
@@ -501,7 +509,6 @@ fn parse(
                 ));
             }
         }
-        pos = nl + 1;
+        pos += n;
     }
-    Ok((entries, offsets, pos as u64))
 }
