@@ -306,8 +306,14 @@ impl Node {
             .clone();
         let opening = Instant::now();
         let limits = options.snapshot_threshold.segment_limits();
-        let (storage, recovered) =
-            Storage::open(&options.state_dir, limits).map_err(NodeError::Storage)?;
+        // The store is rebuilt from the snapshot while the log is read.
+        let (storage, recovered, restored) =
+            Storage::open_restoring(&options.state_dir, limits, |file| {
+                let started = Instant::now();
+                let kv = KvStore::read_snapshot(file.body());
+                (kv, started.elapsed())
+            })
+            .map_err(NodeError::Storage)?;
         if let Some((path, offset, bytes)) = &recovered.torn_tail {
             warn!(
                 "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write",
@@ -318,17 +324,15 @@ impl Node {
             warn!("{}: {why}", options.state_dir.display());
         }
         // The state machine starts from the snapshot, if there is one.
-        let restore_started = Instant::now();
-        let (snapshot, kv) = match &recovered.snapshot {
-            Some(file) => {
-                let kv =
-                    KvStore::read_snapshot(file.body()).map_err(|error| NodeError::Snapshot {
-                        path: file.path.clone(),
-                        error,
-                    })?;
-                (file.meta, kv)
+        let (snapshot, kv, restore_time) = match (&recovered.snapshot, restored) {
+            (Some(file), Some((kv, took))) => {
+                let kv = kv.map_err(|error| NodeError::Snapshot {
+                    path: file.path.clone(),
+                    error,
+                })?;
+                (file.meta, kv, took)
             }
-            None => (SnapshotMeta::default(), KvStore::new()),
+            _ => (SnapshotMeta::default(), KvStore::new(), Duration::ZERO),
         };
         let listener =
             TcpListener::bind((me.host.as_str(), me.port)).map_err(|source| NodeError::Bind {
@@ -375,7 +379,7 @@ impl Node {
                 "snapshot up to index {index} ({} keys, {} bytes, read in {} ms), then ",
                 kv.len(),
                 snapshot.size,
-                restore_started.elapsed().as_millis()
+                restore_time.as_millis()
             ),
         };
         info!(

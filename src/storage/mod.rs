@@ -142,6 +142,17 @@ pub struct Storage {
 impl Storage {
     /// Opens (creating if needed) the directory and recovers its contents.
     pub fn open(dir: &Path, limits: SegmentLimits) -> Result<(Storage, Recovered), StorageError> {
+        Storage::open_restoring(dir, limits, |_| ()).map(|(s, r, _)| (s, r))
+    }
+
+    /// [`Storage::open`], running `restore` on the snapshot (once its
+    /// checks pass) in a second thread while the log is read: at start a
+    /// node rebuilds its state machine and reads its log in parallel.
+    pub fn open_restoring<R: Send>(
+        dir: &Path,
+        limits: SegmentLimits,
+        restore: impl FnOnce(&SnapshotFile) -> R + Send,
+    ) -> Result<(Storage, Recovered, Option<R>), StorageError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -168,14 +179,23 @@ impl Storage {
         }
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot = if snapshot_path.exists() {
-            Some(Arc::new(SnapshotFile::open(&snapshot_path)?))
+            Some(Arc::new(SnapshotFile::open_unchecked(&snapshot_path)?))
         } else {
             None
         };
         let meta = snapshot
             .as_ref()
             .map_or(SnapshotMeta::default(), |s| s.meta);
-        let recovered = SegmentedLog::open(dir, meta.last_index, meta.last_term, limits)?;
+        let (recovered, restored) = std::thread::scope(|scope| {
+            let worker = snapshot
+                .as_deref()
+                .map(|file| scope.spawn(move || file.check().map(|()| restore(file))));
+            let log = SegmentedLog::open(dir, meta.last_index, meta.last_term, limits);
+            let restored = worker.map(|w| w.join().expect("the restore thread panicked"));
+            (log, restored)
+        });
+        let recovered = recovered?;
+        let restored = restored.transpose()?;
         // The directory entries of newly created files (and of the node's
         // directory itself) are durable only once their directories are.
         sync_dir(dir)?;
@@ -198,6 +218,7 @@ impl Storage {
                 torn_tail: recovered.torn_tail,
                 discarded_log: recovered.discarded,
             },
+            restored,
         ))
     }
 

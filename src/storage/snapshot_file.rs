@@ -100,6 +100,14 @@ impl SnapshotFile {
     /// Opens `path` and checks it whole: the header parses, the length is
     /// right and the bytes match the CRC.
     pub fn open(path: &Path) -> Result<SnapshotFile, StorageError> {
+        let snapshot = SnapshotFile::open_unchecked(path)?;
+        snapshot.check()?;
+        Ok(snapshot)
+    }
+
+    /// Opens `path` and checks its header and length only; see
+    /// [`SnapshotFile::check`] for the rest.
+    pub fn open_unchecked(path: &Path) -> Result<SnapshotFile, StorageError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
         let mut header = vec![0; HEADER_LEN as usize];
         let got = read_full_at(&file, &mut header, 0).map_err(io_err(path, "read"))?;
@@ -117,14 +125,19 @@ impl SnapshotFile {
                 ),
             });
         }
-        let snapshot = SnapshotFile {
+        Ok(SnapshotFile {
             meta,
             path: path.to_path_buf(),
             file,
-        };
+        })
+    }
+
+    /// Reads the state through and checks its CRC-32 against the header's.
+    pub fn check(&self) -> Result<(), StorageError> {
+        let (path, meta) = (&self.path, self.meta);
         let mut crc = crc32fast::Hasher::new();
         {
-            let mut body = snapshot.body();
+            let mut body = self.body();
             let mut buf = vec![0; 1 << 20];
             loop {
                 let n = body.read(&mut buf).map_err(io_err(path, "read"))?;
@@ -145,7 +158,7 @@ impl SnapshotFile {
                 ),
             });
         }
-        Ok(snapshot)
+        Ok(())
     }
 
     /// Opens a snapshot this process has just written and checked (its

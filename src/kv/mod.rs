@@ -21,6 +21,8 @@
 //! applied can no longer be told. The outcome is recorded, so a retry gets
 //! the same answer and the client's next number is applied normally.
 
+mod shards;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, BufRead, Write};
@@ -150,7 +152,9 @@ struct Session {
 /// The state machine of one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    data: BTreeMap<String, String>,
+    /// Copy-on-write by shard, so that a snapshot copies it in
+    /// microseconds (see [`shards`]).
+    data: shards::ShardedMap,
     sessions: HashMap<ClientId, Session>,
     /// Recency order of sessions: last_index → client.
     by_recency: BTreeMap<Index, ClientId>,
@@ -258,7 +262,7 @@ impl KvStore {
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")?;
         }
-        for pair in &self.data {
+        for pair in self.data.iter() {
             serde_json::to_writer(&mut *out, &pair)?;
             out.write_all(b"\n")?;
         }
@@ -277,44 +281,67 @@ impl KvStore {
     /// parse and the counts must match the header: a snapshot cut short or
     /// damaged is an error, never a smaller store.
     pub fn read_snapshot(input: impl BufRead) -> Result<KvStore, SnapshotError> {
-        let mut lines = input.lines().enumerate();
-        let mut next = |what: &str| -> Result<(usize, String), SnapshotError> {
-            match lines.next() {
-                Some((k, Ok(text))) => Ok((k + 1, text)),
-                Some((k, Err(e))) => Err(SnapshotError {
-                    line: k + 1,
-                    reason: e.to_string(),
-                }),
-                None => Err(SnapshotError {
-                    line: 0,
-                    reason: format!("ends early: {what} missing"),
-                }),
+        // One buffer for every line: a million keys, a million lines.
+        struct Lines<R> {
+            input: R,
+            buf: Vec<u8>,
+            line: usize,
+        }
+        impl<R: BufRead> Lines<R> {
+            fn next(&mut self, what: &str) -> Result<(usize, &[u8]), SnapshotError> {
+                self.buf.clear();
+                self.line += 1;
+                let line = self.line;
+                let n = self
+                    .input
+                    .read_until(b'\n', &mut self.buf)
+                    .map_err(|e| SnapshotError {
+                        line,
+                        reason: e.to_string(),
+                    })?;
+                if n == 0 {
+                    return Err(SnapshotError {
+                        line,
+                        reason: format!("ends early: {what} missing"),
+                    });
+                }
+                if self.buf.last() == Some(&b'\n') {
+                    self.buf.pop();
+                }
+                Ok((line, &self.buf[..]))
             }
+        }
+        let mut lines = Lines {
+            input,
+            buf: Vec::new(),
+            line: 0,
         };
-        fn parse<'a, T: Deserialize<'a>>(
-            (line, text): &'a (usize, String),
+        fn parse<T: serde::de::DeserializeOwned>(
+            lines: &mut Lines<impl BufRead>,
+            what: &str,
         ) -> Result<T, SnapshotError> {
-            serde_json::from_str(text).map_err(|e| SnapshotError {
-                line: *line,
+            let (line, text) = lines.next(what)?;
+            serde_json::from_slice(text).map_err(|e| SnapshotError {
+                line,
                 reason: e.to_string(),
             })
         }
-        let header: SnapshotHeader = parse(&next("the header")?)?;
+        let header: SnapshotHeader = parse(&mut lines, "the header")?;
         let mut kv = KvStore {
             applied: header.applied_index,
             applied_term: header.applied_term,
             ..KvStore::default()
         };
         for _ in 0..header.sessions {
-            let SessionLine { client, session } = parse(&next("a session")?)?;
+            let SessionLine { client, session } = parse(&mut lines, "a session")?;
             kv.by_recency.insert(session.last_index, client);
             kv.sessions.insert(client, session);
         }
         for _ in 0..header.keys {
-            let (key, value): (String, String) = parse(&next("a key")?)?;
+            let (key, value): (String, String) = parse(&mut lines, "a key")?;
             kv.data.insert(key, value);
         }
-        if let Ok((line, _)) = next("") {
+        if let Ok((line, _)) = lines.next("") {
             return Err(SnapshotError {
                 line,
                 reason: "more lines than the header counts".into(),
