@@ -239,8 +239,9 @@ impl KvStore {
     /// ["size","9"]
     /// ```
     ///
-    /// Sessions are in client order and keys in key order, so equal
-    /// stores write equal bytes (the simulation compares them). Sessions go
+    /// Sessions are in client order and keys grouped by a fixed hash, in
+    /// key order within each group, so equal stores write equal bytes (the
+    /// simulation compares them). Sessions go
     /// in the snapshot because exactly-once must survive compaction: a
     /// retry after a restart from the snapshot still finds its outcome.
     pub fn write_snapshot(&self, out: &mut impl Write) -> io::Result<()> {
