@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub value_bytes: usize,
     pub workload: Workload,
+    /// How many distinct keys ([`KEYS`] by default).
+    pub keys: u64,
     /// Print a progress line every second (to stderr).
     pub progress: bool,
 }
@@ -148,7 +150,12 @@ pub fn closed_loop(
 /// Keys read or written: client `k`'s `n`th operation uses key
 /// `bench-<key(k, n)>`, 1,000 keys in all, each client starting elsewhere.
 pub fn key(k: usize, n: u64) -> String {
-    format!("bench-{}", (k as u64 * 7919 + n) % KEYS)
+    key_among(k, n, KEYS)
+}
+
+/// [`key`] among `keys` distinct keys.
+pub fn key_among(k: usize, n: u64, keys: u64) -> String {
+    format!("bench-{}", (k as u64 * 7919 + n) % keys.max(1))
 }
 
 /// How many distinct keys the benchmark uses.
@@ -160,18 +167,18 @@ pub fn run(config: &ClusterConfig, options: &BenchOptions) -> BenchReport {
     if options.workload == Workload::Reads {
         // Every key a reader asks for exists.
         let mut client = Client::new(config.clone(), ClientOptions::default());
-        for n in 0..KEYS {
-            let _ = client.put(&key(0, n), &value);
+        for n in 0..options.keys {
+            let _ = client.put(&key_among(0, n, options.keys), &value);
         }
     }
-    let workload = options.workload;
+    let (workload, keys) = (options.workload, options.keys);
     closed_loop(options.clients, options.duration, options.progress, |k| {
         let mut client = Client::new(config.clone(), ClientOptions::default());
         let value = value.clone();
         Box::new(move |n| {
             let result = match workload {
-                Workload::Writes => client.put(&key(k, n), &value).map(drop),
-                Workload::Reads => client.get(&key(k, n)).map(drop),
+                Workload::Writes => client.put(&key_among(k, n, keys), &value).map(drop),
+                Workload::Reads => client.get(&key_among(k, n, keys)).map(drop),
             };
             result.map_err(|e| e.to_string())
         })

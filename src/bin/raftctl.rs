@@ -86,6 +86,9 @@ enum Command {
         seconds: u64,
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
+        /// How many distinct keys to spread the operations over.
+        #[arg(long, default_value_t = raft::bench::KEYS)]
+        keys: u64,
         /// Linearizable reads (of keys written first) instead of writes.
         #[arg(long)]
         reads: bool,
@@ -240,6 +243,7 @@ fn main() {
             clients,
             seconds,
             value_bytes,
+            keys,
             reads,
             json,
         } => {
@@ -265,6 +269,7 @@ fn main() {
                 duration: Duration::from_secs(seconds),
                 value_bytes,
                 workload,
+                keys,
                 progress: !json,
             };
             let r = bench::run(&cluster, &opts);
