@@ -1126,3 +1126,25 @@ impl Waiters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_thresholds_read_as_entries_or_sizes() {
+        use SnapshotThreshold::{Bytes, Entries};
+        assert_eq!(SnapshotThreshold::parse("100000"), Ok(Entries(100_000)));
+        assert_eq!(SnapshotThreshold::parse("64MiB"), Ok(Bytes(64 << 20)));
+        assert_eq!(SnapshotThreshold::parse(" 4KiB "), Ok(Bytes(4096)));
+        assert_eq!(SnapshotThreshold::parse("512B"), Ok(Bytes(512)));
+        assert_eq!(SnapshotThreshold::parse("2GiB"), Ok(Bytes(2 << 30)));
+        for bad in ["", "0", "0MiB", "12MB", "MiB", "-5", "1.5GiB"] {
+            assert!(SnapshotThreshold::parse(bad).is_err(), "{bad:?}");
+        }
+        // Segments of a quarter of the threshold, within their bounds.
+        assert_eq!(Entries(100).segment_limits().entries, 25);
+        assert_eq!(Bytes(64 << 20).segment_limits().bytes, 8 << 20);
+        assert_eq!(Bytes(1024).segment_limits().bytes, 4096);
+    }
+}

@@ -414,7 +414,8 @@ pub struct Raft {
     term: Term,
     voted_for: Option<NodeId>,
     log: Log,
-    /// The latest snapshot; the log starts after its last index (§7).
+    /// The latest snapshot (§7). The log starts at or before its end: a
+    /// few entries it covers may trail (`Config::trailing_entries`).
     snapshot: SnapshotMeta,
     /// Follower: the snapshot a leader is sending us.
     receiving: Option<Receiving>,

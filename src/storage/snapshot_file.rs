@@ -377,12 +377,17 @@ impl Receiving {
     }
 
     /// Appends the next chunk, which must start where the last ended (the
-    /// core hands chunks out in order).
+    /// core hands chunks out in order), and syncs it. A chunk is written
+    /// under the node's lock, and so is the snapshot's install: synced a
+    /// chunk at a time, the install's own fsync has one chunk left to
+    /// write, not the whole snapshot, which at 100 MB could hold the lock
+    /// (and the heartbeats queued behind it) past an election timeout.
     pub(super) fn write(&mut self, offset: u64, data: &str) -> Result<(), StorageError> {
         assert_eq!(offset, self.received, "snapshot chunks arrive in order");
         self.file
             .write_all(data.as_bytes())
             .map_err(io_err(&self.path, "write"))?;
+        self.file.sync_data().map_err(io_err(&self.path, "fsync"))?;
         self.received += data.len() as u64;
         Ok(())
     }
