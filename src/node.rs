@@ -654,6 +654,8 @@ impl Shared {
     /// them): several AppendEntries are in flight at once when the core's
     /// window allows (`consensus::progress`).
     fn run_replicator(&self, peer: NodeId, cluster_id: &str, link: &transport::Link) {
+        // The snapshot being sent to this peer, if any.
+        let mut sending: Option<Arc<SnapshotFile>> = None;
         let mut st = self.state.lock();
         while !st.stopping {
             let t = now(self);
@@ -676,10 +678,17 @@ impl Shared {
                 );
             }
             // A snapshot chunk's bytes come from the file the core's
-            // request names (kept open, so a newer snapshot replacing it
-            // meanwhile does not change them), read with the lock released.
+            // request names, read with the lock released. It is the
+            // current snapshot when a transfer starts, and the replicator
+            // keeps it open until the transfer ends, so a newer snapshot
+            // replacing it on disk meanwhile does not take its bytes away.
             let snapshot = match &request {
-                consensus::Request::InstallSnapshot(_) => st.storage.snapshot(),
+                consensus::Request::InstallSnapshot(r) => {
+                    if sending.as_ref().is_none_or(|f| f.meta != r.snapshot) {
+                        sending = st.storage.snapshot();
+                    }
+                    sending.clone()
+                }
                 _ => None,
             };
             let sent = MutexGuard::unlocked(&mut st, || {
@@ -687,7 +696,7 @@ impl Shared {
                 if let consensus::Request::InstallSnapshot(r) = &mut request {
                     let file = snapshot
                         .filter(|f| f.meta == r.snapshot)
-                        .expect("the core sends the current snapshot");
+                        .expect("a transfer starts with the current snapshot");
                     r.data = file
                         .read_chunk(r.offset, SNAPSHOT_CHUNK)
                         .map_err(|source| StorageError::Io {

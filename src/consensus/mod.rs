@@ -1097,32 +1097,26 @@ impl Raft {
                 }))
             }
             Role::Leader => {
-                let snapshot = self.snapshot;
                 let pr = &mut p.progress;
                 // The entries this follower needs next are compacted:
-                // send the snapshot instead (a newer one than a transfer
-                // in progress replaces it: the older one's bytes are gone).
-                if self.log.is_compacted(pr.next_index - 1)
-                    && pr
-                        .snapshot
-                        .is_none_or(|t| t.last_index != snapshot.last_index)
-                {
-                    pr.send_snapshot(snapshot.last_index, now);
+                // send the snapshot instead (the current one; a transfer
+                // in progress goes on with its own, see SnapshotTransfer).
+                if self.log.is_compacted(pr.next_index - 1) && pr.snapshot.is_none() {
+                    pr.send_snapshot(self.snapshot, now);
                     self.events.push(Event::SnapshotSendStarted {
                         peer,
-                        index: snapshot.last_index,
-                        size: snapshot.size,
+                        index: self.snapshot.last_index,
+                        size: self.snapshot.size,
                     });
                 }
-                if pr.chunk_due() {
-                    let offset = pr.snapshot.map_or(0, |t| t.offset);
+                if let Some(t) = pr.snapshot.filter(|_| pr.chunk_due()) {
                     pr.chunk_sent();
                     pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                     return Some(Request::InstallSnapshot(InstallSnapshot {
                         term,
                         leader_id: id,
-                        snapshot,
-                        offset,
+                        snapshot: t.snapshot,
+                        offset: t.offset,
                         data: String::new(),
                     }));
                 }
@@ -1177,10 +1171,8 @@ impl Raft {
             Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
             Role::Leader => {
                 let pr = &p.progress;
-                let starts_transfer = self.log.is_compacted(pr.next_index - 1)
-                    && pr
-                        .snapshot
-                        .is_none_or(|t| t.last_index != self.snapshot.last_index);
+                let starts_transfer =
+                    self.log.is_compacted(pr.next_index - 1) && pr.snapshot.is_none();
                 if starts_transfer || pr.chunk_due() {
                     return Some(p.retry_at);
                 }
@@ -1228,7 +1220,7 @@ impl Raft {
         let checked = match &reply {
             Reply::AppendEntries(r) => self.check_append_reply(peer, r),
             Reply::RequestVote(r) => validate::check_term(r.term),
-            Reply::InstallSnapshot(r) => self.check_snapshot_reply(r),
+            Reply::InstallSnapshot(r) => self.check_snapshot_reply(peer, r),
         };
         if let Err(rejection) = checked {
             self.handle_failure(peer, now);
@@ -1290,8 +1282,8 @@ impl Raft {
                 if let Some(t) = pr.chunk_answered(r.last_index, r.next_offset, r.done) {
                     self.events.push(Event::SnapshotSent {
                         peer,
-                        index: t.last_index,
-                        size: self.snapshot.size,
+                        index: t.snapshot.last_index,
+                        size: t.snapshot.size,
                         elapsed: now.saturating_sub(t.started),
                     });
                 }

@@ -46,7 +46,7 @@
 
 use std::time::Duration;
 
-use super::message::Index;
+use super::message::{Index, SnapshotMeta};
 
 /// What the next AppendEntries would carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,8 +69,11 @@ pub enum ProgressState {
 /// A snapshot on its way to a follower (state Snapshot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotTransfer {
-    /// The last index of the snapshot being sent.
-    pub last_index: Index,
+    /// The snapshot being sent. It stays the one sent until the follower
+    /// has it, even if the leader takes a newer one meanwhile: restarting
+    /// with each newer snapshot would never finish when snapshots come
+    /// faster than a transfer (a small threshold, a large state).
+    pub snapshot: SnapshotMeta,
     /// How many of its bytes the follower holds, as it last said: the next
     /// chunk starts here.
     pub offset: u64,
@@ -157,13 +160,11 @@ impl Progress {
         }
     }
 
-    /// Starts sending the snapshot ending at `last_index` from its first
-    /// byte (a transfer of an older snapshot, if any, is abandoned: its
-    /// bytes are gone).
-    pub fn send_snapshot(&mut self, last_index: Index, now: Duration) {
+    /// Starts sending `snapshot` from its first byte.
+    pub fn send_snapshot(&mut self, snapshot: SnapshotMeta, now: Duration) {
         self.state = ProgressState::Snapshot;
         self.snapshot = Some(SnapshotTransfer {
-            last_index,
+            snapshot,
             offset: 0,
             chunk_in_flight: false,
             started: now,
@@ -200,8 +201,8 @@ impl Progress {
             self.next_index = self.next_index.max(self.match_index + 1);
         }
         let t = self.snapshot.as_mut()?;
-        if t.last_index != last_index {
-            return None; // about an abandoned transfer
+        if t.snapshot.last_index != last_index {
+            return None; // about a transfer of another term's leadership
         }
         t.chunk_in_flight = false;
         if !done {
@@ -244,7 +245,7 @@ impl Progress {
         match self.snapshot {
             // The follower got there another way (an append sent before
             // the transfer began): the snapshot is no longer needed.
-            Some(t) if self.match_index >= t.last_index => {
+            Some(t) if self.match_index >= t.snapshot.last_index => {
                 self.snapshot = None;
                 self.state = ProgressState::Replicate;
             }

@@ -1267,3 +1267,43 @@ fn compaction_keeps_trailing_entries_so_a_follower_a_little_behind_needs_no_snap
     let _ = sync(&mut r);
     assert_eq!(r.compact(meta_of(7, 2, "s")), Some(6));
 }
+
+#[test]
+fn a_newer_snapshot_does_not_restart_a_transfer_in_progress() {
+    let mut r = compacted_leader(&[1, 1, 1], 4, "first snapshot");
+    let first = r.snapshot();
+    let now = Duration::from_secs(1);
+    let Some(Request::InstallSnapshot(c)) = r.poll_peer(2, now) else {
+        panic!("a chunk")
+    };
+    assert_eq!((c.snapshot, c.offset), (first, 0));
+    let took = |next_offset, done| {
+        Reply::InstallSnapshot(InstallSnapshotReply {
+            term: 2,
+            request_term: 2,
+            last_index: 4,
+            next_offset,
+            done,
+        })
+    };
+    r.handle_reply(2, took(6, false), now).unwrap();
+    // Two more entries commit and a newer snapshot covers them.
+    r.propose(Json::string("x")).unwrap();
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    let _ = sync(&mut r);
+    let _ = r.take_ready(); // hands out entry 5 as committed
+    assert_eq!(r.commit_index(), 5);
+    assert_eq!(r.compact(meta_of(5, 2, "second")), Some(5));
+    // The transfer goes on with the first, from where it was.
+    let Some(Request::InstallSnapshot(c)) = r.poll_peer(2, now) else {
+        panic!("the next chunk")
+    };
+    assert_eq!((c.snapshot, c.offset), (first, 6));
+    // Done: the follower is at 4, which is compacted now: the newer one.
+    r.handle_reply(2, took(first.size, true), now).unwrap();
+    let Some(Request::InstallSnapshot(c)) = r.poll_peer(2, now) else {
+        panic!("the newer snapshot")
+    };
+    assert_eq!((c.snapshot.last_index, c.offset), (5, 0));
+}

@@ -390,6 +390,7 @@ impl Raft {
     /// claim more bytes of ours than it has.
     pub(super) fn check_snapshot_reply(
         &self,
+        peer: NodeId,
         reply: &InstallSnapshotReply,
     ) -> Result<(), Rejection> {
         check_term(reply.term)?;
@@ -403,8 +404,15 @@ impl Raft {
         if reply.request_term != self.term || self.role != Role::Leader {
             return Ok(());
         }
-        let ours = self.snapshot;
-        let beyond = reply.last_index > ours.last_index
+        // Against the snapshot being sent to this peer, if the reply is
+        // about it, else against the current one.
+        let ours = self.peers[&peer]
+            .progress
+            .snapshot
+            .map(|t| t.snapshot)
+            .filter(|s| s.last_index == reply.last_index)
+            .unwrap_or(self.snapshot);
+        let beyond = reply.last_index > self.snapshot.last_index
             || (reply.last_index == ours.last_index && reply.next_offset > ours.size);
         if beyond {
             return Err(Rejection::SnapshotReplyBeyond {

@@ -179,6 +179,9 @@ pub struct SimNode {
     pub unsynced_log: Vec<Entry>,
     /// The latest snapshot and its bytes (`KvStore::write_snapshot`).
     pub disk_snapshot: Option<(SnapshotMeta, String)>,
+    /// Snapshots replaced since this incarnation started, still readable
+    /// (the runtime keeps the file of a transfer in progress open).
+    pub replaced_snapshots: Vec<(SnapshotMeta, String)>,
     /// The bytes of a snapshot being received.
     pub receiving: String,
     /// The last index this incarnation's state machine has applied
@@ -408,6 +411,7 @@ impl Sim {
                 disk_log: Vec::new(),
                 unsynced_log: Vec::new(),
                 disk_snapshot: None,
+                replaced_snapshots: Vec::new(),
                 receiving: String::new(),
                 applied_index: 0,
                 kv: KvStore::new(),
@@ -445,6 +449,7 @@ impl Sim {
         node.incarnation += 1;
         node.applied_index = 0;
         node.receiving.clear();
+        node.replaced_snapshots.clear();
         node.kv = KvStore::new();
         (node.peers, node.clients) = services(id, n);
         self.checker.leader_last.remove(&id);
@@ -515,6 +520,7 @@ impl Sim {
             self.fail(what);
         }
         let node = &mut self.nodes[id as usize];
+        node.replaced_snapshots.extend(node.disk_snapshot.take());
         node.disk_snapshot = Some((meta, bytes));
         let cut = node
             .raft
@@ -929,10 +935,15 @@ impl Sim {
         self.rpc_count += 1;
         if let Request::InstallSnapshot(is) = &mut request {
             // The runtime's part: fill in a chunk of the snapshot's bytes.
-            let Some((meta, bytes)) = &self.nodes[from as usize].disk_snapshot else {
+            let node = &self.nodes[from as usize];
+            let Some((_, bytes)) = node
+                .disk_snapshot
+                .iter()
+                .chain(&node.replaced_snapshots)
+                .find(|(meta, _)| *meta == is.snapshot)
+            else {
                 self.fail(format!("node {from} sends a snapshot it does not have"));
             };
-            assert_eq!(*meta, is.snapshot, "the core names the stored snapshot");
             let start = is.offset as usize;
             let mut end = (start + self.rng.random_range(1..=self.max_chunk)).min(bytes.len());
             while !bytes.is_char_boundary(end) {
@@ -1135,6 +1146,7 @@ impl Sim {
                     kv.applied_index()
                 ));
             }
+            node.replaced_snapshots.extend(node.disk_snapshot.take());
             node.disk_snapshot = Some((meta, bytes));
             restored = Some(kv);
             self.checker.snapshots_installed += 1;
