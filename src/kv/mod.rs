@@ -224,11 +224,6 @@ impl KvStore {
         self.applied_term
     }
 
-    /// How many client sessions are kept.
-    pub fn sessions(&self) -> usize {
-        self.sessions.len()
-    }
-
     /// Writes the whole state (keys, client sessions, and the last entry
     /// applied) as a snapshot: JSON lines, readable with `head` and `jq`.
     ///

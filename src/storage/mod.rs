@@ -179,7 +179,7 @@ impl Storage {
         }
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot = if snapshot_path.exists() {
-            Some(Arc::new(SnapshotFile::open_unchecked(&snapshot_path)?))
+            Some(Arc::new(SnapshotFile::open(&snapshot_path)?))
         } else {
             None
         };
@@ -302,16 +302,6 @@ impl Storage {
     /// does not cover).
     pub fn log_bytes_after(&self, index: Index) -> u64 {
         self.log.bytes_after(index)
-    }
-
-    /// How many log segment files there are.
-    pub fn segments(&self) -> usize {
-        self.log.segment_count()
-    }
-
-    /// The segment appended to (for messages).
-    pub fn log_path(&self) -> &Path {
-        self.log.active_path()
     }
 
     /// Whether log writes are not yet known durable.

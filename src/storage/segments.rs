@@ -257,10 +257,6 @@ impl SegmentedLog {
             .sum()
     }
 
-    pub fn segment_count(&self) -> usize {
-        self.segments.len()
-    }
-
     pub fn active_path(&self) -> &Path {
         &self.segments.last().expect("never empty").path
     }

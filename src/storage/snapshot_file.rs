@@ -97,17 +97,9 @@ pub struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    /// Opens `path` and checks it whole: the header parses, the length is
-    /// right and the bytes match the CRC.
+    /// Opens `path` and checks its header and length; [`SnapshotFile::check`]
+    /// reads the state through and checks its CRC.
     pub fn open(path: &Path) -> Result<SnapshotFile, StorageError> {
-        let snapshot = SnapshotFile::open_unchecked(path)?;
-        snapshot.check()?;
-        Ok(snapshot)
-    }
-
-    /// Opens `path` and checks its header and length only; see
-    /// [`SnapshotFile::check`] for the rest.
-    pub fn open_unchecked(path: &Path) -> Result<SnapshotFile, StorageError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
         let mut header = vec![0; HEADER_LEN as usize];
         let got = read_full_at(&file, &mut header, 0).map_err(io_err(path, "read"))?;
