@@ -1,7 +1,7 @@
 //! Log compaction, measured on real processes (3 nodes on 127.0.0.1,
 //! default timings, data in a temp dir):
 //!
-//!     cargo bench --bench snapshots -- [--writes 100000,1000000] [--clients 64]
+//!     cargo bench --bench snapshots -- [--writes 100000,1000000] [--clients 64] [--only compaction|none]
 //!
 //! For each number of writes, twice: with compaction at the default
 //! threshold (64 MiB of log), and without (a threshold never reached).
@@ -250,8 +250,13 @@ fn main() {
         .map(|n| n.parse().expect("--writes N[,N…]"))
         .collect();
     let clients: usize = arg("--clients").map_or(64, |n| n.parse().expect("--clients N"));
+    let only = arg("--only");
     for &n in &writes {
-        run(n, clients, true);
-        run(n, clients, false);
+        for compaction in [true, false] {
+            let name = if compaction { "compaction" } else { "none" };
+            if only.as_deref().is_none_or(|o| o == name) {
+                run(n, clients, compaction);
+            }
+        }
     }
 }
