@@ -202,7 +202,7 @@ impl Progress {
         }
         let t = self.snapshot.as_mut()?;
         if t.snapshot.last_index != last_index {
-            return None; // about a transfer of another term's leadership
+            return None; // about an earlier transfer to this follower
         }
         t.chunk_in_flight = false;
         if !done {
