@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use process::TestCluster;
+use process::{TestCluster, dir_bytes};
 use raft::client::{Client, ClientOptions};
 use raft::consensus::NodeId;
 
@@ -83,17 +83,6 @@ fn load(c: &TestCluster, clients: usize, from: u64, to: u64) -> Vec<u64> {
         t.join().unwrap();
     }
     per_second
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn mib(bytes: u64) -> String {

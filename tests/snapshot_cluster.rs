@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use process::{TestCluster, WAIT};
+use process::{TestCluster, WAIT, dir_bytes};
 use raft::client::{Client, ClientOptions};
 use raft::consensus::NodeId;
 
@@ -266,17 +266,6 @@ fn disk_use_stays_bounded_through_a_long_run_of_writes() {
         max_dir <= 2 * THRESHOLD + 3 * 100 * 1024,
         "a state directory grew to {max_dir} bytes"
     );
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// A snapshot file damaged on disk (not something a crash produces: it

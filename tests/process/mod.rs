@@ -336,6 +336,18 @@ pub fn leaders(statuses: &[MemberStatus]) -> Vec<NodeId> {
         .collect()
 }
 
+/// The bytes of the files in `dir` (not its subdirectories).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Every record of every log segment in `dir`, in order.
 pub fn read_segments(dir: &Path) -> Vec<Entry> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
