@@ -25,7 +25,6 @@
 #[path = "../tests/process/mod.rs"]
 mod process;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
