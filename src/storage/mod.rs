@@ -169,13 +169,7 @@ impl Storage {
         let hard_state = read_state(&dir.join("state.json"))?;
         // Snapshots a crash left half written or half received.
         for leftover in [snapshot_file::WRITING_FILE, snapshot_file::RECEIVING_FILE] {
-            let path = dir.join(leftover);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_err(&path, "delete")(e));
-                }
-                _ => {}
-            }
+            remove(&dir.join(leftover))?;
         }
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot = if snapshot_path.exists() {
@@ -366,6 +360,14 @@ impl LogSyncer {
     /// when it returns.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.file.sync_data().map_err(io_err(&self.path, "fsync"))
+    }
+}
+
+/// Deletes `path`; one already gone is fine.
+pub(crate) fn remove(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, "delete")(e)),
+        _ => Ok(()),
     }
 }
 

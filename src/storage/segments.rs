@@ -27,7 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use super::{StorageError, decode_record, encode_record, io_err, sync_dir};
+use super::{StorageError, decode_record, encode_record, io_err, remove, sync_dir};
 use crate::consensus::{Entry, Index};
 
 /// When the last segment is full and the next append starts a new one.
@@ -404,14 +404,6 @@ impl SegmentedLog {
         }
         sync_dir(&self.dir)?;
         self.start_segment(first)
-    }
-}
-
-fn remove(path: &Path) -> Result<(), StorageError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(path, "delete")(e)),
     }
 }
 
