@@ -393,15 +393,7 @@ impl Raft {
         peer: NodeId,
         reply: &InstallSnapshotReply,
     ) -> Result<(), Rejection> {
-        check_term(reply.term)?;
-        if reply.request_term > reply.term || reply.request_term > self.term {
-            return Err(Rejection::ReplyToUnsentRequest {
-                request_term: reply.request_term,
-                reply_term: reply.term,
-                our_term: self.term,
-            });
-        }
-        if reply.request_term != self.term || self.role != Role::Leader {
+        if !self.answers_this_leadership(reply.term, reply.request_term)? {
             return Ok(());
         }
         // Against the snapshot being sent to this peer, if the reply is
@@ -423,6 +415,22 @@ impl Raft {
             });
         }
         Ok(())
+    }
+
+    /// A reply of `term` to a request of `request_term` must answer a
+    /// request we could have sent (not of a term above ours or above the
+    /// reply's own). Whether it answers one of this leadership, so that
+    /// its claims are to be checked against what we sent.
+    fn answers_this_leadership(&self, term: Term, request_term: Term) -> Result<bool, Rejection> {
+        check_term(term)?;
+        if request_term > term || request_term > self.term {
+            return Err(Rejection::ReplyToUnsentRequest {
+                request_term,
+                reply_term: term,
+                our_term: self.term,
+            });
+        }
+        Ok(request_term == self.term && self.role == Role::Leader)
     }
 
     /// An AppendEntries or InstallSnapshot of `term`, at least ours, from
@@ -448,15 +456,7 @@ impl Raft {
         peer: NodeId,
         reply: &AppendEntriesReply,
     ) -> Result<(), Rejection> {
-        check_term(reply.term)?;
-        if reply.request_term > reply.term || reply.request_term > self.term {
-            return Err(Rejection::ReplyToUnsentRequest {
-                request_term: reply.request_term,
-                reply_term: reply.term,
-                our_term: self.term,
-            });
-        }
-        if reply.request_term != self.term || self.role != Role::Leader {
+        if !self.answers_this_leadership(reply.term, reply.request_term)? {
             return Ok(()); // about an earlier term: dropped unread
         }
         let sent_up_to = self.peers[&peer].progress.sent_up_to;
