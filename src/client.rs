@@ -121,6 +121,14 @@ pub struct Client {
     connections: HashMap<NodeId, transport::Peer>,
 }
 
+/// A node's answer of the wrong kind.
+fn unexpected(id: NodeId, answer: Response) -> ClientError {
+    ClientError::Node {
+        id,
+        message: format!("unexpected answer {answer:?}"),
+    }
+}
+
 impl Client {
     /// A new session with a random id.
     pub fn new(config: ClusterConfig, options: ClientOptions) -> Client {
@@ -250,12 +258,7 @@ impl Client {
                 Ok(Response::Value { value: None, .. }) => {
                     return Err(ClientError::NotFound { key: key.into() });
                 }
-                Ok(other) => {
-                    last = ClientError::Node {
-                        id,
-                        message: format!("unexpected answer {other:?}"),
-                    }
-                }
+                Ok(other) => last = unexpected(id, other),
                 Err(e) => {
                     last = ClientError::Node {
                         id,
@@ -300,18 +303,20 @@ impl Client {
 
     /// Has node `id` take a snapshot now and compact its log.
     pub fn snapshot(&mut self, id: NodeId) -> Result<crate::wire::SnapshotTaken, ClientError> {
-        match self.call(id, &Request::Snapshot) {
-            Ok(Response::Snapshot(taken)) => Ok(taken),
-            Ok(Response::Error { message, .. }) => Err(ClientError::Node { id, message }),
-            Ok(other) => Err(ClientError::Node {
-                id,
-                message: format!("unexpected answer {other:?}"),
-            }),
-            Err(e) => Err(ClientError::Node {
-                id,
-                message: e.to_string(),
-            }),
+        match self.call_node(id, &Request::Snapshot)? {
+            Response::Snapshot(taken) => Ok(taken),
+            Response::Error { message, .. } => Err(ClientError::Node { id, message }),
+            other => Err(unexpected(id, other)),
         }
+    }
+
+    /// One request to node `id`, not to whoever leads; a failed exchange
+    /// is an error naming the node.
+    fn call_node(&mut self, id: NodeId, request: &Request) -> Result<Response, ClientError> {
+        self.call(id, request).map_err(|e| ClientError::Node {
+            id,
+            message: e.to_string(),
+        })
     }
 
     /// Committed log entries of node `id` from index `from` (or from its
@@ -323,20 +328,13 @@ impl Client {
         from: Index,
         limit: usize,
     ) -> Result<(Vec<Entry>, Index, Index), ClientError> {
-        match self.call(id, &Request::Log { from, limit }) {
-            Ok(Response::Log {
+        match self.call_node(id, &Request::Log { from, limit })? {
+            Response::Log {
                 entries,
                 commit_index,
                 first_index,
-            }) => Ok((entries, commit_index, first_index)),
-            Ok(other) => Err(ClientError::Node {
-                id,
-                message: format!("unexpected answer {other:?}"),
-            }),
-            Err(e) => Err(ClientError::Node {
-                id,
-                message: e.to_string(),
-            }),
+            } => Ok((entries, commit_index, first_index)),
+            other => Err(unexpected(id, other)),
         }
     }
 
@@ -444,10 +442,7 @@ pub struct MemberStatus {
 pub fn status(member: &Member, timeout: Duration) -> Result<NodeStatus, ClientError> {
     match transport::call_once(member, &Request::Status, timeout) {
         Ok(Response::Status(s)) => Ok(*s),
-        Ok(other) => Err(ClientError::Node {
-            id: member.id,
-            message: format!("unexpected answer {other:?}"),
-        }),
+        Ok(other) => Err(unexpected(member.id, other)),
         Err(e) => Err(ClientError::Node {
             id: member.id,
             message: format!("{}: {e}", member.address()),
