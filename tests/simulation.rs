@@ -285,15 +285,10 @@ fn thesis_10_2_1_a_leaders_unsynced_entries_do_not_count_toward_commit() {
     );
 }
 
-/// The checker itself must catch a broken node. Here every disk silently
-/// drops log appends, as a node that acknowledges entries before it
-/// fsyncs them would after a crash: restarting a majority then loses
-/// committed entries, and the checker must report it. This guards against
-/// a checker that passes everything.
-#[test]
-fn checker_catches_entries_acknowledged_before_they_are_durable() {
-    // The violations below are expected: keep their panic messages quiet,
-    // for this test's thread only (the hook is shared by all tests).
+/// The violations a checker test provokes are expected: keep their panic
+/// messages quiet, for the calling test's thread only (the hook is shared
+/// by all tests).
+fn quiet_panics_of_this_thread() {
     let me = std::thread::current().id();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -301,6 +296,16 @@ fn checker_catches_entries_acknowledged_before_they_are_durable() {
             default_hook(info)
         }
     }));
+}
+
+/// The checker itself must catch a broken node. Here every disk silently
+/// drops log appends, as a node that acknowledges entries before it
+/// fsyncs them would after a crash: restarting a majority then loses
+/// committed entries, and the checker must report it. This guards against
+/// a checker that passes everything.
+#[test]
+fn checker_catches_entries_acknowledged_before_they_are_durable() {
+    quiet_panics_of_this_thread();
     let mut caught = 0;
     for seed in 0..20 {
         let result = std::panic::catch_unwind(|| {
@@ -337,13 +342,7 @@ fn checker_catches_entries_acknowledged_before_they_are_durable() {
 /// committed entries give.
 #[test]
 fn checker_catches_a_snapshot_that_loses_state() {
-    let me = std::thread::current().id();
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() != me {
-            default_hook(info)
-        }
-    }));
+    quiet_panics_of_this_thread();
     let mut caught = 0;
     for seed in 0..10 {
         let result = std::panic::catch_unwind(|| {
