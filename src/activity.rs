@@ -78,12 +78,42 @@ pub fn describe(event: &Event) -> (Level, String) {
         Event::LeaderKnown { leader, term } => {
             info(format!("leader for term {term} is {}", node(leader)))
         }
-        Event::ElectionStarted {
+        Event::PreVoteStarted {
             term,
             last_log_index,
             last_log_term,
         } => info(format!(
-            "election started for term {term} (last log index {last_log_index}, term {last_log_term})"
+            "pre-vote for term {term}: asking whether we could win, still in term {} (last log index {last_log_index}, term {last_log_term})",
+            term - 1
+        )),
+        Event::PreVoteWon {
+            term,
+            votes,
+            cluster_size,
+        } => info(format!(
+            "pre-vote won for term {term} with {votes} of {cluster_size}; starting the election"
+        )),
+        Event::PreVoteLost {
+            term,
+            votes,
+            refusals,
+            cluster_size,
+        } => info(format!(
+            "pre-vote lost for term {term}: {votes} yes, {refusals} no of {cluster_size}; staying in term {}",
+            term - 1
+        )),
+        Event::ElectionStarted {
+            term,
+            last_log_index,
+            last_log_term,
+            transfer,
+        } => info(format!(
+            "election started for term {term}{} (last log index {last_log_index}, term {last_log_term})",
+            if *transfer {
+                " at the leader's request (leadership transfer)"
+            } else {
+                ""
+            }
         )),
         Event::ElectionWon {
             term,
@@ -100,13 +130,19 @@ pub fn describe(event: &Event) -> (Level, String) {
         } => info(format!(
             "election lost for term {term}: {votes} votes, {refusals} refusals of {cluster_size}"
         )),
-        Event::VoteGranted { candidate, term } => info(format!(
-            "vote granted to {} for term {term}",
+        Event::VoteGranted {
+            candidate,
+            term,
+            pre_vote,
+        } => info(format!(
+            "{} granted to {} for term {term}",
+            if *pre_vote { "pre-vote" } else { "vote" },
             node(candidate)
         )),
         Event::VoteRefused {
             candidate,
             term,
+            pre_vote,
             reason,
         } => {
             let why = match reason {
@@ -116,12 +152,68 @@ pub fn describe(event: &Event) -> (Level, String) {
                     "its log (last term {}, index {}) is behind ours (last term {}, index {})",
                     theirs.0, theirs.1, ours.0, ours.1
                 ),
+                VoteRefusal::LeaderLease { leader, heard_ago } => format!(
+                    "leader {} was heard from {} ms ago, within the minimum election timeout",
+                    node(leader),
+                    heard_ago.as_millis()
+                ),
+                VoteRefusal::Leading => "we lead this term and a majority answers us".into(),
             };
             info(format!(
-                "vote refused to {} for term {term}: {why}",
+                "{} refused to {} for term {term}: {why}",
+                if *pre_vote { "pre-vote" } else { "vote" },
                 node(candidate)
             ))
         }
+        Event::QuorumLost {
+            term,
+            heard,
+            cluster_size,
+            window,
+        } => (
+            Level::Warn,
+            format!(
+                "stepping down as leader of term {term}: heard from only {heard} of {cluster_size} servers (ourselves included) in the last {} ms, not a majority (CheckQuorum)",
+                window.as_millis()
+            ),
+        ),
+        Event::TransferStarted {
+            target,
+            match_index,
+            last_index,
+        } => info(format!(
+            "handing leadership to {} (it holds our log up to {match_index} of {last_index}); refusing new writes until it takes over",
+            node(target)
+        )),
+        Event::TimeoutNowSent { target } => info(format!(
+            "{} holds our whole log: told it to start an election now (TimeoutNow)",
+            node(target)
+        )),
+        Event::TimeoutNowReceived { from } => info(format!(
+            "leader {} is handing leadership to us: starting an election now",
+            node(from)
+        )),
+        Event::TransferHandedOff {
+            target,
+            term,
+            elapsed,
+        } => info(format!(
+            "leadership handed to {}, which started term {term}, {} ms after the transfer began",
+            node(target),
+            elapsed.as_millis()
+        )),
+        Event::TransferAbandoned {
+            target,
+            elapsed,
+            why,
+        } => (
+            Level::Warn,
+            format!(
+                "leadership transfer to {} abandoned after {} ms: {why}",
+                node(target),
+                elapsed.as_millis()
+            ),
+        ),
         Event::Appended { from, to } if from == to => info(format!("appended entry {from}")),
         Event::Appended { from, to } => info(format!("appended entries {from}..={to}")),
         Event::Truncated { from, removed } => (
@@ -188,6 +280,7 @@ mod tests {
         let (level, text) = describe(&Event::VoteRefused {
             candidate: 2,
             term: 4,
+            pre_vote: false,
             reason: VoteRefusal::LogBehind {
                 ours: (3, 9),
                 theirs: (2, 12),

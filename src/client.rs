@@ -301,6 +301,29 @@ impl Client {
         Err(ClientError::NoLeader { last_error })
     }
 
+    /// Has the leader hand its leadership to node `to` (or to its most
+    /// up-to-date follower), and returns who leads now, and since when
+    /// after the request: (old leader, new leader, new term, milliseconds).
+    pub fn transfer(
+        &mut self,
+        to: Option<NodeId>,
+    ) -> Result<(NodeId, NodeId, crate::consensus::Term, u64), ClientError> {
+        match self.leader_request(&Request::Transfer { to })? {
+            Response::Transferred {
+                from,
+                to,
+                term,
+                millis,
+            } => {
+                self.leader = Some(to);
+                Ok((from, to, term, millis))
+            }
+            other => Err(ClientError::Timeout {
+                last_error: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
     /// Has node `id` take a snapshot now and compact its log.
     pub fn snapshot(&mut self, id: NodeId) -> Result<crate::wire::SnapshotTaken, ClientError> {
         match self.call_node(id, &Request::Snapshot)? {
@@ -392,6 +415,17 @@ impl Client {
                     ..
                 }) => {
                     return Err(ClientError::Rejected { message });
+                }
+                Ok(Response::Error {
+                    code: ErrorCode::Internal,
+                    message,
+                    ..
+                }) => {
+                    // The leader could not do it, and said why.
+                    return Err(ClientError::Node {
+                        id: target,
+                        message,
+                    });
                 }
                 Ok(Response::Error { code, message, .. }) => {
                     // timeout, busy, shutting down: try elsewhere

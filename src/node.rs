@@ -2,8 +2,10 @@
 //!
 //! Threads of one node:
 //!
-//! * **timer**: waits on the condvar until the election deadline (or, as
-//!   leader, until something changes) and calls `Raft::tick`;
+//! * **timer**: waits on its condvar until the core's next deadline
+//!   (`Raft::tick_deadline`: a follower's election timeout, a leader's
+//!   CheckQuorum check or the end of its leadership transfer's time) and
+//!   calls `Raft::tick`;
 //! * **replicator** and **receiver**, a pair per peer, on one kept-open
 //!   connection (`transport::Link`): the replicator builds each request
 //!   the core has for its peer under the lock and writes it with the lock
@@ -231,13 +233,13 @@ struct State {
     clients: ClientService,
     /// Client requests waiting for an answer.
     waiters: Waiters,
-    /// The election deadline the timer sleeps until (`None`: no deadline,
-    /// as leader).
+    /// The core deadline the timer sleeps until (`None`: none).
     timer_deadline: Option<Duration>,
-    /// Set by `Node::stop_and_exit`, which keeps the lock until the process
-    /// exits, so today no other thread ever sees it set. The loops and
-    /// handlers still check it so that they stay correct if a node is one
-    /// day stopped without ending the process (in-process tests, say).
+    /// Set by `Node::stop_and_exit` once any leadership handover is over;
+    /// it then keeps the lock until the process exits, so today no other
+    /// thread ever sees it set. The loops and handlers still check it so
+    /// that they stay correct if a node is one day stopped without ending
+    /// the process (in-process tests, say).
     stopping: bool,
 }
 
@@ -281,6 +283,8 @@ struct Shared {
     /// the snapshot has reached the threshold.
     snapshot_due: Condvar,
     snapshot_threshold: SnapshotThreshold,
+    /// The longest election timeout: bounds a leadership transfer.
+    election_timeout: Duration,
     /// Held while a snapshot is taken: one at a time (the snapshotter's,
     /// or one asked for with `raftctl snapshot`).
     snapshotting: Mutex<()>,
@@ -426,6 +430,7 @@ impl Node {
             log_written: Condvar::new(),
             snapshot_due: Condvar::new(),
             snapshot_threshold: options.snapshot_threshold,
+            election_timeout: options.election_timeout_max,
             snapshotting: Mutex::new(()),
         });
 
@@ -478,10 +483,15 @@ impl Node {
         self.address
     }
 
-    /// Stops the node and exits the process with `code`. Taking the lock
-    /// waits for any write in progress (writes happen under it), and
-    /// holding it until exit keeps a new one from starting.
+    /// Stops the node and exits the process with `code`. A leader first
+    /// hands its leadership to the most up-to-date follower (thesis
+    /// §3.10), so that the cluster has a new leader within milliseconds
+    /// instead of an election timeout; it waits for that at most about two
+    /// election timeouts. Then taking the lock waits for any write in
+    /// progress (writes happen under it), and holding it until exit keeps
+    /// a new one from starting.
     pub fn stop_and_exit(&self, reason: &str, code: i32) -> ! {
+        self.shared.hand_over(reason);
         let mut st = self.shared.state.lock();
         st.stopping = true;
         info!(
@@ -556,7 +566,7 @@ impl Shared {
         if ends_waits {
             st.waiters.wake_all();
         }
-        let deadline = st.raft.election_deadline();
+        let deadline = st.raft.tick_deadline();
         if deadline.is_some_and(|d| st.timer_deadline.is_none_or(|t| d < t)) {
             self.timer.notify_one();
         }
@@ -639,7 +649,7 @@ impl Shared {
         while !st.stopping {
             st.raft.tick(now(self));
             self.process_ready(&mut st);
-            st.timer_deadline = st.raft.election_deadline();
+            st.timer_deadline = st.raft.tick_deadline();
             match st.timer_deadline {
                 Some(deadline) => {
                     self.timer.wait_until(&mut st, self.epoch + deadline);
@@ -977,6 +987,10 @@ impl Handler for Service {
             let shared = shared.clone();
             return Handled::Later(Box::new(move || shared.snapshot_now()));
         }
+        if let wire::Request::Transfer { to } = request {
+            let shared = shared.clone();
+            return Handled::Later(Box::new(move || shared.transfer_now(to)));
+        }
         let mut st = shared.state.lock();
         if st.stopping {
             return Handled::Now(shutting_down());
@@ -1015,6 +1029,109 @@ impl Handler for Service {
 }
 
 impl Shared {
+    /// Before stopping: a leader hands its leadership over and waits until
+    /// it hears from the new leader (so that the vote and the answers it
+    /// owes leave before it exits), or the transfer is abandoned.
+    fn hand_over(&self, reason: &str) {
+        let mut st = self.state.lock();
+        let target = match st.raft.transfer_leadership(None, now(self)) {
+            Ok(target) => target,
+            Err(_) => return, // not leader, or alone
+        };
+        info!(
+            "[T{} {}] {reason}: handing leadership to node{target} before stopping",
+            st.raft.term(),
+            st.raft.role()
+        );
+        self.process_ready(&mut st);
+        let term = st.raft.term();
+        let _ = self.wait_for_handover(&mut st, term, 2 * self.election_timeout);
+    }
+
+    /// Waits, under the lock, until the transfer started in `term` ends:
+    /// `Ok(new leader)` once a leader of a later term is known here,
+    /// `Err(true)` if it was abandoned (we still lead), `Err(false)` if
+    /// `timeout` passed first.
+    fn wait_for_handover(
+        &self,
+        st: &mut MutexGuard<State>,
+        term: consensus::Term,
+        timeout: Duration,
+    ) -> Result<NodeId, bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match st.raft.leader_id() {
+                Some(l) if st.raft.term() > term => return Ok(l),
+                _ if st.raft.role() == Role::Leader && st.raft.transfer().is_none() => {
+                    return Err(true);
+                }
+                _ => {}
+            }
+            // Notified after every input to the core.
+            if self.changed.wait_until(st, deadline).timed_out() {
+                return Err(false);
+            }
+        }
+    }
+
+    /// `raftctl transfer`: hands leadership to `to` (or the most
+    /// up-to-date follower) and answers once a new leader is known here.
+    fn transfer_now(&self, to: Option<NodeId>) -> Response {
+        let started = Instant::now();
+        let mut st = self.state.lock();
+        let term = st.raft.term();
+        let target = match st.raft.transfer_leadership(to, now(self)) {
+            Ok(target) => target,
+            Err(consensus::TransferError::AlreadyLeader) => {
+                return Response::Transferred {
+                    from: self.id,
+                    to: self.id,
+                    term,
+                    millis: 0,
+                };
+            }
+            Err(consensus::TransferError::NotLeader { leader_hint }) => {
+                return st.clients.not_leader(leader_hint);
+            }
+            Err(e @ consensus::TransferError::InProgress { .. }) => {
+                return Response::error(ErrorCode::Internal, e.to_string());
+            }
+            Err(e) => return Response::error(ErrorCode::BadRequest, e.to_string()),
+        };
+        info!(
+            "[T{} {}] asked to hand leadership to node{target}",
+            st.raft.term(),
+            st.raft.role()
+        );
+        self.process_ready(&mut st);
+        match self.wait_for_handover(&mut st, term, 2 * self.election_timeout) {
+            Ok(leader) => Response::Transferred {
+                from: self.id,
+                to: leader,
+                term: st.raft.term(),
+                millis: started.elapsed().as_millis() as u64,
+            },
+            Err(abandoned) => Response::error(
+                if abandoned {
+                    ErrorCode::Internal
+                } else {
+                    ErrorCode::Timeout
+                },
+                if abandoned {
+                    format!(
+                        "the transfer to node{target} was abandoned: it did not start an election within an election timeout; node{} still leads",
+                        self.id
+                    )
+                } else {
+                    format!(
+                        "no new leader known after {} ms",
+                        started.elapsed().as_millis()
+                    )
+                },
+            ),
+        }
+    }
+
     /// `raftctl snapshot`: takes one now, however short the log.
     fn snapshot_now(&self) -> Response {
         match self.take_snapshot() {

@@ -445,6 +445,7 @@ mod tests {
             let reply = Response::RequestVote(RequestVoteReply {
                 term: request.rpc.term(),
                 vote_granted: false,
+                pre_vote: false,
             });
             (reply, member)
         }
@@ -491,6 +492,8 @@ mod tests {
                 candidate_id: 1,
                 last_log_index: 0,
                 last_log_term: 0,
+                pre_vote: false,
+                transfer: false,
             }),
         );
         format!("{}\n", serde_json::to_string(&rv).unwrap())

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consensus::{
     self, AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply,
-    NodeId, RequestVote, RequestVoteReply, Term,
+    NodeId, RequestVote, RequestVoteReply, Term, TimeoutNow, TimeoutNowReply,
 };
 use crate::kv::{Command, Outcome};
 
@@ -59,6 +59,7 @@ pub enum Request {
     RequestVote(Envelope<RequestVote>),
     AppendEntries(Envelope<AppendEntries>),
     InstallSnapshot(Envelope<InstallSnapshot>),
+    TimeoutNow(Envelope<TimeoutNow>),
     /// The courses' `is_leader()`.
     IsLeader,
     /// What `raftctl status` shows.
@@ -75,6 +76,12 @@ pub enum Request {
     },
     /// Take a snapshot now and compact the log (`raftctl snapshot`).
     Snapshot,
+    /// Leader only: hand leadership to node `to`, or to the most up-to-date
+    /// follower (`raftctl transfer`); answered once it has moved.
+    Transfer {
+        #[serde(default)]
+        to: Option<NodeId>,
+    },
     /// This node's committed log entries `from..`, at most `limit`.
     Log {
         #[serde(default = "first_index")]
@@ -104,6 +111,11 @@ impl Request {
                 from,
                 body,
             }),
+            consensus::Request::TimeoutNow(body) => Request::TimeoutNow(Envelope {
+                cluster,
+                from,
+                body,
+            }),
         }
     }
 
@@ -119,6 +131,7 @@ impl Request {
                 e.from,
                 consensus::Request::InstallSnapshot(e.body),
             ),
+            Request::TimeoutNow(e) => (e.cluster, e.from, consensus::Request::TimeoutNow(e.body)),
             other => return Err(other),
         };
         Ok(PeerRequest { cluster, from, rpc })
@@ -126,13 +139,16 @@ impl Request {
 
     pub fn class(&self) -> RequestClass {
         match self {
-            Request::RequestVote(_) | Request::AppendEntries(_) | Request::InstallSnapshot(_) => {
-                RequestClass::Peer
-            }
+            Request::RequestVote(_)
+            | Request::AppendEntries(_)
+            | Request::InstallSnapshot(_)
+            | Request::TimeoutNow(_) => RequestClass::Peer,
             Request::IsLeader | Request::Status => RequestClass::Admin,
-            Request::Write(_) | Request::Read { .. } | Request::Log { .. } | Request::Snapshot => {
-                RequestClass::Client
-            }
+            Request::Write(_)
+            | Request::Read { .. }
+            | Request::Log { .. }
+            | Request::Snapshot
+            | Request::Transfer { .. } => RequestClass::Client,
         }
     }
 }
@@ -144,6 +160,7 @@ impl Response {
             consensus::Reply::RequestVote(r) => Response::RequestVote(r),
             consensus::Reply::AppendEntries(r) => Response::AppendEntries(r),
             consensus::Reply::InstallSnapshot(r) => Response::InstallSnapshot(r),
+            consensus::Reply::TimeoutNow(r) => Response::TimeoutNow(r),
         }
     }
 
@@ -154,6 +171,7 @@ impl Response {
             Response::RequestVote(r) => Ok(consensus::Reply::RequestVote(r)),
             Response::AppendEntries(r) => Ok(consensus::Reply::AppendEntries(r)),
             Response::InstallSnapshot(r) => Ok(consensus::Reply::InstallSnapshot(r)),
+            Response::TimeoutNow(r) => Ok(consensus::Reply::TimeoutNow(r)),
             other => Err(other),
         }
     }
@@ -173,6 +191,7 @@ pub enum Response {
     RequestVote(RequestVoteReply),
     AppendEntries(AppendEntriesReply),
     InstallSnapshot(InstallSnapshotReply),
+    TimeoutNow(TimeoutNowReply),
     IsLeader {
         is_leader: bool,
         leader_id: Option<NodeId>,
@@ -202,6 +221,14 @@ pub enum Response {
         first_index: Index,
     },
     Snapshot(SnapshotTaken),
+    /// Leadership moved from node `from` to node `to`, which leads `term`,
+    /// `millis` after the transfer began (`from == to`: it led already).
+    Transferred {
+        from: NodeId,
+        to: NodeId,
+        term: Term,
+        millis: u64,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -412,6 +439,8 @@ mod tests {
             candidate_id: 1,
             last_log_index: 0,
             last_log_term: 0,
+            pre_vote: false,
+            transfer: false,
         };
         assert_eq!(
             rv,

@@ -21,6 +21,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use raft::consensus::{
     AppendEntries, Config as RaftConfig, Entry, HardState, Index, InstallSnapshot, Json, MAX_TERM,
     Payload, Raft, Reply, Request, RequestVote, RequestVoteReply, Role, SnapshotMeta, Term,
+    TimeoutNow, TimeoutNowReply,
 };
 use raft::service::PeerService;
 use raft::wire::{self, ErrorCode, PeerRequest, Response};
@@ -148,14 +149,22 @@ fn entries(prev: Index) -> impl Strategy<Value = Vec<Entry>> {
 fn peer_request() -> impl Strategy<Value = PeerRequest> {
     let sender = prop_oneof![8 => 0..3u64, 1 => 3..10u64];
     let cluster = prop_oneof![8 => Just("ours".to_string()), 1 => Just("theirs".to_string())];
-    let vote = (term(), 0..4u64, index(), term()).prop_map(|(term, candidate, lli, llt)| {
-        Request::RequestVote(RequestVote {
-            term,
-            candidate_id: candidate,
-            last_log_index: lli,
-            last_log_term: llt,
-        })
-    });
+    let vote = (
+        (term(), 0..4u64, index(), term()),
+        (any::<bool>(), any::<bool>()),
+    )
+        .prop_map(|((term, candidate, lli, llt), (pre_vote, transfer))| {
+            Request::RequestVote(RequestVote {
+                term,
+                candidate_id: candidate,
+                last_log_index: lli,
+                last_log_term: llt,
+                pre_vote,
+                transfer,
+            })
+        });
+    let timeout_now = (term(), 0..4u64)
+        .prop_map(|(term, leader_id)| Request::TimeoutNow(TimeoutNow { term, leader_id }));
     let append = (term(), 0..4u64, index(), term(), index(), 0..3u64).prop_flat_map(
         |(term, leader, prev, prev_term, commit, read_round)| {
             entries(prev).prop_map(move |entries| {
@@ -198,7 +207,7 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
     (
         cluster,
         sender,
-        prop_oneof![vote, append, snapshot],
+        prop_oneof![3 => vote, 3 => append, 3 => snapshot, 1 => timeout_now],
         any::<bool>(),
     )
         .prop_map(|(cluster, from, mut rpc, honest)| {
@@ -207,6 +216,7 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
                     Request::RequestVote(rv) => rv.candidate_id = from,
                     Request::AppendEntries(ae) => ae.leader_id = from,
                     Request::InstallSnapshot(is) => is.leader_id = from,
+                    Request::TimeoutNow(tn) => tn.leader_id = from,
                 }
             }
             PeerRequest { cluster, from, rpc }
@@ -235,11 +245,12 @@ fn start(log_terms: Vec<Term>, extra_term: Term, lead: bool) -> Raft {
     let mut r = Raft::new(cfg, hs, entries, Duration::ZERO);
     if lead {
         let t = Duration::from_secs(1);
-        r.tick(t);
+        r.campaign(t);
         let req = r.poll_peer(1, t).expect("a vote request");
         let yes = Reply::RequestVote(RequestVoteReply {
             term: r.term(),
             vote_granted: true,
+            pre_vote: false,
         });
         assert!(matches!(req, Request::RequestVote(_)));
         r.handle_reply(1, yes, t).expect("a valid reply");
@@ -307,7 +318,8 @@ fn the_peer_service_answers_anything_and_a_refusal_changes_nothing() {
                 match &answer.response {
                     Response::RequestVote(_)
                     | Response::AppendEntries(_)
-                    | Response::InstallSnapshot(_) => {}
+                    | Response::InstallSnapshot(_)
+                    | Response::TimeoutNow(_) => {}
                     Response::Error { code, .. } => {
                         prop_assert!(matches!(
                             code,
@@ -342,8 +354,19 @@ fn the_peer_service_answers_anything_and_a_refusal_changes_nothing() {
 #[test]
 fn the_core_survives_any_reply() {
     let reply = prop_oneof![
-        (term(), any::<bool>()).prop_map(|(term, vote_granted)| {
-            Reply::RequestVote(RequestVoteReply { term, vote_granted })
+        (term(), any::<bool>(), any::<bool>()).prop_map(|(term, vote_granted, pre_vote)| {
+            Reply::RequestVote(RequestVoteReply {
+                term,
+                vote_granted,
+                pre_vote,
+            })
+        }),
+        (term(), term(), any::<bool>()).prop_map(|(term, request_term, started)| {
+            Reply::TimeoutNow(TimeoutNowReply {
+                term,
+                request_term,
+                started,
+            })
         }),
         (
             term(),

@@ -67,6 +67,9 @@ enum Command {
     },
     /// Print the leader's id and address.
     Leader,
+    /// Hand leadership to node ID (default: the most up-to-date follower)
+    /// and print who leads now.
+    Transfer { id: Option<u64> },
     /// Take a snapshot now and compact the log, on every node or one.
     Snapshot {
         #[arg(long)]
@@ -158,6 +161,20 @@ fn main() {
         Command::Leader => {
             let m = client.leader().unwrap_or_else(|e| fail(&e));
             println!("{} {}", m.id, m.address());
+        }
+        Command::Transfer { id } => {
+            if let Some(id) = id.filter(|&id| cluster.member(id).is_none()) {
+                eprintln!("raftctl: node {id} is not in {}", args.config.display());
+                exit(2);
+            }
+            let (from, to, term, millis) = client.transfer(id).unwrap_or_else(|e| fail(&e));
+            if from == to {
+                println!("node{to} leads term {term} already");
+            } else {
+                println!(
+                    "leadership moved from node{from} to node{to} (term {term}) in {millis} ms"
+                );
+            }
         }
         Command::Log { node, from, json } => {
             let id = match node {
@@ -341,7 +358,7 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
         );
     } else {
         println!(
-            "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
+            "{:<4} {:<22} {:<12} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
             "ID",
             "ADDRESS",
             "ROLE",
@@ -356,7 +373,7 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
         for r in &rows {
             match &r.status {
                 Ok(s) => println!(
-                    "{:<4} {:<22} {:<10} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
+                    "{:<4} {:<22} {:<12} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
                     r.member.id,
                     r.member.address(),
                     s.role,
@@ -369,7 +386,7 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
                     human_bytes(s.log_bytes)
                 ),
                 Err(_) => println!(
-                    "{:<4} {:<22} {:<10}",
+                    "{:<4} {:<22} {:<12}",
                     r.member.id,
                     r.member.address(),
                     "unreachable"

@@ -1,5 +1,6 @@
-//! The Raft RPCs (Figure 2's two and Figure 13's InstallSnapshot) and the
-//! log entry they carry.
+//! The Raft RPCs (Figure 2's two, Figure 13's InstallSnapshot, and the
+//! thesis's TimeoutNow for leadership transfer) and the log entry they
+//! carry.
 //!
 //! These types are plain data: the wire module serializes them as JSON and
 //! the storage module writes [`Entry`] records to disk, so a field renamed
@@ -331,21 +332,64 @@ impl Entry {
     }
 }
 
-/// RequestVote arguments (Figure 2).
+/// RequestVote arguments (Figure 2), and the pre-vote question of thesis
+/// §9.6 in the same shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestVote {
+    /// The term the candidate stands in. For a pre-vote, the term it
+    /// *would* stand in (its own plus one): it has not taken that term.
     pub term: Term,
     pub candidate_id: NodeId,
     pub last_log_index: Index,
     pub last_log_term: Term,
+    /// Thesis §9.6: only asks whether the voter would grant a vote in
+    /// `term`; the voter changes nothing (term, vote, timer) answering it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pre_vote: bool,
+    /// The candidate stands because the leader handed over to it (thesis
+    /// §3.10, TimeoutNow): voters answer even if they heard from that
+    /// leader moments ago, which they otherwise would not (the lease that
+    /// CheckQuorum relies on).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transfer: bool,
 }
 
 /// RequestVote results (Figure 2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestVoteReply {
-    /// The voter's current term, for the candidate to update itself.
+    /// The voter's current term, for the candidate to update itself. A
+    /// *granted pre-vote* carries the term asked about instead, which the
+    /// voter has not taken and the candidate must not adopt.
     pub term: Term,
     pub vote_granted: bool,
+    /// Answers a pre-vote (echoed from the request).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pre_vote: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Leadership transfer (thesis §3.10): the leader of `term` tells a
+/// follower whose log it has brought up to date to start an election at
+/// once, without waiting for its timer or asking a pre-vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    pub term: Term,
+    pub leader_id: NodeId,
+}
+
+/// The answer to [`TimeoutNow`]; self-describing like the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNowReply {
+    /// The follower's current term (after it started its election, one
+    /// above the request's).
+    pub term: Term,
+    /// The term of the request this answers.
+    pub request_term: Term,
+    /// Whether the follower started an election.
+    pub started: bool,
 }
 
 /// AppendEntries arguments (Figure 2). With no entries it is a heartbeat,
@@ -481,6 +525,7 @@ pub enum Request {
     RequestVote(RequestVote),
     AppendEntries(AppendEntries),
     InstallSnapshot(InstallSnapshot),
+    TimeoutNow(TimeoutNow),
 }
 
 /// The reply to a [`Request`].
@@ -489,6 +534,7 @@ pub enum Reply {
     RequestVote(RequestVoteReply),
     AppendEntries(AppendEntriesReply),
     InstallSnapshot(InstallSnapshotReply),
+    TimeoutNow(TimeoutNowReply),
 }
 
 impl Request {
@@ -497,6 +543,7 @@ impl Request {
             Request::RequestVote(r) => r.term,
             Request::AppendEntries(r) => r.term,
             Request::InstallSnapshot(r) => r.term,
+            Request::TimeoutNow(r) => r.term,
         }
     }
 }
@@ -507,6 +554,7 @@ impl Reply {
             Reply::RequestVote(r) => r.term,
             Reply::AppendEntries(r) => r.term,
             Reply::InstallSnapshot(r) => r.term,
+            Reply::TimeoutNow(r) => r.term,
         }
     }
 }

@@ -65,12 +65,14 @@
 //! 2014): "Figure 2" and section numbers like §5.3; "thesis §6.4" is
 //! Ongaro's dissertation, "Consensus: Bridging Theory and Practice" (2014).
 
+mod election;
 pub mod log;
 pub mod message;
 pub mod progress;
+mod transfer;
 pub mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -80,9 +82,11 @@ use rand::{RngExt, SeedableRng};
 pub use log::Log;
 pub use message::{
     AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply, Json,
-    NodeId, Payload, Reply, Request, RequestVote, RequestVoteReply, SnapshotMeta, Term,
+    NodeId, Payload, Reply, Request, RequestVote, RequestVoteReply, SnapshotMeta, Term, TimeoutNow,
+    TimeoutNowReply,
 };
 pub use progress::{Batch, Progress, ProgressState, SnapshotTransfer};
+pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
 /// Fixed settings of one server.
@@ -114,6 +118,12 @@ pub struct Config {
     /// needing the whole snapshot (as hashicorp/raft's `TrailingLogs`).
     pub trailing_entries: u64,
     pub trailing_bytes: usize,
+    /// Ask for a pre-vote before standing (thesis §9.6; see [`election`]).
+    pub pre_vote: bool,
+    /// A leader steps down once a majority has gone quiet for a minimum
+    /// election timeout, and servers that heard from a leader within one
+    /// refuse votes (thesis §6.2 and §9.6; see [`election`]).
+    pub check_quorum: bool,
     /// Seeds the election-timeout generator, so a simulation replays.
     pub seed: u64,
 }
@@ -124,7 +134,8 @@ impl Config {
     /// heartbeats every 50 ms, and AppendEntries of at most 256 entries or
     /// about 1 MiB, which leaves room under the 8 MiB line limit for JSON
     /// escaping, with up to 4 of them in flight per follower; after a
-    /// snapshot, up to 1,000 entries (4 MiB) of trailing log.
+    /// snapshot, up to 1,000 entries (4 MiB) of trailing log; PreVote and
+    /// CheckQuorum on.
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, seed: u64) -> Config {
         Config {
             id,
@@ -137,6 +148,8 @@ impl Config {
             max_inflight_appends: 4,
             trailing_entries: 1000,
             trailing_bytes: 4 * 1024 * 1024,
+            pre_vote: true,
+            check_quorum: true,
             seed,
         }
     }
@@ -167,6 +180,8 @@ pub struct HardState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     Follower,
+    /// Asking for pre-votes, in its old term (thesis §9.6).
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -175,6 +190,7 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Role::Follower => "Follower",
+            Role::PreCandidate => "PreCandidate",
             Role::Candidate => "Candidate",
             Role::Leader => "Leader",
         })
@@ -193,6 +209,12 @@ pub enum VoteRefusal {
         ours: (Term, Index),
         theirs: (Term, Index),
     },
+    /// We heard from `leader` `heard_ago`, less than a minimum election
+    /// timeout ago (or we are the leader): it is alive, so the candidate
+    /// is the one cut off (thesis §9.6, the lease).
+    LeaderLease { leader: NodeId, heard_ago: Duration },
+    /// We lead this term, and a majority answers us (CheckQuorum).
+    Leading,
 }
 
 /// Things that happened, for the activity log and for tests. They carry no
@@ -213,10 +235,33 @@ pub enum Event {
         leader: NodeId,
         term: Term,
     },
+    /// Thesis §9.6: asking whether we could win `term` (ours plus one),
+    /// without taking it.
+    PreVoteStarted {
+        term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    /// A majority would vote for us in `term`: the real election follows.
+    PreVoteWon {
+        term: Term,
+        votes: usize,
+        cluster_size: usize,
+    },
+    /// The pre-vote for `term` ended without a majority; we stay a
+    /// follower in our term.
+    PreVoteLost {
+        term: Term,
+        votes: usize,
+        refusals: usize,
+        cluster_size: usize,
+    },
+    /// `transfer`: a leadership transfer asked for this election.
     ElectionStarted {
         term: Term,
         last_log_index: Index,
         last_log_term: Term,
+        transfer: bool,
     },
     ElectionWon {
         term: Term,
@@ -234,11 +279,50 @@ pub enum Event {
     VoteGranted {
         candidate: NodeId,
         term: Term,
+        pre_vote: bool,
     },
     VoteRefused {
         candidate: NodeId,
         term: Term,
+        pre_vote: bool,
         reason: VoteRefusal,
+    },
+    /// CheckQuorum: as leader of `term` we heard from only `heard` of
+    /// `cluster_size` servers (ourselves included) within `window`, so we
+    /// stepped down.
+    QuorumLost {
+        term: Term,
+        heard: usize,
+        cluster_size: usize,
+        window: Duration,
+    },
+    /// Leader: handing leadership to `target`, which holds our log up to
+    /// `match_index` of `last_index`; new proposals are refused meanwhile.
+    TransferStarted {
+        target: NodeId,
+        match_index: Index,
+        last_index: Index,
+    },
+    /// Leader: `target` holds our whole log and was told to stand now.
+    TimeoutNowSent {
+        target: NodeId,
+    },
+    /// The leader `from` asked us to stand now (leadership transfer).
+    TimeoutNowReceived {
+        from: NodeId,
+    },
+    /// The transfer's target started `term`, ending ours.
+    TransferHandedOff {
+        target: NodeId,
+        term: Term,
+        elapsed: Duration,
+    },
+    /// The transfer to `target` ended without a new term (`why`);
+    /// proposals are taken again if we still lead.
+    TransferAbandoned {
+        target: NodeId,
+        elapsed: Duration,
+        why: &'static str,
     },
     /// Entries `from..=to` were added to our log (by a leader's proposal or
     /// from an AppendEntries).
@@ -296,10 +380,14 @@ pub enum Event {
     },
 }
 
-/// Returned by [`Raft::propose`] on a server that is not the leader.
+/// Returned by [`Raft::propose`] on a server that is not the leader, or
+/// that is handing its leadership over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotLeader {
     pub leader_hint: Option<NodeId>,
+    /// A leadership transfer to this server is in progress: the leader
+    /// takes no proposals until it ends, moments from now.
+    pub transferring_to: Option<NodeId>,
 }
 
 /// What the caller must do after a call into [`Raft`]; see the module docs
@@ -391,6 +479,9 @@ struct Peer {
     /// Whether the last RPC to this peer got an answer; kept across roles
     /// so that "unreachable" and "back" are reported once each.
     reachable: bool,
+    /// Leader: when the peer last answered in this leadership
+    /// (CheckQuorum).
+    last_heard: Duration,
 }
 
 impl Peer {
@@ -401,6 +492,7 @@ impl Peer {
             retry_at: Duration::ZERO,
             backoff: Duration::ZERO,
             reachable: true,
+            last_heard: Duration::ZERO,
         }
     }
 }
@@ -429,9 +521,15 @@ pub struct Raft {
     emitted_index: Index,
     /// Followers and candidates start an election at this time.
     election_deadline: Duration,
-    /// Candidate: who granted and who refused our vote this term.
-    votes_granted: BTreeSet<NodeId>,
-    votes_refused: BTreeSet<NodeId>,
+    /// When we last heard from the leader we follow (a valid
+    /// AppendEntries or InstallSnapshot): its lease (see [`election`]).
+    leader_contact: Duration,
+    /// (Pre-)candidate: who granted and who refused our vote this round.
+    votes: election::Votes,
+    /// Candidate: this election is a leadership transfer's.
+    transfer_election: bool,
+    /// Leader: a leadership transfer in progress.
+    transfer: Option<Transfer>,
     peers: BTreeMap<NodeId, Peer>,
 
     // Linearizable reads (thesis §6.4), leader only; cleared on role change.
@@ -500,8 +598,10 @@ impl Raft {
             commit_index: snapshot.last_index,
             emitted_index: snapshot.last_index,
             election_deadline: Duration::ZERO,
-            votes_granted: BTreeSet::new(),
-            votes_refused: BTreeSet::new(),
+            leader_contact: Duration::ZERO,
+            votes: election::Votes::default(),
+            transfer_election: false,
+            transfer: None,
             peers,
             read_round: 0,
             reads_awaiting_commit: Vec::new(),
@@ -566,26 +666,43 @@ impl Raft {
 
     // ----- Time -----
 
-    /// When a follower or candidate will start an election; `None` for a
-    /// leader, which has no election timer.
-    pub fn election_deadline(&self) -> Option<Duration> {
-        (self.role != Role::Leader).then_some(self.election_deadline)
-    }
-
-    /// Fires the election timeout if it is due (Figure 2, Followers rule 2
-    /// and Candidates rule "if election timeout elapses").
-    pub fn tick(&mut self, now: Duration) {
-        if self.role != Role::Leader && now >= self.election_deadline {
-            self.start_election(now);
+    /// When [`Raft::tick`] next has something to do: a follower's or
+    /// candidate's election timeout; a leader's CheckQuorum deadline, or
+    /// the end of its leadership transfer's time. `None`: nothing until
+    /// another input.
+    pub fn tick_deadline(&self) -> Option<Duration> {
+        match self.role {
+            Role::Leader => {
+                let transfer = self.transfer.map(|t| t.deadline);
+                self.quorum_deadline().into_iter().chain(transfer).min()
+            }
+            _ => Some(self.election_deadline),
         }
     }
 
-    /// Starts an election now, as if the election timer had fired. Tests
-    /// use it to script elections; leadership transfer (thesis §3.10)
-    /// would too. A leader ignores it.
+    /// Acts on whatever timer is due: the election timeout (Figure 2,
+    /// Followers rule 2, and Candidates: "if election timeout elapses"),
+    /// with a pre-vote first if configured; as leader, a transfer out of
+    /// time, and CheckQuorum.
+    pub fn tick(&mut self, now: Duration) {
+        if self.role != Role::Leader {
+            if now >= self.election_deadline {
+                self.election_timeout(now);
+            }
+            return;
+        }
+        if self.transfer.is_some_and(|t| now >= t.deadline) {
+            self.abandon_transfer(now, "no new term within an election timeout");
+        }
+        self.check_quorum(now);
+    }
+
+    /// Starts an election now, as a leadership transfer's target does
+    /// (thesis §3.10): without a pre-vote, and asking voters to disregard
+    /// their lease. Tests use it to script elections. A leader ignores it.
     pub fn campaign(&mut self, now: Duration) {
         if self.role != Role::Leader {
-            self.start_election(now);
+            self.start_election(now, true);
         }
     }
 
@@ -614,6 +731,9 @@ impl Raft {
             p.vote_requested = false;
             p.retry_at = now;
         }
+        if role != Role::Leader {
+            self.abandon_transfer(now, "no longer leader");
+        }
         // Pending reads were for the old role's leadership: fail them.
         let failed = self.reads_awaiting_commit.drain(..);
         let failed = failed.chain(self.reads_awaiting_quorum.drain(..).map(|r| r.0));
@@ -628,6 +748,9 @@ impl Raft {
     /// follower").
     fn adopt_term(&mut self, term: Term, from: NodeId, now: Duration) {
         debug_assert!(term > self.term);
+        if self.role == Role::Leader {
+            self.transfer_handed_off(from, term, now);
+        }
         self.term = term;
         self.voted_for = None;
         self.leader_id = None;
@@ -639,64 +762,6 @@ impl Raft {
             // from starting an election the moment it steps down.
             self.reset_election_timer(now);
         }
-    }
-
-    fn start_election(&mut self, now: Duration) {
-        if self.role == Role::Candidate {
-            self.events.push(Event::ElectionLost {
-                term: self.term,
-                votes: self.votes_granted.len(),
-                refusals: self.votes_refused.len(),
-                cluster_size: self.cfg.cluster_size(),
-            });
-        }
-        // Figure 2, Candidates: increment currentTerm, vote for self, reset
-        // election timer, send RequestVote to all other servers.
-        self.term += 1;
-        self.voted_for = Some(self.cfg.id);
-        self.hard_state_dirty = true;
-        self.leader_id = None;
-        self.set_role(Role::Candidate, now);
-        self.votes_granted = BTreeSet::from([self.cfg.id]);
-        self.votes_refused.clear();
-        self.reset_election_timer(now);
-        self.events.push(Event::ElectionStarted {
-            term: self.term,
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-        });
-        self.check_votes(now);
-    }
-
-    fn check_votes(&mut self, now: Duration) {
-        if self.votes_granted.len() >= self.cfg.quorum() {
-            self.become_leader(now);
-        } else if self.votes_refused.len() > self.cfg.cluster_size() - self.cfg.quorum() {
-            // A win is no longer possible; we stay candidate until the timer
-            // fires, but say so now.
-            self.events.push(Event::ElectionLost {
-                term: self.term,
-                votes: self.votes_granted.len(),
-                refusals: self.votes_refused.len(),
-                cluster_size: self.cfg.cluster_size(),
-            });
-        }
-    }
-
-    fn become_leader(&mut self, now: Duration) {
-        self.events.push(Event::ElectionWon {
-            term: self.term,
-            votes: self.votes_granted.len(),
-            cluster_size: self.cfg.cluster_size(),
-        });
-        self.leader_id = Some(self.cfg.id);
-        // Figure 2, Leaders: nextIndex = leader last log index + 1,
-        // matchIndex = 0, and a heartbeat due at once (`Progress::new`).
-        self.set_role(Role::Leader, now);
-        // §5.4.2 and thesis §6.4: a leader commits entries of earlier terms
-        // only by committing one of its own, so it adds a no-op at once.
-        self.append_local(Payload::Noop);
-        self.advance_commit();
     }
 
     // ----- Requests from other servers -----
@@ -735,55 +800,10 @@ impl Raft {
                 self.handle_install_snapshot(from, is, now)
                     .map(Reply::InstallSnapshot)
             }
-        }
-    }
-
-    fn handle_request_vote(&mut self, req: RequestVote, now: Duration) -> RequestVoteReply {
-        if req.term > self.term {
-            self.adopt_term(req.term, req.candidate_id, now);
-        }
-        let refusal = if req.term < self.term {
-            Some(VoteRefusal::StaleTerm)
-        } else if let Some(other) = self.voted_for.filter(|&v| v != req.candidate_id) {
-            Some(VoteRefusal::AlreadyVoted(other))
-        } else if !self
-            .log
-            .is_up_to_date(req.last_log_index, req.last_log_term)
-        {
-            Some(VoteRefusal::LogBehind {
-                ours: (self.log.last_term(), self.log.last_index()),
-                theirs: (req.last_log_term, req.last_log_index),
-            })
-        } else {
-            None
-        };
-        match refusal {
-            Some(reason) => {
-                self.events.push(Event::VoteRefused {
-                    candidate: req.candidate_id,
-                    term: req.term,
-                    reason,
-                });
-                RequestVoteReply {
-                    term: self.term,
-                    vote_granted: false,
-                }
-            }
-            None => {
-                if self.voted_for.is_none() {
-                    self.voted_for = Some(req.candidate_id);
-                    self.hard_state_dirty = true;
-                }
-                // Figure 2, Followers rule 2: granting a vote resets the timer.
-                self.reset_election_timer(now);
-                self.events.push(Event::VoteGranted {
-                    candidate: req.candidate_id,
-                    term: self.term,
-                });
-                RequestVoteReply {
-                    term: self.term,
-                    vote_granted: true,
-                }
+            Request::TimeoutNow(tn) => {
+                validate::check_timeout_now(from, &tn)?;
+                self.handle_timeout_now(from, tn, now)
+                    .map(Reply::TimeoutNow)
             }
         }
     }
@@ -898,7 +918,9 @@ impl Raft {
             });
         }
         // Followers rule 2: a valid AppendEntries (or InstallSnapshot)
-        // from the current leader resets the election timer.
+        // from the current leader resets the election timer; its lease
+        // runs from now.
+        self.leader_contact = now;
         self.reset_election_timer(now);
     }
 
@@ -1078,22 +1100,29 @@ impl Raft {
         let (term, id, commit, round) =
             (self.term, self.cfg.id, self.commit_index, self.read_round);
         let last_index = self.log.last_index();
+        if self.timeout_now_due(peer) && now >= self.peers[&peer].retry_at {
+            return Some(self.send_timeout_now(peer));
+        }
         let p = self.peers.get_mut(&peer)?;
         if now < p.retry_at {
             return None;
         }
         match self.role {
             Role::Follower => None,
-            Role::Candidate => {
+            Role::PreCandidate | Role::Candidate => {
                 if p.vote_requested {
                     return None;
                 }
                 p.vote_requested = true;
+                let pre_vote = self.role == Role::PreCandidate;
                 Some(Request::RequestVote(RequestVote {
-                    term,
+                    // A pre-vote asks about the term we would take.
+                    term: if pre_vote { term + 1 } else { term },
                     candidate_id: id,
                     last_log_index: last_index,
                     last_log_term: self.log.last_term(),
+                    pre_vote,
+                    transfer: !pre_vote && self.transfer_election,
                 }))
             }
             Role::Leader => {
@@ -1168,7 +1197,8 @@ impl Raft {
         let p = self.peers.get(&peer)?;
         match self.role {
             Role::Follower => None,
-            Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
+            Role::PreCandidate | Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
+            Role::Leader if self.timeout_now_due(peer) => Some(p.retry_at),
             Role::Leader => {
                 let pr = &p.progress;
                 let starts_transfer =
@@ -1198,7 +1228,7 @@ impl Raft {
         self.peers
             .keys()
             .filter_map(|&p| self.peer_wakeup(p))
-            .chain(self.election_deadline())
+            .chain(self.tick_deadline())
             .min()
     }
 
@@ -1221,29 +1251,22 @@ impl Raft {
             Reply::AppendEntries(r) => self.check_append_reply(peer, r),
             Reply::RequestVote(r) => validate::check_term(r.term),
             Reply::InstallSnapshot(r) => self.check_snapshot_reply(peer, r),
+            Reply::TimeoutNow(r) => self.check_timeout_now_reply(r),
         };
         if let Err(rejection) = checked {
             self.handle_failure(peer, now);
             return Err(rejection);
+        }
+        if let Reply::RequestVote(r) = reply {
+            // (A granted pre-vote names a term not to adopt.)
+            self.handle_vote_reply(peer, r, now);
+            return Ok(());
         }
         if reply.term() > self.term {
             self.adopt_term(reply.term(), peer, now);
             return Ok(());
         }
         match reply {
-            // A vote is granted only in the candidate's own term, so a
-            // grant of our term answers this election's request. A
-            // refusal of our term may answer an older request (the voter
-            // had moved on); it only feeds the "election lost" report.
-            Reply::RequestVote(r) if self.role == Role::Candidate && r.term == self.term => {
-                self.peer_answered(peer, now);
-                if r.vote_granted {
-                    self.votes_granted.insert(peer);
-                } else {
-                    self.votes_refused.insert(peer);
-                }
-                self.check_votes(now);
-            }
             // Only a leader of `request_term` sent it; if that is us now,
             // the answer is about this leadership.
             Reply::AppendEntries(r) if self.role == Role::Leader && r.request_term == self.term => {
@@ -1288,6 +1311,10 @@ impl Raft {
                     });
                 }
             }
+            Reply::TimeoutNow(r) if self.role == Role::Leader && r.request_term == self.term => {
+                // It stands now; its RequestVote ends our term.
+                self.peer_answered(peer, now);
+            }
             _ => {} // from an earlier term or role
         }
         Ok(())
@@ -1298,6 +1325,7 @@ impl Raft {
         let p = self.peers.get_mut(&peer).expect("a peer");
         p.backoff = Duration::ZERO;
         p.retry_at = now;
+        p.last_heard = now;
         if !p.reachable {
             p.reachable = true;
             self.events.push(Event::PeerReachable { peer });
@@ -1316,7 +1344,7 @@ impl Raft {
         };
         match role {
             Role::Leader => p.progress.failed(),
-            Role::Candidate => p.vote_requested = false, // ask again
+            Role::PreCandidate | Role::Candidate => p.vote_requested = false, // ask again
             Role::Follower => {}
         }
         p.backoff = if p.backoff.is_zero() {
@@ -1329,17 +1357,19 @@ impl Raft {
             p.reachable = false;
             self.events.push(Event::PeerUnreachable { peer });
         }
+        if role == Role::Leader {
+            self.timeout_now_failed(peer);
+        }
     }
 
     // ----- Client commands -----
 
     /// Appends a command to the leader's log. It is committed once a
     /// majority store it; watch `Ready::committed` for its index.
+    /// A leader handing its office over refuses proposals (thesis §3.10).
     pub fn propose(&mut self, command: Json) -> Result<(Index, Term), NotLeader> {
-        if self.role != Role::Leader {
-            return Err(NotLeader {
-                leader_hint: self.leader_id,
-            });
+        if self.role != Role::Leader || self.transfer.is_some() {
+            return Err(self.not_leader());
         }
         let index = self.append_local(Payload::Command(command));
         self.advance_commit(); // a one-server cluster commits at once
@@ -1354,13 +1384,19 @@ impl Raft {
     /// been elected when the read index was taken.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), NotLeader> {
         if self.role != Role::Leader {
-            return Err(NotLeader {
-                leader_hint: self.leader_id,
-            });
+            return Err(self.not_leader());
         }
         self.reads_awaiting_commit.push(ctx);
         self.start_reads();
         Ok(())
+    }
+
+    fn not_leader(&self) -> NotLeader {
+        let transferring_to = self.transfer.map(|t| t.target);
+        NotLeader {
+            leader_hint: transferring_to.or(self.leader_id.filter(|&l| l != self.cfg.id)),
+            transferring_to,
+        }
     }
 
     /// Gives reads a read index once the current term has a committed

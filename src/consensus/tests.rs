@@ -1,12 +1,18 @@
 //! Unit tests for single rules of Figure 2, driving one `Raft` by hand.
-//! Whole-cluster behaviour is tested by the simulation in tests/.
+//! Whole-cluster behaviour is tested by the simulation in tests/. Most
+//! run Figure 2 alone (`cfg`: no PreVote, no CheckQuorum); those of the
+//! thesis's additions turn them on (`with_pre_vote`, `with_check_quorum`).
 
 use super::*;
 
 const MS: Duration = Duration::from_millis(1);
 
 fn cfg(id: NodeId, n: u64) -> Config {
-    Config::new(id, 0..n, id)
+    Config {
+        pre_vote: false,
+        check_quorum: false,
+        ..Config::new(id, 0..n, id)
+    }
 }
 
 fn entries(terms: &[Term]) -> Vec<Entry> {
@@ -39,6 +45,8 @@ fn vote_req(term: Term, candidate: NodeId, last_index: Index, last_term: Term) -
         candidate_id: candidate,
         last_log_index: last_index,
         last_log_term: last_term,
+        pre_vote: false,
+        transfer: false,
     })
 }
 
@@ -89,6 +97,7 @@ fn elected(log: &[Term], term: Term) -> Raft {
         Reply::RequestVote(RequestVoteReply {
             term: r.term(),
             vote_granted: true,
+            pre_vote: false,
         }),
         Duration::from_secs(1),
     )
@@ -110,7 +119,7 @@ fn sync(r: &mut Raft) -> Ready {
 #[test]
 fn election_timeout_makes_a_candidate_that_votes_for_itself() {
     let mut r = node(1, 3, 4, &[]);
-    let deadline = r.election_deadline().unwrap();
+    let deadline = r.tick_deadline().unwrap();
     assert!(deadline >= 300 * MS && deadline <= 600 * MS);
     r.tick(deadline - MS);
     assert_eq!(r.role(), Role::Follower);
@@ -353,6 +362,7 @@ fn stale_replies_from_an_earlier_term_are_dropped() {
         Reply::RequestVote(RequestVoteReply {
             term: r.term(),
             vote_granted: true,
+            pre_vote: false,
         }),
         now,
     )
@@ -433,6 +443,7 @@ fn thesis_10_2_1_a_leader_counts_itself_only_for_entries_it_has_persisted() {
         let yes = Reply::RequestVote(RequestVoteReply {
             term: r.term(),
             vote_granted: true,
+            pre_vote: false,
         });
         r.handle_reply(p, yes, now).unwrap();
     }
@@ -513,6 +524,7 @@ fn followers_refuse_proposals_with_a_leader_hint() {
     assert_eq!(
         r.propose(Json::string("x")),
         Err(NotLeader {
+            transferring_to: None,
             leader_hint: Some(2)
         })
     );
@@ -533,6 +545,7 @@ fn thesis_6_4_followers_refuse_reads_with_a_hint() {
     assert_eq!(
         r.read_index(7),
         Err(NotLeader {
+            transferring_to: None,
             leader_hint: Some(2)
         })
     );
@@ -678,6 +691,7 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
         Reply::RequestVote(RequestVoteReply {
             term: 2,
             vote_granted: true,
+            pre_vote: false,
         }),
         now,
     )
@@ -730,7 +744,7 @@ fn observable(r: &Raft) -> impl PartialEq + std::fmt::Debug + use<> {
         r.leader_id(),
         r.commit_index(),
         r.log().clone(),
-        r.election_deadline(),
+        r.tick_deadline(),
         r.next_deadline(),
     )
 }

@@ -21,7 +21,7 @@ use std::fmt;
 
 use super::message::{
     AppendEntries, AppendEntriesReply, Index, InstallSnapshot, InstallSnapshotReply, NodeId,
-    RequestVote, Term,
+    RequestVote, Term, TimeoutNow, TimeoutNowReply,
 };
 use super::{Raft, Role};
 
@@ -349,6 +349,12 @@ pub(super) fn check_append_entries(from: NodeId, req: &AppendEntries) -> Result<
     Ok(())
 }
 
+/// The shape of a TimeoutNow.
+pub(super) fn check_timeout_now(from: NodeId, req: &TimeoutNow) -> Result<(), Rejection> {
+    check_sender("leader_id", req.leader_id, from)?;
+    check_term(req.term)
+}
+
 /// The shape of an InstallSnapshot chunk.
 pub(super) fn check_install_snapshot(from: NodeId, req: &InstallSnapshot) -> Result<(), Rejection> {
     check_sender("leader_id", req.leader_id, from)?;
@@ -433,7 +439,13 @@ impl Raft {
         Ok(request_term == self.term && self.role == Role::Leader)
     }
 
-    /// An AppendEntries or InstallSnapshot of `term`, at least ours, from
+    /// A TimeoutNow reply must answer a request we could have sent.
+    pub(super) fn check_timeout_now_reply(&self, reply: &TimeoutNowReply) -> Result<(), Rejection> {
+        self.answers_this_leadership(reply.term, reply.request_term)
+            .map(|_| ())
+    }
+
+    /// An AppendEntries, InstallSnapshot or TimeoutNow of `term`, at least ours, from
     /// `from`: refused if it means two leaders of one term.
     pub(super) fn check_leader_claim(&self, from: NodeId, term: Term) -> Result<(), Rejection> {
         if term == self.term {

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::config::Member;
-use crate::consensus::{Index, NodeId, Raft, ReadState, Role, Term};
+use crate::consensus::{Index, NodeId, NotLeader, Raft, ReadState, Role, Term};
 use crate::kv::{ClientId, Command, KvStore};
 use crate::wire::{ErrorCode, Response};
 
@@ -87,7 +87,7 @@ impl ClientService {
         }
         let (client, seq) = (command.client, command.seq);
         match raft.propose(command.encode()) {
-            Err(e) => Step::Answer(self.not_leader(e.leader_hint)),
+            Err(e) => Step::Answer(self.refused(e)),
             Ok((index, term)) => Step::Wait(WriteTicket {
                 client,
                 seq,
@@ -100,7 +100,8 @@ impl ClientService {
     /// The answer to a proposed write, once there is one: its outcome once
     /// applied, or `not_leader` once its entry can no longer be applied by
     /// this node's proposal (another entry took the index, or this node
-    /// left the term). Then the client retries with the same number, which
+    /// stopped leading: it left the term, or stepped down in it for
+    /// CheckQuorum). Then the client retries with the same number, which
     /// the session table makes safe.
     pub fn poll_write(&self, raft: &Raft, kv: &KvStore, t: &WriteTicket) -> Option<Response> {
         // Answer with where it was applied: an earlier attempt may have
@@ -115,7 +116,8 @@ impl ClientService {
             .log()
             .term_at(t.index)
             .is_some_and(|term| term != t.term);
-        if overwritten || raft.term() != t.term || kv.applied_index() >= t.index {
+        let deposed = raft.term() != t.term || raft.role() != Role::Leader;
+        if overwritten || deposed || kv.applied_index() >= t.index {
             return Some(self.not_leader(raft.leader_id()));
         }
         None
@@ -127,7 +129,7 @@ impl ClientService {
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         match raft.read_index(ctx) {
-            Err(e) => Step::Answer(self.not_leader(e.leader_hint)),
+            Err(e) => Step::Answer(self.refused(e)),
             Ok(()) => {
                 self.reads.insert(ctx, ReadProgress::Waiting);
                 Step::Wait(ReadTicket { ctx, key })
@@ -216,6 +218,19 @@ impl ClientService {
         }
     }
 
+    /// The core's refusal of a proposal or read as `not_leader`.
+    fn refused(&self, e: NotLeader) -> Response {
+        match e.transferring_to {
+            Some(to) => Response::Error {
+                code: ErrorCode::NotLeader,
+                message: format!("leadership is being handed to node{to}; retry there in a moment"),
+                leader_id: Some(to),
+                leader_address: self.address_of(Some(to)),
+            },
+            None => self.not_leader(e.leader_hint),
+        }
+    }
+
     pub fn not_leader(&self, hint: Option<NodeId>) -> Response {
         Response::Error {
             code: ErrorCode::NotLeader,
@@ -280,11 +295,12 @@ mod tests {
     fn leader() -> (Raft, KvStore) {
         let mut r = raft(0);
         let t = Duration::from_secs(1);
-        r.tick(t);
+        r.campaign(t);
         let _ = r.poll_peer(1, t).unwrap();
         let granted = Reply::RequestVote(RequestVoteReply {
             term: 1,
             vote_granted: true,
+            pre_vote: false,
         });
         r.handle_reply(1, granted, t).unwrap();
         assert_eq!(r.role(), Role::Leader);

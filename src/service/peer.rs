@@ -200,6 +200,7 @@ fn rpc_name(rpc: &consensus::Request) -> &'static str {
         consensus::Request::RequestVote(_) => "request_vote",
         consensus::Request::AppendEntries(_) => "append_entries",
         consensus::Request::InstallSnapshot(_) => "install_snapshot",
+        consensus::Request::TimeoutNow(_) => "timeout_now",
     }
 }
 
@@ -241,6 +242,8 @@ mod tests {
                 candidate_id: from,
                 last_log_index: 0,
                 last_log_term: 0,
+                pre_vote: false,
+                transfer: false,
             }),
         }
     }
@@ -338,6 +341,7 @@ mod tests {
         let ok = Response::peer(Reply::RequestVote(consensus::RequestVoteReply {
             term: 1,
             vote_granted: true,
+            pre_vote: false,
         }));
         assert!(s.check_response(2, ok).0.is_some());
     }

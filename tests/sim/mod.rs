@@ -369,10 +369,18 @@ pub struct Sim {
     /// Fault injection for testing the checker itself: snapshots lose
     /// their last key (a state machine whose snapshot misses some state).
     pub snapshots_lose_a_key: bool,
+    /// Applied to every node's settings at each start (PreVote and
+    /// CheckQuorum off, say).
+    tune: fn(&mut Config),
 }
 
 impl Sim {
     pub fn new(n: usize, seed: u64, net: NetConfig) -> Sim {
+        Sim::tuned(n, seed, net, |_| {})
+    }
+
+    /// A cluster whose nodes' settings `tune` changes from `raft_config`.
+    pub fn tuned(n: usize, seed: u64, net: NetConfig, tune: fn(&mut Config)) -> Sim {
         let mut sim = Sim {
             seed,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
@@ -401,6 +409,7 @@ impl Sim {
             snapshot_every: None,
             max_chunk: 64,
             snapshots_lose_a_key: false,
+            tune,
         };
         for id in 0..n as NodeId {
             let (peers, clients) = services(id, n);
@@ -486,13 +495,9 @@ impl Sim {
             .filter(|e| e.index > meta.last_index)
             .cloned()
             .collect();
-        node.raft = Some(Raft::restore(
-            raft_config(id, n, seed),
-            node.disk_state,
-            meta,
-            log,
-            self.now,
-        ));
+        let mut config = raft_config(id, n, seed);
+        (self.tune)(&mut config);
+        node.raft = Some(Raft::restore(config, node.disk_state, meta, log, self.now));
         self.after(id);
     }
 
@@ -960,7 +965,12 @@ impl Sim {
                     ae.leader_commit,
                     ae.read_round
                 ),
-                Request::RequestVote(rv) => format!("vote term {}", rv.term),
+                Request::RequestVote(rv) => format!(
+                    "{} term {}",
+                    if rv.pre_vote { "pre-vote" } else { "vote" },
+                    rv.term
+                ),
+                Request::TimeoutNow(tn) => format!("timeout-now term {}", tn.term),
                 Request::InstallSnapshot(is) => format!(
                     "snapshot {} offset {} len {} of {}",
                     is.snapshot.last_index,
@@ -1040,6 +1050,8 @@ impl Sim {
             (Request::RequestVote(rv), 2) => rv.candidate_id = (from + 1) % n,
             (Request::AppendEntries(ae), 2) => ae.leader_id = (from + 1) % n,
             (Request::InstallSnapshot(is), 2) => is.leader_id = (from + 1) % n,
+            (Request::TimeoutNow(tn), 2) => tn.leader_id = (from + 1) % n,
+            (Request::TimeoutNow(tn), _) => tn.term = MAX_TERM + 1,
             (Request::RequestVote(rv), 3) => rv.term = MAX_TERM + 1,
             (Request::AppendEntries(ae), 3) => ae.term = MAX_TERM + self.rng.random_range(1..9),
             (Request::InstallSnapshot(is), 3) => is.term = MAX_TERM + 1,

@@ -1,0 +1,411 @@
+//! Elections, and how long leadership lasts.
+//!
+//! * **Votes** (Figure 2, §5.2): a candidate takes a new term, votes for
+//!   itself and asks the others; a majority of grants makes it leader.
+//! * **PreVote** (thesis §9.6): before taking a new term, a server whose
+//!   election timer fired asks whether it *could* win. The question
+//!   changes nothing at the voters, and the asker keeps its term, so a
+//!   server cut off from the others (which would otherwise raise its term
+//!   at every timeout, and on its return force the working leader to step
+//!   down) comes back in the term it left. A pre-candidate that gets a
+//!   majority stands for real; one refused by a majority stays a follower.
+//! * **The lease** (thesis §9.6, and §6.2's CheckQuorum): a server that
+//!   heard from a leader less than a minimum election timeout ago refuses
+//!   pre-votes, and with CheckQuorum on also real votes, without adopting
+//!   the asker's term: the leader it hears from is alive, so the asker is
+//!   the one cut off. The leader counts as hearing from itself. A
+//!   candidate standing because of a leadership transfer (`transfer` in
+//!   its request) is answered regardless.
+//! * **CheckQuorum** (thesis §6.2): a leader that has not heard from a
+//!   majority (itself included) for a minimum election timeout steps down
+//!   to follower in its term, so that it stops taking writes it cannot
+//!   commit, and clients go to the majority's side at once. This is what
+//!   makes the followers' lease safe for liveness: a leader holds its
+//!   office only as long as a majority keeps answering it.
+//!
+//! Safety never depends on any of this: a vote is still granted at most
+//! once per term to an up-to-date log (§5.2, §5.4.1), and ReadIndex reads
+//! are still confirmed by a heartbeat round (thesis §6.4). The lease and
+//! CheckQuorum read the clock only to decide *when* to act.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::message::{NodeId, RequestVote, RequestVoteReply};
+use super::{Event, Raft, Role, VoteRefusal};
+
+/// The answers a (pre-)candidate has collected in this round.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Votes {
+    granted: BTreeSet<NodeId>,
+    refused: BTreeSet<NodeId>,
+}
+
+/// Where a round of votes stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tally {
+    Won,
+    /// A majority has refused: a win is no longer possible.
+    Lost,
+    Pending,
+}
+
+impl Votes {
+    /// A new round in which `me` votes for itself.
+    fn new(me: NodeId) -> Votes {
+        Votes {
+            granted: BTreeSet::from([me]),
+            refused: BTreeSet::new(),
+        }
+    }
+
+    fn record(&mut self, voter: NodeId, granted: bool) {
+        if granted {
+            self.granted.insert(voter);
+        } else {
+            self.refused.insert(voter);
+        }
+    }
+
+    fn tally(&self, cluster_size: usize) -> Tally {
+        let quorum = cluster_size / 2 + 1;
+        if self.granted.len() >= quorum {
+            Tally::Won
+        } else if self.refused.len() > cluster_size - quorum {
+            Tally::Lost
+        } else {
+            Tally::Pending
+        }
+    }
+}
+
+impl Raft {
+    /// The election timer fired (Figure 2, Followers rule 2, and
+    /// Candidates: "if election timeout elapses, start new election"):
+    /// with PreVote, ask first.
+    pub(super) fn election_timeout(&mut self, now: Duration) {
+        if self.cfg.pre_vote {
+            self.start_pre_vote(now);
+        } else {
+            self.start_election(now, false);
+        }
+    }
+
+    /// Thesis §9.6: ask whether we could win the next term, keeping ours.
+    fn start_pre_vote(&mut self, now: Duration) {
+        self.end_round_unwon();
+        self.leader_id = None;
+        self.set_role(Role::PreCandidate, now);
+        self.votes = Votes::new(self.cfg.id);
+        self.reset_election_timer(now);
+        self.events.push(Event::PreVoteStarted {
+            term: self.term + 1,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        });
+        self.check_votes(now);
+    }
+
+    /// Figure 2, Candidates: increment currentTerm, vote for self, reset
+    /// the election timer, send RequestVote to all other servers.
+    /// `transfer`: the election a leadership transfer asked for (thesis
+    /// §3.10), which voters answer despite their lease.
+    pub(super) fn start_election(&mut self, now: Duration, transfer: bool) {
+        self.end_round_unwon();
+        self.term += 1;
+        self.voted_for = Some(self.cfg.id);
+        self.hard_state_dirty = true;
+        self.leader_id = None;
+        self.set_role(Role::Candidate, now);
+        self.votes = Votes::new(self.cfg.id);
+        self.transfer_election = transfer;
+        self.reset_election_timer(now);
+        self.events.push(Event::ElectionStarted {
+            term: self.term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            transfer,
+        });
+        self.check_votes(now);
+    }
+
+    /// A round still open when the next starts was lost (timed out).
+    fn end_round_unwon(&mut self) {
+        if matches!(self.role, Role::Candidate | Role::PreCandidate)
+            && self.votes.tally(self.cfg.cluster_size()) == Tally::Pending
+        {
+            self.push_round_lost();
+        }
+    }
+
+    fn push_round_lost(&mut self) {
+        let (votes, refusals) = (self.votes.granted.len(), self.votes.refused.len());
+        let cluster_size = self.cfg.cluster_size();
+        self.events.push(if self.role == Role::PreCandidate {
+            Event::PreVoteLost {
+                term: self.term + 1,
+                votes,
+                refusals,
+                cluster_size,
+            }
+        } else {
+            Event::ElectionLost {
+                term: self.term,
+                votes,
+                refusals,
+                cluster_size,
+            }
+        });
+    }
+
+    fn check_votes(&mut self, now: Duration) {
+        match self.votes.tally(self.cfg.cluster_size()) {
+            Tally::Pending => {}
+            Tally::Won if self.role == Role::PreCandidate => {
+                self.events.push(Event::PreVoteWon {
+                    term: self.term + 1,
+                    votes: self.votes.granted.len(),
+                    cluster_size: self.cfg.cluster_size(),
+                });
+                self.start_election(now, false);
+            }
+            Tally::Won => self.become_leader(now),
+            Tally::Lost => {
+                self.push_round_lost();
+                if self.role == Role::PreCandidate {
+                    // Thesis §9.6: it stays a follower in its term; its
+                    // timer (reset when it asked) fires again later.
+                    self.set_role(Role::Follower, now);
+                }
+                // A candidate stays one until its timer fires, as it may
+                // still hear of a leader of its term.
+            }
+        }
+    }
+
+    pub(super) fn become_leader(&mut self, now: Duration) {
+        self.events.push(Event::ElectionWon {
+            term: self.term,
+            votes: self.votes.granted.len(),
+            cluster_size: self.cfg.cluster_size(),
+        });
+        self.leader_id = Some(self.cfg.id);
+        // Figure 2, Leaders: nextIndex = leader last log index + 1,
+        // matchIndex = 0, and a heartbeat due at once (`Progress::new`).
+        self.set_role(Role::Leader, now);
+        // CheckQuorum counts from here: every peer just took part in the
+        // election or is about to hear of it.
+        for p in self.peers.values_mut() {
+            p.last_heard = now;
+        }
+        // §5.4.2 and thesis §6.4: a leader commits entries of earlier terms
+        // only by committing one of its own, so it adds a no-op at once.
+        self.append_local(super::Payload::Noop);
+        self.advance_commit();
+    }
+
+    /// Why a vote would depose a live leader, if it would: we heard from
+    /// the leader less than a minimum election timeout ago, or we are the
+    /// leader (CheckQuorum ends our leadership when majority contact
+    /// ends). That is the lease.
+    fn lease(&self, now: Duration) -> Option<VoteRefusal> {
+        if self.role == Role::Leader {
+            return Some(VoteRefusal::Leading);
+        }
+        let leader = self.leader_id?;
+        let heard_ago = now.saturating_sub(self.leader_contact);
+        (heard_ago < self.cfg.election_timeout_min)
+            .then_some(VoteRefusal::LeaderLease { leader, heard_ago })
+    }
+
+    /// RequestVote, real or pre-vote (Figure 2 receiver rules, thesis
+    /// §9.6). The answer to a pre-vote changes nothing here.
+    pub(super) fn handle_request_vote(
+        &mut self,
+        req: RequestVote,
+        now: Duration,
+    ) -> RequestVoteReply {
+        if req.pre_vote {
+            return self.handle_pre_vote(req, now);
+        }
+        // The lease: a live leader we heard from keeps our vote, and our
+        // term, unless it handed over to this candidate itself.
+        let lease = self
+            .lease(now)
+            .filter(|_| self.cfg.check_quorum && !req.transfer && req.term > self.term);
+        let refusal = if lease.is_some() {
+            lease
+        } else {
+            if req.term > self.term {
+                self.adopt_term(req.term, req.candidate_id, now);
+            }
+            if req.term < self.term {
+                Some(VoteRefusal::StaleTerm)
+            } else if let Some(other) = self.voted_for.filter(|&v| v != req.candidate_id) {
+                Some(VoteRefusal::AlreadyVoted(other))
+            } else {
+                self.log_refusal(&req)
+            }
+        };
+        let granted = refusal.is_none();
+        if granted {
+            if self.voted_for.is_none() {
+                self.voted_for = Some(req.candidate_id);
+                self.hard_state_dirty = true;
+            }
+            // Figure 2, Followers rule 2: granting a vote resets the timer.
+            self.reset_election_timer(now);
+        }
+        self.report_vote(&req, refusal);
+        RequestVoteReply {
+            term: self.term,
+            vote_granted: granted,
+            pre_vote: false,
+        }
+    }
+
+    /// Thesis §9.6: would we vote for this candidate in `req.term`? Yes if
+    /// no leader we heard from recently is alive, the term is one we could
+    /// still vote in, and its log is up to date. Nothing changes here:
+    /// not our term, not our vote, not our timer.
+    fn handle_pre_vote(&mut self, req: RequestVote, now: Duration) -> RequestVoteReply {
+        let refusal = if let Some(lease) = self.lease(now) {
+            Some(lease)
+        } else if req.term < self.term {
+            Some(VoteRefusal::StaleTerm)
+        } else if let Some(other) = self
+            .voted_for
+            .filter(|&v| req.term == self.term && v != req.candidate_id)
+        {
+            Some(VoteRefusal::AlreadyVoted(other))
+        } else {
+            self.log_refusal(&req)
+        };
+        let granted = refusal.is_none();
+        self.report_vote(&req, refusal);
+        RequestVoteReply {
+            // A grant names the term asked about, which the candidate
+            // must not adopt; a refusal names ours, which it may need.
+            term: if granted { req.term } else { self.term },
+            vote_granted: granted,
+            pre_vote: true,
+        }
+    }
+
+    /// §5.4.1: a vote only for a log at least as up to date as ours.
+    fn log_refusal(&self, req: &RequestVote) -> Option<VoteRefusal> {
+        (!self
+            .log
+            .is_up_to_date(req.last_log_index, req.last_log_term))
+        .then(|| VoteRefusal::LogBehind {
+            ours: (self.log.last_term(), self.log.last_index()),
+            theirs: (req.last_log_term, req.last_log_index),
+        })
+    }
+
+    fn report_vote(&mut self, req: &RequestVote, refusal: Option<VoteRefusal>) {
+        let (candidate, term, pre_vote) = (req.candidate_id, req.term, req.pre_vote);
+        self.events.push(match refusal {
+            None => Event::VoteGranted {
+                candidate,
+                term,
+                pre_vote,
+            },
+            Some(reason) => Event::VoteRefused {
+                candidate,
+                term,
+                pre_vote,
+                reason,
+            },
+        });
+    }
+
+    /// A voter's answer. A granted pre-vote carries the term asked about,
+    /// never to be adopted; anything else with a newer term is adopted
+    /// (Figure 2, all servers) before it is counted.
+    pub(super) fn handle_vote_reply(&mut self, peer: NodeId, r: RequestVoteReply, now: Duration) {
+        if !(r.pre_vote && r.vote_granted) && r.term > self.term {
+            self.adopt_term(r.term, peer, now);
+            return;
+        }
+        // A vote is granted only in the candidate's own term, so a grant
+        // of our term answers this election's request; a pre-vote grant
+        // names the term we would take. A refusal of our term (or older,
+        // for a pre-vote) may answer an older request; it only feeds the
+        // "lost" report.
+        let counts = match self.role {
+            Role::Candidate => !r.pre_vote && r.term == self.term,
+            Role::PreCandidate => r.pre_vote && (!r.vote_granted || r.term == self.term + 1),
+            _ => false,
+        };
+        if counts {
+            self.peer_answered(peer, now);
+            self.votes.record(peer, r.vote_granted);
+            self.check_votes(now);
+        }
+    }
+
+    /// CheckQuorum: when the leader will have gone a minimum election
+    /// timeout without hearing from a majority (itself included), at the
+    /// latest; `None` when it need not check (off, or alone).
+    pub(super) fn quorum_deadline(&self) -> Option<Duration> {
+        if !self.cfg.check_quorum || self.role != Role::Leader || self.peers.is_empty() {
+            return None;
+        }
+        let mut heard: Vec<Duration> = self.peers.values().map(|p| p.last_heard).collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        // With ourselves, the quorum - 1 most recently heard peers make a
+        // majority: the last of them sets the deadline.
+        let majority_heard = heard[self.cfg.quorum() - 2];
+        Some(majority_heard + self.cfg.election_timeout_min)
+    }
+
+    /// CheckQuorum's step-down, if it is due.
+    pub(super) fn check_quorum(&mut self, now: Duration) {
+        if self.quorum_deadline().is_none_or(|d| now < d) {
+            return;
+        }
+        let window = self.cfg.election_timeout_min;
+        let heard = 1 + self
+            .peers
+            .values()
+            .filter(|p| now.saturating_sub(p.last_heard) < window)
+            .count();
+        self.events.push(Event::QuorumLost {
+            term: self.term,
+            heard,
+            cluster_size: self.cfg.cluster_size(),
+            window,
+        });
+        self.leader_id = None;
+        self.set_role(Role::Follower, now);
+        self.reset_election_timer(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_is_won_by_a_majority_and_lost_once_a_majority_refuses() {
+        let mut v = Votes::new(0);
+        assert_eq!(v.tally(5), Tally::Pending);
+        v.record(1, true);
+        assert_eq!(v.tally(5), Tally::Pending);
+        v.record(2, true);
+        assert_eq!(v.tally(5), Tally::Won);
+        let mut v = Votes::new(0);
+        v.record(1, false);
+        v.record(2, false);
+        assert_eq!(v.tally(5), Tally::Pending, "two of five may still lose");
+        v.record(3, false);
+        assert_eq!(v.tally(5), Tally::Lost);
+        // A repeated answer counts once.
+        let mut v = Votes::new(0);
+        v.record(1, false);
+        v.record(1, false);
+        assert_eq!(v.tally(3), Tally::Pending);
+        assert_eq!(Votes::new(0).tally(1), Tally::Won);
+    }
+}
