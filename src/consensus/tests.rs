@@ -1321,3 +1321,422 @@ fn a_newer_snapshot_does_not_restart_a_transfer_in_progress() {
     };
     assert_eq!((c.snapshot.last_index, c.offset), (5, 0));
 }
+
+// ----- PreVote, CheckQuorum, the lease, leadership transfer -----
+
+fn full_cfg(id: NodeId, n: u64) -> Config {
+    Config::new(id, 0..n, id) // PreVote and CheckQuorum on
+}
+
+/// Node `id` of `n` in `term` with PreVote and CheckQuorum on, having
+/// heard a heartbeat from leader `leader` at time `at`.
+fn following(id: NodeId, n: u64, term: Term, leader: NodeId, at: Duration) -> Raft {
+    let mut r = Raft::new(
+        full_cfg(id, n),
+        HardState {
+            term,
+            voted_for: None,
+        },
+        vec![],
+        Duration::ZERO,
+    );
+    let ae = append(term, leader, (0, 0), vec![]);
+    r.handle_request(leader, ae, at).unwrap();
+    let _ = r.take_ready();
+    r
+}
+
+fn pre_vote_req(term: Term, candidate: NodeId, last: (Index, Term)) -> Request {
+    Request::RequestVote(RequestVote {
+        term,
+        candidate_id: candidate,
+        last_log_index: last.0,
+        last_log_term: last.1,
+        pre_vote: true,
+        transfer: false,
+    })
+}
+
+fn vote_reply(reply: Result<Reply, Rejection>) -> RequestVoteReply {
+    match reply.expect("a valid request") {
+        Reply::RequestVote(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn thesis_9_6_a_timed_out_follower_asks_a_pre_vote_without_raising_its_term() {
+    let mut r = following(1, 3, 4, 2, Duration::ZERO);
+    let deadline = r.tick_deadline().unwrap();
+    r.tick(deadline);
+    assert_eq!((r.role(), r.term()), (Role::PreCandidate, 4));
+    let ready = r.take_ready();
+    assert_eq!(ready.hard_state, None, "a pre-vote changes nothing durable");
+    assert!(
+        ready
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PreVoteStarted { term: 5, .. }))
+    );
+    match r.poll_peer(0, deadline) {
+        Some(Request::RequestVote(rv)) => {
+            assert!(rv.pre_vote && !rv.transfer);
+            assert_eq!(rv.term, 5, "asks about the term it would take");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Refused by both peers, a majority.
+    for peer in [0, 2] {
+        let no = Reply::RequestVote(RequestVoteReply {
+            term: 4,
+            vote_granted: false,
+            pre_vote: true,
+        });
+        r.handle_reply(peer, no, deadline).unwrap();
+    }
+    assert_eq!(
+        (r.role(), r.term()),
+        (Role::Follower, 4),
+        "a pre-candidate that loses stays a follower in its term"
+    );
+    assert!(r.take_ready().events.iter().any(|e| matches!(
+        e,
+        Event::PreVoteLost {
+            term: 5,
+            refusals: 2,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn thesis_9_6_a_pre_vote_won_by_a_majority_starts_the_real_election() {
+    let mut r = following(1, 3, 4, 2, Duration::ZERO);
+    let t = r.tick_deadline().unwrap();
+    r.tick(t);
+    let _ = r.poll_peer(0, t).unwrap();
+    // A granted pre-vote names the asked term, 5: not adopted.
+    let yes = Reply::RequestVote(RequestVoteReply {
+        term: 5,
+        vote_granted: true,
+        pre_vote: true,
+    });
+    r.handle_reply(0, yes, t).unwrap();
+    assert_eq!(
+        (r.role(), r.term(), r.voted_for()),
+        (Role::Candidate, 5, Some(1))
+    );
+    match r.poll_peer(0, t) {
+        Some(Request::RequestVote(rv)) => assert!(!rv.pre_vote && rv.term == 5),
+        other => panic!("{other:?}"),
+    }
+    // A late pre-vote grant is not a vote.
+    let late = Reply::RequestVote(RequestVoteReply {
+        term: 5,
+        vote_granted: true,
+        pre_vote: true,
+    });
+    r.handle_reply(2, late, t).unwrap();
+    assert_eq!(r.role(), Role::Candidate);
+}
+
+#[test]
+fn thesis_9_6_a_pre_vote_changes_nothing_at_the_voter() {
+    // Node 0 last heard from leader 2 long ago: it would vote.
+    let mut r = following(0, 3, 4, 2, Duration::ZERO);
+    let later = Duration::from_secs(5);
+    let before = (r.hard_state(), r.role(), r.tick_deadline());
+    let reply = vote_reply(r.handle_request(1, pre_vote_req(5, 1, (0, 0)), later));
+    assert!(reply.vote_granted && reply.pre_vote);
+    assert_eq!(reply.term, 5);
+    assert_eq!(
+        (r.hard_state(), r.role(), r.tick_deadline()),
+        before,
+        "no term, vote or timer change"
+    );
+    assert_eq!(r.take_ready().hard_state, None);
+    // Its log must still be up to date: a pre-vote is refused as a vote is.
+    let mut r = Raft::new(
+        full_cfg(0, 3),
+        HardState::default(),
+        entries(&[1, 1]),
+        later,
+    );
+    let reply = vote_reply(r.handle_request(1, pre_vote_req(2, 1, (1, 1)), later));
+    assert!(!reply.vote_granted);
+    assert_eq!(reply.term, 0, "a refusal names the voter's own term");
+}
+
+#[test]
+fn thesis_9_6_a_server_that_heard_from_its_leader_refuses_votes_and_keeps_its_term() {
+    let heard = Duration::from_secs(1);
+    let mut r = following(0, 3, 4, 2, heard);
+    let soon = heard + 100 * MS; // within the 300 ms minimum timeout
+    // Pre-vote: refused.
+    let reply = vote_reply(r.handle_request(1, pre_vote_req(5, 1, (0, 0)), soon));
+    assert!(!reply.vote_granted);
+    // A real vote of a higher term: refused, and the term not adopted
+    // (CheckQuorum's lease).
+    let reply = vote_reply(r.handle_request(1, vote_req(9, 1, 0, 0), soon));
+    assert!(!reply.vote_granted);
+    assert_eq!((r.term(), r.leader_id()), (4, Some(2)));
+    let events = r.take_ready().events;
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::VoteRefused {
+            reason: VoteRefusal::LeaderLease { leader: 2, .. },
+            ..
+        }
+    )));
+    // A transfer's election is answered despite the lease.
+    let transfer = Request::RequestVote(RequestVote {
+        term: 5,
+        candidate_id: 1,
+        last_log_index: 0,
+        last_log_term: 0,
+        pre_vote: false,
+        transfer: true,
+    });
+    assert!(granted(r.handle_request(1, transfer, soon)));
+    assert_eq!(r.term(), 5);
+    // Once the lease has run out, votes are answered as usual.
+    let mut r = following(0, 3, 4, 2, heard);
+    assert!(granted(r.handle_request(
+        1,
+        vote_req(5, 1, 0, 0),
+        heard + 300 * MS
+    )));
+}
+
+/// Node 0 of `n`, elected leader of term 1 with PreVote and CheckQuorum
+/// on, at time `at`.
+fn full_leader(n: u64, at: Duration) -> Raft {
+    let mut r = Raft::new(full_cfg(0, n), HardState::default(), vec![], Duration::ZERO);
+    r.campaign(at);
+    for p in 1..n / 2 + 1 {
+        let _ = r.poll_peer(p, at).unwrap();
+        let yes = Reply::RequestVote(RequestVoteReply {
+            term: 1,
+            vote_granted: true,
+            pre_vote: false,
+        });
+        r.handle_reply(p, yes, at).unwrap();
+    }
+    assert_eq!(r.role(), Role::Leader);
+    sync(&mut r);
+    r
+}
+
+#[test]
+fn thesis_6_2_check_quorum_a_leader_without_a_majority_steps_down_in_its_term() {
+    let start = Duration::from_secs(1);
+    let mut r = full_leader(5, start);
+    assert_eq!(r.tick_deadline(), Some(start + 300 * MS));
+    // Peers 1 and 2 answer every 100 ms: with us, a majority. 3 and 4 never.
+    let mut now = start;
+    for _ in 0..10 {
+        now += 100 * MS;
+        for p in [1, 2] {
+            if let Some(req) = r.poll_peer(p, now) {
+                ack(&mut r, p, &req, now);
+            }
+        }
+        r.tick(now);
+        assert_eq!(r.role(), Role::Leader, "a majority answers");
+    }
+    // Then only peer 1 does: one minimum election timeout after peer 2's
+    // last answer, the leader steps down, keeping its term.
+    let quiet_from = now;
+    while r.role() == Role::Leader {
+        now += 10 * MS;
+        if let Some(req) = r.poll_peer(1, now) {
+            ack(&mut r, 1, &req, now);
+        }
+        r.tick(now);
+        assert!(now <= quiet_from + 310 * MS, "did not step down");
+    }
+    assert!(now >= quiet_from + 300 * MS);
+    assert_eq!(
+        (r.role(), r.term(), r.leader_id()),
+        (Role::Follower, 1, None)
+    );
+    assert!(r.take_ready().events.iter().any(|e| matches!(
+        e,
+        Event::QuorumLost {
+            heard: 2,
+            cluster_size: 5,
+            ..
+        }
+    )));
+    assert!(r.propose(Json::string("x")).is_err(), "not_leader at once");
+}
+
+#[test]
+fn thesis_3_10_a_transfer_catches_the_target_up_then_sends_timeout_now() {
+    let t = Duration::from_secs(1);
+    let mut r = full_leader(3, t);
+    // Peer 1 is caught up; peer 2 has nothing.
+    let req = r.poll_peer(1, t).unwrap();
+    ack(&mut r, 1, &req, t);
+    r.propose(Json::string("x")).unwrap();
+    sync(&mut r);
+    let req = r.poll_peer(1, t).unwrap();
+    ack(&mut r, 1, &req, t);
+    assert_eq!(r.transfer_leadership(None, t), Ok(1), "the most up to date");
+    assert_eq!(r.transfer_leadership(Some(1), t), Ok(1), "asked twice");
+    assert_eq!(
+        r.transfer_leadership(Some(2), t),
+        Err(TransferError::InProgress { target: 1 })
+    );
+    let r2 = r.propose(Json::string("y"));
+    assert_eq!(
+        r2,
+        Err(NotLeader {
+            leader_hint: Some(1),
+            transferring_to: Some(1)
+        }),
+        "no new writes during a transfer"
+    );
+    assert!(matches!(r.poll_peer(1, t), Some(Request::TimeoutNow(_))));
+    while let Some(req) = r.poll_peer(1, t) {
+        assert!(!matches!(req, Request::TimeoutNow(_)), "sent once");
+    }
+
+    // A transfer to the lagging peer 2: entries first, TimeoutNow once
+    // it holds the whole log.
+    let mut r = full_leader(3, t);
+    let (last, _) = r.propose(Json::string("x")).unwrap();
+    sync(&mut r);
+    assert_eq!(r.transfer_leadership(Some(2), t), Ok(2));
+    let mut sent_timeout_now = false;
+    for _ in 0..10 {
+        match r.poll_peer(2, t) {
+            Some(Request::TimeoutNow(tn)) => {
+                assert_eq!(r.match_index(2), Some(last));
+                assert_eq!(tn.term, 1);
+                sent_timeout_now = true;
+                break;
+            }
+            Some(req @ Request::AppendEntries(_)) => {
+                assert!(r.match_index(2) < Some(last));
+                let Request::AppendEntries(ae) = &req else {
+                    unreachable!()
+                };
+                if ae.prev_log_index > 0 {
+                    ack(&mut r, 2, &req, t);
+                } else {
+                    let m = ae.entries.len() as Index;
+                    r.handle_reply(2, ae_reply(&req, 1, true, m, (None, 0)), t)
+                        .unwrap();
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(sent_timeout_now);
+}
+
+#[test]
+fn thesis_3_10_timeout_now_starts_an_election_that_ignores_the_lease() {
+    let t = Duration::from_secs(1);
+    let mut r = following(1, 3, 4, 2, t);
+    let tn = Request::TimeoutNow(TimeoutNow {
+        term: 4,
+        leader_id: 2,
+    });
+    match r.handle_request(2, tn, t).unwrap() {
+        Reply::TimeoutNow(reply) => assert!(reply.started && reply.term == 5),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((r.role(), r.term()), (Role::Candidate, 5));
+    match r.poll_peer(0, t) {
+        Some(Request::RequestVote(rv)) => assert!(rv.transfer && !rv.pre_vote),
+        other => panic!("{other:?}"),
+    }
+    // One from an older term starts nothing.
+    let mut r = following(1, 3, 4, 2, t);
+    let old = Request::TimeoutNow(TimeoutNow {
+        term: 3,
+        leader_id: 2,
+    });
+    assert!(matches!(
+        r.handle_request(2, old, t),
+        Ok(Reply::TimeoutNow(TimeoutNowReply { started: false, .. }))
+    ));
+    assert_eq!((r.role(), r.term()), (Role::Follower, 4));
+    // One from a second leader of our term is refused.
+    let second = Request::TimeoutNow(TimeoutNow {
+        term: 4,
+        leader_id: 0,
+    });
+    assert!(r.handle_request(0, second, t).is_err());
+    assert_eq!(r.role(), Role::Follower);
+}
+
+#[test]
+fn thesis_3_10_a_transfer_that_gets_no_new_term_is_abandoned_and_writes_resume() {
+    let t = Duration::from_secs(1);
+    let mut r = full_leader(3, t);
+    let req = r.poll_peer(1, t).unwrap();
+    ack(&mut r, 1, &req, t);
+    r.transfer_leadership(Some(1), t).unwrap();
+    assert!(matches!(r.poll_peer(1, t), Some(Request::TimeoutNow(_))));
+    let deadline = t + 600 * MS;
+    assert!(r.tick_deadline().is_some_and(|d| d <= deadline));
+    // Keep a majority answering so CheckQuorum does not end it instead.
+    let mut now = t;
+    while now < deadline {
+        now += 100 * MS;
+        if let Some(req) = r.poll_peer(2, now) {
+            ack(&mut r, 2, &req, now);
+        }
+        r.tick(now);
+    }
+    assert_eq!(r.role(), Role::Leader);
+    assert_eq!(r.transfer(), None);
+    assert!(
+        r.take_ready()
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::TransferAbandoned { target: 1, .. }))
+    );
+    assert!(r.propose(Json::string("x")).is_ok(), "writes resume");
+}
+
+#[test]
+fn thesis_3_10_the_target_starting_a_term_ends_the_transfer() {
+    let t = Duration::from_secs(1);
+    let mut r = full_leader(3, t);
+    let req = r.poll_peer(1, t).unwrap();
+    ack(&mut r, 1, &req, t);
+    r.transfer_leadership(Some(1), t).unwrap();
+    let _ = r.poll_peer(1, t);
+    let vote = Request::RequestVote(RequestVote {
+        term: 2,
+        candidate_id: 1,
+        last_log_index: r.log().last_index(),
+        last_log_term: 1,
+        pre_vote: false,
+        transfer: true,
+    });
+    assert!(
+        granted(r.handle_request(1, vote, t)),
+        "the old leader votes too"
+    );
+    assert_eq!(
+        (r.role(), r.term(), r.transfer()),
+        (Role::Follower, 2, None)
+    );
+    assert!(r.take_ready().events.iter().any(|e| matches!(
+        e,
+        Event::TransferHandedOff {
+            target: 1,
+            term: 2,
+            ..
+        }
+    )));
+    assert_eq!(
+        r.transfer_leadership(None, t),
+        Err(TransferError::NotLeader { leader_hint: None })
+    );
+}
