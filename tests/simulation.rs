@@ -12,7 +12,7 @@ mod sim;
 
 use std::time::Duration;
 
-use raft::consensus::{Json, NodeId, Payload};
+use raft::consensus::{Event, Json, NodeId, Payload};
 use raft::kv::{Command, Op};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -29,7 +29,14 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration, knobs:
         seed,
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut s = Sim::new(n, seed, NetConfig::unreliable());
+    let mut s = if knobs.figure_2_only {
+        Sim::tuned(n, seed, NetConfig::unreliable(), |c| {
+            c.pre_vote = false;
+            c.check_quorum = false;
+        })
+    } else {
+        Sim::new(n, seed, NetConfig::unreliable())
+    };
     s.forge = knobs.forge;
     s.snapshot_chance = knobs.snapshots;
     let mut proposals = 0u64;
@@ -61,6 +68,16 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration, knobs:
             70..78 => s.heal(),
             78..82 => s.net = NetConfig::reliable(),
             82..86 => s.net = NetConfig::unreliable(),
+            86..90 => {
+                // A leadership transfer, to a chosen node or to the most
+                // up-to-date one; the target may crash or be cut off.
+                if let Some(leader) = s.leader() {
+                    let to = rng.random_bool(0.5).then_some(pick);
+                    if s.transfer(leader, to).is_ok() {
+                        s.checker.transfers += 1;
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -83,11 +100,15 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration, knobs:
             continue;
         }
         let leader = s.leader().unwrap();
-        if let Some((index, _)) = s.propose(leader, "final") {
-            let all = s.run_until(5 * SECOND, |s| s.n_applied(index).0 == n);
-            if all && s.n_applied(index).1 == Some(Payload::Command(Json::string("final"))) {
-                break index;
+        match s.propose(leader, "final") {
+            Some((index, _)) => {
+                let all = s.run_until(5 * SECOND, |s| s.n_applied(index).0 == n);
+                if all && s.n_applied(index).1 == Some(Payload::Command(Json::string("final"))) {
+                    break index;
+                }
             }
+            // Refused: the leader is handing over; try again shortly.
+            None => s.run_for(10 * MS),
         }
     };
     // Convergence: every node applied the same prefix (state machine
@@ -102,6 +123,7 @@ fn chaos(test: &'static str, seed: u64, n: usize, virtual_time: Duration, knobs:
         forged_refused: s.forged_refused,
         snapshots_taken: s.checker.snapshots_taken,
         snapshots_installed: s.checker.snapshots_installed,
+        transfers: s.checker.transfers,
     }
 }
 
@@ -112,6 +134,8 @@ struct Knobs {
     forge: f64,
     /// Chance per step and node of taking a snapshot and compacting.
     snapshots: f64,
+    /// PreVote and CheckQuorum off: Figure 2's elections alone.
+    figure_2_only: bool,
 }
 
 /// What one chaos run checked.
@@ -122,6 +146,7 @@ struct Outcome {
     forged_refused: u64,
     snapshots_taken: u64,
     snapshots_installed: u64,
+    transfers: u64,
 }
 
 fn run_many(test: &'static str, base: u64, count: u64, n: usize, time: Duration) {
@@ -146,9 +171,10 @@ fn run_many_with(
         total.forged_refused += o.forged_refused;
         total.snapshots_taken += o.snapshots_taken;
         total.snapshots_installed += o.snapshots_installed;
+        total.transfers += o.transfers;
     }
     eprintln!(
-        "{test}: {} seeds, {n} nodes, {:?} virtual each: {} steps checked, {} entries committed, {} forged requests refused, {} snapshots taken, {} installed from a leader, {:.1}s",
+        "{test}: {} seeds, {n} nodes, {:?} virtual each: {} steps checked, {} entries committed, {} forged requests refused, {} snapshots taken, {} installed from a leader, {} leadership transfers started, {:.1}s",
         seeds.len(),
         time,
         total.steps,
@@ -156,6 +182,7 @@ fn run_many_with(
         total.forged_refused,
         total.snapshots_taken,
         total.snapshots_installed,
+        total.transfers,
         started.elapsed().as_secs_f64()
     );
     total
@@ -187,6 +214,7 @@ fn chaos_with_forged_requests_injected() {
         Knobs {
             forge: 0.05,
             snapshots: 0.0005,
+            ..Knobs::default()
         },
     );
     assert!(o.forged_refused > 1000, "too few forged requests delivered");
@@ -209,6 +237,7 @@ fn chaos_with_snapshots_three_nodes() {
         Knobs {
             forge: 0.0,
             snapshots: 0.002,
+            ..Knobs::default()
         },
     );
     assert!(o.snapshots_taken > 1000, "too few snapshots taken");
@@ -226,6 +255,7 @@ fn chaos_with_snapshots_five_nodes() {
         Knobs {
             forge: 0.0,
             snapshots: 0.002,
+            ..Knobs::default()
         },
     );
     assert!(o.snapshots_installed > 50, "too few snapshots installed");
@@ -367,4 +397,229 @@ fn checker_catches_a_snapshot_that_loses_state() {
         caught += result.is_err() as u32;
     }
     assert_eq!(caught, 10, "the checker missed a snapshot that lost a key");
+}
+
+/// Chaos with PreVote and CheckQuorum off, so that Figure 2's elections
+/// alone (a timed-out server takes a new term at once; votes are answered
+/// whenever the term is new) stay covered.
+#[test]
+fn chaos_figure_2_elections_only() {
+    run_many_with(
+        "chaos_figure_2_elections_only",
+        6_000,
+        100,
+        5,
+        30 * SECOND,
+        Knobs {
+            figure_2_only: true,
+            ..Knobs::default()
+        },
+    );
+}
+
+// ----- Scripted scenarios in the style of etcd-io/raft's testdata -----
+
+/// PreVote settings: both on (the default), or PreVote and CheckQuorum off.
+fn cluster(n: usize, seed: u64, thesis_9_6: bool) -> Sim {
+    if thesis_9_6 {
+        Sim::new(n, seed, NetConfig::reliable())
+    } else {
+        Sim::tuned(n, seed, NetConfig::reliable(), |c| {
+            c.pre_vote = false;
+            c.check_quorum = false;
+        })
+    }
+}
+
+/// A follower cut off from everyone for 5 s (about ten election timeouts),
+/// then reconnected: returns (the leader's term before, the leader and its
+/// term after, the follower's highest term while cut off).
+fn isolate_a_follower_and_heal(s: &mut Sim) -> (u64, Option<(NodeId, u64)>, u64) {
+    assert!(s.run_until(5 * SECOND, |s| s.leader().is_some()));
+    s.run_for(SECOND);
+    let leader = s.leader().expect("a leader");
+    let term = s.raft(leader).unwrap().term();
+    let follower = (leader + 1) % s.n() as NodeId;
+    s.disconnect(follower);
+    let mut highest = 0;
+    for _ in 0..50 {
+        s.run_for(100 * MS);
+        highest = highest.max(s.raft(follower).unwrap().term());
+    }
+    s.connect(follower);
+    s.run_until(5 * SECOND, |s| {
+        s.raft(follower).unwrap().leader_id().is_some()
+    });
+    s.run_for(SECOND);
+    let after = s.leader().map(|l| (l, s.raft(l).unwrap().term()));
+    (term, after, highest)
+}
+
+/// etcd-io/raft testdata/prevote.txt: a follower cut off and healed
+/// rejoins without disturbing the leader. Its pre-votes fail while it is
+/// alone, so its term never rises, and when it is back nobody sees a newer
+/// term: the leader keeps its office and its term. Without PreVote the
+/// same script deposes the leader (the control below), so the test can
+/// fail.
+#[test]
+fn thesis_9_6_an_isolated_follower_rejoins_and_the_leader_keeps_its_term() {
+    for seed in seeds(7_000, 10) {
+        let _guard = SeedGuard {
+            file: "simulation",
+            test: "thesis_9_6_an_isolated_follower_rejoins_and_the_leader_keeps_its_term",
+            seed,
+        };
+        let mut s = cluster(5, seed, true);
+        s.keep_events = true;
+        let (term, after, highest) = isolate_a_follower_and_heal(&mut s);
+        assert_eq!(highest, term, "the cut-off follower raised its term");
+        let (_, term_after) = after.expect("a leader after healing");
+        assert_eq!(term_after, term, "the leader changed term");
+        assert!(
+            s.events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::PreVoteLost { .. })),
+            "the cut-off follower's pre-votes were lost"
+        );
+
+        let mut control = cluster(5, seed, false);
+        let (term, after, highest) = isolate_a_follower_and_heal(&mut control);
+        assert!(highest > term + 3, "without PreVote the term climbs");
+        assert!(after.expect("a leader").1 > term, "and deposes the leader");
+    }
+}
+
+/// etcd-io/raft testdata/checkquorum.txt: a leader cut off with a minority
+/// steps down one minimum election timeout (300 ms) after it last heard
+/// from a majority, keeping its term, while the majority elects a leader;
+/// healed, it follows that leader. Without CheckQuorum it would go on
+/// believing it leads for as long as the partition lasts.
+#[test]
+fn thesis_6_2_a_leader_in_a_minority_steps_down_within_an_election_timeout() {
+    for seed in seeds(7_100, 10) {
+        let _guard = SeedGuard {
+            file: "simulation",
+            test: "thesis_6_2_a_leader_in_a_minority_steps_down_within_an_election_timeout",
+            seed,
+        };
+        for check_quorum in [true, false] {
+            let mut s = cluster(5, seed, check_quorum);
+            assert!(s.run_until(5 * SECOND, |s| s.leader().is_some()));
+            s.run_for(SECOND);
+            let old = s.leader().unwrap();
+            let term = s.raft(old).unwrap().term();
+            let minority = vec![old, (old + 1) % 5];
+            let majority: Vec<NodeId> = (2..5).map(|k| (old + k) % 5).collect();
+            s.partition(&[minority, majority.clone()]);
+            let cut_at = s.now;
+            let stepped_down = s.run_until(3 * SECOND, |s| {
+                s.raft(old).unwrap().role() != raft::consensus::Role::Leader
+            });
+            if !check_quorum {
+                assert!(!stepped_down, "without CheckQuorum it keeps leading");
+                continue;
+            }
+            assert!(stepped_down, "the cut-off leader never stepped down");
+            // Its last answer from the majority came at most one heartbeat
+            // (50 ms) plus a round trip before the cut.
+            assert!(
+                s.now - cut_at <= 300 * MS,
+                "stepped down {:?} after the cut",
+                s.now - cut_at
+            );
+            assert_eq!(s.raft(old).unwrap().term(), term, "in its own term");
+            assert!(s.propose(old, "refused").is_none(), "it takes no writes");
+            assert!(s.run_until(5 * SECOND, |s| {
+                s.leader().is_some_and(|l| majority.contains(&l))
+            }));
+            s.heal();
+            let new = s.leader().unwrap();
+            assert!(s.run_until(5 * SECOND, |s| {
+                s.raft(old).unwrap().leader_id() == Some(new)
+            }));
+        }
+    }
+}
+
+/// Thesis §3.10: a transfer to a follower that missed entries first
+/// catches it up (TimeoutNow waits until it holds the whole log), so it
+/// wins the election at once: one term later, every entry is committed
+/// under the new leader.
+#[test]
+fn thesis_3_10_a_transfer_to_a_lagging_node_catches_it_up_first() {
+    for seed in seeds(7_200, 10) {
+        let _guard = SeedGuard {
+            file: "simulation",
+            test: "thesis_3_10_a_transfer_to_a_lagging_node_catches_it_up_first",
+            seed,
+        };
+        let mut s = cluster(3, seed, true);
+        s.keep_events = true;
+        assert!(s.run_until(5 * SECOND, |s| s.leader().is_some()));
+        let leader = s.leader().unwrap();
+        let term = s.raft(leader).unwrap().term();
+        let lagging = (leader + 1) % 3;
+        s.disconnect(lagging);
+        let mut last = 0;
+        for k in 0..50 {
+            last = s.propose(leader, &format!("x{k}")).unwrap().0;
+            s.run_for(5 * MS);
+        }
+        s.connect(lagging);
+        assert!(s.raft(lagging).unwrap().log().last_index() < last);
+        assert_eq!(s.transfer(leader, Some(lagging)), Ok(lagging));
+        assert!(s.propose(leader, "refused").is_none(), "writes wait");
+        assert!(s.run_until(2 * SECOND, |s| s.leader() == Some(lagging)));
+        let new = s.raft(lagging).unwrap();
+        assert_eq!(new.term(), term + 1, "won at the first try");
+        assert!(new.log().last_index() > last);
+        let sent = s.events.iter().find_map(|(id, e)| match e {
+            Event::TimeoutNowSent { target } if *id == leader => Some(*target),
+            _ => None,
+        });
+        assert_eq!(sent, Some(lagging));
+        assert!(s.run_until(SECOND, |s| {
+            s.raft(lagging).unwrap().commit_index() > last
+        }));
+    }
+}
+
+/// A transfer whose target crashes (before or after it got TimeoutNow)
+/// splits nothing: at most one leader per term (the checker), and the
+/// cluster has one leader again soon, either the old one, which abandons
+/// the transfer after an election timeout and takes writes again, or one
+/// elected after the target's election failed.
+#[test]
+fn thesis_3_10_a_transfer_target_that_dies_causes_no_split() {
+    for seed in seeds(7_300, 20) {
+        let _guard = SeedGuard {
+            file: "simulation",
+            test: "thesis_3_10_a_transfer_target_that_dies_causes_no_split",
+            seed,
+        };
+        let mut s = cluster(5, seed, true);
+        assert!(s.run_until(5 * SECOND, |s| s.leader().is_some()));
+        s.run_for(SECOND);
+        let leader = s.leader().unwrap();
+        let target = (leader + 1 + seed % 4) % 5;
+        s.transfer(leader, Some(target)).unwrap();
+        // Crash it at once, or a few milliseconds in (after TimeoutNow).
+        s.run_for(Duration::from_millis(seed % 8));
+        s.crash(target);
+        // A leader that is not (or no longer) handing over.
+        assert!(s.run_until(3 * SECOND, |s| {
+            s.leader()
+                .is_some_and(|l| s.raft(l).unwrap().transfer().is_none())
+        }));
+        let now_leader = s.leader().unwrap();
+        assert!(
+            s.propose(now_leader, "after").is_some(),
+            "the leader takes writes again"
+        );
+        s.start(target);
+        assert!(s.run_until(3 * SECOND, |s| {
+            (0..5).all(|id| s.raft(id).unwrap().leader_id().is_some())
+        }));
+        s.check_deep();
+    }
 }

@@ -4,6 +4,8 @@
 //! when the cluster is dropped, even if the test fails.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod mesh;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,9 @@ pub struct TestCluster {
     pub config: ClusterConfig,
     pub args: Vec<String>,
     children: BTreeMap<NodeId, Child>,
+    /// With `meshed`: the proxies between the nodes, which can cut them
+    /// off from each other.
+    pub mesh: Option<mesh::Mesh>,
 }
 
 /// Ports that were free a moment ago (all bound at once, then released).
@@ -61,6 +66,48 @@ impl TestCluster {
             config,
             args: TEST_TIMING.iter().map(|s| s.to_string()).collect(),
             children: BTreeMap::new(),
+            mesh: None,
+        }
+    }
+
+    /// A cluster of `n` whose nodes reach each other only through proxies
+    /// (see [`mesh`]), so that tests can cut them off. Node `id` gets a
+    /// configuration of its own, naming its peers at its proxies' ports;
+    /// clients and `raftctl` use `config.txt`, with the real ports. All
+    /// share one `--cluster-id`, since the configurations differ.
+    pub fn meshed(n: usize) -> TestCluster {
+        let mut c = TestCluster::new(n);
+        let real: Vec<(NodeId, u16)> = c.config.members.iter().map(|m| (m.id, m.port)).collect();
+        let mesh = mesh::Mesh::start(&real);
+        let texts: Vec<(NodeId, String)> = real
+            .iter()
+            .map(|&(id, port)| {
+                let mut text = format!("N: {n}\n");
+                for &(other, _) in &real {
+                    let port = if other == id {
+                        port
+                    } else {
+                        mesh.ports[&(id, other)]
+                    };
+                    text.push_str(&format!("node{other}: 127.0.0.1:{port}\n"));
+                }
+                (id, text)
+            })
+            .collect();
+        c.mesh = Some(mesh);
+        for (id, text) in texts {
+            std::fs::write(c.node_config(id), text).unwrap();
+        }
+        c.args
+            .extend(["--cluster-id".to_string(), "meshed".to_string()]);
+        c
+    }
+
+    /// The configuration node `id` is started with.
+    fn node_config(&self, id: NodeId) -> PathBuf {
+        match self.mesh {
+            Some(_) => self.dir.path().join(format!("config-node{id}.txt")),
+            None => self.config_path.clone(),
         }
     }
 
@@ -84,7 +131,7 @@ impl TestCluster {
     pub fn node_command(&self, id: NodeId) -> Command {
         let port = self.config.member(id).unwrap().port;
         let mut cmd = Command::new(RAFTNODE);
-        cmd.arg(&self.config_path)
+        cmd.arg(self.node_config(id))
             .arg(id.to_string())
             .arg(port.to_string())
             .arg("--state-dir")

@@ -32,7 +32,7 @@ use std::time::Duration;
 use raft::config::Member;
 use raft::consensus::{
     Config, Entry, Event, HardState, Index, Json, MAX_TERM, NodeId, Payload, Raft, Ready, Request,
-    Role, SnapshotMeta, Term,
+    Role, SnapshotMeta, Term, TransferError,
 };
 use raft::kv::KvStore;
 use raft::service::{ClientService, PeerService};
@@ -250,6 +250,8 @@ pub struct Checker {
     reference: KvStore,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Leadership transfers started (chaos counts them here).
+    pub transfers: u64,
     pub steps: u64,
 }
 
@@ -581,6 +583,19 @@ impl Sim {
             raft.campaign(now);
             self.after(id);
         }
+    }
+
+    /// Asks node `id` to hand its leadership to `to` (or the most
+    /// up-to-date peer), as `raftctl transfer` does.
+    pub fn transfer(&mut self, id: NodeId, to: Option<NodeId>) -> Result<NodeId, TransferError> {
+        let now = self.now;
+        let raft = self.nodes[id as usize]
+            .raft
+            .as_mut()
+            .ok_or(TransferError::NotLeader { leader_hint: None })?;
+        let result = raft.transfer_leadership(to, now);
+        self.after(id);
+        result
     }
 
     /// After a client called into node `id`'s core directly (propose,
