@@ -211,6 +211,18 @@ impl TestCluster {
         wait_exit(&mut child, Duration::from_secs(20))
     }
 
+    /// Sends node `id` `signal` (`TERM`, `KILL`) and returns at once; reap
+    /// it with `wait_for_exit`.
+    pub fn signal(&mut self, id: NodeId, signal: &str) {
+        let pid = self.children[&id].id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     /// Waits for node `id` to exit on its own; its exit status.
     pub fn wait_for_exit(&mut self, id: NodeId, timeout: Duration) -> ExitStatus {
         let mut child = self.children.remove(&id).expect("node not started");
