@@ -46,6 +46,9 @@ fn an_isolated_follower_rejoins_without_changing_the_leader_or_its_term() {
         log.contains(&format!("pre-vote lost for term {}", term + 1)),
         "no lost pre-vote in node{follower}'s log:\n{log}"
     );
+    for line in log.lines().filter(|l| l.contains("pre-vote")).take(4) {
+        eprintln!("{line}");
+    }
     c.mesh.as_ref().unwrap().heal();
     c.wait_for(
         "the follower following the same leader in the same term",
@@ -105,9 +108,17 @@ fn a_leader_cut_off_from_the_majority_stops_taking_writes() {
         log.contains(&format!("stepping down as leader of term {term}")),
         "{log}"
     );
+    for line in log.lines().filter(|l| l.contains("stepping down")) {
+        eprintln!("{line}");
+    }
     let others: Vec<NodeId> = c.ids().into_iter().filter(|&id| id != leader).collect();
     let (new, new_term) = c.wait_for_agreed_leader(&others, WAIT);
     assert!(new_term > term);
+    for id in &others {
+        for line in c.activity_log(*id).lines().filter(|l| l.contains("refused")).take(2) {
+            eprintln!("{line}");
+        }
+    }
     c.mesh.as_ref().unwrap().heal();
     let (all, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
     assert_eq!(all, new);
