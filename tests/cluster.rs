@@ -37,22 +37,34 @@ fn command_of(p: &Payload) -> Option<Command> {
 const LONG: Duration = Duration::from_secs(30);
 
 /// Waits until every node in `ids` is reachable, has no leader, and has
-/// moved at least two terms past where it was: proof that elections ran
-/// and failed, rather than a sleep.
+/// lost at least two more pre-votes (thesis §9.6) in its activity log,
+/// without its term moving: proof that elections were tried and failed,
+/// rather than a sleep. (Without a majority a node never wins a pre-vote,
+/// so it never takes a new term.)
 fn wait_for_failed_elections(c: &TestCluster, ids: &[NodeId]) {
-    let start: Vec<u64> = c.wait_for("nodes reachable", LONG, |st| {
+    let lost = |id: NodeId| c.activity_log(id).matches("pre-vote lost for term").count();
+    // A leader handed over to on SIGTERM may lead a minority for up to an
+    // election timeout before CheckQuorum makes it step down.
+    let start: Vec<(u64, usize)> = c.wait_for("nodes reachable, none leading", LONG, |st| {
         ids.iter()
-            .map(|&id| st[id as usize].status.as_ref().ok().map(|s| s.term))
+            .map(|&id| {
+                let s = st[id as usize].status.as_ref().ok()?;
+                (s.role != "leader").then(|| (s.term, lost(id)))
+            })
             .collect()
     });
-    c.wait_for("two more failed elections on each node", LONG, |st| {
+    c.wait_for("two more failed pre-votes on each node", LONG, |st| {
         for (k, &id) in ids.iter().enumerate() {
             let s = st[id as usize].status.as_ref().ok()?;
             assert_ne!(
                 s.role, "leader",
                 "node{id} became leader without a majority: {s:?}"
             );
-            if s.term < start[k] + 2 {
+            assert_eq!(
+                s.term, start[k].0,
+                "node{id}'s term moved without a majority"
+            );
+            if lost(id) < start[k].1 + 2 {
                 return None;
             }
         }
