@@ -4,7 +4,8 @@
 //! a thread. The caller feeds it inputs and acts on what it hands back:
 //!
 //! * time: [`Raft::tick`] with the caller's notion of "now" (a `Duration`
-//!   since any fixed origin); [`Raft::election_deadline`] and
+//!   since any fixed origin); [`Raft::tick_deadline`] (an election timeout,
+//!   or a leader's CheckQuorum check and transfer deadline) and
 //!   [`Raft::peer_wakeup`] say when the next input is due;
 //! * requests from other servers: [`Raft::handle_request`] returns the reply;
 //! * outgoing requests: [`Raft::poll_peer`] builds the next request for one
@@ -14,6 +15,11 @@
 //!   no matching up) or a lost connection with [`Raft::handle_failure`];
 //! * client commands: [`Raft::propose`], and [`Raft::read_index`] for a
 //!   linearizable read (thesis §6.4), answered by a [`ReadState`];
+//! * [`Raft::transfer_leadership`] hands leadership to another server
+//!   (thesis §3.10; see [`transfer`]). Elections ask a pre-vote first and
+//!   leaders step down without a majority (see [`election`]); neither
+//!   adds anything to the contract below, since a pre-vote changes no
+//!   durable state and a step-down keeps the term;
 //! * after every call: [`Raft::take_ready`] returns what must be made durable,
 //!   what may be applied, and which reads may now be served;
 //! * durability: [`Raft::persisted`] says the log is on disk up to an
