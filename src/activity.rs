@@ -158,6 +158,9 @@ pub fn describe(event: &Event) -> (Level, String) {
                     heard_ago.as_millis()
                 ),
                 VoteRefusal::Leading => "we lead this term and a majority answers us".into(),
+                VoteRefusal::JustStarted => {
+                    "we started less than a minimum election timeout ago (lease reads)".into()
+                }
             };
             info(format!(
                 "{} refused to {} for term {term}: {why}",

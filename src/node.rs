@@ -163,6 +163,9 @@ pub struct NodeOptions {
     pub max_inflight_appends: usize,
     /// When to take a snapshot and compact the log.
     pub snapshot_threshold: SnapshotThreshold,
+    /// Lease reads (`--read-mode lease`), and the clock drift they allow.
+    pub lease_reads: bool,
+    pub max_clock_drift: f64,
     pub server: ServerOptions,
 }
 
@@ -366,6 +369,8 @@ impl Node {
             heartbeat_interval: options.heartbeat,
             max_entries_per_append: options.max_entries_per_append,
             max_inflight_appends: options.max_inflight_appends,
+            lease_reads: options.lease_reads,
+            max_clock_drift: options.max_clock_drift,
             // The seed differs between nodes and restarts, from the OS's
             // randomness.
             ..consensus::Config::new(options.id, members, rand::random())
@@ -998,7 +1003,12 @@ impl Handler for Service {
         let st = &mut *st;
         Handled::Now(match request {
             wire::Request::Log { from, limit } => ClientService::log(&st.raft, from, limit),
-            wire::Request::Read { key, stale: false } => match st.clients.read(&mut st.raft, key) {
+            wire::Request::Read { key, stale: false } => match st.clients.read(
+                &mut st.raft,
+                &shared.kv.lock(),
+                key,
+                now(shared),
+            ) {
                 Step::Answer(r) => r,
                 Step::Wait(ticket) => {
                     shared.process_ready(st);
@@ -1188,7 +1198,10 @@ impl Shared {
     /// Waits for a linearizable read to be confirmed and applied.
     fn finish_read(&self, ticket: ReadTicket) -> Response {
         let answer = self.wait_for(
-            |st| st.clients.poll_read(&st.raft, &self.kv.lock(), &ticket),
+            |st| {
+                st.clients
+                    .poll_read(&st.raft, &self.kv.lock(), &ticket, now(self))
+            },
             |st, me| match st.clients.confirmed_index(&ticket) {
                 Some(index) => st.waiters.until_applied(index, me),
                 None => st.waiters.until_read_answered(ticket.ctx, me),

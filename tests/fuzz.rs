@@ -467,6 +467,8 @@ fn live_node() -> &'static LiveNode {
             max_entries_per_append: 64,
             max_inflight_appends: 4,
             snapshot_threshold: raft::node::SnapshotThreshold::default(),
+            lease_reads: false,
+            max_clock_drift: 0.1,
             server: raft::server::ServerOptions::default(),
             cluster_id: None,
             cluster,

@@ -62,6 +62,15 @@ struct Args {
     /// units B, KiB, MiB, GiB).
     #[arg(long, default_value = "64MiB", value_name = "N|SIZE")]
     snapshot_threshold: String,
+    /// How the leader confirms a linearizable read: `index` asks a
+    /// majority (a heartbeat round, no clock involved); `lease` trusts its
+    /// lease, within --max-clock-drift, and needs every node started so.
+    #[arg(long, default_value = "index", value_parser = ["index", "lease"])]
+    read_mode: String,
+    /// With --read-mode lease: how fast or slow any node's clock may run,
+    /// as a fraction (0.1 = 10%).
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    max_clock_drift: f64,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -122,6 +131,9 @@ fn main() {
         ));
     }
 
+    if !(0.0..0.5).contains(&args.max_clock_drift) {
+        usage_error("--max-clock-drift must be at least 0 and below 0.5");
+    }
     let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
         .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
 
@@ -146,6 +158,8 @@ fn main() {
         max_entries_per_append: 256,
         max_inflight_appends: args.max_inflight,
         snapshot_threshold,
+        lease_reads: args.read_mode == "lease",
+        max_clock_drift: args.max_clock_drift,
         server: ServerOptions {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),

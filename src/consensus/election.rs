@@ -27,12 +27,37 @@
 //! once per term to an up-to-date log (§5.2, §5.4.1), and ReadIndex reads
 //! are still confirmed by a heartbeat round (thesis §6.4). The lease and
 //! CheckQuorum read the clock only to decide *when* to act.
+//!
+//! * **Lease reads** (thesis §6.4.1, `Config::lease_reads`, off by
+//!   default) are the one exception, and trade that for speed: a leader
+//!   answers a read without a heartbeat round while its lease holds. If a
+//!   majority (itself included) answered requests it sent at or after
+//!   time `T` on its clock, each of those followers refuses votes for a
+//!   minimum election timeout `E` on *its* clock after it received one,
+//!   so no other leader can be elected before `T + E / (1 + d)` in real
+//!   time, if no clock runs faster than `1 + d` or slower than `1 - d`
+//!   (`d` = `Config::max_clock_drift`). The leader's clock, slow by at
+//!   most `1 - d`, may show `T + E (1 - d) / (1 + d)` by then: that is
+//!   where its lease ends. The argument needs every follower to honour
+//!   the lease, also right after a restart, when it has forgotten whom it
+//!   heard from: with lease reads on, a server refuses votes for `E`
+//!   after it starts. During a leadership transfer the target's election
+//!   ignores leases, so a leader handing over serves no lease reads.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::message::{NodeId, RequestVote, RequestVoteReply};
+use super::message::{Index, NodeId, RequestVote, RequestVoteReply};
 use super::{Event, Raft, Role, VoteRefusal};
+
+/// A read the leader's lease covers; see [`Raft::lease_read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRead {
+    /// Read the state machine once it has applied this index.
+    pub index: Index,
+    /// On this server's clock: a read made later is not covered.
+    pub expires: Duration,
+}
 
 /// The answers a (pre-)candidate has collected in this round.
 #[derive(Clone, Debug, Default)]
@@ -212,7 +237,10 @@ impl Raft {
         if self.role == Role::Leader {
             return Some(VoteRefusal::Leading);
         }
-        let leader = self.leader_id?;
+        let Some(leader) = self.leader_id else {
+            let just_started = now < self.started + self.cfg.election_timeout_min;
+            return (self.cfg.lease_reads && just_started).then_some(VoteRefusal::JustStarted);
+        };
         let heard_ago = now.saturating_sub(self.leader_contact);
         (heard_ago < self.cfg.election_timeout_min)
             .then_some(VoteRefusal::LeaderLease { leader, heard_ago })
@@ -343,6 +371,44 @@ impl Raft {
             self.votes.record(peer, r.vote_granted);
             self.check_votes(now);
         }
+    }
+
+    /// Thesis §6.4.1: a linearizable read at `now` without a heartbeat
+    /// round, if lease reads are on and the lease holds (see the module
+    /// docs): reading the state machine once it has applied `index` is
+    /// linearizable until `expires` on this server's clock. `None`: use
+    /// [`Raft::read_index`].
+    pub fn lease_read(&self, now: Duration) -> Option<LeaseRead> {
+        if !(self.cfg.lease_reads && self.cfg.check_quorum)
+            || self.role != Role::Leader
+            || self.transfer.is_some()
+            // As for ReadIndex: until an entry of our term is committed,
+            // our commit index may be behind the cluster's.
+            || self.log.term_at(self.commit_index) != Some(self.term)
+        {
+            return None;
+        }
+        let start = if self.peers.is_empty() {
+            now // alone: nobody else can lead
+        } else {
+            let mut acked: Vec<Option<Duration>> = self
+                .peers
+                .values()
+                .map(|p| p.progress.acked_sent_at)
+                .collect();
+            acked.sort_unstable_by(|a, b| b.cmp(a));
+            acked[self.cfg.quorum() - 2]?
+        };
+        let drift = self.cfg.max_clock_drift;
+        let expires = start
+            + self
+                .cfg
+                .election_timeout_min
+                .mul_f64((1.0 - drift) / (1.0 + drift));
+        (now < expires).then_some(LeaseRead {
+            index: self.commit_index,
+            expires,
+        })
     }
 
     /// CheckQuorum: when the leader will have gone a minimum election

@@ -92,6 +92,7 @@ pub use message::{
     TimeoutNowReply,
 };
 pub use progress::{Batch, Progress, ProgressState, SnapshotTransfer};
+pub use election::LeaseRead;
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
@@ -130,6 +131,16 @@ pub struct Config {
     /// election timeout, and servers that heard from a leader within one
     /// refuse votes (thesis §6.2 and §9.6; see [`election`]).
     pub check_quorum: bool,
+    /// Lease reads (thesis §6.4.1; see [`Raft::lease_read`]): a leader
+    /// answers linearizable reads without a heartbeat round while a
+    /// majority answered it recently enough. Every node of the cluster
+    /// must have it on: it also makes a node refuse votes for a minimum
+    /// election timeout after it starts. Needs `check_quorum`.
+    pub lease_reads: bool,
+    /// The most any node's clock may run fast or slow, as a fraction
+    /// (0.1: between 0.9 and 1.1 seconds per second). Lease reads are
+    /// linearizable only within this bound.
+    pub max_clock_drift: f64,
     /// Seeds the election-timeout generator, so a simulation replays.
     pub seed: u64,
 }
@@ -156,6 +167,8 @@ impl Config {
             trailing_bytes: 4 * 1024 * 1024,
             pre_vote: true,
             check_quorum: true,
+            lease_reads: false,
+            max_clock_drift: 0.1,
             seed,
         }
     }
@@ -221,6 +234,9 @@ pub enum VoteRefusal {
     LeaderLease { leader: NodeId, heard_ago: Duration },
     /// We lead this term, and a majority answers us (CheckQuorum).
     Leading,
+    /// We started less than a minimum election timeout ago, and a leader
+    /// may count on our lease from before (lease reads only).
+    JustStarted,
 }
 
 /// Things that happened, for the activity log and for tests. They carry no
@@ -536,6 +552,8 @@ pub struct Raft {
     transfer_election: bool,
     /// Leader: a leadership transfer in progress.
     transfer: Option<Transfer>,
+    /// When this server started (for `VoteRefusal::JustStarted`).
+    started: Duration,
     peers: BTreeMap<NodeId, Peer>,
 
     // Linearizable reads (thesis §6.4), leader only; cleared on role change.
@@ -588,6 +606,7 @@ impl Raft {
         assert!(!cfg.peers.contains(&cfg.id), "peers must not include self");
         assert!(cfg.election_timeout_min <= cfg.election_timeout_max);
         assert!(cfg.max_entries_per_append >= 1);
+        assert!((0.0..1.0).contains(&cfg.max_clock_drift));
         let log = Log::after(snapshot.last_index, snapshot.last_term, entries);
         let on_disk = log.last_index();
         let peers = cfg.peers.iter().map(|&p| (p, Peer::new())).collect();
@@ -608,6 +627,7 @@ impl Raft {
             votes: election::Votes::default(),
             transfer_election: false,
             transfer: None,
+            started: now,
             peers,
             read_round: 0,
             reads_awaiting_commit: Vec::new(),
@@ -1145,7 +1165,7 @@ impl Raft {
                     });
                 }
                 if let Some(t) = pr.snapshot.filter(|_| pr.chunk_due()) {
-                    pr.chunk_sent();
+                    pr.chunk_sent(now);
                     pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                     return Some(Request::InstallSnapshot(InstallSnapshot {
                         term,
@@ -1178,7 +1198,7 @@ impl Raft {
                 } else {
                     Vec::new()
                 };
-                pr.sent(prev_log_index + entries.len() as Index, round);
+                pr.sent(prev_log_index + entries.len() as Index, round, now);
                 pr.sent_commit = commit;
                 pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                 Some(Request::AppendEntries(AppendEntries {

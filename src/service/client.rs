@@ -10,6 +10,7 @@
 //! step. Both send the client the same [`Response`].
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::config::Member;
 use crate::consensus::{Index, NodeId, NotLeader, Raft, ReadState, Role, Term};
@@ -47,6 +48,10 @@ enum ReadProgress {
     Waiting,
     /// Confirmed: linearizable once the state machine has applied `index`.
     Confirmed(Index),
+    /// Covered by the leader's lease (thesis §6.4.1): linearizable once
+    /// the state machine has applied `index`, if that is before `expires`
+    /// on this node's clock.
+    Leased { index: Index, expires: Duration },
     /// This node stopped leading before confirming it.
     LeadershipLost,
 }
@@ -123,11 +128,27 @@ impl ClientService {
         None
     }
 
-    /// Starts a linearizable read (thesis §6.4) through the core's
-    /// ReadIndex.
-    pub fn read(&mut self, raft: &mut Raft, key: String) -> Step<ReadTicket> {
+    /// Starts a linearizable read at `now`: answered at once from the
+    /// store if the leader's lease covers it (thesis §6.4.1, lease reads
+    /// on) and the store is up to date, else through the core's ReadIndex
+    /// (thesis §6.4), which needs no clock.
+    pub fn read(
+        &mut self,
+        raft: &mut Raft,
+        kv: &KvStore,
+        key: String,
+        now: Duration,
+    ) -> Step<ReadTicket> {
         let ctx = self.next_ctx;
         self.next_ctx += 1;
+        if let Some(lease) = raft.lease_read(now) {
+            if kv.applied_index() >= lease.index {
+                return Step::Answer(Self::value(kv, &key));
+            }
+            let (index, expires) = (lease.index, lease.expires);
+            self.reads.insert(ctx, ReadProgress::Leased { index, expires });
+            return Step::Wait(ReadTicket { ctx, key });
+        }
         match raft.read_index(ctx) {
             Err(e) => Step::Answer(self.refused(e)),
             Ok(()) => {
@@ -149,13 +170,28 @@ impl ClientService {
         }
     }
 
-    /// The answer to a read, once confirmed and applied up to its read
-    /// index; the ticket is then used up.
-    pub fn poll_read(&mut self, raft: &Raft, kv: &KvStore, t: &ReadTicket) -> Option<Response> {
-        let answer = match self.reads.get(&t.ctx)? {
+    /// The answer to a read at `now`, once confirmed and applied up to
+    /// its read index; the ticket is then used up. A leased read whose
+    /// lease ran out before the store caught up is answered `not_leader`,
+    /// for the client to ask again.
+    pub fn poll_read(
+        &mut self,
+        raft: &Raft,
+        kv: &KvStore,
+        t: &ReadTicket,
+        now: Duration,
+    ) -> Option<Response> {
+        let answer = match *self.reads.get(&t.ctx)? {
             ReadProgress::Waiting => return None,
-            ReadProgress::Confirmed(index) if kv.applied_index() < *index => return None,
-            ReadProgress::Confirmed(_) => Self::value(kv, &t.key),
+            ReadProgress::Leased { expires, .. } if now >= expires => {
+                self.not_leader(raft.leader_id())
+            }
+            ReadProgress::Confirmed(index) | ReadProgress::Leased { index, .. }
+                if kv.applied_index() < index =>
+            {
+                return None;
+            }
+            ReadProgress::Confirmed(_) | ReadProgress::Leased { .. } => Self::value(kv, &t.key),
             ReadProgress::LeadershipLost => self.not_leader(raft.leader_id()),
         };
         self.reads.remove(&t.ctx);
@@ -165,7 +201,7 @@ impl ClientService {
     /// The read index of a confirmed read, until it is answered.
     pub fn confirmed_index(&self, t: &ReadTicket) -> Option<Index> {
         match self.reads.get(&t.ctx)? {
-            ReadProgress::Confirmed(index) => Some(*index),
+            ReadProgress::Confirmed(index) | ReadProgress::Leased { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -448,30 +484,34 @@ mod tests {
         assert_eq!((code, leader_id), (ErrorCode::NotLeader, Some(2)));
     }
 
+    /// Reads in these tests happen at this time (the lease does not
+    /// matter: lease reads are off).
+    const T: Duration = Duration::from_secs(1);
+
     #[test]
     fn a_read_waits_for_confirmation_and_fails_when_leadership_is_lost() {
         let (mut r, mut kv) = leader();
         let mut s = ClientService::new(members());
-        let Step::Wait(t) = s.read(&mut r, "k".into()) else {
+        let Step::Wait(t) = s.read(&mut r, &kv, "k".into(), T) else {
             panic!()
         };
         s.route_reads(r.take_ready().reads);
-        assert_eq!(s.poll_read(&r, &kv, &t), None, "needs a heartbeat round");
+        assert_eq!(s.poll_read(&r, &kv, &t, T), None, "needs a heartbeat round");
         let confirmed = ack(&mut r, &mut kv, Duration::from_secs(1));
         s.route_reads(confirmed);
         assert_eq!(
-            s.poll_read(&r, &kv, &t),
+            s.poll_read(&r, &kv, &t, T),
             Some(Response::Value {
                 key: "k".into(),
                 value: None,
                 applied_index: 1
             })
         );
-        assert_eq!(s.poll_read(&r, &kv, &t), None, "a ticket is used once");
+        assert_eq!(s.poll_read(&r, &kv, &t, T), None, "a ticket is used once");
         assert_eq!(s.reads_in_progress(), 0);
 
         // A second read, then a newer term from node 2 deposes us.
-        let Step::Wait(t) = s.read(&mut r, "k".into()) else {
+        let Step::Wait(t) = s.read(&mut r, &kv, "k".into(), T) else {
             panic!()
         };
         let ae = AppendEntries {
@@ -488,7 +528,7 @@ mod tests {
         s.route_reads(r.take_ready().reads);
         let Some(Response::Error {
             code, leader_id, ..
-        }) = s.poll_read(&r, &kv, &t)
+        }) = s.poll_read(&r, &kv, &t, T)
         else {
             panic!()
         };

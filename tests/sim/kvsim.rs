@@ -274,6 +274,7 @@ impl KvCluster {
     /// through that node's client service.
     fn try_send(&mut self, k: usize) {
         let target = self.clients[k].leader_guess;
+        let now = self.sim.local_now(target);
         let node = &mut self.sim.nodes[target as usize];
         let incarnation = node.incarnation;
         let Some(raft) = node.raft.as_mut() else {
@@ -286,7 +287,7 @@ impl KvCluster {
                 Step::Answer(a) => Step::Answer(a),
                 Step::Wait(t) => Step::Wait(Ticket::Write(t)),
             },
-            (None, Some(key)) => match node.clients.read(raft, key.clone()) {
+            (None, Some(key)) => match node.clients.read(raft, &node.kv, key.clone(), now) {
                 Step::Answer(a) => Step::Answer(a),
                 Step::Wait(t) => Step::Wait(Ticket::Read(t)),
             },
@@ -310,6 +311,7 @@ impl KvCluster {
     /// The node's answer to an attempt, once it has one. A node that
     /// crashed since never answers (the client's connection broke).
     fn poll(&mut self, attempt: &Attempt) -> Option<Response> {
+        let now = self.sim.local_now(attempt.node);
         let n = &mut self.sim.nodes[attempt.node as usize];
         if n.incarnation != attempt.incarnation || n.raft.is_none() {
             return Some(Response::error(ErrorCode::Timeout, "connection lost"));
@@ -317,7 +319,7 @@ impl KvCluster {
         let raft = n.raft.as_ref().unwrap();
         match &attempt.ticket {
             Ticket::Write(t) => n.clients.poll_write(raft, &n.kv, t),
-            Ticket::Read(t) => n.clients.poll_read(raft, &n.kv, t),
+            Ticket::Read(t) => n.clients.poll_read(raft, &n.kv, t, now),
         }
     }
 

@@ -374,6 +374,9 @@ pub struct Sim {
     /// Applied to every node's settings at each start (PreVote and
     /// CheckQuorum off, say).
     tune: fn(&mut Config),
+    /// How fast each node's clock runs: seconds it counts per (virtual)
+    /// real second. 1.0 by default; the clock model of lease reads.
+    pub clock_rate: Vec<f64>,
 }
 
 impl Sim {
@@ -412,6 +415,7 @@ impl Sim {
             max_chunk: 64,
             snapshots_lose_a_key: false,
             tune,
+            clock_rate: vec![1.0; n],
         };
         for id in 0..n as NodeId {
             let (peers, clients) = services(id, n);
@@ -438,6 +442,27 @@ impl Sim {
 
     pub fn n(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// What node `id`'s clock shows now: every input to its core is timed
+    /// by it, as the runtime times its core by its own machine's clock.
+    pub fn local_now(&self, id: NodeId) -> Duration {
+        self.local(id, self.now)
+    }
+
+    fn local(&self, id: NodeId, at: Duration) -> Duration {
+        match self.clock_rate[id as usize] {
+            1.0 => at,
+            rate => Duration::from_nanos((at.as_nanos() as f64 * rate) as u64),
+        }
+    }
+
+    /// The real time at which node `id`'s clock first shows `local`.
+    fn real_at(&self, id: NodeId, local: Duration) -> Duration {
+        match self.clock_rate[id as usize] {
+            1.0 => local,
+            rate => Duration::from_nanos((local.as_nanos() as f64 / rate).ceil() as u64 + 1),
+        }
     }
 
     pub fn raft(&self, id: NodeId) -> Option<&Raft> {
@@ -499,7 +524,9 @@ impl Sim {
             .collect();
         let mut config = raft_config(id, n, seed);
         (self.tune)(&mut config);
-        node.raft = Some(Raft::restore(config, node.disk_state, meta, log, self.now));
+        let now = self.local(id, self.now);
+        let node = &mut self.nodes[id as usize];
+        node.raft = Some(Raft::restore(config, node.disk_state, meta, log, now));
         self.after(id);
     }
 
@@ -578,7 +605,7 @@ impl Sim {
 
     /// Makes node `id` start an election now.
     pub fn campaign(&mut self, id: NodeId) {
-        let now = self.now;
+        let now = self.local_now(id);
         if let Some(raft) = self.nodes[id as usize].raft.as_mut() {
             raft.campaign(now);
             self.after(id);
@@ -588,7 +615,7 @@ impl Sim {
     /// Asks node `id` to hand its leadership to `to` (or the most
     /// up-to-date peer), as `raftctl transfer` does.
     pub fn transfer(&mut self, id: NodeId, to: Option<NodeId>) -> Result<NodeId, TransferError> {
-        let now = self.now;
+        let now = self.local_now(id);
         let raft = self.nodes[id as usize]
             .raft
             .as_mut()
@@ -671,10 +698,11 @@ impl Sim {
     /// handles it.
     pub fn step(&mut self, limit: Duration) {
         let next_msg = self.queue.peek().map(|Reverse(s)| s.at);
-        let next_timer = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.raft.as_ref().and_then(|r| r.next_deadline()))
+        let next_timer = (0..self.n() as NodeId)
+            .filter_map(|id| {
+                let at = self.raft(id)?.next_deadline()?;
+                Some(self.real_at(id, at))
+            })
             .min();
         let next = [next_msg, next_timer, Some(limit)]
             .into_iter()
@@ -687,8 +715,9 @@ impl Sim {
             self.deliver(s.msg);
         }
         for id in 0..self.n() as NodeId {
+            let now = self.local_now(id);
             if let Some(raft) = self.nodes[id as usize].raft.as_mut() {
-                raft.tick(self.now);
+                raft.tick(now);
                 self.after(id);
             }
             if self.snapshot_chance > 0.0 && self.chance(self.snapshot_chance) {
@@ -750,6 +779,7 @@ impl Sim {
                         },
                     );
                 }
+                let now = self.local_now(to);
                 let node = &mut self.nodes[to as usize];
                 let envelope = PeerRequest {
                     cluster: SIM_CLUSTER.into(),
@@ -758,7 +788,7 @@ impl Sim {
                 };
                 let answer = node
                     .peers
-                    .handle(node.raft.as_mut().unwrap(), envelope, self.now);
+                    .handle(node.raft.as_mut().unwrap(), envelope, now);
                 if let Some(line) = answer.report {
                     self.fail(format!(
                         "node {to} refused a correct node's message: {line}"
@@ -795,6 +825,7 @@ impl Sim {
                 if !self.reachable(from, to) || self.completed.contains(&rpc) {
                     return;
                 }
+                let now = self.local_now(to);
                 let node = &mut self.nodes[to as usize];
                 if node.incarnation != incarnation || node.raft.is_none() {
                     return;
@@ -803,9 +834,9 @@ impl Sim {
                 let (reply, line) = node.peers.check_response(from, response);
                 let raft = node.raft.as_mut().unwrap();
                 let refused = match reply {
-                    Some(reply) => raft.handle_reply(from, reply, self.now).err(),
+                    Some(reply) => raft.handle_reply(from, reply, now).err(),
                     None => {
-                        raft.handle_failure(from, self.now);
+                        raft.handle_failure(from, now);
                         None
                     }
                 };
@@ -846,11 +877,12 @@ impl Sim {
                 if !self.completed.insert(rpc) {
                     return;
                 }
+                let now = self.local_now(node);
                 let n = &mut self.nodes[node as usize];
                 if n.incarnation != incarnation || n.raft.is_none() {
                     return;
                 }
-                n.raft.as_mut().unwrap().handle_failure(peer, self.now);
+                n.raft.as_mut().unwrap().handle_failure(peer, now);
                 self.after(node);
             }
         }
@@ -873,12 +905,13 @@ impl Sim {
             .unwrap()
             .peers()
             .collect();
+        let now = self.local_now(id);
         for peer in peers {
             while let Some(request) = self.nodes[id as usize]
                 .raft
                 .as_mut()
                 .unwrap()
-                .poll_peer(peer, self.now)
+                .poll_peer(peer, now)
             {
                 self.send(id, peer, request);
             }
@@ -1093,13 +1126,14 @@ impl Sim {
     }
 
     fn deliver_forged(&mut self, to: NodeId, request: PeerRequest) {
+        let now = self.local_now(to);
         let node = &mut self.nodes[to as usize];
         let Some(raft) = node.raft.as_mut() else {
             return;
         };
         let before = (raft.hard_state(), raft.role(), raft.log().last_index());
         let description = format!("{request:?}");
-        let answer = node.peers.handle(raft, request, self.now);
+        let answer = node.peers.handle(raft, request, now);
         let after = (raft.hard_state(), raft.role(), raft.log().last_index());
         if !matches!(answer.response, Response::Error { .. }) || before != after {
             self.fail(format!(
