@@ -1003,19 +1003,19 @@ impl Handler for Service {
         let st = &mut *st;
         Handled::Now(match request {
             wire::Request::Log { from, limit } => ClientService::log(&st.raft, from, limit),
-            wire::Request::Read { key, stale: false } => match st.clients.read(
-                &mut st.raft,
-                &shared.kv.lock(),
-                key,
-                now(shared),
-            ) {
-                Step::Answer(r) => r,
-                Step::Wait(ticket) => {
-                    shared.process_ready(st);
-                    let shared = shared.clone();
-                    return Handled::Later(Box::new(move || shared.finish_read(ticket)));
+            wire::Request::Read { key, stale: false } => {
+                match st
+                    .clients
+                    .read(&mut st.raft, &shared.kv.lock(), key, now(shared))
+                {
+                    Step::Answer(r) => r,
+                    Step::Wait(ticket) => {
+                        shared.process_ready(st);
+                        let shared = shared.clone();
+                        return Handled::Later(Box::new(move || shared.finish_read(ticket)));
+                    }
                 }
-            },
+            }
             wire::Request::Write(command) => {
                 // The store's lock only for the session check: a guard
                 // in the match's scrutinee would be held through

@@ -92,7 +92,7 @@ fn chaos_kv(
     n: usize,
     clients: usize,
     time: Duration,
-    snapshots: f64,
+    knobs: Knobs,
 ) -> (usize, usize) {
     let _guard = SeedGuard {
         file: "kv_sim",
@@ -100,12 +100,13 @@ fn chaos_kv(
         seed,
     };
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5EED);
-    let mut c = KvCluster::new(
-        Sim::new(n, seed, NetConfig::unreliable()),
-        clients,
-        Workload::default(),
-    );
-    c.sim.snapshot_chance = snapshots;
+    let sim = if knobs.lease_reads {
+        Sim::tuned(n, seed, NetConfig::unreliable(), |c| c.lease_reads = true)
+    } else {
+        Sim::new(n, seed, NetConfig::unreliable())
+    };
+    let mut c = KvCluster::new(sim, clients, Workload::default());
+    c.sim.snapshot_chance = knobs.snapshots;
     let end = c.sim.now + time;
     while c.sim.now < end {
         c.run_for(Duration::from_millis(rng.random_range(20..300)), true);
@@ -123,6 +124,8 @@ fn chaos_kv(
             35..50 => c.sim.heal(),
             50..55 => c.sim.net = NetConfig::reliable(),
             55..60 => c.sim.net = NetConfig::unreliable(),
+            // Clocks drift within the 10 % lease reads allow.
+            60..70 if knobs.lease_reads => c.sim.set_clock_rate(pick, rng.random_range(0.9..=1.1)),
             _ => {}
         }
     }
@@ -175,8 +178,17 @@ fn disk_failures_lose_nothing_acknowledged() {
     assert!(failures > 40, "too few disk failures to mean anything");
 }
 
+/// What a chaos run adds to the network's and nodes' faults.
+#[derive(Clone, Copy, Default)]
+struct Knobs {
+    /// Chance per step and node of taking a snapshot and compacting.
+    snapshots: f64,
+    /// Lease reads on, with clocks drifting within their bound.
+    lease_reads: bool,
+}
+
 fn run_many(test: &'static str, base: u64, count: u64, n: usize, clients: usize, time: Duration) {
-    run_many_with(test, base, count, (n, clients), time, 0.0);
+    run_many_with(test, base, count, (n, clients), time, Knobs::default());
 }
 
 fn run_many_with(
@@ -185,13 +197,13 @@ fn run_many_with(
     count: u64,
     (n, clients): (usize, usize),
     time: Duration,
-    snapshots: f64,
+    knobs: Knobs,
 ) {
     let started = std::time::Instant::now();
     let seeds = seeds(base, count);
     let (mut checked, mut unknown) = (0, 0);
     for &seed in &seeds {
-        let (c, u) = chaos_kv(test, seed, n, clients, time, snapshots);
+        let (c, u) = chaos_kv(test, seed, n, clients, time, knobs);
         checked += c;
         unknown += u;
     }
@@ -240,7 +252,29 @@ fn linearizable_under_chaos_with_compaction() {
         80,
         (3, 4),
         20 * SECOND,
-        0.003,
+        Knobs {
+            snapshots: 0.003,
+            ..Knobs::default()
+        },
+    );
+}
+
+/// Lease reads (thesis §6.4.1) through the same chaos, while every
+/// node's clock changes speed at random within the 10 % the lease allows:
+/// histories stay linearizable, and no lease ever holds while a newer
+/// leader exists (the simulation checks that after every step).
+#[test]
+fn linearizable_under_chaos_with_lease_reads_and_drifting_clocks() {
+    run_many_with(
+        "linearizable_under_chaos_with_lease_reads_and_drifting_clocks",
+        40_000,
+        80,
+        (5, 6),
+        20 * SECOND,
+        Knobs {
+            lease_reads: true,
+            ..Knobs::default()
+        },
     );
 }
 
@@ -405,4 +439,110 @@ fn one_key_under_contention_exactly_once_4a() {
             assert!(!c.acked_appends.is_empty());
         },
     );
+}
+
+// ----- Lease reads (thesis §6.4.1) and the clock model -----
+
+/// The 4A scenario above (an old leader cut off in a minority with
+/// read-only clients stuck on it, while the majority elects a leader and
+/// writes the same keys), with lease reads on or off, and with clocks:
+/// `rates(id)` for every node from the start, then `old_leader_rate` for
+/// the old leader from the moment it is cut off. Returns the verdict.
+fn minority_leader_history(
+    seed: u64,
+    lease_reads: bool,
+    rates: impl Fn(NodeId) -> f64,
+    old_leader_rate: Option<f64>,
+) -> Verdict {
+    let workload = Workload {
+        keys: 2,
+        reads: 0.3,
+        think: 2 * MS,
+        readers: 4,
+    };
+    let mut sim = if lease_reads {
+        Sim::tuned(5, seed, NetConfig::reliable(), |c| c.lease_reads = true)
+    } else {
+        Sim::new(5, seed, NetConfig::reliable())
+    };
+    for id in 0..5 {
+        sim.set_clock_rate(id, rates(id));
+    }
+    // Beyond the bound the lease check after every step would stop the
+    // run at once; let it go on to show what the clients see.
+    sim.check_leases = old_leader_rate.is_none_or(|r| r >= 0.9);
+    let mut c = KvCluster::new(sim, 8, workload);
+    c.run_for(SECOND, true);
+    let old = c.sim.leader().expect("a leader");
+    if let Some(rate) = old_leader_rate {
+        c.sim.set_clock_rate(old, rate);
+    }
+    c.sim.partition(&[
+        vec![old, (old + 1) % 5],
+        (2..5).map(|k| (old + k) % 5).collect(),
+    ]);
+    c.run_for(3 * SECOND, true);
+    c.sim.heal();
+    c.drain(20 * SECOND);
+    lincheck::check(&c.history)
+}
+
+/// Lease reads stay linearizable when every clock keeps within the
+/// configured drift (10 %): here each node's clock runs at a random rate
+/// between 0.9 and 1.1, and the old leader's drops to the slowest allowed
+/// the moment it is cut off, so its lease lasts as long as it ever may.
+#[test]
+fn thesis_6_4_1_lease_reads_stay_linearizable_within_the_drift_bound() {
+    for seed in seeds(36_000, 10) {
+        let _guard = SeedGuard {
+            file: "kv_sim",
+            test: "thesis_6_4_1_lease_reads_stay_linearizable_within_the_drift_bound",
+            seed,
+        };
+        let rate = |id: NodeId| 0.9 + 0.2 * ((seed * 7 + id * 13) % 11) as f64 / 10.0;
+        match minority_leader_history(seed, true, rate, Some(0.9)) {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable { key } => panic!("a stale read of {key}"),
+        }
+    }
+}
+
+/// The same with the old leader's clock at a tenth of real speed, far
+/// beyond the bound: its lease outlives the followers' by seconds,
+/// the majority's new leader writes meanwhile, and the old one's lease
+/// reads return stale values, which the checker finds. This is the price
+/// of lease reads; it shows the test above can fail.
+#[test]
+fn thesis_6_4_1_lease_reads_go_stale_when_a_clock_drifts_beyond_the_bound() {
+    let stale = seeds(36_100, 10)
+        .into_iter()
+        .filter(|&seed| {
+            matches!(
+                minority_leader_history(seed, true, |_| 1.0, Some(0.1)),
+                Verdict::NotLinearizable { .. }
+            )
+        })
+        .count();
+    eprintln!("stale reads found in {stale} of 10 seeds");
+    assert!(stale > 0, "no stale read in 10 seeds");
+}
+
+/// The default read mode does not depend on clocks at all: with the old
+/// leader's clock at a third of real speed, ReadIndex reads stay
+/// linearizable (each is confirmed by a heartbeat round to a majority,
+/// which a deposed leader cannot get).
+#[test]
+fn thesis_6_4_read_index_does_not_depend_on_clocks() {
+    for seed in seeds(36_100, 10) {
+        let _guard = SeedGuard {
+            file: "kv_sim",
+            test: "thesis_6_4_read_index_does_not_depend_on_clocks",
+            seed,
+        };
+        let rate = |id: NodeId| [0.3, 1.0, 3.0][(id % 3) as usize];
+        match minority_leader_history(seed, false, rate, Some(0.3)) {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable { key } => panic!("a stale read of {key}"),
+        }
+    }
 }

@@ -85,6 +85,7 @@ use std::time::Duration;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
+pub use election::LeaseRead;
 pub use log::Log;
 pub use message::{
     AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply, Json,
@@ -92,7 +93,6 @@ pub use message::{
     TimeoutNowReply,
 };
 pub use progress::{Batch, Progress, ProgressState, SnapshotTransfer};
-pub use election::LeaseRead;
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 

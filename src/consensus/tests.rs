@@ -1740,3 +1740,69 @@ fn thesis_3_10_the_target_starting_a_term_ends_the_transfer() {
         Err(TransferError::NotLeader { leader_hint: None })
     );
 }
+
+fn lease_cfg(id: NodeId, n: u64) -> Config {
+    Config {
+        lease_reads: true,
+        ..Config::new(id, 0..n, id)
+    }
+}
+
+#[test]
+fn thesis_6_4_1_a_lease_runs_from_the_send_time_a_majority_vouches_for() {
+    let start = Duration::from_secs(1);
+    let mut r = Raft::new(
+        lease_cfg(0, 3),
+        HardState::default(),
+        vec![],
+        Duration::ZERO,
+    );
+    r.campaign(start);
+    let _ = r.poll_peer(1, start).unwrap();
+    let yes = Reply::RequestVote(RequestVoteReply {
+        term: 1,
+        vote_granted: true,
+        pre_vote: false,
+    });
+    r.handle_reply(1, yes, start).unwrap();
+    sync(&mut r);
+    assert_eq!(r.lease_read(start), None, "nothing acknowledged yet");
+    // Peer 1 gets the no-op at 1.000 s and answers at 1.050 s: the
+    // answer vouches for the send time, 1.000 s.
+    let req = r.poll_peer(1, start).unwrap();
+    ack(&mut r, 1, &req, start + 50 * MS);
+    // Committed in our term: the lease holds for 300 ms × 0.9 / 1.1.
+    let lease = r.lease_read(start + 60 * MS).expect("a lease");
+    assert_eq!(lease.index, r.commit_index());
+    let length = (300 * MS).mul_f64(0.9 / 1.1);
+    assert_eq!(lease.expires, start + length);
+    assert_eq!(r.lease_read(start + length), None, "expired");
+    // Without lease reads, never.
+    let mut plain = full_leader(3, start);
+    let req = plain.poll_peer(1, start).unwrap();
+    ack(&mut plain, 1, &req, start);
+    assert_eq!(plain.lease_read(start), None);
+    // Not while handing over: the target's election ignores leases.
+    r.transfer_leadership(Some(1), start + 60 * MS).unwrap();
+    assert_eq!(r.lease_read(start + 60 * MS), None);
+}
+
+#[test]
+fn thesis_6_4_1_with_lease_reads_a_server_refuses_votes_right_after_it_starts() {
+    let start = Duration::from_secs(10);
+    let mut r = Raft::new(lease_cfg(0, 3), HardState::default(), vec![], start);
+    let reply = vote_reply(r.handle_request(1, vote_req(1, 1, 0, 0), start + 100 * MS));
+    assert!(
+        !reply.vote_granted,
+        "a leader may count on its lease from before"
+    );
+    assert_eq!(r.term(), 0, "and the term is not adopted");
+    assert!(granted(r.handle_request(
+        1,
+        vote_req(1, 1, 0, 0),
+        start + 300 * MS
+    )));
+    // Without lease reads, votes are answered at once.
+    let mut r = Raft::new(full_cfg(0, 3), HardState::default(), vec![], start);
+    assert!(granted(r.handle_request(1, vote_req(1, 1, 0, 0), start)));
+}

@@ -146,7 +146,8 @@ impl ClientService {
                 return Step::Answer(Self::value(kv, &key));
             }
             let (index, expires) = (lease.index, lease.expires);
-            self.reads.insert(ctx, ReadProgress::Leased { index, expires });
+            self.reads
+                .insert(ctx, ReadProgress::Leased { index, expires });
             return Step::Wait(ReadTicket { ctx, key });
         }
         match raft.read_index(ctx) {

@@ -374,9 +374,21 @@ pub struct Sim {
     /// Applied to every node's settings at each start (PreVote and
     /// CheckQuorum off, say).
     tune: fn(&mut Config),
-    /// How fast each node's clock runs: seconds it counts per (virtual)
-    /// real second. 1.0 by default; the clock model of lease reads.
-    pub clock_rate: Vec<f64>,
+    /// Each node's clock (the clock model of lease reads): by default
+    /// every clock shows the virtual real time.
+    clocks: Vec<Clock>,
+    /// Check after every step that no lease holds while a newer leader
+    /// exists (off only to watch what a broken lease does to reads).
+    pub check_leases: bool,
+}
+
+/// A node's clock: it showed `local` at real time `real`, and since then
+/// counts `rate` seconds per real second. It never goes back.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    rate: f64,
+    real: Duration,
+    local: Duration,
 }
 
 impl Sim {
@@ -415,7 +427,15 @@ impl Sim {
             max_chunk: 64,
             snapshots_lose_a_key: false,
             tune,
-            clock_rate: vec![1.0; n],
+            check_leases: true,
+            clocks: vec![
+                Clock {
+                    rate: 1.0,
+                    real: Duration::ZERO,
+                    local: Duration::ZERO,
+                };
+                n
+            ],
         };
         for id in 0..n as NodeId {
             let (peers, clients) = services(id, n);
@@ -451,18 +471,35 @@ impl Sim {
     }
 
     fn local(&self, id: NodeId, at: Duration) -> Duration {
-        match self.clock_rate[id as usize] {
-            1.0 => at,
-            rate => Duration::from_nanos((at.as_nanos() as f64 * rate) as u64),
+        let c = self.clocks[id as usize];
+        if c.rate == 1.0 {
+            return c.local + (at - c.real);
         }
+        c.local + Duration::from_nanos(((at - c.real).as_nanos() as f64 * c.rate) as u64)
     }
 
-    /// The real time at which node `id`'s clock first shows `local`.
+    /// The real time at which node `id`'s clock first shows `local` (now,
+    /// if it does already).
     fn real_at(&self, id: NodeId, local: Duration) -> Duration {
-        match self.clock_rate[id as usize] {
-            1.0 => local,
-            rate => Duration::from_nanos((local.as_nanos() as f64 / rate).ceil() as u64 + 1),
+        let c = self.clocks[id as usize];
+        let ahead = local.saturating_sub(c.local);
+        if c.rate == 1.0 {
+            return c.real + ahead;
         }
+        let real =
+            c.real + Duration::from_nanos((ahead.as_nanos() as f64 / c.rate).ceil() as u64 + 1);
+        real.max(self.now)
+    }
+
+    /// From now on node `id`'s clock counts `rate` seconds per second.
+    pub fn set_clock_rate(&mut self, id: NodeId, rate: f64) {
+        assert!(rate > 0.0);
+        let local = self.local_now(id);
+        self.clocks[id as usize] = Clock {
+            rate,
+            real: self.now,
+            local,
+        };
     }
 
     pub fn raft(&self, id: NodeId) -> Option<&Raft> {
@@ -694,6 +731,29 @@ impl Sim {
         }));
     }
 
+    /// Lease reads (thesis §6.4.1): a leader whose lease holds now, on its
+    /// own clock, must be the only leader: none of a newer term may have
+    /// been elected meanwhile, or its lease reads could be stale.
+    fn check_leases(&self) {
+        for id in (0..self.n() as NodeId).filter(|_| self.check_leases) {
+            let Some(raft) = self.raft(id) else { continue };
+            if raft.lease_read(self.local_now(id)).is_none() {
+                continue;
+            }
+            let newer = (0..self.n() as NodeId).find(|&other| {
+                self.raft(other)
+                    .is_some_and(|r| r.role() == Role::Leader && r.term() > raft.term())
+            });
+            if let Some(other) = newer {
+                self.fail(format!(
+                    "node {id}'s lease of term {} still holds, but node {other} leads term {}",
+                    raft.term(),
+                    self.raft(other).unwrap().term()
+                ));
+            }
+        }
+    }
+
     /// Advances to the next event or timer, but not past `limit`, and
     /// handles it.
     pub fn step(&mut self, limit: Duration) {
@@ -730,6 +790,7 @@ impl Sim {
                 self.take_snapshot(id);
             }
         }
+        self.check_leases();
         self.checker.steps += 1;
         if self.checker.steps.is_multiple_of(512) {
             self.check_deep();
