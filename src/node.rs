@@ -1004,10 +1004,13 @@ impl Handler for Service {
         Handled::Now(match request {
             wire::Request::Log { from, limit } => ClientService::log(&st.raft, from, limit),
             wire::Request::Read { key, stale: false } => {
-                match st
+                // The store's lock only while the read starts (a lease
+                // read answers from it at once): not through
+                // `process_ready`, as for writes below.
+                let step = st
                     .clients
-                    .read(&mut st.raft, &shared.kv.lock(), key, now(shared))
-                {
+                    .read(&mut st.raft, &shared.kv.lock(), key, now(shared));
+                match step {
                     Step::Answer(r) => r,
                     Step::Wait(ticket) => {
                         shared.process_ready(st);
