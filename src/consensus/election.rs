@@ -30,15 +30,20 @@
 //!
 //! * **Lease reads** (thesis §6.4.1, `Config::lease_reads`, off by
 //!   default) are the one exception, and trade that for speed: a leader
-//!   answers a read without a heartbeat round while its lease holds. If a
-//!   majority (itself included) answered requests it sent at or after
-//!   time `T` on its clock, each of those followers refuses votes for a
-//!   minimum election timeout `E` on *its* clock after it received one,
+//!   answers a read without a heartbeat round while its lease holds. The
+//!   lease comes from ReadIndex rounds (thesis §6.4): if a majority
+//!   (itself included) answered requests of a read round whose first
+//!   request the leader sent at time `T` on its clock (answers echo the
+//!   round, so a late or repeated answer vouches only for its own round),
+//!   each of those followers refuses votes for a minimum election timeout
+//!   `E` on *its* clock after it received one,
 //!   so no other leader can be elected before `T + E / (1 + d)` in real
 //!   time, if no clock runs faster than `1 + d` or slower than `1 - d`
 //!   (`d` = `Config::max_clock_drift`). The leader's clock, slow by at
 //!   most `1 - d`, may show `T + E (1 - d) / (1 + d)` by then: that is
-//!   where its lease ends. The argument needs every follower to honour
+//!   where its lease ends. While the lease holds, reads skip the round;
+//!   the first read after it ends goes through ReadIndex, and the round
+//!   it starts renews the lease. The argument needs every follower to honour
 //!   the lease, also right after a restart, when it has forgotten whom it
 //!   heard from: with lease reads on, a server refuses votes for `E`
 //!   after it starts. During a leadership transfer the target's election
@@ -391,13 +396,10 @@ impl Raft {
         let start = if self.peers.is_empty() {
             now // alone: nobody else can lead
         } else {
-            let mut acked: Vec<Option<Duration>> = self
-                .peers
-                .values()
-                .map(|p| p.progress.acked_sent_at)
-                .collect();
-            acked.sort_unstable_by(|a, b| b.cmp(a));
-            acked[self.cfg.quorum() - 2]?
+            // The latest read round a majority has answered began when
+            // its first request was sent: every answer echoing it comes
+            // from a request sent no earlier.
+            *self.round_started.get(&self.quorum_round())?
         };
         let drift = self.cfg.max_clock_drift;
         let expires = start

@@ -566,6 +566,9 @@ pub struct Raft {
     /// heartbeat of their round: (ctx, read index, round).
     reads_awaiting_quorum: Vec<(u64, Index, u64)>,
     reads_done: Vec<ReadState>,
+    /// When the first request of each read round not yet answered by a
+    /// majority went out (lease reads, see [`Raft::lease_read`]).
+    round_started: BTreeMap<u64, Duration>,
 
     // Bookkeeping for `take_ready`.
     hard_state_dirty: bool,
@@ -633,6 +636,7 @@ impl Raft {
             reads_awaiting_commit: Vec::new(),
             reads_awaiting_quorum: Vec::new(),
             reads_done: Vec::new(),
+            round_started: BTreeMap::new(),
             hard_state_dirty: false,
             unstable_from: None,
             handed_out_last: on_disk,
@@ -766,6 +770,7 @@ impl Raft {
         self.reads_done
             .extend(failed.map(|ctx| ReadState { ctx, index: None }));
         self.read_round = 0;
+        self.round_started.clear();
     }
 
     /// Adopts a newer term seen in any request or reply, stepping down to
@@ -1165,7 +1170,7 @@ impl Raft {
                     });
                 }
                 if let Some(t) = pr.snapshot.filter(|_| pr.chunk_due()) {
-                    pr.chunk_sent(now);
+                    pr.chunk_sent();
                     pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                     return Some(Request::InstallSnapshot(InstallSnapshot {
                         term,
@@ -1198,7 +1203,10 @@ impl Raft {
                 } else {
                     Vec::new()
                 };
-                pr.sent(prev_log_index + entries.len() as Index, round, now);
+                pr.sent(prev_log_index + entries.len() as Index, round);
+                if round > 0 {
+                    self.round_started.entry(round).or_insert(now);
+                }
                 pr.sent_commit = commit;
                 pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                 Some(Request::AppendEntries(AppendEntries {
@@ -1441,7 +1449,25 @@ impl Raft {
         self.confirm_reads();
     }
 
+    /// The latest read round a majority (ourselves included) has answered.
+    fn quorum_round(&self) -> u64 {
+        let mut acked: Vec<u64> = self
+            .peers
+            .values()
+            .map(|p| p.progress.acked_round)
+            .collect();
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        acked
+            .get(self.cfg.quorum().wrapping_sub(2))
+            .copied()
+            .unwrap_or(self.read_round)
+    }
+
     fn confirm_reads(&mut self) {
+        // Rounds before the one a majority has answered no longer matter
+        // for the lease.
+        let kept = self.round_started.split_off(&self.quorum_round());
+        self.round_started = kept;
         // Rounds only grow along the queue, so confirmed reads are a prefix.
         let confirmed = self
             .reads_awaiting_quorum

@@ -44,7 +44,6 @@
 //! after a state change, is recognised as stale by what it carries and
 //! changes nothing but the count.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::message::{Index, SnapshotMeta};
@@ -94,15 +93,8 @@ pub struct Progress {
     /// ahead of what the follower has acknowledged.
     pub next_index: Index,
     pub state: ProgressState,
-    /// When each request of this term still neither answered nor failed
-    /// was sent, oldest first (its length is the number in flight).
-    in_flight: VecDeque<Duration>,
-    /// The latest send time the follower's answers vouch for: it answered
-    /// a request sent then or later, so it followed us at least until
-    /// then (lease reads, thesis §6.4.1). Answers are matched to send
-    /// times oldest first; if they come out of order, this errs early,
-    /// never late (k answers vouch for at least the k-th earliest send).
-    pub acked_sent_at: Option<Duration>,
+    /// Requests of this term sent and neither answered nor failed.
+    in_flight: usize,
     /// The highest index any request of this term carried (or named as
     /// `prev_log_index`): no honest reply claims to match beyond it.
     pub sent_up_to: Index,
@@ -134,8 +126,7 @@ impl Progress {
             match_index: 0,
             next_index: last_index + 1,
             state: ProgressState::Probe,
-            in_flight: VecDeque::new(),
-            acked_sent_at: None,
+            in_flight: 0,
             sent_up_to: 0,
             sent_commit: 0,
             heartbeat_due: now,
@@ -146,7 +137,7 @@ impl Progress {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight
     }
 
     /// Whether a request carrying `batch` may be sent now. In Probe, only
@@ -158,13 +149,13 @@ impl Progress {
     /// wait for a window of appends to be answered.
     pub fn can_send(&self, window: usize, batch: Batch) -> bool {
         match (self.state, batch) {
-            (ProgressState::Probe, _) => self.in_flight.is_empty(),
-            (ProgressState::Replicate, Batch::Full) => self.in_flight.len() < window,
-            (ProgressState::Replicate, Batch::Partial) => self.in_flight.is_empty(),
-            (ProgressState::Replicate, Batch::Empty) => self.in_flight.len() <= window,
+            (ProgressState::Probe, _) => self.in_flight == 0,
+            (ProgressState::Replicate, Batch::Full) => self.in_flight < window,
+            (ProgressState::Replicate, Batch::Partial) => self.in_flight == 0,
+            (ProgressState::Replicate, Batch::Empty) => self.in_flight <= window,
             // Entries would not connect to what the follower has; only
             // heartbeats, beside the one chunk.
-            (ProgressState::Snapshot, Batch::Empty) => self.in_flight.len() <= window,
+            (ProgressState::Snapshot, Batch::Empty) => self.in_flight <= window,
             (ProgressState::Snapshot, _) => false,
         }
     }
@@ -185,9 +176,9 @@ impl Progress {
         self.snapshot.is_some_and(|t| !t.chunk_in_flight)
     }
 
-    /// Records a chunk sent at `now`.
-    pub fn chunk_sent(&mut self, now: Duration) {
-        self.in_flight.push_back(now);
+    /// Records a chunk sent.
+    pub fn chunk_sent(&mut self) {
+        self.in_flight += 1;
         if let Some(t) = self.snapshot.as_mut() {
             t.chunk_in_flight = true;
         }
@@ -227,10 +218,9 @@ impl Progress {
     }
 
     /// Records a request sent with `prev_log_index` and entries up to
-    /// `last` (equal for a heartbeat), carrying read round `round`, at
-    /// `now`.
-    pub fn sent(&mut self, last: Index, round: u64, now: Duration) {
-        self.in_flight.push_back(now);
+    /// `last` (equal for a heartbeat), carrying read round `round`.
+    pub fn sent(&mut self, last: Index, round: u64) {
+        self.in_flight += 1;
         self.sent_round = self.sent_round.max(round);
         self.sent_up_to = self.sent_up_to.max(last);
         if self.state == ProgressState::Replicate {
@@ -239,9 +229,7 @@ impl Progress {
     }
 
     fn answered(&mut self) {
-        if let Some(sent) = self.in_flight.pop_front() {
-            self.acked_sent_at = self.acked_sent_at.max(Some(sent));
-        }
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// A success: the follower's log matches ours through `index`.
@@ -313,7 +301,7 @@ impl Progress {
     /// The connection failed: whatever was in flight is lost. Start again
     /// from what the follower is known to have.
     pub fn failed(&mut self) {
-        self.in_flight.clear();
+        self.in_flight = 0;
         self.sent_round = self.acked_round;
         if let Some(t) = self.snapshot.as_mut() {
             // Resume the transfer from the offset last acknowledged.
@@ -331,7 +319,7 @@ mod tests {
 
     fn replicating(match_index: Index) -> Progress {
         let mut p = Progress::new(match_index, Duration::ZERO);
-        p.sent(match_index, 0, Duration::ZERO);
+        p.sent(match_index, 0);
         assert!(p.acknowledged(match_index) || match_index == 0);
         assert_eq!(p.state, ProgressState::Replicate);
         p
@@ -341,12 +329,12 @@ mod tests {
     fn one_read_round_at_a_time_so_reads_arriving_meanwhile_share_the_next() {
         let mut p = replicating(5);
         assert!(p.round_due(1));
-        p.sent(5, 1, Duration::ZERO);
+        p.sent(5, 1);
         assert!(!p.round_due(1), "round 1 is on its way");
         assert!(!p.round_due(3), "rounds 2 and 3 wait for round 1's answer");
         p.answered_round(1);
         assert!(p.round_due(3));
-        p.sent(5, 3, Duration::ZERO);
+        p.sent(5, 3);
         // A lost request loses its round: it is due again.
         p.failed();
         assert!(p.round_due(3));
@@ -356,7 +344,7 @@ mod tests {
     fn probe_sends_one_request_at_a_time() {
         let mut p = Progress::new(10, Duration::ZERO);
         assert!(p.can_send(4, Batch::Full));
-        p.sent(10, 0, Duration::ZERO);
+        p.sent(10, 0);
         assert!(!p.can_send(4, Batch::Full) && !p.can_send(4, Batch::Empty));
         assert_eq!(p.next_index, 11, "a probe does not move next_index");
     }
@@ -366,12 +354,12 @@ mod tests {
         let mut p = replicating(5);
         for last in [7, 9, 11] {
             assert!(p.can_send(3, Batch::Full));
-            p.sent(last, 0, Duration::ZERO);
+            p.sent(last, 0);
             assert_eq!(p.next_index, last + 1);
         }
         assert!(!p.can_send(3, Batch::Full), "the window is full");
         assert!(p.can_send(3, Batch::Empty), "a heartbeat may still go");
-        p.sent(11, 0, Duration::ZERO);
+        p.sent(11, 0);
         assert!(!p.can_send(3, Batch::Empty));
         assert!(p.acknowledged(7));
         assert!(p.can_send(3, Batch::Empty) && !p.can_send(3, Batch::Full));
@@ -382,7 +370,7 @@ mod tests {
     fn a_partial_batch_waits_for_an_empty_pipe() {
         let mut p = replicating(5);
         assert!(p.can_send(4, Batch::Partial));
-        p.sent(6, 0, Duration::ZERO);
+        p.sent(6, 0);
         assert!(
             !p.can_send(4, Batch::Partial),
             "gathers into the next batch"
@@ -395,8 +383,8 @@ mod tests {
     #[test]
     fn a_late_success_never_moves_match_back() {
         let mut p = replicating(5);
-        p.sent(8, 0, Duration::ZERO);
-        p.sent(9, 0, Duration::ZERO);
+        p.sent(8, 0);
+        p.sent(9, 0);
         assert!(p.acknowledged(9));
         assert!(!p.acknowledged(8));
         assert_eq!((p.match_index, p.next_index, p.in_flight()), (9, 10, 0));
@@ -405,8 +393,8 @@ mod tests {
     #[test]
     fn a_rejection_in_replicate_falls_back_to_probe_and_later_ones_are_stale() {
         let mut p = replicating(5);
-        p.sent(8, 0, Duration::ZERO); // prev 5
-        p.sent(10, 0, Duration::ZERO); // prev 8
+        p.sent(8, 0); // prev 5
+        p.sent(10, 0); // prev 8
         assert!(
             p.rejected(5 + 3, 6),
             "prev 8 rejected: the follower lacks it"
@@ -424,10 +412,10 @@ mod tests {
     #[test]
     fn in_probe_only_the_outstanding_position_counts() {
         let mut p = Progress::new(20, Duration::ZERO);
-        p.sent(20, 0, Duration::ZERO); // prev 20
+        p.sent(20, 0); // prev 20
         assert!(p.rejected(20, 12));
         assert_eq!(p.next_index, 12);
-        p.sent(11, 0, Duration::ZERO);
+        p.sent(11, 0);
         assert!(!p.rejected(20, 3), "an answer to the earlier probe");
         assert_eq!(p.next_index, 12);
         assert!(p.rejected(11, 3));
@@ -437,7 +425,7 @@ mod tests {
     #[test]
     fn a_rejection_never_moves_next_below_match() {
         let mut p = replicating(5);
-        p.sent(9, 0, Duration::ZERO);
+        p.sent(9, 0);
         assert!(p.rejected(7, 1));
         assert_eq!(p.next_index, 6);
     }
@@ -445,8 +433,8 @@ mod tests {
     #[test]
     fn a_failure_forgets_what_was_in_flight() {
         let mut p = replicating(5);
-        p.sent(9, 0, Duration::ZERO);
-        p.sent(12, 0, Duration::ZERO);
+        p.sent(9, 0);
+        p.sent(12, 0);
         p.failed();
         assert_eq!(
             (p.state, p.next_index, p.in_flight()),

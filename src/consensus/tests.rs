@@ -1749,7 +1749,7 @@ fn lease_cfg(id: NodeId, n: u64) -> Config {
 }
 
 #[test]
-fn thesis_6_4_1_a_lease_runs_from_the_send_time_a_majority_vouches_for() {
+fn thesis_6_4_1_a_lease_runs_from_the_start_of_a_read_round_a_majority_answered() {
     let start = Duration::from_secs(1);
     let mut r = Raft::new(
         lease_cfg(0, 3),
@@ -1766,19 +1766,30 @@ fn thesis_6_4_1_a_lease_runs_from_the_send_time_a_majority_vouches_for() {
     });
     r.handle_reply(1, yes, start).unwrap();
     sync(&mut r);
-    assert_eq!(r.lease_read(start), None, "nothing acknowledged yet");
-    // Peer 1 gets the no-op at 1.000 s and answers at 1.050 s: the
-    // answer vouches for the send time, 1.000 s.
     let req = r.poll_peer(1, start).unwrap();
-    ack(&mut r, 1, &req, start + 50 * MS);
-    // Committed in our term: the lease holds for 300 ms × 0.9 / 1.1.
+    ack(&mut r, 1, &req, start + 5 * MS);
+    assert_eq!(
+        r.lease_read(start + 5 * MS),
+        None,
+        "committed in our term, but no read round answered yet"
+    );
+    // A ReadIndex read starts round 1; its first request goes out at
+    // 1.010 s, and peer 1 answers it at 1.060 s.
+    r.read_index(7).unwrap();
+    let sent = start + 10 * MS;
+    let req = r.poll_peer(1, sent).unwrap();
+    assert!(matches!(&req, Request::AppendEntries(ae) if ae.read_round == 1));
+    ack(&mut r, 1, &req, start + 60 * MS);
+    assert_eq!(r.take_ready().reads.len(), 1);
+    // The lease runs from the round's first send, for 300 ms × 0.9 / 1.1.
     let lease = r.lease_read(start + 60 * MS).expect("a lease");
     assert_eq!(lease.index, r.commit_index());
     let length = (300 * MS).mul_f64(0.9 / 1.1);
-    assert_eq!(lease.expires, start + length);
-    assert_eq!(r.lease_read(start + length), None, "expired");
+    assert_eq!(lease.expires, sent + length);
+    assert_eq!(r.lease_read(sent + length), None, "expired");
     // Without lease reads, never.
     let mut plain = full_leader(3, start);
+    plain.read_index(1).unwrap();
     let req = plain.poll_peer(1, start).unwrap();
     ack(&mut plain, 1, &req, start);
     assert_eq!(plain.lease_read(start), None);
