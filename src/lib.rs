@@ -13,6 +13,7 @@
 //! * [`config`]: the cluster configuration file.
 //! * [`client`]: what `raftctl` uses to talk to a cluster.
 //! * [`activity`]: the human-readable activity log.
+//! * [`events`]: the event stream subscribers watch a node through.
 //! * [`lincheck`]: a linearizability checker, used by the tests.
 //! * [`cli`]: one-line usage errors for the binaries.
 //! * [`bench`](mod@bench): the closed-loop write benchmark behind `raftctl bench`.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consensus;
+pub mod events;
 pub mod kv;
 pub mod lincheck;
 pub mod node;

@@ -57,12 +57,15 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::activity;
 use crate::config::{ClusterConfig, Member};
 use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMeta};
+use crate::events::{self, EventHub, Message};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
 use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket};
 use crate::storage::{SegmentLimits, SnapshotFile, SnapshotWriter, Storage, StorageError};
 use crate::transport;
-use crate::wire::{self, ErrorCode, NodeStatus, PeerRequest, Response, SnapshotTaken};
+use crate::wire::{
+    self, ErrorCode, FollowerStatus, NodeStatus, PeerRequest, Response, SnapshotTaken,
+};
 
 /// When a node takes a snapshot and compacts its log: once the log past
 /// the last snapshot holds this many entries, or this many bytes.
@@ -291,6 +294,8 @@ struct Shared {
     /// Held while a snapshot is taken: one at a time (the snapshotter's,
     /// or one asked for with `raftctl snapshot`).
     snapshotting: Mutex<()>,
+    /// Publishes what the activity log records to subscribers (`events`).
+    events: Arc<EventHub>,
 }
 
 /// What the applier applies next.
@@ -437,6 +442,7 @@ impl Node {
             snapshot_threshold: options.snapshot_threshold,
             election_timeout: options.election_timeout_max,
             snapshotting: Mutex::new(()),
+            events: EventHub::new(options.id),
         });
 
         let bind_ip: Option<IpAddr> = listener
@@ -499,13 +505,12 @@ impl Node {
         self.shared.hand_over(reason);
         let mut st = self.shared.state.lock();
         st.stopping = true;
-        info!(
-            "[T{} {}] stopped: {reason} (commit index {}, last log index {})",
-            st.raft.term(),
-            st.raft.role(),
+        let text = format!(
+            "stopped: {reason} (commit index {}, last log index {})",
             st.raft.commit_index(),
             st.raft.log().last_index()
         );
+        self.shared.note(&st, log::Level::Info, text);
         log::logger().flush();
         std::process::exit(code)
     }
@@ -544,6 +549,7 @@ impl Shared {
         }
         for event in &ready.events {
             activity::log_event(&st.raft, event);
+            self.events.core(st.raft.term(), st.raft.role(), event);
         }
         let ends_waits = ready.events.iter().any(|e| {
             matches!(
@@ -623,15 +629,36 @@ impl Shared {
         }
     }
 
+    /// Writes a line of the runtime's own to the activity log, prefixed
+    /// with the node's term and role, and publishes it to subscribers.
+    fn note(&self, st: &State, level: log::Level, text: String) {
+        let (term, role) = (st.raft.term(), st.raft.role());
+        log::log!(level, "[T{term} {role}] {text}");
+        self.events.note(term, role, level, text);
+    }
+
+    /// Publishes a Raft message sent or received, if a subscriber wants
+    /// messages; only then is it described.
+    fn message(&self, st: &State, sent: bool, describe: impl FnOnce() -> Option<Message>) {
+        if self.events.wants_messages()
+            && let Some(message) = describe()
+        {
+            self.events
+                .message(st.raft.term(), st.raft.role(), sent, message);
+        }
+    }
+
     /// Logs a refusal the peer service reported (once per kind and peer).
-    fn report(st: &State, line: Option<String>) {
+    fn report(&self, st: &State, line: Option<String>) {
         if let Some(line) = line {
-            warn!("[T{} {}] {line}", st.raft.term(), st.raft.role());
+            self.note(st, log::Level::Warn, line);
         }
     }
 
     fn status(&self, st: &State) -> NodeStatus {
         let snapshot = st.raft.snapshot();
+        let t = now(self);
+        let millis = |d: Duration| d.as_millis() as u64;
         NodeStatus {
             id: self.id,
             role: st.raft.role().to_string().to_lowercase(),
@@ -646,6 +673,25 @@ impl Shared {
             snapshot_bytes: snapshot.size,
             log_entries: st.raft.log().entries().len() as u64,
             log_bytes: st.storage.log_bytes(),
+            heard_from_leader_ms: st
+                .raft
+                .leader_contact()
+                .map(|at| millis(t.saturating_sub(at))),
+            followers: st
+                .raft
+                .followers()
+                .into_iter()
+                .map(|f| FollowerStatus {
+                    id: f.id,
+                    match_index: f.match_index,
+                    next_index: f.next_index,
+                    in_flight: f.in_flight as u64,
+                    state: format!("{:?}", f.state).to_lowercase(),
+                    reachable: f.reachable,
+                    heard_ms: (f.last_heard > Duration::ZERO)
+                        .then(|| millis(t.saturating_sub(f.last_heard))),
+                })
+                .collect(),
         }
     }
 
@@ -692,6 +738,9 @@ impl Shared {
                     r.leader_commit
                 );
             }
+            self.message(&st, true, || {
+                Some(Message::request(self.id, peer, &request))
+            });
             // A snapshot chunk's bytes come from the file the core's
             // request names, read with the lock released. It is the
             // current snapshot when a transfer starts, and the replicator
@@ -750,7 +799,7 @@ impl Shared {
             let reply = match received {
                 transport::Received::Answer(response) => {
                     let (reply, line) = st.peers.check_response(peer, response);
-                    Self::report(&st, line);
+                    self.report(&st, line);
                     reply
                 }
                 transport::Received::Failed(e) => {
@@ -761,9 +810,10 @@ impl Shared {
             };
             match reply {
                 Some(reply) => {
+                    self.message(&st, false, || Some(Message::reply(peer, self.id, &reply)));
                     if let Err(rejection) = st.raft.handle_reply(peer, reply, t) {
                         let line = st.peers.reply_refused(peer, &rejection);
-                        Self::report(&st, line);
+                        self.report(&st, line);
                     }
                 }
                 None => st.raft.handle_failure(peer, t),
@@ -925,15 +975,13 @@ impl Shared {
             millis: started.elapsed().as_millis() as u64,
             store_blocked_micros: blocked.as_micros() as u64,
         };
-        info!(
-            "[T{} {}] snapshot taken up to index {} (term {}): {keys} keys, {} bytes, in {} ms (the store was blocked {} µs to copy it); dropped {dropped} log entries, deleted {segments} log segments",
-            st.raft.term(),
-            st.raft.role(),
-            meta.last_index,
-            meta.last_term,
-            meta.size,
-            taken.millis,
-            taken.store_blocked_micros
+        self.note(
+            &st,
+            log::Level::Info,
+            format!(
+                "snapshot taken up to index {} (term {}): {keys} keys, {} bytes, in {} ms (the store was blocked {} µs to copy it); dropped {dropped} log entries, deleted {segments} log segments",
+                meta.last_index, meta.last_term, meta.size, taken.millis, taken.store_blocked_micros
+            ),
         );
         Ok(Some(taken))
     }
@@ -943,6 +991,54 @@ impl Shared {
 /// (waiting for a commit or a read) can outlive the pool worker that
 /// started it.
 struct Service(Arc<Shared>);
+
+/// A subscriber's stream (see `events`): `subscribed`, then events as
+/// they come, with the node's status every `status_every` in between,
+/// even while events keep coming.
+struct EventStream {
+    shared: Arc<Shared>,
+    subscription: events::Subscription,
+    status_every: Duration,
+    next_status: Instant,
+    started: bool,
+    ended: bool,
+}
+
+impl Iterator for EventStream {
+    type Item = Arc<str>;
+
+    fn next(&mut self) -> Option<Arc<str>> {
+        let encode =
+            |r: &Response| -> Option<Arc<str>> { serde_json::to_string(r).ok().map(Into::into) };
+        if !self.started {
+            self.started = true;
+            return encode(&Response::Subscribed {
+                node: self.shared.id,
+            });
+        }
+        if self.ended {
+            return None;
+        }
+        let wait = self.next_status.saturating_duration_since(Instant::now());
+        let next = if wait.is_zero() {
+            events::Next::Idle
+        } else {
+            self.subscription.next(wait)
+        };
+        match next {
+            events::Next::Line(line) => Some(line),
+            events::Next::Idle => {
+                self.next_status = Instant::now() + self.status_every;
+                let status = self.shared.status(&self.shared.state.lock());
+                encode(&Response::Status(Box::new(status)))
+            }
+            events::Next::Ended(why) => {
+                self.ended = true;
+                encode(&Response::error(ErrorCode::TooSlow, why.to_string()))
+            }
+        }
+    }
+}
 
 /// How long a write or a linearizable read waits on this node before it
 /// answers `timeout`. Kept shorter than the client's own timeout so the
@@ -962,10 +1058,17 @@ impl Handler for Service {
         }
         let st = &mut *st;
         let from = request.from;
+        shared.message(st, false, || {
+            Some(Message::request(from, shared.id, &request.rpc))
+        });
         let answer = st.peers.handle(&mut st.raft, request, now(shared));
-        Shared::report(st, answer.report);
+        shared.report(st, answer.report);
         // Durable before the answer leaves (the core's contract).
         shared.process_ready(st);
+        shared.message(st, true, || {
+            let reply = answer.response.clone().into_peer().ok()?;
+            Some(Message::reply(shared.id, from, &reply))
+        });
         (answer.response, answer.from_member.then_some(from))
     }
 
@@ -975,11 +1078,47 @@ impl Handler for Service {
         match request {
             wire::Request::IsLeader => st.clients.is_leader(&st.raft),
             wire::Request::Status => Response::Status(Box::new(shared.status(&st))),
+            wire::Request::Events => Response::Events {
+                events: shared.events.recent(),
+            },
             other => Response::error(
                 ErrorCode::BadRequest,
                 format!("not an admin request: {other:?}"),
             ),
         }
+    }
+
+    fn subscribe(&self, request: wire::Request) -> Result<server::Lines, Response> {
+        let wire::Request::Subscribe {
+            recent,
+            messages,
+            status_ms,
+        } = request
+        else {
+            return Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("not a subscription: {request:?}"),
+            ));
+        };
+        if !(100..=60_000).contains(&status_ms) {
+            return Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("status_ms must be between 100 and 60000, not {status_ms}"),
+            ));
+        }
+        let subscription = self
+            .0
+            .events
+            .subscribe(recent, messages)
+            .map_err(|e| Response::error(ErrorCode::Busy, e.to_string()))?;
+        Ok(Box::new(EventStream {
+            shared: self.0.clone(),
+            subscription,
+            status_every: Duration::from_millis(status_ms),
+            next_status: Instant::now(),
+            started: false,
+            ended: false,
+        }))
     }
 
     fn client(&self, request: wire::Request) -> Handled {
@@ -1051,10 +1190,10 @@ impl Shared {
             Ok(target) => target,
             Err(_) => return, // not leader, or alone
         };
-        info!(
-            "[T{} {}] {reason}: handing leadership to node{target} before stopping",
-            st.raft.term(),
-            st.raft.role()
+        self.note(
+            &st,
+            log::Level::Info,
+            format!("{reason}: handing leadership to node{target} before stopping"),
         );
         self.process_ready(&mut st);
         let term = st.raft.term();
@@ -1111,10 +1250,10 @@ impl Shared {
             }
             Err(e) => return Response::error(ErrorCode::BadRequest, e.to_string()),
         };
-        info!(
-            "[T{} {}] asked to hand leadership to node{target}",
-            st.raft.term(),
-            st.raft.role()
+        self.note(
+            &st,
+            log::Level::Info,
+            format!("asked to hand leadership to node{target}"),
         );
         self.process_ready(&mut st);
         match self.wait_for_handover(&mut st, term, 2 * self.election_timeout) {

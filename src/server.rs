@@ -53,7 +53,16 @@ pub trait Handler: Send + Sync + 'static {
     fn admin(&self, request: Request) -> Response;
     /// A client request, on a pool worker.
     fn client(&self, request: Request) -> Handled;
+    /// A `subscribe`, on the connection's own thread: the lines to send
+    /// from now on, until the iterator ends or the other end stops
+    /// reading; or the response refusing it.
+    fn subscribe(&self, request: Request) -> Result<Lines, Response>;
 }
+
+/// A stream's lines, each sent as it comes; blocking in `next` is fine
+/// (the connection's thread does nothing else). The iterator must end or
+/// yield now and then, so that a closed connection is noticed.
+pub type Lines = Box<dyn Iterator<Item = Arc<str>> + Send>;
 
 /// What a client handler produced.
 pub enum Handled {
@@ -202,6 +211,14 @@ impl Connection {
             }
             let response = match line {
                 Ok(()) => match serde_json::from_slice::<Request>(&buf) {
+                    // The connection stays busy while it streams: never
+                    // evicted, but subscribers are few (`events`).
+                    Ok(request) if request.class() == RequestClass::Stream => {
+                        match self.handler.subscribe(request) {
+                            Ok(lines) => return send_stream(&mut writer, lines),
+                            Err(refused) => refused,
+                        }
+                    }
                     Ok(request) => match self.run(request, &reply_tx, &reply_rx) {
                         Some(r) => r,
                         None => return,
@@ -248,6 +265,21 @@ impl Connection {
         match reply_rx.recv().ok()? {
             Handled::Now(r) => Some(r),
             Handled::Later(wait) => Some(wait()),
+        }
+    }
+}
+
+/// Sends a stream's lines until it ends or a write fails (the other end
+/// closed, or stopped reading for the write timeout).
+fn send_stream(writer: &mut TcpStream, lines: Lines) {
+    use std::io::Write;
+    for line in lines {
+        let sent = writer
+            .write_all(line.as_bytes())
+            .and_then(|()| writer.write_all(b"\n"))
+            .and_then(|()| writer.flush());
+        if sent.is_err() {
+            return;
         }
     }
 }
@@ -457,6 +489,15 @@ mod tests {
             let _ = self.release.recv();
             Handled::Now(Response::error(ErrorCode::Timeout, "client answered"))
         }
+        /// Three lines, then the end; with `status_ms` 999, a refusal.
+        fn subscribe(&self, request: Request) -> Result<Lines, Response> {
+            if matches!(request, Request::Subscribe { status_ms: 999, .. }) {
+                return Err(Response::error(ErrorCode::Busy, "refused"));
+            }
+            let lines =
+                (1..=3).map(|n| Arc::from(format!("{{\"type\":\"subscribed\",\"node\":{n}}}")));
+            Ok(Box::new(lines))
+        }
     }
 
     fn server(
@@ -506,6 +547,25 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_subscription_streams_its_lines_then_closes_and_a_refusal_is_one_answer() {
+        let (addr, _handler, _release) = server(ServerOptions::default());
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"{\"type\":\"subscribe\"}\n").unwrap();
+        let mut lines = String::new();
+        BufReader::new(&s).read_to_string(&mut lines).unwrap();
+        assert_eq!(
+            lines,
+            "{\"type\":\"subscribed\",\"node\":1}\n{\"type\":\"subscribed\",\"node\":2}\n{\"type\":\"subscribed\",\"node\":3}\n"
+        );
+        let mut s = TcpStream::connect(addr).unwrap();
+        let refused = ask(&mut s, "{\"type\":\"subscribe\",\"status_ms\":999}\n");
+        assert!(refused.contains("refused"), "{refused}");
+        // The connection stays usable after a refusal.
+        assert!(ask(&mut s, "{\"type\":\"status\"}\n").contains("admin answered"));
     }
 
     #[test]

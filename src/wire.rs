@@ -16,6 +16,7 @@ use crate::consensus::{
     self, AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply,
     NodeId, RequestVote, RequestVoteReply, Term, TimeoutNow, TimeoutNowReply,
 };
+use crate::events::NodeEvent;
 use crate::kv::{Command, Outcome};
 
 /// The longest request or response line accepted, newline excluded.
@@ -47,8 +48,11 @@ pub struct PeerRequest {
 pub enum RequestClass {
     /// A Raft RPC from another node.
     Peer,
-    /// A cheap question about the node (`status`, `is_leader`).
+    /// A cheap question about the node (`status`, `is_leader`,
+    /// `events`).
     Admin,
+    /// A `subscribe`: the connection becomes a stream of events.
+    Stream,
     /// Everything else: writes, reads, the log.
     Client,
 }
@@ -81,6 +85,21 @@ pub enum Request {
     Transfer {
         #[serde(default)]
         to: Option<NodeId>,
+    },
+    /// The node's recent events (see `events`), oldest first.
+    Events,
+    /// Turns the connection into a stream: `subscribed`, then the recent
+    /// events (with `recent`), then each new event as it happens, Raft
+    /// messages too with `messages`, and the node's `status` every
+    /// `status_ms` (100 to 60000) whether or not anything happened. See
+    /// docs/PROTOCOL.md.
+    Subscribe {
+        #[serde(default = "yes")]
+        recent: bool,
+        #[serde(default)]
+        messages: bool,
+        #[serde(default = "default_status_ms")]
+        status_ms: u64,
     },
     /// This node's committed log entries `from..`, at most `limit`.
     Log {
@@ -143,7 +162,8 @@ impl Request {
             | Request::AppendEntries(_)
             | Request::InstallSnapshot(_)
             | Request::TimeoutNow(_) => RequestClass::Peer,
-            Request::IsLeader | Request::Status => RequestClass::Admin,
+            Request::IsLeader | Request::Status | Request::Events => RequestClass::Admin,
+            Request::Subscribe { .. } => RequestClass::Stream,
             Request::Write(_)
             | Request::Read { .. }
             | Request::Log { .. }
@@ -182,6 +202,14 @@ fn first_index() -> Index {
 }
 
 fn default_log_limit() -> usize {
+    1000
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_status_ms() -> u64 {
     1000
 }
 
@@ -228,6 +256,16 @@ pub enum Response {
         to: NodeId,
         term: Term,
         millis: u64,
+    },
+    /// The first line of a stream (`subscribe`).
+    Subscribed {
+        node: NodeId,
+    },
+    /// One event of a stream.
+    Event(Box<NodeEvent>),
+    /// The answer to `events`.
+    Events {
+        events: Vec<NodeEvent>,
     },
     Error {
         code: ErrorCode,
@@ -278,6 +316,32 @@ pub struct NodeStatus {
     /// Bytes of log on disk.
     #[serde(default)]
     pub log_bytes: u64,
+    /// A follower: how long ago it last heard from its leader, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_from_leader_ms: Option<u64>,
+    /// The leader: its view of each follower (empty on others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followers: Vec<FollowerStatus>,
+}
+
+/// What a leader knows of one follower.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerStatus {
+    pub id: NodeId,
+    /// The highest index known to be in its log (Figure 2's matchIndex).
+    pub match_index: Index,
+    /// The next index to send it (nextIndex).
+    pub next_index: Index,
+    /// Requests sent to it and not answered yet.
+    pub in_flight: u64,
+    /// `probe` (finding where its log matches ours), `replicate`
+    /// (streaming entries) or `snapshot` (receiving our snapshot).
+    pub state: String,
+    /// Whether its last request got an answer.
+    pub reachable: bool,
+    /// How long ago it last answered in this leadership, in ms (`None`:
+    /// not yet).
+    pub heard_ms: Option<u64>,
 }
 
 /// The answer to a `snapshot` request.
@@ -329,6 +393,8 @@ pub enum ErrorCode {
     /// The node could not do what was asked (a snapshot it could not
     /// write, say); the message says why.
     Internal,
+    /// A stream's subscriber fell too far behind and was dropped.
+    TooSlow,
 }
 
 #[derive(Debug)]

@@ -84,6 +84,7 @@ use std::time::Duration;
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use serde::Serialize;
 
 pub use election::LeaseRead;
 pub use log::Log;
@@ -196,7 +197,8 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Follower,
     /// Asking for pre-votes, in its old term (thesis §9.6).
@@ -217,7 +219,8 @@ impl fmt::Display for Role {
 }
 
 /// Why a vote was refused; reported in the activity log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VoteRefusal {
     /// The candidate's term is older than ours (Figure 2, RequestVote rule 1).
     StaleTerm,
@@ -231,7 +234,11 @@ pub enum VoteRefusal {
     /// We heard from `leader` `heard_ago`, less than a minimum election
     /// timeout ago (or we are the leader): it is alive, so the candidate
     /// is the one cut off (thesis §9.6, the lease).
-    LeaderLease { leader: NodeId, heard_ago: Duration },
+    LeaderLease {
+        leader: NodeId,
+        #[serde(rename = "heard_ago_ms", serialize_with = "millis")]
+        heard_ago: Duration,
+    },
     /// We lead this term, and a majority answers us (CheckQuorum).
     Leading,
     /// We started less than a minimum election timeout ago, and a leader
@@ -239,9 +246,12 @@ pub enum VoteRefusal {
     JustStarted,
 }
 
-/// Things that happened, for the activity log and for tests. They carry no
-/// obligation: a caller may ignore them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Things that happened, for the activity log, the event stream and
+/// tests. They carry no obligation: a caller may ignore them. Serialized
+/// (for the event stream) as an object whose `kind` names the variant,
+/// durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     RoleChanged {
         role: Role,
@@ -316,6 +326,7 @@ pub enum Event {
         term: Term,
         heard: usize,
         cluster_size: usize,
+        #[serde(rename = "window_ms", serialize_with = "millis")]
         window: Duration,
     },
     /// Leader: handing leadership to `target`, which holds our log up to
@@ -337,12 +348,14 @@ pub enum Event {
     TransferHandedOff {
         target: NodeId,
         term: Term,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
     },
     /// The transfer to `target` ended without a new term (`why`);
     /// proposals are taken again if we still lead.
     TransferAbandoned {
         target: NodeId,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
         why: &'static str,
     },
@@ -389,6 +402,7 @@ pub enum Event {
         peer: NodeId,
         index: Index,
         size: u64,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
     },
     /// A snapshot from the leader replaced our state machine (Figure 13).
@@ -400,6 +414,26 @@ pub enum Event {
         size: u64,
         log_kept: bool,
     },
+}
+
+/// A leader's view of one follower (see [`Raft::followers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerView {
+    pub id: NodeId,
+    pub match_index: Index,
+    pub next_index: Index,
+    /// Requests sent and not yet answered.
+    pub in_flight: usize,
+    pub state: ProgressState,
+    /// Whether its last RPC got an answer.
+    pub reachable: bool,
+    /// When it last answered in this leadership (zero: not yet).
+    pub last_heard: Duration,
+}
+
+/// Serializes a duration as whole milliseconds.
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// Returned by [`Raft::propose`] on a server that is not the leader, or
@@ -692,6 +726,31 @@ impl Raft {
     /// Leader: replication to `peer` (meaningful while leader).
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.peers.get(&peer).map(|p| &p.progress)
+    }
+
+    /// When we last heard from the leader we follow (a valid
+    /// AppendEntries or InstallSnapshot); `None` unless we follow one.
+    pub fn leader_contact(&self) -> Option<Duration> {
+        (self.role != Role::Leader && self.leader_id.is_some()).then_some(self.leader_contact)
+    }
+    /// Leader: what it knows of each follower, for status displays; empty
+    /// on any other server.
+    pub fn followers(&self) -> Vec<FollowerView> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        self.peers
+            .iter()
+            .map(|(&id, p)| FollowerView {
+                id,
+                match_index: p.progress.match_index,
+                next_index: p.progress.next_index,
+                in_flight: p.progress.in_flight(),
+                state: p.progress.state,
+                reachable: p.reachable,
+                last_heard: p.last_heard,
+            })
+            .collect()
     }
 
     // ----- Time -----
