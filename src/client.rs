@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, Member};
 use crate::consensus::{Entry, Index, NodeId};
+use crate::events::NodeEvent;
 use crate::kv::{ClientId, Command, Op, Outcome};
 use crate::transport::{self, TransportError};
 use crate::wire::{ErrorCode, NodeStatus, Request, Response};
@@ -476,6 +477,18 @@ pub struct MemberStatus {
 pub fn status(member: &Member, timeout: Duration) -> Result<NodeStatus, ClientError> {
     match transport::call_once(member, &Request::Status, timeout) {
         Ok(Response::Status(s)) => Ok(*s),
+        Ok(other) => Err(unexpected(member.id, other)),
+        Err(e) => Err(ClientError::Node {
+            id: member.id,
+            message: format!("{}: {e}", member.address()),
+        }),
+    }
+}
+
+/// Asks one node for its recent events (`events`), oldest first.
+pub fn recent_events(member: &Member, timeout: Duration) -> Result<Vec<NodeEvent>, ClientError> {
+    match transport::call_once(member, &Request::Events, timeout) {
+        Ok(Response::Events { events }) => Ok(events),
         Ok(other) => Err(unexpected(member.id, other)),
         Err(e) => Err(ClientError::Node {
             id: member.id,

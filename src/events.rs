@@ -190,8 +190,11 @@ impl Message {
             text.push_str(" (pre-vote)");
         }
         text.push_str(&format!(" in term {}", self.term));
-        if let Some(n) = self.entries.filter(|&n| n > 0) {
-            text.push_str(&format!(", {n} entries"));
+        match self.entries {
+            Some(0) if self.rpc == "append_entries" => text.push_str(" (heartbeat)"),
+            Some(1) => text.push_str(", 1 entry"),
+            Some(n) => text.push_str(&format!(", {n} entries")),
+            None => {}
         }
         if let Some(s) = self.success {
             text.push_str(if s { ", yes" } else { ", no" });
@@ -260,6 +263,8 @@ struct Inner {
 /// One node's publisher; see the module docs.
 pub struct EventHub {
     node: NodeId,
+    /// When the hub (the node) started, ms since the Unix epoch.
+    started_ms: u64,
     inner: Mutex<Inner>,
     /// Subscribers that want messages: read without the lock.
     message_subscribers: AtomicUsize,
@@ -269,6 +274,7 @@ impl EventHub {
     pub fn new(node: NodeId) -> Arc<EventHub> {
         Arc::new(EventHub {
             node,
+            started_ms: unix_millis(SystemTime::now()),
             inner: Mutex::new(Inner::default()),
             message_subscribers: AtomicUsize::new(0),
         })
@@ -283,6 +289,11 @@ impl EventHub {
     /// Publishes one of the runtime's activity-log lines.
     pub fn note(&self, term: Term, role: Role, level: Level, text: String) {
         self.publish(term, role, What::Note(level, text), true);
+    }
+
+    /// When the node started, in ms since the Unix epoch.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
     }
 
     /// Whether anyone wants Raft messages; ask before describing one.
@@ -482,7 +493,7 @@ impl Drop for Subscription {
     }
 }
 
-fn unix_millis(t: SystemTime) -> u64 {
+pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }

@@ -14,6 +14,7 @@
 //! * [`client`]: what `raftctl` uses to talk to a cluster.
 //! * [`activity`]: the human-readable activity log.
 //! * [`events`]: the event stream subscribers watch a node through.
+//! * [`observe`]: following every node's stream from outside (`raftctl watch`).
 //! * [`lincheck`]: a linearizability checker, used by the tests.
 //! * [`cli`]: one-line usage errors for the binaries.
 //! * [`bench`](mod@bench): the closed-loop write benchmark behind `raftctl bench`.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod kv;
 pub mod lincheck;
 pub mod node;
+pub mod observe;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -1014,6 +1014,7 @@ impl Iterator for EventStream {
             self.started = true;
             return encode(&Response::Subscribed {
                 node: self.shared.id,
+                started_ms: self.shared.events.started_ms(),
             });
         }
         if self.ended {

@@ -271,8 +271,14 @@ impl Connection {
 
 /// Sends a stream's lines until it ends or a write fails (the other end
 /// closed, or stopped reading for the write timeout).
+///
+/// The socket's send buffer is kept small (the kernel would otherwise
+/// grow it to megabytes for a reader that has stopped), so that what a
+/// stalled subscriber holds is mostly the stream's own bounded queue,
+/// which then fills and drops it (`events`).
 fn send_stream(writer: &mut TcpStream, lines: Lines) {
     use std::io::Write;
+    let _ = socket2::SockRef::from(&*writer).set_send_buffer_size(STREAM_SEND_BUFFER);
     for line in lines {
         let sent = writer
             .write_all(line.as_bytes())
@@ -283,6 +289,9 @@ fn send_stream(writer: &mut TcpStream, lines: Lines) {
         }
     }
 }
+
+/// The kernel's send buffer for a stream's connection, in bytes.
+const STREAM_SEND_BUFFER: usize = 64 * 1024;
 
 /// The stack of a connection's thread. It decodes requests, whose JSON
 /// may nest as deep as serde_json's limit (128 levels, each several

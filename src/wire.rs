@@ -257,9 +257,13 @@ pub enum Response {
         term: Term,
         millis: u64,
     },
-    /// The first line of a stream (`subscribe`).
+    /// The first line of a stream (`subscribe`). `started_ms`: when the
+    /// node's process started (ms since the Unix epoch), so that a client
+    /// that reconnects can tell a restarted node, whose event numbers
+    /// start again at 1, from one it was following.
     Subscribed {
         node: NodeId,
+        started_ms: u64,
     },
     /// One event of a stream.
     Event(Box<NodeEvent>),

@@ -101,6 +101,23 @@ enum Command {
     },
     /// Print the configured nodes as `ID HOST PORT` lines (for scripts).
     Members,
+    /// Print the nodes' recent events (what their activity logs record),
+    /// merged by time; with --follow, then every new one as it happens.
+    Events {
+        /// Keep printing events as they happen, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+        /// Only this node's events.
+        #[arg(long)]
+        node: Option<u64>,
+        /// With --follow: also every Raft message each node sends and
+        /// receives (heartbeats included: many lines).
+        #[arg(long, requires = "follow")]
+        messages: bool,
+    },
 }
 
 /// Reports `e` and exits with its code.
@@ -226,6 +243,29 @@ fn main() {
             }
         }
         Command::Status { json } => status(&cluster, args.timeout, json, &args.config),
+        Command::Events {
+            follow,
+            json,
+            node,
+            messages,
+        } => {
+            if let Some(id) = node.filter(|&id| cluster.member(id).is_none()) {
+                eprintln!("raftctl: node {id} is not in {}", args.config.display());
+                exit(2);
+            }
+            let print = |e: &raft::events::NodeEvent| {
+                if json {
+                    println!("{}", serde_json::to_string(e).expect("events serialize"));
+                } else {
+                    println!("{}", e.line());
+                }
+            };
+            if follow {
+                follow_events(&cluster, node, messages, json, print);
+            } else {
+                recent_events(&cluster, node, args.timeout, print);
+            }
+        }
         Command::Snapshot { node } => {
             let ids: Vec<u64> = match node {
                 Some(id) if cluster.member(id).is_none() => {
@@ -307,6 +347,80 @@ fn main() {
                 r.errors
             );
         }
+    }
+}
+
+/// `raftctl events`: every node's recent events, merged by time.
+fn recent_events(
+    cluster: &config::ClusterConfig,
+    node: Option<u64>,
+    timeout_ms: u64,
+    print: impl Fn(&raft::events::NodeEvent),
+) {
+    let timeout = Duration::from_millis(timeout_ms.min(1000));
+    let members: Vec<_> = cluster
+        .members
+        .iter()
+        .filter(|m| node.is_none_or(|id| id == m.id))
+        .collect();
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let asks: Vec<_> = members
+            .iter()
+            .map(|m| scope.spawn(move || client::recent_events(m, timeout)))
+            .collect();
+        asks.into_iter()
+            .map(|h| h.join().expect("a thread asking a node panicked"))
+            .collect()
+    });
+    let mut all = Vec::new();
+    let mut reached = 0;
+    for answer in answers {
+        match answer {
+            Ok(events) => {
+                reached += 1;
+                all.extend(events);
+            }
+            Err(e) => eprintln!("raftctl: {e}"),
+        }
+    }
+    all.sort_by_key(|e| (e.time_ms, e.node, e.seq));
+    all.iter().for_each(print);
+    if reached == 0 {
+        exit(3);
+    }
+}
+
+/// `raftctl events --follow`: the recent events, then new ones as they
+/// happen, held a moment to merge the nodes' streams in time order.
+fn follow_events(
+    cluster: &config::ClusterConfig,
+    node: Option<u64>,
+    messages: bool,
+    json: bool,
+    print: impl Fn(&raft::events::NodeEvent),
+) {
+    use raft::observe::{FeedOptions, Reorder, Update};
+    let options = FeedOptions {
+        messages,
+        status_every: Duration::from_secs(1),
+        ..FeedOptions::default()
+    };
+    let feed = raft::observe::follow(cluster, &node.into_iter().collect::<Vec<_>>(), options);
+    let mut reorder = Reorder::new(Duration::from_millis(150));
+    loop {
+        match feed.recv_timeout(Duration::from_millis(50)) {
+            Ok(Update::Event(e)) => reorder.push(*e, std::time::Instant::now()),
+            Ok(Update::Unreachable { node, error }) if !json => {
+                eprintln!("raftctl: node{node} unreachable ({error}); retrying")
+            }
+            Ok(Update::Connected { node }) if !json => eprintln!("raftctl: following node{node}"),
+            Ok(_) | Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
+        }
+        reorder
+            .ready(std::time::Instant::now())
+            .iter()
+            .for_each(&print);
     }
 }
 

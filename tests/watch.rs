@@ -1,0 +1,169 @@
+//! Watching a real cluster: the nodes' event streams (`subscribe`,
+//! `events`) and `raftctl events`, run as a user runs them.
+
+mod process;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use process::{RAFTCTL, TestCluster, WAIT};
+use raft::events::{NodeEvent, QUEUE};
+use raft::wire::{ErrorCode, Response};
+
+/// `raftctl events` prints every node's recent events, merged by time:
+/// the election the leader won, and each node committing a write.
+#[test]
+fn raftctl_events_prints_every_nodes_election_and_commits_in_time_order() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let put = c.raftctl(&["put", "color", "blue"]);
+    assert!(put.status.success(), "{put:?}");
+    // Each node logs its commit of the write on its own schedule.
+    let events = c.wait_for("every node to have committed the write", WAIT, |_| {
+        let out = c.raftctl(&["events", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let events: Vec<NodeEvent> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one event per line"))
+            .collect();
+        let committed = |id| {
+            events
+                .iter()
+                .any(|e| e.node == id && e.kind == "committed" && e.detail["index"] == 2)
+        };
+        c.ids().into_iter().all(committed).then_some(events)
+    });
+    let won = events
+        .iter()
+        .find(|e| e.kind == "election_won" && e.term == term)
+        .expect("the election in the stream");
+    assert_eq!(won.node, leader);
+    assert_eq!(won.role, "leader");
+    assert!(
+        events.windows(2).all(|w| w[0].time_ms <= w[1].time_ms),
+        "merged by time"
+    );
+    let text = c.raftctl(&["events", "--node", &leader.to_string()]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.lines()
+            .all(|l| l.contains(&format!(" node{leader} [T"))),
+        "--node shows that node only:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("election won for term {term}")),
+        "{text}"
+    );
+}
+
+/// `raftctl events --follow --json` keeps following through a crash: the
+/// leader killed with SIGKILL, the survivors' new election shows up as it
+/// happens.
+#[test]
+fn raftctl_events_follow_shows_a_new_election_after_the_leader_is_killed() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let mut follower = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(["events", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let event: NodeEvent = serde_json::from_str(&line).expect("an event per line");
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    // The recent events come first: the election already won.
+    let until = |what: &str, check: &dyn Fn(&NodeEvent) -> bool| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(e) if check(&e) => return e,
+                Ok(_) => {}
+                Err(_) => panic!("no event {what} within {WAIT:?}"),
+            }
+        }
+    };
+    until("for the first election", &|e| {
+        e.kind == "election_won" && e.node == leader && e.term == term
+    });
+    c.sigkill(leader);
+    let won = until("for a new election", &|e| {
+        e.kind == "election_won" && e.term > term
+    });
+    assert_ne!(won.node, leader);
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+/// A subscriber that stops reading never slows the node: it is dropped
+/// once its bounded queue is full, told why, and writes go on meanwhile.
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped_and_the_node_keeps_serving() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let member = c.config.member(leader).unwrap().clone();
+    // A small receive buffer, so that the kernel's buffers do not hold
+    // for long what the node's queue would have to.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect(&member.socket_addr().unwrap().into())
+        .unwrap();
+    let mut stalled: TcpStream = socket.into();
+    // Every Raft message of the leader, which no one reads.
+    stalled
+        .write_all(b"{\"type\":\"subscribe\",\"messages\":true,\"status_ms\":100}\n")
+        .unwrap();
+    // Writes keep the leader sending messages, far more than the queue
+    // holds; they all succeed meanwhile.
+    let bench = c.raftctl(&["bench", "--clients", "4", "--seconds", "3", "--json"]);
+    assert!(bench.status.success(), "{bench:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert_eq!(summary["errors"], 0, "{summary}");
+    // Now read: what was queued, then the reason, then the end.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Bounded: a stream that was not dropped goes on forever.
+    let mut last = None;
+    let mut lines = 0;
+    for line in BufReader::new(&stalled).lines().take(QUEUE * 4) {
+        let Ok(line) = line else { break };
+        lines += 1;
+        last = Some(serde_json::from_str::<Response>(&line).unwrap());
+    }
+    match last {
+        Some(Response::Error {
+            code: ErrorCode::TooSlow,
+            message,
+            ..
+        }) => assert!(message.contains("fell"), "{message}"),
+        other => panic!("the stream ended with {other:?} after {lines} lines"),
+    }
+    assert!(
+        lines > QUEUE,
+        "{lines} lines: the whole queue, then the reason"
+    );
+    eprintln!("{lines} lines read after the stall");
+    // A new subscriber is served as usual.
+    let out = c.raftctl(&["events", "--node", &leader.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+}
