@@ -14,7 +14,8 @@
 //! * [`client`]: what `raftctl` uses to talk to a cluster.
 //! * [`activity`]: the human-readable activity log.
 //! * [`events`]: the event stream subscribers watch a node through.
-//! * [`observe`]: following every node's stream from outside (`raftctl watch`).
+//! * [`observe`]: following every node's stream from outside.
+//! * [`dashboard`]: `raftctl watch`, the live terminal view.
 //! * [`lincheck`]: a linearizability checker, used by the tests.
 //! * [`cli`]: one-line usage errors for the binaries.
 //! * [`bench`](mod@bench): the closed-loop write benchmark behind `raftctl bench`.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consensus;
+pub mod dashboard;
 pub mod events;
 pub mod kv;
 pub mod lincheck;

@@ -125,8 +125,8 @@ fn stream_node(
     resume: &mut Resume,
 ) -> Result<(), String> {
     let address = member.socket_addr().map_err(|e| e.to_string())?;
-    let stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))
-        .map_err(|e| format!("{}: {e}", member.address()))?;
+    let stream =
+        TcpStream::connect_timeout(&address, Duration::from_secs(1)).map_err(|e| e.to_string())?;
     // Statuses come every `status_every`: silence for much longer is a
     // node that stopped answering (SIGSTOP, say).
     let silence = (options.status_every * 4).max(Duration::from_secs(2));
@@ -144,8 +144,8 @@ fn stream_node(
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
-        let response: Response = wire::read_message(&mut reader, &mut buf)
-            .map_err(|e| format!("{}: {e}", member.address()))?;
+        let response: Response =
+            wire::read_message(&mut reader, &mut buf).map_err(|e| e.to_string())?;
         let update = match response {
             Response::Subscribed { node, started_ms } => {
                 if node != member.id {

@@ -167,3 +167,153 @@ fn a_subscriber_that_stops_reading_is_dropped_and_the_node_keeps_serving() {
     let out = c.raftctl(&["events", "--node", &leader.to_string()]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A tmux server of the test's own (its own socket), killed when dropped.
+struct Tmux {
+    tmux: String,
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        let tmux = process::deps::ensure("tmux", "tmux");
+        let socket = format!("raft-watch-test-{}", std::process::id());
+        Tmux { tmux, socket }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.tmux)
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "watch"]).stdout)
+            .into_owned()
+    }
+
+    /// Polls the screen until `check` finds what it wants.
+    fn wait_for<T>(&self, what: &str, check: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if let Some(t) = check(&screen) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} on the screen within {WAIT:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The leader and term the dashboard's title line shows.
+fn shown_leader(screen: &str) -> Option<(u64, u64)> {
+    let title = screen.lines().next()?;
+    let rest = title.split("leader node").nth(1)?;
+    let (id, rest) = rest.split_once(", term ")?;
+    let term = rest.split_whitespace().next()?;
+    Some((id.parse().ok()?, term.parse().ok()?))
+}
+
+/// `raftctl watch` in a real terminal (tmux): the cluster as it is, then a
+/// new leader once the old one is killed, and `q` quits.
+#[test]
+fn raftctl_watch_in_a_terminal_shows_the_leader_and_a_new_one_after_a_kill() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let tmux = Tmux::new();
+    let command = format!("{RAFTCTL} --config {} watch", c.config_path.display());
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "watch",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let screen = tmux.wait_for("view of three nodes and the leader", |s| {
+        (shown_leader(s) == Some((leader, term)) && s.contains("3 of 3 nodes answer"))
+            .then(|| s.to_string())
+    });
+    assert!(
+        screen.contains(&format!("node{leader}'s followers")),
+        "{screen}"
+    );
+    c.sigkill(leader);
+    let (new_leader, new_term) = tmux.wait_for("new leader", |s| {
+        shown_leader(s).filter(|&(id, t)| id != leader && t > term)
+    });
+    let screen = tmux.wait_for("the killed node shown unreachable", |s| {
+        s.lines()
+            .any(|l| l.contains(&format!("│node{leader} ")) && l.contains("unreachable"))
+            .then(|| s.to_string())
+    });
+    assert!(
+        screen.contains(&format!("election won for term {new_term}")),
+        "the election in the events pane:\n{screen}"
+    );
+    eprintln!("node{new_leader} leads term {new_term}:\n{screen}");
+    tmux.run(&["send-keys", "-t", "watch", "q"]);
+    tmux.wait_for("watch to quit", |_| {
+        (!tmux.run(&["has-session", "-t", "watch"]).status.success()).then_some(())
+    });
+}
+
+/// Not on a terminal (a pipe here), `raftctl watch` prints the same view
+/// as plain text every second, without escape codes.
+#[test]
+fn raftctl_watch_prints_plain_text_when_not_on_a_terminal() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let mut watch = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .arg("watch")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wanted = format!("leader node{leader}, term {term}");
+    let deadline = Instant::now() + WAIT;
+    let mut seen = String::new();
+    while !seen.contains(&wanted) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => panic!("no {wanted:?} within {WAIT:?} in:\n{seen}"),
+        }
+    }
+    assert!(!seen.contains('\x1b'), "escape codes in:\n{seen}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

@@ -101,6 +101,10 @@ enum Command {
     },
     /// Print the configured nodes as `ID HOST PORT` lines (for scripts).
     Members,
+    /// A live view of the cluster: every node's role, term, commit and log,
+    /// the leader's view of its followers, and the latest events (q quits;
+    /// plain text every second when not on a terminal).
+    Watch,
     /// Print the nodes' recent events (what their activity logs record),
     /// merged by time; with --follow, then every new one as it happens.
     Events {
@@ -243,6 +247,10 @@ fn main() {
             }
         }
         Command::Status { json } => status(&cluster, args.timeout, json, &args.config),
+        Command::Watch => raft::dashboard::run(&cluster).unwrap_or_else(|e| {
+            eprintln!("raftctl: watch: {e}");
+            exit(1)
+        }),
         Command::Events {
             follow,
             json,
