@@ -352,7 +352,7 @@ mod tests {
             log_entries: 17,
             log_bytes: 900,
             heard_from_leader_ms: (role != "leader").then_some(23),
-            followers: Vec::new(),
+            ..NodeStatus::default()
         }
     }
 

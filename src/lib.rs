@@ -16,6 +16,7 @@
 //! * [`events`]: the event stream subscribers watch a node through.
 //! * [`observe`]: following every node's stream from outside.
 //! * [`dashboard`]: `raftctl watch`, the live terminal view.
+//! * [`web`]: `raftctl web`, the live page, and its lab controls.
 //! * [`lincheck`]: a linearizability checker, used by the tests.
 //! * [`cli`]: one-line usage errors for the binaries.
 //! * [`bench`](mod@bench): the closed-loop write benchmark behind `raftctl bench`.
@@ -35,4 +36,5 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod transport;
+pub mod web;
 pub mod wire;

@@ -48,6 +48,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -169,6 +170,9 @@ pub struct NodeOptions {
     /// Lease reads (`--read-mode lease`), and the clock drift they allow.
     pub lease_reads: bool,
     pub max_clock_drift: f64,
+    /// Lab features (`raftnode --lab`): a `lab` request may cut the node
+    /// off from its peers.
+    pub lab: bool,
     pub server: ServerOptions,
 }
 
@@ -296,6 +300,12 @@ struct Shared {
     snapshotting: Mutex<()>,
     /// Publishes what the activity log records to subscribers (`events`).
     events: Arc<EventHub>,
+    /// Lab features are on (`--lab`).
+    lab: bool,
+    /// Lab: cut off from every peer. Its Raft messages are neither sent
+    /// nor answered, as in a network partition; clients are still served
+    /// (and told `not_leader` or time out, as the cut requires).
+    isolated: AtomicBool,
 }
 
 /// What the applier applies next.
@@ -443,6 +453,8 @@ impl Node {
             election_timeout: options.election_timeout_max,
             snapshotting: Mutex::new(()),
             events: EventHub::new(options.id),
+            lab: options.lab,
+            isolated: AtomicBool::new(false),
         });
 
         let bind_ip: Option<IpAddr> = listener
@@ -637,6 +649,27 @@ impl Shared {
         self.events.note(term, role, level, text);
     }
 
+    /// A `lab` request: cut the node off from its peers, or reconnect it.
+    fn lab(&self, st: &State, isolate: bool) -> Response {
+        if !self.lab {
+            return Response::error(
+                ErrorCode::BadRequest,
+                "lab features are off: start the node with --lab",
+            );
+        }
+        if self.isolated.swap(isolate, Ordering::Relaxed) != isolate {
+            let text = if isolate {
+                "lab: cut off from every peer (Raft messages neither sent nor answered)"
+            } else {
+                "lab: reconnected to the peers"
+            };
+            self.note(st, log::Level::Warn, text.to_string());
+            // Replicators waiting out a backoff try again now.
+            self.changed.notify_all();
+        }
+        Response::Status(Box::new(self.status(st)))
+    }
+
     /// Publishes a Raft message sent or received, if a subscriber wants
     /// messages; only then is it described.
     fn message(&self, st: &State, sent: bool, describe: impl FnOnce() -> Option<Message>) {
@@ -673,6 +706,12 @@ impl Shared {
             snapshot_bytes: snapshot.size,
             log_entries: st.raft.log().entries().len() as u64,
             log_bytes: st.storage.log_bytes(),
+            isolated: self.isolated.load(Ordering::Relaxed),
+            log_tail_terms: {
+                let entries = st.raft.log().entries();
+                let tail = &entries[entries.len().saturating_sub(LOG_TAIL)..];
+                tail.iter().map(|e| e.term).collect()
+            },
             heard_from_leader_ms: st
                 .raft
                 .leader_contact()
@@ -737,6 +776,12 @@ impl Shared {
                     r.term,
                     r.leader_commit
                 );
+            }
+            if self.isolated.load(Ordering::Relaxed) {
+                // Lab: as if the network dropped it.
+                st.raft.handle_failure(peer, t);
+                self.process_ready(&mut st);
+                continue;
             }
             self.message(&st, true, || {
                 Some(Message::request(self.id, peer, &request))
@@ -1041,6 +1086,10 @@ impl Iterator for EventStream {
     }
 }
 
+/// How many of the last log entries' terms a status carries (for the
+/// web view's row of boxes).
+const LOG_TAIL: usize = 40;
+
 /// How long a write or a linearizable read waits on this node before it
 /// answers `timeout`. Kept shorter than the client's own timeout so the
 /// client can still try another node.
@@ -1058,6 +1107,15 @@ impl Handler for Service {
             return (shutting_down(), None);
         }
         let st = &mut *st;
+        if shared.isolated.load(Ordering::Relaxed) {
+            return (
+                Response::error(
+                    ErrorCode::Isolated,
+                    "this node is cut off from its peers (lab)",
+                ),
+                None,
+            );
+        }
         let from = request.from;
         shared.message(st, false, || {
             Some(Message::request(from, shared.id, &request.rpc))
@@ -1082,6 +1140,7 @@ impl Handler for Service {
             wire::Request::Events => Response::Events {
                 events: shared.events.recent(),
             },
+            wire::Request::Lab { isolate } => shared.lab(&st, isolate),
             other => Response::error(
                 ErrorCode::BadRequest,
                 format!("not an admin request: {other:?}"),

@@ -92,13 +92,13 @@ fn follow_node(member: &Member, options: FeedOptions, tx: &Sender<Update>) {
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
     loop {
-        let began = Instant::now();
-        let error = match stream_node(member, options, tx, &mut resume) {
+        let mut subscribed = false;
+        let error = match stream_node(member, options, tx, &mut resume, &mut subscribed) {
             Ok(()) => return, // the watcher went away
             Err(e) => e,
         };
-        // A stream that ran a while was not a failed attempt.
-        if began.elapsed() > Duration::from_secs(2) {
+        // A stream that was up: its end is news, and retrying starts over.
+        if subscribed {
             backoff = Duration::from_millis(100);
             reported = false;
         }
@@ -123,6 +123,7 @@ fn stream_node(
     options: FeedOptions,
     tx: &Sender<Update>,
     resume: &mut Resume,
+    subscribed: &mut bool,
 ) -> Result<(), String> {
     let address = member.socket_addr().map_err(|e| e.to_string())?;
     let stream =
@@ -161,6 +162,7 @@ fn stream_node(
                         last_seq: 0,
                     };
                 }
+                *subscribed = true;
                 Update::Connected { node }
             }
             Response::Status(s) => Update::Status(s),
@@ -356,18 +358,7 @@ mod tests {
             id,
             role: role.into(),
             term,
-            leader_id: None,
-            commit_index: 0,
-            last_log_index: 0,
-            last_applied: 0,
-            cluster_id: String::new(),
-            refused_messages: 0,
-            snapshot_index: 0,
-            snapshot_bytes: 0,
-            log_entries: 0,
-            log_bytes: 0,
-            heard_from_leader_ms: None,
-            followers: Vec::new(),
+            ..NodeStatus::default()
         };
         v.apply(Update::Status(Box::new(status(0, "leader", 3))));
         v.apply(Update::Status(Box::new(status(1, "leader", 4))));

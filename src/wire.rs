@@ -88,6 +88,12 @@ pub enum Request {
     },
     /// The node's recent events (see `events`), oldest first.
     Events,
+    /// Lab features (a node started with `--lab` only): cut the node off
+    /// from its peers (`isolate`), or reconnect it. Answered with the
+    /// node's status.
+    Lab {
+        isolate: bool,
+    },
     /// Turns the connection into a stream: `subscribed`, then the recent
     /// events (with `recent`), then each new event as it happens, Raft
     /// messages too with `messages`, and the node's `status` every
@@ -162,7 +168,9 @@ impl Request {
             | Request::AppendEntries(_)
             | Request::InstallSnapshot(_)
             | Request::TimeoutNow(_) => RequestClass::Peer,
-            Request::IsLeader | Request::Status | Request::Events => RequestClass::Admin,
+            Request::IsLeader | Request::Status | Request::Events | Request::Lab { .. } => {
+                RequestClass::Admin
+            }
             Request::Subscribe { .. } => RequestClass::Stream,
             Request::Write(_)
             | Request::Read { .. }
@@ -294,7 +302,7 @@ impl Response {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub role: String,
@@ -320,6 +328,13 @@ pub struct NodeStatus {
     /// Bytes of log on disk.
     #[serde(default)]
     pub log_bytes: u64,
+    /// Lab: the node is cut off from its peers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolated: bool,
+    /// The terms of the last log entries (at most 40), the last one at
+    /// `last_log_index`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail_terms: Vec<Term>,
     /// A follower: how long ago it last heard from its leader, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard_from_leader_ms: Option<u64>,
@@ -399,6 +414,8 @@ pub enum ErrorCode {
     Internal,
     /// A stream's subscriber fell too far behind and was dropped.
     TooSlow,
+    /// Lab: the node is cut off from its peers and refuses their messages.
+    Isolated,
 }
 
 #[derive(Debug)]

@@ -469,6 +469,7 @@ fn live_node() -> &'static LiveNode {
             snapshot_threshold: raft::node::SnapshotThreshold::default(),
             lease_reads: false,
             max_clock_drift: 0.1,
+            lab: false,
             server: raft::server::ServerOptions::default(),
             cluster_id: None,
             cluster,

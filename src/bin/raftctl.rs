@@ -105,6 +105,23 @@ enum Command {
     /// the leader's view of its followers, and the latest events (q quits;
     /// plain text every second when not on a terminal).
     Watch,
+    /// Serve a live page of the cluster (nodes, logs, messages, events) at
+    /// http://LISTEN/; with --lab, buttons that stop, kill, pause, restart
+    /// and cut off the nodes of a local cluster.
+    Web {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Lab controls, for a cluster booted by boot_all_nodes.sh (or
+        /// restarted from the page): its pids are in STATE_DIR/pids.
+        #[arg(long)]
+        lab: bool,
+        /// Where boot_all_nodes.sh keeps state and pids (its STATE_DIR).
+        #[arg(long, default_value = "/tmp/state", requires = "lab")]
+        state_dir: PathBuf,
+        /// Where restarted nodes' output goes (boot_all_nodes.sh's DEBUG_DIR).
+        #[arg(long, default_value = "/tmp/debug", requires = "lab")]
+        debug_dir: PathBuf,
+    },
     /// Print the nodes' recent events (what their activity logs record),
     /// merged by time; with --follow, then every new one as it happens.
     Events {
@@ -247,6 +264,22 @@ fn main() {
             }
         }
         Command::Status { json } => status(&cluster, args.timeout, json, &args.config),
+        Command::Web {
+            listen,
+            lab,
+            state_dir,
+            debug_dir,
+        } => {
+            let lab = lab.then(|| raft::web::lab::Lab::new(cluster.clone(), state_dir, debug_dir));
+            let web = raft::web::Web::new(cluster.clone(), lab);
+            let served = web.serve(&listen, |address| {
+                println!("http://{address}/");
+            });
+            if let Err(e) = served {
+                eprintln!("raftctl: web: cannot serve on {listen}: {e}");
+                exit(1);
+            }
+        }
         Command::Watch => raft::dashboard::run(&cluster).unwrap_or_else(|e| {
             eprintln!("raftctl: watch: {e}");
             exit(1)

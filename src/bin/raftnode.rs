@@ -71,6 +71,11 @@ struct Args {
     /// as a fraction (0.1 = 10%).
     #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
     max_clock_drift: f64,
+    /// Lab features for experiments on a local cluster: a `lab` request
+    /// (`raftctl web --lab`) may cut this node off from its peers and
+    /// reconnect it. Off by default.
+    #[arg(long)]
+    lab: bool,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -160,6 +165,7 @@ fn main() {
         snapshot_threshold,
         lease_reads: args.read_mode == "lease",
         max_clock_drift: args.max_clock_drift,
+        lab: args.lab,
         server: ServerOptions {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),

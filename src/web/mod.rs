@@ -1,0 +1,340 @@
+//! `raftctl web`: a page that shows a running cluster as it happens, and,
+//! with `--lab`, lets you break it with a click.
+//!
+//! raftctl serves the page itself (tiny_http: synchronous, a thread per
+//! request, no async runtime). The page's HTML, CSS and JavaScript are
+//! compiled into the binary; nothing is fetched from anywhere else.
+//!
+//! * `GET /`, `/app.js`, `/style.css`: the page.
+//! * `GET /stream`: Server-Sent Events, one JSON object per `data:` line:
+//!   first `{"type":"hello",…}` (the nodes, whether lab controls are on),
+//!   then the latest status of every node and the recent events, then
+//!   each update as it comes: `status` (a node's status, several times a
+//!   second), `event` (one of a node's events, Raft messages included),
+//!   `up` and `down` (a node's stream connected or lost, with why). One
+//!   subscription per node feeds every page open (see `observe`); a page
+//!   that stops reading is dropped after a bounded queue, as subscribers
+//!   of a node are.
+//! * `POST /api/put` (`{"key":…,"value":…}`): a write through the leader.
+//! * `POST /api/lab/ID/ACTION` with `--lab` only; see [`lab`].
+//!
+//! Requests that change something must carry the header `X-Raftctl: 1`:
+//! a page of another site cannot add it without the browser asking first
+//! (CORS preflight), which this server never allows, so only the page
+//! served here can press the buttons.
+
+pub mod lab;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::client::{Client, ClientOptions};
+use crate::config::ClusterConfig;
+use crate::consensus::NodeId;
+use crate::events::NodeEvent;
+use crate::observe::{self, FeedOptions, Update};
+use crate::wire::NodeStatus;
+
+const INDEX_HTML: &str = include_str!("page/index.html");
+const APP_JS: &str = include_str!("page/app.js");
+const STYLE_CSS: &str = include_str!("page/style.css");
+
+/// Pages streaming at once.
+const MAX_PAGES: usize = 16;
+/// SSE lines queued for one page before it counts as too slow.
+const PAGE_QUEUE: usize = 8192;
+/// Events (not messages) replayed to a page that opens.
+const REPLAYED_EVENTS: usize = 300;
+
+/// What every page is told first, and the pages themselves.
+#[derive(Default)]
+struct Pages {
+    statuses: BTreeMap<NodeId, NodeStatus>,
+    down: BTreeMap<NodeId, String>,
+    events: VecDeque<NodeEvent>,
+    open: Vec<Sender<Arc<str>>>,
+}
+
+/// `raftctl web`.
+pub struct Web {
+    config: ClusterConfig,
+    lab: Option<lab::Lab>,
+    pages: Mutex<Pages>,
+}
+
+impl Web {
+    pub fn new(config: ClusterConfig, lab: Option<lab::Lab>) -> Arc<Web> {
+        Arc::new(Web {
+            config,
+            lab,
+            pages: Mutex::new(Pages::default()),
+        })
+    }
+
+    /// Serves on `listen` until the process ends; `bound` is told the
+    /// address (port 0 picks a free one).
+    pub fn serve(self: &Arc<Self>, listen: &str, bound: impl FnOnce(&str)) -> io::Result<()> {
+        let server = Server::http(listen).map_err(io::Error::other)?;
+        let address = server
+            .server_addr()
+            .to_ip()
+            .map_or_else(|| listen.to_string(), |a| a.to_string());
+        let feed = observe::follow(
+            &self.config,
+            &[],
+            FeedOptions {
+                recent: true,
+                messages: true,
+                status_every: Duration::from_millis(250),
+            },
+        );
+        {
+            let web = self.clone();
+            thread::Builder::new()
+                .name("fan-out".into())
+                .spawn(move || web.fan_out(&feed))?;
+        }
+        bound(&address);
+        for request in server.incoming_requests() {
+            let web = self.clone();
+            thread::Builder::new()
+                .name("http".into())
+                .spawn(move || web.handle(request))?;
+        }
+        Ok(())
+    }
+
+    /// Passes every update to every open page, remembering what a page
+    /// that opens later must be told first.
+    fn fan_out(&self, feed: &Receiver<Update>) {
+        for update in feed {
+            let message = match &update {
+                Update::Connected { node } => json!({"type": "up", "node": node}),
+                Update::Unreachable { node, error } => {
+                    json!({"type": "down", "node": node, "error": error})
+                }
+                Update::Status(s) => json!({"type": "status", "status": s}),
+                Update::Event(e) => json!({"type": "event", "event": e}),
+            };
+            let line: Arc<str> = sse(&message).into();
+            let mut pages = self.pages.lock();
+            match update {
+                Update::Connected { node } => {
+                    pages.down.remove(&node);
+                }
+                Update::Unreachable { node, error } => {
+                    pages.down.insert(node, error);
+                }
+                Update::Status(s) => {
+                    pages.statuses.insert(s.id, *s);
+                }
+                Update::Event(e) if e.level != "debug" => {
+                    if pages.events.len() == REPLAYED_EVENTS {
+                        pages.events.pop_front();
+                    }
+                    pages.events.push_back(*e);
+                }
+                Update::Event(_) => {}
+            }
+            // A page whose queue is full is dropped: its stream ends.
+            pages.open.retain(|page| {
+                !matches!(
+                    page.try_send(line.clone()),
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+                )
+            });
+        }
+    }
+
+    fn hello(&self) -> Value {
+        let nodes: Vec<Value> = self
+            .config
+            .members
+            .iter()
+            .map(|m| json!({"id": m.id, "address": m.address()}))
+            .collect();
+        json!({
+            "type": "hello",
+            "config": self.config.path.display().to_string(),
+            "nodes": nodes,
+            "lab": self.lab.as_ref().map(|l| l.describe()),
+        })
+    }
+
+    /// A page opens its stream: what it must know first, then updates.
+    fn open_page(&self) -> Option<(Vec<String>, Receiver<Arc<str>>)> {
+        let mut pages = self.pages.lock();
+        if pages.open.len() >= MAX_PAGES {
+            return None;
+        }
+        let mut first = vec![sse(&self.hello())];
+        for s in pages.statuses.values() {
+            if !pages.down.contains_key(&s.id) {
+                first.push(sse(&json!({"type": "status", "status": s})));
+            }
+        }
+        for (node, error) in &pages.down {
+            first.push(sse(&json!({"type": "down", "node": node, "error": error})));
+        }
+        for e in &pages.events {
+            first.push(sse(&json!({"type": "event", "event": e, "replay": true})));
+        }
+        let (tx, rx) = bounded(PAGE_QUEUE);
+        pages.open.push(tx);
+        Some((first, rx))
+    }
+
+    fn handle(&self, mut request: Request) {
+        let url = request.url().to_string();
+        let path = url.split('?').next().unwrap_or("/").to_string();
+        let method = request.method().clone();
+        let result = match (&method, path.as_str()) {
+            (Method::Get, "/" | "/index.html") => {
+                reply(request, 200, "text/html; charset=utf-8", INDEX_HTML)
+            }
+            (Method::Get, "/app.js") => {
+                reply(request, 200, "text/javascript; charset=utf-8", APP_JS)
+            }
+            (Method::Get, "/style.css") => {
+                reply(request, 200, "text/css; charset=utf-8", STYLE_CSS)
+            }
+            (Method::Get, "/stream") => return self.stream(request),
+            (Method::Post, _) if !has_our_header(&request) => reply_json(
+                request,
+                403,
+                &json!({"error": "requests that change something need the header X-Raftctl: 1"}),
+            ),
+            (Method::Post, "/api/put") => {
+                let body = read_body(&mut request);
+                let (code, answer) = self.put(body);
+                reply_json(request, code, &answer)
+            }
+            (Method::Post, p) if p.starts_with("/api/lab/") => {
+                let (code, answer) = self.lab_action(&p["/api/lab/".len()..]);
+                reply_json(request, code, &answer)
+            }
+            _ => reply_json(request, 404, &json!({"error": format!("no {path} here")})),
+        };
+        if let Err(e) = result {
+            log::debug!("answering {url}: {e}");
+        }
+    }
+
+    fn put(&self, body: Result<Value, String>) -> (u16, Value) {
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => return (400, json!({"error": e})),
+        };
+        let (Some(key), Some(value)) = (body["key"].as_str(), body["value"].as_str()) else {
+            return (
+                400,
+                json!({"error": "expected {\"key\": \"…\", \"value\": \"…\"}"}),
+            );
+        };
+        let options = ClientOptions {
+            timeout: Duration::from_secs(3),
+            ..ClientOptions::default()
+        };
+        let mut client = Client::new(self.config.clone(), options);
+        match client.put(key, value) {
+            Ok(index) => (200, json!({"index": index})),
+            Err(e) => (503, json!({"error": e.to_string()})),
+        }
+    }
+
+    fn lab_action(&self, rest: &str) -> (u16, Value) {
+        let Some(lab) = &self.lab else {
+            return (
+                403,
+                json!({"error": "lab controls are off: start raftctl web with --lab"}),
+            );
+        };
+        let Some((id, action)) = rest.split_once('/') else {
+            return (404, json!({"error": "expected /api/lab/ID/ACTION"}));
+        };
+        let (Ok(id), Ok(action)) = (id.parse::<NodeId>(), action.parse::<lab::Action>()) else {
+            return (404, json!({"error": format!("no node or action {rest:?}")}));
+        };
+        match lab.act(id, action) {
+            Ok(done) => (200, json!({"done": done})),
+            Err(e) => (409, json!({"error": e.to_string()})),
+        }
+    }
+
+    /// Server-Sent Events until the page goes away.
+    fn stream(&self, request: Request) {
+        let Some((first, updates)) = self.open_page() else {
+            let _ = reply_json(
+                request,
+                503,
+                &json!({"error": format!("at most {MAX_PAGES} pages at once")}),
+            );
+            return;
+        };
+        let mut out = request.into_writer();
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
+        let mut send = |text: &str| out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        if send(head).is_err() || first.iter().any(|line| send(line).is_err()) {
+            return;
+        }
+        loop {
+            let sent = match updates.recv_timeout(Duration::from_secs(15)) {
+                Ok(line) => send(&line),
+                // A comment now and then, so a closed page is noticed.
+                Err(RecvTimeoutError::Timeout) => send(": still here\n\n"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = send(&sse(
+                        &json!({"type": "dropped", "error": "this page fell too far behind"}),
+                    ));
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One Server-Sent Event carrying `message`.
+fn sse(message: &Value) -> String {
+    format!("data: {message}\n\n")
+}
+
+fn has_our_header(request: &Request) -> bool {
+    request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("X-Raftctl") && h.value.as_str() == "1")
+}
+
+fn read_body(request: &mut Request) -> Result<Value, String> {
+    let mut body = String::new();
+    request
+        .as_reader()
+        .take(64 * 1024)
+        .read_to_string(&mut body)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&body).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn reply(request: Request, code: u16, content_type: &str, body: &str) -> io::Result<()> {
+    let header = Header::from_bytes("Content-Type", content_type).expect("a valid header");
+    request.respond(
+        Response::from_string(body)
+            .with_status_code(code)
+            .with_header(header),
+    )
+}
+
+fn reply_json(request: Request, code: u16, body: &Value) -> io::Result<()> {
+    reply(request, code, "application/json", &body.to_string())
+}

@@ -1,0 +1,261 @@
+//! `raftctl web` in a real browser: a cluster booted by boot_all_nodes.sh
+//! (with `--lab`), the page served by `raftctl web --lab`, loaded in
+//! headless Chromium, which checks what the page shows and presses its
+//! buttons as a user would.
+
+mod process;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use process::browser::Browser;
+use process::{RAFTCTL, RAFTNODE, TEST_TIMING, WAIT, free_ports};
+use raft::client;
+use raft::config;
+use serde_json::Value;
+
+/// A cluster started by boot_all_nodes.sh in a temp dir; every pid in
+/// its pid files is killed at the end (those restarted from the page too).
+struct Booted {
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+impl Booted {
+    fn start(n: usize) -> Booted {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = free_ports(n)
+            .into_iter()
+            .enumerate()
+            .map(|(id, port)| format!("node{id}: 127.0.0.1:{port}\n"))
+            .collect();
+        let config_path = dir.path().join("config.txt");
+        std::fs::write(&config_path, text).unwrap();
+        let booted = Booted { dir, config_path };
+        let bin_dir = Path::new(RAFTNODE).parent().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("boot_all_nodes.sh");
+        let out = Command::new(script)
+            .arg(&booted.config_path)
+            .env("STATE_DIR", booted.state_dir())
+            .env("DEBUG_DIR", booted.debug_dir())
+            .env("RAFT_BIN_DIR", bin_dir)
+            .env("RAFTNODE_ARGS", format!("{} --lab", TEST_TIMING.join(" ")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "boot_all_nodes.sh: {out:?}");
+        booted
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn debug_dir(&self) -> PathBuf {
+        self.dir.path().join("debug")
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        let Ok(files) = std::fs::read_dir(self.state_dir().join("pids")) else {
+            return;
+        };
+        for file in files.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(file.path()) {
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+            }
+        }
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the page shows, read from the page itself.
+fn shown(browser: &Browser) -> Value {
+    browser.eval(
+        "const head = document.querySelector('#leader');
+         return {
+           nodes: [...document.querySelectorAll('#nodes g.node')]
+             .map(g => ({id: Number(g.dataset.node), role: g.dataset.role, term: g.dataset.term})),
+           leader: head.dataset.leader === '' ? null : Number(head.dataset.leader),
+           term: head.dataset.term === '' ? null : Number(head.dataset.term),
+           text: head.textContent,
+           events: document.querySelectorAll('#events li').length,
+         };",
+    )
+}
+
+fn wait_shown(browser: &Browser, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = shown(browser);
+        if check(&page) {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page did not show {what} within {WAIT:?}; it shows {page}; its state: {}",
+            browser.eval("return [...state.nodes.values()].map(n => ({id: n.id, up: n.up, error: n.error, status: n.status}))")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_page_shows_the_cluster_and_a_new_leader_after_the_kill_button() {
+    let booted = Booted::start(3);
+    let cluster = config::load(&booted.config_path).unwrap();
+    let web = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&booted.config_path)
+        .args(["web", "--lab", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(booted.state_dir())
+        .arg("--debug-dir")
+        .arg(booted.debug_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut web = Killed(web);
+    let mut first = String::new();
+    BufReader::new(web.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first:?}");
+
+    let browser = Browser::start();
+    browser.goto(&url);
+    // Three nodes, one leader and its term, as the nodes themselves say.
+    let page = wait_shown(&browser, "three nodes and a leader", |p| {
+        p["nodes"].as_array().map(Vec::len) == Some(3) && p["leader"].is_u64()
+    });
+    let (leader, term) = (
+        page["leader"].as_u64().unwrap(),
+        page["term"].as_u64().unwrap(),
+    );
+    let statuses = client::status_all(&cluster, Duration::from_secs(1));
+    let real = statuses
+        .iter()
+        .filter_map(|s| s.status.as_ref().ok())
+        .find(|s| s.role == "leader")
+        .expect("a leader");
+    assert_eq!((leader, term), (real.id, real.term), "{page}");
+    assert_eq!(
+        page["text"].as_str().unwrap(),
+        format!("node{leader} leads term {term}")
+    );
+    let leaders = page["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "leader")
+        .count();
+    assert_eq!(leaders, 1, "{page}");
+
+    // The kill button: SIGKILL of the leader's process, from the page.
+    let killed_at = Instant::now();
+    browser.click(&format!(
+        "button[data-node=\"{leader}\"][data-action=\"kill\"]"
+    ));
+    let page = wait_shown(&browser, "a new leader", |p| {
+        p["leader"].as_u64().is_some_and(|l| l != leader)
+            && p["term"].as_u64().is_some_and(|t| t > term)
+    });
+    eprintln!(
+        "the page showed node{} leading term {} {} ms after the kill button",
+        page["leader"],
+        page["term"],
+        killed_at.elapsed().as_millis()
+    );
+    let node = |p: &Value, id: u64| {
+        p["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let page = wait_shown(&browser, "the killed node as down", |p| {
+        node(p, leader)["role"] == "down"
+    });
+    assert!(page["events"].as_u64().unwrap() > 0, "{page}");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web.png");
+    browser.screenshot(&shot);
+    eprintln!("screenshot: {}", shot.display());
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    // Restart brings it back as a follower of the new leader.
+    browser.click(&format!(
+        "button[data-node=\"{leader}\"][data-action=\"restart\"]"
+    ));
+    wait_shown(&browser, "the restarted node following", |p| {
+        node(p, leader)["role"] == "follower"
+    });
+}
+
+/// Without `--lab` the lab buttons do nothing, and a request that changes
+/// something must carry `X-Raftctl: 1` (which another site's page cannot
+/// send without the browser asking, and this server never allows it).
+#[test]
+fn writes_need_the_header_and_lab_actions_need_lab() {
+    let mut c = process::TestCluster::new(3);
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let web = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(["web", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut web = Killed(web);
+    let mut first = String::new();
+    BufReader::new(web.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: &str, header: bool, body: &Value| {
+        let mut r = agent.post(format!("{url}{}", &path[1..]));
+        if header {
+            r = r.header("X-Raftctl", "1");
+        }
+        let mut answer = r.send_json(body).unwrap();
+        let code = answer.status().as_u16();
+        (code, answer.body_mut().read_json::<Value>().unwrap())
+    };
+    let put = serde_json::json!({"key": "color", "value": "green"});
+    let (code, answer) = post("/api/put", false, &put);
+    assert_eq!(code, 403, "{answer}");
+    let (code, answer) = post("/api/put", true, &put);
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer["index"].as_u64().unwrap() >= 2, "{answer}");
+    let got = c.raftctl(&["get", "color"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "green");
+    let (code, answer) = post(&format!("/api/lab/{leader}/kill"), true, &Value::Null);
+    assert_eq!(code, 403, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("--lab"));
+    assert!(c.is_running(leader), "a lab action ran without --lab");
+    let page = agent
+        .get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(page.contains("<script src=\"/app.js\">"), "{page}");
+}
