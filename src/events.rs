@@ -16,8 +16,10 @@
 //!   recent events (a clone of the event, already built for the activity
 //!   log) and does no encoding; a message is not even described: callers
 //!   ask [`EventHub::wants_messages`] first, an atomic load.
-//! * With subscribers, each event is encoded once, and handed to each
-//!   subscriber's bounded queue without waiting ([`QUEUE`] lines).
+//! * With subscribers, each event is handed as it is to each subscriber's
+//!   bounded queue ([`QUEUE`] events) without waiting, and encoded by the
+//!   subscriber's own thread, outside the node's lock, which publishers
+//!   hold.
 //!   A subscriber whose queue is full is too slow to follow: it is
 //!   dropped, told why, and never slows the node. At most
 //!   [`MAX_SUBSCRIBERS`] are served at once; more are refused.
@@ -249,13 +251,13 @@ impl std::error::Error for StreamError {}
 struct Subscriber {
     id: u64,
     messages: bool,
-    tx: Sender<Arc<str>>,
+    tx: Sender<Arc<Recorded>>,
 }
 
 #[derive(Default)]
 struct Inner {
     seq: u64,
-    recent: VecDeque<Recorded>,
+    recent: VecDeque<Arc<Recorded>>,
     subscribers: Vec<Subscriber>,
     next_id: u64,
 }
@@ -319,15 +321,17 @@ impl EventHub {
             role,
             what,
         };
+        let recorded = Arc::new(recorded);
         if !inner.subscribers.is_empty() {
+            // Encoded by each subscriber's own thread, not here: the
+            // publisher holds the node's lock.
             let is_message = matches!(recorded.what, What::Message { .. });
-            let line: Arc<str> = self.encode(&recorded).into();
             let mut slow = Vec::new();
             for s in &inner.subscribers {
                 if is_message && !s.messages {
                     continue;
                 }
-                match s.tx.try_send(line.clone()) {
+                match s.tx.try_send(recorded.clone()) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => slow.push(s.id),
                     // Its stream ended; `unsubscribe` is on its way.
@@ -367,7 +371,7 @@ impl EventHub {
         }
         let (tx, rx) = bounded(QUEUE);
         let backlog = if recent {
-            inner.recent.iter().map(|r| self.encode(r).into()).collect()
+            inner.recent.iter().cloned().collect()
         } else {
             VecDeque::new()
         };
@@ -467,18 +471,18 @@ pub enum Next {
 pub struct Subscription {
     hub: Arc<EventHub>,
     id: u64,
-    backlog: VecDeque<Arc<str>>,
-    rx: Receiver<Arc<str>>,
+    backlog: VecDeque<Arc<Recorded>>,
+    rx: Receiver<Arc<Recorded>>,
 }
 
 impl Subscription {
     /// The next line, waiting at most `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Next {
-        if let Some(line) = self.backlog.pop_front() {
-            return Next::Line(line);
+        if let Some(r) = self.backlog.pop_front() {
+            return Next::Line(self.hub.encode(&r).into());
         }
         match self.rx.recv_timeout(timeout) {
-            Ok(line) => Next::Line(line),
+            Ok(r) => Next::Line(self.hub.encode(&r).into()),
             Err(RecvTimeoutError::Timeout) => Next::Idle,
             // Only the hub drops the sender, when it drops us as too slow.
             Err(RecvTimeoutError::Disconnected) => Next::Ended(StreamError::TooSlow),

@@ -1046,8 +1046,14 @@ struct EventStream {
     status_every: Duration,
     next_status: Instant,
     started: bool,
+    /// Why the subscription ended, once it has (sent after what was
+    /// queued before).
+    end: Option<events::StreamError>,
     ended: bool,
 }
+
+/// About how many bytes of queued events one write of a stream carries.
+const STREAM_BATCH: usize = 64 * 1024;
 
 impl Iterator for EventStream {
     type Item = Arc<str>;
@@ -1065,6 +1071,10 @@ impl Iterator for EventStream {
         if self.ended {
             return None;
         }
+        if let Some(why) = self.end.take() {
+            self.ended = true;
+            return encode(&Response::error(ErrorCode::TooSlow, why.to_string()));
+        }
         let wait = self.next_status.saturating_duration_since(Instant::now());
         let next = if wait.is_zero() {
             events::Next::Idle
@@ -1072,7 +1082,26 @@ impl Iterator for EventStream {
             self.subscription.next(wait)
         };
         match next {
-            events::Next::Line(line) => Some(line),
+            // Whatever else is queued goes in the same write: under load
+            // a subscriber costs one wake-up and one write per batch, not
+            // per event.
+            events::Next::Line(first) => {
+                let mut batch = String::from(&*first);
+                while batch.len() < STREAM_BATCH {
+                    match self.subscription.next(Duration::ZERO) {
+                        events::Next::Line(line) => {
+                            batch.push('\n');
+                            batch.push_str(&line);
+                        }
+                        events::Next::Idle => break,
+                        events::Next::Ended(why) => {
+                            self.end = Some(why);
+                            break;
+                        }
+                    }
+                }
+                Some(batch.into())
+            }
             events::Next::Idle => {
                 self.next_status = Instant::now() + self.status_every;
                 let status = self.shared.status(&self.shared.state.lock());
@@ -1177,6 +1206,7 @@ impl Handler for Service {
             status_every: Duration::from_millis(status_ms),
             next_status: Instant::now(),
             started: false,
+            end: None,
             ended: false,
         }))
     }

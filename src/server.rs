@@ -59,7 +59,8 @@ pub trait Handler: Send + Sync + 'static {
     fn subscribe(&self, request: Request) -> Result<Lines, Response>;
 }
 
-/// A stream's lines, each sent as it comes; blocking in `next` is fine
+/// A stream's lines, each item one or more lines (without the last
+/// newline), sent as it comes; blocking in `next` is fine
 /// (the connection's thread does nothing else). The iterator must end or
 /// yield now and then, so that a closed connection is noticed.
 pub type Lines = Box<dyn Iterator<Item = Arc<str>> + Send>;

@@ -79,6 +79,26 @@ impl Drop for Killed {
     }
 }
 
+/// Starts `raftctl web` on a free port with `args`; it and its URL.
+fn serve(config: &Path, args: &[&str]) -> (Killed, String) {
+    let web = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(config)
+        .args(["web", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut web = Killed(web);
+    let mut first = String::new();
+    BufReader::new(web.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first:?}");
+    (web, url)
+}
+
 /// What the page shows, read from the page itself.
 fn shown(browser: &Browser) -> Value {
     browser.eval(
@@ -114,24 +134,18 @@ fn wait_shown(browser: &Browser, what: &str, check: impl Fn(&Value) -> bool) -> 
 fn the_page_shows_the_cluster_and_a_new_leader_after_the_kill_button() {
     let booted = Booted::start(3);
     let cluster = config::load(&booted.config_path).unwrap();
-    let web = Command::new(RAFTCTL)
-        .arg("--config")
-        .arg(&booted.config_path)
-        .args(["web", "--lab", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(booted.state_dir())
-        .arg("--debug-dir")
-        .arg(booted.debug_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut web = Killed(web);
-    let mut first = String::new();
-    BufReader::new(web.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first.trim().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{first:?}");
+    let state_dir = booted.state_dir().display().to_string();
+    let debug_dir = booted.debug_dir().display().to_string();
+    let (_web, url) = serve(
+        &booted.config_path,
+        &[
+            "--lab",
+            "--state-dir",
+            &state_dir,
+            "--debug-dir",
+            &debug_dir,
+        ],
+    );
 
     let browser = Browser::start();
     browser.goto(&url);
@@ -212,19 +226,7 @@ fn writes_need_the_header_and_lab_actions_need_lab() {
     let mut c = process::TestCluster::new(3);
     c.start_all();
     let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
-    let web = Command::new(RAFTCTL)
-        .arg("--config")
-        .arg(&c.config_path)
-        .args(["web", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut web = Killed(web);
-    let mut first = String::new();
-    BufReader::new(web.0.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first.trim().to_string();
+    let (_web, url) = serve(&c.config_path, &[]);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
