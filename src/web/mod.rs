@@ -28,6 +28,7 @@ pub mod lab;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ const STYLE_CSS: &str = include_str!("page/style.css");
 
 /// Pages streaming at once.
 const MAX_PAGES: usize = 16;
+/// Other requests being answered at once (each on a thread of its own);
+/// more are answered 503 at once.
+const MAX_REQUESTS: usize = 64;
 /// SSE lines queued for one page before it counts as too slow.
 const PAGE_QUEUE: usize = 8192;
 /// Events (not messages) replayed to a page that opens.
@@ -68,6 +72,8 @@ pub struct Web {
     config: ClusterConfig,
     lab: Option<lab::Lab>,
     pages: Mutex<Pages>,
+    /// Requests other than streams being answered.
+    answering: AtomicUsize,
 }
 
 impl Web {
@@ -76,6 +82,7 @@ impl Web {
             config,
             lab,
             pages: Mutex::new(Pages::default()),
+            answering: AtomicUsize::new(0),
         })
     }
 
@@ -104,10 +111,19 @@ impl Web {
         }
         bound(&address);
         for request in server.incoming_requests() {
+            let stream = request.url().starts_with("/stream");
+            if !stream && self.answering.fetch_add(1, Ordering::Relaxed) >= MAX_REQUESTS {
+                self.answering.fetch_sub(1, Ordering::Relaxed);
+                let _ = reply_json(request, 503, &json!({"error": "too many requests at once"}));
+                continue;
+            }
             let web = self.clone();
-            thread::Builder::new()
-                .name("http".into())
-                .spawn(move || web.handle(request))?;
+            thread::Builder::new().name("http".into()).spawn(move || {
+                web.handle(request);
+                if !stream {
+                    web.answering.fetch_sub(1, Ordering::Relaxed);
+                }
+            })?;
         }
         Ok(())
     }
