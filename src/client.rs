@@ -473,46 +473,62 @@ pub struct MemberStatus {
     pub status: Result<NodeStatus, ClientError>,
 }
 
+/// One request to one node on a connection of its own.
+fn ask_once(
+    member: &Member,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
+    transport::call_once(member, request, timeout).map_err(|e| ClientError::Node {
+        id: member.id,
+        message: format!("{}: {e}", member.address()),
+    })
+}
+
 /// Asks one node for its status.
 pub fn status(member: &Member, timeout: Duration) -> Result<NodeStatus, ClientError> {
-    match transport::call_once(member, &Request::Status, timeout) {
-        Ok(Response::Status(s)) => Ok(*s),
-        Ok(other) => Err(unexpected(member.id, other)),
-        Err(e) => Err(ClientError::Node {
-            id: member.id,
-            message: format!("{}: {e}", member.address()),
-        }),
+    match ask_once(member, &Request::Status, timeout)? {
+        Response::Status(s) => Ok(*s),
+        other => Err(unexpected(member.id, other)),
     }
 }
 
 /// Asks one node for its recent events (`events`), oldest first.
 pub fn recent_events(member: &Member, timeout: Duration) -> Result<Vec<NodeEvent>, ClientError> {
-    match transport::call_once(member, &Request::Events, timeout) {
-        Ok(Response::Events { events }) => Ok(events),
-        Ok(other) => Err(unexpected(member.id, other)),
-        Err(e) => Err(ClientError::Node {
-            id: member.id,
-            message: format!("{}: {e}", member.address()),
-        }),
+    match ask_once(member, &Request::Events, timeout)? {
+        Response::Events { events } => Ok(events),
+        other => Err(unexpected(member.id, other)),
     }
+}
+
+/// Runs `ask` for every one of `members` at once, each on a thread of
+/// its own; the results in their order.
+fn ask_all<T: Send>(members: &[Member], ask: impl Fn(&Member) -> T + Sync) -> Vec<T> {
+    let ask = &ask;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = members
+            .iter()
+            .map(|m| scope.spawn(move || ask(m)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a thread asking a node panicked"))
+            .collect()
+    })
 }
 
 /// Asks every node of the configuration at once; results in config order.
 pub fn status_all(config: &ClusterConfig, timeout: Duration) -> Vec<MemberStatus> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = config
-            .members
-            .iter()
-            .map(|m| {
-                scope.spawn(move || MemberStatus {
-                    member: m.clone(),
-                    status: status(m, timeout),
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("status thread panicked"))
-            .collect()
+    ask_all(&config.members, |m| MemberStatus {
+        member: m.clone(),
+        status: status(m, timeout),
     })
+}
+
+/// Asks each of `members` at once for its recent events; in their order.
+pub fn recent_events_all(
+    members: &[Member],
+    timeout: Duration,
+) -> Vec<Result<Vec<NodeEvent>, ClientError>> {
+    ask_all(members, |m| recent_events(m, timeout))
 }

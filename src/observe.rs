@@ -191,8 +191,6 @@ pub struct NodeView {
     pub reachable: bool,
     /// Why it is not.
     pub error: Option<String>,
-    /// When its latest status arrived.
-    pub updated: Option<Instant>,
 }
 
 /// The cluster as the updates so far show it.
@@ -229,7 +227,6 @@ impl ClusterView {
                 let v = self.nodes.entry(s.id).or_default();
                 v.reachable = true;
                 v.error = None;
-                v.updated = Some(Instant::now());
                 v.status = Some(*s);
             }
             Update::Unreachable { node, error } => {

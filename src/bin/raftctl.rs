@@ -403,19 +403,11 @@ fn recent_events(
         .members
         .iter()
         .filter(|m| node.is_none_or(|id| id == m.id))
+        .cloned()
         .collect();
-    let answers: Vec<_> = std::thread::scope(|scope| {
-        let asks: Vec<_> = members
-            .iter()
-            .map(|m| scope.spawn(move || client::recent_events(m, timeout)))
-            .collect();
-        asks.into_iter()
-            .map(|h| h.join().expect("a thread asking a node panicked"))
-            .collect()
-    });
     let mut all = Vec::new();
     let mut reached = 0;
-    for answer in answers {
+    for answer in client::recent_events_all(&members, timeout) {
         match answer {
             Ok(events) => {
                 reached += 1;

@@ -25,7 +25,6 @@
 
 pub mod lab;
 
-use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,9 +39,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::client::{Client, ClientOptions};
 use crate::config::ClusterConfig;
 use crate::consensus::NodeId;
-use crate::events::NodeEvent;
-use crate::observe::{self, FeedOptions, Update};
-use crate::wire::NodeStatus;
+use crate::observe::{self, ClusterView, FeedOptions, Update};
 
 const INDEX_HTML: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
@@ -59,11 +56,9 @@ const PAGE_QUEUE: usize = 8192;
 const REPLAYED_EVENTS: usize = 300;
 
 /// What every page is told first, and the pages themselves.
-#[derive(Default)]
 struct Pages {
-    statuses: BTreeMap<NodeId, NodeStatus>,
-    down: BTreeMap<NodeId, String>,
-    events: VecDeque<NodeEvent>,
+    /// The cluster so far, without Raft messages.
+    view: ClusterView,
     open: Vec<Sender<Arc<str>>>,
 }
 
@@ -79,9 +74,12 @@ pub struct Web {
 impl Web {
     pub fn new(config: ClusterConfig, lab: Option<lab::Lab>) -> Arc<Web> {
         Arc::new(Web {
-            config,
+            config: config.clone(),
             lab,
-            pages: Mutex::new(Pages::default()),
+            pages: Mutex::new(Pages {
+                view: ClusterView::new(&config, REPLAYED_EVENTS),
+                open: Vec::new(),
+            }),
             answering: AtomicUsize::new(0),
         })
     }
@@ -142,23 +140,8 @@ impl Web {
             };
             let line: Arc<str> = sse(&message).into();
             let mut pages = self.pages.lock();
-            match update {
-                Update::Connected { node } => {
-                    pages.down.remove(&node);
-                }
-                Update::Unreachable { node, error } => {
-                    pages.down.insert(node, error);
-                }
-                Update::Status(s) => {
-                    pages.statuses.insert(s.id, *s);
-                }
-                Update::Event(e) if e.level != "debug" => {
-                    if pages.events.len() == REPLAYED_EVENTS {
-                        pages.events.pop_front();
-                    }
-                    pages.events.push_back(*e);
-                }
-                Update::Event(_) => {}
+            if !matches!(&update, Update::Event(e) if e.level == "debug") {
+                pages.view.apply(update);
             }
             // A page whose queue is full is dropped: its stream ends.
             pages.open.retain(|page| {
@@ -192,15 +175,17 @@ impl Web {
             return None;
         }
         let mut first = vec![sse(&self.hello())];
-        for s in pages.statuses.values() {
-            if !pages.down.contains_key(&s.id) {
-                first.push(sse(&json!({"type": "status", "status": s})));
+        for (node, v) in &pages.view.nodes {
+            match (&v.status, v.reachable) {
+                (Some(s), true) => first.push(sse(&json!({"type": "status", "status": s}))),
+                (_, false) => {
+                    let error = v.error.as_deref().unwrap_or("connecting");
+                    first.push(sse(&json!({"type": "down", "node": node, "error": error})));
+                }
+                (None, true) => {}
             }
         }
-        for (node, error) in &pages.down {
-            first.push(sse(&json!({"type": "down", "node": node, "error": error})));
-        }
-        for e in &pages.events {
+        for e in &pages.view.events {
             first.push(sse(&json!({"type": "event", "event": e, "replay": true})));
         }
         let (tx, rx) = bounded(PAGE_QUEUE);
