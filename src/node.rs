@@ -707,6 +707,7 @@ impl Shared {
             log_entries: st.raft.log().entries().len() as u64,
             log_bytes: st.storage.log_bytes(),
             isolated: self.isolated.load(Ordering::Relaxed),
+            subscribers: self.events.subscribers() as u64,
             log_tail_terms: {
                 let entries = st.raft.log().entries();
                 let tail = &entries[entries.len().saturating_sub(LOG_TAIL)..];

@@ -213,6 +213,10 @@ fn default_log_limit() -> usize {
     1000
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn yes() -> bool {
     true
 }
@@ -331,6 +335,9 @@ pub struct NodeStatus {
     /// Lab: the node is cut off from its peers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub isolated: bool,
+    /// Event-stream subscribers being served (`subscribe`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub subscribers: u64,
     /// The terms of the last log entries (at most 40), the last one at
     /// `last_log_index`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

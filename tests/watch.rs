@@ -132,12 +132,29 @@ fn a_subscriber_that_stops_reading_is_dropped_and_the_node_keeps_serving() {
     stalled
         .write_all(b"{\"type\":\"subscribe\",\"messages\":true,\"status_ms\":100}\n")
         .unwrap();
-    // Writes keep the leader sending messages, far more than the queue
-    // holds; they all succeed meanwhile.
-    let bench = c.raftctl(&["bench", "--clients", "4", "--seconds", "3", "--json"]);
-    assert!(bench.status.success(), "{bench:?}");
-    let summary: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
-    assert_eq!(summary["errors"], 0, "{summary}");
+    // Writes keep the leader sending messages, until more than the queue
+    // holds are waiting and the node drops the subscriber; every write
+    // succeeds meanwhile.
+    let subscribers = || {
+        raft::client::status(&member, Duration::from_secs(2))
+            .unwrap()
+            .subscribers
+    };
+    let deadline = Instant::now() + WAIT;
+    while subscribers() == 0 {
+        assert!(Instant::now() < deadline, "the subscription never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while subscribers() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled subscriber was never dropped"
+        );
+        let bench = c.raftctl(&["bench", "--clients", "4", "--seconds", "2", "--json"]);
+        assert!(bench.status.success(), "{bench:?}");
+        let summary: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+        assert_eq!(summary["errors"], 0, "{summary}");
+    }
     // Now read: what was queued, then the reason, then the end.
     stalled
         .set_read_timeout(Some(Duration::from_secs(30)))
