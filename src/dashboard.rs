@@ -169,15 +169,8 @@ fn followers_table(view: &ClusterView) -> Table<'static> {
         Some((id, _)) => format!(" node{id}'s followers, as the leader sees them "),
         None => " followers (no leader) ".to_string(),
     };
-    let header = Row::new([
-        "FOLLOWER",
-        "MATCH",
-        "NEXT",
-        "IN FLIGHT",
-        "STATE",
-        "LAST ANSWER",
-    ])
-    .style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new(["FOLLOWER", "MATCH", "NEXT", "IN FLIGHT", "STATE", "HEARD"])
+        .style(Style::new().add_modifier(Modifier::BOLD));
     let last_index = status.map_or(0, |s| s.last_log_index);
     let rows = status.into_iter().flat_map(|s| &s.followers).map(|f| {
         let behind = last_index.saturating_sub(f.match_index);
@@ -196,7 +189,7 @@ fn followers_table(view: &ClusterView) -> Table<'static> {
             Cell::from(f.next_index.to_string()),
             Cell::from(f.in_flight.to_string()),
             state,
-            Cell::from(dash(f.heard_ms.map(|ms| format!("{ms} ms ago")))),
+            Cell::from(format!("{} ms ago", f.heard_ms)),
         ])
     });
     Table::new(
@@ -368,7 +361,7 @@ mod tests {
             in_flight: 2,
             state: "replicate".into(),
             reachable: true,
-            heard_ms: Some(8),
+            heard_ms: 8,
         }];
         view.apply(Update::Status(Box::new(status(0, "follower"))));
         view.apply(Update::Status(Box::new(leader)));

@@ -728,8 +728,7 @@ impl Shared {
                     in_flight: f.in_flight as u64,
                     state: format!("{:?}", f.state).to_lowercase(),
                     reachable: f.reachable,
-                    heard_ms: (f.last_heard > Duration::ZERO)
-                        .then(|| millis(t.saturating_sub(f.last_heard))),
+                    heard_ms: millis(t.saturating_sub(f.last_heard)),
                 })
                 .collect(),
         }

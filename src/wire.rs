@@ -365,9 +365,10 @@ pub struct FollowerStatus {
     pub state: String,
     /// Whether its last request got an answer.
     pub reachable: bool,
-    /// How long ago it last answered in this leadership, in ms (`None`:
-    /// not yet).
-    pub heard_ms: Option<u64>,
+    /// How long ago it last answered in this leadership, in ms; until it
+    /// has, since the leadership began (CheckQuorum counts every follower
+    /// as heard then).
+    pub heard_ms: u64,
 }
 
 /// The answer to a `snapshot` request.

@@ -427,7 +427,8 @@ pub struct FollowerView {
     pub state: ProgressState,
     /// Whether its last RPC got an answer.
     pub reachable: bool,
-    /// When it last answered in this leadership (zero: not yet).
+    /// When it last answered in this leadership; until it does, when the
+    /// leadership began (CheckQuorum counts every follower as heard then).
     pub last_heard: Duration,
 }
 
