@@ -261,3 +261,108 @@ fn writes_need_the_header_and_lab_actions_need_lab() {
         .unwrap();
     assert!(page.contains("<script src=\"/app.js\">"), "{page}");
 }
+
+/// The lab's cut-off button (a `lab` request to a node started with
+/// `--lab`): the leader cut off steps down and the others elect a new one;
+/// its pre-votes fail, so its term stays; reconnected, it follows. A node
+/// without `--lab` refuses the request.
+#[test]
+fn cutting_the_leader_off_from_the_page_elects_another_and_reconnecting_heals() {
+    let booted = Booted::start(3);
+    let cluster = config::load(&booted.config_path).unwrap();
+    let state_dir = booted.state_dir().display().to_string();
+    let (_web, url) = serve(&booted.config_path, &["--lab", "--state-dir", &state_dir]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let lab = |id: u64, action: &str| {
+        let mut r = agent
+            .post(format!("{url}api/lab/{id}/{action}"))
+            .header("X-Raftctl", "1")
+            .send_empty()
+            .unwrap();
+        let code = r.status().as_u16();
+        let body: Value = r.body_mut().read_json().unwrap();
+        assert_eq!(code, 200, "{action} node{id}: {body}");
+        body
+    };
+    let statuses = || client::status_all(&cluster, Duration::from_secs(1));
+    let wait = |what: &str, check: &dyn Fn(&[client::MemberStatus]) -> bool| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let st = statuses();
+            if check(&st) {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {WAIT:?}: {st:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let of = |st: &[client::MemberStatus], id: u64| {
+        st.iter()
+            .find(|s| s.member.id == id)
+            .and_then(|s| s.status.as_ref().ok())
+            .cloned()
+    };
+    let st = wait("leader", &|st| {
+        process::agreed_leader(st, &[0, 1, 2]).is_some()
+    });
+    let (leader, term) = process::agreed_leader(&st, &[0, 1, 2]).unwrap();
+    lab(leader, "isolate");
+    let st = wait("new leader among the others", &|st| {
+        st.iter().any(|s| {
+            s.member.id != leader
+                && s.status
+                    .as_ref()
+                    .is_ok_and(|s| s.role == "leader" && s.term > term)
+        })
+    });
+    let cut = of(&st, leader).expect("the cut-off node still answers clients");
+    assert!(cut.isolated, "{cut:?}");
+    // Cut off, it stepped down (CheckQuorum) and its pre-votes fail.
+    let cut = wait("the cut-off node stepping down", &|st| {
+        of(st, leader).is_some_and(|s| s.role != "leader")
+    });
+    assert_eq!(
+        of(&cut, leader).unwrap().term,
+        term,
+        "PreVote kept its term"
+    );
+    lab(leader, "heal");
+    wait("the healed node following the new leader", &|st| {
+        let new = st.iter().find_map(|s| {
+            s.status
+                .as_ref()
+                .ok()
+                .filter(|s| s.role == "leader" && s.id != leader)
+                .map(|s| (s.id, s.term))
+        });
+        new.is_some_and(|(id, t)| {
+            of(st, leader).is_some_and(|s| s.leader_id == Some(id) && s.term == t && !s.isolated)
+        })
+    });
+    // Without --lab, a node refuses to be cut off.
+    let mut plain = process::TestCluster::new(1);
+    plain.start_all();
+    let member = plain.config.members[0].clone();
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        match raft::transport::call_once(
+            &member,
+            &raft::wire::Request::Lab { isolate: true },
+            Duration::from_secs(2),
+        ) {
+            Ok(answer) => break answer,
+            Err(e) => assert!(Instant::now() < deadline, "node never answered: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        matches!(&answer, raft::wire::Response::Error { code: raft::wire::ErrorCode::BadRequest, message, .. } if message.contains("--lab")),
+        "{answer:?}"
+    );
+}
