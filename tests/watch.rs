@@ -69,33 +69,19 @@ fn raftctl_events_follow_shows_a_new_election_after_the_leader_is_killed() {
     let mut c = TestCluster::new(3);
     c.start_all();
     let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
-    let mut follower = Command::new(RAFTCTL)
-        .arg("--config")
-        .arg(&c.config_path)
-        .args(["events", "--follow", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            let event: NodeEvent = serde_json::from_str(&line).expect("an event per line");
-            if tx.send(event).is_err() {
-                return;
-            }
-        }
-    });
+    let (_follower, lines) = raftctl_lines(&c, &["events", "--follow", "--json"]);
     // The recent events come first: the election already won.
     let until = |what: &str, check: &dyn Fn(&NodeEvent) -> bool| {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(e) if check(&e) => return e,
-                Ok(_) => {}
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    let e: NodeEvent = serde_json::from_str(&line).expect("an event per line");
+                    if check(&e) {
+                        return e;
+                    }
+                }
                 Err(_) => panic!("no event {what} within {WAIT:?}"),
             }
         }
@@ -108,8 +94,40 @@ fn raftctl_events_follow_shows_a_new_election_after_the_leader_is_killed() {
         e.kind == "election_won" && e.term > term
     });
     assert_ne!(won.node, leader);
-    let _ = follower.kill();
-    let _ = follower.wait();
+}
+
+/// A raftctl running until dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `raftctl ARGS` on `c`; its output's lines arrive on the
+/// receiver as it prints them.
+fn raftctl_lines(c: &TestCluster, args: &[&str]) -> (Running, mpsc::Receiver<String>) {
+    let mut child = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (Running(child), rx)
 }
 
 /// A subscriber that stops reading never slows the node: it is dropped
@@ -299,24 +317,7 @@ fn raftctl_watch_prints_plain_text_when_not_on_a_terminal() {
     let mut c = TestCluster::new(3);
     c.start_all();
     let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
-    let mut watch = Command::new(RAFTCTL)
-        .arg("--config")
-        .arg(&c.config_path)
-        .arg("watch")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (_watch, rx) = raftctl_lines(&c, &["watch"]);
     let wanted = format!("leader node{leader}, term {term}");
     let deadline = Instant::now() + WAIT;
     let mut seen = String::new();
@@ -331,6 +332,4 @@ fn raftctl_watch_prints_plain_text_when_not_on_a_terminal() {
         }
     }
     assert!(!seen.contains('\x1b'), "escape codes in:\n{seen}");
-    let _ = watch.kill();
-    let _ = watch.wait();
 }
