@@ -109,6 +109,9 @@ enum Command {
     /// http://LISTEN/; with --lab, buttons that stop, kill, pause, restart
     /// and cut off the nodes of a local cluster.
     Web {
+        /// Where to serve the page (port 0: any free port; the URL is
+        /// printed). Anyone who can reach it sees the cluster, and with
+        /// --lab can stop its nodes: keep it on 127.0.0.1 unless you mean it.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
         /// Lab controls, for a cluster booted by boot_all_nodes.sh (or
