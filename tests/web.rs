@@ -260,6 +260,28 @@ fn writes_need_the_header_and_lab_actions_need_lab() {
         .read_to_string()
         .unwrap();
     assert!(page.contains("<script src=\"/app.js\">"), "{page}");
+    // A request addressed to another name (DNS rebinding) is refused.
+    let status_line = |host: &str| {
+        use std::io::{Read, Write};
+        let address = url.trim_start_matches("http://").trim_end_matches('/');
+        let mut s = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    };
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(status_line(&format!("evil.example:{port}")).contains(" 403"));
+    assert!(status_line(&format!("localhost:{port}")).contains(" 200"));
 }
 
 /// The lab's cut-off button (a `lab` request to a node started with

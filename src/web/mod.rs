@@ -21,7 +21,11 @@
 //! Requests that change something must carry the header `X-Raftctl: 1`:
 //! a page of another site cannot add it without the browser asking first
 //! (CORS preflight), which this server never allows, so only the page
-//! served here can press the buttons.
+//! served here can press the buttons. And served on a loopback address,
+//! it answers only requests addressed to a loopback name (`Host:
+//! 127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`), so that another site
+//! cannot reach it by pointing a name of its own at 127.0.0.1 (DNS
+//! rebinding).
 
 pub mod lab;
 
@@ -88,10 +92,9 @@ impl Web {
     /// address (port 0 picks a free one).
     pub fn serve(self: &Arc<Self>, listen: &str, bound: impl FnOnce(&str)) -> io::Result<()> {
         let server = Server::http(listen).map_err(io::Error::other)?;
-        let address = server
-            .server_addr()
-            .to_ip()
-            .map_or_else(|| listen.to_string(), |a| a.to_string());
+        let bound_to = server.server_addr().to_ip();
+        let address = bound_to.map_or_else(|| listen.to_string(), |a| a.to_string());
+        let loopback_port = bound_to.filter(|a| a.ip().is_loopback()).map(|a| a.port());
         let feed = observe::follow(
             &self.config,
             &[],
@@ -109,6 +112,16 @@ impl Web {
         }
         bound(&address);
         for request in server.incoming_requests() {
+            if let Some(port) = loopback_port
+                && !addressed_to_loopback(&request, port)
+            {
+                let _ = reply_json(
+                    request,
+                    403,
+                    &json!({"error": "this server answers requests to 127.0.0.1 or localhost only"}),
+                );
+                continue;
+            }
             let stream = request.url().starts_with("/stream");
             if !stream && self.answering.fetch_add(1, Ordering::Relaxed) >= MAX_REQUESTS {
                 self.answering.fetch_sub(1, Ordering::Relaxed);
@@ -308,6 +321,20 @@ impl Web {
 /// One Server-Sent Event carrying `message`.
 fn sse(message: &Value) -> String {
     format!("data: {message}\n\n")
+}
+
+/// Whether the request's `Host` names this server by a loopback name.
+fn addressed_to_loopback(request: &Request, port: u16) -> bool {
+    let host = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Host"))
+        .map(|h| h.value.as_str().to_ascii_lowercase());
+    host.is_some_and(|host| {
+        ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .any(|name| host == format!("{name}:{port}"))
+    })
 }
 
 fn has_our_header(request: &Request) -> bool {
