@@ -414,9 +414,8 @@ impl Node {
                 restore_time.as_millis()
             ),
         };
-        info!(
-            "[T{} Follower] started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}, recovered in {} ms",
-            raft.term(),
+        let started = format!(
+            "started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}, recovered in {} ms",
             me.address(),
             raft.term(),
             raft.voted_for()
@@ -427,6 +426,10 @@ impl Node {
             options.state_dir.display(),
             opening.elapsed().as_millis()
         );
+        info!("[T{} {}] {started}", raft.term(), raft.role());
+        // The first of the node's events, for watchers that see it restart.
+        let events = EventHub::new(options.id);
+        events.note(raft.term(), raft.role(), log::Level::Info, started);
         let members = &options.cluster.members;
         let shared = Arc::new(Shared {
             id: options.id,
@@ -452,7 +455,7 @@ impl Node {
             snapshot_threshold: options.snapshot_threshold,
             election_timeout: options.election_timeout_max,
             snapshotting: Mutex::new(()),
-            events: EventHub::new(options.id),
+            events,
             lab: options.lab,
             isolated: AtomicBool::new(false),
         });

@@ -44,6 +44,14 @@ fn raftctl_events_prints_every_nodes_election_and_commits_in_time_order() {
         .expect("the election in the stream");
     assert_eq!(won.node, leader);
     assert_eq!(won.role, "leader");
+    for id in c.ids() {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.node == id && e.kind == "note" && e.text.starts_with("started on")),
+            "node{id}'s start is among its events"
+        );
+    }
     assert!(
         events.windows(2).all(|w| w[0].time_ms <= w[1].time_ms),
         "merged by time"
