@@ -43,7 +43,7 @@ use crate::consensus::{Event, NodeId, Reply, Request, Role, Term};
 
 /// Subscribers served at once.
 pub const MAX_SUBSCRIBERS: usize = 16;
-/// Lines queued for one subscriber before it counts as too slow.
+/// Events queued for one subscriber before it counts as too slow.
 pub const QUEUE: usize = 4096;
 /// Recent events kept for new subscribers and `events` requests.
 pub const RECENT: usize = 256;
@@ -52,8 +52,9 @@ pub const RECENT: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeEvent {
     pub node: NodeId,
-    /// Numbers this node's events from 1 since it started; a gap means
-    /// events were missed (debug messages are numbered too).
+    /// Numbers this node's events from 1 since it started, Raft messages
+    /// included: a subscriber without messages sees gaps where messages
+    /// went to others.
     pub seq: u64,
     /// Milliseconds since the Unix epoch, on this node's clock.
     pub time_ms: u64,
