@@ -63,8 +63,10 @@ impl Default for FeedOptions {
     }
 }
 
-/// Follows `nodes` (all of `config`'s if empty); the threads end when the
-/// receiver is dropped (at their next update).
+/// Follows `nodes` (all of `config`'s if empty). A thread ends at its
+/// next update after the receiver is dropped; one retrying a node that
+/// stays unreachable sends none, and lasts as long as the process (the
+/// raftctl commands that follow a cluster run until they exit).
 pub fn follow(config: &ClusterConfig, nodes: &[NodeId], options: FeedOptions) -> Receiver<Update> {
     let (tx, rx) = unbounded();
     for member in &config.members {
