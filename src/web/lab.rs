@@ -153,7 +153,7 @@ impl Lab {
         lab
     }
 
-    /// For the page: where the pids are, and which nodes are known.
+    /// For the page: where the pids are, and what the buttons can do.
     pub fn describe(&self) -> Value {
         json!({
             "pid_dir": self.pid_dir().display().to_string(),
@@ -223,16 +223,10 @@ impl Lab {
         let text =
             std::fs::read_to_string(self.pid_file(id)).map_err(|_| LabError::NotRunning(id))?;
         let pid: u32 = text.trim().parse().map_err(|_| LabError::NotRunning(id))?;
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let stat =
-            std::fs::read_to_string(proc_dir.join("stat")).map_err(|_| LabError::NotRunning(id))?;
-        // The state follows the parenthesized command name: Z is a zombie.
-        if stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        {
+        if !alive(pid) {
             return Err(LabError::NotRunning(id));
         }
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let cmdline =
             std::fs::read(proc_dir.join("cmdline")).map_err(|_| LabError::NotRunning(id))?;
         let argv: Vec<OsString> = cmdline
@@ -342,18 +336,20 @@ fn signal(pid: u32, sig: &str) -> Result<(), LabError> {
     }
 }
 
-/// Waits until process `pid` has exited (or is a zombie).
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesized command name: Z is a zombie.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits until process `pid` has exited.
 fn wait_gone(pid: u32, timeout: Duration) -> Result<(), LabError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        let gone = match stat {
-            Err(_) => true,
-            Ok(s) => s
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        };
-        if gone {
+        if !alive(pid) {
             return Ok(());
         }
         if Instant::now() >= deadline {
