@@ -143,26 +143,31 @@ impl Web {
     /// that opens later must be told first.
     fn fan_out(&self, feed: &Receiver<Update>) {
         for update in feed {
-            let message = match &update {
-                Update::Connected { node } => json!({"type": "up", "node": node}),
-                Update::Unreachable { node, error } => {
-                    json!({"type": "down", "node": node, "error": error})
-                }
-                Update::Status(s) => json!({"type": "status", "status": s}),
-                Update::Event(e) => json!({"type": "event", "event": e}),
-            };
-            let line: Arc<str> = sse(&message).into();
             let mut pages = self.pages.lock();
+            // Encoded only for pages that are open.
+            let line: Option<Arc<str>> = (!pages.open.is_empty()).then(|| {
+                let message = match &update {
+                    Update::Connected { node } => json!({"type": "up", "node": node}),
+                    Update::Unreachable { node, error } => {
+                        json!({"type": "down", "node": node, "error": error})
+                    }
+                    Update::Status(s) => json!({"type": "status", "status": s}),
+                    Update::Event(e) => json!({"type": "event", "event": e}),
+                };
+                sse(&message).into()
+            });
             if !matches!(&update, Update::Event(e) if e.level == "debug") {
                 pages.view.apply(update);
             }
             // A page whose queue is full is dropped: its stream ends.
-            pages.open.retain(|page| {
-                !matches!(
-                    page.try_send(line.clone()),
-                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
-                )
-            });
+            if let Some(line) = line {
+                pages.open.retain(|page| {
+                    !matches!(
+                        page.try_send(line.clone()),
+                        Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+                    )
+                });
+            }
         }
     }
 
