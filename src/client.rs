@@ -474,7 +474,7 @@ pub struct MemberStatus {
 }
 
 /// One request to one node on a connection of its own.
-fn ask_once(
+pub fn ask_once(
     member: &Member,
     request: &Request,
     timeout: Duration,

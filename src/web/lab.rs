@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
+use crate::client;
 use crate::config::ClusterConfig;
 use crate::consensus::NodeId;
-use crate::transport;
 use crate::wire::{Request, Response};
 
 /// What a button asks for.
@@ -193,7 +193,7 @@ impl Lab {
             Action::Isolate | Action::Heal => {
                 let isolate = action == Action::Isolate;
                 let request = Request::Lab { isolate };
-                match transport::call_once(&member, &request, Duration::from_secs(2)) {
+                match client::ask_once(&member, &request, Duration::from_secs(2)) {
                     Ok(Response::Status(_)) => Ok(format!(
                         "node{id} {}",
                         if isolate {
@@ -204,7 +204,7 @@ impl Lab {
                     )),
                     Ok(Response::Error { message, .. }) => Err(LabError::Node(message)),
                     Ok(other) => Err(LabError::Node(format!("unexpected answer {other:?}"))),
-                    Err(e) => Err(LabError::Node(format!("node{id}: {e}"))),
+                    Err(e) => Err(LabError::Node(e.to_string())),
                 }
             }
         }
