@@ -260,7 +260,11 @@ pub fn run(config: &ClusterConfig) -> io::Result<()> {
     );
     let mut view = ClusterView::new(config, 500);
     if !io::stdout().is_terminal() {
-        return run_plain(config, &feed, &mut view);
+        // A reader that has seen enough (`| head`) ends it, quietly.
+        return match run_plain(config, &feed, &mut view) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        };
     }
     let mut terminal = ratatui::try_init()?;
     let result = (|| -> io::Result<()> {
