@@ -21,7 +21,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process::{TestCluster, free_ports};
+use process::{Ports, TestCluster, reserve_ports};
 use raft::bench::{BenchReport, KEYS, Operation, closed_loop, key};
 use raft::client::{Client, ClientOptions};
 
@@ -115,12 +115,14 @@ struct Etcd {
     children: Vec<Child>,
     clients: Vec<String>,
     _dir: tempfile::TempDir,
+    _ports: Ports,
 }
 
 impl Etcd {
     fn start() -> Etcd {
         let dir = tempfile::tempdir().unwrap();
-        let ports = free_ports(6);
+        let reserved = reserve_ports(6);
+        let ports = &reserved.ports;
         let peer = |k: usize| format!("http://127.0.0.1:{}", ports[3 + k]);
         let initial: Vec<String> = (0..3).map(|k| format!("e{k}={}", peer(k))).collect();
         let clients: Vec<String> = (0..3).map(|k| format!("127.0.0.1:{}", ports[k])).collect();
@@ -146,6 +148,7 @@ impl Etcd {
             children,
             clients,
             _dir: dir,
+            _ports: reserved,
         }
     }
 

@@ -626,7 +626,8 @@ fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
 /// so nodes on 127.0.0.2, 127.0.0.3, … can be split by firewall rules.
 #[test]
 fn peer_connections_bind_to_the_nodes_own_host() {
-    let ports = process::free_ports(2);
+    let reserved = process::reserve_ports(2);
+    let ports = &reserved.ports;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.txt");
     std::fs::write(

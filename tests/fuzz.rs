@@ -26,6 +26,9 @@ use raft::consensus::{
 use raft::service::PeerService;
 use raft::wire::{self, ErrorCode, PeerRequest, Response};
 
+#[path = "process/ports.rs"]
+mod ports;
+
 /// A runner with the seed from `FUZZ_SEED` (fixed by default) and
 /// `FUZZ_CASES` cases (or `default_cases`).
 fn runner(default_cases: u32) -> TestRunner {
@@ -438,6 +441,7 @@ struct LiveNode {
     address: String,
     cluster_id: String,
     _dir: tempfile::TempDir,
+    _ports: ports::Ports,
 }
 
 /// Node 0 of a three-node cluster, running in this process; its peers
@@ -446,15 +450,13 @@ fn live_node() -> &'static LiveNode {
     static NODE: OnceLock<LiveNode> = OnceLock::new();
     NODE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let listeners: Vec<_> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let text: String = listeners
+        let reserved = ports::reserve(3);
+        let text: String = reserved
+            .ports
             .iter()
             .enumerate()
-            .map(|(id, l)| format!("{id} 127.0.0.1 {}\n", l.local_addr().unwrap().port()))
+            .map(|(id, port)| format!("{id} 127.0.0.1 {port}\n"))
             .collect();
-        drop(listeners);
         let cluster = raft::config::parse(&text, std::path::Path::new("fuzz.txt")).unwrap();
         let cluster_id = cluster.derived_cluster_id();
         let options = raft::node::NodeOptions {
@@ -481,6 +483,7 @@ fn live_node() -> &'static LiveNode {
             address,
             cluster_id,
             _dir: dir,
+            _ports: reserved,
         }
     })
 }

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process::{RAFTNODE, TEST_TIMING, TestCluster, WAIT, free_ports, leaders};
+use process::{RAFTNODE, TEST_TIMING, TestCluster, WAIT, leaders, reserve_ports};
 use raft::config::Member;
 use raft::transport;
 use raft::wire::{Request, Response};
@@ -242,7 +242,8 @@ fn a_node_started_with_another_config_says_so_and_disrupts_no_election() {
 
     // Node 3 of a four-node config that lists the same three nodes: its
     // cluster id differs from theirs, and it will campaign again and again.
-    let port = free_ports(1)[0];
+    let reserved = reserve_ports(1);
+    let port = reserved.ports[0];
     let text = std::fs::read_to_string(&c.config_path).unwrap();
     let stray_config = c.dir.path().join("four.txt");
     std::fs::write(

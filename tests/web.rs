@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use process::browser::Browser;
-use process::{RAFTCTL, RAFTNODE, TEST_TIMING, WAIT, free_ports};
+use process::{Ports, RAFTCTL, RAFTNODE, TEST_TIMING, WAIT, reserve_ports};
 use raft::client;
 use raft::config;
 use serde_json::Value;
@@ -21,19 +21,26 @@ use serde_json::Value;
 struct Booted {
     dir: tempfile::TempDir,
     config_path: PathBuf,
+    _ports: Ports,
 }
 
 impl Booted {
     fn start(n: usize) -> Booted {
         let dir = tempfile::tempdir().unwrap();
-        let text: String = free_ports(n)
-            .into_iter()
+        let ports = reserve_ports(n);
+        let text: String = ports
+            .ports
+            .iter()
             .enumerate()
             .map(|(id, port)| format!("node{id}: 127.0.0.1:{port}\n"))
             .collect();
         let config_path = dir.path().join("config.txt");
         std::fs::write(&config_path, text).unwrap();
-        let booted = Booted { dir, config_path };
+        let booted = Booted {
+            dir,
+            config_path,
+            _ports: ports,
+        };
         let bin_dir = Path::new(RAFTNODE).parent().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("boot_all_nodes.sh");
         let out = Command::new(script)

@@ -3,7 +3,6 @@
 //! when missing. The browser's profile is a temp dir; the driver and the
 //! browser end with the test.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ pub struct Browser {
     session: String,
     agent: ureq::Agent,
     _profile: tempfile::TempDir,
+    _port: super::Ports,
 }
 
 impl Browser {
@@ -25,11 +25,8 @@ impl Browser {
     pub fn start() -> Browser {
         let chromium = deps::ensure("chromium", "chromium");
         let chromedriver = deps::ensure("chromedriver", "chromium-driver");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let ports = super::reserve_ports(1);
+        let port = ports.ports[0];
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -49,6 +46,7 @@ impl Browser {
             session: String::new(),
             agent,
             _profile: profile,
+            _port: ports,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while browser.get("/status").is_err() {

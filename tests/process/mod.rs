@@ -1,15 +1,16 @@
 //! Runs real `raftnode` processes, as a user would: a config file in a temp
-//! dir, free ports on 127.0.0.1, state and activity logs in the temp dir
-//! (never /tmp/state or /tmp/debug). Every process started is killed by pid
+//! dir, ports on 127.0.0.1 that no other process can take (see [`ports`]),
+//! state and activity logs in the temp dir (never /tmp/state or
+//! /tmp/debug). Every process started is killed by pid
 //! when the cluster is dropped, even if the test fails.
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod browser;
 pub mod deps;
 pub mod mesh;
+pub mod ports;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -37,26 +38,20 @@ pub struct TestCluster {
     /// With `meshed`: the proxies between the nodes, which can cut them
     /// off from each other.
     pub mesh: Option<mesh::Mesh>,
+    /// The nodes' listen ports, reserved until the cluster is dropped.
+    pub ports: Ports,
 }
 
-/// Ports that were free a moment ago (all bound at once, then released).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
+pub use ports::{Ports, reserve as reserve_ports};
 
 impl TestCluster {
     /// A cluster of `n` nodes (ids 0..n) in the courses' config format;
     /// nothing is started yet.
     pub fn new(n: usize) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let ports = reserve_ports(n);
         let mut text = format!("N: {n}\n");
-        for (id, port) in free_ports(n).into_iter().enumerate() {
+        for (id, &port) in ports.ports.iter().enumerate() {
             text.push_str(&format!("node{id}: 127.0.0.1:{port}\n"));
         }
         let config_path = dir.path().join("config.txt");
@@ -69,6 +64,7 @@ impl TestCluster {
             args: TEST_TIMING.iter().map(|s| s.to_string()).collect(),
             children: BTreeMap::new(),
             mesh: None,
+            ports,
         }
     }
 
