@@ -369,6 +369,9 @@ impl Node {
                 address: me.address(),
                 source,
             })?;
+        storage
+            .record_pid(std::process::id())
+            .map_err(NodeError::Storage)?;
 
         let peers: Vec<Member> = options
             .cluster

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use raft::config;
-use raft::node::{Node, NodeOptions, SnapshotThreshold};
+use raft::node::{Node, NodeError, NodeOptions, SnapshotThreshold};
 use raft::server::ServerOptions;
+use raft::storage::StorageError;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Parser)]
@@ -150,9 +151,9 @@ fn main() {
         exit(1)
     });
     for w in &cluster.warnings {
-        log::warn!("{w}");
         eprintln!("raftnode: warning: {w}");
     }
+    let warnings = cluster.warnings.clone();
     let options = NodeOptions {
         id: args.id,
         state_dir: args.state_dir.join(format!("node{}", args.id)),
@@ -179,10 +180,17 @@ fn main() {
         exit(1)
     });
     let node = Node::start(options).unwrap_or_else(|e| {
-        log::error!("cannot start: {e}");
+        // The activity log is the running node's when it holds the state
+        // directory: this process's failure is not part of its story.
+        if !matches!(e, NodeError::Storage(StorageError::Locked { .. })) {
+            log::error!("cannot start: {e}");
+        }
         eprintln!("raftnode: {e}");
         exit(1)
     });
+    for w in &warnings {
+        log::warn!("{w}");
+    }
     eprintln!(
         "raftnode: node{} listening on {}; activity log {}",
         args.id,

@@ -25,7 +25,7 @@
 //!   last index and term it covers (see [`snapshot_file`]). Once it is
 //!   durable, the log segments it covers are deleted whole (§7).
 //! * `lock`: held (flock) while a node runs, so two processes cannot share
-//!   the directory.
+//!   the directory; once the node listens, it holds the node's pid.
 //!
 //! At start, a final record that is incomplete or fails its checksum is a
 //! write torn by a crash: it was never fsynced, hence never acknowledged,
@@ -41,6 +41,7 @@ pub mod snapshot_file;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,8 +60,9 @@ pub enum StorageError {
         op: &'static str,
         source: io::Error,
     },
-    /// Another process holds the directory's lock.
-    Locked { path: PathBuf },
+    /// Another process holds the directory's lock; `pid` is the one it
+    /// recorded there once it served, if it got that far.
+    Locked { path: PathBuf, pid: Option<u32> },
     /// Damage that a crash cannot explain.
     Corrupt {
         path: PathBuf,
@@ -75,13 +77,19 @@ impl fmt::Display for StorageError {
             StorageError::Io { path, op, source } => {
                 write!(f, "{}: {op} failed: {source}", path.display())
             }
-            StorageError::Locked { path } => {
-                write!(
-                    f,
-                    "{}: in use by another running node (lock held)",
-                    path.display()
-                )
-            }
+            StorageError::Locked {
+                path,
+                pid: Some(pid),
+            } => write!(
+                f,
+                "{}: in use by a running node (pid {pid}); stop it first (kill -TERM {pid}), or give this one another --state-dir",
+                path.display()
+            ),
+            StorageError::Locked { path, pid: None } => write!(
+                f,
+                "{}: in use by another running node (lock held)",
+                path.display()
+            ),
             StorageError::Corrupt {
                 path,
                 offset,
@@ -136,10 +144,24 @@ pub struct Storage {
     log: SegmentedLog,
     snapshot: Option<Arc<SnapshotFile>>,
     receiving: Option<Receiving>,
-    _lock: File,
+    /// Held (flock) while this value lives; see [`Storage::record_pid`].
+    lock: File,
 }
 
 impl Storage {
+    /// Records in the lock file that process `pid` serves from this
+    /// directory (called once the node listens), so that scripts and
+    /// operators can find the node by its state directory, however it was
+    /// started: `cat /tmp/state/node3/lock`. Not fsynced: it describes
+    /// this run only, and the lock itself says whether the run goes on.
+    pub fn record_pid(&self, pid: u32) -> Result<(), StorageError> {
+        let path = self.dir.join("lock");
+        self.lock
+            .set_len(0)
+            .and_then(|()| self.lock.write_all_at(format!("{pid}\n").as_bytes(), 0))
+            .map_err(io_err(&path, "write"))
+    }
+
     /// Opens (creating if needed) the directory and recovers its contents.
     pub fn open(dir: &Path, limits: SegmentLimits) -> Result<(Storage, Recovered), StorageError> {
         Storage::open_restoring(dir, limits, |_| ()).map(|(s, r, _)| (s, r))
@@ -162,10 +184,16 @@ impl Storage {
             .open(&lock_path)
             .map_err(io_err(&lock_path, "open"))?;
         if lock.try_lock().is_err() {
+            let pid = std::fs::read_to_string(&lock_path)
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
             return Err(StorageError::Locked {
                 path: dir.to_path_buf(),
+                pid,
             });
         }
+        // Whoever held it before is gone: its pid no longer means anything.
+        lock.set_len(0).map_err(io_err(&lock_path, "truncate"))?;
         let hard_state = read_state(&dir.join("state.json"))?;
         // Snapshots a crash left half written or half received.
         for leftover in [snapshot_file::WRITING_FILE, snapshot_file::RECEIVING_FILE] {
@@ -201,7 +229,7 @@ impl Storage {
             log: recovered.log,
             snapshot: snapshot.clone(),
             receiving: None,
-            _lock: lock,
+            lock,
         };
         Ok((
             storage,
