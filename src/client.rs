@@ -36,6 +36,10 @@ pub enum ClientError {
     /// No leader could be reached in time, and no attempt got as far as a
     /// node that could have acted on the request: nothing was done.
     NoLeader { last_error: String },
+    /// Definite: every node of the configuration refused the connection
+    /// (nothing listens at any of their addresses), so nothing was done.
+    /// Told at once, not after the timeout.
+    NotRunning { addresses: Vec<String> },
     /// A node could not be reached or answered unexpectedly (single-node
     /// requests such as `status` or a stale read of one node).
     Node { id: NodeId, message: String },
@@ -49,6 +53,7 @@ impl ClientError {
             ClientError::NotFound { .. }
                 | ClientError::PreconditionFailed { .. }
                 | ClientError::Rejected { .. }
+                | ClientError::NotRunning { .. }
         )
     }
 }
@@ -73,6 +78,11 @@ impl fmt::Display for ClientError {
                     "no leader reachable in time; nothing was done (last error: {last_error})"
                 )
             }
+            ClientError::NotRunning { addresses } => write!(
+                f,
+                "no node is running: every address in the configuration refused the connection ({}); nothing was done. Is the cluster up? ./boot_all_nodes.sh starts it",
+                addresses.join(", ")
+            ),
             ClientError::Timeout { last_error } => write!(
                 f,
                 "no answer in time; the operation may or may not have happened (last error: {last_error})"
@@ -273,11 +283,13 @@ impl Client {
 
     /// The leader's id and address, as the leader itself confirms.
     pub fn leader(&mut self) -> Result<Member, ClientError> {
-        let deadline = Instant::now() + self.options.timeout;
-        let mut last_error = String::from("no node answered");
-        while Instant::now() < deadline {
+        let mut pace = Pace::new(self.options.timeout, self.config.members.len());
+        loop {
             let target = self.pick_target();
-            match self.call(target, &Request::IsLeader) {
+            let mut follow_hint = false;
+            let result = self.call(target, &Request::IsLeader);
+            pace.note(target, &result);
+            let last_error = match result {
                 Ok(Response::IsLeader {
                     is_leader: true, ..
                 }) => {
@@ -289,17 +301,33 @@ impl Client {
                         .clone());
                 }
                 Ok(Response::IsLeader { leader_id, .. }) => {
-                    last_error = format!("node{target} is not the leader");
                     self.leader = leader_id.filter(|&l| l != target);
+                    follow_hint = self.leader.is_some();
+                    format!("node{target} is not the leader")
                 }
-                Ok(other) => last_error = format!("node{target} answered {other:?}"),
-                Err(e) => last_error = format!("node{target}: {e}"),
-            }
-            if self.leader.is_none() {
-                std::thread::sleep(Duration::from_millis(20));
+                Ok(other) => format!("node{target} answered {other:?}"),
+                Err(e) => format!("node{target}: {e}"),
+            };
+            if let Some(e) = self.give_up(&mut pace, target, follow_hint) {
+                return Err(e.unwrap_or(ClientError::NoLeader { last_error }));
             }
         }
-        Err(ClientError::NoLeader { last_error })
+    }
+
+    /// After a failed attempt at `target`: whether to stop trying, and
+    /// with which error (`Some(None)`: the caller's own, as the time is
+    /// up); otherwise waits as long as the next attempt should.
+    fn give_up(
+        &self,
+        pace: &mut Pace,
+        target: NodeId,
+        follow_hint: bool,
+    ) -> Option<Option<ClientError>> {
+        if pace.all_refused(self.config.members.len()) {
+            let addresses = self.config.members.iter().map(Member::address).collect();
+            return Some(Some(ClientError::NotRunning { addresses }));
+        }
+        pace.next_attempt(target, follow_hint).err().map(|()| None)
     }
 
     /// Has the leader hand its leadership to node `to` (or to its most
@@ -387,8 +415,7 @@ impl Client {
     /// Sends `request` to the leader, finding it as needed, until it is
     /// answered or the timeout passes.
     fn leader_request(&mut self, request: &Request) -> Result<Response, ClientError> {
-        let deadline = Instant::now() + self.options.timeout;
-        let mut backoff = Duration::from_millis(10);
+        let mut pace = Pace::new(self.options.timeout, self.config.members.len());
         // Whether some attempt may have reached a leader that acted on it;
         // until then a failure means nothing was done.
         let mut maybe_sent = false;
@@ -396,7 +423,9 @@ impl Client {
             let target = self.pick_target();
             let mut follow_hint = false;
             let last_error;
-            match self.call(target, request) {
+            let result = self.call(target, request);
+            pace.note(target, &result);
+            match result {
                 Ok(Response::Error {
                     code: ErrorCode::NotLeader,
                     leader_id,
@@ -411,7 +440,7 @@ impl Client {
                     follow_hint = self.leader.is_some();
                 }
                 Ok(Response::Error {
-                    code: ErrorCode::BadRequest | ErrorCode::TooLarge,
+                    code: ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::StaleRequest,
                     message,
                     ..
                 }) => {
@@ -445,18 +474,82 @@ impl Client {
                     self.leader = None;
                 }
             }
-            if Instant::now() >= deadline {
-                return Err(if maybe_sent {
+            if let Some(e) = self.give_up(&mut pace, target, follow_hint) {
+                return Err(e.unwrap_or(if maybe_sent {
                     ClientError::Timeout { last_error }
                 } else {
                     ClientError::NoLeader { last_error }
-                });
-            }
-            if !follow_hint {
-                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
-                backoff = (backoff * 2).min(Duration::from_millis(200));
+                }));
             }
         }
+    }
+}
+
+/// When a client tries again after a failed attempt, and when it stops.
+struct Pace {
+    deadline: Instant,
+    backoff: Duration,
+    /// Hints followed after the deadline: a leader named by a node is
+    /// still asked, so that even `--timeout 0` reaches a leader that
+    /// exists, but a chain of hints (during an election) is cut off.
+    late_hints: usize,
+    max_late_hints: usize,
+    /// Nodes that refused the connection since anything else happened.
+    refused: std::collections::HashSet<NodeId>,
+}
+
+impl Pace {
+    fn new(timeout: Duration, members: usize) -> Pace {
+        Pace {
+            deadline: Instant::now() + timeout,
+            backoff: Duration::from_millis(10),
+            late_hints: 0,
+            max_late_hints: members,
+            refused: Default::default(),
+        }
+    }
+
+    /// Notes how an attempt at `target` went: a refused connection means
+    /// nothing listens there; anything else, that something does.
+    fn note<T>(&mut self, target: NodeId, result: &Result<T, TransportError>) {
+        match result {
+            Err(TransportError::Connect(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                self.refused.insert(target);
+            }
+            _ => self.refused.clear(),
+        }
+    }
+
+    /// Whether each of the `members` refused, one after the other, with
+    /// nothing else in between: no node of the cluster is running.
+    fn all_refused(&self, members: usize) -> bool {
+        self.refused.len() == members
+    }
+
+    /// Waits before the next attempt, unless it follows a leader hint or
+    /// `target` just refused the connection (a refusal is immediate: try
+    /// the next node now). `Err` once the time is up.
+    fn next_attempt(&mut self, target: NodeId, follow_hint: bool) -> Result<(), ()> {
+        let now = Instant::now();
+        if follow_hint {
+            if now >= self.deadline {
+                self.late_hints += 1;
+                if self.late_hints > self.max_late_hints {
+                    return Err(());
+                }
+            }
+            return Ok(());
+        }
+        if now >= self.deadline {
+            return Err(());
+        }
+        if !self.refused.contains(&target) {
+            std::thread::sleep(self.backoff.min(self.deadline - now));
+            self.backoff = (self.backoff * 2).min(Duration::from_millis(200));
+        }
+        Ok(())
     }
 }
 

@@ -424,6 +424,10 @@ pub enum ErrorCode {
     TooSlow,
     /// Lab: the node is cut off from its peers and refuses their messages.
     Isolated,
+    /// A write numbered below the client's latest applied write: that
+    /// request was settled long ago and its outcome is no longer kept
+    /// (only each client's latest is, thesis §6.3). Nothing was done now.
+    StaleRequest,
 }
 
 #[derive(Debug)]

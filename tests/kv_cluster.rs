@@ -332,16 +332,39 @@ fn raftctl_bench_writes_and_reads_with_a_json_summary() {
 #[test]
 fn raftctl_commands_and_exit_codes() {
     let mut c = TestCluster::new(3);
-    // Exit 3: nobody home.
-    let (code, _, err) = raftctl(&c, &["--timeout", "500", "put", "color", "blue"]);
-    assert_eq!(code, 3, "{err}");
-    assert!(
-        err.starts_with("raftctl: no leader reachable in time; nothing was done"),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    // Nobody home: every address refuses, so nothing was done (exit 1),
+    // and raftctl says so at once, not after its timeout (a minute here).
+    for args in [
+        &["put", "color", "blue"][..],
+        &["get", "color"],
+        &["leader"],
+        &["log"],
+        &["append", "x"],
+    ] {
+        let started = Instant::now();
+        let (code, _, err) = raftctl(&c, &[&["--timeout", "60000"][..], args].concat());
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("raftctl: no node is running: every address in the configuration refused the connection")
+                && err.contains("./boot_all_nodes.sh"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{args:?} took {:?}, as if it had waited for its timeout",
+            started.elapsed()
+        );
+    }
     c.start_all();
     c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    // However short the timeout, a leader that exists is found by
+    // following the other nodes' hints.
+    for _ in 0..3 {
+        let (code, out, err) = raftctl(&c, &["--timeout", "0", "leader"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.is_empty());
+    }
 
     assert_eq!(
         raftctl(&c, &["put", "color", "blue"]),
@@ -410,7 +433,7 @@ fn raftctl_commands_and_exit_codes() {
     assert_eq!(code, 2);
     assert_eq!(
         err.trim(),
-        "raftctl: the following required arguments were not provided: <TO> (see 'raftctl --help')"
+        "raftctl: the following required arguments were not provided: <TO> (see 'raftctl cas --help')"
     );
     assert_eq!(raftctl(&c, &["get", "k", "--stale", "--node", "9"]).0, 2);
     let out = std::process::Command::new(process::RAFTCTL)

@@ -11,9 +11,37 @@ use raft::config;
 use raft::consensus::Payload;
 use raft::kv::Command as KvCommand;
 
+/// `println!` for everything raftctl prints on standard output, which
+/// ends the program quietly, with status 0, once whoever reads it has gone
+/// (`raftctl log | head -1`): that reader wanted no more. Any other write
+/// error is reported, with status 1.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*))
+    };
+}
+
+fn print_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit(0),
+        Err(e) => {
+            eprintln!("raftctl: cannot write to standard output: {e}");
+            exit(1)
+        }
+    }
+}
+
 const EXIT_CODES: &str = "Exit codes:
   0  success
-  1  definite failure: the operation did not happen (key not found, precondition failed, request rejected)
+  1  definite failure: the operation did not happen (key not found, precondition failed, request rejected,
+     no node running at any configured address)
   2  usage or configuration error
   3  unknown outcome (no answer in time: a write may or may not have happened) or no leader reachable";
 
@@ -32,10 +60,17 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Set KEY to VALUE.
-    Put { key: String, value: String },
+    /// Set KEY to VALUE; prints nothing (exit 0 once committed and applied).
+    Put {
+        /// Any UTF-8, up to 4 KiB.
+        key: String,
+        /// Any UTF-8, up to 1 MiB. Without it, the value is read from
+        /// standard input, exactly as given (raftctl put big < file).
+        value: Option<String>,
+    },
     /// Print the value of KEY (linearizable, through the leader).
     Get {
+        /// The key to read.
         key: String,
         /// Read from whichever node answers (or --node): may be stale.
         #[arg(long)]
@@ -45,15 +80,25 @@ enum Command {
         node: Option<u64>,
     },
     /// Remove KEY.
-    Delete { key: String },
+    Delete {
+        /// The key to remove (exit 1 if it does not exist).
+        key: String,
+    },
     /// Set KEY to TO if its value is FROM.
     Cas {
+        /// The key to compare and set.
         key: String,
+        /// The value KEY must hold now (exit 1, printing what it holds, if not).
         from: String,
+        /// The value to set.
         to: String,
     },
     /// Add DATA to the replicated log as a data entry; prints its index.
-    Append { data: String },
+    Append {
+        /// Any UTF-8, up to 1 MiB; changes no key. Without it, read from
+        /// standard input.
+        data: Option<String>,
+    },
     /// Print a node's committed log: index, term, entry.
     Log {
         /// Whose log (default: the leader's).
@@ -62,6 +107,7 @@ enum Command {
         /// First index to print.
         #[arg(long, default_value_t = 1)]
         from: u64,
+        /// Print the entries as a JSON array, as the nodes send them.
         #[arg(long)]
         json: bool,
     },
@@ -69,9 +115,13 @@ enum Command {
     Leader,
     /// Hand leadership to node ID (default: the most up-to-date follower)
     /// and print who leads now.
-    Transfer { id: Option<u64> },
+    Transfer {
+        /// The node to lead (default: the most up-to-date follower).
+        id: Option<u64>,
+    },
     /// Take a snapshot now and compact the log, on every node or one.
     Snapshot {
+        /// Only this node (default: every node).
         #[arg(long)]
         node: Option<u64>,
     },
@@ -150,7 +200,8 @@ fn fail(e: &ClientError) -> ! {
     exit(match e {
         ClientError::NotFound { .. }
         | ClientError::PreconditionFailed { .. }
-        | ClientError::Rejected { .. } => 1,
+        | ClientError::Rejected { .. }
+        | ClientError::NotRunning { .. } => 1,
         _ => 3,
     })
 }
@@ -158,7 +209,13 @@ fn fail(e: &ClientError) -> ! {
 fn main() {
     let args: Args = raft::cli::parse_or_exit("raftctl");
     let cluster = config::load(&args.config).unwrap_or_else(|e| {
-        eprintln!("raftctl: {e}");
+        match &e {
+            config::ConfigError::Read { .. } => eprintln!(
+                "raftctl: {e}; name the cluster's configuration with --config FILE (the default, ./config.txt, is looked for in the current directory, {})",
+                std::env::current_dir().map_or("?".into(), |d| d.display().to_string())
+            ),
+            _ => eprintln!("raftctl: {e}"),
+        }
         exit(2)
     });
     for w in &cluster.warnings {
@@ -172,10 +229,11 @@ fn main() {
     match args.command {
         Command::Members => {
             for m in &cluster.members {
-                println!("{} {} {}", m.id, m.host, m.port);
+                say!("{} {} {}", m.id, m.host, m.port);
             }
         }
         Command::Put { key, value } => {
+            let value = value.unwrap_or_else(|| read_stdin("value"));
             client.put(&key, &value).unwrap_or_else(|e| fail(&e));
         }
         Command::Get { key, stale, node } => {
@@ -188,7 +246,7 @@ fn main() {
             } else {
                 client.get(&key)
             };
-            println!("{}", value.unwrap_or_else(|e| fail(&e)));
+            say!("{}", value.unwrap_or_else(|e| fail(&e)));
         }
         Command::Delete { key } => {
             client.delete(&key).unwrap_or_else(|e| fail(&e));
@@ -197,11 +255,12 @@ fn main() {
             client.cas(&key, &from, &to).unwrap_or_else(|e| fail(&e));
         }
         Command::Append { data } => {
-            println!("{}", client.append(&data).unwrap_or_else(|e| fail(&e)));
+            let data = data.unwrap_or_else(|| read_stdin("data"));
+            say!("{}", client.append(&data).unwrap_or_else(|e| fail(&e)));
         }
         Command::Leader => {
             let m = client.leader().unwrap_or_else(|e| fail(&e));
-            println!("{} {}", m.id, m.address());
+            say!("{} {}", m.id, m.address());
         }
         Command::Transfer { id } => {
             if let Some(id) = id.filter(|&id| cluster.member(id).is_none()) {
@@ -210,11 +269,9 @@ fn main() {
             }
             let (from, to, term, millis) = client.transfer(id).unwrap_or_else(|e| fail(&e));
             if from == to {
-                println!("node{to} leads term {term} already");
+                say!("node{to} leads term {term} already");
             } else {
-                println!(
-                    "leadership moved from node{from} to node{to} (term {term}) in {millis} ms"
-                );
+                say!("leadership moved from node{from} to node{to} (term {term}) in {millis} ms");
             }
         }
         Command::Log { node, from, json } => {
@@ -231,7 +288,8 @@ fn main() {
             loop {
                 let (entries, commit, first) =
                     client.log(id, from, 1000).unwrap_or_else(|e| fail(&e));
-                if from < first {
+                let skipped = from < first;
+                if skipped {
                     eprintln!(
                         "raftctl: entries {from}..{} of node{id} are compacted into its snapshot; printing from {first}",
                         first - 1
@@ -241,17 +299,19 @@ fn main() {
                 let got = entries.len() as u64;
                 all.extend(entries);
                 from += got;
-                if got == 0 || from > commit {
+                // (A node that answered nothing for a window below its
+                // first index is asked again from there.)
+                if (got == 0 && !skipped) || from > commit {
                     break;
                 }
             }
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&all).expect("entries serialize")
                 );
             } else {
-                println!("{:>7} {:>6}  ENTRY", "INDEX", "TERM");
+                say!("{:>7} {:>6}  ENTRY", "INDEX", "TERM");
                 for e in &all {
                     let text = match &e.payload {
                         Payload::Noop => "(no-op: new leader)".to_string(),
@@ -262,7 +322,7 @@ fn main() {
                             None => d.text().to_string(),
                         },
                     };
-                    println!("{:>7} {:>6}  {text}", e.index, e.term);
+                    say!("{:>7} {:>6}  {text}", e.index, e.term);
                 }
             }
         }
@@ -276,7 +336,7 @@ fn main() {
             let lab = lab.then(|| raft::web::lab::Lab::new(cluster.clone(), state_dir, debug_dir));
             let web = raft::web::Web::new(cluster.clone(), lab);
             let served = web.serve(&listen, |address| {
-                println!("http://{address}/");
+                say!("http://{address}/");
             });
             if let Err(e) = served {
                 eprintln!("raftctl: web: cannot serve on {listen}: {e}");
@@ -299,9 +359,9 @@ fn main() {
             }
             let print = |e: &raft::events::NodeEvent| {
                 if json {
-                    println!("{}", serde_json::to_string(e).expect("events serialize"));
+                    say!("{}", serde_json::to_string(e).expect("events serialize"));
                 } else {
-                    println!("{}", e.line());
+                    say!("{}", e.line());
                 }
             };
             if follow {
@@ -322,11 +382,16 @@ fn main() {
             let mut failed = None;
             for id in ids {
                 match client.snapshot(id) {
-                    Ok(t) if t.taken => println!(
+                    Ok(t) if t.taken => say!(
                         "node{id}: snapshot up to index {} (term {}): {} keys, {} bytes, in {} ms (store blocked {} µs)",
-                        t.index, t.term, t.keys, t.bytes, t.millis, t.store_blocked_micros
+                        t.index,
+                        t.term,
+                        t.keys,
+                        t.bytes,
+                        t.millis,
+                        t.store_blocked_micros
                     ),
-                    Ok(t) => println!(
+                    Ok(t) => say!(
                         "node{id}: nothing new to snapshot; the snapshot covers up to index {}",
                         t.index
                     ),
@@ -375,11 +440,11 @@ fn main() {
             };
             let r = bench::run(&cluster, &opts);
             if json {
-                println!("{}", r.summary(&opts));
+                say!("{}", r.summary(&opts));
                 return;
             }
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            println!(
+            say!(
                 "{} {what} in {:.1} s: {:.0}/s; latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}; {} errors",
                 r.ops,
                 r.elapsed.as_secs_f64(),
@@ -392,6 +457,27 @@ fn main() {
             );
         }
     }
+}
+
+/// All of standard input, exactly, for a `what` not given as an argument
+/// (a value too long for a command line: `raftctl put big < file`).
+fn read_stdin(what: &str) -> String {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        eprintln!("raftctl: reading the {what} from standard input; end it with Ctrl-D");
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
+        eprintln!("raftctl: cannot read the {what} from standard input: {e}");
+        exit(2)
+    }
+    String::from_utf8(bytes).unwrap_or_else(|e| {
+        eprintln!(
+            "raftctl: the {what} on standard input is not UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        );
+        exit(2)
+    })
 }
 
 /// `raftctl events`: every node's recent events, merged by time.
@@ -502,12 +588,12 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
                 })
             })
             .collect();
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&array).expect("JSON values serialize")
         );
     } else {
-        println!(
+        say!(
             "{:<4} {:<22} {:<12} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
             "ID",
             "ADDRESS",
@@ -522,7 +608,7 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
         );
         for r in &rows {
             match &r.status {
-                Ok(s) => println!(
+                Ok(s) => say!(
                     "{:<4} {:<22} {:<12} {:>6} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10}",
                     r.member.id,
                     r.member.address(),
@@ -535,7 +621,7 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
                     s.log_entries,
                     human_bytes(s.log_bytes)
                 ),
-                Err(_) => println!(
+                Err(_) => say!(
                     "{:<4} {:<22} {:<12}",
                     r.member.id,
                     r.member.address(),

@@ -90,6 +90,9 @@ impl ClientService {
                 outcome: outcome.clone(),
             });
         }
+        if let Some(answer) = Self::stale(kv, command.client, command.seq) {
+            return Step::Answer(answer);
+        }
         let (client, seq) = (command.client, command.seq);
         match raft.propose(command.encode()) {
             Err(e) => Step::Answer(self.refused(e)),
@@ -100,6 +103,22 @@ impl ClientService {
                 term,
             }),
         }
+    }
+
+    /// A definite answer to a write numbered below the client's latest
+    /// applied one. The store keeps only each client's latest outcome
+    /// (thesis §6.3), so this request's is gone; a client that numbers its
+    /// writes one at a time never sends it, and one that does must not be
+    /// told `not_leader` (it would resend for ever).
+    fn stale(kv: &KvStore, client: ClientId, seq: u64) -> Option<Response> {
+        let latest = kv.last_seq(client).filter(|&latest| seq < latest)?;
+        Some(Response::error(
+            ErrorCode::StaleRequest,
+            format!(
+                "request {seq} of client {client} is older than its latest applied request, {latest}: \
+                 it was settled before {latest} was sent, and only the latest outcome is kept; nothing was done"
+            ),
+        ))
     }
 
     /// The answer to a proposed write, once there is one: its outcome once
@@ -116,6 +135,10 @@ impl ClientService {
                 index: applied_at,
                 outcome: outcome.clone(),
             });
+        }
+        // Applied as a duplicate of an older number, after a newer one.
+        if let Some(answer) = Self::stale(kv, t.client, t.seq) {
+            return Some(answer);
         }
         let overwritten = raft
             .log()
@@ -232,9 +255,11 @@ impl ClientService {
 
     /// This node's committed entries `from..`, at most `limit`, and at most
     /// about 1 MiB of them, well under the line limit: the client asks
-    /// again from where the answer stops.
+    /// again from where the answer stops. Entries below the first index
+    /// are compacted into the snapshot: a `from` below it starts there.
     pub fn log(raft: &Raft, from: Index, limit: usize) -> Response {
         let commit = raft.commit_index();
+        let from = from.max(raft.log().first_index());
         let to = from
             .saturating_add(limit as Index)
             .saturating_sub(1)
@@ -403,6 +428,63 @@ mod tests {
         // The same number again: answered from the session, no new entry.
         assert!(matches!(s.write(&mut r, &kv, put(1)), Step::Answer(a) if a == done));
         assert_eq!(r.log().last_index(), last);
+    }
+
+    /// Applies writes 1..=n of client 9 through the leader.
+    fn written(r: &mut Raft, kv: &mut KvStore, s: &mut ClientService, n: u64) {
+        for seq in 1..=n {
+            let Step::Wait(t) = s.write(r, kv, put(seq)) else {
+                panic!("a leader proposes")
+            };
+            ack(r, kv, Duration::from_secs(1));
+            assert!(matches!(
+                s.poll_write(r, kv, &t),
+                Some(Response::Written { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_write_older_than_the_clients_latest_gets_a_definite_answer_and_no_entry() {
+        let (mut r, mut kv) = leader();
+        let mut s = ClientService::new(members());
+        written(&mut r, &mut kv, &mut s, 3);
+        let last = r.log().last_index();
+        let Step::Answer(Response::Error { code, message, .. }) = s.write(&mut r, &kv, put(2))
+        else {
+            panic!("answered at once")
+        };
+        assert_eq!(code, ErrorCode::StaleRequest, "{message}");
+        assert!(message.contains("request 2") && message.contains("latest applied request, 3"));
+        assert_eq!(r.log().last_index(), last, "nothing was proposed");
+    }
+
+    #[test]
+    fn an_older_write_applied_after_a_newer_one_gets_a_definite_answer() {
+        // Numbers 2 and 3 are proposed before either is applied (a
+        // client that does not wait, or two that share an id); 3 is
+        // applied first, so 2 is a duplicate by the time it applies.
+        let (mut r, mut kv) = leader();
+        let mut s = ClientService::new(members());
+        written(&mut r, &mut kv, &mut s, 1);
+        let Step::Wait(three) = s.write(&mut r, &kv, put(3)) else {
+            panic!("proposed")
+        };
+        let Step::Wait(two) = s.write(&mut r, &kv, put(2)) else {
+            panic!("proposed")
+        };
+        ack(&mut r, &mut kv, Duration::from_secs(1));
+        assert!(matches!(
+            s.poll_write(&r, &kv, &three),
+            Some(Response::Written { .. })
+        ));
+        assert!(matches!(
+            s.poll_write(&r, &kv, &two),
+            Some(Response::Error {
+                code: ErrorCode::StaleRequest,
+                ..
+            })
+        ));
     }
 
     #[test]
