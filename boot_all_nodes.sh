@@ -60,6 +60,15 @@ selected() {
   done <<<"$members"
 }
 
+# Whether process $1 runs (a zombie, dead but not yet reaped by its
+# parent, does not).
+alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat:0:1}" != Z ]
+}
+
 # The pid of the raftnode serving node $1 from this state directory, if any.
 node_pid() {
   local pid
@@ -67,7 +76,7 @@ node_pid() {
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   # The pid may be stale (a node killed with -9 leaves it): check that the
   # process is a raftnode started as node $1.
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   local -a argv
   mapfile -d '' argv <"/proc/$pid/cmdline" 2>/dev/null || return 1
   [[ "$(basename "${argv[0]:-}")" == raftnode ]] && [[ "${argv[2]:-}" == "$1" ]] || return 1
@@ -104,7 +113,7 @@ case "$action" in
       out="$debug_dir/node$id.out"
       deadline=$((SECONDS + 60))
       while :; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
           wait "$pid" 2>/dev/null && code=0 || code=$?
           echo "node$id did not start (exit status $code):" >&2
           tail -c +"$((from + 1))" "$out" | grep -v '^nohup: ' | sed 's/^/  /' >&2
@@ -130,8 +139,8 @@ case "$action" in
     while read -r id _host _port; do
       if pid="$(node_pid "$id")"; then
         kill -TERM "$pid"
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
+        for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+        if alive "$pid"; then
           echo "node$id (pid $pid) has not stopped after 10 s; kill -9 $pid stops it at once" >&2
         else
           echo "stopped node$id (pid $pid)"

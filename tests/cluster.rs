@@ -614,12 +614,160 @@ fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
     for id in 0..3 {
         assert!(c.activity_log(id).contains("stopped: received SIGTERM"));
         let pid = reaper.0[id as usize];
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "node{id} (pid {pid}) still running"
-        );
+        assert!(!process::alive(pid), "node{id} (pid {pid}) still running");
         assert!(!c.state_dir().join(format!("pids/node{id}.pid")).exists());
     }
+}
+
+/// The README's way of restarting a node by hand (`kill -TERM <pid>`, then
+/// `raftnode CONFIG ID PORT &`) does not lose it from `boot_all_nodes.sh`:
+/// `status` sees it, `stop` stops it, `start` leaves it alone. `start ID`
+/// starts one node; a node that cannot start (its port taken) is reported
+/// with its error, and the script exits 1.
+#[test]
+fn boot_all_nodes_finds_a_node_restarted_by_hand_and_reports_one_that_cannot_start() {
+    let c = TestCluster::new(3);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/boot_all_nodes.sh");
+    let bin_dir = std::path::Path::new(process::RAFTNODE).parent().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .args(args)
+            .arg(&c.config_path)
+            .env("STATE_DIR", c.state_dir())
+            .env("DEBUG_DIR", c.debug_dir())
+            .env("RAFT_BIN_DIR", bin_dir)
+            .env("RAFTNODE_ARGS", process::TEST_TIMING.join(" "))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // Every pid seen is killed at the end, whatever happens.
+    let pids = std::sync::Mutex::new(Vec::<u32>::new());
+    struct Reaper<'a>(&'a std::sync::Mutex<Vec<u32>>);
+    impl Drop for Reaper<'_> {
+        fn drop(&mut self) {
+            for pid in self.0.lock().unwrap().iter() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+    let _reaper = Reaper(&pids);
+    let lock_pid = |id: u64| -> Option<u32> {
+        let text = std::fs::read_to_string(c.state_dir().join(format!("node{id}/lock"))).ok()?;
+        let pid = text.trim().parse().ok()?;
+        pids.lock().unwrap().push(pid);
+        Some(pid)
+    };
+    let (code, out, err) = run(&["start"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for id in 0..3 {
+        let pid = lock_pid(id).expect("a started node records its pid in its lock file");
+        assert!(
+            out.contains(&format!("started node{id} on")) && out.contains(&format!("(pid {pid})")),
+            "{out}"
+        );
+    }
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+
+    // Node 1 restarted by hand, as the README shows.
+    let old = lock_pid(1).unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &old.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + LONG;
+    while process::alive(old) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node1 did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut by_hand = c.node_command(1);
+    let mut by_hand = by_hand
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    pids.lock().unwrap().push(by_hand.id());
+    let manual = c.wait_for("node1 serving again", LONG, |_| {
+        lock_pid(1).filter(|&pid| pid == by_hand.id())
+    });
+    let (code, out, err) = run(&["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!(
+            "node1 127.0.0.1:{} running (pid {manual})",
+            c.config.member(1).unwrap().port
+        )),
+        "{out}"
+    );
+    let (code, out, err) = run(&["start"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.matches("already running").count(), 3, "{out}");
+    assert!(
+        out.contains(&format!("node1 already running (pid {manual})")),
+        "{out}"
+    );
+
+    // `stop 1` stops the node started by hand; `start 1` brings it back.
+    let (code, out, err) = run(&["stop", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("stopped node1 (pid {manual})"));
+    assert!(process::wait_exit(&mut by_hand, LONG).success());
+    let (code, out, err) = run(&["start", "1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("started node1 on"), "{out}");
+    let restarted = lock_pid(1).unwrap();
+    assert_ne!(restarted, manual);
+
+    // Node 2 stopped, its port taken by another program: `start` says
+    // node 2 did not start, and why, and exits 1.
+    assert_eq!(run(&["stop", "2"]).0, Some(0));
+    let port = c.config.member(2).unwrap().port;
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (code, out, err) = run(&["start"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("node2 did not start (exit status 1)"), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!out.contains("started node2"), "{out}");
+    drop(squatter);
+
+    // A second raftnode on a running node's state directory says whose it
+    // is, and writes nothing into the running node's activity log.
+    let log_before = c.activity_log(0);
+    let second = c.node_command(0).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let running = lock_pid(0).unwrap();
+    assert!(
+        String::from_utf8_lossy(&second.stderr)
+            .contains(&format!("in use by a running node (pid {running})")),
+        "{second:?}"
+    );
+    let log_after = c.activity_log(0);
+    assert!(
+        !log_after[log_before.len()..].contains("ERROR"),
+        "{log_after}"
+    );
+
+    let (code, out, err) = run(&["stop"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.matches("stopped node").count(), 2, "{out}");
 }
 
 /// Outgoing peer connections come from the node's own configured address,

@@ -299,6 +299,148 @@ fn a_duplicated_request_applies_once() {
     assert_eq!(client.get("counter").unwrap(), "2");
 }
 
+/// A client in another language, speaking the protocol by hand (as with
+/// `nc`), numbers its writes 1, 2, 3 and then sends 2 again: it gets a
+/// definite `stale_request` error at once, and nothing is appended (it
+/// used to get `not_leader` naming the leader itself, after an entry was
+/// appended, and a client following the hint looped until its timeout).
+#[test]
+fn a_write_numbered_below_the_clients_latest_gets_stale_request_by_raw_protocol() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    let stream = std::net::TcpStream::connect(c.config.member(leader).unwrap().address()).unwrap();
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut ask = |seq: u64| -> serde_json::Value {
+        let line = format!(
+            "{{\"type\":\"write\",\"client\":5150,\"seq\":{seq},\"op\":\"put\",\"key\":\"k\",\"value\":\"v{seq}\"}}\n"
+        );
+        writer.write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap()
+    };
+    for seq in 1..=3 {
+        let answer = ask(seq);
+        assert_eq!(answer["type"], "written", "{answer}");
+        assert_eq!(answer["outcome"], "ok", "{answer}");
+    }
+    let last_index = |c: &TestCluster| {
+        c.statuses()[leader as usize]
+            .status
+            .as_ref()
+            .unwrap()
+            .last_log_index
+    };
+    let before = last_index(&c);
+    let answer = ask(2);
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "stale_request", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("request 2 of client 5150") && message.contains("3"),
+        "{message}"
+    );
+    assert_eq!(last_index(&c), before, "nothing was appended for it");
+    // The latest number again is still answered from the session.
+    let answer = ask(3);
+    assert_eq!(answer["outcome"], "ok", "{answer}");
+    assert_eq!(raftctl(&c, &["get", "k"]).1, "v3\n");
+}
+
+/// Spawns raftctl with `args` and closes the reading end of its standard
+/// output before it writes anything, as `raftctl … | head -0` would; its
+/// exit status and standard error.
+fn raftctl_into_closed_pipe(c: &TestCluster, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(process::RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = process::wait_exit(&mut child, LONG);
+    (status.code(), stderr)
+}
+
+/// `raftctl log | head -1` and the like: every command that prints ends
+/// quietly, with status 0, once its reader has gone (they used to panic
+/// with "failed printing to stdout: Broken pipe" and exit 134).
+#[test]
+fn every_raftctl_command_that_prints_ends_quietly_when_its_reader_goes_away() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    assert_eq!(raftctl(&c, &["put", "k", "v"]).0, 0);
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["members"],
+        &["leader"],
+        &["get", "k"],
+        &["get", "k", "--stale"],
+        &["append", "x"],
+        &["log"],
+        &["log", "--json"],
+        &["events"],
+        &["events", "--json"],
+        &["events", "--follow"],
+        &["watch"],
+        &["snapshot"],
+        &["transfer"],
+        &["bench", "--clients", "1", "--seconds", "1"],
+        &["bench", "--clients", "1", "--seconds", "1", "--json"],
+    ] {
+        let (code, stderr) = raftctl_into_closed_pipe(&c, args);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "raftctl {args:?}: {stderr}"
+        );
+        assert_eq!(code, Some(0), "raftctl {args:?}: {stderr}");
+    }
+}
+
+/// A value longer than a command line may hold (about 128 KiB on Linux)
+/// is given on standard input, as with etcdctl: `raftctl put big < file`.
+#[test]
+fn raftctl_put_reads_a_value_too_long_for_the_command_line_from_stdin() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    let big: String = (0..600_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let file = c.dir.path().join("big.txt");
+    std::fs::write(&file, format!("{big}\n")).unwrap();
+    let out = std::process::Command::new(process::RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(["put", "big"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Exactly what was given, its final newline included.
+    assert_eq!(raftctl(&c, &["get", "big"]).1, format!("{big}\n\n"));
+    let err = std::process::Command::new(process::RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(["put", "bad"])
+        .stdin(std::fs::File::open(process::RAFTCTL).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(err.status.code(), Some(2), "{err:?}");
+    assert!(String::from_utf8_lossy(&err.stderr).contains("not UTF-8"));
+}
+
 fn raftctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
     let out = c.raftctl(args);
     (

@@ -365,6 +365,18 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (dead, not
+/// yet reaped by its parent).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z')
+        })
+        .unwrap_or(false)
+}
+
 /// The leader every reachable node in `among` agrees on, if there is one.
 pub fn agreed_leader(statuses: &[MemberStatus], among: &[NodeId]) -> Option<(NodeId, u64)> {
     let mut agreed = None;
