@@ -717,6 +717,23 @@ fn boot_all_nodes_finds_a_node_restarted_by_hand_and_reports_one_that_cannot_sta
     let (code, out, err) = run(&["start"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.matches("already running").count(), 3, "{out}");
+    // `./boot_all_nodes.sh status | head -1`: its reader gone, it ends
+    // without a word (raftctl status at its end used to panic).
+    let mut piped = std::process::Command::new("bash")
+        .arg(script)
+        .arg("status")
+        .arg(&c.config_path)
+        .env("STATE_DIR", c.state_dir())
+        .env("RAFT_BIN_DIR", bin_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(piped.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    process::wait_exit(&mut piped, LONG);
+    assert_eq!(stderr, "", "status into a closed pipe");
     assert!(
         out.contains(&format!("node1 already running (pid {manual})")),
         "{out}"
