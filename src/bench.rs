@@ -36,6 +36,9 @@ pub struct BenchOptions {
     pub keys: u64,
     /// Print a progress line every second (to stderr).
     pub progress: bool,
+    /// Set (by SIGINT or SIGTERM, in raftctl) to end the run before
+    /// `duration`, with the report of what was done so far.
+    pub interrupted: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +91,17 @@ pub fn closed_loop(
     progress: bool,
     make: impl Fn(usize) -> Operation,
 ) -> BenchReport {
+    closed_loop_until(clients, duration, progress, &AtomicBool::new(false), make)
+}
+
+/// [`closed_loop`], ending early once `interrupted` is set.
+pub fn closed_loop_until(
+    clients: usize,
+    duration: Duration,
+    progress: bool,
+    interrupted: &AtomicBool,
+    make: impl Fn(usize) -> Operation,
+) -> BenchReport {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let ops: Vec<Operation> = (0..clients).map(make).collect();
@@ -115,9 +129,15 @@ pub fn closed_loop(
             })
         })
         .collect();
-    let mut last = 0;
-    while started.elapsed() < duration {
-        std::thread::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())));
+    let (mut last, mut second) = (0, 1);
+    while started.elapsed() < duration && !interrupted.load(Ordering::Relaxed) {
+        std::thread::sleep(
+            Duration::from_millis(50).min(duration.saturating_sub(started.elapsed())),
+        );
+        if started.elapsed() < Duration::from_secs(second) {
+            continue;
+        }
+        second += 1;
         if progress {
             let now = done.load(Ordering::Relaxed);
             eprintln!(
@@ -172,7 +192,8 @@ pub fn run(config: &ClusterConfig, options: &BenchOptions) -> BenchReport {
         }
     }
     let (workload, keys) = (options.workload, options.keys);
-    closed_loop(options.clients, options.duration, options.progress, |k| {
+    let (clients, duration, progress) = (options.clients, options.duration, options.progress);
+    closed_loop_until(clients, duration, progress, &options.interrupted, |k| {
         let mut client = Client::new(config.clone(), ClientOptions::default());
         let value = value.clone();
         Box::new(move |n| {

@@ -132,11 +132,15 @@ enum Command {
         json: bool,
     },
     /// Closed-loop benchmark: puts, or linearizable gets with --reads.
+    /// Ctrl-C (or SIGTERM) ends it early, with the summary so far.
     Bench {
+        /// Client sessions, each with one operation in flight.
         #[arg(long, default_value_t = 16)]
         clients: usize,
+        /// How long to run.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Bytes in each value written.
         #[arg(long, default_value_t = 100)]
         value_bytes: usize,
         /// How many distinct keys to spread the operations over.
@@ -430,7 +434,16 @@ fn main() {
             eprintln!(
                 "bench: {what}, {clients} clients, {seconds} s, {value_bytes}-byte values, closed loop"
             );
+            // Ctrl-C (or SIGTERM) ends the run early, with its report.
+            let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(signal, interrupted.clone()) {
+                    eprintln!("raftctl: cannot handle signal {signal}: {e}");
+                    exit(1);
+                }
+            }
             let opts = BenchOptions {
+                interrupted,
                 clients,
                 duration: Duration::from_secs(seconds),
                 value_bytes,
