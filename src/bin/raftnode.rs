@@ -90,6 +90,17 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
 }
 
 fn main() {
+    // A panic in any thread is a bug that may leave the node's state
+    // inconsistent: stop the whole process, as panic = "abort" does in
+    // release builds, rather than let one thread die and the rest limp on.
+    // (Set here rather than in the dev profile, so that debug builds share
+    // their dependencies' compilation with the test binaries, which always
+    // unwind.)
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let args: Args = raft::cli::parse_or_exit("raftnode");
     let cluster = config::load(&args.config).unwrap_or_else(|e| usage_error(&e.to_string()));
     let Some(me) = cluster.member(args.id) else {
