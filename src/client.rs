@@ -308,26 +308,25 @@ impl Client {
                 Ok(other) => format!("node{target} answered {other:?}"),
                 Err(e) => format!("node{target}: {e}"),
             };
-            if let Some(e) = self.give_up(&mut pace, target, follow_hint) {
-                return Err(e.unwrap_or(ClientError::NoLeader { last_error }));
+            match self.after_failure(&mut pace, target, follow_hint) {
+                Next::TryAgain => {}
+                Next::TimeIsUp => return Err(ClientError::NoLeader { last_error }),
+                Next::NothingRuns(e) => return Err(e),
             }
         }
     }
 
-    /// After a failed attempt at `target`: whether to stop trying, and
-    /// with which error (`Some(None)`: the caller's own, as the time is
-    /// up); otherwise waits as long as the next attempt should.
-    fn give_up(
-        &self,
-        pace: &mut Pace,
-        target: NodeId,
-        follow_hint: bool,
-    ) -> Option<Option<ClientError>> {
+    /// After a failed attempt at `target`: stop, or wait as long as the
+    /// next attempt should.
+    fn after_failure(&self, pace: &mut Pace, target: NodeId, follow_hint: bool) -> Next {
         if pace.all_refused(self.config.members.len()) {
             let addresses = self.config.members.iter().map(Member::address).collect();
-            return Some(Some(ClientError::NotRunning { addresses }));
+            return Next::NothingRuns(ClientError::NotRunning { addresses });
         }
-        pace.next_attempt(target, follow_hint).err().map(|()| None)
+        match pace.next_attempt(target, follow_hint) {
+            Ok(()) => Next::TryAgain,
+            Err(TimeIsUp) => Next::TimeIsUp,
+        }
     }
 
     /// Has the leader hand its leadership to node `to` (or to its most
@@ -474,16 +473,27 @@ impl Client {
                     self.leader = None;
                 }
             }
-            if let Some(e) = self.give_up(&mut pace, target, follow_hint) {
-                return Err(e.unwrap_or(if maybe_sent {
-                    ClientError::Timeout { last_error }
-                } else {
-                    ClientError::NoLeader { last_error }
-                }));
+            match self.after_failure(&mut pace, target, follow_hint) {
+                Next::TryAgain => {}
+                Next::TimeIsUp if maybe_sent => return Err(ClientError::Timeout { last_error }),
+                Next::TimeIsUp => return Err(ClientError::NoLeader { last_error }),
+                Next::NothingRuns(e) => return Err(e),
             }
         }
     }
 }
+
+/// What a client does after a failed attempt.
+enum Next {
+    TryAgain,
+    /// Its timeout has passed.
+    TimeIsUp,
+    /// No node of the cluster is running: a definite failure.
+    NothingRuns(ClientError),
+}
+
+/// [`Pace::next_attempt`]'s refusal: the timeout has passed.
+struct TimeIsUp;
 
 /// When a client tries again after a failed attempt, and when it stops.
 struct Pace {
@@ -530,20 +540,20 @@ impl Pace {
 
     /// Waits before the next attempt, unless it follows a leader hint or
     /// `target` just refused the connection (a refusal is immediate: try
-    /// the next node now). `Err` once the time is up.
-    fn next_attempt(&mut self, target: NodeId, follow_hint: bool) -> Result<(), ()> {
+    /// the next node now).
+    fn next_attempt(&mut self, target: NodeId, follow_hint: bool) -> Result<(), TimeIsUp> {
         let now = Instant::now();
         if follow_hint {
             if now >= self.deadline {
                 self.late_hints += 1;
                 if self.late_hints > self.max_late_hints {
-                    return Err(());
+                    return Err(TimeIsUp);
                 }
             }
             return Ok(());
         }
         if now >= self.deadline {
-            return Err(());
+            return Err(TimeIsUp);
         }
         if !self.refused.contains(&target) {
             std::thread::sleep(self.backoff.min(self.deadline - now));
