@@ -60,13 +60,18 @@ selected() {
   done <<<"$members"
 }
 
-# Whether process $1 runs (a zombie, dead but not yet reaped by its
-# parent, does not).
+# Whether process $1 runs: whether any of its threads does. A zombie
+# (dead, not yet reaped by its parent) does not; but a process whose main
+# thread exited shows as a zombie while its other threads are still
+# exiting and holding its files, the state directory's lock among them.
 alive() {
   local stat
-  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-  stat="${stat##*) }"
-  [ "${stat:0:1}" != Z ]
+  for stat in /proc/"$1"/task/*/stat; do
+    stat="$(cat "$stat" 2>/dev/null)" || continue
+    stat="${stat##*) }"
+    [[ "${stat:0:1}" == [ZX] ]] || return 0
+  done
+  return 1
 }
 
 # The pid of the raftnode serving node $1 from this state directory, if any.

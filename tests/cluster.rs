@@ -694,11 +694,12 @@ fn boot_all_nodes_finds_a_node_restarted_by_hand_and_reports_one_that_cannot_sta
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut by_hand = c.node_command(1);
-    let mut by_hand = by_hand
+    let stderr = std::fs::File::create(c.dir.path().join("node1.stderr")).unwrap();
+    let mut by_hand = c
+        .node_command(1)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     pids.lock().unwrap().push(by_hand.id());

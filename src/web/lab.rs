@@ -337,11 +337,22 @@ fn signal(pid: u32, sig: &str) -> Result<(), LabError> {
 }
 
 /// Whether process `pid` exists and has not exited (a zombie has).
+///
+/// Alive means any of its threads is: a process whose main thread has
+/// exited shows as a zombie while its other threads are still exiting,
+/// and those still hold its files, the state directory's lock among them
+/// (a restart at that moment would find the directory locked).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the parenthesized command name: Z is a zombie.
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the parenthesized command name: Z is a
+            // zombie, X dead.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        })
     })
 }
 

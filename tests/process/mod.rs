@@ -365,16 +365,20 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
-/// Whether process `pid` runs: it exists and is not a zombie (dead, not
-/// yet reaped by its parent).
+/// Whether process `pid` runs: one of its threads exists and is not a
+/// zombie (dead, not yet reaped). Not just the main thread: a process
+/// whose main thread exited shows as a zombie while its other threads are
+/// still exiting, holding its files (a node's lock among them).
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(") ")?.1.chars().next()?;
-            Some(state != 'Z')
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
         })
-        .unwrap_or(false)
+    })
 }
 
 /// The leader every reachable node in `among` agrees on, if there is one.
