@@ -254,9 +254,10 @@ fn disk_use_stays_bounded_through_a_long_run_of_writes() {
     c.start_all();
     c.wait_for_agreed_leader(&c.ids(), WAIT);
     let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load: Vec<_> = (0..4)
         .map(|k| {
-            let (stop, config) = (stop.clone(), c.config.clone());
+            let (stop, config, written) = (stop.clone(), c.config.clone(), written.clone());
             std::thread::spawn(move || {
                 let mut client = Client::new(config, options());
                 let value = "x".repeat(100);
@@ -266,14 +267,24 @@ fn disk_use_stays_bounded_through_a_long_run_of_writes() {
                     client
                         .put(&format!("k{}", (n * 4 + k) % 500), &value)
                         .unwrap();
+                    written.fetch_add(1, Ordering::SeqCst);
                 }
                 n
             })
         })
         .collect();
+    // Until the log has filled four times over (a record is about 250
+    // bytes), however long a loaded machine takes, sampling disk use.
+    let enough = 4 * THRESHOLD / 250;
     let (mut max_log, mut max_dir) = (0u64, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
+    let deadline = Instant::now() + 4 * WAIT;
+    while written.load(Ordering::SeqCst) < enough {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {enough} writes in {:?}",
+            written.load(Ordering::SeqCst),
+            4 * WAIT
+        );
         for s in c.statuses().iter().filter_map(|s| s.status.as_ref().ok()) {
             max_log = max_log.max(s.log_bytes);
         }
