@@ -549,23 +549,29 @@ fn a_given_cluster_id_replaces_the_derived_one() {
     }
 }
 
+/// `bash boot_all_nodes.sh ARGS CONFIG` for cluster `c`: its state and
+/// debug directories, the test binaries and the tests' timeouts.
+fn boot_script(c: &TestCluster, args: &[&str]) -> std::process::Command {
+    let bin_dir = std::path::Path::new(process::RAFTNODE).parent().unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/boot_all_nodes.sh"))
+        .args(args)
+        .arg(&c.config_path)
+        .env("STATE_DIR", c.state_dir())
+        .env("DEBUG_DIR", c.debug_dir())
+        .env("RAFT_BIN_DIR", bin_dir)
+        .env("RAFTNODE_ARGS", process::TEST_TIMING.join(" "));
+    cmd
+}
+
 /// `boot_all_nodes.sh` starts every node of a config (from another
 /// directory), records pids, reports status, and stops them with SIGTERM.
 #[test]
 fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
     let c = TestCluster::new(3);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/boot_all_nodes.sh");
-    let bin_dir = std::path::Path::new(process::RAFTNODE).parent().unwrap();
     let run = |action: &str| {
-        let out = std::process::Command::new("bash")
-            .arg(script)
-            .arg(action)
-            .arg(&c.config_path)
+        let out = boot_script(&c, &[action])
             .current_dir(c.dir.path().parent().unwrap())
-            .env("STATE_DIR", c.state_dir())
-            .env("DEBUG_DIR", c.debug_dir())
-            .env("RAFT_BIN_DIR", bin_dir)
-            .env("RAFTNODE_ARGS", process::TEST_TIMING.join(" "))
             .output()
             .unwrap();
         assert!(
@@ -627,19 +633,8 @@ fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
 #[test]
 fn boot_all_nodes_finds_a_node_restarted_by_hand_and_reports_one_that_cannot_start() {
     let c = TestCluster::new(3);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/boot_all_nodes.sh");
-    let bin_dir = std::path::Path::new(process::RAFTNODE).parent().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("bash")
-            .arg(script)
-            .args(args)
-            .arg(&c.config_path)
-            .env("STATE_DIR", c.state_dir())
-            .env("DEBUG_DIR", c.debug_dir())
-            .env("RAFT_BIN_DIR", bin_dir)
-            .env("RAFTNODE_ARGS", process::TEST_TIMING.join(" "))
-            .output()
-            .unwrap();
+        let out = boot_script(&c, args).output().unwrap();
         (
             out.status.code(),
             String::from_utf8(out.stdout).unwrap(),
@@ -720,20 +715,7 @@ fn boot_all_nodes_finds_a_node_restarted_by_hand_and_reports_one_that_cannot_sta
     assert_eq!(out.matches("already running").count(), 3, "{out}");
     // `./boot_all_nodes.sh status | head -1`: its reader gone, it ends
     // without a word (raftctl status at its end used to panic).
-    let mut piped = std::process::Command::new("bash")
-        .arg(script)
-        .arg("status")
-        .arg(&c.config_path)
-        .env("STATE_DIR", c.state_dir())
-        .env("RAFT_BIN_DIR", bin_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(piped.stdout.take());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(piped.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    process::wait_exit(&mut piped, LONG);
+    let (_, stderr) = process::into_closed_pipe(boot_script(&c, &["status"]));
     assert_eq!(stderr, "", "status into a closed pipe");
     assert!(
         out.contains(&format!("node1 already running (pid {manual})")),

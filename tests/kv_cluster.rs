@@ -355,20 +355,9 @@ fn a_write_numbered_below_the_clients_latest_gets_stale_request_by_raw_protocol(
 /// output before it writes anything, as `raftctl … | head -0` would; its
 /// exit status and standard error.
 fn raftctl_into_closed_pipe(c: &TestCluster, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(process::RAFTCTL)
-        .arg("--config")
-        .arg(&c.config_path)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    let status = process::wait_exit(&mut child, LONG);
-    (status.code(), stderr)
+    let mut cmd = std::process::Command::new(process::RAFTCTL);
+    cmd.arg("--config").arg(&c.config_path).args(args);
+    process::into_closed_pipe(cmd)
 }
 
 /// `raftctl log | head -1` and the like: every command that prints ends

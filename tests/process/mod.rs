@@ -365,6 +365,23 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
+/// Runs `cmd` with the reading end of its standard output closed before
+/// it writes anything (as `cmd | head -0` would); its exit code (`None`:
+/// killed by a signal, SIGPIPE for a shell) and standard error.
+pub fn into_closed_pipe(mut cmd: Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = wait_exit(&mut child, WAIT);
+    (status.code(), stderr)
+}
+
 /// Whether process `pid` runs: one of its threads exists and is not a
 /// zombie (dead, not yet reaped). Not just the main thread: a process
 /// whose main thread exited shows as a zombie while its other threads are
