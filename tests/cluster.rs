@@ -564,6 +564,17 @@ fn boot_script(c: &TestCluster, args: &[&str]) -> std::process::Command {
     cmd
 }
 
+/// Kills every node started on the cluster's state directory when dropped
+/// (those the script started are not the cluster's children), even when
+/// the script or an assertion fails half way.
+struct Reaper<'a>(&'a TestCluster);
+
+impl Drop for Reaper<'_> {
+    fn drop(&mut self) {
+        process::kill_nodes_of(&self.0.state_dir());
+    }
+}
+
 /// `boot_all_nodes.sh` starts every node of a config (from another
 /// directory), records pids, reports status, and stops them with SIGTERM.
 #[test]
@@ -581,6 +592,7 @@ fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
+    let _reaper = Reaper(&c);
     let started = run("start");
     let pid_of = |id: u64| -> u32 {
         let path = c.state_dir().join(format!("pids/node{id}.pid"));
@@ -590,19 +602,7 @@ fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
             .parse()
             .unwrap()
     };
-    // From here on the nodes are ours to clean up, whatever happens.
-    struct Reaper(Vec<u32>);
-    impl Drop for Reaper {
-        fn drop(&mut self) {
-            for pid in &self.0 {
-                let _ = std::process::Command::new("kill")
-                    .arg("-9")
-                    .arg(pid.to_string())
-                    .status();
-            }
-        }
-    }
-    let reaper = Reaper((0..3).map(pid_of).collect());
+    let pids: Vec<u32> = (0..3).map(pid_of).collect();
     for id in 0..3 {
         assert!(started.contains(&format!("started node{id}")), "{started}");
     }
@@ -619,7 +619,7 @@ fn boot_all_nodes_script_starts_reports_and_stops_a_cluster() {
     assert_eq!(stopped.matches("stopped node").count(), 3, "{stopped}");
     for id in 0..3 {
         assert!(c.activity_log(id).contains("stopped: received SIGTERM"));
-        let pid = reaper.0[id as usize];
+        let pid = pids[id as usize];
         assert!(!process::alive(pid), "node{id} (pid {pid}) still running");
         assert!(!c.state_dir().join(format!("pids/node{id}.pid")).exists());
     }
@@ -641,25 +641,10 @@ fn boot_all_nodes_finds_a_node_restarted_by_hand_and_reports_one_that_cannot_sta
             String::from_utf8(out.stderr).unwrap(),
         )
     };
-    // Every pid seen is killed at the end, whatever happens.
-    let pids = std::sync::Mutex::new(Vec::<u32>::new());
-    struct Reaper<'a>(&'a std::sync::Mutex<Vec<u32>>);
-    impl Drop for Reaper<'_> {
-        fn drop(&mut self) {
-            for pid in self.0.lock().unwrap().iter() {
-                let _ = std::process::Command::new("kill")
-                    .arg("-9")
-                    .arg(pid.to_string())
-                    .status();
-            }
-        }
-    }
-    let _reaper = Reaper(&pids);
+    let _reaper = Reaper(&c);
     let lock_pid = |id: u64| -> Option<u32> {
         let text = std::fs::read_to_string(c.state_dir().join(format!("node{id}/lock"))).ok()?;
-        let pid = text.trim().parse().ok()?;
-        pids.lock().unwrap().push(pid);
-        Some(pid)
+        text.trim().parse().ok()
     };
     let (code, out, err) = run(&["start"]);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -697,7 +682,6 @@ fn boot_all_nodes_finds_a_node_restarted_by_hand_and_reports_one_that_cannot_sta
         .stderr(stderr)
         .spawn()
         .unwrap();
-    pids.lock().unwrap().push(by_hand.id());
     let manual = c.wait_for("node1 serving again", LONG, |_| {
         lock_pid(1).filter(|&pid| pid == by_hand.id())
     });

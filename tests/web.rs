@@ -66,14 +66,7 @@ impl Booted {
 
 impl Drop for Booted {
     fn drop(&mut self) {
-        let Ok(files) = std::fs::read_dir(self.state_dir().join("pids")) else {
-            return;
-        };
-        for file in files.flatten() {
-            if let Ok(pid) = std::fs::read_to_string(file.path()) {
-                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-            }
-        }
+        process::kill_nodes_of(&self.state_dir());
     }
 }
 

@@ -365,6 +365,39 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
+/// Kills (SIGKILL) every node that boot_all_nodes.sh, the lab or a test
+/// started on `state_dir`: the pids in its `pids/` files and in its nodes'
+/// lock files, each only if its command line names `state_dir` (a stale
+/// pid may belong to another process by now).
+pub fn kill_nodes_of(state_dir: &Path) {
+    let listed = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let mut files = listed(state_dir.join("pids"));
+    files.extend(
+        listed(state_dir.to_path_buf())
+            .into_iter()
+            .map(|node| node.join("lock")),
+    );
+    let ours = state_dir.to_string_lossy().into_owned();
+    for file in files {
+        let Some(pid) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&ours) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// Runs `cmd` with the reading end of its standard output closed before
 /// it writes anything (as `cmd | head -0` would); its exit code (`None`:
 /// killed by a signal, SIGPIPE for a shell) and standard error.
