@@ -342,7 +342,7 @@ fn signal(pid: u32, sig: &str) -> Result<(), LabError> {
 /// exited shows as a zombie while its other threads are still exiting,
 /// and those still hold its files, the state directory's lock among them
 /// (a restart at that moment would find the directory locked).
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };

@@ -415,21 +415,9 @@ pub fn into_closed_pipe(mut cmd: Command) -> (Option<i32>, String) {
     (status.code(), stderr)
 }
 
-/// Whether process `pid` runs: one of its threads exists and is not a
-/// zombie (dead, not yet reaped). Not just the main thread: a process
-/// whose main thread exited shows as a zombie while its other threads are
-/// still exiting, holding its files (a node's lock among them).
-pub fn alive(pid: u32) -> bool {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    threads.flatten().any(|thread| {
-        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
-        })
-    })
-}
+// Whether process `pid` runs: the lab's own test (any of its threads).
+#[allow(unused_imports)] // each test file uses a different part of this module
+pub use raft::web::lab::alive;
 
 /// The leader every reachable node in `among` agrees on, if there is one.
 pub fn agreed_leader(statuses: &[MemberStatus], among: &[NodeId]) -> Option<(NodeId, u64)> {
