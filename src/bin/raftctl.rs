@@ -198,16 +198,11 @@ enum Command {
     },
 }
 
-/// Reports `e` and exits with its code.
+/// Reports `e` and exits with its code: 1 when the operation definitely
+/// did not happen, else 3.
 fn fail(e: &ClientError) -> ! {
     eprintln!("raftctl: {e}");
-    exit(match e {
-        ClientError::NotFound { .. }
-        | ClientError::PreconditionFailed { .. }
-        | ClientError::Rejected { .. }
-        | ClientError::NotRunning { .. } => 1,
-        _ => 3,
-    })
+    exit(if e.is_definite() { 1 } else { 3 })
 }
 
 fn main() {
