@@ -161,6 +161,12 @@ pub fn describe(event: &Event) -> (Level, String) {
                 VoteRefusal::JustStarted => {
                     "we started less than a minimum election timeout ago (lease reads)".into()
                 }
+                VoteRefusal::Repairing {
+                    last_index,
+                    lost_through,
+                } => format!(
+                    "a storage fault cost us entries up to {lost_through} (our log ends at {last_index}); no vote until the leader has sent them again"
+                ),
             };
             info(format!(
                 "{} refused to {} for term {term}: {why}",
@@ -229,6 +235,28 @@ pub fn describe(event: &Event) -> (Level, String) {
             format!("{} is unreachable; retrying with backoff", node(peer)),
         ),
         Event::PeerReachable { peer } => info(format!("{} is reachable again", node(peer))),
+        Event::FollowerLostEntries { peer, from, to } => (
+            Level::Warn,
+            format!(
+                "{} no longer holds entries {from} to {to}, which it had acknowledged (its storage lost them); they no longer count toward a commit and are sent again",
+                node(peer)
+            ),
+        ),
+        Event::Repairing {
+            last_index,
+            lost_through,
+        } => (
+            Level::Warn,
+            format!(
+                "repairing: our storage lost entries up to {lost_through} that we may have acknowledged (the log now ends at {last_index}); until the leader has sent them again we neither vote nor stand for election"
+            ),
+        ),
+        Event::Repaired { lost_through } => (
+            Level::Warn,
+            format!(
+                "repaired: our log holds entries up to {lost_through} again, from the leader; voting and standing as before"
+            ),
+        ),
         Event::Compacted {
             index,
             kept_from,

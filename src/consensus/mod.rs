@@ -93,7 +93,7 @@ pub use message::{
     NodeId, Payload, Reply, Request, RequestVote, RequestVoteReply, SnapshotMeta, Term, TimeoutNow,
     TimeoutNowReply,
 };
-pub use progress::{Batch, Progress, ProgressState, SnapshotTransfer};
+pub use progress::{Batch, Progress, ProgressState, Refusal, SnapshotTransfer};
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
@@ -195,6 +195,12 @@ impl Config {
 pub struct HardState {
     pub term: Term,
     pub voted_for: Option<NodeId>,
+    /// Not in Figure 2, which assumes a disk that never loses what was
+    /// written: non-zero after a storage fault cost this server log
+    /// entries it may have acknowledged, up to this index. Until its log
+    /// holds that far again (fetched from a leader) it neither votes nor
+    /// stands (see [`Raft::repairing`]); then it goes back to 0.
+    pub lost_through: Index,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -244,6 +250,15 @@ pub enum VoteRefusal {
     /// We started less than a minimum election timeout ago, and a leader
     /// may count on our lease from before (lease reads only).
     JustStarted,
+    /// A storage fault cost us entries up to `lost_through` that we may
+    /// have acknowledged; our log ends at `last_index`. A vote judged on
+    /// what is left could elect a leader lacking a committed entry
+    /// (§5.4.1 compares against the log we *had*), so we give none until
+    /// a leader has given them back (Alagappan et al., FAST 2018).
+    Repairing {
+        last_index: Index,
+        lost_through: Index,
+    },
 }
 
 /// Things that happened, for the activity log, the event stream and
@@ -379,6 +394,26 @@ pub enum Event {
     },
     PeerReachable {
         peer: NodeId,
+    },
+    /// Leader: `peer` refused entries it had acknowledged; it no longer
+    /// holds `from..=to` (a storage fault cut them at its restart). They
+    /// no longer count toward a commit, and are sent again.
+    FollowerLostEntries {
+        peer: NodeId,
+        from: Index,
+        to: Index,
+    },
+    /// We started after a storage fault cost us entries up to
+    /// `lost_through` (our log ends at `last_index`): no vote and no
+    /// election until a leader has sent them again.
+    Repairing {
+        last_index: Index,
+        lost_through: Index,
+    },
+    /// Our log is durable up to `lost_through` again: we vote and stand
+    /// as before.
+    Repaired {
+        lost_through: Index,
     },
     /// A snapshot the caller took covers the log up to `index`
     /// (`Raft::compact`); the log now starts at `kept_from` (trailing
@@ -562,6 +597,8 @@ pub struct Raft {
     // Persistent state (Figure 2). Changes set `hard_state_dirty`.
     term: Term,
     voted_for: Option<NodeId>,
+    /// See [`HardState::lost_through`].
+    lost_through: Index,
     log: Log,
     /// The latest snapshot (§7). The log starts at or before its end: a
     /// few entries it covers may trail (`Config::trailing_entries`).
@@ -653,6 +690,7 @@ impl Raft {
             cfg,
             term: hard_state.term,
             voted_for: hard_state.voted_for,
+            lost_through: hard_state.lost_through,
             log,
             snapshot,
             receiving: None,
@@ -681,6 +719,16 @@ impl Raft {
             events: Vec::new(),
         };
         raft.reset_election_timer(now);
+        if let Some(VoteRefusal::Repairing {
+            last_index,
+            lost_through,
+        }) = raft.repairing()
+        {
+            raft.events.push(Event::Repairing {
+                last_index,
+                lost_through,
+            });
+        }
         raft
     }
 
@@ -718,6 +766,7 @@ impl Raft {
         HardState {
             term: self.term,
             voted_for: self.voted_for,
+            lost_through: self.lost_through,
         }
     }
     /// Leader: the highest index known replicated on `peer`.
@@ -776,7 +825,12 @@ impl Raft {
     /// time, and CheckQuorum.
     pub fn tick(&mut self, now: Duration) {
         if self.role != Role::Leader {
-            if now >= self.election_deadline {
+            if now < self.election_deadline {
+            } else if self.repairing().is_some() {
+                // Standing with a log that lost entries could win without
+                // a committed one; wait for a leader to repair us.
+                self.reset_election_timer(now);
+            } else {
                 self.election_timeout(now);
             }
             return;
@@ -791,7 +845,7 @@ impl Raft {
     /// (thesis §3.10): without a pre-vote, and asking voters to disregard
     /// their lease. Tests use it to script elections. A leader ignores it.
     pub fn campaign(&mut self, now: Duration) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && self.repairing().is_none() {
             self.start_election(now, true);
         }
     }
@@ -1387,7 +1441,12 @@ impl Raft {
                 } else {
                     // Figure 2: decrement nextIndex and retry; with the
                     // follower's hint we skip a whole term at a time.
-                    pr.rejected(r.prev_log_index, hint);
+                    if let progress::Refusal::Lost { from, to } =
+                        pr.rejected(r.prev_log_index, hint)
+                    {
+                        self.events
+                            .push(Event::FollowerLostEntries { peer, from, to });
+                    }
                 }
                 self.confirm_reads();
             }
@@ -1602,6 +1661,18 @@ impl Raft {
     /// that entry has been replaced since (its term differs), or if it says
     /// nothing new. A leader may now count itself for these entries.
     pub fn persisted(&mut self, index: Index, term: Term) {
+        if self.lost_through != 0
+            && index >= self.lost_through
+            && self.log.term_at(index) == Some(term)
+        {
+            // Durable again up to what a storage fault took (and, being
+            // reported here, after everything handed out before).
+            self.events.push(Event::Repaired {
+                lost_through: self.lost_through,
+            });
+            self.lost_through = 0;
+            self.hard_state_dirty = true;
+        }
         // (At or below the snapshot, `persisted_index` is already there.)
         if index <= self.persisted_index || self.log.term_at(index) != Some(term) {
             return;
@@ -1609,6 +1680,17 @@ impl Raft {
         debug_assert!(index <= self.handed_out_last, "durable before handed out");
         self.persisted_index = index;
         self.advance_commit();
+    }
+
+    /// Why this server may not vote or stand now, if a storage fault cost
+    /// it entries it may have acknowledged and a leader has not yet given
+    /// them back (see [`HardState::lost_through`]).
+    pub fn repairing(&self) -> Option<VoteRefusal> {
+        let last_index = self.log.last_index();
+        (self.lost_through > last_index).then_some(VoteRefusal::Repairing {
+            last_index,
+            lost_through: self.lost_through,
+        })
     }
 
     /// How far this server's log is known to be durable.

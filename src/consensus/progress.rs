@@ -83,11 +83,25 @@ pub struct SnapshotTransfer {
     pub started: Duration,
 }
 
+/// What a rejected AppendEntries meant; see [`Progress::rejected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// An old answer, overtaken by newer ones: nothing changes.
+    Stale,
+    /// The follower lacks an entry we have not seen it acknowledge: probe
+    /// further back (§5.3).
+    Retry,
+    /// The follower no longer holds entries `from..=to` that it had
+    /// acknowledged (storage damage repaired at its restart).
+    Lost { from: Index, to: Index },
+}
+
 /// A leader's view of one follower, for one term of leadership.
 #[derive(Clone, Debug)]
 pub struct Progress {
     /// Highest index known to be replicated on the follower (Figure 2).
-    /// Never decreases within a term.
+    /// Decreases only when the follower shows it lost entries (see
+    /// [`Progress::rejected`]).
     pub match_index: Index,
     /// Index of the next entry to send (Figure 2). In Replicate it runs
     /// ahead of what the follower has acknowledged.
@@ -259,28 +273,47 @@ impl Progress {
     /// A failed consistency check at `rejected` (the request's
     /// `prev_log_index`); `hint` is where the follower's log suggests
     /// trying next (at most `rejected`). A rejection that is stale is
-    /// ignored: one at or below `match_index` (the follower has since
-    /// acknowledged more), and in Probe one for another position than the
-    /// probe now outstanding. Returns whether it was acted on.
-    pub fn rejected(&mut self, rejected: Index, hint: Index) -> bool {
+    /// ignored: in Replicate one at or below `match_index` (an answer
+    /// overtaken by a later success), and in Probe one for another
+    /// position than the probe now outstanding.
+    ///
+    /// In Probe, the answer to the one outstanding probe is current even
+    /// at or below `match_index`: the follower no longer holds entries it
+    /// acknowledged. Within a term an honest follower never drops entries
+    /// that match the leader's, but a disk can: a damaged log tail cut at
+    /// restart (see `storage`). Figure 2 assumes stable storage and so
+    /// never lowers matchIndex; counting entries the follower lost toward
+    /// a commit could commit an entry held by less than a majority, and
+    /// probing above what it holds would never end. So `match_index` drops
+    /// to what the follower still holds, and the outcome says what it lost.
+    pub fn rejected(&mut self, rejected: Index, hint: Index) -> Refusal {
         self.answered();
-        // At or below match_index the follower has acknowledged the
-        // position since (within a term, a follower never drops entries
-        // that match the leader's), so the rejection is old news.
-        let current = rejected > self.match_index
-            && match self.state {
-                ProgressState::Replicate => true,
-                ProgressState::Probe => rejected + 1 == self.next_index,
-                // Heartbeats during a transfer are refused as a rule.
-                ProgressState::Snapshot => false,
-            };
-        if current {
-            // Figure 2: decrement nextIndex and retry, here by as much as
-            // the hint allows, never below what the follower has.
-            self.next_index = hint.min(rejected).max(self.match_index + 1);
-            self.state = ProgressState::Probe;
+        let current = match self.state {
+            ProgressState::Replicate => rejected > self.match_index,
+            ProgressState::Probe => rejected + 1 == self.next_index,
+            // Heartbeats during a transfer are refused as a rule.
+            ProgressState::Snapshot => false,
+        };
+        if !current {
+            return Refusal::Stale;
         }
-        current
+        let hint = hint.min(rejected);
+        let mut outcome = Refusal::Retry;
+        if rejected <= self.match_index {
+            // The follower lacks `rejected`, so it holds at most what is
+            // below `hint`.
+            let holds = hint.saturating_sub(1).min(rejected.saturating_sub(1));
+            outcome = Refusal::Lost {
+                from: holds + 1,
+                to: self.match_index,
+            };
+            self.match_index = holds;
+        }
+        // Figure 2: decrement nextIndex and retry, here by as much as the
+        // hint allows, never below what the follower has.
+        self.next_index = hint.max(self.match_index + 1);
+        self.state = ProgressState::Probe;
+        outcome
     }
 
     /// Whether a request should go out now to carry read round `round`
@@ -395,8 +428,9 @@ mod tests {
         let mut p = replicating(5);
         p.sent(8, 0); // prev 5
         p.sent(10, 0); // prev 8
-        assert!(
+        assert_eq!(
             p.rejected(5 + 3, 6),
+            Refusal::Retry,
             "prev 8 rejected: the follower lacks it"
         );
         assert_eq!((p.state, p.next_index), (ProgressState::Probe, 6));
@@ -404,7 +438,11 @@ mod tests {
             !p.can_send(4, Batch::Full),
             "wait until the other answer is in"
         );
-        assert!(!p.rejected(5, 5), "at or below match: stale");
+        assert_eq!(
+            p.rejected(8, 5),
+            Refusal::Stale,
+            "the other answer, not for the probe now due: stale"
+        );
         assert_eq!(p.next_index, 6);
         assert!(p.can_send(4, Batch::Full));
     }
@@ -413,12 +451,16 @@ mod tests {
     fn in_probe_only_the_outstanding_position_counts() {
         let mut p = Progress::new(20, Duration::ZERO);
         p.sent(20, 0); // prev 20
-        assert!(p.rejected(20, 12));
+        assert_eq!(p.rejected(20, 12), Refusal::Retry);
         assert_eq!(p.next_index, 12);
         p.sent(11, 0);
-        assert!(!p.rejected(20, 3), "an answer to the earlier probe");
+        assert_eq!(
+            p.rejected(20, 3),
+            Refusal::Stale,
+            "an answer to the earlier probe"
+        );
         assert_eq!(p.next_index, 12);
-        assert!(p.rejected(11, 3));
+        assert_eq!(p.rejected(11, 3), Refusal::Retry);
         assert_eq!(p.next_index, 3);
     }
 
@@ -426,8 +468,36 @@ mod tests {
     fn a_rejection_never_moves_next_below_match() {
         let mut p = replicating(5);
         p.sent(9, 0);
-        assert!(p.rejected(7, 1));
+        assert_eq!(p.rejected(7, 1), Refusal::Retry);
         assert_eq!(p.next_index, 6);
+    }
+
+    #[test]
+    fn a_probe_refused_at_match_means_the_follower_lost_what_it_acknowledged() {
+        // The follower acknowledged 101, then restarted with its log cut
+        // back to 100 (a damaged tail). The connection broke meanwhile.
+        let mut p = replicating(101);
+        p.failed();
+        assert_eq!((p.state, p.next_index), (ProgressState::Probe, 102));
+        p.sent(101, 0); // a heartbeat with prev 101
+        assert_eq!(p.rejected(101, 101), Refusal::Lost { from: 101, to: 101 });
+        assert_eq!(
+            (p.match_index, p.next_index),
+            (100, 101),
+            "no longer counted for 101; resend it"
+        );
+        p.sent(101, 0);
+        assert!(p.acknowledged(101));
+        assert_eq!(p.state, ProgressState::Replicate);
+    }
+
+    #[test]
+    fn a_follower_that_lost_more_is_probed_from_its_hint() {
+        let mut p = replicating(50);
+        p.failed();
+        p.sent(50, 0);
+        assert_eq!(p.rejected(50, 31), Refusal::Lost { from: 31, to: 50 });
+        assert_eq!((p.match_index, p.next_index), (30, 31));
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn node(id: NodeId, n: u64, term: Term, log: &[Term]) -> Raft {
         cfg(id, n),
         HardState {
             term,
-            voted_for: None,
+            ..HardState::default()
         },
         entries(log),
         Duration::ZERO,
@@ -131,7 +131,8 @@ fn election_timeout_makes_a_candidate_that_votes_for_itself() {
         ready.hard_state,
         Some(HardState {
             term: 5,
-            voted_for: Some(1)
+            voted_for: Some(1),
+            lost_through: 0,
         }),
         "term and vote must be persisted before RequestVote goes out"
     );
@@ -168,7 +169,8 @@ fn request_vote_rule_2_one_vote_per_term() {
         r.take_ready().hard_state,
         Some(HardState {
             term: 2,
-            voted_for: Some(1)
+            voted_for: Some(1),
+            lost_through: 0,
         })
     );
 }
@@ -207,7 +209,8 @@ fn higher_term_in_a_reply_turns_a_leader_into_a_follower() {
         r.take_ready().hard_state,
         Some(HardState {
             term: 9,
-            voted_for: None
+            voted_for: None,
+            lost_through: 0,
         })
     );
 }
@@ -680,6 +683,7 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
         HardState {
             term: 1,
             voted_for: None,
+            lost_through: 0,
         },
         log,
         Duration::ZERO,
@@ -1190,6 +1194,7 @@ fn an_append_starting_inside_the_snapshot_is_checked_from_the_snapshots_end() {
         HardState {
             term: 2,
             voted_for: None,
+            lost_through: 0,
         },
         meta_of(5, 2, "snap"),
         vec![entry(6, 2)],
@@ -1335,7 +1340,7 @@ fn following(id: NodeId, n: u64, term: Term, leader: NodeId, at: Duration) -> Ra
         full_cfg(id, n),
         HardState {
             term,
-            voted_for: None,
+            ..HardState::default()
         },
         vec![],
         Duration::ZERO,
@@ -1816,4 +1821,208 @@ fn thesis_6_4_1_with_lease_reads_a_server_refuses_votes_right_after_it_starts() 
     // Without lease reads, votes are answered at once.
     let mut r = Raft::new(full_cfg(0, 3), HardState::default(), vec![], start);
     assert!(granted(r.handle_request(1, vote_req(1, 1, 0, 0), start)));
+}
+
+// ----- Storage faults: a follower that lost what it acknowledged -----
+
+/// The first AppendEntries `r` sends to `peer` at `now`.
+fn append_to(r: &mut Raft, peer: NodeId, now: Duration) -> Request {
+    let req = r.poll_peer(peer, now).expect("a request is due");
+    assert!(matches!(req, Request::AppendEntries(_)), "{req:?}");
+    req
+}
+
+#[test]
+fn a_leader_believes_a_follower_that_shows_it_lost_acknowledged_entries() {
+    // Leader of term 2 with log 1 1 1 2 (its no-op at 4).
+    let mut r = elected(&[1, 1, 1], 1);
+    let now = Duration::from_secs(1);
+    let req = append_to(&mut r, 1, now);
+    r.handle_reply(1, ae_reply(&req, 2, true, 4, (None, 0)), now)
+        .unwrap();
+    assert_eq!(r.match_index(1), Some(4));
+    assert_eq!(r.commit_index(), 4);
+    // Peer 1 restarts with its log cut back to 2 by a damaged tail; the
+    // connection broke meanwhile, and the next probe is refused at 4.
+    r.handle_failure(1, now);
+    let later = now + Duration::from_secs(1);
+    let req = append_to(&mut r, 1, later);
+    let Request::AppendEntries(ae) = &req else {
+        unreachable!()
+    };
+    assert_eq!(ae.prev_log_index, 4);
+    r.handle_reply(1, ae_reply(&req, 2, false, 0, (None, 3)), later)
+        .unwrap();
+    assert_eq!(
+        r.match_index(1),
+        Some(2),
+        "entries 3 and 4 no longer count for peer 1"
+    );
+    assert!(r.take_ready().events.contains(&Event::FollowerLostEntries {
+        peer: 1,
+        from: 3,
+        to: 4
+    }));
+    // Replication resumes from what the follower holds.
+    let req = append_to(&mut r, 1, later);
+    let Request::AppendEntries(ae) = &req else {
+        unreachable!()
+    };
+    assert_eq!((ae.prev_log_index, ae.entries.len()), (2, 2));
+    r.handle_reply(1, ae_reply(&req, 2, true, 4, (None, 0)), later)
+        .unwrap();
+    assert_eq!(r.match_index(1), Some(4));
+}
+
+#[test]
+fn a_follower_s_lost_acknowledgement_no_longer_counts_toward_a_commit() {
+    // 5 servers: leader 0 and follower 1 hold entry 2 (of term 2); 1 then
+    // loses it. An entry must not be committed on the strength of 1's
+    // old acknowledgement once 1 has said it lacks it.
+    let mut r = Raft::new(
+        cfg(0, 5),
+        HardState {
+            term: 1,
+            ..HardState::default()
+        },
+        entries(&[1]),
+        Duration::ZERO,
+    );
+    let now = Duration::from_secs(1);
+    r.tick(now);
+    for voter in [1, 2] {
+        let _ = r.poll_peer(voter, now).unwrap();
+        r.handle_reply(
+            voter,
+            Reply::RequestVote(RequestVoteReply {
+                term: 2,
+                vote_granted: true,
+                pre_vote: false,
+            }),
+            now,
+        )
+        .unwrap();
+    }
+    assert_eq!(r.role(), Role::Leader);
+    let _ = sync(&mut r); // the leader's own no-op (index 2) is durable
+    let req = append_to(&mut r, 1, now);
+    r.handle_reply(1, ae_reply(&req, 2, true, 2, (None, 0)), now)
+        .unwrap();
+    assert_eq!(r.commit_index(), 0, "two of five hold index 2");
+    r.handle_failure(1, now);
+    let later = now + Duration::from_secs(1);
+    let req = append_to(&mut r, 1, later);
+    r.handle_reply(1, ae_reply(&req, 2, false, 0, (None, 2)), later)
+        .unwrap();
+    // Server 2 acknowledges index 2: with 1's lost copy still counted,
+    // that would be three of five.
+    let req = append_to(&mut r, 2, later);
+    r.handle_reply(2, ae_reply(&req, 2, true, 2, (None, 0)), later)
+        .unwrap();
+    assert_eq!(
+        r.commit_index(),
+        0,
+        "only leader and server 2 hold index 2: not a majority of five"
+    );
+}
+
+fn repairing_node(lost_through: Index) -> Raft {
+    Raft::new(
+        full_cfg(1, 3),
+        HardState {
+            term: 3,
+            voted_for: None,
+            lost_through,
+        },
+        entries(&[1, 2, 3]),
+        Duration::ZERO,
+    )
+}
+
+#[test]
+fn a_server_that_lost_acknowledged_entries_neither_votes_nor_stands_until_repaired() {
+    let mut r = repairing_node(5);
+    assert!(matches!(
+        r.take_ready().events.as_slice(),
+        [Event::Repairing {
+            last_index: 3,
+            lost_through: 5
+        }]
+    ));
+    // Its election timer fires, again and again: it does not stand.
+    let mut now = Duration::ZERO;
+    for _ in 0..5 {
+        now = r.tick_deadline().unwrap();
+        r.tick(now);
+        assert_eq!(r.role(), Role::Follower);
+    }
+    assert_eq!(r.term(), 3);
+    // A candidate whose log is as long as what is left is refused, in a
+    // pre-vote and a real vote: entries 4 and 5 may be committed.
+    for pre_vote in [true, false] {
+        let req = Request::RequestVote(RequestVote {
+            term: 4,
+            candidate_id: 2,
+            last_log_index: 3,
+            last_log_term: 3,
+            pre_vote,
+            transfer: false,
+        });
+        assert!(
+            !granted(r.handle_request(2, req, now)),
+            "pre_vote {pre_vote}"
+        );
+    }
+    assert!(r.take_ready().events.iter().any(|e| matches!(
+        e,
+        Event::VoteRefused {
+            reason: VoteRefusal::Repairing {
+                last_index: 3,
+                lost_through: 5
+            },
+            pre_vote: false,
+            ..
+        }
+    )));
+    // A leader of term 4 sends 4 and 5 again; once they are durable the
+    // server is whole, and says so in its next hard state.
+    let reply = append_reply(r.handle_request(
+        0,
+        append(4, 0, (3, 3), vec![entry(4, 4), entry(5, 4)]),
+        now,
+    ));
+    assert!(reply.success);
+    assert!(r.repairing().is_none(), "the log reaches 5 again");
+    let ready = r.take_ready();
+    assert_eq!(ready.appended.len(), 2);
+    assert_ne!(
+        ready.hard_state.map(|h| h.lost_through),
+        Some(0),
+        "not cleared before the entries are durable"
+    );
+    r.persisted(5, 4);
+    let ready = r.take_ready();
+    assert_eq!(ready.hard_state.map(|h| h.lost_through), Some(0));
+    assert!(ready.events.contains(&Event::Repaired { lost_through: 5 }));
+}
+
+#[test]
+fn a_repairing_server_ignores_a_leadership_transfer_to_it() {
+    let mut r = repairing_node(9);
+    let now = MS;
+    let reply = r
+        .handle_request(
+            0,
+            Request::TimeoutNow(TimeoutNow {
+                term: 3,
+                leader_id: 0,
+            }),
+            now,
+        )
+        .unwrap();
+    match reply {
+        Reply::TimeoutNow(t) => assert!(!t.started),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((r.role(), r.term()), (Role::Follower, 3));
 }

@@ -197,6 +197,12 @@ impl Raft {
         }
         self.check_leader_claim(from, req.term)?;
         self.follow(from, req.term, now);
+        if self.repairing().is_some() {
+            // We could not win with a log that lost entries; the leader's
+            // transfer times out and it goes on leading.
+            reply.term = self.term;
+            return Ok(reply);
+        }
         self.events.push(Event::TimeoutNowReceived { from });
         self.start_election(now, true);
         reply.term = self.term;

@@ -433,6 +433,7 @@ fn read_state(path: &Path) -> Result<HardState, StorageError> {
     Ok(HardState {
         term: s.term,
         voted_for: s.voted_for,
+        lost_through: 0,
     })
 }
 
@@ -504,6 +505,7 @@ mod tests {
                     hard_state: Some(HardState {
                         term: 3,
                         voted_for: Some(2),
+                        lost_through: 0,
                     }),
                     appended: vec![
                         entry(1, 1, "a"),
@@ -538,7 +540,8 @@ mod tests {
             rec.hard_state,
             HardState {
                 term: 3,
-                voted_for: Some(2)
+                voted_for: Some(2),
+                lost_through: 0,
             }
         );
         assert_eq!(rec.entries, vec![entry(1, 1, "a"), entry(2, 3, "B")]);
