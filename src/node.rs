@@ -62,7 +62,9 @@ use crate::events::{self, EventHub, Message};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
 use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket};
-use crate::storage::{SegmentLimits, SnapshotFile, SnapshotWriter, Storage, StorageError};
+use crate::storage::{
+    SegmentLimits, SnapshotFile, SnapshotWriter, Storage, StorageError, StorageOptions,
+};
 use crate::transport;
 use crate::wire::{
     self, ErrorCode, FollowerStatus, NodeStatus, PeerRequest, Response, SnapshotTaken,
@@ -156,6 +158,9 @@ pub struct NodeOptions {
     pub cluster_id: Option<String>,
     /// This node's own directory, e.g. /tmp/state/node4.
     pub state_dir: PathBuf,
+    /// `--vote-floor`: the directory's term and vote are known lost;
+    /// start at this term, voting in none up to it.
+    pub vote_floor: Option<u64>,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     pub heartbeat: Duration,
@@ -335,10 +340,21 @@ impl Node {
             .ok_or(NodeError::UnknownId(options.id))?
             .clone();
         let opening = Instant::now();
-        let limits = options.snapshot_threshold.segment_limits();
+        let cluster_id = options
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| options.cluster.derived_cluster_id());
+        let storage_options = StorageOptions {
+            limits: options.snapshot_threshold.segment_limits(),
+            // Damaged entries are repaired from the leader; a server with
+            // no one to repair from stops instead.
+            heal: options.cluster.members.len() > 1,
+            vote_floor: options.vote_floor,
+            ..StorageOptions::new(&cluster_id, options.id)
+        };
         // The store is rebuilt from the snapshot while the log is read.
         let (storage, recovered, restored) =
-            Storage::open_restoring(&options.state_dir, limits, |file| {
+            Storage::open_restoring(&options.state_dir, &storage_options, |file| {
                 let started = Instant::now();
                 let kv = KvStore::read_snapshot(file.body());
                 (kv, started.elapsed())
@@ -346,12 +362,21 @@ impl Node {
             .map_err(NodeError::Storage)?;
         if let Some((path, offset, bytes)) = &recovered.torn_tail {
             warn!(
-                "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write",
+                "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write; it was never synced, so never acknowledged",
                 path.display()
             );
         }
         if let Some(why) = &recovered.discarded_log {
             warn!("{}: {why}", options.state_dir.display());
+        }
+        for note in &recovered.notes {
+            warn!("{note}");
+        }
+        if let Some(loss) = &recovered.loss {
+            warn!(
+                "storage fault: {}; entries up to {} may have been acknowledged, so this node repairs them from the leader before it votes again",
+                loss.what, loss.through
+            );
         }
         // The state machine starts from the snapshot, if there is one.
         let (snapshot, kv, restore_time) = match (&recovered.snapshot, restored) {
@@ -395,10 +420,6 @@ impl Node {
         };
         let mut raft_config = raft_config;
         options.snapshot_threshold.trailing(&mut raft_config);
-        let cluster_id = options
-            .cluster_id
-            .clone()
-            .unwrap_or_else(|| options.cluster.derived_cluster_id());
         let epoch = Instant::now();
         let raft = Raft::restore(
             raft_config,
@@ -641,7 +662,9 @@ impl Shared {
             if let Err(e) = MutexGuard::unlocked(&mut st, || syncer.sync()) {
                 self.storage_failed(&st, &e);
             }
-            st.storage.synced_through(count);
+            if let Err(e) = st.storage.synced_through(count) {
+                self.storage_failed(&st, &e);
+            }
             st.raft.persisted(index, term);
             self.process_ready(&mut st);
         }

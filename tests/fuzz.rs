@@ -464,6 +464,7 @@ fn live_node() -> &'static LiveNode {
         let options = raft::node::NodeOptions {
             id: 0,
             state_dir: dir.path().join("node0"),
+            vote_floor: None,
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(600),
             heartbeat: Duration::from_millis(50),

@@ -77,6 +77,12 @@ struct Args {
     /// reconnect it. Off by default.
     #[arg(long)]
     lab: bool,
+    /// Only for a node whose state.json and state.copy.json are both lost
+    /// (the node refuses to start and says so): start once at this term,
+    /// voting in no term up to it. Use the highest term any node of the
+    /// cluster shows in `raftctl status`.
+    #[arg(long, value_name = "TERM")]
+    vote_floor: Option<u64>,
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -168,6 +174,7 @@ fn main() {
     let options = NodeOptions {
         id: args.id,
         state_dir: args.state_dir.join(format!("node{}", args.id)),
+        vote_floor: args.vote_floor,
         election_timeout_min: Duration::from_millis(min),
         election_timeout_max: Duration::from_millis(max),
         heartbeat: Duration::from_millis(args.heartbeat),

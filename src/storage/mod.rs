@@ -37,21 +37,22 @@
 
 pub mod segments;
 pub mod snapshot_file;
+pub mod state_file;
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::consensus::{Entry, HardState, Index, NodeId, Ready, SnapshotMeta};
-use serde::{Deserialize, Serialize};
 
 use segments::SegmentedLog;
-pub use segments::{SegmentLimits, segment_name};
+pub use segments::{Loss, SYNCED_FILE, SegmentLimits, segment_name};
 use snapshot_file::Receiving;
 pub use snapshot_file::{SNAPSHOT_FILE, SnapshotFile, SnapshotWriter, WrittenSnapshot};
+pub use state_file::{Identity, STATE_COPY, STATE_FILE};
 
 #[derive(Debug)]
 pub enum StorageError {
@@ -69,6 +70,22 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    /// The directory holds another server's state.
+    WrongNode {
+        path: PathBuf,
+        found: Identity,
+        expected: Identity,
+    },
+    /// Neither copy of the term and vote can be trusted, but a log or
+    /// snapshot shows the server has run: it may have voted in a term it
+    /// no longer knows (`why` says what is wrong with each copy).
+    VoteLost {
+        dir: PathBuf,
+        why: String,
+        last_term: u64,
+    },
+    /// `--vote-floor` was given for a directory whose vote is intact.
+    VoteFloorRefused { path: PathBuf },
 }
 
 impl fmt::Display for StorageError {
@@ -101,6 +118,35 @@ impl fmt::Display for StorageError {
                     path.display()
                 )
             }
+            StorageError::WrongNode {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{}: this is the state of node {} of cluster {}, not of node {} of cluster {}; start node {} on it, or give node {} its own --state-dir (a node started on another's votes and log can lose acknowledged writes). If you changed the configuration on purpose, the old cluster's state cannot be reused: remove the directory to start this node empty",
+                path.display(),
+                found.node,
+                found.cluster,
+                expected.node,
+                expected.cluster,
+                found.node,
+                expected.node
+            ),
+            StorageError::VoteLost {
+                dir,
+                why,
+                last_term,
+            } => write!(
+                f,
+                "{}: the term and vote are lost ({why}), but the log or snapshot shows this node has run (last term {last_term}). It may have voted in a term it no longer knows, and voting again could elect two leaders in one term. Find the highest term any node shows (raftctl status), then start this node once with --vote-floor TERM at least that high: it will vote in no term up to it",
+                dir.display()
+            ),
+            StorageError::VoteFloorRefused { path } => write!(
+                f,
+                "{}: the term and vote are intact; --vote-floor is only for a node whose state.json and state.copy.json are both lost",
+                path.display()
+            ),
         }
     }
 }
@@ -118,9 +164,41 @@ pub(crate) fn io_err<'a>(
     }
 }
 
+/// How to open a node's directory.
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    /// Whose directory this must be (checked against what it records).
+    pub identity: Identity,
+    pub limits: SegmentLimits,
+    /// The server has others to repair damaged entries from: damage to
+    /// synced records is cut and reported (see [`Recovered::loss`])
+    /// instead of stopping the node.
+    pub heal: bool,
+    /// Both copies of the term and vote are known lost: start at this
+    /// term, voting in none up to it (see [`StorageError::VoteLost`]).
+    pub vote_floor: Option<u64>,
+}
+
+impl StorageOptions {
+    /// A directory for node `node` of cluster `cluster`, with default
+    /// segment limits, healing, and no vote floor.
+    pub fn new(cluster: &str, node: NodeId) -> StorageOptions {
+        StorageOptions {
+            identity: Identity {
+                cluster: cluster.to_string(),
+                node,
+            },
+            limits: SegmentLimits::default(),
+            heal: true,
+            vote_floor: None,
+        }
+    }
+}
+
 /// What was on disk at start.
 #[derive(Debug)]
 pub struct Recovered {
+    /// Term and vote; `lost_through` covers any loss found now.
     pub hard_state: HardState,
     /// The latest snapshot, checked whole.
     pub snapshot: Option<Arc<SnapshotFile>>,
@@ -131,16 +209,17 @@ pub struct Recovered {
     /// The log did not run on from the snapshot (an install that a crash
     /// interrupted) and was discarded: why, for the activity log.
     pub discarded_log: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    term: u64,
-    voted_for: Option<NodeId>,
+    /// Damage to what may have been acknowledged, kept out and to be
+    /// repaired from the leader (only with [`StorageOptions::heal`]).
+    pub loss: Option<Loss>,
+    /// Other things done at start (copies of the state repaired, the
+    /// identity recorded), for the activity log.
+    pub notes: Vec<String>,
 }
 
 pub struct Storage {
     dir: PathBuf,
+    identity: Identity,
     log: SegmentedLog,
     snapshot: Option<Arc<SnapshotFile>>,
     receiving: Option<Receiving>,
@@ -163,21 +242,30 @@ impl Storage {
     }
 
     /// Opens (creating if needed) the directory and recovers its contents.
-    pub fn open(dir: &Path, limits: SegmentLimits) -> Result<(Storage, Recovered), StorageError> {
-        Storage::open_restoring(dir, limits, |_| ()).map(|(s, r, _)| (s, r))
+    pub fn open(
+        dir: &Path,
+        options: &StorageOptions,
+    ) -> Result<(Storage, Recovered), StorageError> {
+        Storage::open_restoring(dir, options, |_| ()).map(|(s, r, _)| (s, r))
     }
 
     /// [`Storage::open`], running `restore` on the snapshot (once its
     /// checks pass) in a second thread while the log is read: at start a
     /// node rebuilds its state machine and reads its log in parallel.
+    ///
+    /// In order: the lock; whose directory this is (before anything is
+    /// changed); the snapshot and the log, cutting torn writes and, when
+    /// healing, setting aside what is damaged; then the term and vote,
+    /// checked against the log, with any loss recorded in them before
+    /// the log's sync marker is lowered to where the log now ends.
     pub fn open_restoring<R: Send>(
         dir: &Path,
-        limits: SegmentLimits,
+        options: &StorageOptions,
         restore: impl FnOnce(&SnapshotFile) -> R + Send,
     ) -> Result<(Storage, Recovered, Option<R>), StorageError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
+        let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -194,14 +282,23 @@ impl Storage {
         }
         // Whoever held it before is gone: its pid no longer means anything.
         lock.set_len(0).map_err(io_err(&lock_path, "truncate"))?;
-        let hard_state = read_state(&dir.join("state.json"))?;
+        state_file::check_identity(dir, &options.identity)?;
         // Snapshots a crash left half written or half received.
         for leftover in [snapshot_file::WRITING_FILE, snapshot_file::RECEIVING_FILE] {
             remove(&dir.join(leftover))?;
         }
+        let mut notes = Vec::new();
         let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let mut snapshot_damage: Option<(StorageError, u64)> = None;
         let snapshot = if snapshot_path.exists() {
-            Some(Arc::new(SnapshotFile::open(&snapshot_path)?))
+            match SnapshotFile::open(&snapshot_path) {
+                Ok(file) => Some(Arc::new(file)),
+                Err(e) if options.heal && matches!(e, StorageError::Corrupt { .. }) => {
+                    snapshot_damage = Some((e, snapshot_file::claimed_index(&snapshot_path)));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -212,12 +309,63 @@ impl Storage {
             let worker = snapshot
                 .as_deref()
                 .map(|file| scope.spawn(move || file.check().map(|()| restore(file))));
-            let log = SegmentedLog::open(dir, meta.last_index, meta.last_term, limits);
+            let log = SegmentedLog::open(
+                dir,
+                meta.last_index,
+                meta.last_term,
+                options.limits,
+                options.heal,
+            );
             let restored = worker.map(|w| w.join().expect("the restore thread panicked"));
             (log, restored)
         });
-        let recovered = recovered?;
-        let restored = restored.transpose()?;
+        let mut recovered = recovered?;
+        let (snapshot, restored) = match restored.transpose() {
+            Ok(restored) => (snapshot, restored),
+            Err(e) if options.heal && matches!(e, StorageError::Corrupt { .. }) => {
+                snapshot_damage = Some((e, meta.last_index));
+                (None, None)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut loss = recovered.loss.take();
+        if let Some((error, claimed)) = snapshot_damage {
+            // Without its snapshot the log has nothing to run on from:
+            // both go, and the leader sends a snapshot again.
+            let aside = snapshot_file::set_aside(&snapshot_path)?;
+            let last = recovered.log.next_index() - 1;
+            recovered.log.discard_all(1)?;
+            recovered.entries.clear();
+            let earlier = loss.as_ref().map_or(0, |l| l.through);
+            loss = Some(Loss {
+                through: claimed.max(last).max(earlier),
+                what: format!(
+                    "{error}; moved it aside to {}, and discarded the log after it (to index {last}), which has nothing to run on from",
+                    aside.display()
+                ),
+            });
+        }
+        let evidence = state_file::Evidence {
+            any: snapshot.is_some() || !recovered.entries.is_empty(),
+            last_term: recovered
+                .entries
+                .last()
+                .map_or(meta.last_term, |e| e.term)
+                .max(snapshot.as_ref().map_or(0, |s| s.meta.last_term)),
+        };
+        let loaded = state_file::load(dir, &options.identity, evidence, options.vote_floor)?;
+        notes.extend(loaded.notes);
+        let mut hard_state = loaded.hard_state;
+        if let Some(loss) = loss
+            .as_ref()
+            .filter(|l| l.through > hard_state.lost_through)
+        {
+            hard_state.lost_through = loss.through;
+            state_file::write_both(dir, &options.identity, hard_state)?;
+        }
+        // The loss is recorded; from here the marker tracks the log as it
+        // now is.
+        recovered.log.reset_marker()?;
         // The directory entries of newly created files (and of the node's
         // directory itself) are durable only once their directories are.
         sync_dir(dir)?;
@@ -226,6 +374,7 @@ impl Storage {
         }
         let storage = Storage {
             dir: dir.to_path_buf(),
+            identity: options.identity.clone(),
             log: recovered.log,
             snapshot: snapshot.clone(),
             receiving: None,
@@ -239,6 +388,8 @@ impl Storage {
                 entries: recovered.entries,
                 torn_tail: recovered.torn_tail,
                 discarded_log: recovered.discarded,
+                loss,
+                notes,
             },
             restored,
         ))
@@ -354,26 +505,13 @@ impl Storage {
     }
 
     /// A sync that started when `written()` was `count` has ended.
-    pub fn synced_through(&mut self, count: u64) {
-        self.log.synced_through(count);
+    pub fn synced_through(&mut self, count: u64) -> Result<(), StorageError> {
+        self.log.synced_through(count)
     }
 
+    /// Term and vote, to both copies (see [`state_file`]).
     fn save_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
-        let path = self.dir.join("state.json");
-        let tmp = self.dir.join("state.json.tmp");
-        let mut text = serde_json::to_string(&StateFile {
-            term: hs.term,
-            voted_for: hs.voted_for,
-        })
-        .expect("serializing plain numbers cannot fail");
-        text.push('\n');
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-        f.write_all(text.as_bytes())
-            .map_err(io_err(&tmp, "write"))?;
-        f.sync_all().map_err(io_err(&tmp, "fsync"))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
-        // The rename itself is durable only once the directory is.
-        sync_dir(&self.dir)
+        state_file::write_both(&self.dir, &self.identity, hs)
     }
 }
 
@@ -415,29 +553,11 @@ pub fn encode_record(e: &Entry, buf: &mut Vec<u8>) {
 }
 
 /// CRC-32 (IEEE 802.3, the zlib polynomial).
-fn checksum(bytes: &[u8]) -> u32 {
+pub(crate) fn checksum(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-fn read_state(path: &Path) -> Result<HardState, StorageError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HardState::default()),
-        Err(e) => return Err(io_err(path, "read")(e)),
-    };
-    let s: StateFile = serde_json::from_str(&text).map_err(|e| StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset: byte_offset(&text, e.line(), e.column()),
-        reason: e.to_string(),
-    })?;
-    Ok(HardState {
-        term: s.term,
-        voted_for: s.voted_for,
-        lost_through: 0,
-    })
-}
-
-fn byte_offset(text: &str, line: usize, column: usize) -> u64 {
+pub(crate) fn byte_offset(text: &str, line: usize, column: usize) -> u64 {
     let before: usize = text
         .split_inclusive('\n')
         .take(line.saturating_sub(1))
@@ -478,16 +598,32 @@ mod tests {
         }
     }
 
+    /// Node 1 of cluster "test", with nobody to heal from (the damage
+    /// cases stop the node) unless a test says otherwise.
+    fn options(limits: SegmentLimits) -> StorageOptions {
+        StorageOptions {
+            limits,
+            heal: false,
+            ..StorageOptions::new("test", 1)
+        }
+    }
+
     fn open(dir: &Path) -> Result<(Storage, Recovered), StorageError> {
-        Storage::open(dir, SegmentLimits::default())
+        Storage::open(dir, &options(SegmentLimits::default()))
     }
 
     fn first_segment(dir: &Path) -> PathBuf {
         dir.join(segment_name(1))
     }
 
+    /// Appends `entries`, in the term of the last (a server adopts a
+    /// term, durably, before it takes entries of it).
     fn ready_appending(entries: Vec<Entry>) -> Ready {
         Ready {
+            hard_state: entries.last().map(|e| HardState {
+                term: e.term,
+                ..HardState::default()
+            }),
             appended: entries,
             ..Ready::default()
         }
@@ -522,7 +658,7 @@ mod tests {
             assert!(s.needs_sync());
             let count = s.written();
             s.log_syncer().unwrap().sync().unwrap();
-            s.synced_through(count);
+            s.synced_through(count).unwrap();
             assert!(!s.needs_sync());
             s.persist(
                 &Ready {
@@ -566,7 +702,24 @@ mod tests {
             .map(|json| format!("{:08x} {json}\n", checksum(json.as_bytes())))
             .collect();
         std::fs::write(dir.path().join("log.jsonl"), text).unwrap();
+        // And the state file as it was then: plain JSON, no identity.
+        std::fs::write(
+            dir.path().join("state.json"),
+            "{\"term\":1,\"voted_for\":2}\n",
+        )
+        .unwrap();
         let (mut s, rec) = open(dir.path()).unwrap();
+        assert_eq!(
+            (rec.hard_state.term, rec.hard_state.voted_for),
+            (1, Some(2))
+        );
+        assert!(
+            rec.notes
+                .iter()
+                .any(|n| n.contains("node 1 of cluster test")),
+            "{:?}",
+            rec.notes
+        );
         let command = r#"{"client":7,"seq":1,"op":"put","key":"k","value":"v"}"#;
         assert_eq!(
             rec.entries[1].payload,
@@ -637,25 +790,175 @@ mod tests {
         assert_eq!(open(dir.path()).unwrap().1.entries.len(), 3);
     }
 
+    /// Entries 1 and 2 written and synced by node 1: the marker says 2.
+    fn two_synced(dir: &Path) -> PathBuf {
+        let (mut s, _) = open(dir).unwrap();
+        s.persist(
+            &ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]),
+            true,
+        )
+        .unwrap();
+        first_segment(dir)
+    }
+
+    fn healing() -> StorageOptions {
+        StorageOptions {
+            heal: true,
+            ..options(SegmentLimits::default())
+        }
+    }
+
+    /// The three ways issue 19 found a synced tail damaged: each was cut
+    /// as a torn write, silently dropping an acknowledged entry.
     #[test]
-    fn a_complete_final_record_with_a_bad_checksum_is_torn_too() {
+    fn a_synced_final_record_damaged_later_is_a_loss_not_a_torn_write() {
+        type Damage = fn(&mut Vec<u8>);
+        let damages: [(&str, Damage); 3] = [
+            ("cut 7 bytes off", |b| b.truncate(b.len() - 7)),
+            ("flip a bit inside it", |b| {
+                let n = b.len();
+                b[n - 4] ^= 0x01
+            }),
+            ("flip the newline before it", |b| {
+                let first_end = b.iter().position(|&c| c == b'\n').unwrap();
+                b[first_end] ^= 0x01
+            }),
+        ];
+        for (what, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let path = two_synced(dir.path());
+            let mut bytes = std::fs::read(&path).unwrap();
+            let good = bytes.clone();
+            damage(&mut bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            // With nobody to repair from, the node stops, cutting nothing.
+            let msg = open(dir.path()).err().expect(what).to_string();
+            assert!(
+                msg.contains(&segment_name(1)) && msg.contains("corrupt at byte offset"),
+                "{what}: {msg}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: nothing cut");
+            // With peers, it keeps what reads and marks the rest lost.
+            let (_, rec) = Storage::open(dir.path(), &healing()).unwrap();
+            let loss = rec.loss.expect(what);
+            assert_eq!(loss.through, 2, "{what}");
+            assert_eq!(rec.hard_state.lost_through, 2, "{what}: recorded");
+            let kept = rec.entries.len();
+            assert!(kept < 2, "{what}");
+            assert!(loss.what.contains(".damaged"), "{what}: {}", loss.what);
+            let aside = std::fs::read(format!("{}.damaged", path.display())).unwrap();
+            assert_eq!(aside, bytes, "{what}: the damaged file is kept aside");
+            assert!(good.starts_with(&std::fs::read(&path).unwrap()));
+            // The mark survives a restart; nothing new is found.
+            let (_, rec) = Storage::open(dir.path(), &healing()).unwrap();
+            assert_eq!(
+                (rec.loss, rec.hard_state.lost_through, rec.entries.len()),
+                (None, 2, kept),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_written_after_the_last_sync_is_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
+        let path = two_synced(dir.path());
         {
             let (mut s, _) = open(dir.path()).unwrap();
-            s.persist(
-                &ready_appending(vec![entry(1, 1, "a"), entry(2, 1, "b")]),
-                true,
-            )
-            .unwrap();
+            // A leader's append, not yet synced by its log writer.
+            s.persist(&ready_appending(vec![entry(3, 1, "c")]), false)
+                .unwrap();
         }
-        let path = first_segment(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 5);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, rec) = open(dir.path()).unwrap();
+        assert_eq!(rec.entries.len(), 2);
+        assert!(rec.torn_tail.is_some() && rec.loss.is_none());
+        assert_eq!(rec.hard_state.lost_through, 0);
+    }
+
+    #[test]
+    fn without_a_sync_marker_a_bad_final_record_is_taken_for_a_torn_write() {
+        // A directory from before markers.
+        let dir = tempfile::tempdir().unwrap();
+        let path = two_synced(dir.path());
+        std::fs::remove_file(dir.path().join(SYNCED_FILE)).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
-        bytes[n - 4] ^= 0x01; // flip a bit inside the last record's JSON
+        bytes[n - 4] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
         let (_, rec) = open(dir.path()).unwrap();
         assert_eq!(rec.entries.len(), 1);
-        assert!(rec.torn_tail.is_some());
+        assert!(rec.torn_tail.is_some() && rec.loss.is_none());
+    }
+
+    #[test]
+    fn a_log_cut_at_a_record_boundary_is_a_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = two_synced(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        let first_end = bytes.iter().position(|&c| c == b'\n').unwrap() + 1;
+        std::fs::write(&path, &bytes[..first_end]).unwrap();
+        assert!(open(dir.path()).is_err(), "alone, the node stops");
+        let (_, rec) = Storage::open(dir.path(), &healing()).unwrap();
+        assert_eq!(rec.entries.len(), 1);
+        assert_eq!(rec.loss.map(|l| l.through), Some(2));
+    }
+
+    #[test]
+    fn damage_in_the_middle_keeps_the_prefix_and_sets_the_rest_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = small_segments();
+        {
+            let (mut s, _) = Storage::open(dir.path(), &options(limits)).unwrap();
+            for i in 1..=8 {
+                s.persist(&ready_appending(vec![entry(i, 1, "x")]), true)
+                    .unwrap();
+            }
+        }
+        // Segments 1-3, 4-6, 7-8: damage entry 5.
+        let path = dir.path().join(segment_name(4));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = bytes.iter().position(|&c| c == b'\n').unwrap() + 1;
+        bytes[second + 15] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let opts = StorageOptions {
+            heal: true,
+            ..options(limits)
+        };
+        let (mut s, rec) = Storage::open(dir.path(), &opts).unwrap();
+        let indices: Vec<Index> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indices, [1, 2, 3, 4]);
+        let loss = rec.loss.unwrap();
+        assert_eq!(loss.through, 8, "entry 8 was synced: {}", loss.what);
+        assert!(
+            loss.what.contains(&format!("byte offset {second}")),
+            "{}",
+            loss.what
+        );
+        assert_eq!(
+            segment_names(dir.path()),
+            [segment_name(1), segment_name(4)]
+        );
+        assert!(
+            dir.path()
+                .join(format!("{}.damaged", segment_name(7)))
+                .exists()
+        );
+        // The log goes on from what was kept (the core keeps the mark in
+        // every hard state it hands out, until repaired).
+        let mut ready = ready_appending(vec![entry(5, 2, "y")]);
+        ready.hard_state = Some(HardState {
+            term: 2,
+            voted_for: None,
+            lost_through: 8,
+        });
+        s.persist(&ready, true).unwrap();
+        drop(s);
+        let (_, rec) = Storage::open(dir.path(), &opts).unwrap();
+        assert_eq!(rec.entries.len(), 5);
+        assert_eq!(rec.hard_state.lost_through, 8, "until the core clears it");
     }
 
     #[test]
@@ -683,6 +986,170 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
     }
 
+    /// Node 1 voted for 2 in term 3 and holds one entry of term 3.
+    fn voted(dir: &Path) {
+        let (mut s, _) = open(dir).unwrap();
+        s.persist(
+            &Ready {
+                hard_state: Some(HardState {
+                    term: 3,
+                    voted_for: Some(2),
+                    lost_through: 0,
+                }),
+                appended: vec![entry(1, 3, "a")],
+                ..Ready::default()
+            },
+            true,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_vote_survives_losing_or_damaging_either_copy() {
+        type Damage = fn(&Path);
+        let damages: [(&str, &str, Damage); 4] = [
+            (STATE_FILE, "deleted", |p| std::fs::remove_file(p).unwrap()),
+            (STATE_COPY, "deleted", |p| std::fs::remove_file(p).unwrap()),
+            (STATE_FILE, "a digit changed", |p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                std::fs::write(p, text.replace("\"term\":3", "\"term\":1")).unwrap()
+            }),
+            (STATE_COPY, "emptied", |p| std::fs::write(p, "").unwrap()),
+        ];
+        for (name, what, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            voted(dir.path());
+            let good = std::fs::read(dir.path().join(name)).unwrap();
+            damage(&dir.path().join(name));
+            let (_, rec) = open(dir.path()).unwrap();
+            assert_eq!(
+                (rec.hard_state.term, rec.hard_state.voted_for),
+                (3, Some(2)),
+                "{name} {what}"
+            );
+            assert!(
+                rec.notes.iter().any(|n| n.contains(name)),
+                "{name} {what}: {:?}",
+                rec.notes
+            );
+            assert_eq!(
+                std::fs::read(dir.path().join(name)).unwrap(),
+                good,
+                "{name} {what}: rewritten"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_that_has_run_and_lost_both_copies_refuses_to_start_until_given_a_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        voted(dir.path());
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        std::fs::remove_file(dir.path().join(STATE_COPY)).unwrap();
+        let msg = open(dir.path()).err().expect("must refuse").to_string();
+        assert!(
+            msg.contains("may have voted")
+                && msg.contains("--vote-floor")
+                && msg.contains("last term 3"),
+            "{msg}"
+        );
+        let floor = StorageOptions {
+            vote_floor: Some(5),
+            ..options(SegmentLimits::default())
+        };
+        let (_, rec) = Storage::open(dir.path(), &floor).unwrap();
+        assert_eq!(
+            (rec.hard_state.term, rec.hard_state.voted_for),
+            (5, Some(1)),
+            "as if it had voted (for itself) in term 5"
+        );
+        // Once is enough; a second --vote-floor is refused.
+        let msg = Storage::open(dir.path(), &floor).err().unwrap().to_string();
+        assert!(msg.contains("intact"), "{msg}");
+        assert_eq!(open(dir.path()).unwrap().1.hard_state.term, 5);
+    }
+
+    #[test]
+    fn a_term_below_the_logs_is_not_trusted() {
+        // Term 0 over a log of term 3 (issue 19: a node started that way
+        // and voted again in a term it had voted in).
+        let dir = tempfile::tempdir().unwrap();
+        voted(dir.path());
+        for name in [STATE_FILE, STATE_COPY] {
+            let json = r#"{"cluster":"test","node":1,"term":0,"voted_for":null}"#;
+            let line = format!("{:08x} {json}\n", checksum(json.as_bytes()));
+            std::fs::write(dir.path().join(name), line).unwrap();
+        }
+        let msg = open(dir.path()).err().expect("must refuse").to_string();
+        assert!(msg.contains("says term 0, below the last term"), "{msg}");
+    }
+
+    #[test]
+    fn another_nodes_directory_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        voted(dir.path());
+        let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != "lock")
+            .map(|e| {
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        let as_node_2 = StorageOptions::new("test", 2);
+        let msg = Storage::open(dir.path(), &as_node_2)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("state of node 1 of cluster test, not of node 2 of cluster test"),
+            "{msg}"
+        );
+        let other_cluster = StorageOptions::new("other", 1);
+        assert!(matches!(
+            Storage::open(dir.path(), &other_cluster),
+            Err(StorageError::WrongNode { .. })
+        ));
+        for (name, bytes) in before {
+            assert_eq!(
+                std::fs::read(dir.path().join(&name)).unwrap(),
+                bytes,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_set_aside_and_the_loss_reported_when_healing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
+            let entries: Vec<Entry> = (1..=7).map(|i| entry(i, 1, "a")).collect();
+            s.persist(&ready_appending(entries), true).unwrap();
+            own_snapshot(&mut s, 5, 1, "some state");
+        }
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let opts = StorageOptions {
+            heal: true,
+            ..options(small_segments())
+        };
+        let (_, rec) = Storage::open(dir.path(), &opts).unwrap();
+        assert!(rec.snapshot.is_none() && rec.entries.is_empty());
+        let loss = rec.loss.unwrap();
+        assert_eq!(loss.through, 7, "{}", loss.what);
+        assert!(loss.what.contains("CRC"), "{}", loss.what);
+        assert!(!path.exists());
+        assert!(dir.path().join("snapshot.jsonl.damaged").exists());
+        assert_eq!(rec.hard_state.lost_through, 7);
+    }
+
     #[test]
     fn a_corrupt_state_file_is_an_error_not_a_reset() {
         let dir = tempfile::tempdir().unwrap();
@@ -693,7 +1160,7 @@ mod tests {
         .unwrap();
         let msg = open(dir.path()).err().expect("must refuse").to_string();
         assert!(
-            msg.contains("state.json") && msg.contains("corrupt at byte offset"),
+            msg.contains("state.json") && msg.contains("damaged at byte offset"),
             "{msg}"
         );
     }
@@ -711,7 +1178,7 @@ mod tests {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("log-"))
+            .filter(|n| n.starts_with("log-") && n.ends_with(".jsonl"))
             .collect();
         names.sort();
         names
@@ -731,7 +1198,7 @@ mod tests {
     fn segments_roll_and_compaction_deletes_only_whole_covered_ones() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, _) = Storage::open(dir.path(), small_segments()).unwrap();
+            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
             for i in 1..=8 {
                 s.persist(&ready_appending(vec![entry(i, 1, "x")]), true)
                     .unwrap();
@@ -750,7 +1217,7 @@ mod tests {
             s.persist(&ready_appending(vec![entry(9, 1, "y")]), true)
                 .unwrap();
         }
-        let (s, rec) = Storage::open(dir.path(), small_segments()).unwrap();
+        let (s, rec) = Storage::open(dir.path(), &options(small_segments())).unwrap();
         let snapshot = rec.snapshot.expect("a snapshot");
         assert_eq!((snapshot.meta.last_index, snapshot.meta.last_term), (5, 1));
         let mut state = String::new();
@@ -770,7 +1237,7 @@ mod tests {
     fn a_cut_across_segments_removes_the_later_ones_first() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, _) = Storage::open(dir.path(), small_segments()).unwrap();
+            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
             let entries: Vec<Entry> = (1..=3).map(|i| entry(i, 1, "a")).collect();
             s.persist(&ready_appending(entries), true).unwrap();
             let entries: Vec<Entry> = (4..=8).map(|i| entry(i, 1, "b")).collect();
@@ -782,15 +1249,14 @@ mod tests {
             s.persist(
                 &Ready {
                     truncate_from: Some(3),
-                    appended: vec![entry(3, 2, "c")],
-                    ..Ready::default()
+                    ..ready_appending(vec![entry(3, 2, "c")])
                 },
                 true,
             )
             .unwrap();
             assert_eq!(segment_names(dir.path()), [segment_name(1)]);
         }
-        let (_, rec) = Storage::open(dir.path(), small_segments()).unwrap();
+        let (_, rec) = Storage::open(dir.path(), &options(small_segments())).unwrap();
         assert_eq!(
             rec.entries,
             vec![entry(1, 1, "a"), entry(2, 1, "a"), entry(3, 2, "c")]
@@ -808,6 +1274,10 @@ mod tests {
         };
         s.persist(
             &Ready {
+                hard_state: Some(HardState {
+                    term: meta.last_term,
+                    ..HardState::default()
+                }),
                 snapshot_chunks: vec![chunk(0, a)],
                 ..Ready::default()
             },
@@ -843,7 +1313,7 @@ mod tests {
     fn an_installed_snapshot_discards_a_log_lacking_its_end_and_keeps_one_holding_it() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, _) = Storage::open(dir.path(), small_segments()).unwrap();
+            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
             let entries: Vec<Entry> = (1..=4).map(|i| entry(i, 1, "a")).collect();
             s.persist(&ready_appending(entries), true).unwrap();
             install(&mut s, meta(10, 3, "state ten"), "state ten", false);
@@ -852,14 +1322,14 @@ mod tests {
                 .unwrap();
         }
         {
-            let (mut s, rec) = Storage::open(dir.path(), small_segments()).unwrap();
+            let (mut s, rec) = Storage::open(dir.path(), &options(small_segments())).unwrap();
             assert_eq!(rec.snapshot.unwrap().meta.last_index, 10);
             assert_eq!(rec.entries, vec![entry(11, 3, "b")]);
             let entries: Vec<Entry> = (12..=13).map(|i| entry(i, 3, "c")).collect();
             s.persist(&ready_appending(entries), true).unwrap();
             install(&mut s, meta(12, 3, "twelve"), "twelve", true);
         }
-        let (_, rec) = Storage::open(dir.path(), small_segments()).unwrap();
+        let (_, rec) = Storage::open(dir.path(), &options(small_segments())).unwrap();
         assert_eq!(rec.snapshot.unwrap().meta.last_index, 12);
         assert_eq!(rec.entries, vec![entry(13, 3, "c")]);
     }
@@ -868,9 +1338,22 @@ mod tests {
     fn an_install_interrupted_before_the_log_was_discarded_is_finished_at_start() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, _) = Storage::open(dir.path(), small_segments()).unwrap();
+            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
             let entries: Vec<Entry> = (1..=6).map(|i| entry(i, 1, "a")).collect();
             s.persist(&ready_appending(entries), true).unwrap();
+            // A leader of term 2 sends a snapshot.
+            let term2 = HardState {
+                term: 2,
+                ..HardState::default()
+            };
+            s.persist(
+                &Ready {
+                    hard_state: Some(term2),
+                    ..Ready::default()
+                },
+                true,
+            )
+            .unwrap();
         }
         // The snapshot became current (index 5 of term 2, which our entry
         // 5 of term 1 contradicts), then the crash: the log is still there.
@@ -879,7 +1362,7 @@ mod tests {
         file.extend_from_slice(bytes.as_bytes());
         std::fs::write(dir.path().join(SNAPSHOT_FILE), file).unwrap();
         std::fs::write(dir.path().join("snapshot.tmp"), "half written").unwrap();
-        let (_, rec) = Storage::open(dir.path(), small_segments()).unwrap();
+        let (_, rec) = Storage::open(dir.path(), &options(small_segments())).unwrap();
         assert!(rec.entries.is_empty(), "entry 6 followed another entry 5");
         assert!(rec.discarded_log.is_some());
         assert_eq!(segment_names(dir.path()), [segment_name(6)]);
@@ -893,7 +1376,7 @@ mod tests {
     fn a_damaged_snapshot_stops_the_node_naming_the_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, _) = Storage::open(dir.path(), small_segments()).unwrap();
+            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
             let entries: Vec<Entry> = (1..=4).map(|i| entry(i, 1, "a")).collect();
             s.persist(&ready_appending(entries), true).unwrap();
             own_snapshot(&mut s, 4, 1, "some state");
@@ -903,7 +1386,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let msg = Storage::open(dir.path(), small_segments())
+        let msg = Storage::open(dir.path(), &options(small_segments()))
             .err()
             .expect("must refuse")
             .to_string();
@@ -913,7 +1396,7 @@ mod tests {
         );
         bytes.truncate(last);
         std::fs::write(&path, &bytes).unwrap();
-        let msg = Storage::open(dir.path(), small_segments())
+        let msg = Storage::open(dir.path(), &options(small_segments()))
             .err()
             .expect("must refuse a short one too")
             .to_string();
@@ -924,7 +1407,7 @@ mod tests {
     fn a_segment_missing_from_the_middle_stops_the_node() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, _) = Storage::open(dir.path(), small_segments()).unwrap();
+            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
             let entries: Vec<Entry> = (1..=3).map(|i| entry(i, 1, "a")).collect();
             s.persist(&ready_appending(entries), true).unwrap();
             let entries: Vec<Entry> = (4..=6).map(|i| entry(i, 1, "a")).collect();
@@ -933,7 +1416,7 @@ mod tests {
             s.persist(&ready_appending(entries), true).unwrap();
         }
         std::fs::remove_file(dir.path().join(segment_name(4))).unwrap();
-        let msg = Storage::open(dir.path(), small_segments())
+        let msg = Storage::open(dir.path(), &options(small_segments()))
             .err()
             .expect("entries 4..6 are gone")
             .to_string();

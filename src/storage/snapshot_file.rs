@@ -46,6 +46,39 @@ struct Header {
     crc32: String,
 }
 
+/// The last index a damaged snapshot's header claims, or 0 if even the
+/// header does not read: what its server may have held.
+pub fn claimed_index(path: &Path) -> u64 {
+    let Ok(file) = File::open(path) else {
+        return 0;
+    };
+    let mut header = vec![0; HEADER_LEN as usize];
+    match read_full_at(&file, &mut header, 0) {
+        Ok(got) => {
+            header.truncate(got);
+            parse_header(&header, path).map_or(0, |meta| meta.last_index)
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Moves a damaged snapshot out of the way, beside it as
+/// `snapshot.jsonl.damaged` (or `.damaged.2` …), durably.
+pub fn set_aside(path: &Path) -> Result<std::path::PathBuf, StorageError> {
+    let base = format!("{}.damaged", path.display());
+    let mut aside = std::path::PathBuf::from(&base);
+    let mut n = 2;
+    while aside.exists() {
+        aside = std::path::PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &aside).map_err(super::io_err(path, "rename"))?;
+    if let Some(dir) = path.parent() {
+        super::sync_dir(dir)?;
+    }
+    Ok(aside)
+}
+
 /// The first line of a snapshot file for `meta`, padded to `HEADER_LEN`.
 pub fn header_line(meta: &SnapshotMeta) -> Vec<u8> {
     let header = Header {

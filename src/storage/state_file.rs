@@ -1,0 +1,315 @@
+//! `state.json` and `state.copy.json`: whose state this is (cluster and
+//! node id), the term and vote (Figure 2, "Persistent state"), and the
+//! mark of a storage fault not yet repaired ([`HardState::lost_through`]).
+//!
+//! Each file is one line, `CRC JSON`, as a log record is:
+//! `5b1e0f2a {"cluster":"3f29c1d2a7e04b11","node":2,"term":7,"voted_for":2}`.
+//!
+//! **Why two copies.** The vote is the one thing a server must never
+//! forget: a server that loses it can vote twice in one term and elect two
+//! leaders (§5.2), and nothing else on disk says which terms it voted in
+//! (the log records only the terms of entries it received). So every
+//! change is written to both files in turn, each atomically (a temporary
+//! file, fsynced, renamed over the old one, the directory fsynced), and
+//! only then acted on. One copy lost or damaged is repaired from the other
+//! at start. If a crash comes between the two writes, the copies differ,
+//! and the later one (the higher term, or the same term with a vote) is
+//! taken: it was never acted on, but taking it is as safe as taking the
+//! older one, and taking the older one after acting on the newer would
+//! not be.
+//!
+//! A copy is not trusted if it fails its checksum, does not parse, or
+//! names a term below the last term in the log or snapshot: a server
+//! adopts a term before it accepts entries of that term, so such a file
+//! is damage (or a file from elsewhere). With neither copy usable but a
+//! log or snapshot present, the server has voted before and cannot know
+//! in which terms, and it refuses to start (see
+//! [`StorageError::VoteLost`] for what the operator can do).
+//!
+//! A file written before identities and checksums, plain
+//! `{"term":7,"voted_for":2}`, is read as it is and rewritten in this form
+//! with the identity of the node now starting on it.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{StorageError, checksum, io_err, sync_dir};
+use crate::consensus::{HardState, Index, NodeId, Term};
+
+pub const STATE_FILE: &str = "state.json";
+pub const STATE_COPY: &str = "state.copy.json";
+
+/// Whose state a directory holds: written at the first start, checked at
+/// every start, so that a directory copied or mounted in the wrong place
+/// is refused instead of run as another server (with its votes and log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The cluster's id (see `ClusterConfig::derived_cluster_id`).
+    pub cluster: String,
+    pub node: NodeId,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<NodeId>,
+    term: Term,
+    voted_for: Option<NodeId>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    lost_through: Index,
+}
+
+fn is_zero(n: &Index) -> bool {
+    *n == 0
+}
+
+impl Record {
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+            lost_through: self.lost_through,
+        }
+    }
+}
+
+/// What one copy holds.
+enum Copy {
+    Missing,
+    Damaged { offset: u64, reason: String },
+    Found { record: Record, legacy: bool },
+}
+
+fn read_copy(path: &Path) -> Result<Copy, StorageError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Copy::Missing),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Ok(Copy::Damaged {
+                offset: 0,
+                reason: "not UTF-8 text".into(),
+            });
+        }
+        Err(e) => return Err(io_err(path, "read")(e)),
+    };
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    let crc = line
+        .get(..8)
+        .filter(|_| line.as_bytes().get(8) == Some(&b' '))
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok());
+    let (json, legacy, at) = match crc {
+        Some(crc) => {
+            let json = &line[9..];
+            if checksum(json.as_bytes()) != crc {
+                return Ok(Copy::Damaged {
+                    offset: 0,
+                    reason: "checksum mismatch".into(),
+                });
+            }
+            (json, false, 9)
+        }
+        // The form before checksums: plain JSON, checked by parsing only.
+        None => (line, true, 0),
+    };
+    match serde_json::from_str::<Record>(json) {
+        Ok(record) => Ok(Copy::Found { record, legacy }),
+        Err(e) => Ok(Copy::Damaged {
+            offset: at + super::byte_offset(json, e.line(), e.column()),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Refuses a directory whose state names another server, before
+/// anything in it is changed.
+pub fn check_identity(dir: &Path, identity: &Identity) -> Result<(), StorageError> {
+    for name in [STATE_FILE, STATE_COPY] {
+        let path = dir.join(name);
+        if let Copy::Found { record, .. } = read_copy(&path)?
+            && let (Some(cluster), Some(node)) = (record.cluster, record.node)
+            && (cluster != identity.cluster || node != identity.node)
+        {
+            return Err(StorageError::WrongNode {
+                path,
+                found: Identity { cluster, node },
+                expected: identity.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What the log and snapshot say about the term: a server adopts a term
+/// (and so writes it here) before it accepts an entry of that term.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Evidence {
+    /// Whether there is any log entry or snapshot at all.
+    pub any: bool,
+    /// The highest term of any entry or snapshot.
+    pub last_term: Term,
+}
+
+/// The state a node starts from, and what was done to get it.
+pub struct Loaded {
+    pub hard_state: HardState,
+    /// Copies repaired, identities recorded: for the activity log.
+    pub notes: Vec<String>,
+}
+
+/// Reads both copies, checks them against `identity` and `evidence`, and
+/// repairs a missing, damaged or old-form copy from the other. A fresh
+/// directory gets both copies, with the identity, at term 0.
+/// `vote_floor`: both copies are known lost; start at that term, as if
+/// we had voted (for ourselves) in it.
+pub fn load(
+    dir: &Path,
+    identity: &Identity,
+    evidence: Evidence,
+    vote_floor: Option<Term>,
+) -> Result<Loaded, StorageError> {
+    check_identity(dir, identity)?;
+    let paths = [dir.join(STATE_FILE), dir.join(STATE_COPY)];
+    let copies = [read_copy(&paths[0])?, read_copy(&paths[1])?];
+    let mut notes = Vec::new();
+    let mut usable: Vec<(&Path, HardState, bool)> = Vec::new();
+    let mut unusable: Vec<String> = Vec::new();
+    for (path, copy) in paths.iter().zip(&copies) {
+        match copy {
+            Copy::Missing => unusable.push(format!("{} is missing", path.display())),
+            Copy::Damaged { offset, reason } => unusable.push(format!(
+                "{} is damaged at byte offset {offset}: {reason}",
+                path.display()
+            )),
+            Copy::Found { record, legacy } => {
+                if record.term < evidence.last_term {
+                    unusable.push(format!(
+                        "{} says term {}, below the last term in the log or snapshot ({}), which a server adopts before it takes any entry of it",
+                        path.display(),
+                        record.term,
+                        evidence.last_term
+                    ));
+                    continue;
+                }
+                let whole = !legacy && record.cluster.is_some() && record.node.is_some();
+                usable.push((path, record.hard_state(), whole));
+            }
+        }
+    }
+    if let Some(floor) = vote_floor {
+        if !usable.is_empty() {
+            return Err(StorageError::VoteFloorRefused {
+                path: usable[0].0.to_path_buf(),
+            });
+        }
+        let hard_state = HardState {
+            term: floor.max(evidence.last_term),
+            voted_for: Some(identity.node),
+            lost_through: 0,
+        };
+        notes.push(format!(
+            "--vote-floor: {}; starting at term {} as if we had voted in it, so we vote in no term up to it",
+            unusable.join("; "),
+            hard_state.term
+        ));
+        write_both(dir, identity, hard_state)?;
+        return Ok(Loaded { hard_state, notes });
+    }
+    if usable.is_empty() {
+        if !evidence.any && copies.iter().all(|c| matches!(c, Copy::Missing)) {
+            // A new server: nothing to lose. Record whose it is.
+            let hard_state = HardState::default();
+            write_both(dir, identity, hard_state)?;
+            return Ok(Loaded { hard_state, notes });
+        }
+        return Err(StorageError::VoteLost {
+            dir: dir.to_path_buf(),
+            why: unusable.join("; "),
+            last_term: evidence.last_term,
+        });
+    }
+    // The later of the two: a higher term, or the same term with a vote.
+    let latest = usable
+        .iter()
+        .map(|(_, hs, _)| *hs)
+        .max_by_key(|hs| (hs.term, hs.voted_for.is_some()))
+        .expect("not empty");
+    if usable.iter().any(|(_, hs, _)| {
+        hs.term == latest.term && hs.voted_for.is_some() && hs.voted_for != latest.voted_for
+    }) {
+        return Err(StorageError::VoteLost {
+            dir: dir.to_path_buf(),
+            why: format!(
+                "{} and {} name different votes in term {}",
+                paths[0].display(),
+                paths[1].display(),
+                latest.term
+            ),
+            last_term: evidence.last_term,
+        });
+    }
+    // A repair mark is kept if either copy has it (a crash between the
+    // two writes of its removal leaves it in one).
+    let hard_state = HardState {
+        lost_through: usable
+            .iter()
+            .map(|(_, hs, _)| hs.lost_through)
+            .max()
+            .unwrap_or(0),
+        ..latest
+    };
+    let all_whole = usable.len() == 2
+        && usable
+            .iter()
+            .all(|(_, hs, whole)| *whole && *hs == hard_state);
+    if !all_whole {
+        for problem in &unusable {
+            notes.push(format!("{problem}; rewritten from the other copy"));
+        }
+        if usable.iter().any(|(_, _, whole)| !whole) {
+            notes.push(format!(
+                "recorded in {} that this is node {} of cluster {}",
+                paths[0].display(),
+                identity.node,
+                identity.cluster
+            ));
+        }
+        write_both(dir, identity, hard_state)?;
+    }
+    Ok(Loaded { hard_state, notes })
+}
+
+/// Writes `hs` with `identity` to both copies, one after the other, each
+/// atomically; both are durable when this returns.
+pub fn write_both(dir: &Path, identity: &Identity, hs: HardState) -> Result<(), StorageError> {
+    let record = Record {
+        cluster: Some(identity.cluster.clone()),
+        node: Some(identity.node),
+        term: hs.term,
+        voted_for: hs.voted_for,
+        lost_through: hs.lost_through,
+    };
+    let json = serde_json::to_string(&record).expect("serializing plain values cannot fail");
+    let line = format!("{:08x} {json}\n", checksum(json.as_bytes()));
+    for name in [STATE_FILE, STATE_COPY] {
+        write_atomically(dir, name, line.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `name` replaced by `bytes` whole or not at all: written to
+/// `name.tmp`, fsynced, renamed over `name`, and the directory fsynced
+/// (the rename is durable only once its directory is).
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+    f.write_all(bytes).map_err(io_err(&tmp, "write"))?;
+    f.sync_all().map_err(io_err(&tmp, "fsync"))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
+    sync_dir(dir)
+}
