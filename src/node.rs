@@ -746,6 +746,7 @@ impl Shared {
                 .raft
                 .leader_contact()
                 .map(|at| millis(t.saturating_sub(at))),
+            repairing_through: Some(st.raft.hard_state().lost_through).filter(|&i| i != 0),
             followers: st
                 .raft
                 .followers()

@@ -345,6 +345,11 @@ pub struct NodeStatus {
     /// A follower: how long ago it last heard from its leader, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard_from_leader_ms: Option<u64>,
+    /// A storage fault cost this node log entries up to this index that it
+    /// may have acknowledged; until its log holds them again (from the
+    /// leader) it neither votes nor stands for election.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repairing_through: Option<Index>,
     /// The leader: its view of each follower (empty on others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub followers: Vec<FollowerStatus>,

@@ -593,6 +593,7 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
                     "snapshot_bytes": s.map(|s| s.snapshot_bytes),
                     "log_entries": s.map(|s| s.log_entries),
                     "log_bytes": s.map(|s| s.log_bytes),
+                    "repairing_through": s.and_then(|s| s.repairing_through),
                 })
             })
             .collect();
@@ -636,6 +637,18 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
                     "unreachable"
                 ),
             }
+        }
+    }
+    for r in &rows {
+        if let Ok(s) = &r.status
+            && let Some(through) = s.repairing_through
+            && !json
+        {
+            say!(
+                "node{} is repairing: its storage lost entries up to {through} that it may have acknowledged (its log now ends at {}); it neither votes nor stands until the leader has sent them again",
+                r.member.id,
+                s.last_log_index
+            );
         }
     }
     if rows.iter().all(|r| r.status.is_err()) {
