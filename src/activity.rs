@@ -164,8 +164,9 @@ pub fn describe(event: &Event) -> (Level, String) {
                 VoteRefusal::Repairing {
                     last_index,
                     lost_through,
+                    lost_term,
                 } => format!(
-                    "a storage fault cost us entries up to {lost_through} (our log ends at {last_index}); no vote until the leader has sent them again"
+                    "a storage fault cost us entries up to {lost_through} (our log ends at {last_index}), and a log that does not reach index {lost_through} in term {lost_term} or later may lack one of them"
                 ),
             };
             info(format!(

@@ -579,10 +579,14 @@ impl Shared {
         if let Err(e) = st.storage.persist(&ready, !leader) {
             self.storage_failed(st, &e);
         }
+        // Whether reporting durability produced output of its own (the end
+        // of a repair), to be handled now rather than at the next input.
+        let mut again = false;
         if !leader {
             let log = st.raft.log();
             let (index, term) = (log.last_index(), log.last_term());
             st.raft.persisted(index, term);
+            again = st.raft.has_ready();
         } else if st.storage.needs_sync() {
             self.log_written.notify_one();
         }
@@ -621,6 +625,9 @@ impl Shared {
             self.timer.notify_one();
         }
         self.changed.notify_all();
+        if again {
+            self.process_ready(st);
+        }
     }
 
     /// A write or fsync failed: stop at once, still holding the lock, so

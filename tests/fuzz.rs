@@ -246,6 +246,7 @@ fn start(log_terms: Vec<Term>, extra_term: Term, lead: bool) -> Raft {
         term: terms.last().copied().unwrap_or(0) + extra_term,
         voted_for: None,
         lost_through: 0,
+        lost_term: 0,
     };
     let mut r = Raft::new(cfg, hs, entries, Duration::ZERO);
     if lead {

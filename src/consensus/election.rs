@@ -277,7 +277,8 @@ impl Raft {
             } else if let Some(other) = self.voted_for.filter(|&v| v != req.candidate_id) {
                 Some(VoteRefusal::AlreadyVoted(other))
             } else {
-                self.repairing().or_else(|| self.log_refusal(&req))
+                self.repair_refusal(req.last_log_term, req.last_log_index)
+                    .or_else(|| self.log_refusal(&req))
             }
         };
         let granted = refusal.is_none();
@@ -312,7 +313,8 @@ impl Raft {
         {
             Some(VoteRefusal::AlreadyVoted(other))
         } else {
-            self.repairing().or_else(|| self.log_refusal(&req))
+            self.repair_refusal(req.last_log_term, req.last_log_index)
+                .or_else(|| self.log_refusal(&req))
         };
         let granted = refusal.is_none();
         self.report_vote(&req, refusal);

@@ -201,6 +201,11 @@ pub struct HardState {
     /// holds that far again (fetched from a leader) it neither votes nor
     /// stands (see [`Raft::repairing`]); then it goes back to 0.
     pub lost_through: Index,
+    /// With `lost_through`: our term when the loss was found, at least the
+    /// term of every entry lost. While repairing we vote only for a
+    /// candidate whose log is at least as up to date as (`lost_term`,
+    /// `lost_through`), hence as the log we had (§5.4.1 still holds).
+    pub lost_term: Term,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -250,14 +255,17 @@ pub enum VoteRefusal {
     /// We started less than a minimum election timeout ago, and a leader
     /// may count on our lease from before (lease reads only).
     JustStarted,
-    /// A storage fault cost us entries up to `lost_through` that we may
-    /// have acknowledged; our log ends at `last_index`. A vote judged on
-    /// what is left could elect a leader lacking a committed entry
-    /// (§5.4.1 compares against the log we *had*), so we give none until
-    /// a leader has given them back (Alagappan et al., FAST 2018).
+    /// A storage fault cost us entries up to `lost_through`, of terms up
+    /// to `lost_term`, that we may have acknowledged; our log ends at
+    /// `last_index`. A vote judged on what is left could elect a leader
+    /// lacking a committed entry (§5.4.1 compares against the log we
+    /// *had*), so until a leader has given them back we vote only for a
+    /// log at least as up to date as (`lost_term`, `lost_through`)
+    /// (after Alagappan et al., FAST 2018), and never stand ourselves.
     Repairing {
         last_index: Index,
         lost_through: Index,
+        lost_term: Term,
     },
 }
 
@@ -597,8 +605,9 @@ pub struct Raft {
     // Persistent state (Figure 2). Changes set `hard_state_dirty`.
     term: Term,
     voted_for: Option<NodeId>,
-    /// See [`HardState::lost_through`].
+    /// See [`HardState::lost_through`] and [`HardState::lost_term`].
     lost_through: Index,
+    lost_term: Term,
     log: Log,
     /// The latest snapshot (§7). The log starts at or before its end: a
     /// few entries it covers may trail (`Config::trailing_entries`).
@@ -691,6 +700,7 @@ impl Raft {
             term: hard_state.term,
             voted_for: hard_state.voted_for,
             lost_through: hard_state.lost_through,
+            lost_term: hard_state.lost_term,
             log,
             snapshot,
             receiving: None,
@@ -722,6 +732,7 @@ impl Raft {
         if let Some(VoteRefusal::Repairing {
             last_index,
             lost_through,
+            ..
         }) = raft.repairing()
         {
             raft.events.push(Event::Repairing {
@@ -767,6 +778,7 @@ impl Raft {
             term: self.term,
             voted_for: self.voted_for,
             lost_through: self.lost_through,
+            lost_term: self.lost_term,
         }
     }
     /// Leader: the highest index known replicated on `peer`.
@@ -1671,6 +1683,7 @@ impl Raft {
                 lost_through: self.lost_through,
             });
             self.lost_through = 0;
+            self.lost_term = 0;
             self.hard_state_dirty = true;
         }
         // (At or below the snapshot, `persisted_index` is already there.)
@@ -1690,7 +1703,15 @@ impl Raft {
         (self.lost_through > last_index).then_some(VoteRefusal::Repairing {
             last_index,
             lost_through: self.lost_through,
+            lost_term: self.lost_term,
         })
+    }
+
+    /// While repairing: whether a candidate with this last entry may lack
+    /// an entry we lost (see [`VoteRefusal::Repairing`]).
+    fn repair_refusal(&self, last_log_term: Term, last_log_index: Index) -> Option<VoteRefusal> {
+        self.repairing()
+            .filter(|_| (last_log_term, last_log_index) < (self.lost_term, self.lost_through))
     }
 
     /// How far this server's log is known to be durable.
@@ -1702,6 +1723,19 @@ impl Raft {
 
     fn mark_unstable(&mut self, index: Index) {
         self.unstable_from = Some(self.unstable_from.map_or(index, |u| u.min(index)));
+    }
+
+    /// Whether [`Raft::take_ready`] would return anything: after an input
+    /// that may produce output outside the usual step (as `persisted`
+    /// does when it ends a repair).
+    pub fn has_ready(&self) -> bool {
+        !self.events.is_empty()
+            || self.hard_state_dirty
+            || self.unstable_from.is_some()
+            || self.commit_index > self.emitted_index
+            || !self.reads_done.is_empty()
+            || !self.snapshot_chunks.is_empty()
+            || self.installed_snapshot.is_some()
     }
 
     /// Everything that changed since the last call; see the module docs for

@@ -133,6 +133,7 @@ fn election_timeout_makes_a_candidate_that_votes_for_itself() {
             term: 5,
             voted_for: Some(1),
             lost_through: 0,
+            lost_term: 0,
         }),
         "term and vote must be persisted before RequestVote goes out"
     );
@@ -171,6 +172,7 @@ fn request_vote_rule_2_one_vote_per_term() {
             term: 2,
             voted_for: Some(1),
             lost_through: 0,
+            lost_term: 0,
         })
     );
 }
@@ -211,6 +213,7 @@ fn higher_term_in_a_reply_turns_a_leader_into_a_follower() {
             term: 9,
             voted_for: None,
             lost_through: 0,
+            lost_term: 0,
         })
     );
 }
@@ -684,6 +687,7 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
             term: 1,
             voted_for: None,
             lost_through: 0,
+            lost_term: 0,
         },
         log,
         Duration::ZERO,
@@ -1195,6 +1199,7 @@ fn an_append_starting_inside_the_snapshot_is_checked_from_the_snapshots_end() {
             term: 2,
             voted_for: None,
             lost_through: 0,
+            lost_term: 0,
         },
         meta_of(5, 2, "snap"),
         vec![entry(6, 2)],
@@ -1933,6 +1938,7 @@ fn repairing_node(lost_through: Index) -> Raft {
             term: 3,
             voted_for: None,
             lost_through,
+            lost_term: 3,
         },
         entries(&[1, 2, 3]),
         Duration::ZERO,
@@ -1958,7 +1964,8 @@ fn a_server_that_lost_acknowledged_entries_neither_votes_nor_stands_until_repair
     }
     assert_eq!(r.term(), 3);
     // A candidate whose log is as long as what is left is refused, in a
-    // pre-vote and a real vote: entries 4 and 5 may be committed.
+    // pre-vote and a real vote: entries 4 and 5 (of term 3 at most) may be
+    // committed, and it may lack them.
     for pre_vote in [true, false] {
         let req = Request::RequestVote(RequestVote {
             term: 4,
@@ -1978,7 +1985,8 @@ fn a_server_that_lost_acknowledged_entries_neither_votes_nor_stands_until_repair
         Event::VoteRefused {
             reason: VoteRefusal::Repairing {
                 last_index: 3,
-                lost_through: 5
+                lost_through: 5,
+                lost_term: 3,
             },
             pre_vote: false,
             ..
@@ -2025,4 +2033,35 @@ fn a_repairing_server_ignores_a_leadership_transfer_to_it() {
         other => panic!("{other:?}"),
     }
     assert_eq!((r.role(), r.term()), (Role::Follower, 3));
+}
+
+#[test]
+fn a_repairing_server_votes_for_a_log_at_least_as_up_to_date_as_the_one_it_lost() {
+    // It had entries up to 5, of terms up to 3 (its term when the loss
+    // was found); a log ending at (3, 5) or later holds whatever of them
+    // was committed (§5.4.1 against the lost log).
+    let cases = [
+        ((3, 4), false),
+        ((2, 9), false),
+        ((3, 5), true),
+        ((4, 1), true),
+    ];
+    for ((last_term, last_index), grant) in cases {
+        for pre_vote in [true, false] {
+            let mut r = repairing_node(5);
+            let req = Request::RequestVote(RequestVote {
+                term: 4,
+                candidate_id: 2,
+                last_log_index: last_index,
+                last_log_term: last_term,
+                pre_vote,
+                transfer: false,
+            });
+            assert_eq!(
+                granted(r.handle_request(2, req, MS)),
+                grant,
+                "candidate log ({last_term}, {last_index}), pre_vote {pre_vote}"
+            );
+        }
+    }
 }

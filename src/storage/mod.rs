@@ -360,7 +360,9 @@ impl Storage {
             .as_ref()
             .filter(|l| l.through > hard_state.lost_through)
         {
+            // Every entry we held had a term no later than the current one.
             hard_state.lost_through = loss.through;
+            hard_state.lost_term = hard_state.lost_term.max(hard_state.term);
             state_file::write_both(dir, &options.identity, hard_state)?;
         }
         // The loss is recorded; from here the marker tracks the log as it
@@ -642,6 +644,7 @@ mod tests {
                         term: 3,
                         voted_for: Some(2),
                         lost_through: 0,
+                        lost_term: 0,
                     }),
                     appended: vec![
                         entry(1, 1, "a"),
@@ -678,6 +681,7 @@ mod tests {
                 term: 3,
                 voted_for: Some(2),
                 lost_through: 0,
+                lost_term: 0,
             }
         );
         assert_eq!(rec.entries, vec![entry(1, 1, "a"), entry(2, 3, "B")]);
@@ -953,6 +957,7 @@ mod tests {
             term: 2,
             voted_for: None,
             lost_through: 8,
+            lost_term: 2,
         });
         s.persist(&ready, true).unwrap();
         drop(s);
@@ -995,6 +1000,7 @@ mod tests {
                     term: 3,
                     voted_for: Some(2),
                     lost_through: 0,
+                    lost_term: 0,
                 }),
                 appended: vec![entry(1, 3, "a")],
                 ..Ready::default()

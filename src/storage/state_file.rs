@@ -62,6 +62,8 @@ struct Record {
     voted_for: Option<NodeId>,
     #[serde(default, skip_serializing_if = "is_zero")]
     lost_through: Index,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    lost_term: Term,
 }
 
 fn is_zero(n: &Index) -> bool {
@@ -74,6 +76,7 @@ impl Record {
             term: self.term,
             voted_for: self.voted_for,
             lost_through: self.lost_through,
+            lost_term: self.lost_term,
         }
     }
 }
@@ -210,6 +213,7 @@ pub fn load(
             term: floor.max(evidence.last_term),
             voted_for: Some(identity.node),
             lost_through: 0,
+            lost_term: 0,
         };
         notes.push(format!(
             "--vote-floor: {}; starting at term {} as if we had voted in it, so we vote in no term up to it",
@@ -260,6 +264,11 @@ pub fn load(
             .map(|(_, hs, _)| hs.lost_through)
             .max()
             .unwrap_or(0),
+        lost_term: usable
+            .iter()
+            .map(|(_, hs, _)| hs.lost_term)
+            .max()
+            .unwrap_or(0),
         ..latest
     };
     let all_whole = usable.len() == 2
@@ -292,6 +301,7 @@ pub fn write_both(dir: &Path, identity: &Identity, hs: HardState) -> Result<(), 
         term: hs.term,
         voted_for: hs.voted_for,
         lost_through: hs.lost_through,
+        lost_term: hs.lost_term,
     };
     let json = serde_json::to_string(&record).expect("serializing plain values cannot fail");
     let line = format!("{:08x} {json}\n", checksum(json.as_bytes()));

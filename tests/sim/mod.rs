@@ -352,6 +352,13 @@ pub struct Sim {
     pub disk_broken: Vec<bool>,
     /// How many nodes stopped on a failed write.
     pub disk_failures: u64,
+    /// Storage faults injected into stopped nodes' disks ([`Sim::damage_disk`]).
+    pub disk_damage: u64,
+    /// Whether recovery marks what a storage fault took
+    /// (`HardState::lost_through`), as `raft::storage` does. Off only to
+    /// test the checker: a node then rejoins as if it had never held the
+    /// lost entries.
+    pub mark_losses: bool,
     /// Probability that a request sent is followed by a forged,
     /// rule-breaking copy of it (see [`Sim::forge`]). Each must be refused
     /// and change nothing.
@@ -419,6 +426,8 @@ impl Sim {
             disk_drops_appends: false,
             disk_broken: vec![false; n],
             disk_failures: 0,
+            disk_damage: 0,
+            mark_losses: true,
             forge: 0.0,
             forged_refused: 0,
             max_sync_delay: 2 * MS,
@@ -526,6 +535,45 @@ impl Sim {
         node.kv = KvStore::new();
         (node.peers, node.clients) = services(id, n);
         self.checker.leader_last.remove(&id);
+    }
+
+    /// A storage fault on stopped node `id`'s disk, after which it starts
+    /// from what `raft::storage`'s recovery keeps: `lost` log entries off
+    /// the end of its log (a damaged or cut tail, a segment gone), or its
+    /// snapshot (damaged: set aside, and the log after it with it). The
+    /// entries it held were synced, so perhaps acknowledged: recovery
+    /// records that it lost everything up to its old last index
+    /// (`lost_through`), and the core keeps it from voting until a leader
+    /// has repaired it. (Losing one copy of the term and vote changes
+    /// nothing, as the other restores it; both is a refusal to start.)
+    pub fn damage_disk(&mut self, id: NodeId, lost: usize, snapshot: bool) {
+        let node = &mut self.nodes[id as usize];
+        assert!(node.raft.is_none(), "damage a stopped node's disk");
+        let had = node.disk_last_index();
+        if snapshot && node.disk_snapshot.is_some() {
+            node.replaced_snapshots.extend(node.disk_snapshot.take());
+            node.disk_log.clear();
+        } else {
+            // Only entries after the snapshot: the ones it covers that
+            // trail in the log are not read back at start anyway.
+            let floor = node.disk_snapshot.as_ref().map_or(0, |(m, _)| m.last_index);
+            let after = node.disk_log.iter().filter(|e| e.index > floor).count();
+            let keep = node.disk_log.len() - lost.min(after);
+            node.disk_log.truncate(keep);
+        }
+        if self.mark_losses && node.disk_last_index() < had {
+            node.disk_state.lost_through = node.disk_state.lost_through.max(had);
+            node.disk_state.lost_term = node.disk_state.lost_term.max(node.disk_state.term);
+        }
+        self.disk_damage += 1;
+    }
+
+    /// How many nodes' disks record a storage fault not yet repaired.
+    pub fn repairing(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.disk_state.lost_through != 0)
+            .count()
     }
 
     /// Crashes a node with its machine: writes it had not synced are lost.
