@@ -279,6 +279,25 @@ pub fn describe(event: &Event) -> (Level, String) {
             node(peer),
             elapsed.as_millis()
         )),
+        Event::SnapshotChecksumFailed {
+            from,
+            index,
+            expected,
+            computed,
+        } => (
+            Level::Warn,
+            format!(
+                "the snapshot up to index {index} from {} does not match its CRC-32 ({computed:08x} over what arrived, {expected:08x} expected): dropped it; the leader starts over",
+                node(from)
+            ),
+        ),
+        Event::SnapshotRefused { peer, index } => (
+            Level::Warn,
+            format!(
+                "{} received our snapshot up to index {index} with a CRC-32 mismatch and dropped it: checking our file, then starting the transfer over",
+                node(peer)
+            ),
+        ),
         Event::SnapshotInstalled {
             index,
             term,

@@ -313,6 +313,14 @@ struct Shared {
     isolated: AtomicBool,
 }
 
+/// Why a snapshot chunk could not be read for sending.
+enum ChunkError {
+    /// Reading failed: the disk is failing; the node stops.
+    Read(StorageError),
+    /// The file fails its checks: it is replaced.
+    Damaged(StorageError),
+}
+
 /// What the applier applies next.
 enum Apply {
     Entry(Entry),
@@ -843,12 +851,20 @@ impl Shared {
                     let file = snapshot
                         .filter(|f| f.meta == r.snapshot)
                         .expect("a transfer starts with the current snapshot");
+                    // Before a transfer (re)starts, the file is read
+                    // through and checked against its CRC-32: a follower
+                    // would refuse a damaged one only after every byte.
+                    if r.offset == 0 {
+                        file.check().map_err(ChunkError::Damaged)?;
+                    }
                     r.data = file
                         .read_chunk(r.offset, SNAPSHOT_CHUNK)
-                        .map_err(|source| StorageError::Io {
-                            path: file.path.clone(),
-                            op: "read",
-                            source,
+                        .map_err(|source| {
+                            ChunkError::Read(StorageError::Io {
+                                path: file.path.clone(),
+                                op: "read",
+                                source,
+                            })
                         })?;
                 }
                 let wire_request = wire::Request::peer(cluster_id, self.id, request);
@@ -856,7 +872,19 @@ impl Shared {
             });
             let sent = match sent {
                 Ok(sent) => sent,
-                Err(e) => self.storage_failed(&st, &e),
+                Err(ChunkError::Read(e)) => self.storage_failed(&st, &e),
+                Err(ChunkError::Damaged(e)) => {
+                    // Not a failure of this node's durability: the state
+                    // machine is whole, so a fresh snapshot replaces the
+                    // file, and every transfer starts over with it.
+                    let damaged = sending.take().map(|f| f.meta);
+                    st.raft.handle_failure(peer, now(self));
+                    self.process_ready(&mut st);
+                    if let Some(damaged) = damaged {
+                        self.replace_damaged_snapshot(&mut st, damaged, &e);
+                    }
+                    continue;
+                }
             };
             if let Err(Some(e)) = sent {
                 debug!("request to node{peer} failed: {e}");
@@ -1001,12 +1029,65 @@ impl Shared {
         }
     }
 
+    /// Our snapshot file `damaged` failed its checks as a transfer was to
+    /// start (`why`): write a fresh one from the state machine, make it
+    /// current, and start every transfer over with it. Called and
+    /// returning with the lock held; releases it to write.
+    fn replace_damaged_snapshot(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        damaged: SnapshotMeta,
+        why: &StorageError,
+    ) {
+        if st.storage.snapshot().map(|f| f.meta) != Some(damaged) {
+            // Another replicator replaced it already.
+            st.raft.restart_snapshot_transfers();
+            self.process_ready(st);
+            return;
+        }
+        self.note(
+            st,
+            log::Level::Error,
+            format!(
+                "our snapshot up to index {} cannot be sent: {why}; taking a fresh one from the state machine and starting its transfers over",
+                damaged.last_index
+            ),
+        );
+        let taken = MutexGuard::unlocked(st, || {
+            let _one_at_a_time = self.snapshotting.lock();
+            self.write_snapshot(Some(damaged))
+        });
+        match taken {
+            Ok(_) => {
+                st.raft.restart_snapshot_transfers();
+                self.process_ready(st);
+            }
+            // The transfer fails meanwhile and is retried with backoff.
+            Err(e) => self.note(
+                st,
+                log::Level::Error,
+                format!("cannot replace the damaged snapshot: {e}"),
+            ),
+        }
+    }
+
     /// Takes a snapshot of the store now and compacts the log it covers.
     /// `None` when there is nothing new to cover. The store's lock is held
     /// only to copy it; the copy is written with no lock held; the node's
     /// lock only to make the file current and drop the log.
     fn take_snapshot(&self) -> Result<Option<SnapshotTaken>, StorageError> {
         let _one_at_a_time = self.snapshotting.lock();
+        self.write_snapshot(None)
+    }
+
+    /// [`Shared::take_snapshot`], with the snapshotting lock held.
+    /// `replacing`: the current snapshot's file is damaged; a snapshot of
+    /// the same index is written too (replacing the file only), where
+    /// otherwise there would be nothing new to cover.
+    fn write_snapshot(
+        &self,
+        replacing: Option<SnapshotMeta>,
+    ) -> Result<Option<SnapshotTaken>, StorageError> {
         let started = Instant::now();
         let (kv, blocked) = {
             let kv = self.kv.lock();
@@ -1020,7 +1101,9 @@ impl Shared {
                 st.raft.snapshot().last_index,
             )
         };
-        if kv.applied_index() <= current {
+        if kv.applied_index() < current
+            || (kv.applied_index() == current && replacing.is_none_or(|d| d.last_index != current))
+        {
             return Ok(None);
         }
         let mut writer = SnapshotWriter::create(&dir, kv.applied_index(), kv.applied_term())?;
@@ -1035,7 +1118,27 @@ impl Shared {
         let keys = kv.len();
         drop(kv);
         let mut st = self.state.lock();
-        if meta.last_index <= st.raft.snapshot().last_index {
+        let current = st.raft.snapshot();
+        if meta.last_index == current.last_index
+            && replacing == Some(current)
+            && meta.last_term == current.last_term
+        {
+            // The same state again, in a sound file.
+            st.raft.snapshot_rewritten(meta);
+            if let Err(e) = st.storage.install_own(written, 0) {
+                self.storage_failed(&st, &e);
+            }
+            self.note(
+                &st,
+                log::Level::Warn,
+                format!(
+                    "snapshot up to index {} written again from the state machine ({} bytes), replacing the damaged file",
+                    meta.last_index, meta.size
+                ),
+            );
+            return Ok(None);
+        }
+        if meta.last_index <= current.last_index {
             written.discard(); // one from the leader got there first
             return Ok(None);
         }

@@ -407,17 +407,26 @@ fn the_core_survives_any_reply() {
                     })
                 }
             ),
-        (term(), term(), index(), 0..8u64, any::<bool>()).prop_map(
-            |(term, request_term, last_index, next_offset, done)| {
-                Reply::InstallSnapshot(raft::consensus::InstallSnapshotReply {
-                    term,
-                    request_term,
-                    last_index,
-                    next_offset,
-                    done,
-                })
-            }
-        ),
+        (
+            term(),
+            term(),
+            index(),
+            0..8u64,
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(term, request_term, last_index, next_offset, done, checksum_failed)| {
+                    Reply::InstallSnapshot(raft::consensus::InstallSnapshotReply {
+                        term,
+                        request_term,
+                        last_index,
+                        next_offset,
+                        done,
+                        checksum_failed,
+                    })
+                }
+            ),
     ];
     let setup = (vec(1..4u64, 0..6), any::<bool>());
     runner(1000)

@@ -176,6 +176,48 @@ fn a_follower_down_through_compaction_catches_up_through_install_snapshot() {
     assert!(!dir.join("snapshot.recv").exists());
 }
 
+/// Issue 19: one damaged snapshot file on the leader stranded every
+/// follower that needed it. The follower rightly refused the CRC, but the
+/// leader resent the same file about 7 times a second, calling the
+/// follower unreachable. Now the leader checks the file before a transfer
+/// starts, replaces a damaged one from its state machine, and the
+/// follower catches up.
+#[test]
+fn a_damaged_snapshot_on_the_leader_is_replaced_and_the_follower_needing_it_catches_up() {
+    let mut c = cluster("200");
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let mut acked = write_many(&c, 4, 100, 40, 20);
+    let victim = (leader + 1) % 3;
+    c.sigkill(victim);
+    let before = c.log_entries(victim).last().map_or(0, |e| e.index);
+    acked.extend(write_many(&c, 4, 1200, 40, 20));
+    assert!(
+        snapshot_index(&c, leader) > before + 1,
+        "the follower needs the snapshot"
+    );
+    // The writes have stopped, so the leader's snapshot stays this file.
+    let path = c.state_dir().join(format!("node{leader}/snapshot.jsonl"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    c.start(victim);
+    check_state_on(&c, victim, &acked);
+    let log = c.activity_log(leader);
+    assert!(
+        log.contains("cannot be sent")
+            && log.contains("snapshot.jsonl: corrupt at byte offset")
+            && log.contains("CRC"),
+        "the leader names its damaged file:\n{log}"
+    );
+    assert!(
+        c.activity_log(victim)
+            .contains("installed snapshot from the leader"),
+        "the follower caught up through a sound snapshot"
+    );
+}
+
 /// `kill -9` while a node writes a snapshot of its own, and while a
 /// follower receives one: at restart the half-written file is discarded,
 /// the previous snapshot and the log are intact, and nothing acknowledged

@@ -517,6 +517,11 @@ pub struct InstallSnapshotReply {
     /// The follower's log now covers `last_index`: it installed the
     /// snapshot, or it had already committed that far.
     pub done: bool,
+    /// The bytes received do not match the snapshot's CRC-32: the
+    /// follower dropped them all (`next_offset` is 0). Not in Figure 13;
+    /// tells the leader to check its file before sending it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checksum_failed: bool,
 }
 
 /// A request one server sends another.

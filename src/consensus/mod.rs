@@ -448,6 +448,21 @@ pub enum Event {
         #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
     },
+    /// The snapshot ending at `index` that `from` sent us does not match
+    /// its CRC-32 (`expected`, `computed` over what arrived): dropped.
+    SnapshotChecksumFailed {
+        from: NodeId,
+        index: Index,
+        expected: u32,
+        computed: u32,
+    },
+    /// Leader: `peer` dropped the snapshot ending at `index` we sent it,
+    /// whose bytes did not match its CRC-32. The transfer starts over;
+    /// the caller should check the file it reads the chunks from.
+    SnapshotRefused {
+        peer: NodeId,
+        index: Index,
+    },
     /// A snapshot from the leader replaced our state machine (Figure 13).
     /// `log_kept`: our log held its last entry, so the entries after it
     /// stay (rule 6); otherwise the whole log went (rule 7).
@@ -1103,6 +1118,7 @@ impl Raft {
             last_index: meta.last_index,
             next_offset: 0,
             done: false,
+            checksum_failed: false,
         };
         // Rule 1: reply immediately if term < currentTerm.
         if req.term < self.term {
@@ -1120,19 +1136,30 @@ impl Raft {
             _ => None,
         };
         // The checksum first, so that a bad snapshot changes nothing.
-        if let Some(mut crc) = accepted.clone().filter(|_| !stale && req.is_last()) {
-            crc.update(req.data.as_bytes());
-            let computed = crc.finalize();
-            if computed != meta.crc32 {
-                return Err(Rejection::SnapshotChecksum {
-                    index: meta.last_index,
-                    expected: meta.crc32,
-                    computed,
-                });
-            }
-        }
+        let damaged = accepted
+            .clone()
+            .filter(|_| !stale && req.is_last())
+            .map(|mut crc| {
+                crc.update(req.data.as_bytes());
+                crc.finalize()
+            })
+            .filter(|&computed| computed != meta.crc32);
         self.follow(from, req.term, now);
         reply.term = self.term;
+        if let Some(computed) = damaged {
+            // What arrived is not the snapshot the leader described: drop
+            // it all, and say so, so that the leader checks its file and
+            // starts over rather than resending the same last chunk.
+            self.receiving = None;
+            self.events.push(Event::SnapshotChecksumFailed {
+                from,
+                index: meta.last_index,
+                expected: meta.crc32,
+                computed,
+            });
+            reply.checksum_failed = true;
+            return Ok(reply);
+        }
         if stale {
             reply.done = true;
             reply.next_offset = meta.size;
@@ -1467,6 +1494,12 @@ impl Raft {
             {
                 self.peer_answered(peer, now);
                 let pr = &mut self.peers.get_mut(&peer).expect("checked above").progress;
+                if r.checksum_failed {
+                    self.events.push(Event::SnapshotRefused {
+                        peer,
+                        index: r.last_index,
+                    });
+                }
                 if let Some(t) = pr.chunk_answered(r.last_index, r.next_offset, r.done) {
                     self.events.push(Event::SnapshotSent {
                         peer,
@@ -1723,6 +1756,28 @@ impl Raft {
 
     fn mark_unstable(&mut self, index: Index) {
         self.unstable_from = Some(self.unstable_from.map_or(index, |u| u.min(index)));
+    }
+
+    /// The caller wrote the current snapshot again (same last index and
+    /// term: the same state), to replace a damaged file; its size and
+    /// CRC-32 may differ.
+    pub fn snapshot_rewritten(&mut self, meta: SnapshotMeta) {
+        assert_eq!(
+            (meta.last_index, meta.last_term),
+            (self.snapshot.last_index, self.snapshot.last_term),
+            "a rewritten snapshot covers the same entries"
+        );
+        self.snapshot = meta;
+    }
+
+    /// The caller's snapshot file cannot be sent (it fails its checks):
+    /// every transfer in progress stops, and starts again with the
+    /// current snapshot at the next chance. Call it once a sound snapshot
+    /// is current (see `Raft::compact`), or the same file is chosen again.
+    pub fn restart_snapshot_transfers(&mut self) {
+        for p in self.peers.values_mut() {
+            p.progress.restart_snapshot();
+        }
     }
 
     /// Whether [`Raft::take_ready`] would return anything: after an input

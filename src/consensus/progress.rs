@@ -185,6 +185,16 @@ impl Progress {
         });
     }
 
+    /// Drops the transfer in progress, if any: the follower's position is
+    /// as before it began (Probe), and the next request it needs starts a
+    /// transfer of whatever snapshot is current then.
+    pub fn restart_snapshot(&mut self) {
+        if self.snapshot.take().is_some() {
+            self.state = ProgressState::Probe;
+            self.next_index = self.match_index + 1;
+        }
+    }
+
     /// Whether the next chunk of the snapshot may be sent now.
     pub fn chunk_due(&self) -> bool {
         self.snapshot.is_some_and(|t| !t.chunk_in_flight)

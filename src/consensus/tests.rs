@@ -1029,6 +1029,7 @@ fn section_7_a_follower_whose_entries_are_compacted_gets_the_snapshot_in_chunks(
         last_index: 4,
         next_offset: 5,
         done: false,
+        checksum_failed: false,
     };
     r.handle_reply(2, Reply::InstallSnapshot(took.clone()), later)
         .unwrap();
@@ -1043,6 +1044,25 @@ fn section_7_a_follower_whose_entries_are_compacted_gets_the_snapshot_in_chunks(
         panic!("the chunk again")
     };
     assert_eq!(again.offset, 5);
+    let _ = r.take_ready();
+    // The follower found the bytes wrong: the leader hears why, and the
+    // transfer starts over from the first byte, not the last chunk.
+    let refused = InstallSnapshotReply {
+        next_offset: 0,
+        checksum_failed: true,
+        ..took.clone()
+    };
+    r.handle_reply(2, Reply::InstallSnapshot(refused), retry)
+        .unwrap();
+    assert!(
+        r.take_ready()
+            .events
+            .contains(&Event::SnapshotRefused { peer: 2, index: 4 })
+    );
+    let Some(Request::InstallSnapshot(over)) = r.poll_peer(2, retry) else {
+        panic!("the transfer again")
+    };
+    assert_eq!(over.offset, 0);
     let _ = r.take_ready();
     let done = InstallSnapshotReply {
         next_offset: meta.size,
@@ -1081,6 +1101,7 @@ fn a_reply_about_a_snapshot_newer_than_ours_is_refused() {
         last_index: 9,
         next_offset: 0,
         done: true,
+        checksum_failed: false,
     };
     let err = r
         .handle_reply(2, Reply::InstallSnapshot(claim.clone()), now)
@@ -1157,19 +1178,36 @@ fn figure_13_rule_6_a_log_holding_the_snapshots_end_keeps_what_follows() {
 }
 
 #[test]
-fn a_snapshot_that_fails_its_checksum_changes_nothing() {
+fn a_snapshot_that_fails_its_checksum_is_dropped_whole_and_the_leader_told() {
     let mut r = node(1, 3, 2, &[1]);
     let meta = meta_of(5, 2, "good");
     snapshot_reply(r.handle_request(2, chunk(2, meta, 0, "go"), MS));
     let _ = r.take_ready();
-    let before = observable(&r);
-    let err = r
-        .handle_request(2, chunk(2, meta, 2, "ox"), MS)
-        .unwrap_err();
-    assert_eq!(err.kind(), "snapshot_checksum");
-    assert_eq!(observable(&r), before);
-    assert_eq!(r.take_ready(), Ready::default());
-    // The right bytes still complete it.
+    let before = (r.hard_state(), r.log().clone(), r.commit_index());
+    let reply = snapshot_reply(r.handle_request(2, chunk(2, meta, 2, "ox"), MS));
+    assert!(reply.checksum_failed && !reply.done);
+    assert_eq!(reply.next_offset, 0, "start over");
+    assert_eq!(
+        (r.hard_state(), r.log().clone(), r.commit_index()),
+        before,
+        "nothing installed"
+    );
+    assert_eq!(r.snapshot(), SnapshotMeta::default());
+    let ready = r.take_ready();
+    assert!(ready.snapshot_chunks.is_empty() && ready.installed_snapshot.is_none());
+    assert!(matches!(
+        ready.events.as_slice(),
+        [Event::SnapshotChecksumFailed {
+            from: 2,
+            index: 5,
+            ..
+        }]
+    ));
+    // What it had received is gone: the rest alone does not complete it.
+    let reply = snapshot_reply(r.handle_request(2, chunk(2, meta, 2, "od"), MS));
+    assert!(!reply.done && reply.next_offset == 0);
+    // Sent again whole, it installs.
+    snapshot_reply(r.handle_request(2, chunk(2, meta, 0, "go"), MS));
     assert!(snapshot_reply(r.handle_request(2, chunk(2, meta, 2, "od"), MS)).done);
 }
 
@@ -1308,6 +1346,7 @@ fn a_newer_snapshot_does_not_restart_a_transfer_in_progress() {
             last_index: 4,
             next_offset,
             done,
+            checksum_failed: false,
         })
     };
     r.handle_reply(2, took(6, false), now).unwrap();
@@ -2064,4 +2103,26 @@ fn a_repairing_server_votes_for_a_log_at_least_as_up_to_date_as_the_one_it_lost(
             );
         }
     }
+}
+
+#[test]
+fn a_caller_whose_snapshot_file_is_damaged_restarts_every_transfer() {
+    let mut r = compacted_leader(&[1, 1, 1], 4, "abcdef");
+    let now = Duration::from_secs(1);
+    // Entry 3 is compacted: a transfer to peer 2 starts at once.
+    let Some(Request::InstallSnapshot(first)) = r.poll_peer(2, now) else {
+        panic!("the snapshot")
+    };
+    assert_eq!(first.offset, 0);
+    r.handle_failure(2, now);
+    // The caller found the file damaged and made a sound one current.
+    r.restart_snapshot_transfers();
+    let p = r.progress(2).unwrap();
+    assert_eq!((p.state, p.snapshot), (ProgressState::Probe, None));
+    // The next request it needs starts the transfer over.
+    let later = now + Duration::from_secs(1);
+    assert!(matches!(
+        r.poll_peer(2, later),
+        Some(Request::InstallSnapshot(InstallSnapshot { offset: 0, .. }))
+    ));
 }

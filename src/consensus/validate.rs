@@ -107,13 +107,6 @@ pub enum Rejection {
     EmptySnapshot,
     /// An InstallSnapshot chunk reaching past the snapshot's size.
     ChunkBeyondSnapshot { offset: u64, len: u64, size: u64 },
-    /// The snapshot's bytes, complete, do not match its CRC-32: it is not
-    /// installed.
-    SnapshotChecksum {
-        index: Index,
-        expected: u32,
-        computed: u32,
-    },
     /// An InstallSnapshot reply about a snapshot newer than any we have,
     /// or claiming more of ours than it holds.
     SnapshotReplyBeyond {
@@ -145,7 +138,6 @@ impl Rejection {
             Rejection::UnstartedReadRound { .. } => "unstarted_read_round",
             Rejection::EmptySnapshot => "empty_snapshot",
             Rejection::ChunkBeyondSnapshot { .. } => "chunk_beyond_snapshot",
-            Rejection::SnapshotChecksum { .. } => "snapshot_checksum",
             Rejection::SnapshotReplyBeyond { .. } => "snapshot_reply_beyond",
         }
     }
@@ -241,14 +233,6 @@ impl fmt::Display for Rejection {
             Rejection::ChunkBeyondSnapshot { offset, len, size } => write!(
                 f,
                 "chunk of {len} bytes at offset {offset} reaches past the snapshot's {size} bytes"
-            ),
-            Rejection::SnapshotChecksum {
-                index,
-                expected,
-                computed,
-            } => write!(
-                f,
-                "snapshot up to index {index} has CRC-32 {computed:08x}, not the {expected:08x} it names; not installed"
             ),
             Rejection::SnapshotReplyBeyond {
                 last_index,
