@@ -1,8 +1,9 @@
 //! `raftctl web`: a page that shows a running cluster as it happens, and,
 //! with `--lab`, lets you break it with a click.
 //!
-//! raftctl serves the page itself (tiny_http: synchronous, a thread per
-//! request, no async runtime). The page's HTML, CSS and JavaScript are
+//! raftctl serves the page itself ([`http`]: synchronous, a thread per
+//! request, no async runtime; a request body over 64 KiB is refused from
+//! its headers, unread). The page's HTML, CSS and JavaScript are
 //! compiled into the binary; nothing is fetched from anywhere else.
 //!
 //! * `GET /`, `/app.js`, `/style.css`: the page.
@@ -27,9 +28,11 @@
 //! cannot reach it by pointing a name of its own at 127.0.0.1 (DNS
 //! rebinding).
 
+pub mod http;
 pub mod lab;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -38,7 +41,8 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, Server};
+
+use http::HttpRequest;
 
 use crate::client::{Client, ClientOptions};
 use crate::config::ClusterConfig;
@@ -91,10 +95,10 @@ impl Web {
     /// Serves on `listen` until the process ends; `bound` is told the
     /// address (port 0 picks a free one).
     pub fn serve(self: &Arc<Self>, listen: &str, bound: impl FnOnce(&str)) -> io::Result<()> {
-        let server = Server::http(listen).map_err(io::Error::other)?;
-        let bound_to = server.server_addr().to_ip();
-        let address = bound_to.map_or_else(|| listen.to_string(), |a| a.to_string());
-        let loopback_port = bound_to.filter(|a| a.ip().is_loopback()).map(|a| a.port());
+        let listener = TcpListener::bind(listen)?;
+        let bound_to = listener.local_addr()?;
+        let address = bound_to.to_string();
+        let loopback_port = bound_to.ip().is_loopback().then_some(bound_to.port());
         let feed = observe::follow(
             &self.config,
             &[],
@@ -111,28 +115,45 @@ impl Web {
                 .spawn(move || web.fan_out(&feed))?;
         }
         bound(&address);
-        for request in server.incoming_requests() {
-            if let Some(port) = loopback_port
-                && !addressed_to_loopback(&request, port)
-            {
-                let _ = reply_json(
-                    request,
-                    403,
-                    &json!({"error": "this server answers requests to 127.0.0.1 or localhost only"}),
-                );
-                continue;
-            }
-            let stream = request.url().starts_with("/stream");
-            if !stream && self.answering.fetch_add(1, Ordering::Relaxed) >= MAX_REQUESTS {
+        for connection in listener.incoming() {
+            let Ok(connection) = connection else {
+                continue; // a connection that failed before it was accepted
+            };
+            // Each connection is read and answered on a thread of its own;
+            // those not yet answered are bounded (streams, by MAX_PAGES).
+            if self.answering.fetch_add(1, Ordering::Relaxed) >= MAX_REQUESTS {
                 self.answering.fetch_sub(1, Ordering::Relaxed);
-                let _ = reply_json(request, 503, &json!({"error": "too many requests at once"}));
+                http::refuse(connection, 503, "too many requests at once");
                 continue;
             }
             let web = self.clone();
             thread::Builder::new().name("http".into()).spawn(move || {
-                web.handle(request);
-                if !stream {
-                    web.answering.fetch_sub(1, Ordering::Relaxed);
+                let request = match HttpRequest::read(connection) {
+                    Ok(request)
+                        if loopback_port
+                            .is_some_and(|port| !addressed_to_loopback(&request, port)) =>
+                    {
+                        let _ = request_refused(
+                            request,
+                            "this server answers requests to 127.0.0.1 or localhost only",
+                        );
+                        None
+                    }
+                    Ok(request) => Some(request),
+                    Err(_) => None, // answered already
+                };
+                match request {
+                    Some(request) if request.path() == "/stream" => {
+                        web.answering.fetch_sub(1, Ordering::Relaxed);
+                        web.stream(request);
+                    }
+                    Some(request) => {
+                        web.handle(request);
+                        web.answering.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        web.answering.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             })?;
         }
@@ -211,32 +232,27 @@ impl Web {
         Some((first, rx))
     }
 
-    fn handle(&self, mut request: Request) {
-        let url = request.url().to_string();
-        let path = url.split('?').next().unwrap_or("/").to_string();
-        let method = request.method().clone();
-        let result = match (&method, path.as_str()) {
-            (Method::Get, "/" | "/index.html") => {
+    fn handle(&self, request: HttpRequest) {
+        let url = request.url.clone();
+        let path = request.path().to_string();
+        let method = request.method.clone();
+        let result = match (method.as_str(), path.as_str()) {
+            ("GET", "/" | "/index.html") => {
                 reply(request, 200, "text/html; charset=utf-8", INDEX_HTML)
             }
-            (Method::Get, "/app.js") => {
-                reply(request, 200, "text/javascript; charset=utf-8", APP_JS)
-            }
-            (Method::Get, "/style.css") => {
-                reply(request, 200, "text/css; charset=utf-8", STYLE_CSS)
-            }
-            (Method::Get, "/stream") => return self.stream(request),
-            (Method::Post, _) if !has_our_header(&request) => reply_json(
+            ("GET", "/app.js") => reply(request, 200, "text/javascript; charset=utf-8", APP_JS),
+            ("GET", "/style.css") => reply(request, 200, "text/css; charset=utf-8", STYLE_CSS),
+            ("POST", _) if !has_our_header(&request) => reply_json(
                 request,
                 403,
                 &json!({"error": "requests that change something need the header X-Raftctl: 1"}),
             ),
-            (Method::Post, "/api/put") => {
-                let body = read_body(&mut request);
+            ("POST", "/api/put") => {
+                let body = read_body(&request);
                 let (code, answer) = self.put(body);
                 reply_json(request, code, &answer)
             }
-            (Method::Post, p) if p.starts_with("/api/lab/") => {
+            ("POST", p) if p.starts_with("/api/lab/") => {
                 let (code, answer) = self.lab_action(&p["/api/lab/".len()..]);
                 reply_json(request, code, &answer)
             }
@@ -289,7 +305,7 @@ impl Web {
     }
 
     /// Server-Sent Events until the page goes away.
-    fn stream(&self, request: Request) {
+    fn stream(&self, request: HttpRequest) {
         let Some((first, updates)) = self.open_page() else {
             let _ = reply_json(
                 request,
@@ -298,7 +314,7 @@ impl Web {
             );
             return;
         };
-        let mut out = request.into_writer();
+        let mut out = request.into_stream();
         let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
         let mut send = |text: &str| out.write_all(text.as_bytes()).and_then(|()| out.flush());
         if send(head).is_err() || first.iter().any(|line| send(line).is_err()) {
@@ -329,12 +345,8 @@ fn sse(message: &Value) -> String {
 }
 
 /// Whether the request's `Host` names this server by a loopback name.
-fn addressed_to_loopback(request: &Request, port: u16) -> bool {
-    let host = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Host"))
-        .map(|h| h.value.as_str().to_ascii_lowercase());
+fn addressed_to_loopback(request: &HttpRequest, port: u16) -> bool {
+    let host = request.header("Host").map(str::to_ascii_lowercase);
     host.is_some_and(|host| {
         ["127.0.0.1", "localhost", "[::1]"]
             .iter()
@@ -342,32 +354,23 @@ fn addressed_to_loopback(request: &Request, port: u16) -> bool {
     })
 }
 
-fn has_our_header(request: &Request) -> bool {
-    request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("X-Raftctl") && h.value.as_str() == "1")
+fn has_our_header(request: &HttpRequest) -> bool {
+    request.header("X-Raftctl") == Some("1")
 }
 
-fn read_body(request: &mut Request) -> Result<Value, String> {
-    let mut body = String::new();
-    request
-        .as_reader()
-        .take(64 * 1024)
-        .read_to_string(&mut body)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&body).map_err(|e| format!("not JSON: {e}"))
+fn read_body(request: &HttpRequest) -> Result<Value, String> {
+    serde_json::from_slice(&request.body).map_err(|e| format!("not JSON: {e}"))
 }
 
-fn reply(request: Request, code: u16, content_type: &str, body: &str) -> io::Result<()> {
-    let header = Header::from_bytes("Content-Type", content_type).expect("a valid header");
-    request.respond(
-        Response::from_string(body)
-            .with_status_code(code)
-            .with_header(header),
-    )
+fn reply(request: HttpRequest, code: u16, content_type: &str, body: &str) -> io::Result<()> {
+    request.respond(code, content_type, body.as_bytes())
 }
 
-fn reply_json(request: Request, code: u16, body: &Value) -> io::Result<()> {
+fn reply_json(request: HttpRequest, code: u16, body: &Value) -> io::Result<()> {
     reply(request, code, "application/json", &body.to_string())
+}
+
+/// Answers a request addressed to a name that is not ours with 403.
+fn request_refused(request: HttpRequest, why: &str) -> io::Result<()> {
+    reply_json(request, 403, &json!({ "error": why }))
 }
