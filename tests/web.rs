@@ -400,9 +400,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Issue 19: a 1,000 MiB POST that `raftctl web` refused at once still
-/// grew it to 324–460 MiB while the body streamed in (its HTTP library
-/// read the unread body into one buffer as large as claimed). The body is
-/// now refused from its headers, and none of it is read.
+/// grew it by hundreds of MiB while the body streamed in: its HTTP library
+/// (tiny_http) read an unread body to its end, into a buffer allocated at
+/// the size `Content-Length` claims, so one claiming a terabyte aborted
+/// it. The body is now refused from its headers, and none of it is read.
 #[test]
 fn a_huge_post_is_refused_from_its_headers_and_costs_no_memory() {
     use std::io::{Read, Write};
@@ -434,6 +435,7 @@ fn a_huge_post_is_refused_from_its_headers_and_costs_no_memory() {
         }
     }
     let mut answer = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
     assert!(
@@ -444,6 +446,24 @@ fn a_huge_post_is_refused_from_its_headers_and_costs_no_memory() {
     assert!(
         grown < 32 * 1024,
         "raftctl web grew by {grown} KiB for a body it refused ({sent} bytes sent)"
+    );
+    // A body claiming a terabyte, a little of it sent, then the client
+    // goes: nothing may try to hold what it claims.
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        s,
+        "POST /api/put HTTP/1.1\r\nHost: {address}\r\nX-Raftctl: 1\r\nContent-Length: {}\r\n\r\n",
+        1u64 << 40
+    )
+    .unwrap();
+    let _ = s.write_all(&chunk[..100 * 1024]);
+    drop(s);
+    // Time for a crash to show, if one would come (it did before: the
+    // allocation failed and the process aborted); no pass depends on it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        process::alive(pid),
+        "raftctl web died of a terabyte claimed"
     );
     // And it still serves.
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -458,4 +478,68 @@ fn a_huge_post_is_refused_from_its_headers_and_costs_no_memory() {
         .read_to_string()
         .unwrap();
     assert!(page.contains("<script src=\"/app.js\">"));
+}
+
+/// Issue 19: the lab trusted a pid file and the command line it named. A
+/// process whose command line claimed to be `…/fake/raftnode CONFIG 0`
+/// was SIGKILLed from the page, and "restart" then ran the claimed
+/// program as raftctl's user. Now the lab signals only processes running
+/// its own raftnode (`/proc/PID/exe`), and runs nothing else.
+#[test]
+fn the_lab_neither_signals_nor_runs_a_process_that_only_claims_to_be_raftnode() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = reserve_ports(1);
+    // The configuration is named "600", so that `sleep 600 0` can pass
+    // for `raftnode CONFIG 0` run in this directory.
+    let config = dir.path().join("600");
+    std::fs::write(&config, format!("0 127.0.0.1 {}\n", ports.ports[0])).unwrap();
+    let fake_dir = dir.path().join("fake");
+    std::fs::create_dir(&fake_dir).unwrap();
+    let marker = dir.path().join("fake-ran");
+    let fake = fake_dir.join("raftnode");
+    std::fs::write(&fake, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let impostor = Command::new("sleep")
+        .arg0(&fake)
+        .args(["600", "0"])
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    let impostor = Killed(impostor);
+    let pid = impostor.0.id();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("pids")).unwrap();
+    std::fs::write(state.join("pids/node0.pid"), format!("{pid}\n")).unwrap();
+    let state_arg = state.display().to_string();
+    let debug_arg = dir.path().join("debug").display().to_string();
+    let (_web, url) = serve(
+        &config,
+        &[
+            "--lab",
+            "--state-dir",
+            &state_arg,
+            "--debug-dir",
+            &debug_arg,
+        ],
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for action in ["kill", "stop", "restart"] {
+        let mut answer = agent
+            .post(format!("{url}api/lab/0/{action}"))
+            .header("X-Raftctl", "1")
+            .send_empty()
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 409, "{action}");
+        let body = answer.body_mut().read_to_string().unwrap();
+        assert!(
+            body.contains("not a node of this cluster"),
+            "{action}: {body}"
+        );
+        assert!(process::alive(pid), "{action}: the impostor was signalled");
+    }
+    assert!(!marker.exists(), "the claimed program was run");
 }

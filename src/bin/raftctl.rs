@@ -178,6 +178,11 @@ enum Command {
         /// Where restarted nodes' output goes (boot_all_nodes.sh's DEBUG_DIR).
         #[arg(long, default_value = "/tmp/debug", requires = "lab")]
         debug_dir: PathBuf,
+        /// The raftnode the lab trusts and restarts nodes with: it signals
+        /// only processes running this file [default: the raftnode beside
+        /// this raftctl].
+        #[arg(long, value_name = "PATH", requires = "lab")]
+        raftnode: Option<PathBuf>,
     },
     /// Print the nodes' recent events (what their activity logs record),
     /// merged by time; with --follow, then every new one as it happens.
@@ -331,8 +336,10 @@ fn main() {
             lab,
             state_dir,
             debug_dir,
+            raftnode,
         } => {
-            let lab = lab.then(|| raft::web::lab::Lab::new(cluster.clone(), state_dir, debug_dir));
+            let lab = lab
+                .then(|| raft::web::lab::Lab::new(cluster.clone(), state_dir, debug_dir, raftnode));
             let web = raft::web::Web::new(cluster.clone(), lab);
             let served = web.serve(&listen, |address| {
                 say!("http://{address}/");

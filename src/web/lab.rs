@@ -1,16 +1,28 @@
 //! Lab controls (`raftctl web --lab`): stop, kill, pause, resume, restart,
 //! cut off and reconnect the nodes of a *local* cluster.
 //!
-//! They act only on processes this module can identify as the cluster's
-//! nodes, never on a pid it is merely given: the pid must be recorded in
-//! `STATE_DIR/pids/node<ID>.pid` (where `boot_all_nodes.sh` and this
-//! module record them), and `/proc/<pid>/cmdline` must show `raftnode`
-//! started with this cluster's configuration file and that node's id.
-//! A node is restarted with the command line it was last seen running
-//! with (from `/proc`), in its own directory, its output appended to
-//! `DEBUG_DIR/node<ID>.out` as `boot_all_nodes.sh` does, in a process
-//! group of its own so that stopping raftctl leaves it running; or, if it
-//! was never seen, as `boot_all_nodes.sh` starts one, with `--lab`.
+//! **Trust.** The pid files and the processes' command lines are written
+//! by whoever can write `STATE_DIR` or start a process: they are claims,
+//! not facts. So the lab signals a pid only if all of these hold:
+//! it is recorded in `STATE_DIR/pids/node<ID>.pid` (where
+//! `boot_all_nodes.sh` and this module record them); `/proc/<pid>/exe`,
+//! the file the kernel actually runs (not `argv[0]`, which any process
+//! may set), is the lab's raftnode: the one beside this raftctl, or the
+//! one named with `raftctl web --lab --raftnode PATH`; and
+//! `/proc/<pid>/cmdline` shows it started with this cluster's
+//! configuration file and that node's id. And it only ever *runs* that
+//! raftnode: a restart never executes a program or a directory taken
+//! from `/proc` or a pid file. Its arguments are rebuilt: the
+//! configuration, the node's id and port, the lab's `--state-dir` and
+//! `--debug-dir`, and, of the options the node was last seen running
+//! with, only raftnode's own tuning options (timings, limits, read mode,
+//! cluster id, `--lab`), each checked against a fixed list. A node never
+//! seen is started as `boot_all_nodes.sh` starts one, with `--lab`. Its
+//! output is appended to `DEBUG_DIR/node<ID>.out`, and it runs in a
+//! process group of its own, so that stopping raftctl leaves it running.
+//! What the lab does not protect against: a user who can replace the
+//! raftnode binary itself, or who runs raftctl with someone else's
+//! `STATE_DIR`.
 //!
 //! Cutting a node off needs no privileges: the node itself, if started
 //! with `--lab`, stops sending and answering Raft messages on request (a
@@ -115,36 +127,87 @@ impl fmt::Display for LabError {
 
 impl std::error::Error for LabError {}
 
-/// How a node was started: to start it again the same way.
-#[derive(Clone, Debug)]
-struct Launch {
-    argv: Vec<OsString>,
-    cwd: PathBuf,
+/// raftnode's options a restart keeps from the command line a node was
+/// last seen running with: `(flag, takes a value)`. Only these; anything
+/// else on that command line is dropped. `--state-dir` and `--debug-dir`
+/// are the lab's own; `--vote-floor` is for one start only.
+pub const KEPT_OPTIONS: [(&str, bool); 11] = [
+    ("--election-timeout", true),
+    ("--heartbeat", true),
+    ("--rpc-timeout", true),
+    ("--cluster-id", true),
+    ("--max-connections", true),
+    ("--idle-timeout", true),
+    ("--max-inflight", true),
+    ("--snapshot-threshold", true),
+    ("--read-mode", true),
+    ("--max-clock-drift", true),
+    ("--lab", false),
+];
+
+/// The options of `argv` (a node's command line, from its program on)
+/// that are in [`KEPT_OPTIONS`], as `--flag` or `--flag value` (also
+/// `--flag=value`), in order.
+fn kept_options(argv: &[OsString]) -> Vec<OsString> {
+    let mut kept = Vec::new();
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else { continue };
+        let (flag, inline) = match text.split_once('=') {
+            Some((flag, value)) => (flag, Some(value)),
+            None => (text, None),
+        };
+        let Some(&(name, takes_value)) = KEPT_OPTIONS.iter().find(|(name, _)| *name == flag) else {
+            continue;
+        };
+        match (takes_value, inline) {
+            (false, None) => kept.push(OsString::from(name)),
+            (true, Some(value)) => kept.extend([name.into(), value.into()]),
+            (true, None) => {
+                if let Some(value) = args.next() {
+                    kept.extend([OsString::from(name), value.clone()]);
+                }
+            }
+            (false, Some(_)) => {}
+        }
+    }
+    kept
 }
 
 pub struct Lab {
     config: ClusterConfig,
     state_dir: PathBuf,
     debug_dir: PathBuf,
-    /// The raftnode binary beside this raftctl, for nodes never seen.
+    /// The one raftnode the lab trusts and runs (see the module docs).
     raftnode: PathBuf,
-    launches: Mutex<HashMap<NodeId, Launch>>,
+    /// The kept options of each node as last seen running.
+    options: Mutex<HashMap<NodeId, Vec<OsString>>>,
 }
 
 impl Lab {
     /// Lab controls for `config`'s nodes, whose pids are recorded under
-    /// `state_dir/pids` and whose output goes to `debug_dir`.
-    pub fn new(config: ClusterConfig, state_dir: PathBuf, debug_dir: PathBuf) -> Lab {
-        let raftnode = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join("raftnode")))
+    /// `state_dir/pids` and whose output goes to `debug_dir`, run by
+    /// `raftnode` (by default the one beside this program).
+    pub fn new(
+        config: ClusterConfig,
+        state_dir: PathBuf,
+        debug_dir: PathBuf,
+        raftnode: Option<PathBuf>,
+    ) -> Lab {
+        let raftnode = raftnode
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| exe.parent().map(|d| d.join("raftnode")))
+            })
             .unwrap_or_else(|| PathBuf::from("raftnode"));
+        let raftnode = std::fs::canonicalize(&raftnode).unwrap_or(raftnode);
         let lab = Lab {
             config,
             state_dir,
             debug_dir,
             raftnode,
-            launches: Mutex::new(HashMap::new()),
+            options: Mutex::new(HashMap::new()),
         };
         // Note how the running nodes were started, to restart them so.
         for m in &lab.config.members {
@@ -157,6 +220,7 @@ impl Lab {
     pub fn describe(&self) -> Value {
         json!({
             "pid_dir": self.pid_dir().display().to_string(),
+            "raftnode": self.raftnode.display().to_string(),
             "actions": ["stop", "kill", "pause", "resume", "restart", "isolate", "heal"],
         })
     }
@@ -182,10 +246,16 @@ impl Lab {
             Action::Pause => self.signal_node(id, "STOP", "paused (SIGSTOP)"),
             Action::Resume => self.signal_node(id, "CONT", "resumed (SIGCONT)"),
             Action::Restart => {
-                if let Ok(pid) = self.running_pid(id) {
-                    signal(pid, "TERM")?;
-                    let _ = signal(pid, "CONT"); // a paused node must run to stop
-                    wait_gone(pid, Duration::from_secs(5))?;
+                match self.running_pid(id) {
+                    Ok(pid) => {
+                        signal(pid, "TERM")?;
+                        let _ = signal(pid, "CONT"); // a paused node must run to stop
+                        wait_gone(pid, Duration::from_secs(5))?;
+                    }
+                    Err(LabError::NotRunning(_)) => {}
+                    // A live process the pid file names but that is not
+                    // ours: starting another beside it helps no one.
+                    Err(e) => return Err(e),
                 }
                 let pid = self.start(id, member.port)?;
                 Ok(format!("node{id} restarted (pid {pid})"))
@@ -235,19 +305,41 @@ impl Lab {
             .map(|a| OsString::from_vec(a.to_vec()))
             .collect();
         let cwd = std::fs::read_link(proc_dir.join("cwd")).unwrap_or_else(|_| PathBuf::from("/"));
-        self.check_is_node(id, &argv, &cwd)
+        let exe = std::fs::read_link(proc_dir.join("exe")).map_err(|e| LabError::NotOurs {
+            pid,
+            why: format!("cannot see what it runs: {e}"),
+        })?;
+        self.check_is_node(id, &exe, &argv, &cwd)
             .map_err(|why| LabError::NotOurs { pid, why })?;
-        self.launches.lock().insert(id, Launch { argv, cwd });
+        self.options.lock().insert(id, kept_options(&argv));
         Ok(pid)
     }
 
-    /// Whether `argv` (run in `cwd`) is `raftnode CONFIG ID …` for this
+    /// Whether a process running `exe` with `argv` (in `cwd`) is the
+    /// lab's raftnode, started as `raftnode CONFIG ID …` for this
     /// cluster's configuration and node `id`.
-    fn check_is_node(&self, id: NodeId, argv: &[OsString], cwd: &Path) -> Result<(), String> {
+    fn check_is_node(
+        &self,
+        id: NodeId,
+        exe: &Path,
+        argv: &[OsString],
+        cwd: &Path,
+    ) -> Result<(), String> {
+        // The kernel marks a program replaced since it started (say, by a
+        // rebuild) with this suffix; it was still started from that path.
+        let exe_text = exe.to_string_lossy();
+        let exe = Path::new(exe_text.strip_suffix(" (deleted)").unwrap_or(&exe_text));
+        if exe != self.raftnode {
+            return Err(format!(
+                "it runs {}, not {} (name another with --raftnode)",
+                exe.display(),
+                self.raftnode.display()
+            ));
+        }
         let program = argv.first().map(Path::new);
         if program.and_then(Path::file_name) != Some("raftnode".as_ref()) {
             return Err(format!(
-                "it runs {:?}, not raftnode",
+                "its command line names {:?}, not raftnode",
                 program.unwrap_or(Path::new(""))
             ));
         }
@@ -265,31 +357,27 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts node `id` as it was last seen running (or as
-    /// `boot_all_nodes.sh` would, with `--lab`) and records its pid.
+    /// The command line that starts node `id`: the lab's raftnode, with
+    /// arguments rebuilt (see the module docs).
+    fn command_line(&self, id: NodeId, port: u16) -> Vec<OsString> {
+        let config = std::fs::canonicalize(&self.config.path).unwrap_or(self.config.path.clone());
+        let mut argv: Vec<OsString> = vec![
+            config.into(),
+            id.to_string().into(),
+            port.to_string().into(),
+            "--state-dir".into(),
+            self.state_dir.clone().into(),
+            "--debug-dir".into(),
+            self.debug_dir.clone().into(),
+        ];
+        let seen = self.options.lock().get(&id).cloned();
+        argv.extend(seen.unwrap_or_else(|| vec!["--lab".into()]));
+        argv
+    }
+
+    /// Starts node `id` (see [`Lab::command_line`]) and records its pid.
     fn start(&self, id: NodeId, port: u16) -> Result<u32, LabError> {
-        let launch = self
-            .launches
-            .lock()
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| Launch {
-                argv: [
-                    self.raftnode.as_os_str(),
-                    self.config.path.as_os_str(),
-                    id.to_string().as_ref(),
-                    port.to_string().as_ref(),
-                    "--state-dir".as_ref(),
-                    self.state_dir.as_os_str(),
-                    "--debug-dir".as_ref(),
-                    self.debug_dir.as_os_str(),
-                    "--lab".as_ref(),
-                ]
-                .iter()
-                .map(|a| a.to_os_string())
-                .collect(),
-                cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-            });
+        let argv = self.command_line(id, port);
         std::fs::create_dir_all(&self.debug_dir).map_err(LabError::Spawn)?;
         let out = OpenOptions::new()
             .create(true)
@@ -297,9 +385,8 @@ impl Lab {
             .open(self.debug_dir.join(format!("node{id}.out")))
             .map_err(LabError::Spawn)?;
         let err = out.try_clone().map_err(LabError::Spawn)?;
-        let mut child = Command::new(&launch.argv[0])
-            .args(&launch.argv[1..])
-            .current_dir(&launch.cwd)
+        let mut child = Command::new(&self.raftnode)
+            .args(&argv)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -378,7 +465,10 @@ mod tests {
         let path = dir.join("config.txt");
         std::fs::write(&path, "0 127.0.0.1 7000\n1 127.0.0.1 7001\n").unwrap();
         let config = crate::config::load(&path).unwrap();
-        Lab::new(config, dir.join("state"), dir.join("debug"))
+        let raftnode = dir.join("bin/raftnode");
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(&raftnode, "").unwrap();
+        Lab::new(config, dir.join("state"), dir.join("debug"), Some(raftnode))
     }
 
     #[test]
@@ -405,14 +495,24 @@ mod tests {
     }
 
     #[test]
-    fn only_raftnode_with_our_config_and_the_nodes_id_counts() {
+    fn only_our_raftnode_with_our_config_and_the_nodes_id_counts() {
         let dir = tempfile::tempdir().unwrap();
         let lab = lab(dir.path());
+        let ours = std::fs::canonicalize(dir.path().join("bin/raftnode")).unwrap();
         let argv = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
         let cwd = dir.path();
+        let node0 = argv(&["/bin/raftnode", "config.txt", "0", "7000"]);
+        assert!(lab.check_is_node(0, &ours, &node0, cwd).is_ok());
+        // Rebuilt since it started: still ours.
+        let replaced = PathBuf::from(format!("{} (deleted)", ours.display()));
+        assert!(lab.check_is_node(0, &replaced, &node0, cwd).is_ok());
+        // Issue 19: a process whose command line claims to be raftnode,
+        // running another program.
+        let fake = dir.path().join("fake/raftnode");
+        let why = lab.check_is_node(0, &fake, &node0, cwd).unwrap_err();
         assert!(
-            lab.check_is_node(0, &argv(&["/bin/raftnode", "config.txt", "0", "7000"]), cwd)
-                .is_ok()
+            why.contains("fake/raftnode") && why.contains("--raftnode"),
+            "{why}"
         );
         let other = dir.path().join("other.txt");
         std::fs::write(&other, "0 127.0.0.1 7000\n").unwrap();
@@ -423,8 +523,78 @@ mod tests {
             (0, vec!["raftnode"]),
         ] {
             assert!(
-                lab.check_is_node(id, &argv(&args), cwd).is_err(),
+                lab.check_is_node(id, &ours, &argv(&args), cwd).is_err(),
                 "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_restart_rebuilds_the_command_line_keeping_only_raftnodes_own_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = lab(dir.path());
+        let config = std::fs::canonicalize(dir.path().join("config.txt")).unwrap();
+        let base = |id: &str, port: &str| -> Vec<OsString> {
+            vec![
+                config.clone().into(),
+                id.into(),
+                port.into(),
+                "--state-dir".into(),
+                dir.path().join("state").into(),
+                "--debug-dir".into(),
+                dir.path().join("debug").into(),
+            ]
+        };
+        // Never seen: as boot_all_nodes.sh starts it, with --lab.
+        let mut expected = base("1", "7001");
+        expected.push("--lab".into());
+        assert_eq!(lab.command_line(1, 7001), expected);
+        // Seen running with tuning options and things that are not.
+        let seen: Vec<OsString> = [
+            "/somewhere/raftnode",
+            "/elsewhere/config.txt",
+            "0",
+            "7000",
+            "--state-dir",
+            "/their/state",
+            "--heartbeat",
+            "100",
+            "--election-timeout=800..1600",
+            "--vote-floor",
+            "9",
+            "--lab",
+            "--unknown",
+            "x",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        lab.options.lock().insert(0, kept_options(&seen));
+        let mut expected = base("0", "7000");
+        expected.extend(
+            [
+                "--heartbeat",
+                "100",
+                "--election-timeout",
+                "800..1600",
+                "--lab",
+            ]
+            .iter()
+            .map(OsString::from),
+        );
+        assert_eq!(lab.command_line(0, 7000), expected);
+    }
+
+    /// Every option a restart keeps is one raftnode takes: the list here
+    /// and raftnode's arguments must not drift apart.
+    #[test]
+    fn the_kept_options_are_raftnodes() {
+        let source = include_str!("../bin/raftnode.rs");
+        for (flag, _) in KEPT_OPTIONS {
+            let field = flag.trim_start_matches("--").replace('-', "_");
+            assert!(
+                source.contains(&format!("    {field}: ")),
+                "raftnode has no option {flag}"
             );
         }
     }
