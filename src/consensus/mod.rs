@@ -56,6 +56,11 @@
 //!    [`Raft::persisted`]. A crash before the sync loses only entries that
 //!    no one was told are committed.
 //!
+//! A server whose storage lost entries it may have acknowledged starts with
+//! [`HardState::lost_through`] set (the caller's storage finds the loss);
+//! `persisted` clears it once the log is durable that far again, which
+//! produces a `Ready` of its own: check [`Raft::has_ready`] after it.
+//!
 //! `committed` entries may be applied in the order given as soon as they
 //! are handed out: they are on a majority's disks. `persisted(index, term)`
 //! names the entry by term as well, so a report about entries replaced

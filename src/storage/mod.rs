@@ -1,8 +1,9 @@
 //! Durable state of one node, in `STATE_DIR/node<ID>/`:
 //!
-//! * `state.json`: `{"term":7,"voted_for":2}`. Replaced atomically: written
-//!   to `state.json.tmp`, fsynced, renamed over the old file, and the
-//!   directory fsynced, so a crash leaves either the old or the new file.
+//! * `state.json` and `state.copy.json`: whose state this is (cluster and
+//!   node id), the term and vote, and the mark of a storage fault not yet
+//!   repaired; two copies, each a checksummed line replaced atomically,
+//!   both written before anything depends on them (see [`state_file`]).
 //! * `log-<first index>.jsonl`: the log, in segment files (see
 //!   [`segments`]), one record per line, `CRC JSON`, where CRC is the
 //!   CRC-32 (8 hex digits) of the JSON bytes, e.g.
@@ -21,19 +22,40 @@
 //!   count of writes it covered ([`Storage::synced_through`] never lowers
 //!   the count), and the core ignores its `persisted(index, term)` when the
 //!   entry at `index` has since been replaced (its term differs).
+//! * `log.synced`: the index the log was last known synced through,
+//!   rewritten after every sync (see [`segments::SyncMarker`]).
 //! * `snapshot.jsonl`: the latest snapshot of the state machine, with the
 //!   last index and term it covers (see [`snapshot_file`]). Once it is
 //!   durable, the log segments it covers are deleted whole (§7).
 //! * `lock`: held (flock) while a node runs, so two processes cannot share
 //!   the directory; once the node listens, it holds the node's pid.
 //!
-//! At start, a final record that is incomplete or fails its checksum is a
-//! write torn by a crash: it was never fsynced, hence never acknowledged,
-//! and is cut (and reported). A bad record *before* the last one, a
-//! segment missing from the run, or a snapshot that fails its checks is
-//! damage that a crash cannot cause; the node refuses to start and names
-//! the file and byte offset, rather than silently dropping entries that
-//! may be committed.
+//! **Recovery: a crash or a fault.** Raft's proofs assume that what a
+//! server wrote stays written; a crash keeps that promise for everything
+//! synced, a damaged disk does not. So at start:
+//!
+//! * A record that does not read back (incomplete, failing its checksum,
+//!   out of sequence) *beyond* the index `log.synced` names was never
+//!   synced, hence never acknowledged: a write torn by a crash. It is cut,
+//!   with everything after it, and reported. Without a `log.synced` (a
+//!   directory from before it), a bad *final* record is taken for one.
+//! * Anything else is a fault a crash cannot cause: a bad record within
+//!   what was synced, a log ending before `log.synced` says, a segment
+//!   missing from the run, a snapshot failing its checks. Its entries may
+//!   be committed with this server's acknowledgement among the majority.
+//!   With [`StorageOptions::heal`] (the server has peers) the readable
+//!   prefix is kept, the rest set aside as `*.damaged`, and the loss
+//!   recorded in the state files (`lost_through`) *before* `log.synced` is
+//!   lowered; the core then keeps the server from voting for, or being, a
+//!   leader that may lack what it lost, until a leader has sent it again
+//!   (Alagappan et al., "Protocol-Aware Recovery for Consensus-Based
+//!   Storage", FAST 2018). Without, it is an error naming the file and
+//!   byte offset, and nothing is changed.
+//! * The term and vote come from whichever of the two copies is later and
+//!   whole; a term below the log's last term is not trusted; neither copy
+//!   usable on a server that has run is an error ([`StorageError::VoteLost`]).
+//!   A directory that names another node or cluster is refused before
+//!   anything in it changes.
 
 pub mod segments;
 pub mod snapshot_file;
