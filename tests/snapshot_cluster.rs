@@ -140,11 +140,11 @@ fn raftctl_log_after_compaction_prints_from_the_first_index() {
     );
 }
 
-/// §7: a follower down while the others compacted past its log comes back
-/// through InstallSnapshot, with no operator action, and ends with the
-/// same state machine.
-#[test]
-fn a_follower_down_through_compaction_catches_up_through_install_snapshot() {
+/// A 3-node cluster (snapshots every 200 entries) whose follower `victim`
+/// was killed, then left behind by writes the leader has compacted into
+/// its snapshot; the victim is still down. Returns the cluster, leader,
+/// victim, and the writes acknowledged.
+fn follower_behind_a_compaction() -> (TestCluster, NodeId, NodeId, BTreeMap<String, String>) {
     let mut c = cluster("200");
     c.start_all();
     let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
@@ -158,6 +158,15 @@ fn a_follower_down_through_compaction_catches_up_through_install_snapshot() {
         leader_snapshot > before + 1,
         "the leader compacted past the follower's log ({leader_snapshot} vs {before})"
     );
+    (c, leader, victim, acked)
+}
+
+/// §7: a follower down while the others compacted past its log comes back
+/// through InstallSnapshot, with no operator action, and ends with the
+/// same state machine.
+#[test]
+fn a_follower_down_through_compaction_catches_up_through_install_snapshot() {
+    let (mut c, leader, victim, acked) = follower_behind_a_compaction();
     c.start(victim);
     check_state_on(&c, victim, &acked);
     let log = c.activity_log(victim);
@@ -184,18 +193,7 @@ fn a_follower_down_through_compaction_catches_up_through_install_snapshot() {
 /// follower catches up.
 #[test]
 fn a_damaged_snapshot_on_the_leader_is_replaced_and_the_follower_needing_it_catches_up() {
-    let mut c = cluster("200");
-    c.start_all();
-    let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
-    let mut acked = write_many(&c, 4, 100, 40, 20);
-    let victim = (leader + 1) % 3;
-    c.sigkill(victim);
-    let before = c.log_entries(victim).last().map_or(0, |e| e.index);
-    acked.extend(write_many(&c, 4, 1200, 40, 20));
-    assert!(
-        snapshot_index(&c, leader) > before + 1,
-        "the follower needs the snapshot"
-    );
+    let (mut c, leader, victim, acked) = follower_behind_a_compaction();
     // The writes have stopped, so the leader's snapshot stays this file.
     let path = c.state_dir().join(format!("node{leader}/snapshot.jsonl"));
     let mut bytes = std::fs::read(&path).unwrap();
@@ -215,6 +213,22 @@ fn a_damaged_snapshot_on_the_leader_is_replaced_and_the_follower_needing_it_catc
         c.activity_log(victim)
             .contains("installed snapshot from the leader"),
         "the follower caught up through a sound snapshot"
+    );
+    // How long the leader took from finding the damage to a sound
+    // snapshot installed on the follower.
+    let lines: Vec<&str> = log.lines().collect();
+    let found = lines
+        .iter()
+        .position(|l| l.contains("cannot be sent"))
+        .unwrap();
+    let sent = lines[found..]
+        .iter()
+        .find(|l| l.contains(&format!("node{victim} has snapshot up to index")))
+        .expect("a sound snapshot sent after the damage was found");
+    eprintln!(
+        "damaged snapshot found at {}, a sound one installed by {}",
+        &lines[found][..23],
+        &sent[..23]
     );
 }
 
@@ -379,17 +393,7 @@ fn a_damaged_snapshot_file_is_set_aside_and_the_node_repairs_itself() {
     bytes[last] ^= 0x01; // inside the last key's line
     std::fs::write(&path, &bytes).unwrap();
     c.start(0);
-    let last = c.wait_for("node0 repaired and caught up", WAIT, |st| {
-        let s: Vec<_> = st
-            .iter()
-            .map(|s| s.status.as_ref().ok())
-            .collect::<Option<_>>()?;
-        let last = s[0].last_log_index;
-        s.iter()
-            .all(|s| s.commit_index == last && s.last_applied == last)
-            .then_some(last)
-            .filter(|_| s.iter().all(|s| s.repairing_through.is_none()))
-    });
+    let last = c.wait_for_converged();
     assert!(last > 20);
     let log = c.activity_log(0);
     assert!(

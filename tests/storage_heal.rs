@@ -38,21 +38,21 @@ fn last_segment(dir: &Path) -> PathBuf {
     segments.pop().expect("a log segment")
 }
 
-/// Waits until every node holds the whole log, committed, and none is
-/// repairing; returns the last index.
-fn wait_whole(c: &TestCluster) -> u64 {
-    c.wait_for("every node whole and caught up", WAIT, |st| {
-        let s: Vec<_> = st
-            .iter()
-            .map(|s| s.status.as_ref().ok())
-            .collect::<Option<_>>()?;
-        let last = s[0].last_log_index;
-        s.iter()
-            .all(|s| {
-                s.last_log_index == last && s.commit_index == last && s.repairing_through.is_none()
-            })
-            .then_some(last)
-    })
+/// Milliseconds from the last activity-log line containing `from` to the
+/// first after it containing `to` (lines start with an RFC 3339 time).
+fn millis_between(log: &str, from: &str, to: &str) -> i64 {
+    let at = |line: &str| -> i64 {
+        // 2026-12-07T02:26:59.500Z: the time of day is enough here.
+        let time = &line[11..23];
+        let (h, m, s) = (&time[0..2], &time[3..5], &time[6..12]);
+        let seconds: f64 = s.parse().unwrap();
+        (h.parse::<i64>().unwrap() * 3600 + m.parse::<i64>().unwrap() * 60) * 1000
+            + (seconds * 1000.0) as i64
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines.iter().rposition(|l| l.contains(from)).unwrap();
+    let end = lines[start..].iter().find(|l| l.contains(to)).unwrap();
+    at(end) - at(lines[start])
 }
 
 type Damage = fn(&mut Vec<u8>);
@@ -87,7 +87,7 @@ fn a_follower_whose_acknowledged_tail_is_damaged_repairs_itself_and_the_cluster_
         for k in 0..5 {
             client.put(&format!("r{round}k{k}"), "v").unwrap();
         }
-        wait_whole(&c);
+        c.wait_for_converged();
         let followers: Vec<NodeId> = c.ids().into_iter().filter(|&i| i != leader).collect();
         let (damaged, other) = (followers[0], followers[1]);
         c.sigterm(damaged);
@@ -97,11 +97,15 @@ fn a_follower_whose_acknowledged_tail_is_damaged_repairs_itself_and_the_cluster_
         std::fs::write(&path, &bytes).unwrap();
         c.start(damaged);
         // It repairs from the leader, and says so.
-        wait_whole(&c);
+        c.wait_for_converged();
         let log = c.activity_log(damaged);
         assert!(
             log.contains("storage fault") && log.contains("repaired: our log holds entries"),
             "{what}: node{damaged}'s activity log:\n{log}"
+        );
+        eprintln!(
+            "{what}: repaired {} ms after its restart",
+            millis_between(&log, "started on", "repaired: our log holds entries")
         );
         assert!(
             c.activity_log(leader).contains("no longer holds entries"),
@@ -117,7 +121,7 @@ fn a_follower_whose_acknowledged_tail_is_damaged_repairs_itself_and_the_cluster_
         }
         c.start(other);
     }
-    wait_whole(&c);
+    c.wait_for_converged();
     for round in 0..4 {
         for k in 0..5 {
             assert_eq!(
@@ -144,7 +148,7 @@ fn a_node_that_loses_state_json_keeps_its_vote_and_one_that_loses_both_copies_wa
     c.start_all();
     let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
     client(&c).put("k", "v").unwrap();
-    wait_whole(&c);
+    c.wait_for_converged();
     let node = c.ids().into_iter().find(|&i| i != leader).unwrap();
     c.sigterm(node);
     let dir = node_dir(&c, node);
@@ -152,7 +156,7 @@ fn a_node_that_loses_state_json_keeps_its_vote_and_one_that_loses_both_copies_wa
     assert!(before.0 >= 1);
     std::fs::remove_file(dir.join("state.json")).unwrap();
     c.start(node);
-    wait_whole(&c);
+    c.wait_for_converged();
     let log = c.activity_log(node);
     let started = log.lines().rfind(|l| l.contains("started on")).unwrap();
     assert!(
@@ -191,7 +195,7 @@ fn a_node_that_loses_state_json_keeps_its_vote_and_one_that_loses_both_copies_wa
         .extend(["--vote-floor".to_string(), highest.to_string()]);
     c.start(node);
     c.args = args;
-    wait_whole(&c);
+    c.wait_for_converged();
     let (term, vote) = term_and_vote(&dir.join("state.json"));
     assert!(term >= highest);
     assert!(
@@ -206,7 +210,7 @@ fn a_node_started_on_another_nodes_state_is_refused() {
     c.start_all();
     c.wait_for_agreed_leader(&c.ids(), WAIT);
     client(&c).put("k", "v").unwrap();
-    wait_whole(&c);
+    c.wait_for_converged();
     c.sigterm(0);
     c.sigterm(2);
     // Node 0's directory copied into node 2's place.

@@ -99,6 +99,26 @@ fn serve(config: &Path, args: &[&str]) -> (Killed, String) {
     (web, url)
 }
 
+/// An HTTP client that returns error statuses as answers.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// `GET /` answers with the page.
+fn assert_serves_the_page(url: &str) {
+    let page = agent()
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(page.contains("<script src=\"/app.js\">"), "{page}");
+}
+
 /// What the page shows, read from the page itself.
 fn shown(browser: &Browser) -> Value {
     browser.eval(
@@ -227,10 +247,7 @@ fn writes_need_the_header_and_lab_actions_need_lab() {
     c.start_all();
     let (leader, _) = c.wait_for_agreed_leader(&c.ids(), WAIT);
     let (_web, url) = serve(&c.config_path, &[]);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let post = |path: &str, header: bool, body: &Value| {
         let mut r = agent.post(format!("{url}{}", &path[1..]));
         if header {
@@ -252,14 +269,7 @@ fn writes_need_the_header_and_lab_actions_need_lab() {
     assert_eq!(code, 403, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("--lab"));
     assert!(c.is_running(leader), "a lab action ran without --lab");
-    let page = agent
-        .get(&url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert!(page.contains("<script src=\"/app.js\">"), "{page}");
+    assert_serves_the_page(&url);
     // A request addressed to another name (DNS rebinding) is refused.
     let status_line = |host: &str| {
         use std::io::{Read, Write};
@@ -294,10 +304,7 @@ fn cutting_the_leader_off_from_the_page_elects_another_and_reconnecting_heals() 
     let cluster = config::load(&booted.config_path).unwrap();
     let state_dir = booted.state_dir().display().to_string();
     let (_web, url) = serve(&booted.config_path, &["--lab", "--state-dir", &state_dir]);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let lab = |id: u64, action: &str| {
         let mut r = agent
             .post(format!("{url}api/lab/{id}/{action}"))
@@ -466,18 +473,7 @@ fn a_huge_post_is_refused_from_its_headers_and_costs_no_memory() {
         "raftctl web died of a terabyte claimed"
     );
     // And it still serves.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let page = agent
-        .get(&url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert!(page.contains("<script src=\"/app.js\">"));
+    assert_serves_the_page(&url);
 }
 
 /// Issue 19: the lab trusted a pid file and the command line it named. A
@@ -523,10 +519,7 @@ fn the_lab_neither_signals_nor_runs_a_process_that_only_claims_to_be_raftnode() 
             &debug_arg,
         ],
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     for action in ["kill", "stop", "restart"] {
         let mut answer = agent
             .post(format!("{url}api/lab/0/{action}"))

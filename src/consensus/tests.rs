@@ -107,6 +107,24 @@ fn elected(log: &[Term], term: Term) -> Raft {
     r
 }
 
+/// A candidate of term 2 sends each of `voters` its RequestVote and hears
+/// a grant back.
+fn granted_by(r: &mut Raft, voters: &[NodeId], now: Duration) {
+    for &voter in voters {
+        let _ = r.poll_peer(voter, now).unwrap();
+        r.handle_reply(
+            voter,
+            Reply::RequestVote(RequestVoteReply {
+                term: 2,
+                vote_granted: true,
+                pre_vote: false,
+            }),
+            now,
+        )
+        .unwrap();
+    }
+}
+
 /// The caller's log writer: takes what `r` has to write, and reports all
 /// of it durable. Returns what was taken.
 fn sync(r: &mut Raft) -> Ready {
@@ -693,17 +711,7 @@ fn first_batch_for_an_empty_peer(c: Config, log: Vec<Entry>) -> AppendEntries {
         Duration::ZERO,
     );
     r.tick(now);
-    let _ = r.poll_peer(1, now).unwrap();
-    r.handle_reply(
-        1,
-        Reply::RequestVote(RequestVoteReply {
-            term: 2,
-            vote_granted: true,
-            pre_vote: false,
-        }),
-        now,
-    )
-    .unwrap();
+    granted_by(&mut r, &[1], now);
     assert_eq!(r.role(), Role::Leader);
     let probe = r.poll_peer(2, now).unwrap();
     let empty = ae_reply(&probe, 2, false, 0, (None, 1));
@@ -1934,19 +1942,7 @@ fn a_follower_s_lost_acknowledgement_no_longer_counts_toward_a_commit() {
     );
     let now = Duration::from_secs(1);
     r.tick(now);
-    for voter in [1, 2] {
-        let _ = r.poll_peer(voter, now).unwrap();
-        r.handle_reply(
-            voter,
-            Reply::RequestVote(RequestVoteReply {
-                term: 2,
-                vote_granted: true,
-                pre_vote: false,
-            }),
-            now,
-        )
-        .unwrap();
-    }
+    granted_by(&mut r, &[1, 2], now);
     assert_eq!(r.role(), Role::Leader);
     let _ = sync(&mut r); // the leader's own no-op (index 2) is durable
     let req = append_to(&mut r, 1, now);

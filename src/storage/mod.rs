@@ -1151,34 +1151,6 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_snapshot_is_set_aside_and_the_loss_reported_when_healing() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
-            let entries: Vec<Entry> = (1..=7).map(|i| entry(i, 1, "a")).collect();
-            s.persist(&ready_appending(entries), true).unwrap();
-            own_snapshot(&mut s, 5, 1, "some state");
-        }
-        let path = dir.path().join(SNAPSHOT_FILE);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x01;
-        std::fs::write(&path, &bytes).unwrap();
-        let opts = StorageOptions {
-            heal: true,
-            ..options(small_segments())
-        };
-        let (_, rec) = Storage::open(dir.path(), &opts).unwrap();
-        assert!(rec.snapshot.is_none() && rec.entries.is_empty());
-        let loss = rec.loss.unwrap();
-        assert_eq!(loss.through, 7, "{}", loss.what);
-        assert!(loss.what.contains("CRC"), "{}", loss.what);
-        assert!(!path.exists());
-        assert!(dir.path().join("snapshot.jsonl.damaged").exists());
-        assert_eq!(rec.hard_state.lost_through, 7);
-    }
-
-    #[test]
     fn a_corrupt_state_file_is_an_error_not_a_reset() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -1400,20 +1372,27 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_damaged_snapshot_stops_the_node_naming_the_file_and_offset() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Entries 1 to 7 and a snapshot up to 5, whose last byte is then
+    /// flipped; the snapshot file's path and damaged bytes.
+    fn damaged_snapshot(dir: &Path) -> (PathBuf, Vec<u8>) {
         {
-            let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
-            let entries: Vec<Entry> = (1..=4).map(|i| entry(i, 1, "a")).collect();
+            let (mut s, _) = Storage::open(dir, &options(small_segments())).unwrap();
+            let entries: Vec<Entry> = (1..=7).map(|i| entry(i, 1, "a")).collect();
             s.persist(&ready_appending(entries), true).unwrap();
-            own_snapshot(&mut s, 4, 1, "some state");
+            own_snapshot(&mut s, 5, 1, "some state");
         }
-        let path = dir.path().join(SNAPSHOT_FILE);
+        let path = dir.join(SNAPSHOT_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    #[test]
+    fn a_damaged_snapshot_stops_the_node_naming_the_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut bytes) = damaged_snapshot(dir.path());
         let msg = Storage::open(dir.path(), &options(small_segments()))
             .err()
             .expect("must refuse")
@@ -1422,13 +1401,31 @@ mod tests {
             msg.contains(SNAPSHOT_FILE) && msg.contains("byte offset 128") && msg.contains("CRC"),
             "{msg}"
         );
-        bytes.truncate(last);
+        bytes.truncate(bytes.len() - 1);
         std::fs::write(&path, &bytes).unwrap();
         let msg = Storage::open(dir.path(), &options(small_segments()))
             .err()
             .expect("must refuse a short one too")
             .to_string();
         assert!(msg.contains("bytes of state follow"), "{msg}");
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_set_aside_and_the_loss_reported_when_healing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = damaged_snapshot(dir.path());
+        let opts = StorageOptions {
+            heal: true,
+            ..options(small_segments())
+        };
+        let (_, rec) = Storage::open(dir.path(), &opts).unwrap();
+        assert!(rec.snapshot.is_none() && rec.entries.is_empty());
+        let loss = rec.loss.unwrap();
+        assert_eq!(loss.through, 7, "{}", loss.what);
+        assert!(loss.what.contains("CRC"), "{}", loss.what);
+        assert!(!path.exists());
+        assert!(dir.path().join("snapshot.jsonl.damaged").exists());
+        assert_eq!(rec.hard_state.lost_through, 7);
     }
 
     #[test]

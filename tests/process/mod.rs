@@ -308,7 +308,8 @@ impl TestCluster {
     }
 
     /// Waits until every node is reachable and all hold the same number
-    /// of entries, all committed; returns that index.
+    /// of entries, all committed, none still repairing what its storage
+    /// lost; returns that index.
     pub fn wait_for_converged(&self) -> u64 {
         self.wait_for(
             "every node caught up, its whole log committed",
@@ -320,7 +321,11 @@ impl TestCluster {
                     .collect::<Option<_>>()?;
                 let last = s[0].last_log_index;
                 s.iter()
-                    .all(|s| s.last_log_index == last && s.commit_index == last)
+                    .all(|s| {
+                        s.last_log_index == last
+                            && s.commit_index == last
+                            && s.repairing_through.is_none()
+                    })
                     .then_some(last)
             },
         )
