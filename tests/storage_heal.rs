@@ -227,7 +227,7 @@ fn a_node_started_on_another_nodes_state_is_refused() {
     assert_eq!(status.code(), Some(1));
     let stderr = c.stderr(2);
     assert!(
-        stderr.contains("this is the state of node 0 of cluster")
+        stderr.contains("this is the state of node 0 (of cluster")
             && stderr.contains("not of node 2"),
         "{stderr}"
     );

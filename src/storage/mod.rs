@@ -144,16 +144,27 @@ impl fmt::Display for StorageError {
                 path,
                 found,
                 expected,
-            } => write!(
+            } if found.node != expected.node => write!(
                 f,
-                "{}: this is the state of node {} of cluster {}, not of node {} of cluster {}; start node {} on it, or give node {} its own --state-dir (a node started on another's votes and log can lose acknowledged writes). If you changed the configuration on purpose, the old cluster's state cannot be reused: remove the directory to start this node empty",
+                "{}: this is the state of node {} (of cluster {}), not of node {}: start node {} on it, or give node {} its own --state-dir (a node started on another's votes and log can lose acknowledged writes)",
                 path.display(),
                 found.node,
                 found.cluster,
                 expected.node,
-                expected.cluster,
                 found.node,
                 expected.node
+            ),
+            StorageError::WrongNode {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{}: this state belongs to cluster {}, but the configuration now describes cluster {} (other members or addresses). To go on with the old cluster, start every node with its configuration, or with --cluster-id {} if only addresses changed; to start a new cluster, remove this node's state directory (its data is lost)",
+                path.display(),
+                found.cluster,
+                expected.cluster,
+                found.cluster
             ),
             StorageError::VoteLost {
                 dir,
@@ -1133,14 +1144,20 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            msg.contains("state of node 1 of cluster test, not of node 2 of cluster test"),
+            msg.contains("state of node 1 (of cluster test), not of node 2"),
             "{msg}"
         );
         let other_cluster = StorageOptions::new("other", 1);
-        assert!(matches!(
-            Storage::open(dir.path(), &other_cluster),
-            Err(StorageError::WrongNode { .. })
-        ));
+        let msg = Storage::open(dir.path(), &other_cluster)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains(
+                "belongs to cluster test, but the configuration now describes cluster other"
+            ) && msg.contains("--cluster-id test"),
+            "{msg}"
+        );
         for (name, bytes) in before {
             assert_eq!(
                 std::fs::read(dir.path().join(&name)).unwrap(),
