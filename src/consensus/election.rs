@@ -53,6 +53,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::message::{Index, NodeId, RequestVote, RequestVoteReply};
+use super::quorum::{Majority, VoteResult};
 use super::{Event, Raft, Role, VoteRefusal};
 
 /// A read the leader's lease covers; see [`Raft::lease_read`].
@@ -69,15 +70,6 @@ pub struct LeaseRead {
 pub(super) struct Votes {
     granted: BTreeSet<NodeId>,
     refused: BTreeSet<NodeId>,
-}
-
-/// Where a round of votes stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Tally {
-    Won,
-    /// A majority has refused: a win is no longer possible.
-    Lost,
-    Pending,
 }
 
 impl Votes {
@@ -97,15 +89,9 @@ impl Votes {
         }
     }
 
-    fn tally(&self, cluster_size: usize) -> Tally {
-        let quorum = cluster_size / 2 + 1;
-        if self.granted.len() >= quorum {
-            Tally::Won
-        } else if self.refused.len() > cluster_size - quorum {
-            Tally::Lost
-        } else {
-            Tally::Pending
-        }
+    /// Where the round stands among `voters`.
+    fn tally(&self, voters: &Majority) -> VoteResult {
+        voters.vote(&self.granted, &self.refused)
     }
 }
 
@@ -162,7 +148,7 @@ impl Raft {
     /// A round still open when the next starts was lost (timed out).
     fn end_round_unwon(&mut self) {
         if matches!(self.role, Role::Candidate | Role::PreCandidate)
-            && self.votes.tally(self.cfg.cluster_size()) == Tally::Pending
+            && self.votes.tally(&self.voters) == VoteResult::Pending
         {
             self.push_round_lost();
         }
@@ -189,9 +175,9 @@ impl Raft {
     }
 
     fn check_votes(&mut self, now: Duration) {
-        match self.votes.tally(self.cfg.cluster_size()) {
-            Tally::Pending => {}
-            Tally::Won if self.role == Role::PreCandidate => {
+        match self.votes.tally(&self.voters) {
+            VoteResult::Pending => {}
+            VoteResult::Won if self.role == Role::PreCandidate => {
                 self.events.push(Event::PreVoteWon {
                     term: self.term + 1,
                     votes: self.votes.granted.len(),
@@ -199,8 +185,8 @@ impl Raft {
                 });
                 self.start_election(now, false);
             }
-            Tally::Won => self.become_leader(now),
-            Tally::Lost => {
+            VoteResult::Won => self.become_leader(now),
+            VoteResult::Lost => {
                 self.push_round_lost();
                 if self.role == Role::PreCandidate {
                     // Thesis §9.6: it stays a follower in its term; its
@@ -422,12 +408,13 @@ impl Raft {
         if !self.cfg.check_quorum || self.role != Role::Leader || self.peers.is_empty() {
             return None;
         }
-        let mut heard: Vec<Duration> = self.peers.values().map(|p| p.last_heard).collect();
-        heard.sort_unstable_by(|a, b| b.cmp(a));
-        // With ourselves, the quorum - 1 most recently heard peers make a
-        // majority: the last of them sets the deadline.
-        let majority_heard = heard[self.cfg.quorum() - 2];
-        Some(majority_heard + self.cfg.election_timeout_min)
+        // When a majority, ourselves included (heard from always), was
+        // last all heard from.
+        let majority_heard = self.voters.reached(|id| match self.peers.get(&id) {
+            Some(p) => p.last_heard,
+            None => Duration::MAX,
+        });
+        Some(majority_heard.saturating_add(self.cfg.election_timeout_min))
     }
 
     /// CheckQuorum's step-down, if it is due.
@@ -436,11 +423,11 @@ impl Raft {
             return;
         }
         let window = self.cfg.election_timeout_min;
-        let heard = 1 + self
-            .peers
-            .values()
-            .filter(|p| now.saturating_sub(p.last_heard) < window)
-            .count();
+        let heard = self.voters.count(|id| {
+            self.peers
+                .get(&id)
+                .is_none_or(|p| now.saturating_sub(p.last_heard) < window)
+        });
         self.events.push(Event::QuorumLost {
             term: self.term,
             heard,
@@ -459,23 +446,28 @@ mod tests {
 
     #[test]
     fn a_round_is_won_by_a_majority_and_lost_once_a_majority_refuses() {
+        let five = Majority::new(0..5);
         let mut v = Votes::new(0);
-        assert_eq!(v.tally(5), Tally::Pending);
+        assert_eq!(v.tally(&five), VoteResult::Pending);
         v.record(1, true);
-        assert_eq!(v.tally(5), Tally::Pending);
+        assert_eq!(v.tally(&five), VoteResult::Pending);
         v.record(2, true);
-        assert_eq!(v.tally(5), Tally::Won);
+        assert_eq!(v.tally(&five), VoteResult::Won);
         let mut v = Votes::new(0);
         v.record(1, false);
         v.record(2, false);
-        assert_eq!(v.tally(5), Tally::Pending, "two of five may still lose");
+        assert_eq!(
+            v.tally(&five),
+            VoteResult::Pending,
+            "two of five may still lose"
+        );
         v.record(3, false);
-        assert_eq!(v.tally(5), Tally::Lost);
+        assert_eq!(v.tally(&five), VoteResult::Lost);
         // A repeated answer counts once.
         let mut v = Votes::new(0);
         v.record(1, false);
         v.record(1, false);
-        assert_eq!(v.tally(3), Tally::Pending);
-        assert_eq!(Votes::new(0).tally(1), Tally::Won);
+        assert_eq!(v.tally(&Majority::new(0..3)), VoteResult::Pending);
+        assert_eq!(Votes::new(0).tally(&Majority::new([0])), VoteResult::Won);
     }
 }

@@ -80,6 +80,7 @@ mod election;
 pub mod log;
 pub mod message;
 pub mod progress;
+pub mod quorum;
 mod transfer;
 pub mod validate;
 
@@ -181,10 +182,6 @@ impl Config {
 
     fn cluster_size(&self) -> usize {
         self.peers.len() + 1
-    }
-
-    fn quorum(&self) -> usize {
-        self.cluster_size() / 2 + 1
     }
 
     /// Retries to an unreachable peer back off up to this; kept below the
@@ -656,6 +653,8 @@ pub struct Raft {
     /// When this server started (for `VoteRefusal::JustStarted`).
     started: Duration,
     peers: BTreeMap<NodeId, Peer>,
+    /// Whose agreement counts: this server and its peers.
+    voters: quorum::Majority,
 
     // Linearizable reads (thesis §6.4), leader only; cleared on role change.
     /// Incremented for each read; heartbeats carry the current round.
@@ -714,6 +713,7 @@ impl Raft {
         let log = Log::after(snapshot.last_index, snapshot.last_term, entries);
         let on_disk = log.last_index();
         let peers = cfg.peers.iter().map(|&p| (p, Peer::new())).collect();
+        let voters = quorum::Majority::new(cfg.peers.iter().copied().chain([cfg.id]));
         let mut raft = Raft {
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             cfg,
@@ -735,6 +735,7 @@ impl Raft {
             transfer: None,
             started: now,
             peers,
+            voters,
             read_round: 0,
             reads_awaiting_commit: Vec::new(),
             reads_awaiting_quorum: Vec::new(),
@@ -1618,18 +1619,13 @@ impl Raft {
         self.confirm_reads();
     }
 
-    /// The latest read round a majority (ourselves included) has answered.
+    /// The latest read round a majority (ourselves included, having
+    /// started every round) has answered.
     fn quorum_round(&self) -> u64 {
-        let mut acked: Vec<u64> = self
-            .peers
-            .values()
-            .map(|p| p.progress.acked_round)
-            .collect();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        acked
-            .get(self.cfg.quorum().wrapping_sub(2))
-            .copied()
-            .unwrap_or(self.read_round)
+        self.voters.reached(|id| match self.peers.get(&id) {
+            Some(p) => p.progress.acked_round,
+            None => self.read_round,
+        })
     }
 
     fn confirm_reads(&mut self) {
@@ -1638,18 +1634,12 @@ impl Raft {
         let kept = self.round_started.split_off(&self.quorum_round());
         self.round_started = kept;
         // Rounds only grow along the queue, so confirmed reads are a prefix.
-        let confirmed = self
+        let answered = self.quorum_round();
+        let n = self
             .reads_awaiting_quorum
             .iter()
-            .take_while(|&&(_, _, round)| {
-                1 + self
-                    .peers
-                    .values()
-                    .filter(|p| p.progress.acked_round >= round)
-                    .count()
-                    >= self.cfg.quorum()
-            });
-        let n = confirmed.count();
+            .take_while(|&&(_, _, round)| round <= answered)
+            .count();
         let done = self
             .reads_awaiting_quorum
             .drain(..n)
@@ -1682,16 +1672,12 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
-        let mut matched: Vec<Index> = self
-            .peers
-            .values()
-            .map(|p| p.progress.match_index)
-            .collect();
         // Ourselves, only as far as our own disk holds the log (rule 3 of
         // the module docs).
-        matched.push(self.persisted_index);
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let n = matched[self.cfg.quorum() - 1];
+        let n = self.voters.reached(|id| match self.peers.get(&id) {
+            Some(p) => p.progress.match_index,
+            None => self.persisted_index,
+        });
         if n > self.commit_index && self.log.term_at(n) == Some(self.term) {
             self.set_commit(n);
             self.start_reads();

@@ -1,0 +1,136 @@
+//! Who decides: the servers whose agreement counts, and what "a majority
+//! of them" has reached. Every rule of Raft that counts servers asks one
+//! of three questions, and each is answered here, once:
+//!
+//! * how far a majority has got ([`Majority::reached`]): the commit index
+//!   (Figure 2, Leaders rule 4: the highest N that a majority's
+//!   `matchIndex` reaches), the latest read round a majority has answered
+//!   (thesis §6.4), and when a majority was last heard from (CheckQuorum,
+//!   thesis §6.2);
+//! * whether an election is won, lost or still open ([`Majority::vote`]);
+//! * how many voters a predicate holds for ([`Majority::count`]), for
+//!   reporting.
+//!
+//! After etcd-io/raft's `quorum` package (`MajorityConfig`,
+//! `CommittedIndex`, `VoteResult`): the callers name what they count,
+//! never how a majority is computed, so that a joint configuration (two
+//! majorities, both needed, thesis §4.3) can take this type's place
+//! without touching them.
+
+use std::collections::BTreeSet;
+
+use super::NodeId;
+
+/// Where an election stands (see [`Majority::vote`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VoteResult {
+    Won,
+    /// Enough voters refused that a win is no longer possible.
+    Lost,
+    Pending,
+}
+
+/// A set of voters, of which any majority decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Majority {
+    voters: BTreeSet<NodeId>,
+}
+
+impl Majority {
+    /// The voters; at least one.
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Majority {
+        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+        assert!(!voters.is_empty(), "a configuration needs a voter");
+        Majority { voters }
+    }
+
+    pub fn len(&self) -> usize {
+        self.voters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.voters.is_empty()
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.contains(&id)
+    }
+
+    pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().copied()
+    }
+
+    /// How many voters make a majority.
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// The greatest value that a majority of the voters has reached, each
+    /// voter's value given by `value`: sorted from the greatest, the
+    /// quorum-th one. A commit index, a read round, a time heard from.
+    pub fn reached<T: Ord + Copy>(&self, value: impl Fn(NodeId) -> T) -> T {
+        let mut values: Vec<T> = self.voters.iter().map(|&id| value(id)).collect();
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values[self.quorum() - 1]
+    }
+
+    /// An election in which `granted` voted for the candidate and
+    /// `refused` against (others, including non-voters, are ignored).
+    pub fn vote(&self, granted: &BTreeSet<NodeId>, refused: &BTreeSet<NodeId>) -> VoteResult {
+        let yes = granted.intersection(&self.voters).count();
+        let no = refused.intersection(&self.voters).count();
+        if yes >= self.quorum() {
+            VoteResult::Won
+        } else if no > self.voters.len() - self.quorum() {
+            VoteResult::Lost
+        } else {
+            VoteResult::Pending
+        }
+    }
+
+    /// How many voters `holds` is true of.
+    pub fn count(&self, holds: impl Fn(NodeId) -> bool) -> usize {
+        self.voters.iter().filter(|&&id| holds(id)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_majority_reaches_the_quorum_th_greatest_value() {
+        let five = Majority::new(1..=5);
+        let matched = [10, 7, 7, 3, 0];
+        assert_eq!(five.reached(|id| matched[id as usize - 1]), 7);
+        let matched = [10, 9, 3, 2, 1];
+        assert_eq!(five.reached(|id| matched[id as usize - 1]), 3);
+        // Four voters need three: the third greatest.
+        let four = Majority::new(1..=4);
+        assert_eq!(four.reached(|id| [8, 6, 4, 2][id as usize - 1]), 4);
+        assert_eq!(Majority::new([7]).reached(|_| 42), 42);
+    }
+
+    #[test]
+    fn an_election_is_won_by_a_majority_and_lost_once_a_win_is_impossible() {
+        let five = Majority::new(0..5);
+        let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        assert_eq!(five.vote(&set(&[0, 1]), &set(&[])), VoteResult::Pending);
+        assert_eq!(five.vote(&set(&[0, 1, 2]), &set(&[])), VoteResult::Won);
+        assert_eq!(five.vote(&set(&[0]), &set(&[1, 2])), VoteResult::Pending);
+        assert_eq!(five.vote(&set(&[0]), &set(&[1, 2, 3])), VoteResult::Lost);
+        // Someone outside the configuration counts for nothing.
+        assert_eq!(five.vote(&set(&[0, 1, 9]), &set(&[])), VoteResult::Pending);
+        let four = Majority::new(0..4);
+        assert_eq!(four.vote(&set(&[0, 1]), &set(&[2])), VoteResult::Pending);
+        assert_eq!(four.vote(&set(&[0]), &set(&[1, 2])), VoteResult::Lost);
+    }
+
+    #[test]
+    fn count_counts_voters_only() {
+        let three = Majority::new([1, 2, 3]);
+        assert_eq!(three.count(|id| id != 2), 2);
+        assert_eq!(three.len(), 3);
+        assert!(three.contains(2) && !three.contains(4));
+    }
+}
