@@ -387,7 +387,7 @@ impl Raft {
             // The latest read round a majority has answered began when
             // its first request was sent: every answer echoing it comes
             // from a request sent no earlier.
-            *self.round_started.get(&self.quorum_round())?
+            self.reads.started(self.quorum_round())?
         };
         let drift = self.cfg.max_clock_drift;
         let expires = start

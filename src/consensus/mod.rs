@@ -81,6 +81,7 @@ pub mod log;
 pub mod message;
 pub mod progress;
 pub mod quorum;
+mod read_only;
 mod transfer;
 pub mod validate;
 
@@ -656,19 +657,9 @@ pub struct Raft {
     /// Whose agreement counts: this server and its peers.
     voters: quorum::Majority,
 
-    // Linearizable reads (thesis §6.4), leader only; cleared on role change.
-    /// Incremented for each read; heartbeats carry the current round.
-    read_round: u64,
-    /// Reads waiting for the leader to commit an entry of its own term,
-    /// before which its commit index may be behind the cluster's.
-    reads_awaiting_commit: Vec<u64>,
-    /// Reads with a read index, waiting for a majority to answer a
-    /// heartbeat of their round: (ctx, read index, round).
-    reads_awaiting_quorum: Vec<(u64, Index, u64)>,
-    reads_done: Vec<ReadState>,
-    /// When the first request of each read round not yet answered by a
-    /// majority went out (lease reads, see [`Raft::lease_read`]).
-    round_started: BTreeMap<u64, Duration>,
+    /// Linearizable reads (thesis §6.4), leader only; failed and cleared
+    /// on every role change.
+    reads: read_only::ReadOnly,
 
     // Bookkeeping for `take_ready`.
     hard_state_dirty: bool,
@@ -736,11 +727,7 @@ impl Raft {
             started: now,
             peers,
             voters,
-            read_round: 0,
-            reads_awaiting_commit: Vec::new(),
-            reads_awaiting_quorum: Vec::new(),
-            reads_done: Vec::new(),
-            round_started: BTreeMap::new(),
+            reads: read_only::ReadOnly::default(),
             hard_state_dirty: false,
             unstable_from: None,
             handed_out_last: on_disk,
@@ -912,12 +899,7 @@ impl Raft {
             self.abandon_transfer(now, "no longer leader");
         }
         // Pending reads were for the old role's leadership: fail them.
-        let failed = self.reads_awaiting_commit.drain(..);
-        let failed = failed.chain(self.reads_awaiting_quorum.drain(..).map(|r| r.0));
-        self.reads_done
-            .extend(failed.map(|ctx| ReadState { ctx, index: None }));
-        self.read_round = 0;
-        self.round_started.clear();
+        self.reads.fail_all();
     }
 
     /// Adopts a newer term seen in any request or reply, stepping down to
@@ -1287,8 +1269,12 @@ impl Raft {
     /// `handle_reply` or in `handle_failure`.
     pub fn poll_peer(&mut self, peer: NodeId, now: Duration) -> Option<Request> {
         let window = self.cfg.max_inflight_appends;
-        let (term, id, commit, round) =
-            (self.term, self.cfg.id, self.commit_index, self.read_round);
+        let (term, id, commit, round) = (
+            self.term,
+            self.cfg.id,
+            self.commit_index,
+            self.reads.round(),
+        );
         let last_index = self.log.last_index();
         if self.timeout_now_due(peer) && now >= self.peers[&peer].retry_at {
             return Some(self.send_timeout_now(peer));
@@ -1363,9 +1349,7 @@ impl Raft {
                     Vec::new()
                 };
                 pr.sent(prev_log_index + entries.len() as Index, round);
-                if round > 0 {
-                    self.round_started.entry(round).or_insert(now);
-                }
+                self.reads.sent(round, now);
                 pr.sent_commit = commit;
                 pr.heartbeat_due = now + self.cfg.heartbeat_interval;
                 Some(Request::AppendEntries(AppendEntries {
@@ -1408,7 +1392,7 @@ impl Raft {
                     self.cfg.max_inflight_appends,
                     batch,
                     self.commit_index,
-                    self.read_round,
+                    self.reads.round(),
                 )
                 .map(|(_, at)| at.max(p.retry_at))
             }
@@ -1590,7 +1574,7 @@ impl Raft {
         if self.role != Role::Leader {
             return Err(self.not_leader());
         }
-        self.reads_awaiting_commit.push(ctx);
+        self.reads.add(ctx);
         self.start_reads();
         Ok(())
     }
@@ -1606,17 +1590,11 @@ impl Raft {
     /// Gives reads a read index once the current term has a committed
     /// entry, and a fresh heartbeat round to confirm it.
     fn start_reads(&mut self) {
-        if self.reads_awaiting_commit.is_empty()
-            || self.log.term_at(self.commit_index) != Some(self.term)
+        if self.log.term_at(self.commit_index) == Some(self.term)
+            && self.reads.start_round(self.commit_index)
         {
-            return;
+            self.confirm_reads();
         }
-        self.read_round += 1;
-        for ctx in std::mem::take(&mut self.reads_awaiting_commit) {
-            self.reads_awaiting_quorum
-                .push((ctx, self.commit_index, self.read_round));
-        }
-        self.confirm_reads();
     }
 
     /// The latest read round a majority (ourselves included, having
@@ -1624,30 +1602,13 @@ impl Raft {
     fn quorum_round(&self) -> u64 {
         self.voters.reached(|id| match self.peers.get(&id) {
             Some(p) => p.progress.acked_round,
-            None => self.read_round,
+            None => self.reads.round(),
         })
     }
 
     fn confirm_reads(&mut self) {
-        // Rounds before the one a majority has answered no longer matter
-        // for the lease.
-        let kept = self.round_started.split_off(&self.quorum_round());
-        self.round_started = kept;
-        // Rounds only grow along the queue, so confirmed reads are a prefix.
         let answered = self.quorum_round();
-        let n = self
-            .reads_awaiting_quorum
-            .iter()
-            .take_while(|&&(_, _, round)| round <= answered)
-            .count();
-        let done = self
-            .reads_awaiting_quorum
-            .drain(..n)
-            .map(|(ctx, index, _)| ReadState {
-                ctx,
-                index: Some(index),
-            });
-        self.reads_done.extend(done);
+        self.reads.confirm(answered);
     }
 
     fn append_local(&mut self, payload: Payload) -> Index {
@@ -1779,7 +1740,7 @@ impl Raft {
             || self.hard_state_dirty
             || self.unstable_from.is_some()
             || self.commit_index > self.emitted_index
-            || !self.reads_done.is_empty()
+            || self.reads.has_done()
             || !self.snapshot_chunks.is_empty()
             || self.installed_snapshot.is_some()
     }
@@ -1810,7 +1771,7 @@ impl Raft {
                 .to_vec();
             self.emitted_index = self.commit_index;
         }
-        ready.reads = std::mem::take(&mut self.reads_done);
+        ready.reads = self.reads.take_done();
         ready
     }
 }

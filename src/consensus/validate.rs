@@ -467,10 +467,10 @@ impl Raft {
                 sent_up_to,
             });
         }
-        if reply.read_round > self.read_round {
+        if reply.read_round > self.reads.round() {
             return Err(Rejection::UnstartedReadRound {
                 round: reply.read_round,
-                current: self.read_round,
+                current: self.reads.round(),
             });
         }
         Ok(())
