@@ -82,6 +82,7 @@ pub mod message;
 pub mod progress;
 pub mod quorum;
 mod read_only;
+mod snapshot;
 mod transfer;
 pub mod validate;
 
@@ -570,17 +571,6 @@ pub struct InstalledSnapshot {
     pub log_kept: bool,
 }
 
-/// A follower's snapshot being received, chunk by chunk.
-#[derive(Clone, Debug)]
-struct Receiving {
-    snapshot: SnapshotMeta,
-    /// Bytes received so far, in order.
-    received: u64,
-    /// The CRC-32 of those bytes, checked against the snapshot's before
-    /// it is installed.
-    crc: crc32fast::Hasher,
-}
-
 /// What a server knows about one peer. The leader's replication state is
 /// a [`Progress`], made anew for each term of leadership; the vote fields
 /// are a candidate's, reset on every role change.
@@ -631,7 +621,7 @@ pub struct Raft {
     /// few entries it covers may trail (`Config::trailing_entries`).
     snapshot: SnapshotMeta,
     /// Follower: the snapshot a leader is sending us.
-    receiving: Option<Receiving>,
+    receiving: Option<snapshot::Receiving>,
 
     // Volatile state.
     role: Role,
@@ -1084,181 +1074,6 @@ impl Raft {
         self.reset_election_timer(now);
     }
 
-    /// Figure 13: takes one chunk of the leader's snapshot. Chunks are
-    /// taken in order: one that does not continue what we hold is answered
-    /// with the offset we want, so a leader resumes a transfer after a
-    /// lost chunk or reply, or restarts it (offset 0) after our restart.
-    /// The last chunk's CRC must match the snapshot's; then the snapshot
-    /// replaces the state machine, and the log is kept after it if it held
-    /// the snapshot's last entry (rule 6), or discarded (rule 7). A
-    /// snapshot covering no more than we have committed changes nothing
-    /// (it is stale or a duplicate) and is answered `done`.
-    fn handle_install_snapshot(
-        &mut self,
-        from: NodeId,
-        req: InstallSnapshot,
-        now: Duration,
-    ) -> Result<InstallSnapshotReply, Rejection> {
-        let meta = req.snapshot;
-        let mut reply = InstallSnapshotReply {
-            term: self.term,
-            request_term: req.term,
-            last_index: meta.last_index,
-            next_offset: 0,
-            done: false,
-            checksum_failed: false,
-        };
-        // Rule 1: reply immediately if term < currentTerm.
-        if req.term < self.term {
-            return Ok(reply);
-        }
-        let held = self
-            .receiving
-            .as_ref()
-            .filter(|r| r.snapshot == meta)
-            .map(|r| (r.received, r.crc.clone()));
-        let stale = meta.last_index <= self.commit_index;
-        let accepted = match (&held, req.offset) {
-            (_, 0) => Some(crc32fast::Hasher::new()),
-            (Some((received, crc)), offset) if *received == offset => Some(crc.clone()),
-            _ => None,
-        };
-        // The checksum first, so that a bad snapshot changes nothing.
-        let damaged = accepted
-            .clone()
-            .filter(|_| !stale && req.is_last())
-            .map(|mut crc| {
-                crc.update(req.data.as_bytes());
-                crc.finalize()
-            })
-            .filter(|&computed| computed != meta.crc32);
-        self.follow(from, req.term, now);
-        reply.term = self.term;
-        if let Some(computed) = damaged {
-            // What arrived is not the snapshot the leader described: drop
-            // it all, and say so, so that the leader checks its file and
-            // starts over rather than resending the same last chunk.
-            self.receiving = None;
-            self.events.push(Event::SnapshotChecksumFailed {
-                from,
-                index: meta.last_index,
-                expected: meta.crc32,
-                computed,
-            });
-            reply.checksum_failed = true;
-            return Ok(reply);
-        }
-        if stale {
-            reply.done = true;
-            reply.next_offset = meta.size;
-            return Ok(reply);
-        }
-        let Some(mut crc) = accepted else {
-            reply.next_offset = held.map_or(0, |(received, _)| received);
-            return Ok(reply);
-        };
-        crc.update(req.data.as_bytes());
-        let received = req.offset + req.data.len() as u64;
-        reply.next_offset = received;
-        let last = req.is_last();
-        self.snapshot_chunks.push(SnapshotChunk {
-            snapshot: meta,
-            offset: req.offset,
-            data: req.data,
-        });
-        if !last {
-            self.receiving = Some(Receiving {
-                snapshot: meta,
-                received,
-                crc,
-            });
-            return Ok(reply);
-        }
-        self.receiving = None;
-        self.install_snapshot(meta);
-        reply.done = true;
-        Ok(reply)
-    }
-
-    /// Figure 13, rules 5 to 8, for a complete snapshot beyond our commit
-    /// index.
-    fn install_snapshot(&mut self, meta: SnapshotMeta) {
-        let index = meta.last_index;
-        debug_assert!(index > self.commit_index);
-        let log_kept = self.log.term_at(index) == Some(meta.last_term);
-        if log_kept {
-            // Rule 6: our log holds the snapshot's last entry: keep what
-            // follows it.
-            self.log.compact_to(index);
-            self.persisted_index = self.persisted_index.max(index);
-            self.unstable_from = self.unstable_from.map(|u| u.max(index + 1));
-        } else {
-            // Rule 7: discard the entire log.
-            self.log.reset_to(index, meta.last_term);
-            self.persisted_index = index;
-            self.handed_out_last = index;
-            self.unstable_from = None;
-        }
-        self.snapshot = meta;
-        // Rule 8: reset the state machine using the snapshot contents. It
-        // holds committed entries only, up to `index`.
-        self.commit_index = index;
-        self.emitted_index = index;
-        self.installed_snapshot = Some(InstalledSnapshot {
-            snapshot: meta,
-            log_kept,
-        });
-        self.events.push(Event::SnapshotInstalled {
-            index,
-            term: meta.last_term,
-            size: meta.size,
-            log_kept,
-        });
-    }
-
-    /// The caller has made a snapshot of the state machine durable, which
-    /// covers the entries up to `meta.last_index` (handed out in
-    /// `Ready::committed` and applied): drop them from the log (§7), but
-    /// for a trailing few (`Config::trailing_entries`). Returns the index
-    /// the log now starts after (the caller may delete what it stores up
-    /// to there), or `None`, changing nothing, if the current snapshot
-    /// covers as much already (one installed from a leader meanwhile, say).
-    pub fn compact(&mut self, meta: SnapshotMeta) -> Option<Index> {
-        if meta.last_index <= self.snapshot.last_index {
-            return None;
-        }
-        assert!(
-            meta.last_index <= self.emitted_index,
-            "a snapshot holds only entries handed out as committed"
-        );
-        assert_eq!(
-            self.log.term_at(meta.last_index),
-            Some(meta.last_term),
-            "the snapshot's last term is its last entry's"
-        );
-        // Keep the trailing entries, back from the snapshot's end.
-        let mut cut = meta.last_index;
-        let mut bytes = 0;
-        while cut > self.log.base_index() && meta.last_index - cut < self.cfg.trailing_entries {
-            bytes += self.log.get(cut).map_or(0, Entry::approx_size);
-            if bytes > self.cfg.trailing_bytes {
-                break;
-            }
-            cut -= 1;
-        }
-        let removed = cut - self.log.base_index();
-        self.log.compact_to(cut);
-        self.snapshot = meta;
-        // What the snapshot covers is durable in it.
-        self.persisted_index = self.persisted_index.max(meta.last_index);
-        self.events.push(Event::Compacted {
-            index: meta.last_index,
-            kept_from: cut + 1,
-            removed,
-        });
-        Some(cut)
-    }
-
     // ----- Outgoing requests -----
 
     /// The next request to send to `peer`, if one may be sent now; call it
@@ -1708,28 +1523,6 @@ impl Raft {
 
     fn mark_unstable(&mut self, index: Index) {
         self.unstable_from = Some(self.unstable_from.map_or(index, |u| u.min(index)));
-    }
-
-    /// The caller wrote the current snapshot again (same last index and
-    /// term: the same state), to replace a damaged file; its size and
-    /// CRC-32 may differ.
-    pub fn snapshot_rewritten(&mut self, meta: SnapshotMeta) {
-        assert_eq!(
-            (meta.last_index, meta.last_term),
-            (self.snapshot.last_index, self.snapshot.last_term),
-            "a rewritten snapshot covers the same entries"
-        );
-        self.snapshot = meta;
-    }
-
-    /// The caller's snapshot file cannot be sent (it fails its checks):
-    /// every transfer in progress stops, and starts again with the
-    /// current snapshot at the next chance. Call it once a sound snapshot
-    /// is current (see `Raft::compact`), or the same file is chosen again.
-    pub fn restart_snapshot_transfers(&mut self) {
-        for p in self.peers.values_mut() {
-            p.progress.restart_snapshot();
-        }
     }
 
     /// Whether [`Raft::take_ready`] would return anything: after an input
