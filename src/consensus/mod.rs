@@ -77,6 +77,7 @@
 //! Ongaro's dissertation, "Consensus: Bridging Theory and Practice" (2014).
 
 mod election;
+mod event;
 pub mod log;
 pub mod message;
 pub mod progress;
@@ -95,6 +96,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 pub use election::LeaseRead;
+pub use event::{Event, VoteRefusal};
 pub use log::Log;
 pub use message::{
     AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply, Json,
@@ -233,251 +235,6 @@ impl fmt::Display for Role {
     }
 }
 
-/// Why a vote was refused; reported in the activity log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VoteRefusal {
-    /// The candidate's term is older than ours (Figure 2, RequestVote rule 1).
-    StaleTerm,
-    /// We already voted for someone else this term (RequestVote rule 2).
-    AlreadyVoted(NodeId),
-    /// The candidate's log is less up-to-date than ours (§5.4.1).
-    LogBehind {
-        ours: (Term, Index),
-        theirs: (Term, Index),
-    },
-    /// We heard from `leader` `heard_ago`, less than a minimum election
-    /// timeout ago (or we are the leader): it is alive, so the candidate
-    /// is the one cut off (thesis §9.6, the lease).
-    LeaderLease {
-        leader: NodeId,
-        #[serde(rename = "heard_ago_ms", serialize_with = "millis")]
-        heard_ago: Duration,
-    },
-    /// We lead this term, and a majority answers us (CheckQuorum).
-    Leading,
-    /// We started less than a minimum election timeout ago, and a leader
-    /// may count on our lease from before (lease reads only).
-    JustStarted,
-    /// A storage fault cost us entries up to `lost_through`, of terms up
-    /// to `lost_term`, that we may have acknowledged; our log ends at
-    /// `last_index`. A vote judged on what is left could elect a leader
-    /// lacking a committed entry (§5.4.1 compares against the log we
-    /// *had*), so until a leader has given them back we vote only for a
-    /// log at least as up to date as (`lost_term`, `lost_through`)
-    /// (after Alagappan et al., FAST 2018), and never stand ourselves.
-    Repairing {
-        last_index: Index,
-        lost_through: Index,
-        lost_term: Term,
-    },
-}
-
-/// Things that happened, for the activity log, the event stream and
-/// tests. They carry no obligation: a caller may ignore them. Serialized
-/// (for the event stream) as an object whose `kind` names the variant,
-/// durations in milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Event {
-    RoleChanged {
-        role: Role,
-        term: Term,
-    },
-    /// A request or reply carried a newer term; we adopted it (Figure 2,
-    /// "Rules for Servers, all servers").
-    TermAdopted {
-        term: Term,
-        from: NodeId,
-    },
-    LeaderKnown {
-        leader: NodeId,
-        term: Term,
-    },
-    /// Thesis §9.6: asking whether we could win `term` (ours plus one),
-    /// without taking it.
-    PreVoteStarted {
-        term: Term,
-        last_log_index: Index,
-        last_log_term: Term,
-    },
-    /// A majority would vote for us in `term`: the real election follows.
-    PreVoteWon {
-        term: Term,
-        votes: usize,
-        cluster_size: usize,
-    },
-    /// The pre-vote for `term` ended without a majority; we stay a
-    /// follower in our term.
-    PreVoteLost {
-        term: Term,
-        votes: usize,
-        refusals: usize,
-        cluster_size: usize,
-    },
-    /// `transfer`: a leadership transfer asked for this election.
-    ElectionStarted {
-        term: Term,
-        last_log_index: Index,
-        last_log_term: Term,
-        transfer: bool,
-    },
-    ElectionWon {
-        term: Term,
-        votes: usize,
-        cluster_size: usize,
-    },
-    /// The election of `term` ended without a win: refused by a majority or
-    /// timed out (then a new one starts).
-    ElectionLost {
-        term: Term,
-        votes: usize,
-        refusals: usize,
-        cluster_size: usize,
-    },
-    VoteGranted {
-        candidate: NodeId,
-        term: Term,
-        pre_vote: bool,
-    },
-    VoteRefused {
-        candidate: NodeId,
-        term: Term,
-        pre_vote: bool,
-        reason: VoteRefusal,
-    },
-    /// CheckQuorum: as leader of `term` we heard from only `heard` of
-    /// `cluster_size` servers (ourselves included) within `window`, so we
-    /// stepped down.
-    QuorumLost {
-        term: Term,
-        heard: usize,
-        cluster_size: usize,
-        #[serde(rename = "window_ms", serialize_with = "millis")]
-        window: Duration,
-    },
-    /// Leader: handing leadership to `target`, which holds our log up to
-    /// `match_index` of `last_index`; new proposals are refused meanwhile.
-    TransferStarted {
-        target: NodeId,
-        match_index: Index,
-        last_index: Index,
-    },
-    /// Leader: `target` holds our whole log and was told to stand now.
-    TimeoutNowSent {
-        target: NodeId,
-    },
-    /// The leader `from` asked us to stand now (leadership transfer).
-    TimeoutNowReceived {
-        from: NodeId,
-    },
-    /// The transfer's target started `term`, ending ours.
-    TransferHandedOff {
-        target: NodeId,
-        term: Term,
-        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
-        elapsed: Duration,
-    },
-    /// The transfer to `target` ended without a new term (`why`);
-    /// proposals are taken again if we still lead.
-    TransferAbandoned {
-        target: NodeId,
-        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
-        elapsed: Duration,
-        why: &'static str,
-    },
-    /// Entries `from..=to` were added to our log (by a leader's proposal or
-    /// from an AppendEntries).
-    Appended {
-        from: Index,
-        to: Index,
-    },
-    /// A conflicting suffix from `from` on was removed (Figure 2,
-    /// AppendEntries rule 3).
-    Truncated {
-        from: Index,
-        removed: usize,
-    },
-    Committed {
-        index: Index,
-    },
-    PeerUnreachable {
-        peer: NodeId,
-    },
-    PeerReachable {
-        peer: NodeId,
-    },
-    /// Leader: `peer` refused entries it had acknowledged; it no longer
-    /// holds `from..=to` (a storage fault cut them at its restart). They
-    /// no longer count toward a commit, and are sent again.
-    FollowerLostEntries {
-        peer: NodeId,
-        from: Index,
-        to: Index,
-    },
-    /// We started after a storage fault cost us entries up to
-    /// `lost_through` (our log ends at `last_index`): no vote and no
-    /// election until a leader has sent them again.
-    Repairing {
-        last_index: Index,
-        lost_through: Index,
-    },
-    /// Our log is durable up to `lost_through` again: we vote and stand
-    /// as before.
-    Repaired {
-        lost_through: Index,
-    },
-    /// A snapshot the caller took covers the log up to `index`
-    /// (`Raft::compact`); the log now starts at `kept_from` (trailing
-    /// entries stay for followers a little behind). `removed` entries left
-    /// memory.
-    Compacted {
-        index: Index,
-        kept_from: Index,
-        removed: u64,
-    },
-    /// Leader: `peer` lacks entries we no longer hold, so it gets the
-    /// snapshot ending at `index` (`size` bytes).
-    SnapshotSendStarted {
-        peer: NodeId,
-        index: Index,
-        size: u64,
-    },
-    /// Leader: `peer` has the snapshot ending at `index`, `elapsed` after
-    /// the transfer began.
-    SnapshotSent {
-        peer: NodeId,
-        index: Index,
-        size: u64,
-        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
-        elapsed: Duration,
-    },
-    /// The snapshot ending at `index` that `from` sent us does not match
-    /// its CRC-32 (`expected`, `computed` over what arrived): dropped.
-    SnapshotChecksumFailed {
-        from: NodeId,
-        index: Index,
-        expected: u32,
-        computed: u32,
-    },
-    /// Leader: `peer` dropped the snapshot ending at `index` we sent it,
-    /// whose bytes did not match its CRC-32. The transfer starts over;
-    /// the caller should check the file it reads the chunks from.
-    SnapshotRefused {
-        peer: NodeId,
-        index: Index,
-    },
-    /// A snapshot from the leader replaced our state machine (Figure 13).
-    /// `log_kept`: our log held its last entry, so the entries after it
-    /// stay (rule 6); otherwise the whole log went (rule 7).
-    SnapshotInstalled {
-        index: Index,
-        term: Term,
-        size: u64,
-        log_kept: bool,
-    },
-}
-
 /// A leader's view of one follower (see [`Raft::followers`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FollowerView {
@@ -492,11 +249,6 @@ pub struct FollowerView {
     /// When it last answered in this leadership; until it does, when the
     /// leadership began (CheckQuorum counts every follower as heard then).
     pub last_heard: Duration,
-}
-
-/// Serializes a duration as whole milliseconds.
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// Returned by [`Raft::propose`] on a server that is not the leader, or
