@@ -148,7 +148,7 @@ impl Raft {
     /// A round still open when the next starts was lost (timed out).
     fn end_round_unwon(&mut self) {
         if matches!(self.role, Role::Candidate | Role::PreCandidate)
-            && self.votes.tally(&self.voters) == VoteResult::Pending
+            && self.votes.tally(self.peers.voters()) == VoteResult::Pending
         {
             self.push_round_lost();
         }
@@ -175,7 +175,7 @@ impl Raft {
     }
 
     fn check_votes(&mut self, now: Duration) {
-        match self.votes.tally(&self.voters) {
+        match self.votes.tally(self.peers.voters()) {
             VoteResult::Pending => {}
             VoteResult::Won if self.role == Role::PreCandidate => {
                 self.events.push(Event::PreVoteWon {
@@ -410,10 +410,7 @@ impl Raft {
         }
         // When a majority, ourselves included (heard from always), was
         // last all heard from.
-        let majority_heard = self.voters.reached(|id| match self.peers.get(&id) {
-            Some(p) => p.last_heard,
-            None => Duration::MAX,
-        });
+        let majority_heard = self.peers.majority_heard();
         Some(majority_heard.saturating_add(self.cfg.election_timeout_min))
     }
 
@@ -423,11 +420,7 @@ impl Raft {
             return;
         }
         let window = self.cfg.election_timeout_min;
-        let heard = self.voters.count(|id| {
-            self.peers
-                .get(&id)
-                .is_none_or(|p| now.saturating_sub(p.last_heard) < window)
-        });
+        let heard = self.peers.heard_within(now, window);
         self.events.push(Event::QuorumLost {
             term: self.term,
             heard,

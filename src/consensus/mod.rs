@@ -84,10 +84,10 @@ pub mod progress;
 pub mod quorum;
 mod read_only;
 mod snapshot;
+mod tracker;
 mod transfer;
 pub mod validate;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -323,40 +323,6 @@ pub struct InstalledSnapshot {
     pub log_kept: bool,
 }
 
-/// What a server knows about one peer. The leader's replication state is
-/// a [`Progress`], made anew for each term of leadership; the vote fields
-/// are a candidate's, reset on every role change.
-#[derive(Clone, Debug)]
-struct Peer {
-    /// Leader: replication to this peer.
-    progress: Progress,
-    /// Candidate: a RequestVote was sent this term (or answered).
-    vote_requested: bool,
-    /// After a failed RPC, no new request before this.
-    retry_at: Duration,
-    /// Current backoff; zero while the peer answers.
-    backoff: Duration,
-    /// Whether the last RPC to this peer got an answer; kept across roles
-    /// so that "unreachable" and "back" are reported once each.
-    reachable: bool,
-    /// Leader: when the peer last answered in this leadership
-    /// (CheckQuorum).
-    last_heard: Duration,
-}
-
-impl Peer {
-    fn new() -> Peer {
-        Peer {
-            progress: Progress::new(0, Duration::ZERO),
-            vote_requested: false,
-            retry_at: Duration::ZERO,
-            backoff: Duration::ZERO,
-            reachable: true,
-            last_heard: Duration::ZERO,
-        }
-    }
-}
-
 /// One Raft server's protocol state.
 pub struct Raft {
     cfg: Config,
@@ -395,9 +361,9 @@ pub struct Raft {
     transfer: Option<Transfer>,
     /// When this server started (for `VoteRefusal::JustStarted`).
     started: Duration,
-    peers: BTreeMap<NodeId, Peer>,
-    /// Whose agreement counts: this server and its peers.
-    voters: quorum::Majority,
+    /// The other servers: how replication to each stands, whether it
+    /// answers, and what a majority has reached.
+    peers: tracker::Tracker,
 
     /// Linearizable reads (thesis §6.4), leader only; failed and cleared
     /// on every role change.
@@ -445,8 +411,7 @@ impl Raft {
         assert!((0.0..1.0).contains(&cfg.max_clock_drift));
         let log = Log::after(snapshot.last_index, snapshot.last_term, entries);
         let on_disk = log.last_index();
-        let peers = cfg.peers.iter().map(|&p| (p, Peer::new())).collect();
-        let voters = quorum::Majority::new(cfg.peers.iter().copied().chain([cfg.id]));
+        let peers = tracker::Tracker::new(cfg.id, &cfg.peers);
         let mut raft = Raft {
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             cfg,
@@ -468,7 +433,6 @@ impl Raft {
             transfer: None,
             started: now,
             peers,
-            voters,
             reads: read_only::ReadOnly::default(),
             hard_state_dirty: false,
             unstable_from: None,
@@ -1167,10 +1131,7 @@ impl Raft {
     /// The latest read round a majority (ourselves included, having
     /// started every round) has answered.
     fn quorum_round(&self) -> u64 {
-        self.voters.reached(|id| match self.peers.get(&id) {
-            Some(p) => p.progress.acked_round,
-            None => self.reads.round(),
-        })
+        self.peers.answered_round(self.reads.round())
     }
 
     fn confirm_reads(&mut self) {
@@ -1202,10 +1163,7 @@ impl Raft {
         }
         // Ourselves, only as far as our own disk holds the log (rule 3 of
         // the module docs).
-        let n = self.voters.reached(|id| match self.peers.get(&id) {
-            Some(p) => p.progress.match_index,
-            None => self.persisted_index,
-        });
+        let n = self.peers.committed(self.persisted_index);
         if n > self.commit_index && self.log.term_at(n) == Some(self.term) {
             self.set_commit(n);
             self.start_reads();
