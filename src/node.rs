@@ -151,7 +151,13 @@ const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 /// How a node runs; the binary fills this from its flags.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
-    pub id: NodeId,
+    /// The core's settings, this node's id (`raft.id`) and its peers among
+    /// them: timings, append limits, read mode, clock drift. Checked with
+    /// `consensus::Config::validate` before a node starts. The seed is
+    /// the caller's (the binary takes it from the OS's randomness, so it
+    /// differs between nodes and restarts); the trailing entries kept
+    /// after a snapshot follow `snapshot_threshold`.
+    pub raft: consensus::Config,
     pub cluster: ClusterConfig,
     /// The cluster id peer messages must carry; by default derived from
     /// the configuration (`ClusterConfig::derived_cluster_id`).
@@ -161,20 +167,11 @@ pub struct NodeOptions {
     /// `--vote-floor`: the directory's term and vote are known lost;
     /// start at this term, voting in none up to it.
     pub vote_floor: Option<u64>,
-    pub election_timeout_min: Duration,
-    pub election_timeout_max: Duration,
-    pub heartbeat: Duration,
     /// Bounds connecting to a peer and each socket read or write of an RPC
     /// (not the RPC as a whole: a reply trickled in could take longer).
     pub rpc_timeout: Duration,
-    pub max_entries_per_append: usize,
-    /// AppendEntries with entries in flight per follower (pipelining).
-    pub max_inflight_appends: usize,
     /// When to take a snapshot and compact the log.
     pub snapshot_threshold: SnapshotThreshold,
-    /// Lease reads (`--read-mode lease`), and the clock drift they allow.
-    pub lease_reads: bool,
-    pub max_clock_drift: f64,
     /// Lab features (`raftnode --lab`): a `lab` request may cut the node
     /// off from its peers.
     pub lab: bool,
@@ -184,6 +181,8 @@ pub struct NodeOptions {
 #[derive(Debug)]
 pub enum NodeError {
     UnknownId(NodeId),
+    /// The core's settings cannot run a server.
+    Config(consensus::InvalidConfig),
     Storage(StorageError),
     /// The snapshot file passed its checks but its state does not read.
     Snapshot {
@@ -201,6 +200,7 @@ impl std::fmt::Display for NodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NodeError::UnknownId(id) => write!(f, "node id {id} is not in the configuration"),
+            NodeError::Config(e) => write!(f, "invalid settings: {e}"),
             NodeError::Storage(e) => write!(f, "{e}"),
             NodeError::Snapshot { path, error } => {
                 write!(
@@ -344,8 +344,8 @@ impl Node {
     pub fn start(options: NodeOptions) -> Result<Node, NodeError> {
         let me = options
             .cluster
-            .member(options.id)
-            .ok_or(NodeError::UnknownId(options.id))?
+            .member(options.raft.id)
+            .ok_or(NodeError::UnknownId(options.raft.id))?
             .clone();
         let opening = Instant::now();
         let cluster_id = options
@@ -358,7 +358,7 @@ impl Node {
             // no one to repair from stops instead.
             heal: options.cluster.members.len() > 1,
             vote_floor: options.vote_floor,
-            ..StorageOptions::new(&cluster_id, options.id)
+            ..StorageOptions::new(&cluster_id, options.raft.id)
         };
         // The store is rebuilt from the snapshot while the log is read.
         let (storage, recovered, restored) =
@@ -410,24 +410,12 @@ impl Node {
             .cluster
             .members
             .iter()
-            .filter(|m| m.id != options.id)
+            .filter(|m| m.id != options.raft.id)
             .cloned()
             .collect();
-        let members = options.cluster.members.iter().map(|m| m.id);
-        let raft_config = consensus::Config {
-            election_timeout_min: options.election_timeout_min,
-            election_timeout_max: options.election_timeout_max,
-            heartbeat_interval: options.heartbeat,
-            max_entries_per_append: options.max_entries_per_append,
-            max_inflight_appends: options.max_inflight_appends,
-            lease_reads: options.lease_reads,
-            max_clock_drift: options.max_clock_drift,
-            // The seed differs between nodes and restarts, from the OS's
-            // randomness.
-            ..consensus::Config::new(options.id, members, rand::random())
-        };
-        let mut raft_config = raft_config;
+        let mut raft_config = options.raft.clone();
         options.snapshot_threshold.trailing(&mut raft_config);
+        raft_config.validate().map_err(NodeError::Config)?;
         let epoch = Instant::now();
         let raft = Raft::restore(
             raft_config,
@@ -460,11 +448,11 @@ impl Node {
         );
         info!("[T{} {}] {started}", raft.term(), raft.role());
         // The first of the node's events, for watchers that see it restart.
-        let events = EventHub::new(options.id);
+        let events = EventHub::new(options.raft.id);
         events.note(raft.term(), raft.role(), log::Level::Info, started);
         let members = &options.cluster.members;
         let shared = Arc::new(Shared {
-            id: options.id,
+            id: options.raft.id,
             epoch,
             state: Mutex::new(State {
                 raft,
@@ -472,7 +460,7 @@ impl Node {
                 apply_queue: VecDeque::new(),
                 applied: kv.applied_index(),
                 snapshot_jitter: rand::random::<f64>() / 2.0,
-                peers: PeerService::new(options.id, cluster_id.clone()),
+                peers: PeerService::new(options.raft.id, cluster_id.clone()),
                 clients: ClientService::new(members.clone()),
                 waiters: Waiters::default(),
                 timer_deadline: None,
@@ -485,7 +473,7 @@ impl Node {
             log_written: Condvar::new(),
             snapshot_due: Condvar::new(),
             snapshot_threshold: options.snapshot_threshold,
-            election_timeout: options.election_timeout_max,
+            election_timeout: options.raft.election_timeout_max,
             snapshotting: Mutex::new(()),
             events,
             lab: options.lab,

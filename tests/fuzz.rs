@@ -472,18 +472,14 @@ fn live_node() -> &'static LiveNode {
         let cluster = raft::config::parse(&text, std::path::Path::new("fuzz.txt")).unwrap();
         let cluster_id = cluster.derived_cluster_id();
         let options = raft::node::NodeOptions {
-            id: 0,
+            raft: raft::consensus::Config {
+                max_entries_per_append: 64,
+                ..raft::consensus::Config::new(0, cluster.members.iter().map(|m| m.id), 0)
+            },
             state_dir: dir.path().join("node0"),
             vote_floor: None,
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
-            heartbeat: Duration::from_millis(50),
             rpc_timeout: Duration::from_millis(100),
-            max_entries_per_append: 64,
-            max_inflight_appends: 4,
             snapshot_threshold: raft::node::SnapshotThreshold::default(),
-            lease_reads: false,
-            max_clock_drift: 0.1,
             lab: false,
             server: raft::server::ServerOptions::default(),
             cluster_id: None,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use raft::config;
+use raft::consensus::{self, InvalidConfig};
 use raft::node::{Node, NodeError, NodeOptions, SnapshotThreshold};
 use raft::server::ServerOptions;
 use raft::storage::StorageError;
@@ -132,9 +133,6 @@ fn main() {
             args.election_timeout
         ));
     };
-    if min == 0 || min > max {
-        usage_error("--election-timeout needs 0 < MIN <= MAX");
-    }
     if let Some(id) = args
         .cluster_id
         .as_ref()
@@ -144,18 +142,35 @@ fn main() {
             "--cluster-id must be 1 to 64 characters without spaces, not {id:?}"
         ));
     }
-    if args.max_connections == 0 || args.idle_timeout == 0 || args.max_inflight == 0 {
-        usage_error("--max-connections, --idle-timeout and --max-inflight must be above 0");
+    if args.max_connections == 0 || args.idle_timeout == 0 {
+        usage_error("--max-connections and --idle-timeout must be above 0");
     }
-    if args.heartbeat == 0 || args.heartbeat >= min {
-        usage_error(&format!(
-            "--heartbeat ({} ms) must be above 0 and below the election timeout ({min} ms)",
-            args.heartbeat
-        ));
-    }
-
-    if !(0.0..0.5).contains(&args.max_clock_drift) {
-        usage_error("--max-clock-drift must be at least 0 and below 0.5");
+    // The core's settings, checked by the core's one validation.
+    let raft = consensus::Config {
+        election_timeout_min: Duration::from_millis(min),
+        election_timeout_max: Duration::from_millis(max),
+        heartbeat_interval: Duration::from_millis(args.heartbeat),
+        max_inflight_appends: args.max_inflight,
+        lease_reads: args.read_mode == "lease",
+        max_clock_drift: args.max_clock_drift,
+        // The seed differs between nodes and restarts, from the OS's
+        // randomness.
+        ..consensus::Config::new(
+            args.id,
+            cluster.members.iter().map(|m| m.id),
+            rand::random(),
+        )
+    };
+    if let Err(e) = raft.validate() {
+        let flag = match e {
+            InvalidConfig::ElectionTimeout(_) => "--election-timeout",
+            InvalidConfig::Heartbeat(_) => "--heartbeat",
+            InvalidConfig::Batches(_) => "--max-inflight",
+            InvalidConfig::ClockDrift(_) => "--max-clock-drift",
+            InvalidConfig::LeaseReads(_) => "--read-mode",
+            InvalidConfig::Peers(_) => "the configuration",
+        };
+        usage_error(&format!("{flag}: {e}"));
     }
     let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
         .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
@@ -172,18 +187,11 @@ fn main() {
     }
     let warnings = cluster.warnings.clone();
     let options = NodeOptions {
-        id: args.id,
+        raft,
         state_dir: args.state_dir.join(format!("node{}", args.id)),
         vote_floor: args.vote_floor,
-        election_timeout_min: Duration::from_millis(min),
-        election_timeout_max: Duration::from_millis(max),
-        heartbeat: Duration::from_millis(args.heartbeat),
         rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
-        max_entries_per_append: 256,
-        max_inflight_appends: args.max_inflight,
         snapshot_threshold,
-        lease_reads: args.read_mode == "lease",
-        max_clock_drift: args.max_clock_drift,
         lab: args.lab,
         server: ServerOptions {
             max_connections: args.max_connections,

@@ -188,6 +188,48 @@ impl Config {
         self.peers.len() + 1
     }
 
+    /// Whether these settings can run a server; the one check, for the
+    /// command line and for [`Raft::restore`] alike.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let ms = |d: Duration| d.as_millis();
+        let (min, max) = (self.election_timeout_min, self.election_timeout_max);
+        if self.peers.contains(&self.id) {
+            Err(InvalidConfig::Peers(format!(
+                "the peers include this server ({})",
+                self.id
+            )))
+        } else if min.is_zero() || min > max {
+            Err(InvalidConfig::ElectionTimeout(format!(
+                "needs 0 < MIN <= MAX, not {}..{} ms",
+                ms(min),
+                ms(max)
+            )))
+        } else if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= min {
+            Err(InvalidConfig::Heartbeat(format!(
+                "{} ms must be above 0 and below the shortest election timeout ({} ms)",
+                ms(self.heartbeat_interval),
+                ms(min)
+            )))
+        } else if self.max_entries_per_append == 0 || self.max_inflight_appends == 0 {
+            Err(InvalidConfig::Batches(
+                "entries per AppendEntries and AppendEntries in flight must be above 0".into(),
+            ))
+        } else if !(0.0..0.5).contains(&self.max_clock_drift) {
+            // Beyond a half, a lease would be at most a third of the
+            // election timeout: not worth the clock risk.
+            Err(InvalidConfig::ClockDrift(format!(
+                "must be at least 0 and below 0.5, not {}",
+                self.max_clock_drift
+            )))
+        } else if self.lease_reads && !self.check_quorum {
+            Err(InvalidConfig::LeaseReads(
+                "lease reads need CheckQuorum".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Retries to an unreachable peer back off up to this; kept below the
     /// shortest election timeout so that a peer that comes back hears from
     /// the leader before it would start an election of its own.
@@ -195,6 +237,34 @@ impl Config {
         (self.election_timeout_min / 2).max(self.heartbeat_interval)
     }
 }
+
+/// Settings that cannot run a server (see [`Config::validate`]); each
+/// names the setting, with why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InvalidConfig {
+    Peers(String),
+    ElectionTimeout(String),
+    Heartbeat(String),
+    Batches(String),
+    ClockDrift(String),
+    LeaseReads(String),
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (setting, why) = match self {
+            InvalidConfig::Peers(w) => ("peers", w),
+            InvalidConfig::ElectionTimeout(w) => ("election timeout", w),
+            InvalidConfig::Heartbeat(w) => ("heartbeat interval", w),
+            InvalidConfig::Batches(w) => ("append limits", w),
+            InvalidConfig::ClockDrift(w) => ("clock drift bound", w),
+            InvalidConfig::LeaseReads(w) => ("lease reads", w),
+        };
+        write!(f, "{setting}: {why}")
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
 
 /// What must survive a crash besides the log (Figure 2, "Persistent state").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -405,10 +475,9 @@ impl Raft {
         entries: Vec<Entry>,
         now: Duration,
     ) -> Raft {
-        assert!(!cfg.peers.contains(&cfg.id), "peers must not include self");
-        assert!(cfg.election_timeout_min <= cfg.election_timeout_max);
-        assert!(cfg.max_entries_per_append >= 1);
-        assert!((0.0..1.0).contains(&cfg.max_clock_drift));
+        if let Err(e) = cfg.validate() {
+            panic!("Raft::restore with invalid settings (call Config::validate first): {e}");
+        }
         let log = Log::after(snapshot.last_index, snapshot.last_term, entries);
         let on_disk = log.last_index();
         let peers = tracker::Tracker::new(cfg.id, &cfg.peers);

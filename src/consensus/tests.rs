@@ -2122,3 +2122,59 @@ fn a_caller_whose_snapshot_file_is_damaged_restarts_every_transfer() {
         Some(Request::InstallSnapshot(InstallSnapshot { offset: 0, .. }))
     ));
 }
+
+#[test]
+fn config_validate_names_the_setting_that_cannot_run_a_server() {
+    let ok = Config::new(1, 0..3, 1);
+    assert_eq!(ok.validate(), Ok(()));
+    let cases: [(Config, &str); 6] = [
+        (
+            Config {
+                election_timeout_min: 600 * MS,
+                election_timeout_max: 300 * MS,
+                ..ok.clone()
+            },
+            "election timeout",
+        ),
+        (
+            Config {
+                heartbeat_interval: 300 * MS,
+                ..ok.clone()
+            },
+            "heartbeat interval",
+        ),
+        (
+            Config {
+                max_inflight_appends: 0,
+                ..ok.clone()
+            },
+            "append limits",
+        ),
+        (
+            Config {
+                max_clock_drift: 0.5,
+                ..ok.clone()
+            },
+            "clock drift",
+        ),
+        (
+            Config {
+                lease_reads: true,
+                check_quorum: false,
+                ..ok.clone()
+            },
+            "lease reads",
+        ),
+        (
+            Config {
+                peers: vec![0, 1, 2],
+                ..ok.clone()
+            },
+            "peers",
+        ),
+    ];
+    for (cfg, setting) in cases {
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.starts_with(setting), "{err}");
+    }
+}
