@@ -1,0 +1,423 @@
+//! The request handlers (`server::Handler`): Raft RPCs through
+//! `service::peer`, writes and reads through `service::client`, admin
+//! requests (status, transfer, snapshot, lab), and event streams. Each
+//! takes the node's lock to step the core and process its Ready, and
+//! waits for an outcome (a commit, a read, a new leader) on a condvar of
+//! its own, which releases the lock. Also leadership hand-over at
+//! SIGTERM.
+
+use super::*;
+
+/// The server's view of a node. Holds an `Arc` so that deferred work
+/// (waiting for a commit or a read) can outlive the pool worker that
+/// started it.
+pub(super) struct Service(pub(super) Arc<Shared>);
+
+/// A subscriber's stream (see `events`): `subscribed`, then events as
+/// they come, with the node's status every `status_every` in between,
+/// even while events keep coming.
+pub(super) struct EventStream {
+    shared: Arc<Shared>,
+    subscription: events::Subscription,
+    status_every: Duration,
+    next_status: Instant,
+    started: bool,
+    /// Why the subscription ended, once it has (sent after what was
+    /// queued before).
+    end: Option<events::StreamError>,
+    ended: bool,
+}
+
+/// About how many bytes of queued events one write of a stream carries.
+pub(super) const STREAM_BATCH: usize = 64 * 1024;
+
+impl Iterator for EventStream {
+    type Item = Arc<str>;
+
+    fn next(&mut self) -> Option<Arc<str>> {
+        let encode =
+            |r: &Response| -> Option<Arc<str>> { serde_json::to_string(r).ok().map(Into::into) };
+        if !self.started {
+            self.started = true;
+            return encode(&Response::Subscribed {
+                node: self.shared.id,
+                started_ms: self.shared.events.started_ms(),
+            });
+        }
+        if self.ended {
+            return None;
+        }
+        if let Some(why) = self.end.take() {
+            self.ended = true;
+            return encode(&Response::error(ErrorCode::TooSlow, why.to_string()));
+        }
+        let wait = self.next_status.saturating_duration_since(Instant::now());
+        let next = if wait.is_zero() {
+            events::Next::Idle
+        } else {
+            self.subscription.next(wait)
+        };
+        match next {
+            // Whatever else is queued goes in the same write: under load
+            // a subscriber costs one wake-up and one write per batch, not
+            // per event.
+            events::Next::Line(first) => {
+                let mut batch = String::from(&*first);
+                while batch.len() < STREAM_BATCH {
+                    match self.subscription.next(Duration::ZERO) {
+                        events::Next::Line(line) => {
+                            batch.push('\n');
+                            batch.push_str(&line);
+                        }
+                        events::Next::Idle => break,
+                        events::Next::Ended(why) => {
+                            self.end = Some(why);
+                            break;
+                        }
+                    }
+                }
+                Some(batch.into())
+            }
+            events::Next::Idle => {
+                self.next_status = Instant::now() + self.status_every;
+                let status = self.shared.status(&self.shared.state.lock());
+                encode(&Response::Status(Box::new(status)))
+            }
+            events::Next::Ended(why) => {
+                self.ended = true;
+                encode(&Response::error(ErrorCode::TooSlow, why.to_string()))
+            }
+        }
+    }
+}
+
+/// How many of the last log entries' terms a status carries (for the
+/// web view's row of boxes).
+pub(super) const LOG_TAIL: usize = 40;
+
+/// How long a write or a linearizable read waits on this node before it
+/// answers `timeout`. Kept shorter than the client's own timeout so the
+/// client can still try another node.
+pub(super) const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn shutting_down() -> Response {
+    Response::error(ErrorCode::ShuttingDown, "node is stopping; retry elsewhere")
+}
+
+impl Handler for Service {
+    fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>) {
+        let shared = &self.0;
+        let mut st = shared.state.lock();
+        if st.stopping {
+            return (shutting_down(), None);
+        }
+        let st = &mut *st;
+        if shared.isolated.load(Ordering::Relaxed) {
+            return (
+                Response::error(
+                    ErrorCode::Isolated,
+                    "this node is cut off from its peers (lab)",
+                ),
+                None,
+            );
+        }
+        let from = request.from;
+        shared.message(st, false, || {
+            Some(Message::request(from, shared.id, &request.rpc))
+        });
+        let answer = st.peers.handle(&mut st.raft, request, now(shared));
+        shared.report(st, answer.report);
+        // Durable before the answer leaves (the core's contract).
+        shared.process_ready(st);
+        shared.message(st, true, || {
+            let reply = answer.response.clone().into_peer().ok()?;
+            Some(Message::reply(shared.id, from, &reply))
+        });
+        (answer.response, answer.from_member.then_some(from))
+    }
+
+    fn admin(&self, request: wire::Request) -> Response {
+        let shared = &self.0;
+        let st = shared.state.lock();
+        match request {
+            wire::Request::IsLeader => st.clients.is_leader(&st.raft),
+            wire::Request::Status => Response::Status(Box::new(shared.status(&st))),
+            wire::Request::Events => Response::Events {
+                events: shared.events.recent(),
+            },
+            wire::Request::Lab { isolate } => shared.lab(&st, isolate),
+            other => Response::error(
+                ErrorCode::BadRequest,
+                format!("not an admin request: {other:?}"),
+            ),
+        }
+    }
+
+    fn subscribe(&self, request: wire::Request) -> Result<server::Lines, Response> {
+        let wire::Request::Subscribe {
+            recent,
+            messages,
+            status_ms,
+        } = request
+        else {
+            return Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("not a subscription: {request:?}"),
+            ));
+        };
+        if !(100..=60_000).contains(&status_ms) {
+            return Err(Response::error(
+                ErrorCode::BadRequest,
+                format!("status_ms must be between 100 and 60000, not {status_ms}"),
+            ));
+        }
+        let subscription = self
+            .0
+            .events
+            .subscribe(recent, messages)
+            .map_err(|e| Response::error(ErrorCode::Busy, e.to_string()))?;
+        Ok(Box::new(EventStream {
+            shared: self.0.clone(),
+            subscription,
+            status_every: Duration::from_millis(status_ms),
+            next_status: Instant::now(),
+            started: false,
+            end: None,
+            ended: false,
+        }))
+    }
+
+    fn client(&self, request: wire::Request) -> Handled {
+        let shared = &self.0;
+        if let wire::Request::Read { key, stale: true } = request {
+            // The store alone: a stale read never waits for the node.
+            return Handled::Now(ClientService::stale_read(&shared.kv.lock(), key));
+        }
+        if let wire::Request::Snapshot = request {
+            let shared = shared.clone();
+            return Handled::Later(Box::new(move || shared.snapshot_now()));
+        }
+        if let wire::Request::Transfer { to } = request {
+            let shared = shared.clone();
+            return Handled::Later(Box::new(move || shared.transfer_now(to)));
+        }
+        let mut st = shared.state.lock();
+        if st.stopping {
+            return Handled::Now(shutting_down());
+        }
+        let st = &mut *st;
+        Handled::Now(match request {
+            wire::Request::Log { from, limit } => ClientService::log(&st.raft, from, limit),
+            wire::Request::Read { key, stale: false } => {
+                // The store's lock only while the read starts (a lease
+                // read answers from it at once): not through
+                // `process_ready`, as for writes below.
+                let step = st
+                    .clients
+                    .read(&mut st.raft, &shared.kv.lock(), key, now(shared));
+                match step {
+                    Step::Answer(r) => r,
+                    Step::Wait(ticket) => {
+                        shared.process_ready(st);
+                        let shared = shared.clone();
+                        return Handled::Later(Box::new(move || shared.finish_read(ticket)));
+                    }
+                }
+            }
+            wire::Request::Write(command) => {
+                // The store's lock only for the session check: a guard
+                // in the match's scrutinee would be held through
+                // `process_ready` and its log write, stalling the applier.
+                let step = st.clients.write(&mut st.raft, &shared.kv.lock(), command);
+                match step {
+                    Step::Answer(r) => r,
+                    Step::Wait(ticket) => {
+                        shared.process_ready(st);
+                        let shared = shared.clone();
+                        return Handled::Later(Box::new(move || shared.finish_write(ticket)));
+                    }
+                }
+            }
+            other => Response::error(
+                ErrorCode::BadRequest,
+                format!("not a client request: {other:?}"),
+            ),
+        })
+    }
+}
+
+impl Shared {
+    /// Before stopping: a leader hands its leadership over and waits until
+    /// it hears from the new leader (so that the vote and the answers it
+    /// owes leave before it exits), or the transfer is abandoned.
+    pub(super) fn hand_over(&self, reason: &str) {
+        let mut st = self.state.lock();
+        let target = match st.raft.transfer_leadership(None, now(self)) {
+            Ok(target) => target,
+            Err(_) => return, // not leader, or alone
+        };
+        self.note(
+            &st,
+            log::Level::Info,
+            format!("{reason}: handing leadership to node{target} before stopping"),
+        );
+        self.process_ready(&mut st);
+        let term = st.raft.term();
+        let _ = self.wait_for_handover(&mut st, term, 2 * self.election_timeout);
+    }
+
+    /// Waits, under the lock, until the transfer started in `term` ends:
+    /// `Ok(new leader)` once a leader of a later term is known here,
+    /// `Err(true)` if it was abandoned (we still lead), `Err(false)` if
+    /// `timeout` passed first.
+    pub(super) fn wait_for_handover(
+        &self,
+        st: &mut MutexGuard<State>,
+        term: consensus::Term,
+        timeout: Duration,
+    ) -> Result<NodeId, bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match st.raft.leader_id() {
+                Some(l) if st.raft.term() > term => return Ok(l),
+                _ if st.raft.role() == Role::Leader && st.raft.transfer().is_none() => {
+                    return Err(true);
+                }
+                _ => {}
+            }
+            // Notified after every input to the core.
+            if self.changed.wait_until(st, deadline).timed_out() {
+                return Err(false);
+            }
+        }
+    }
+
+    /// `raftctl transfer`: hands leadership to `to` (or the most
+    /// up-to-date follower) and answers once a new leader is known here.
+    pub(super) fn transfer_now(&self, to: Option<NodeId>) -> Response {
+        let started = Instant::now();
+        let mut st = self.state.lock();
+        let term = st.raft.term();
+        let target = match st.raft.transfer_leadership(to, now(self)) {
+            Ok(target) => target,
+            Err(consensus::TransferError::AlreadyLeader) => {
+                return Response::Transferred {
+                    from: self.id,
+                    to: self.id,
+                    term,
+                    millis: 0,
+                };
+            }
+            Err(consensus::TransferError::NotLeader { leader_hint }) => {
+                return st.clients.not_leader(leader_hint);
+            }
+            Err(e @ consensus::TransferError::InProgress { .. }) => {
+                return Response::error(ErrorCode::Internal, e.to_string());
+            }
+            Err(e) => return Response::error(ErrorCode::BadRequest, e.to_string()),
+        };
+        self.note(
+            &st,
+            log::Level::Info,
+            format!("asked to hand leadership to node{target}"),
+        );
+        self.process_ready(&mut st);
+        match self.wait_for_handover(&mut st, term, 2 * self.election_timeout) {
+            Ok(leader) => Response::Transferred {
+                from: self.id,
+                to: leader,
+                term: st.raft.term(),
+                millis: started.elapsed().as_millis() as u64,
+            },
+            Err(abandoned) => Response::error(
+                if abandoned {
+                    ErrorCode::Internal
+                } else {
+                    ErrorCode::Timeout
+                },
+                if abandoned {
+                    format!(
+                        "the transfer to node{target} was abandoned: it did not start an election within an election timeout; node{} still leads",
+                        self.id
+                    )
+                } else {
+                    format!(
+                        "no new leader known after {} ms",
+                        started.elapsed().as_millis()
+                    )
+                },
+            ),
+        }
+    }
+
+    /// `raftctl snapshot`: takes one now, however short the log.
+    pub(super) fn snapshot_now(&self) -> Response {
+        match self.take_snapshot() {
+            Ok(Some(taken)) => Response::Snapshot(taken),
+            Ok(None) => {
+                let meta = self.state.lock().raft.snapshot();
+                Response::Snapshot(SnapshotTaken {
+                    taken: false,
+                    index: meta.last_index,
+                    term: meta.last_term,
+                    bytes: meta.size,
+                    ..SnapshotTaken::default()
+                })
+            }
+            Err(e) => Response::error(ErrorCode::Internal, format!("cannot take a snapshot: {e}")),
+        }
+    }
+
+    /// Waits, at most `WAIT_TIMEOUT`, until `poll` has an answer; `None`
+    /// on timeout. `poll` runs under the lock; in between, the request
+    /// sleeps on its own condvar, which `register` files where the change
+    /// it waits for will wake it.
+    pub(super) fn wait_for(
+        &self,
+        mut poll: impl FnMut(&mut State) -> Option<Response>,
+        register: impl Fn(&mut State, &Arc<Condvar>),
+    ) -> Option<Response> {
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        let me = Arc::new(Condvar::new());
+        let mut st = self.state.lock();
+        loop {
+            if let Some(answer) = poll(&mut st) {
+                return Some(answer);
+            }
+            if st.stopping {
+                return Some(shutting_down());
+            }
+            register(&mut st, &me);
+            if me.wait_until(&mut st, deadline).timed_out() {
+                return poll(&mut st);
+            }
+        }
+    }
+
+    /// Waits for a proposed write to be applied or lost.
+    pub(super) fn finish_write(&self, ticket: WriteTicket) -> Response {
+        let answer = self.wait_for(
+            |st| st.clients.poll_write(&st.raft, &self.kv.lock(), &ticket),
+            |st, me| st.waiters.until_applied(ticket.index, me),
+        );
+        answer.unwrap_or_else(ClientService::write_timed_out)
+    }
+
+    /// Waits for a linearizable read to be confirmed and applied.
+    pub(super) fn finish_read(&self, ticket: ReadTicket) -> Response {
+        let answer = self.wait_for(
+            |st| {
+                st.clients
+                    .poll_read(&st.raft, &self.kv.lock(), &ticket, now(self))
+            },
+            |st, me| match st.clients.confirmed_index(&ticket) {
+                Some(index) => st.waiters.until_applied(index, me),
+                None => st.waiters.until_read_answered(ticket.ctx, me),
+            },
+        );
+        answer.unwrap_or_else(|| {
+            self.state.lock().clients.forget_read(&ticket);
+            ClientService::read_timed_out()
+        })
+    }
+}

@@ -1,0 +1,772 @@
+//! The threaded runtime around the pure core.
+//!
+//! Threads of one node:
+//!
+//! * **timer**: waits on its condvar until the core's next deadline
+//!   (`Raft::tick_deadline`: a follower's election timeout, a leader's
+//!   CheckQuorum check or the end of its leadership transfer's time) and
+//!   calls `Raft::tick`;
+//! * **replicator** and **receiver**, a pair per peer, on one kept-open
+//!   connection (`transport::Link`): the replicator builds each request
+//!   the core has for its peer under the lock and writes it with the lock
+//!   released, without waiting for the answer, so that several
+//!   AppendEntries are in flight (pipelining, as far as the core's window
+//!   allows); the receiver reads the answers in order and hands each to
+//!   the core. Replies say what they answer, so the core itself drops one
+//!   to a request of an earlier term or role (a reply to an old request
+//!   says nothing about the present; the Raft Students' Guide makes the
+//!   same point);
+//! * **applier**: applies committed entries to the key-value store in log
+//!   order, once each, with the node mutex released (the store has a lock
+//!   of its own), and wakes the requests waiting for them;
+//! * **log writer**: on the leader, fsyncs the log with the lock released
+//!   and reports what is durable (`Raft::persisted`). Every proposal
+//!   written while one fsync runs rides the next: group commit. (Anyone
+//!   else syncs its log before it answers, under the lock.)
+//! * **snapshotter**: once the log past the last snapshot reaches the
+//!   threshold (`--snapshot-threshold`), copies the key-value store (the
+//!   only time it holds the store's lock), writes the copy to a new
+//!   snapshot file with no lock held, then, under the node's lock, makes
+//!   it current and has the core and storage drop the log it covers (§7).
+//!   A snapshot installed from the leader replaces the store through the
+//!   applier, in log order.
+//! * the **server** threads (see `server`), whose handlers step the core
+//!   through the two services: `service::peer` for Raft RPCs and
+//!   `service::client` for writes and reads.
+//!
+//! There is one mutex over the node's state (`State`), and one over the
+//! key-value store, taken after it or alone. Whoever steps the core writes
+//! the resulting `Ready` before releasing the mutex, and syncs it there
+//! too, except a leader's log appends, which the log writer syncs; the core
+//! counts those only once told they are durable. So every reply and
+//! request built from the state follows the core's ordering contract. If
+//! the disk fails, nothing more is answered: the node logs the file and
+//! the error and exits with status 1 while still holding the mutex (see
+//! `Shared::process_ready`).
+//!
+//! **The lock convention.** A function taking `&State`, `&mut State` or a
+//! `MutexGuard<State>` is called with the node's lock held; one that
+//! releases it for a while (a write, an fsync, a wait) says so, and does
+//! it with `MutexGuard::unlocked` or a condvar wait. The key-value store's
+//! lock is taken after the node's or alone, never the other way round.
+//!
+//! **Files**, one job each: this one (start-up, `State` and `Shared`,
+//! handling a `Ready`, status); `replicate.rs` (a replicator and a
+//! receiver per peer); `timer.rs`; `log_writer.rs`; `apply.rs` (the
+//! applier, and the waiters it wakes); `snapshots.rs`; `handlers.rs` (the
+//! request handlers, waiting for outcomes, leadership hand-over).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+mod apply;
+mod handlers;
+mod log_writer;
+mod replicate;
+mod snapshots;
+mod timer;
+
+use apply::Waiters;
+use handlers::{LOG_TAIL, Service};
+
+use crate::activity;
+use crate::config::{ClusterConfig, Member};
+use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMeta};
+use crate::events::{self, EventHub, Message};
+use crate::kv::KvStore;
+use crate::server::{self, Handled, Handler, ServerOptions};
+use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket};
+use crate::storage::{
+    SegmentLimits, SnapshotFile, SnapshotWriter, Storage, StorageError, StorageOptions,
+};
+use crate::transport;
+use crate::wire::{
+    self, ErrorCode, FollowerStatus, NodeStatus, PeerRequest, Response, SnapshotTaken,
+};
+
+/// When a node takes a snapshot and compacts its log: once the log past
+/// the last snapshot holds this many entries, or this many bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotThreshold {
+    Entries(u64),
+    Bytes(u64),
+}
+
+impl Default for SnapshotThreshold {
+    /// 64 MiB of log.
+    fn default() -> Self {
+        SnapshotThreshold::Bytes(64 * 1024 * 1024)
+    }
+}
+
+impl SnapshotThreshold {
+    /// Parses `100000` (entries) or `64MiB` (bytes; also B, KiB, GiB).
+    pub fn parse(text: &str) -> Result<SnapshotThreshold, String> {
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of entries or bytes"))?;
+        let threshold = match unit.trim() {
+            "" => SnapshotThreshold::Entries(n),
+            "B" => SnapshotThreshold::Bytes(n),
+            "KiB" => SnapshotThreshold::Bytes(n << 10),
+            "MiB" => SnapshotThreshold::Bytes(n << 20),
+            "GiB" => SnapshotThreshold::Bytes(n << 30),
+            other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+        };
+        match threshold {
+            SnapshotThreshold::Entries(0) | SnapshotThreshold::Bytes(0) => {
+                Err("the snapshot threshold must be above 0".into())
+            }
+            t => Ok(t),
+        }
+    }
+
+    /// The core's defaults for the entries kept after a snapshot, capped
+    /// at a quarter of the threshold so that they never make the next
+    /// snapshot due at once.
+    fn trailing(self, cfg: &mut consensus::Config) {
+        match self {
+            SnapshotThreshold::Entries(n) => {
+                cfg.trailing_entries = cfg.trailing_entries.min(n / 4);
+            }
+            SnapshotThreshold::Bytes(b) => {
+                cfg.trailing_bytes = cfg.trailing_bytes.min((b / 4) as usize);
+            }
+        }
+    }
+
+    /// Segments of a quarter of the threshold, so that compaction can
+    /// free most of the log (whole segments only are deleted).
+    fn segment_limits(self) -> SegmentLimits {
+        let default = SegmentLimits::default();
+        match self {
+            SnapshotThreshold::Entries(n) => SegmentLimits {
+                entries: (n / 4).clamp(1, default.entries),
+                ..default
+            },
+            SnapshotThreshold::Bytes(b) => SegmentLimits {
+                bytes: (b / 4).clamp(4096, default.bytes),
+                ..default
+            },
+        }
+    }
+}
+
+/// The most snapshot bytes per InstallSnapshot chunk. Escaped as a JSON
+/// string (at worst six bytes per byte, for control characters) it stays
+/// within the 8 MiB line limit.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+
+/// How a node runs; the binary fills this from its flags.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The core's settings, this node's id (`raft.id`) and its peers among
+    /// them: timings, append limits, read mode, clock drift. Checked with
+    /// `consensus::Config::validate` before a node starts. The seed is
+    /// the caller's (the binary takes it from the OS's randomness, so it
+    /// differs between nodes and restarts); the trailing entries kept
+    /// after a snapshot follow `snapshot_threshold`.
+    pub raft: consensus::Config,
+    pub cluster: ClusterConfig,
+    /// The cluster id peer messages must carry; by default derived from
+    /// the configuration (`ClusterConfig::derived_cluster_id`).
+    pub cluster_id: Option<String>,
+    /// This node's own directory, e.g. /tmp/state/node4.
+    pub state_dir: PathBuf,
+    /// `--vote-floor`: the directory's term and vote are known lost;
+    /// start at this term, voting in none up to it.
+    pub vote_floor: Option<u64>,
+    /// Bounds connecting to a peer and each socket read or write of an RPC
+    /// (not the RPC as a whole: a reply trickled in could take longer).
+    pub rpc_timeout: Duration,
+    /// When to take a snapshot and compact the log.
+    pub snapshot_threshold: SnapshotThreshold,
+    /// Lab features (`raftnode --lab`): a `lab` request may cut the node
+    /// off from its peers.
+    pub lab: bool,
+    pub server: ServerOptions,
+}
+
+#[derive(Debug)]
+pub enum NodeError {
+    UnknownId(NodeId),
+    /// The core's settings cannot run a server.
+    Config(consensus::InvalidConfig),
+    Storage(StorageError),
+    /// The snapshot file passed its checks but its state does not read.
+    Snapshot {
+        path: PathBuf,
+        error: crate::kv::SnapshotError,
+    },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    Spawn(std::io::Error),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::UnknownId(id) => write!(f, "node id {id} is not in the configuration"),
+            NodeError::Config(e) => write!(f, "invalid settings: {e}"),
+            NodeError::Storage(e) => write!(f, "{e}"),
+            NodeError::Snapshot { path, error } => {
+                write!(
+                    f,
+                    "{}: cannot restore the state machine: {error}",
+                    path.display()
+                )
+            }
+            NodeError::Bind { address, source } => {
+                write!(f, "cannot listen on {address}: {source}")
+            }
+            NodeError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// Everything behind the one mutex.
+struct State {
+    /// The protocol state. Written by every thread, always under the lock,
+    /// and each write is followed by `Shared::process_ready` before
+    /// unlocking.
+    raft: Raft,
+    /// Written only inside `Shared::process_ready`, under the lock.
+    storage: Storage,
+    /// Committed entries (and snapshots to restore) not yet taken by the
+    /// applier, in log order. Filled by `process_ready`, drained by the
+    /// applier.
+    apply_queue: VecDeque<Apply>,
+    /// The index the applier has applied up to (the store's, as of its
+    /// last batch), for the snapshotter's threshold.
+    applied: Index,
+    /// The threshold is stretched by this fraction, drawn anew in
+    /// [0, 0.5) after each snapshot, so that the nodes of a cluster (which
+    /// hold the same log) do not all write their snapshots at once
+    /// (hashicorp/raft jitters its snapshot interval for the same reason).
+    /// Measured with three nodes on one disk: three 60 MB snapshots synced
+    /// at the same moment took writes from 9,000 to 47 in one second; one
+    /// at a time, they dipped by half for the snapshot's 1.5 s.
+    snapshot_jitter: f64,
+    /// Checks and answers Raft RPCs; remembers what it has reported.
+    peers: PeerService,
+    /// Writes and linearizable reads in progress.
+    clients: ClientService,
+    /// Client requests waiting for an answer.
+    waiters: Waiters,
+    /// The core deadline the timer sleeps until (`None`: none).
+    timer_deadline: Option<Duration>,
+    /// Set by `Node::stop_and_exit` once any leadership handover is over;
+    /// it then keeps the lock until the process exits, so today no other
+    /// thread ever sees it set. The loops and handlers still check it so
+    /// that they stay correct if a node is one day stopped without ending
+    /// the process (in-process tests, say).
+    stopping: bool,
+}
+
+struct Shared {
+    id: NodeId,
+    /// Time origin for the core's `now`.
+    epoch: Instant,
+    state: Mutex<State>,
+    /// The state machine, under a lock of its own so that applying
+    /// entries does not hold up the node (as LogCabin's StateMachine).
+    /// Written by the applier only, in log order, with `state` released.
+    /// Lock order: `state` before `kv`; a thread holding `kv` never takes
+    /// `state`, so a request holding `state` waits at most one entry's
+    /// apply (the applier takes `kv` per entry).
+    kv: Mutex<KvStore>,
+    /// One condvar per kind of waiter, each notified only when something
+    /// that kind waits for may have changed, so that a change wakes only
+    /// who needs waking. No thread needs waking to stop:
+    /// `Node::stop_and_exit` ends the process while holding the lock.
+    ///
+    /// Replicators wait here for a request to become due for their peer
+    /// (new entries, a new commit index, a read round, a role change).
+    /// Notified (`notify_all`) by `process_ready` after every input to the
+    /// core.
+    changed: Condvar,
+    /// The timer waits here for its election deadline. Notified by
+    /// `process_ready` only when the deadline moved earlier than the one
+    /// the timer sleeps until (`State::timer_deadline`): a deadline that
+    /// moved later (every heartbeat a follower receives) is found when the
+    /// timer wakes at the old one.
+    timer: Condvar,
+    /// The applier waits here for committed entries. Notified by
+    /// `process_ready` when it queues some.
+    committed: Condvar,
+    // Client requests waiting for their answer each have a condvar of
+    // their own, in `State::waiters`.
+    /// Wakes the log writer: notified by `process_ready` when a leader has
+    /// written log entries that are not yet durable.
+    log_written: Condvar,
+    /// Wakes the snapshotter: notified by the applier when the log past
+    /// the snapshot has reached the threshold.
+    snapshot_due: Condvar,
+    snapshot_threshold: SnapshotThreshold,
+    /// The longest election timeout: bounds a leadership transfer.
+    election_timeout: Duration,
+    /// Held while a snapshot is taken: one at a time (the snapshotter's,
+    /// or one asked for with `raftctl snapshot`).
+    snapshotting: Mutex<()>,
+    /// Publishes what the activity log records to subscribers (`events`).
+    events: Arc<EventHub>,
+    /// Lab features are on (`--lab`).
+    lab: bool,
+    /// Lab: cut off from every peer. Its Raft messages are neither sent
+    /// nor answered, as in a network partition; clients are still served
+    /// (and told `not_leader` or time out, as the cut requires).
+    isolated: AtomicBool,
+}
+
+/// What the applier applies next.
+enum Apply {
+    Entry(Entry),
+    /// Replace the store by this snapshot (installed from the leader).
+    Restore(Arc<SnapshotFile>),
+}
+
+/// A running node. Dropping it does not stop the threads; the process
+/// ends with `stop_and_exit`.
+pub struct Node {
+    shared: Arc<Shared>,
+    address: std::net::SocketAddr,
+}
+
+fn now(shared: &Shared) -> Duration {
+    shared.epoch.elapsed()
+}
+
+impl Node {
+    /// Opens storage, binds the listening socket and starts every thread.
+    pub fn start(options: NodeOptions) -> Result<Node, NodeError> {
+        let me = options
+            .cluster
+            .member(options.raft.id)
+            .ok_or(NodeError::UnknownId(options.raft.id))?
+            .clone();
+        let opening = Instant::now();
+        let cluster_id = options
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| options.cluster.derived_cluster_id());
+        let storage_options = StorageOptions {
+            limits: options.snapshot_threshold.segment_limits(),
+            // Damaged entries are repaired from the leader; a server with
+            // no one to repair from stops instead.
+            heal: options.cluster.members.len() > 1,
+            vote_floor: options.vote_floor,
+            ..StorageOptions::new(&cluster_id, options.raft.id)
+        };
+        // The store is rebuilt from the snapshot while the log is read.
+        let (storage, recovered, restored) =
+            Storage::open_restoring(&options.state_dir, &storage_options, |file| {
+                let started = Instant::now();
+                let kv = KvStore::read_snapshot(file.body());
+                (kv, started.elapsed())
+            })
+            .map_err(NodeError::Storage)?;
+        if let Some((path, offset, bytes)) = &recovered.torn_tail {
+            warn!(
+                "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write; it was never synced, so never acknowledged",
+                path.display()
+            );
+        }
+        if let Some(why) = &recovered.discarded_log {
+            warn!("{}: {why}", options.state_dir.display());
+        }
+        for note in &recovered.notes {
+            warn!("{note}");
+        }
+        if let Some(loss) = &recovered.loss {
+            warn!(
+                "storage fault: {}; entries up to {} may have been acknowledged, so this node repairs them from the leader before it votes again",
+                loss.what, loss.through
+            );
+        }
+        // The state machine starts from the snapshot, if there is one.
+        let (snapshot, kv, restore_time) = match (&recovered.snapshot, restored) {
+            (Some(file), Some((kv, took))) => {
+                let kv = kv.map_err(|error| NodeError::Snapshot {
+                    path: file.path.clone(),
+                    error,
+                })?;
+                (file.meta, kv, took)
+            }
+            _ => (SnapshotMeta::default(), KvStore::new(), Duration::ZERO),
+        };
+        let listener =
+            TcpListener::bind((me.host.as_str(), me.port)).map_err(|source| NodeError::Bind {
+                address: me.address(),
+                source,
+            })?;
+        storage
+            .record_pid(std::process::id())
+            .map_err(NodeError::Storage)?;
+
+        let peers: Vec<Member> = options
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.id != options.raft.id)
+            .cloned()
+            .collect();
+        let mut raft_config = options.raft.clone();
+        options.snapshot_threshold.trailing(&mut raft_config);
+        raft_config.validate().map_err(NodeError::Config)?;
+        let epoch = Instant::now();
+        let raft = Raft::restore(
+            raft_config,
+            recovered.hard_state,
+            snapshot,
+            recovered.entries,
+            Duration::ZERO,
+        );
+        let log = raft.log();
+        let from_snapshot = match snapshot.last_index {
+            0 => String::new(),
+            index => format!(
+                "snapshot up to index {index} ({} keys, {} bytes, read in {} ms), then ",
+                kv.len(),
+                snapshot.size,
+                restore_time.as_millis()
+            ),
+        };
+        let started = format!(
+            "started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}, recovered in {} ms",
+            me.address(),
+            raft.term(),
+            raft.voted_for()
+                .map_or("none".to_string(), |v| format!("node{v}")),
+            log.entries().len(),
+            log.last_index(),
+            log.last_term(),
+            options.state_dir.display(),
+            opening.elapsed().as_millis()
+        );
+        info!("[T{} {}] {started}", raft.term(), raft.role());
+        // The first of the node's events, for watchers that see it restart.
+        let events = EventHub::new(options.raft.id);
+        events.note(raft.term(), raft.role(), log::Level::Info, started);
+        let members = &options.cluster.members;
+        let shared = Arc::new(Shared {
+            id: options.raft.id,
+            epoch,
+            state: Mutex::new(State {
+                raft,
+                storage,
+                apply_queue: VecDeque::new(),
+                applied: kv.applied_index(),
+                snapshot_jitter: rand::random::<f64>() / 2.0,
+                peers: PeerService::new(options.raft.id, cluster_id.clone()),
+                clients: ClientService::new(members.clone()),
+                waiters: Waiters::default(),
+                timer_deadline: None,
+                stopping: false,
+            }),
+            changed: Condvar::new(),
+            timer: Condvar::new(),
+            kv: Mutex::new(kv),
+            committed: Condvar::new(),
+            log_written: Condvar::new(),
+            snapshot_due: Condvar::new(),
+            snapshot_threshold: options.snapshot_threshold,
+            election_timeout: options.raft.election_timeout_max,
+            snapshotting: Mutex::new(()),
+            events,
+            lab: options.lab,
+            isolated: AtomicBool::new(false),
+        });
+
+        let bind_ip: Option<IpAddr> = listener
+            .local_addr()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map(|_| ())
+                .map_err(NodeError::Spawn)
+        };
+        {
+            let s = shared.clone();
+            spawn("timer".into(), Box::new(move || s.run_timer()))?;
+            let s = shared.clone();
+            spawn("applier".into(), Box::new(move || s.run_applier()))?;
+            let s = shared.clone();
+            spawn("log-writer".into(), Box::new(move || s.run_log_writer()))?;
+            let s = shared.clone();
+            spawn("snapshotter".into(), Box::new(move || s.run_snapshotter()))?;
+        }
+        for peer in peers {
+            let link = Arc::new(transport::Link::new(
+                peer.clone(),
+                bind_ip,
+                options.rpc_timeout,
+            ));
+            let (s, l) = (shared.clone(), link.clone());
+            let cluster_id = cluster_id.clone();
+            spawn(
+                format!("replicate-{}", peer.id),
+                Box::new(move || s.run_replicator(peer.id, &cluster_id, &l)),
+            )?;
+            let s = shared.clone();
+            spawn(
+                format!("receive-{}", peer.id),
+                Box::new(move || s.run_receiver(peer.id, &link)),
+            )?;
+        }
+        let address = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
+            .map_err(NodeError::Spawn)?;
+        Ok(Node { shared, address })
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// Stops the node and exits the process with `code`. A leader first
+    /// hands its leadership to the most up-to-date follower (thesis
+    /// §3.10), so that the cluster has a new leader within milliseconds
+    /// instead of an election timeout; it waits for that at most about two
+    /// election timeouts. Then taking the lock waits for any write in
+    /// progress (writes happen under it), and holding it until exit keeps
+    /// a new one from starting.
+    pub fn stop_and_exit(&self, reason: &str, code: i32) -> ! {
+        self.shared.hand_over(reason);
+        let mut st = self.shared.state.lock();
+        st.stopping = true;
+        let text = format!(
+            "stopped: {reason} (commit index {}, last log index {})",
+            st.raft.commit_index(),
+            st.raft.log().last_index()
+        );
+        self.shared.note(&st, log::Level::Info, text);
+        log::logger().flush();
+        std::process::exit(code)
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status(&self.shared.state.lock())
+    }
+}
+
+impl Shared {
+    /// Takes the core's `Ready`, writes it (and syncs it, but for a
+    /// leader's log appends, which the log writer syncs), logs its events,
+    /// queues committed entries, routes read answers, and wakes whoever
+    /// waits for what changed. Called under the lock after every input to
+    /// the core.
+    ///
+    /// A storage failure (disk full, I/O error) is fatal: see
+    /// `storage_failed`. After a restart the node recovers what reached
+    /// its disk (a torn final record is cut, never acknowledged).
+    fn process_ready(&self, st: &mut State) {
+        let ready = st.raft.take_ready();
+        // A leader's log is synced by the log writer, outside the lock;
+        // anyone else's before it answers, since its replies acknowledge
+        // entries (the core's contract, rules 2 and 3). That includes
+        // entries a deposed leader wrote and had not synced yet.
+        let leader = st.raft.role() == Role::Leader;
+        if let Err(e) = st.storage.persist(&ready, !leader) {
+            self.storage_failed(st, &e);
+        }
+        // Whether reporting durability produced output of its own (the end
+        // of a repair), to be handled now rather than at the next input.
+        let mut again = false;
+        if !leader {
+            let log = st.raft.log();
+            let (index, term) = (log.last_index(), log.last_term());
+            st.raft.persisted(index, term);
+            again = st.raft.has_ready();
+        } else if st.storage.needs_sync() {
+            self.log_written.notify_one();
+        }
+        for event in &ready.events {
+            activity::log_event(&st.raft, event);
+            self.events.core(st.raft.term(), st.raft.role(), event);
+        }
+        let ends_waits = ready.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::RoleChanged { .. }
+                    | Event::TermAdopted { .. }
+                    | Event::ElectionStarted { .. }
+                    | Event::Truncated { .. }
+            )
+        });
+        if ready.installed_snapshot.is_some() {
+            let file = st.storage.snapshot().expect("just installed");
+            st.apply_queue.push_back(Apply::Restore(file));
+            self.committed.notify_one();
+        }
+        if !ready.committed.is_empty() {
+            st.apply_queue
+                .extend(ready.committed.into_iter().map(Apply::Entry));
+            self.committed.notify_one();
+        }
+        for read in &ready.reads {
+            st.waiters.read_answered(read.ctx);
+        }
+        st.clients.route_reads(ready.reads);
+        if ends_waits {
+            st.waiters.wake_all();
+        }
+        let deadline = st.raft.tick_deadline();
+        if deadline.is_some_and(|d| st.timer_deadline.is_none_or(|t| d < t)) {
+            self.timer.notify_one();
+        }
+        self.changed.notify_all();
+        if again {
+            self.process_ready(st);
+        }
+    }
+
+    /// A write or fsync failed: stop at once, still holding the lock, so
+    /// that nothing built on the state that failed to reach the disk is
+    /// sent. What was acknowledged before is on disk.
+    fn storage_failed(&self, st: &State, e: &StorageError) -> ! {
+        error!(
+            "[T{} {}] cannot persist state: {e}; stopping without answering anything more",
+            st.raft.term(),
+            st.raft.role()
+        );
+        log::logger().flush();
+        eprintln!("raftnode: cannot persist state: {e}");
+        std::process::exit(1)
+    }
+
+    /// Writes a line of the runtime's own to the activity log, prefixed
+    /// with the node's term and role, and publishes it to subscribers.
+    fn note(&self, st: &State, level: log::Level, text: String) {
+        let (term, role) = (st.raft.term(), st.raft.role());
+        log::log!(level, "[T{term} {role}] {text}");
+        self.events.note(term, role, level, text);
+    }
+
+    /// A `lab` request: cut the node off from its peers, or reconnect it.
+    fn lab(&self, st: &State, isolate: bool) -> Response {
+        if !self.lab {
+            return Response::error(
+                ErrorCode::BadRequest,
+                "lab features are off: start the node with --lab",
+            );
+        }
+        if self.isolated.swap(isolate, Ordering::Relaxed) != isolate {
+            let text = if isolate {
+                "lab: cut off from every peer (Raft messages neither sent nor answered)"
+            } else {
+                "lab: reconnected to the peers"
+            };
+            self.note(st, log::Level::Warn, text.to_string());
+            // Replicators waiting out a backoff try again now.
+            self.changed.notify_all();
+        }
+        Response::Status(Box::new(self.status(st)))
+    }
+
+    /// Publishes a Raft message sent or received, if a subscriber wants
+    /// messages; only then is it described.
+    fn message(&self, st: &State, sent: bool, describe: impl FnOnce() -> Option<Message>) {
+        if self.events.wants_messages()
+            && let Some(message) = describe()
+        {
+            self.events
+                .message(st.raft.term(), st.raft.role(), sent, message);
+        }
+    }
+
+    /// Logs a refusal the peer service reported (once per kind and peer).
+    fn report(&self, st: &State, line: Option<String>) {
+        if let Some(line) = line {
+            self.note(st, log::Level::Warn, line);
+        }
+    }
+
+    fn status(&self, st: &State) -> NodeStatus {
+        let snapshot = st.raft.snapshot();
+        let t = now(self);
+        let millis = |d: Duration| d.as_millis() as u64;
+        NodeStatus {
+            id: self.id,
+            role: st.raft.role().to_string().to_lowercase(),
+            term: st.raft.term(),
+            leader_id: st.raft.leader_id(),
+            commit_index: st.raft.commit_index(),
+            last_log_index: st.raft.log().last_index(),
+            last_applied: self.kv.lock().applied_index(),
+            cluster_id: st.peers.cluster_id().to_string(),
+            refused_messages: st.peers.refused(),
+            snapshot_index: snapshot.last_index,
+            snapshot_bytes: snapshot.size,
+            log_entries: st.raft.log().entries().len() as u64,
+            log_bytes: st.storage.log_bytes(),
+            isolated: self.isolated.load(Ordering::Relaxed),
+            subscribers: self.events.subscribers() as u64,
+            log_tail_terms: {
+                let entries = st.raft.log().entries();
+                let tail = &entries[entries.len().saturating_sub(LOG_TAIL)..];
+                tail.iter().map(|e| e.term).collect()
+            },
+            heard_from_leader_ms: st
+                .raft
+                .leader_contact()
+                .map(|at| millis(t.saturating_sub(at))),
+            repairing_through: Some(st.raft.hard_state().lost_through).filter(|&i| i != 0),
+            followers: st
+                .raft
+                .followers()
+                .into_iter()
+                .map(|f| FollowerStatus {
+                    id: f.id,
+                    match_index: f.match_index,
+                    next_index: f.next_index,
+                    in_flight: f.in_flight as u64,
+                    state: format!("{:?}", f.state).to_lowercase(),
+                    reachable: f.reachable,
+                    heard_ms: millis(t.saturating_sub(f.last_heard)),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_thresholds_read_as_entries_or_sizes() {
+        use SnapshotThreshold::{Bytes, Entries};
+        assert_eq!(SnapshotThreshold::parse("100000"), Ok(Entries(100_000)));
+        assert_eq!(SnapshotThreshold::parse("64MiB"), Ok(Bytes(64 << 20)));
+        assert_eq!(SnapshotThreshold::parse(" 4KiB "), Ok(Bytes(4096)));
+        assert_eq!(SnapshotThreshold::parse("512B"), Ok(Bytes(512)));
+        assert_eq!(SnapshotThreshold::parse("2GiB"), Ok(Bytes(2 << 30)));
+        for bad in ["", "0", "0MiB", "12MB", "MiB", "-5", "1.5GiB"] {
+            assert!(SnapshotThreshold::parse(bad).is_err(), "{bad:?}");
+        }
+        // Segments of a quarter of the threshold, within their bounds.
+        assert_eq!(Entries(100).segment_limits().entries, 25);
+        assert_eq!(Bytes(64 << 20).segment_limits().bytes, 8 << 20);
+        assert_eq!(Bytes(1024).segment_limits().bytes, 4096);
+    }
+}
