@@ -356,61 +356,17 @@ fn now(shared: &Shared) -> Duration {
 impl Node {
     /// Opens storage, binds the listening socket and starts every thread.
     pub fn start(options: NodeOptions) -> Result<Node, NodeError> {
+        let opening = Instant::now();
         let me = options
             .cluster
             .member(options.raft.id)
             .ok_or(NodeError::UnknownId(options.raft.id))?
             .clone();
-        let opening = Instant::now();
         let cluster_id = options
             .cluster_id
             .clone()
             .unwrap_or_else(|| options.cluster.derived_cluster_id());
-        let storage_options = StorageOptions {
-            limits: options.snapshot_threshold.segment_limits(),
-            // Damaged entries are repaired from the leader; a server with
-            // no one to repair from stops instead.
-            heal: options.cluster.members.len() > 1,
-            vote_floor: options.vote_floor,
-            ..StorageOptions::new(&cluster_id, options.raft.id)
-        };
-        // The store is rebuilt from the snapshot while the log is read.
-        let (storage, recovered, restored) =
-            Storage::open_restoring(&options.state_dir, &storage_options, |file| {
-                let started = Instant::now();
-                let kv = KvStore::read_snapshot(file.body());
-                (kv, started.elapsed())
-            })
-            .map_err(NodeError::Storage)?;
-        if let Some((path, offset, bytes)) = &recovered.torn_tail {
-            warn!(
-                "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write; it was never synced, so never acknowledged",
-                path.display()
-            );
-        }
-        if let Some(why) = &recovered.discarded_log {
-            warn!("{}: {why}", options.state_dir.display());
-        }
-        for note in &recovered.notes {
-            warn!("{note}");
-        }
-        if let Some(loss) = &recovered.loss {
-            warn!(
-                "storage fault: {}; entries up to {} may have been acknowledged, so this node repairs them from the leader before it votes again",
-                loss.what, loss.through
-            );
-        }
-        // The state machine starts from the snapshot, if there is one.
-        let (snapshot, kv, restore_time) = match (&recovered.snapshot, restored) {
-            (Some(file), Some((kv, took))) => {
-                let kv = kv.map_err(|error| NodeError::Snapshot {
-                    path: file.path.clone(),
-                    error,
-                })?;
-                (file.meta, kv, took)
-            }
-            _ => (SnapshotMeta::default(), KvStore::new(), Duration::ZERO),
-        };
+        let (storage, recovered, kv, restore_time) = open_storage(&options, &cluster_id)?;
         let listener =
             TcpListener::bind((me.host.as_str(), me.port)).map_err(|source| NodeError::Bind {
                 address: me.address(),
@@ -419,17 +375,13 @@ impl Node {
         storage
             .record_pid(std::process::id())
             .map_err(NodeError::Storage)?;
-
-        let peers: Vec<Member> = options
-            .cluster
-            .members
-            .iter()
-            .filter(|m| m.id != options.raft.id)
-            .cloned()
-            .collect();
         let mut raft_config = options.raft.clone();
         options.snapshot_threshold.trailing(&mut raft_config);
         raft_config.validate().map_err(NodeError::Config)?;
+        let snapshot = recovered
+            .snapshot
+            .as_ref()
+            .map_or(SnapshotMeta::default(), |f| f.meta);
         let epoch = Instant::now();
         let raft = Raft::restore(
             raft_config,
@@ -438,33 +390,19 @@ impl Node {
             recovered.entries,
             Duration::ZERO,
         );
-        let log = raft.log();
-        let from_snapshot = match snapshot.last_index {
-            0 => String::new(),
-            index => format!(
-                "snapshot up to index {index} ({} keys, {} bytes, read in {} ms), then ",
-                kv.len(),
-                snapshot.size,
-                restore_time.as_millis()
-            ),
-        };
-        let started = format!(
-            "started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}, recovered in {} ms",
-            me.address(),
-            raft.term(),
-            raft.voted_for()
-                .map_or("none".to_string(), |v| format!("node{v}")),
-            log.entries().len(),
-            log.last_index(),
-            log.last_term(),
-            options.state_dir.display(),
-            opening.elapsed().as_millis()
+        let started = started_line(
+            &raft,
+            &me,
+            &cluster_id,
+            &kv,
+            restore_time,
+            &options,
+            opening,
         );
         info!("[T{} {}] {started}", raft.term(), raft.role());
         // The first of the node's events, for watchers that see it restart.
         let events = EventHub::new(options.raft.id);
         events.note(raft.term(), raft.role(), log::Level::Info, started);
-        let members = &options.cluster.members;
         let shared = Arc::new(Shared {
             id: options.raft.id,
             epoch,
@@ -475,7 +413,7 @@ impl Node {
                 applied: kv.applied_index(),
                 snapshot_jitter: rand::random::<f64>() / 2.0,
                 peers: PeerService::new(options.raft.id, cluster_id.clone()),
-                clients: ClientService::new(members.clone()),
+                clients: ClientService::new(options.cluster.members.clone()),
                 waiters: Waiters::default(),
                 timer_deadline: None,
                 stopping: false,
@@ -493,47 +431,14 @@ impl Node {
             lab: options.lab,
             isolated: AtomicBool::new(false),
         });
-
+        // Outgoing connections leave from our own address, unless we
+        // listen on all of them.
         let bind_ip: Option<IpAddr> = listener
             .local_addr()
             .ok()
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-            thread::Builder::new()
-                .name(name)
-                .spawn(f)
-                .map(|_| ())
-                .map_err(NodeError::Spawn)
-        };
-        {
-            let s = shared.clone();
-            spawn("timer".into(), Box::new(move || s.run_timer()))?;
-            let s = shared.clone();
-            spawn("applier".into(), Box::new(move || s.run_applier()))?;
-            let s = shared.clone();
-            spawn("log-writer".into(), Box::new(move || s.run_log_writer()))?;
-            let s = shared.clone();
-            spawn("snapshotter".into(), Box::new(move || s.run_snapshotter()))?;
-        }
-        for peer in peers {
-            let link = Arc::new(transport::Link::new(
-                peer.clone(),
-                bind_ip,
-                options.rpc_timeout,
-            ));
-            let (s, l) = (shared.clone(), link.clone());
-            let cluster_id = cluster_id.clone();
-            spawn(
-                format!("replicate-{}", peer.id),
-                Box::new(move || s.run_replicator(peer.id, &cluster_id, &l)),
-            )?;
-            let s = shared.clone();
-            spawn(
-                format!("receive-{}", peer.id),
-                Box::new(move || s.run_receiver(peer.id, &link)),
-            )?;
-        }
+        spawn_threads(&shared, &options, bind_ip, &cluster_id)?;
         let address = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
             .map_err(NodeError::Spawn)?;
         Ok(Node { shared, address })
@@ -567,6 +472,150 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         self.shared.status(&self.shared.state.lock())
     }
+}
+
+/// Opens the node's directory: the log read while the store is rebuilt
+/// from the snapshot (in parallel), what recovery did reported in the
+/// activity log. Returns the storage, what was recovered, the store and
+/// how long reading the snapshot took.
+fn open_storage(
+    options: &NodeOptions,
+    cluster_id: &str,
+) -> Result<(Storage, crate::storage::Recovered, KvStore, Duration), NodeError> {
+    let storage_options = StorageOptions {
+        limits: options.snapshot_threshold.segment_limits(),
+        // Damaged entries are repaired from the leader; a server with no
+        // one to repair from stops instead.
+        heal: options.cluster.members.len() > 1,
+        vote_floor: options.vote_floor,
+        ..StorageOptions::new(cluster_id, options.raft.id)
+    };
+    let (storage, recovered, restored) =
+        Storage::open_restoring(&options.state_dir, &storage_options, |file| {
+            let started = Instant::now();
+            let kv = KvStore::read_snapshot(file.body());
+            (kv, started.elapsed())
+        })
+        .map_err(NodeError::Storage)?;
+    report_recovery(&recovered, &options.state_dir);
+    // The state machine starts from the snapshot, if there is one.
+    let (kv, restore_time) = match (&recovered.snapshot, restored) {
+        (Some(file), Some((kv, took))) => {
+            let kv = kv.map_err(|error| NodeError::Snapshot {
+                path: file.path.clone(),
+                error,
+            })?;
+            (kv, took)
+        }
+        _ => (KvStore::new(), Duration::ZERO),
+    };
+    Ok((storage, recovered, kv, restore_time))
+}
+
+/// What recovery found and did, for the activity log.
+fn report_recovery(recovered: &crate::storage::Recovered, state_dir: &std::path::Path) {
+    if let Some((path, offset, bytes)) = &recovered.torn_tail {
+        warn!(
+            "{}: cut a torn final record ({bytes} bytes at offset {offset}) left by a crash during a write; it was never synced, so never acknowledged",
+            path.display()
+        );
+    }
+    if let Some(why) = &recovered.discarded_log {
+        warn!("{}: {why}", state_dir.display());
+    }
+    for note in &recovered.notes {
+        warn!("{note}");
+    }
+    if let Some(loss) = &recovered.loss {
+        warn!(
+            "storage fault: {}; entries up to {} may have been acknowledged, so this node repairs them from the leader before it votes again",
+            loss.what, loss.through
+        );
+    }
+}
+
+/// The activity log's first line for a start: where, whose, and from what.
+fn started_line(
+    raft: &Raft,
+    me: &Member,
+    cluster_id: &str,
+    kv: &KvStore,
+    restore_time: Duration,
+    options: &NodeOptions,
+    opening: Instant,
+) -> String {
+    let log = raft.log();
+    let snapshot = raft.snapshot();
+    let from_snapshot = match snapshot.last_index {
+        0 => String::new(),
+        index => format!(
+            "snapshot up to index {index} ({} keys, {} bytes, read in {} ms), then ",
+            kv.len(),
+            snapshot.size,
+            restore_time.as_millis()
+        ),
+    };
+    format!(
+        "started on {} in cluster {cluster_id} with term {}, voted_for {}, {from_snapshot}log {} entries (last index {}, term {}); state in {}, recovered in {} ms",
+        me.address(),
+        raft.term(),
+        raft.voted_for()
+            .map_or("none".to_string(), |v| format!("node{v}")),
+        log.entries().len(),
+        log.last_index(),
+        log.last_term(),
+        options.state_dir.display(),
+        opening.elapsed().as_millis()
+    )
+}
+
+/// Starts the node's threads: timer, applier, log writer, snapshotter, and
+/// a replicator and a receiver per peer, on one connection each.
+fn spawn_threads(
+    shared: &Arc<Shared>,
+    options: &NodeOptions,
+    bind_ip: Option<IpAddr>,
+    cluster_id: &str,
+) -> Result<(), NodeError> {
+    let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+        thread::Builder::new()
+            .name(name)
+            .spawn(f)
+            .map(|_| ())
+            .map_err(NodeError::Spawn)
+    };
+    let s = shared.clone();
+    spawn("timer".into(), Box::new(move || s.run_timer()))?;
+    let s = shared.clone();
+    spawn("applier".into(), Box::new(move || s.run_applier()))?;
+    let s = shared.clone();
+    spawn("log-writer".into(), Box::new(move || s.run_log_writer()))?;
+    let s = shared.clone();
+    spawn("snapshotter".into(), Box::new(move || s.run_snapshotter()))?;
+    let peers = options
+        .cluster
+        .members
+        .iter()
+        .filter(|m| m.id != options.raft.id);
+    for peer in peers.cloned() {
+        let link = Arc::new(transport::Link::new(
+            peer.clone(),
+            bind_ip,
+            options.rpc_timeout,
+        ));
+        let (s, l) = (shared.clone(), link.clone());
+        let cluster_id = cluster_id.to_string();
+        spawn(
+            format!("replicate-{}", peer.id),
+            Box::new(move || s.run_replicator(peer.id, &cluster_id, &l)),
+        )?;
+        let s = shared.clone();
+        spawn(
+            format!("receive-{}", peer.id),
+            Box::new(move || s.run_receiver(peer.id, &link)),
+        )?;
+    }
+    Ok(())
 }
 
 impl Shared {
