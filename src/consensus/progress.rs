@@ -296,6 +296,9 @@ impl Progress {
     /// a commit could commit an entry held by less than a majority, and
     /// probing above what it holds would never end. So `match_index` drops
     /// to what the follower still holds, and the outcome says what it lost.
+    /// (A follower that lost entries has restarted, which broke the
+    /// leader's connection to it, and a failed connection puts it in
+    /// Probe: see [`Progress::failed`].)
     pub fn rejected(&mut self, rejected: Index, hint: Index) -> Refusal {
         self.answered();
         let current = match self.state {
