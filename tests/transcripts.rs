@@ -25,6 +25,9 @@
 //!   is delivered and answered, until nothing is left; each message is
 //!   printed as it arrives. Messages to or from a cut-off server are lost.
 //! * `propose ID TEXT`, `transfer ID TO`: as a client and an operator would.
+//! * `compact ID`: server ID snapshots its state machine as far as it has
+//!   committed, and drops the log the snapshot covers (no trailing
+//!   entries here); the snapshot goes to followers in 16-byte chunks.
 //! * `cut ID` / `reconnect ID`: a server's network goes and comes back.
 //! * `crash ID` / `restart ID`: a server loses everything but its disk
 //!   (writes are durable at once here), and starts again from it; the
@@ -43,14 +46,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use raft::activity::describe;
-use raft::consensus::{Config, Entry, HardState, Json, NodeId, Raft, Reply, Request};
+use raft::consensus::{Config, Entry, HardState, Json, NodeId, Raft, Reply, Request, SnapshotMeta};
 
 struct Server {
     raft: Option<Raft>,
     /// What survives a crash: written durably as soon as handed out.
     disk: (HardState, Vec<Entry>),
+    /// The latest snapshot and its bytes (a stand-in for the state).
+    snapshot: Option<(SnapshotMeta, String)>,
+    /// A snapshot being received from the leader.
+    receiving: String,
     cfg: Config,
 }
+
+/// Snapshot bytes per InstallSnapshot chunk: small, to show chunking.
+const CHUNK: usize = 16;
 
 struct Cluster {
     servers: Vec<Server>,
@@ -65,6 +75,8 @@ impl Cluster {
                 let cfg = Config {
                     pre_vote: !figure2,
                     check_quorum: !figure2,
+                    // A snapshot drops every entry it covers.
+                    trailing_entries: 0,
                     ..Config::new(id, 1..=n, id)
                 };
                 Server {
@@ -75,6 +87,8 @@ impl Cluster {
                         Duration::ZERO,
                     )),
                     disk: (HardState::default(), vec![]),
+                    snapshot: None,
+                    receiving: String::new(),
                     cfg,
                 }
             })
@@ -111,6 +125,16 @@ impl Cluster {
         if let Some(hs) = ready.hard_state {
             server.disk.0 = hs;
         }
+        for chunk in &ready.snapshot_chunks {
+            if chunk.offset == 0 {
+                server.receiving.clear();
+            }
+            server.receiving.push_str(&chunk.data);
+        }
+        if let Some(installed) = ready.installed_snapshot {
+            let bytes = std::mem::take(&mut server.receiving);
+            server.snapshot = Some((installed.snapshot, bytes));
+        }
         let (index, term) = (raft.log().last_index(), raft.log().last_term());
         server.disk.1 = raft.log().entries().to_vec();
         raft.persisted(index, term);
@@ -146,8 +170,20 @@ impl Cluster {
                         continue;
                     }
                     let now = self.now;
-                    while let Some(request) = self.raft(from).poll_peer(to, now) {
+                    while let Some(mut request) = self.raft(from).poll_peer(to, now) {
                         sent = true;
+                        // The caller fills a snapshot chunk in from its file.
+                        if let Request::InstallSnapshot(r) = &mut request {
+                            let (_, bytes) = self.servers[from as usize - 1]
+                                .snapshot
+                                .as_ref()
+                                .expect("a snapshot to send");
+                            let start = r.offset as usize;
+                            r.data = bytes[start..(start + CHUNK).min(bytes.len())].to_string();
+                        }
+                        // What building it did (a transfer started, say)
+                        // comes before the message.
+                        self.settle(from, out);
                         let up = self.servers[to as usize - 1].raft.is_some();
                         if !self.connected(from, to) || !up {
                             self.raft(from).handle_failure(to, now);
@@ -220,6 +256,22 @@ impl Cluster {
             "reconnect" => {
                 self.cut.remove(&id(1));
             }
+            "compact" => {
+                // A snapshot of the state machine as far as it is committed.
+                let raft = self.raft(id(1));
+                let index = raft.commit_index();
+                let term = raft.log().term_at(index).expect("a committed entry");
+                let bytes = format!("the state after entries 1 to {index}");
+                let meta = SnapshotMeta {
+                    last_index: index,
+                    last_term: term,
+                    size: bytes.len() as u64,
+                    crc32: crc32fast::hash(bytes.as_bytes()),
+                };
+                raft.compact(meta).expect("a newer snapshot");
+                self.servers[id(1) as usize - 1].snapshot = Some((meta, bytes));
+                self.settle(id(1), &mut out);
+            }
             "crash" => {
                 self.servers[id(1) as usize - 1].raft = None;
                 // Its connections break: the others' requests to it fail,
@@ -246,7 +298,15 @@ impl Cluster {
             "restart" => {
                 let server = &mut self.servers[id(1) as usize - 1];
                 let (hs, log) = server.disk.clone();
-                server.raft = Some(Raft::new(server.cfg.clone(), hs, log, self.now));
+                let meta = server
+                    .snapshot
+                    .as_ref()
+                    .map_or(SnapshotMeta::default(), |s| s.0);
+                let log = log
+                    .into_iter()
+                    .filter(|e| e.index > meta.last_index)
+                    .collect();
+                server.raft = Some(Raft::restore(server.cfg.clone(), hs, meta, log, self.now));
                 self.settle(id(1), &mut out);
             }
             "status" => {
