@@ -564,6 +564,19 @@ impl LogSyncer {
     }
 }
 
+/// Where a damaged file is set aside: beside it, `NAME.damaged`, or
+/// `NAME.damaged.2` and so on if that is taken (an earlier fault).
+pub(crate) fn aside_name(path: &Path) -> PathBuf {
+    let base = format!("{}.damaged", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 2;
+    while candidate.exists() {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
 /// Deletes `path`; one already gone is fine.
 pub(crate) fn remove(path: &Path) -> Result<(), StorageError> {
     match std::fs::remove_file(path) {
@@ -581,10 +594,54 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 /// Appends `CRC JSON\n` for one entry to `buf`.
 pub fn encode_record(e: &Entry, buf: &mut Vec<u8>) {
     let json = serde_json::to_vec(e).expect("entries always serialize");
-    let crc = checksum(&json);
-    write!(buf, "{crc:08x} ").expect("writing to a Vec cannot fail");
-    buf.extend_from_slice(&json);
+    checksummed_line(&json, buf);
     buf.push(b'\n');
+}
+
+/// Appends `CRC JSON` (no newline) to `buf`: the form of every line this
+/// module writes (log records, the state files, `log.synced`), where CRC
+/// is the CRC-32 of the JSON bytes in 8 hex digits.
+pub(crate) fn checksummed_line(json: &[u8], buf: &mut Vec<u8>) {
+    write!(buf, "{:08x} ", checksum(json)).expect("writing to a Vec cannot fail");
+    buf.extend_from_slice(json);
+}
+
+/// Why a line is not a sound `CRC JSON` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LineError {
+    /// Not 8 characters, a space and more.
+    Form,
+    /// The first 8 characters are not hex digits.
+    Hex,
+    /// The JSON's CRC-32 is not the one written before it.
+    Mismatch,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LineError::Form => "not in `CRC JSON` form",
+            LineError::Hex => "checksum is not 8 hex digits",
+            LineError::Mismatch => "checksum mismatch",
+        })
+    }
+}
+
+/// The JSON of a `CRC JSON` line (without its newline), once its checksum
+/// holds (see [`checksummed_line`]).
+pub(crate) fn checked_json(line: &[u8]) -> Result<&[u8], LineError> {
+    if line.len() < 10 || line[8] != b' ' {
+        return Err(LineError::Form);
+    }
+    let crc = std::str::from_utf8(&line[..8])
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or(LineError::Hex)?;
+    let json = &line[9..];
+    if checksum(json) != crc {
+        return Err(LineError::Mismatch);
+    }
+    Ok(json)
 }
 
 /// CRC-32 (IEEE 802.3, the zlib polynomial).
@@ -602,17 +659,7 @@ pub(crate) fn byte_offset(text: &str, line: usize, column: usize) -> u64 {
 }
 
 pub(crate) fn decode_record(line: &[u8], expected: Index) -> Result<Entry, String> {
-    if line.len() < 10 || line[8] != b' ' {
-        return Err("not in `CRC JSON` form".into());
-    }
-    let crc = std::str::from_utf8(&line[..8])
-        .ok()
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .ok_or("checksum is not 8 hex digits")?;
-    let json = &line[9..];
-    if checksum(json) != crc {
-        return Err("checksum mismatch".into());
-    }
+    let json = checked_json(line).map_err(|e| e.to_string())?;
     let e = Entry::parse(json).map_err(|e| format!("bad JSON: {e}"))?;
     if e.index != expected {
         return Err(format!("index {} out of sequence", e.index));

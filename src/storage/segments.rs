@@ -29,7 +29,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{StorageError, decode_record, encode_record, io_err, remove, sync_dir};
+use super::{
+    StorageError, aside_name, checked_json, checksummed_line, decode_record, encode_record, io_err,
+    remove, sync_dir,
+};
 use crate::consensus::{Entry, Index};
 
 /// When the last segment is full and the next append starts a new one.
@@ -586,19 +589,6 @@ fn cut_file(path: &Path, len: u64) -> Result<(), StorageError> {
     file.sync_all().map_err(io_err(path, "fsync"))
 }
 
-/// Where a damaged file's copy goes: beside it, `NAME.damaged`, or
-/// `NAME.damaged.2` and so on if that is taken (an earlier fault).
-fn aside_name(path: &Path) -> PathBuf {
-    let base = format!("{}.damaged", path.display());
-    let mut candidate = PathBuf::from(&base);
-    let mut n = 2;
-    while candidate.exists() {
-        candidate = PathBuf::from(format!("{base}.{n}"));
-        n += 1;
-    }
-    candidate
-}
-
 /// The highest index of a readable record in a segment.
 fn highest_in(path: &Path) -> Result<Index, StorageError> {
     let file = File::open(path).map_err(io_err(path, "open"))?;
@@ -739,12 +729,8 @@ fn parse(mut input: impl BufRead, first: Index, path: &Path) -> Result<Parsed, S
 
 /// The index a record line claims, if it reads as one.
 fn record_index(line: &[u8]) -> Option<Index> {
-    let record = line.strip_suffix(b"\n")?;
-    let json = record.get(9..)?;
-    (crate::storage::checksum(json)
-        == u32::from_str_radix(std::str::from_utf8(&record[..8]).ok()?, 16).ok()?)
-    .then(|| Entry::parse(json).ok().map(|e| e.index))
-    .flatten()
+    let json = checked_json(line.strip_suffix(b"\n")?).ok()?;
+    Entry::parse(json).ok().map(|e| e.index)
 }
 
 /// `log.synced`: how far the log is known to have been synced, so that
@@ -809,13 +795,12 @@ impl SyncMarker {
             return Ok(());
         }
         let json = format!("{{\"synced_through\":{index}}}");
-        let mut line = format!("{:08x} {json}", crate::storage::checksum(json.as_bytes()));
-        while line.len() < SYNCED_LEN - 1 {
-            line.push(' ');
-        }
-        line.push('\n');
+        let mut line = Vec::with_capacity(SYNCED_LEN);
+        checksummed_line(json.as_bytes(), &mut line);
+        line.resize(SYNCED_LEN - 1, b' ');
+        line.push(b'\n');
         self.file
-            .write_all_at(line.as_bytes(), 0)
+            .write_all_at(&line, 0)
             .map_err(io_err(&self.path, "write"))?;
         self.at = index;
         Ok(())
@@ -828,17 +813,12 @@ impl SyncMarker {
 }
 
 fn parse_marker(text: &[u8]) -> Option<Index> {
-    let line = std::str::from_utf8(text).ok()?.trim_end();
-    let crc = u32::from_str_radix(line.get(..8)?, 16).ok()?;
-    let json = line.get(9..)?;
-    if crate::storage::checksum(json.as_bytes()) != crc {
-        return None;
-    }
+    let json = checked_json(text.trim_ascii_end()).ok()?;
     #[derive(serde::Deserialize)]
     struct Marker {
         synced_through: Index,
     }
-    serde_json::from_str::<Marker>(json)
+    serde_json::from_slice::<Marker>(json)
         .ok()
         .map(|m| m.synced_through)
 }

@@ -65,13 +65,7 @@ pub fn claimed_index(path: &Path) -> u64 {
 /// Moves a damaged snapshot out of the way, beside it as
 /// `snapshot.jsonl.damaged` (or `.damaged.2` …), durably.
 pub fn set_aside(path: &Path) -> Result<std::path::PathBuf, StorageError> {
-    let base = format!("{}.damaged", path.display());
-    let mut aside = std::path::PathBuf::from(&base);
-    let mut n = 2;
-    while aside.exists() {
-        aside = std::path::PathBuf::from(format!("{base}.{n}"));
-        n += 1;
-    }
+    let aside = super::aside_name(path);
     std::fs::rename(path, &aside).map_err(super::io_err(path, "rename"))?;
     if let Some(dir) = path.parent() {
         super::sync_dir(dir)?;

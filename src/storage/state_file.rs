@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{StorageError, checksum, io_err, sync_dir};
+use super::{LineError, StorageError, checked_json, checksummed_line, io_err, sync_dir};
 use crate::consensus::{HardState, Index, NodeId, Term};
 
 pub const STATE_FILE: &str = "state.json";
@@ -101,23 +101,17 @@ fn read_copy(path: &Path) -> Result<Copy, StorageError> {
         Err(e) => return Err(io_err(path, "read")(e)),
     };
     let line = text.strip_suffix('\n').unwrap_or(&text);
-    let crc = line
-        .get(..8)
-        .filter(|_| line.as_bytes().get(8) == Some(&b' '))
-        .and_then(|hex| u32::from_str_radix(hex, 16).ok());
-    let (json, legacy, at) = match crc {
-        Some(crc) => {
-            let json = &line[9..];
-            if checksum(json.as_bytes()) != crc {
-                return Ok(Copy::Damaged {
-                    offset: 0,
-                    reason: "checksum mismatch".into(),
-                });
-            }
-            (json, false, 9)
+    let (json, legacy, at) = match checked_json(line.as_bytes()) {
+        // Checked: valid UTF-8 as part of the text.
+        Ok(json) => (&line[line.len() - json.len()..], false, 9),
+        Err(LineError::Mismatch) => {
+            return Ok(Copy::Damaged {
+                offset: 0,
+                reason: LineError::Mismatch.to_string(),
+            });
         }
         // The form before checksums: plain JSON, checked by parsing only.
-        None => (line, true, 0),
+        Err(LineError::Form | LineError::Hex) => (line, true, 0),
     };
     match serde_json::from_str::<Record>(json) {
         Ok(record) => Ok(Copy::Found { record, legacy }),
@@ -303,10 +297,12 @@ pub fn write_both(dir: &Path, identity: &Identity, hs: HardState) -> Result<(), 
         lost_through: hs.lost_through,
         lost_term: hs.lost_term,
     };
-    let json = serde_json::to_string(&record).expect("serializing plain values cannot fail");
-    let line = format!("{:08x} {json}\n", checksum(json.as_bytes()));
+    let json = serde_json::to_vec(&record).expect("serializing plain values cannot fail");
+    let mut line = Vec::new();
+    checksummed_line(&json, &mut line);
+    line.push(b'\n');
     for name in [STATE_FILE, STATE_COPY] {
-        write_atomically(dir, name, line.as_bytes())?;
+        write_atomically(dir, name, &line)?;
     }
     Ok(())
 }
