@@ -315,7 +315,7 @@ impl Storage {
         }
         // Whoever held it before is gone: its pid no longer means anything.
         lock.set_len(0).map_err(io_err(&lock_path, "truncate"))?;
-        state_file::check_identity(dir, &options.identity)?;
+        let state_copies = state_file::read(dir, &options.identity)?;
         // Snapshots a crash left half written or half received.
         for leftover in [snapshot_file::WRITING_FILE, snapshot_file::RECEIVING_FILE] {
             remove(&dir.join(leftover))?;
@@ -386,7 +386,13 @@ impl Storage {
                 .map_or(meta.last_term, |e| e.term)
                 .max(snapshot.as_ref().map_or(0, |s| s.meta.last_term)),
         };
-        let loaded = state_file::load(dir, &options.identity, evidence, options.vote_floor)?;
+        let loaded = state_file::load(
+            state_copies,
+            dir,
+            &options.identity,
+            evidence,
+            options.vote_floor,
+        )?;
         notes.extend(loaded.notes);
         let mut hard_state = loaded.hard_state;
         if let Some(loss) = loss

@@ -122,23 +122,33 @@ fn read_copy(path: &Path) -> Result<Copy, StorageError> {
     }
 }
 
-/// Refuses a directory whose state names another server, before
-/// anything in it is changed.
-pub fn check_identity(dir: &Path, identity: &Identity) -> Result<(), StorageError> {
-    for name in [STATE_FILE, STATE_COPY] {
-        let path = dir.join(name);
-        if let Copy::Found { record, .. } = read_copy(&path)?
-            && let (Some(cluster), Some(node)) = (record.cluster, record.node)
-            && (cluster != identity.cluster || node != identity.node)
+/// Both copies as read at start, their identity checked.
+pub struct Copies {
+    paths: [PathBuf; 2],
+    copies: [Copy; 2],
+}
+
+/// Reads both copies, refusing a directory whose state names another
+/// server: called before anything in the directory is changed.
+pub fn read(dir: &Path, identity: &Identity) -> Result<Copies, StorageError> {
+    let paths = [dir.join(STATE_FILE), dir.join(STATE_COPY)];
+    let copies = [read_copy(&paths[0])?, read_copy(&paths[1])?];
+    for (path, copy) in paths.iter().zip(&copies) {
+        if let Copy::Found { record, .. } = copy
+            && let (Some(cluster), Some(node)) = (&record.cluster, record.node)
+            && (*cluster != identity.cluster || node != identity.node)
         {
             return Err(StorageError::WrongNode {
-                path,
-                found: Identity { cluster, node },
+                path: path.clone(),
+                found: Identity {
+                    cluster: cluster.clone(),
+                    node,
+                },
                 expected: identity.clone(),
             });
         }
     }
-    Ok(())
+    Ok(Copies { paths, copies })
 }
 
 /// What the log and snapshot say about the term: a server adopts a term
@@ -158,20 +168,18 @@ pub struct Loaded {
     pub notes: Vec<String>,
 }
 
-/// Reads both copies, checks them against `identity` and `evidence`, and
-/// repairs a missing, damaged or old-form copy from the other. A fresh
-/// directory gets both copies, with the identity, at term 0.
-/// `vote_floor`: both copies are known lost; start at that term, as if
-/// we had voted (for ourselves) in it.
+/// Checks the copies [`read`] against `evidence`, and repairs a missing,
+/// damaged or old-form copy from the other. A fresh directory gets both
+/// copies, with the identity, at term 0. `vote_floor`: both copies are
+/// known lost; start at that term, as if we had voted (for ourselves) in
+/// it.
 pub fn load(
+    Copies { paths, copies }: Copies,
     dir: &Path,
     identity: &Identity,
     evidence: Evidence,
     vote_floor: Option<Term>,
 ) -> Result<Loaded, StorageError> {
-    check_identity(dir, identity)?;
-    let paths = [dir.join(STATE_FILE), dir.join(STATE_COPY)];
-    let copies = [read_copy(&paths[0])?, read_copy(&paths[1])?];
     let mut notes = Vec::new();
     let mut usable: Vec<(&Path, HardState, bool)> = Vec::new();
     let mut unusable: Vec<String> = Vec::new();
