@@ -335,17 +335,23 @@ fn thesis_10_2_1_a_leaders_unsynced_entries_do_not_count_toward_commit() {
     );
 }
 
+/// Chaos with snapshots, where a node that is down sometimes loses the
+/// end of its log or its snapshot before it restarts.
+fn storage_faults() -> Knobs {
+    Knobs {
+        snapshots: 0.02,
+        disk_damage: true,
+        ..Knobs::default()
+    }
+}
+
 /// Storage faults (issue 19): a node that is down loses the end of its
 /// log, or its snapshot and the log after it, before it restarts, on top
 /// of every other fault. Recovery marks what it lost; the checker is
 /// unchanged, and after healing every node must catch up.
 #[test]
 fn chaos_with_storage_faults_three_nodes() {
-    let knobs = Knobs {
-        snapshots: 0.02,
-        disk_damage: true,
-        ..Knobs::default()
-    };
+    let knobs = storage_faults();
     let o = run_many_with(
         "chaos_with_storage_faults_three_nodes",
         6_000,
@@ -359,11 +365,7 @@ fn chaos_with_storage_faults_three_nodes() {
 
 #[test]
 fn chaos_with_storage_faults_five_nodes() {
-    let knobs = Knobs {
-        snapshots: 0.02,
-        disk_damage: true,
-        ..Knobs::default()
-    };
+    let knobs = storage_faults();
     run_many_with(
         "chaos_with_storage_faults_five_nodes",
         7_000,

@@ -219,16 +219,15 @@ impl SegmentedLog {
             None => Vec::new(),
         };
         if let (None, Some((seg, _))) = (start, loaded.first()) {
-            if broken.is_none() {
-                broken = Some(Broken {
-                    path: seg.path.clone(),
-                    offset: 0,
-                    reason: format!(
-                        "the log starts at index {} but the snapshot ends at {after}: entries are missing",
-                        seg.first
-                    ),
-                });
-            }
+            // (The first damage found is the one reported.)
+            broken.get_or_insert_with(|| Broken {
+                path: seg.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "the log starts at index {} but the snapshot ends at {after}: entries are missing",
+                    seg.first
+                ),
+            });
             dropped.extend(loaded.drain(..).map(|(seg, _)| seg.path));
         }
         if let Some(gap) = loaded
@@ -236,17 +235,15 @@ impl SegmentedLog {
             .position(|pair| pair[0].0.end() != pair[1].0.first)
         {
             let (before, next) = (&loaded[gap].0, &loaded[gap + 1].0);
-            if broken.is_none() {
-                broken = Some(Broken {
-                    path: next.path.clone(),
-                    offset: 0,
-                    reason: format!(
-                        "this segment starts at index {} but the one before ends at {}",
-                        next.first,
-                        before.end().saturating_sub(1)
-                    ),
-                });
-            }
+            broken.get_or_insert_with(|| Broken {
+                path: next.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "this segment starts at index {} but the one before ends at {}",
+                    next.first,
+                    before.end().saturating_sub(1)
+                ),
+            });
             let later: Vec<PathBuf> = loaded.drain(gap + 1..).map(|(seg, _)| seg.path).collect();
             dropped.splice(0..0, later);
         }

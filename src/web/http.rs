@@ -60,9 +60,7 @@ impl HttpRequest {
                 stream,
             }),
             Err(refused) => {
-                let text = format!("{{\"error\":{}}}", serde_json::Value::from(&*refused.why));
-                let _ = respond_on(&stream, refused.code, "application/json", text.as_bytes());
-                close_unread(&stream);
+                refuse(&stream, refused.code, &refused.why);
                 Err(refused)
             }
         }
@@ -201,12 +199,12 @@ fn respond_on(
     stream.flush()
 }
 
-/// Answers a connection with `code` without reading its request (too
-/// many at once), and closes it.
-pub fn refuse(stream: TcpStream, code: u16, why: &str) {
+/// Answers a connection with `code` and `{"error": why}` without reading
+/// (more of) its request, and closes it.
+pub fn refuse(stream: &TcpStream, code: u16, why: &str) {
     let text = format!("{{\"error\":{}}}", serde_json::Value::from(why));
-    let _ = respond_on(&stream, code, "application/json", text.as_bytes());
-    close_unread(&stream);
+    let _ = respond_on(stream, code, "application/json", text.as_bytes());
+    close_unread(stream);
 }
 
 /// Closes a connection whose client may still be sending. Closing with

@@ -123,7 +123,7 @@ impl Web {
             // those not yet answered are bounded (streams, by MAX_PAGES).
             if self.answering.fetch_add(1, Ordering::Relaxed) >= MAX_REQUESTS {
                 self.answering.fetch_sub(1, Ordering::Relaxed);
-                http::refuse(connection, 503, "too many requests at once");
+                http::refuse(&connection, 503, "too many requests at once");
                 continue;
             }
             let web = self.clone();
