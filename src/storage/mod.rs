@@ -23,7 +23,7 @@
 //!   the count), and the core ignores its `persisted(index, term)` when the
 //!   entry at `index` has since been replaced (its term differs).
 //! * `log.synced`: the index the log was last known synced through,
-//!   rewritten after every sync (see [`segments::SyncMarker`]).
+//!   rewritten after every sync (see [`synced`]).
 //! * `snapshot.jsonl`: the latest snapshot of the state machine, with the
 //!   last index and term it covers (see [`snapshot_file`]). Once it is
 //!   durable, the log segments it covers are deleted whole (§7).
@@ -60,6 +60,7 @@
 pub mod segments;
 pub mod snapshot_file;
 pub mod state_file;
+pub mod synced;
 
 use std::fmt;
 use std::fs::File;
@@ -71,10 +72,11 @@ use std::sync::Arc;
 use crate::consensus::{Entry, HardState, Index, NodeId, Ready, SnapshotMeta};
 
 use segments::SegmentedLog;
-pub use segments::{Loss, SYNCED_FILE, SegmentLimits, segment_name};
+pub use segments::{Loss, SegmentLimits, segment_name};
 use snapshot_file::Receiving;
 pub use snapshot_file::{SNAPSHOT_FILE, SnapshotFile, SnapshotWriter, WrittenSnapshot};
 pub use state_file::{Identity, STATE_COPY, STATE_FILE};
+pub use synced::SYNCED_FILE;
 
 #[derive(Debug)]
 pub enum StorageError {
