@@ -163,7 +163,7 @@ fn disk_failures_lose_nothing_acknowledged() {
                 _ => rng.random_range(0..n as NodeId),
             };
             match rng.random_range(0..100) {
-                0..15 => c.sim.disk_broken[pick as usize] = true,
+                0..15 => c.sim.break_disk(pick),
                 15..35 if !c.sim.is_up(pick) => {
                     c.sim.repair_disk(pick);
                     c.sim.start(pick);

@@ -25,15 +25,14 @@ impl Shared {
             // Everything in the in-memory log is written: every input is
             // followed by `process_ready` before the lock is released.
             let count = st.storage.written();
-            let log = st.raft.log();
-            let (index, term) = (log.last_index(), log.last_term());
+            let point = durability::sync_point(&st.raft);
             if let Err(e) = MutexGuard::unlocked(&mut st, || syncer.sync()) {
                 self.storage_failed(&st, &e);
             }
             if let Err(e) = st.storage.synced_through(count) {
                 self.storage_failed(&st, &e);
             }
-            st.raft.persisted(index, term);
+            durability::log_synced(&mut st.raft, point);
             self.process_ready(&mut st);
         }
     }

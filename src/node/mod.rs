@@ -83,7 +83,7 @@ use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMe
 use crate::events::{self, EventHub, Message};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler, ServerOptions};
-use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket};
+use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket, durability};
 use crate::storage::{
     SegmentLimits, SnapshotFile, SnapshotWriter, Storage, StorageError, StorageOptions,
 };
@@ -629,26 +629,17 @@ impl Shared {
     /// `storage_failed`. After a restart the node recovers what reached
     /// its disk (a torn final record is cut, never acknowledged).
     fn process_ready(&self, st: &mut State) {
-        let ready = st.raft.take_ready();
-        // A leader's log is synced by the log writer, outside the lock;
-        // anyone else's before it answers, since its replies acknowledge
-        // entries (the core's contract, rules 2 and 3). That includes
-        // entries a deposed leader wrote and had not synced yet.
-        let leader = st.raft.role() == Role::Leader;
-        if let Err(e) = st.storage.persist(&ready, !leader) {
-            self.storage_failed(st, &e);
-        }
-        // Whether reporting durability produced output of its own (the end
-        // of a repair), to be handled now rather than at the next input.
-        let mut again = false;
-        if !leader {
-            let log = st.raft.log();
-            let (index, term) = (log.last_index(), log.last_term());
-            st.raft.persisted(index, term);
-            again = st.raft.has_ready();
-        } else if st.storage.needs_sync() {
+        // The durability policy, shared with the simulation: written (and
+        // synced unless leader), durability reported, reads routed.
+        let handled = match durability::handle_ready(&mut st.raft, &mut st.storage, &mut st.clients)
+        {
+            Ok(handled) => handled,
+            Err(e) => self.storage_failed(st, &e),
+        };
+        if handled.sync_wanted {
             self.log_written.notify_one();
         }
+        let ready = handled.ready;
         for event in &ready.events {
             activity::log_event(&st.raft, event);
             self.events.core(st.raft.term(), st.raft.role(), event);
@@ -672,10 +663,9 @@ impl Shared {
                 .extend(ready.committed.into_iter().map(Apply::Entry));
             self.committed.notify_one();
         }
-        for read in &ready.reads {
-            st.waiters.read_answered(read.ctx);
+        for ctx in handled.reads_answered {
+            st.waiters.read_answered(ctx);
         }
-        st.clients.route_reads(ready.reads);
         if ends_waits {
             st.waiters.wake_all();
         }
@@ -684,7 +674,7 @@ impl Shared {
             self.timer.notify_one();
         }
         self.changed.notify_all();
-        if again {
+        if handled.again {
             self.process_ready(st);
         }
     }

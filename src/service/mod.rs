@@ -8,9 +8,15 @@
 //!   identity) and what the core refuses, each kind reported once.
 //! * [`client`]: writes and reads: the session fast path, proposing,
 //!   telling when a proposal is lost, and completing ReadIndex reads.
+//! * [`durability`]: what is done with the core's `Ready`: what is synced
+//!   before what, when the core is told it is durable, where read answers
+//!   go; over a [`Disk`] that the real storage and the simulation's
+//!   implement.
 
 pub mod client;
+pub mod durability;
 pub mod peer;
 
 pub use client::{ClientService, ReadTicket, Step, WriteTicket};
+pub use durability::{Disk, Handled, handle_ready};
 pub use peer::{PeerAnswer, PeerService};

@@ -558,6 +558,20 @@ impl Storage {
     }
 }
 
+/// The runtime's [`Disk`](crate::service::Disk): the same calls, for the shared durability
+/// policy (`service::durability`).
+impl crate::service::Disk for Storage {
+    type Error = StorageError;
+
+    fn persist(&mut self, ready: &Ready, sync_log: bool) -> Result<(), StorageError> {
+        Storage::persist(self, ready, sync_log)
+    }
+
+    fn needs_sync(&self) -> bool {
+        Storage::needs_sync(self)
+    }
+}
+
 /// Syncs the log from another thread; see [`Storage::log_syncer`].
 pub struct LogSyncer {
     file: File,
