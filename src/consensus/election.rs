@@ -52,7 +52,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::message::{Index, NodeId, RequestVote, RequestVoteReply};
+use super::message::{Index, NodeId, RequestVote, RequestVoteReply, Term};
 use super::quorum::{Majority, VoteResult};
 use super::{Event, Raft, Role, VoteRefusal};
 
@@ -96,6 +96,29 @@ impl Votes {
 }
 
 impl Raft {
+    /// Why this server may not vote or stand now, if a storage fault cost
+    /// it entries it may have acknowledged and a leader has not yet given
+    /// them back (see [`HardState::lost_through`]).
+    pub fn repairing(&self) -> Option<VoteRefusal> {
+        let last_index = self.log.last_index();
+        (self.lost_through > last_index).then_some(VoteRefusal::Repairing {
+            last_index,
+            lost_through: self.lost_through,
+            lost_term: self.lost_term,
+        })
+    }
+
+    /// While repairing: whether a candidate with this last entry may lack
+    /// an entry we lost (see [`VoteRefusal::Repairing`]).
+    pub(super) fn repair_refusal(
+        &self,
+        last_log_term: Term,
+        last_log_index: Index,
+    ) -> Option<VoteRefusal> {
+        self.repairing()
+            .filter(|_| (last_log_term, last_log_index) < (self.lost_term, self.lost_through))
+    }
+
     /// The election timer fired (Figure 2, Followers rule 2, and
     /// Candidates: "if election timeout elapses, start new election"):
     /// with PreVote, ask first.

@@ -66,16 +66,29 @@
 //! names the entry by term as well, so a report about entries replaced
 //! since (a deposed leader's tail) is ignored.
 //!
-//! The runtime writes everything in a `Ready` before releasing its lock,
-//! syncs hard state and a non-leader's log before unlocking, and lets a log
-//! writer thread sync the leader's log outside the lock (group commit); the
-//! simulation models the same with a disk whose leader syncs complete
+//! The runtime turns this contract into steps in one function,
+//! `service::durability::handle_ready`, called after every step of the
+//! core before its lock is released: it writes everything in the `Ready`,
+//! syncs a non-leader's log before returning, and leaves the leader's to a
+//! log writer thread that syncs outside the lock (group commit). The
+//! simulation calls the same function over a disk whose syncs complete
 //! later.
+//!
+//! **Files.** This one holds the server's state and reads as Figure 2:
+//! role changes, dispatch of requests, the receiver's AppendEntries,
+//! proposals, commit, and `take_ready`/`persisted`. Beside it:
+//! `replication` (the sender's side: `poll_peer`, replies, failures),
+//! `election` (votes, PreVote, CheckQuorum, leases), `transfer` (thesis
+//! §3.10), `snapshot` (receiving InstallSnapshot, compaction),
+//! `read_only` (ReadIndex), `tracker` and `progress` (what the leader
+//! knows of each peer), `quorum` (majorities), `validate` (checks on
+//! peer input), `config`, `ready`, `event`, `log` and `message`.
 //!
 //! Rule references are to the extended Raft paper (Ongaro and Ousterhout,
 //! 2014): "Figure 2" and section numbers like §5.3; "thesis §6.4" is
 //! Ongaro's dissertation, "Consensus: Bridging Theory and Practice" (2014).
 
+mod config;
 mod election;
 mod event;
 pub mod log;
@@ -83,6 +96,8 @@ pub mod message;
 pub mod progress;
 pub mod quorum;
 mod read_only;
+mod ready;
+mod replication;
 mod snapshot;
 mod tracker;
 mod transfer;
@@ -95,6 +110,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
+pub use config::{Config, InvalidConfig};
 pub use election::LeaseRead;
 pub use event::{Event, VoteRefusal};
 pub use log::Log;
@@ -104,185 +120,9 @@ pub use message::{
     TimeoutNowReply,
 };
 pub use progress::{Batch, Progress, ProgressState, Refusal, SnapshotTransfer};
+pub use ready::{HardState, InstalledSnapshot, ReadState, Ready, SnapshotChunk};
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
-
-/// Fixed settings of one server.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub id: NodeId,
-    /// Every other member of the cluster.
-    pub peers: Vec<NodeId>,
-    /// Election timeouts are drawn uniformly from this range, anew each
-    /// time the timer is reset (§5.2), so that split votes are rare.
-    pub election_timeout_min: Duration,
-    pub election_timeout_max: Duration,
-    /// How long a leader lets a peer go without an AppendEntries.
-    pub heartbeat_interval: Duration,
-    /// At most this many entries per AppendEntries.
-    pub max_entries_per_append: usize,
-    /// And at most about this many bytes of entry data, so that a batch of
-    /// large entries stays within the transport's message limit. A single
-    /// entry is always sent, whatever its size, so replication never stalls.
-    pub max_bytes_per_append: usize,
-    /// At most this many AppendEntries carrying entries in flight to one
-    /// follower whose log position is known (pipelining; see
-    /// [`progress`]). 1 is stop-and-wait. Together with the two limits
-    /// above it bounds what a leader has outstanding per follower.
-    pub max_inflight_appends: usize,
-    /// After a snapshot, the log keeps up to this many of the entries it
-    /// covers (and at most about `trailing_bytes` of them), so that a
-    /// follower only a little behind catches up from the log instead of
-    /// needing the whole snapshot (as hashicorp/raft's `TrailingLogs`).
-    pub trailing_entries: u64,
-    pub trailing_bytes: usize,
-    /// Ask for a pre-vote before standing (thesis §9.6; see [`election`]).
-    pub pre_vote: bool,
-    /// A leader steps down once a majority has gone quiet for a minimum
-    /// election timeout, and servers that heard from a leader within one
-    /// refuse votes (thesis §6.2 and §9.6; see [`election`]).
-    pub check_quorum: bool,
-    /// Lease reads (thesis §6.4.1; see [`Raft::lease_read`]): a leader
-    /// answers linearizable reads without a heartbeat round while a
-    /// majority answered it recently enough. Every node of the cluster
-    /// must have it on: it also makes a node refuse votes for a minimum
-    /// election timeout after it starts. Needs `check_quorum`.
-    pub lease_reads: bool,
-    /// The most any node's clock may run fast or slow, as a fraction
-    /// (0.1: between 0.9 and 1.1 seconds per second). Lease reads are
-    /// linearizable only within this bound.
-    pub max_clock_drift: f64,
-    /// Seeds the election-timeout generator, so a simulation replays.
-    pub seed: u64,
-}
-
-impl Config {
-    /// Server `id` of a cluster of `members` (`id` among them), with the
-    /// runtime's default settings: election timeouts of 300..600 ms,
-    /// heartbeats every 50 ms, and AppendEntries of at most 256 entries or
-    /// about 1 MiB, which leaves room under the 8 MiB line limit for JSON
-    /// escaping, with up to 4 of them in flight per follower; after a
-    /// snapshot, up to 1,000 entries (4 MiB) of trailing log; PreVote and
-    /// CheckQuorum on.
-    pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, seed: u64) -> Config {
-        Config {
-            id,
-            peers: members.into_iter().filter(|&m| m != id).collect(),
-            election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
-            heartbeat_interval: Duration::from_millis(50),
-            max_entries_per_append: 256,
-            max_bytes_per_append: 1024 * 1024,
-            max_inflight_appends: 4,
-            trailing_entries: 1000,
-            trailing_bytes: 4 * 1024 * 1024,
-            pre_vote: true,
-            check_quorum: true,
-            lease_reads: false,
-            max_clock_drift: 0.1,
-            seed,
-        }
-    }
-
-    fn cluster_size(&self) -> usize {
-        self.peers.len() + 1
-    }
-
-    /// Whether these settings can run a server; the one check, for the
-    /// command line and for [`Raft::restore`] alike.
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
-        let ms = |d: Duration| d.as_millis();
-        let (min, max) = (self.election_timeout_min, self.election_timeout_max);
-        if self.peers.contains(&self.id) {
-            Err(InvalidConfig::Peers(format!(
-                "the peers include this server ({})",
-                self.id
-            )))
-        } else if min.is_zero() || min > max {
-            Err(InvalidConfig::ElectionTimeout(format!(
-                "needs 0 < MIN <= MAX, not {}..{} ms",
-                ms(min),
-                ms(max)
-            )))
-        } else if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= min {
-            Err(InvalidConfig::Heartbeat(format!(
-                "{} ms must be above 0 and below the shortest election timeout ({} ms)",
-                ms(self.heartbeat_interval),
-                ms(min)
-            )))
-        } else if self.max_entries_per_append == 0 || self.max_inflight_appends == 0 {
-            Err(InvalidConfig::Batches(
-                "entries per AppendEntries and AppendEntries in flight must be above 0".into(),
-            ))
-        } else if !(0.0..0.5).contains(&self.max_clock_drift) {
-            // Beyond a half, a lease would be at most a third of the
-            // election timeout: not worth the clock risk.
-            Err(InvalidConfig::ClockDrift(format!(
-                "must be at least 0 and below 0.5, not {}",
-                self.max_clock_drift
-            )))
-        } else if self.lease_reads && !self.check_quorum {
-            Err(InvalidConfig::LeaseReads(
-                "lease reads need CheckQuorum".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Retries to an unreachable peer back off up to this; kept below the
-    /// shortest election timeout so that a peer that comes back hears from
-    /// the leader before it would start an election of its own.
-    fn max_backoff(&self) -> Duration {
-        (self.election_timeout_min / 2).max(self.heartbeat_interval)
-    }
-}
-
-/// Settings that cannot run a server (see [`Config::validate`]); each
-/// names the setting, with why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InvalidConfig {
-    Peers(String),
-    ElectionTimeout(String),
-    Heartbeat(String),
-    Batches(String),
-    ClockDrift(String),
-    LeaseReads(String),
-}
-
-impl fmt::Display for InvalidConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (setting, why) = match self {
-            InvalidConfig::Peers(w) => ("peers", w),
-            InvalidConfig::ElectionTimeout(w) => ("election timeout", w),
-            InvalidConfig::Heartbeat(w) => ("heartbeat interval", w),
-            InvalidConfig::Batches(w) => ("append limits", w),
-            InvalidConfig::ClockDrift(w) => ("clock drift bound", w),
-            InvalidConfig::LeaseReads(w) => ("lease reads", w),
-        };
-        write!(f, "{setting}: {why}")
-    }
-}
-
-impl std::error::Error for InvalidConfig {}
-
-/// What must survive a crash besides the log (Figure 2, "Persistent state").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HardState {
-    pub term: Term,
-    pub voted_for: Option<NodeId>,
-    /// Not in Figure 2, which assumes a disk that never loses what was
-    /// written: non-zero after a storage fault cost this server log
-    /// entries it may have acknowledged, up to this index. Until its log
-    /// holds that far again (fetched from a leader) it neither votes nor
-    /// stands (see [`Raft::repairing`]); then it goes back to 0.
-    pub lost_through: Index,
-    /// With `lost_through`: our term when the loss was found, at least the
-    /// term of every entry lost. While repairing we vote only for a
-    /// candidate whose log is at least as up to date as (`lost_term`,
-    /// `lost_through`), hence as the log we had (§5.4.1 still holds).
-    pub lost_term: Term,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -329,68 +169,6 @@ pub struct NotLeader {
     /// A leadership transfer to this server is in progress: the leader
     /// takes no proposals until it ends, moments from now.
     pub transferring_to: Option<NodeId>,
-}
-
-/// What the caller must do after a call into [`Raft`]; see the module docs
-/// for the order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ready {
-    /// Term and vote to persist, if they changed.
-    pub hard_state: Option<HardState>,
-    /// Bytes of the snapshot a leader is sending us, in order, to store
-    /// until it is complete (a chunk at offset 0 starts a new one).
-    pub snapshot_chunks: Vec<SnapshotChunk>,
-    /// The snapshot received is complete and its checksum matched: it
-    /// becomes this server's snapshot, and the state machine is to be
-    /// restored from it.
-    pub installed_snapshot: Option<InstalledSnapshot>,
-    /// Remove persisted entries from this index on, before appending.
-    pub truncate_from: Option<Index>,
-    /// Entries to append to the persisted log, in order.
-    pub appended: Vec<Entry>,
-    /// Newly committed entries to apply, in order, after persisting.
-    pub committed: Vec<Entry>,
-    /// Outcomes of `read_index` requests, in the order they were made.
-    pub reads: Vec<ReadState>,
-    pub events: Vec<Event>,
-}
-
-/// The answer to [`Raft::read_index`]: once the state machine has applied
-/// `index`, a read of it is linearizable. `index: None` means this server
-/// stopped being leader before the read was confirmed; ask the new one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReadState {
-    pub ctx: u64,
-    pub index: Option<Index>,
-}
-
-impl Ready {
-    pub fn needs_persist(&self) -> bool {
-        self.hard_state.is_some()
-            || !self.snapshot_chunks.is_empty()
-            || self.installed_snapshot.is_some()
-            || self.truncate_from.is_some()
-            || !self.appended.is_empty()
-    }
-}
-
-/// Part of a snapshot being received: `data` goes at `offset` of the
-/// snapshot named by `snapshot`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotChunk {
-    pub snapshot: SnapshotMeta,
-    pub offset: u64,
-    pub data: String,
-}
-
-/// A received snapshot to install (Figure 13, rules 5 to 8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InstalledSnapshot {
-    pub snapshot: SnapshotMeta,
-    /// The log held the snapshot's last entry: the entries after it stay
-    /// (rule 6). Otherwise the whole log is discarded (rule 7): the log
-    /// now ends at the snapshot.
-    pub log_kept: bool,
 }
 
 /// One Raft server's protocol state.
@@ -859,297 +637,6 @@ impl Raft {
         self.reset_election_timer(now);
     }
 
-    // ----- Outgoing requests -----
-
-    /// The next request to send to `peer`, if one may be sent now; call it
-    /// until it returns `None`. A candidate sends one RequestVote per peer
-    /// per term. A leader sends AppendEntries as the peer's [`Progress`]
-    /// allows: one at a time while probing, back to back (pipelined) while
-    /// replicating. Every request sent must end, for the core, in
-    /// `handle_reply` or in `handle_failure`.
-    pub fn poll_peer(&mut self, peer: NodeId, now: Duration) -> Option<Request> {
-        let window = self.cfg.max_inflight_appends;
-        let (term, id, commit, round) = (
-            self.term,
-            self.cfg.id,
-            self.commit_index,
-            self.reads.round(),
-        );
-        let last_index = self.log.last_index();
-        if self.timeout_now_due(peer) && now >= self.peers[&peer].retry_at {
-            return Some(self.send_timeout_now(peer));
-        }
-        let p = self.peers.get_mut(&peer)?;
-        if now < p.retry_at {
-            return None;
-        }
-        match self.role {
-            Role::Follower => None,
-            Role::PreCandidate | Role::Candidate => {
-                if p.vote_requested {
-                    return None;
-                }
-                p.vote_requested = true;
-                let pre_vote = self.role == Role::PreCandidate;
-                Some(Request::RequestVote(RequestVote {
-                    // A pre-vote asks about the term we would take.
-                    term: if pre_vote { term + 1 } else { term },
-                    candidate_id: id,
-                    last_log_index: last_index,
-                    last_log_term: self.log.last_term(),
-                    pre_vote,
-                    transfer: !pre_vote && self.transfer_election,
-                }))
-            }
-            Role::Leader => {
-                let pr = &mut p.progress;
-                // The entries this follower needs next are compacted:
-                // send the snapshot instead (the current one; a transfer
-                // in progress goes on with its own, see SnapshotTransfer).
-                if self.log.is_compacted(pr.next_index - 1) && pr.snapshot.is_none() {
-                    pr.send_snapshot(self.snapshot, now);
-                    self.events.push(Event::SnapshotSendStarted {
-                        peer,
-                        index: self.snapshot.last_index,
-                        size: self.snapshot.size,
-                    });
-                }
-                if let Some(t) = pr.snapshot.filter(|_| pr.chunk_due()) {
-                    pr.chunk_sent();
-                    pr.heartbeat_due = now + self.cfg.heartbeat_interval;
-                    return Some(Request::InstallSnapshot(InstallSnapshot {
-                        term,
-                        leader_id: id,
-                        snapshot: t.snapshot,
-                        offset: t.offset,
-                        data: String::new(),
-                    }));
-                }
-                let batch = match pr.state {
-                    ProgressState::Snapshot => Batch::Empty,
-                    _ => self.log.batch_from(pr.next_index, &self.cfg),
-                };
-                let (with_entries, at) = next_append(pr, window, batch, commit, round)?;
-                if now < at {
-                    return None;
-                }
-                // During a transfer, heartbeats name the snapshot's last
-                // entry, the earliest whose term we still know.
-                let prev_log_index = match pr.state {
-                    ProgressState::Snapshot => self.log.base_index(),
-                    _ => pr.next_index - 1,
-                };
-                let entries = if with_entries {
-                    let last =
-                        (prev_log_index + self.cfg.max_entries_per_append as Index).min(last_index);
-                    self.log
-                        .slice_bounded(prev_log_index + 1, last, self.cfg.max_bytes_per_append)
-                        .to_vec()
-                } else {
-                    Vec::new()
-                };
-                pr.sent(prev_log_index + entries.len() as Index, round);
-                self.reads.sent(round, now);
-                pr.sent_commit = commit;
-                pr.heartbeat_due = now + self.cfg.heartbeat_interval;
-                Some(Request::AppendEntries(AppendEntries {
-                    term,
-                    leader_id: id,
-                    prev_log_index,
-                    prev_log_term: self
-                        .log
-                        .term_at(prev_log_index)
-                        .expect("next_index <= last + 1"),
-                    entries,
-                    leader_commit: commit,
-                    read_round: round,
-                }))
-            }
-        }
-    }
-
-    /// When `poll_peer(peer)` may next return a request; `None` when only
-    /// another input (a reply, a role change, a proposal) can change that.
-    pub fn peer_wakeup(&self, peer: NodeId) -> Option<Duration> {
-        let p = self.peers.get(&peer)?;
-        match self.role {
-            Role::Follower => None,
-            Role::PreCandidate | Role::Candidate => (!p.vote_requested).then_some(p.retry_at),
-            Role::Leader if self.timeout_now_due(peer) => Some(p.retry_at),
-            Role::Leader => {
-                let pr = &p.progress;
-                let starts_transfer =
-                    self.log.is_compacted(pr.next_index - 1) && pr.snapshot.is_none();
-                if starts_transfer || pr.chunk_due() {
-                    return Some(p.retry_at);
-                }
-                let batch = match pr.state {
-                    ProgressState::Snapshot => Batch::Empty,
-                    _ => self.log.batch_from(pr.next_index, &self.cfg),
-                };
-                next_append(
-                    pr,
-                    self.cfg.max_inflight_appends,
-                    batch,
-                    self.commit_index,
-                    self.reads.round(),
-                )
-                .map(|(_, at)| at.max(p.retry_at))
-            }
-        }
-    }
-
-    /// The earliest time any timer or peer needs attention; for drivers
-    /// that poll everything (the simulation).
-    pub fn next_deadline(&self) -> Option<Duration> {
-        self.peers
-            .keys()
-            .filter_map(|&p| self.peer_wakeup(p))
-            .chain(self.tick_deadline())
-            .min()
-    }
-
-    /// Reports a reply from `peer`. Replies say what they answer, so they
-    /// may arrive in any order, late or twice: one to a request of an
-    /// earlier term, or of a role we no longer have, is dropped (after
-    /// adopting a newer term it carries). A reply that breaks the protocol
-    /// counts as a failed RPC (the peer is retried after a backoff) and is
-    /// returned as the error, for the caller to log.
-    pub fn handle_reply(
-        &mut self,
-        peer: NodeId,
-        reply: Reply,
-        now: Duration,
-    ) -> Result<(), Rejection> {
-        if !self.peers.contains_key(&peer) {
-            return Ok(());
-        }
-        let checked = match &reply {
-            Reply::AppendEntries(r) => self.check_append_reply(peer, r),
-            Reply::RequestVote(r) => validate::check_term(r.term),
-            Reply::InstallSnapshot(r) => self.check_snapshot_reply(peer, r),
-            Reply::TimeoutNow(r) => self.check_timeout_now_reply(r),
-        };
-        if let Err(rejection) = checked {
-            self.handle_failure(peer, now);
-            return Err(rejection);
-        }
-        if let Reply::RequestVote(r) = reply {
-            // (A granted pre-vote names a term not to adopt.)
-            self.handle_vote_reply(peer, r, now);
-            return Ok(());
-        }
-        if reply.term() > self.term {
-            self.adopt_term(reply.term(), peer, now);
-            return Ok(());
-        }
-        match reply {
-            // Only a leader of `request_term` sent it; if that is us now,
-            // the answer is about this leadership.
-            Reply::AppendEntries(r) if self.role == Role::Leader && r.request_term == self.term => {
-                self.peer_answered(peer, now);
-                let hint = if r.success {
-                    0
-                } else {
-                    match r.conflict_term {
-                        Some(t) => match self.log.last_index_of_term(t) {
-                            Some(last_of_term) => last_of_term + 1,
-                            None => r.conflict_index,
-                        },
-                        None => r.conflict_index,
-                    }
-                };
-                let pr = &mut self.peers.get_mut(&peer).expect("checked above").progress;
-                // Any answer in our term, success or not, shows the peer
-                // still took us for leader when it answered.
-                pr.answered_round(r.read_round);
-                if r.success {
-                    if pr.acknowledged(r.match_index) {
-                        self.advance_commit();
-                    }
-                } else {
-                    // Figure 2: decrement nextIndex and retry; with the
-                    // follower's hint we skip a whole term at a time.
-                    if let progress::Refusal::Lost { from, to } =
-                        pr.rejected(r.prev_log_index, hint)
-                    {
-                        self.events
-                            .push(Event::FollowerLostEntries { peer, from, to });
-                    }
-                }
-                self.confirm_reads();
-            }
-            Reply::InstallSnapshot(r)
-                if self.role == Role::Leader && r.request_term == self.term =>
-            {
-                self.peer_answered(peer, now);
-                let pr = &mut self.peers.get_mut(&peer).expect("checked above").progress;
-                if r.checksum_failed {
-                    self.events.push(Event::SnapshotRefused {
-                        peer,
-                        index: r.last_index,
-                    });
-                }
-                if let Some(t) = pr.chunk_answered(r.last_index, r.next_offset, r.done) {
-                    self.events.push(Event::SnapshotSent {
-                        peer,
-                        index: t.snapshot.last_index,
-                        size: t.snapshot.size,
-                        elapsed: now.saturating_sub(t.started),
-                    });
-                }
-            }
-            Reply::TimeoutNow(r) if self.role == Role::Leader && r.request_term == self.term => {
-                // It stands now; its RequestVote ends our term.
-                self.peer_answered(peer, now);
-            }
-            _ => {} // from an earlier term or role
-        }
-        Ok(())
-    }
-
-    /// The peer answered: it is reachable, and backoff ends.
-    fn peer_answered(&mut self, peer: NodeId, now: Duration) {
-        let p = self.peers.get_mut(&peer).expect("a peer");
-        p.backoff = Duration::ZERO;
-        p.retry_at = now;
-        p.last_heard = now;
-        if !p.reachable {
-            p.reachable = true;
-            self.events.push(Event::PeerReachable { peer });
-        }
-    }
-
-    /// Reports that requests to `peer` got no reply (a timeout, a refused
-    /// connection, a broken pipe): everything in flight to it is taken as
-    /// lost. The peer is retried after a backoff.
-    pub fn handle_failure(&mut self, peer: NodeId, now: Duration) {
-        let max_backoff = self.cfg.max_backoff();
-        let heartbeat = self.cfg.heartbeat_interval;
-        let role = self.role;
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        match role {
-            Role::Leader => p.progress.failed(),
-            Role::PreCandidate | Role::Candidate => p.vote_requested = false, // ask again
-            Role::Follower => {}
-        }
-        p.backoff = if p.backoff.is_zero() {
-            heartbeat
-        } else {
-            (p.backoff * 2).min(max_backoff)
-        };
-        p.retry_at = now + p.backoff;
-        if p.reachable {
-            p.reachable = false;
-            self.events.push(Event::PeerUnreachable { peer });
-        }
-        if role == Role::Leader {
-            self.timeout_now_failed(peer);
-        }
-    }
-
     // ----- Client commands -----
 
     /// Appends a command to the leader's log. It is committed once a
@@ -1164,48 +651,12 @@ impl Raft {
         Ok((index, self.term))
     }
 
-    /// Asks for a linearizable read (thesis §6.4, ReadIndex). The answer,
-    /// a [`ReadState`] with the same `ctx`, comes in a later `Ready` once
-    /// (1) this leader has committed an entry of its own term, so its
-    /// commit index is at least the cluster's, and (2) a majority has
-    /// answered a heartbeat sent after this call, so no newer leader had
-    /// been elected when the read index was taken.
-    pub fn read_index(&mut self, ctx: u64) -> Result<(), NotLeader> {
-        if self.role != Role::Leader {
-            return Err(self.not_leader());
-        }
-        self.reads.add(ctx);
-        self.start_reads();
-        Ok(())
-    }
-
     fn not_leader(&self) -> NotLeader {
         let transferring_to = self.transfer.map(|t| t.target);
         NotLeader {
             leader_hint: transferring_to.or(self.leader_id.filter(|&l| l != self.cfg.id)),
             transferring_to,
         }
-    }
-
-    /// Gives reads a read index once the current term has a committed
-    /// entry, and a fresh heartbeat round to confirm it.
-    fn start_reads(&mut self) {
-        if self.log.term_at(self.commit_index) == Some(self.term)
-            && self.reads.start_round(self.commit_index)
-        {
-            self.confirm_reads();
-        }
-    }
-
-    /// The latest read round a majority (ourselves included, having
-    /// started every round) has answered.
-    fn quorum_round(&self) -> u64 {
-        self.peers.answered_round(self.reads.round())
-    }
-
-    fn confirm_reads(&mut self) {
-        let answered = self.quorum_round();
-        self.reads.confirm(answered);
     }
 
     fn append_local(&mut self, payload: Payload) -> Index {
@@ -1274,25 +725,6 @@ impl Raft {
         self.advance_commit();
     }
 
-    /// Why this server may not vote or stand now, if a storage fault cost
-    /// it entries it may have acknowledged and a leader has not yet given
-    /// them back (see [`HardState::lost_through`]).
-    pub fn repairing(&self) -> Option<VoteRefusal> {
-        let last_index = self.log.last_index();
-        (self.lost_through > last_index).then_some(VoteRefusal::Repairing {
-            last_index,
-            lost_through: self.lost_through,
-            lost_term: self.lost_term,
-        })
-    }
-
-    /// While repairing: whether a candidate with this last entry may lack
-    /// an entry we lost (see [`VoteRefusal::Repairing`]).
-    fn repair_refusal(&self, last_log_term: Term, last_log_index: Index) -> Option<VoteRefusal> {
-        self.repairing()
-            .filter(|_| (last_log_term, last_log_index) < (self.lost_term, self.lost_through))
-    }
-
     /// How far this server's log is known to be durable.
     pub fn persisted_index(&self) -> Index {
         self.persisted_index
@@ -1346,39 +778,6 @@ impl Raft {
         ready.reads = self.reads.take_done();
         ready
     }
-}
-
-/// Leader: the next AppendEntries `pr` allows, as (whether it carries
-/// entries, when it is due), where `batch` is what entries it could
-/// carry; `None` while it must wait for an answer. Entries go as soon as
-/// `pr` lets them (`Progress::can_send`); news without entries goes at
-/// once: a read round the peer has not answered (in the window's spare
-/// slot if need be), or a commit index it has not been told (once nothing
-/// is in flight); otherwise a heartbeat when due. `poll_peer` and `peer_wakeup` share this, so that
-/// a driver woken at the time given here finds the request there.
-fn next_append(
-    pr: &Progress,
-    window: usize,
-    batch: Batch,
-    commit: Index,
-    round: u64,
-) -> Option<(bool, Duration)> {
-    let with_entries = batch != Batch::Empty && pr.can_send(window, batch);
-    if !pr.can_send(window, Batch::Empty) {
-        return None; // wait for an answer
-    }
-    // A new commit index alone waits for the pipe to empty: a request in
-    // flight is answered soon, and what follows it carries the news.
-    let news =
-        with_entries || pr.round_due(round) || (pr.sent_commit < commit && pr.in_flight() == 0);
-    Some((
-        with_entries,
-        if news {
-            Duration::ZERO
-        } else {
-            pr.heartbeat_due
-        },
-    ))
 }
 
 #[cfg(test)]

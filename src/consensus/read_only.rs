@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Index, ReadState};
+use super::{Index, NotLeader, Raft, ReadState, Role};
 
 /// A read given its read index, waiting for a majority to answer a
 /// heartbeat of its round.
@@ -123,6 +123,44 @@ impl ReadOnly {
 
     pub(super) fn take_done(&mut self) -> Vec<ReadState> {
         std::mem::take(&mut self.done)
+    }
+}
+
+impl Raft {
+    /// Asks for a linearizable read (thesis §6.4, ReadIndex). The answer,
+    /// a [`ReadState`] with the same `ctx`, comes in a later `Ready` once
+    /// (1) this leader has committed an entry of its own term, so its
+    /// commit index is at least the cluster's, and (2) a majority has
+    /// answered a heartbeat sent after this call, so no newer leader had
+    /// been elected when the read index was taken.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), NotLeader> {
+        if self.role != Role::Leader {
+            return Err(self.not_leader());
+        }
+        self.reads.add(ctx);
+        self.start_reads();
+        Ok(())
+    }
+
+    /// Gives reads a read index once the current term has a committed
+    /// entry, and a fresh heartbeat round to confirm it.
+    pub(super) fn start_reads(&mut self) {
+        if self.log.term_at(self.commit_index) == Some(self.term)
+            && self.reads.start_round(self.commit_index)
+        {
+            self.confirm_reads();
+        }
+    }
+
+    /// The latest read round a majority (ourselves included, having
+    /// started every round) has answered.
+    pub(super) fn quorum_round(&self) -> u64 {
+        self.peers.answered_round(self.reads.round())
+    }
+
+    pub(super) fn confirm_reads(&mut self) {
+        let answered = self.quorum_round();
+        self.reads.confirm(answered);
     }
 }
 

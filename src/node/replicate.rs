@@ -29,7 +29,14 @@ impl Shared {
         let mut st = self.state.lock();
         while !st.stopping {
             let t = now(self);
-            let Some(request) = st.raft.poll_peer(peer, t) else {
+            let request = st.raft.poll_peer(peer, t);
+            // Building a request can produce events (a snapshot transfer
+            // or a TimeoutNow begun): handled before the lock is released,
+            // as after any other step of the core.
+            if st.raft.has_ready() {
+                self.process_ready(&mut st);
+            }
+            let Some(request) = request else {
                 match st.raft.peer_wakeup(peer) {
                     Some(at) => {
                         self.changed.wait_until(&mut st, self.epoch + at);
