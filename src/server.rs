@@ -32,9 +32,10 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufReader};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, bounded};
@@ -103,40 +104,90 @@ struct Job {
     reply: Sender<Handled>,
 }
 
+/// A running server: its acceptor, worker pool and idle reaper, and a
+/// thread per connection.
+pub struct Server {
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    registry: Arc<Registry>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes every connection, and returns once every
+    /// thread of the server has ended (a request being handled is
+    /// finished first; the handler should answer quickly by then).
+    pub fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // The acceptor blocks in `accept`: a connection wakes it.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        self.registry.close_all();
+        // Workers end once the acceptor and every connection, which hold
+        // the job queue's senders, have ended.
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Starts the acceptor, the worker pool and the idle reaper; they run
-/// until the process exits. Returns the bound address.
+/// until [`Server::stop`].
 pub fn spawn(
     listener: TcpListener,
     handler: Arc<dyn Handler>,
     options: ServerOptions,
-) -> io::Result<SocketAddr> {
+) -> io::Result<Server> {
     let addr = listener.local_addr()?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
     let (jobs_tx, jobs_rx) = bounded::<Job>(options.workers * 2);
     for k in 0..options.workers {
         let rx = jobs_rx.clone();
         let handler = handler.clone();
-        thread::Builder::new()
-            .name(format!("worker-{k}"))
-            .spawn(move || worker(rx, handler))?;
+        threads.push(
+            thread::Builder::new()
+                .name(format!("worker-{k}"))
+                .spawn(move || worker(rx, handler))?,
+        );
     }
     let registry = Arc::new(Registry::new(options.max_connections));
     {
         let registry = registry.clone();
+        let stopping = stopping.clone();
         let idle = options.idle_timeout;
         let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        thread::Builder::new()
-            .name("reaper".into())
-            .spawn(move || {
-                loop {
-                    thread::sleep(every);
-                    registry.reap(Instant::now(), idle);
-                }
-            })?;
+        threads.push(
+            thread::Builder::new()
+                .name("reaper".into())
+                .spawn(move || {
+                    while !stopping.load(Ordering::SeqCst) {
+                        thread::sleep(every);
+                        registry.reap(Instant::now(), idle);
+                    }
+                })?,
+        );
     }
-    thread::Builder::new()
+    let acceptor_registry = registry.clone();
+    let acceptor_stopping = stopping.clone();
+    let acceptor = thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
+            let (registry, stopping) = (acceptor_registry, acceptor_stopping);
             for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
                 let Ok(stream) = stream else { continue };
                 let id = match registry.admit(&stream, Instant::now()) {
                     Ok(id) => id,
@@ -169,7 +220,13 @@ pub fn spawn(
                 }
             }
         })?;
-    Ok(addr)
+    threads.push(acceptor);
+    Ok(Server {
+        addr,
+        stopping,
+        registry,
+        threads,
+    })
 }
 
 fn worker(jobs: Receiver<Job>, handler: Arc<dyn Handler>) {
@@ -325,6 +382,8 @@ struct Slots {
     next_id: u64,
     /// Open connections not known to be peers'.
     clients: usize,
+    /// The server is stopping: no connection is admitted any more.
+    closed: bool,
 }
 
 /// The open connections, for the cap, eviction and reaping. Time is passed
@@ -346,6 +405,9 @@ impl Registry {
     /// connection if the cap is reached.
     fn admit(&self, stream: &TcpStream, now: Instant) -> Result<u64, Full> {
         let mut s = self.slots.lock();
+        if s.closed {
+            return Err(Full);
+        }
         if s.clients >= self.max_clients {
             let victim = s
                 .by_id
@@ -372,6 +434,16 @@ impl Registry {
             },
         );
         Ok(id)
+    }
+
+    /// Closes every connection (the server is stopping).
+    fn close_all(&self) {
+        let mut s = self.slots.lock();
+        s.closed = true;
+        let ids: Vec<u64> = s.by_id.keys().copied().collect();
+        for id in ids {
+            Registry::close(&mut s, id);
+        }
     }
 
     /// Closes connection `id` and forgets it; its thread sees the socket
@@ -519,7 +591,10 @@ mod tests {
             started: AtomicUsize::new(0),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = spawn(listener, handler.clone(), options).unwrap();
+        let server = spawn(listener, handler.clone(), options).unwrap();
+        let addr = server.address();
+        // Runs until the test process exits.
+        std::mem::forget(server);
         (addr, handler, release_tx)
     }
 

@@ -114,6 +114,8 @@ pub enum Received {
     /// The connection this reader was on was closed by a failure already
     /// reported (or replaced); nothing to report.
     Superseded,
+    /// The link was closed for good ([`Link::close`]).
+    Closed,
 }
 
 struct LinkState {
@@ -125,6 +127,8 @@ struct LinkState {
     generation: u64,
     /// Requests written on the current connection and not yet answered.
     outstanding: usize,
+    /// Closed for good: the node is stopping.
+    closed: bool,
 }
 
 /// A node's pipelined connection to one peer: one thread sends (`send`),
@@ -150,6 +154,7 @@ impl Link {
                 current: None,
                 generation: 0,
                 outstanding: 0,
+                closed: false,
             }),
             sent: parking_lot::Condvar::new(),
         }
@@ -163,6 +168,9 @@ impl Link {
     pub fn send(&self, request: &Request) -> Result<(), Option<TransportError>> {
         let existing = {
             let st = self.state.lock();
+            if st.closed {
+                return Err(None);
+            }
             st.current
                 .as_ref()
                 .map(|(g, stream, _)| (*g, stream.try_clone()))
@@ -217,6 +225,9 @@ impl Link {
         {
             let mut st = self.state.lock();
             loop {
+                if st.closed {
+                    return Received::Closed;
+                }
                 let live = st.current.as_ref().map(|c| c.0);
                 if reader.as_ref().map(|r| r.0) != live {
                     // A new connection: take its reading half.
@@ -250,6 +261,17 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Closes the link for good: the connection is shut, the receiver
+    /// returns [`Received::Closed`], and nothing more is sent.
+    pub fn close(&self) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        if let Some((_, stream, _)) = st.current.take() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.sent.notify_all();
     }
 
     /// Closes connection `generation` if it is still the live one; true if

@@ -223,11 +223,26 @@ fn main() {
         node.address(),
         log_path.display()
     );
+    // A fatal error (a failed write or fsync) halts the node with its
+    // lock held, so that nothing more is answered; the process then ends.
+    let failure = node.failure();
+    std::thread::spawn(move || {
+        if let Ok(e) = failure.recv() {
+            eprintln!("raftnode: {e}");
+            exit(1)
+        }
+    });
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     let name = if signal == SIGINT {
         "SIGINT"
     } else {
         "SIGTERM"
     };
-    node.stop_and_exit(&format!("received {name}"), 0)
+    match node.stop(&format!("received {name}")) {
+        Ok(()) => exit(0),
+        Err(e) => {
+            eprintln!("raftnode: {e}");
+            exit(1)
+        }
+    }
 }

@@ -109,16 +109,12 @@ impl Shared {
                 );
             }
             Err(e) => {
-                error!(
-                    "{}: cannot restore the state machine from the snapshot: {e}; stopping",
+                let text = format!(
+                    "{}: cannot restore the state machine from the snapshot: {e}",
                     file.path.display()
                 );
-                log::logger().flush();
-                eprintln!(
-                    "raftnode: {}: cannot restore the state machine: {e}",
-                    file.path.display()
-                );
-                std::process::exit(1)
+                error!("{text}; stopping");
+                self.halt(&self.state.lock(), NodeError::Failed(text))
             }
         }
     }

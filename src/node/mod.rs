@@ -35,14 +35,22 @@
 //!   `service::client` for writes and reads.
 //!
 //! There is one mutex over the node's state (`State`), and one over the
-//! key-value store, taken after it or alone. Whoever steps the core writes
-//! the resulting `Ready` before releasing the mutex, and syncs it there
-//! too, except a leader's log appends, which the log writer syncs; the core
-//! counts those only once told they are durable. So every reply and
-//! request built from the state follows the core's ordering contract. If
-//! the disk fails, nothing more is answered: the node logs the file and
-//! the error and exits with status 1 while still holding the mutex (see
-//! `Shared::process_ready`).
+//! key-value store, taken after it or alone. Whoever steps the core hands
+//! the resulting `Ready` to `Shared::process_ready` before releasing the
+//! mutex; it runs the durability policy shared with the simulation
+//! (`service::durability`): written, and synced there too, except a
+//! leader's log appends, which the log writer syncs; the core counts those
+//! only once told they are durable. So every reply and request built from
+//! the state follows the core's ordering contract. If the disk fails,
+//! nothing more is answered: the thread that saw it halts while still
+//! holding the mutex, and the error goes to `Node::failure` (raftnode then
+//! exits with status 1; see `Shared::halt`).
+//!
+//! **Stopping.** `Node::stop` sets `State::stopping` under the mutex and
+//! wakes every thread; each checks the flag whenever it takes the mutex,
+//! and ends (handlers answer `shutting_down`). The server and the links to
+//! peers are closed, every thread joined, and the storage closed with the
+//! last reference to `Shared`.
 //!
 //! **The lock convention.** A function taking `&State`, `&mut State` or a
 //! `MutexGuard<State>` is called with the node's lock held; one that
@@ -50,196 +58,52 @@
 //! it with `MutexGuard::unlocked` or a condvar wait. The key-value store's
 //! lock is taken after the node's or alone, never the other way round.
 //!
-//! **Files**, one job each: this one (start-up, `State` and `Shared`,
-//! handling a `Ready`, status); `replicate.rs` (a replicator and a
+//! **Files**, one job each: this one (start-up and stopping, `State` and
+//! `Shared`, handling a `Ready`, status); `options.rs`; `replicate.rs` (a replicator and a
 //! receiver per peer); `timer.rs`; `log_writer.rs`; `apply.rs` (the
 //! applier, and the waiters it wakes); `snapshots.rs`; `handlers.rs` (the
 //! request handlers, waiting for outcomes, leadership hand-over).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crossbeam::channel::{Receiver, Sender};
 use log::{debug, error, info, warn};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 mod apply;
 mod handlers;
 mod log_writer;
+mod options;
 mod replicate;
 mod snapshots;
 mod timer;
 
 use apply::Waiters;
 use handlers::{LOG_TAIL, Service};
+pub use options::{NodeError, NodeOptions, SnapshotThreshold};
 
 use crate::activity;
-use crate::config::{ClusterConfig, Member};
+use crate::config::Member;
 use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMeta};
 use crate::events::{self, EventHub, Message};
 use crate::kv::KvStore;
-use crate::server::{self, Handled, Handler, ServerOptions};
+use crate::server::{self, Handled, Handler};
 use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket, durability};
-use crate::storage::{
-    SegmentLimits, SnapshotFile, SnapshotWriter, Storage, StorageError, StorageOptions,
-};
+use crate::storage::{SnapshotFile, SnapshotWriter, Storage, StorageError, StorageOptions};
 use crate::transport;
 use crate::wire::{
     self, ErrorCode, FollowerStatus, NodeStatus, PeerRequest, Response, SnapshotTaken,
 };
 
-/// When a node takes a snapshot and compacts its log: once the log past
-/// the last snapshot holds this many entries, or this many bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotThreshold {
-    Entries(u64),
-    Bytes(u64),
-}
-
-impl Default for SnapshotThreshold {
-    /// 64 MiB of log.
-    fn default() -> Self {
-        SnapshotThreshold::Bytes(64 * 1024 * 1024)
-    }
-}
-
-impl SnapshotThreshold {
-    /// Parses `100000` (entries) or `64MiB` (bytes; also B, KiB, GiB).
-    pub fn parse(text: &str) -> Result<SnapshotThreshold, String> {
-        let text = text.trim();
-        let digits = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(digits);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a number of entries or bytes"))?;
-        let threshold = match unit.trim() {
-            "" => SnapshotThreshold::Entries(n),
-            "B" => SnapshotThreshold::Bytes(n),
-            "KiB" => SnapshotThreshold::Bytes(n << 10),
-            "MiB" => SnapshotThreshold::Bytes(n << 20),
-            "GiB" => SnapshotThreshold::Bytes(n << 30),
-            other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
-        };
-        match threshold {
-            SnapshotThreshold::Entries(0) | SnapshotThreshold::Bytes(0) => {
-                Err("the snapshot threshold must be above 0".into())
-            }
-            t => Ok(t),
-        }
-    }
-
-    /// The core's defaults for the entries kept after a snapshot, capped
-    /// at a quarter of the threshold so that they never make the next
-    /// snapshot due at once.
-    fn trailing(self, cfg: &mut consensus::Config) {
-        match self {
-            SnapshotThreshold::Entries(n) => {
-                cfg.trailing_entries = cfg.trailing_entries.min(n / 4);
-            }
-            SnapshotThreshold::Bytes(b) => {
-                cfg.trailing_bytes = cfg.trailing_bytes.min((b / 4) as usize);
-            }
-        }
-    }
-
-    /// Segments of a quarter of the threshold, so that compaction can
-    /// free most of the log (whole segments only are deleted).
-    fn segment_limits(self) -> SegmentLimits {
-        let default = SegmentLimits::default();
-        match self {
-            SnapshotThreshold::Entries(n) => SegmentLimits {
-                entries: (n / 4).clamp(1, default.entries),
-                ..default
-            },
-            SnapshotThreshold::Bytes(b) => SegmentLimits {
-                bytes: (b / 4).clamp(4096, default.bytes),
-                ..default
-            },
-        }
-    }
-}
-
 /// The most snapshot bytes per InstallSnapshot chunk. Escaped as a JSON
 /// string (at worst six bytes per byte, for control characters) it stays
 /// within the 8 MiB line limit.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
-
-/// How a node runs; the binary fills this from its flags.
-#[derive(Clone, Debug)]
-pub struct NodeOptions {
-    /// The core's settings, this node's id (`raft.id`) and its peers among
-    /// them: timings, append limits, read mode, clock drift. Checked with
-    /// `consensus::Config::validate` before a node starts. The seed is
-    /// the caller's (the binary takes it from the OS's randomness, so it
-    /// differs between nodes and restarts); the trailing entries kept
-    /// after a snapshot follow `snapshot_threshold`.
-    pub raft: consensus::Config,
-    pub cluster: ClusterConfig,
-    /// The cluster id peer messages must carry; by default derived from
-    /// the configuration (`ClusterConfig::derived_cluster_id`).
-    pub cluster_id: Option<String>,
-    /// This node's own directory, e.g. /tmp/state/node4.
-    pub state_dir: PathBuf,
-    /// `--vote-floor`: the directory's term and vote are known lost;
-    /// start at this term, voting in none up to it.
-    pub vote_floor: Option<u64>,
-    /// Bounds connecting to a peer and each socket read or write of an RPC
-    /// (not the RPC as a whole: a reply trickled in could take longer).
-    pub rpc_timeout: Duration,
-    /// When to take a snapshot and compact the log.
-    pub snapshot_threshold: SnapshotThreshold,
-    /// Lab features (`raftnode --lab`): a `lab` request may cut the node
-    /// off from its peers.
-    pub lab: bool,
-    pub server: ServerOptions,
-}
-
-#[derive(Debug)]
-pub enum NodeError {
-    UnknownId(NodeId),
-    /// The core's settings cannot run a server.
-    Config(consensus::InvalidConfig),
-    Storage(StorageError),
-    /// The snapshot file passed its checks but its state does not read.
-    Snapshot {
-        path: PathBuf,
-        error: crate::kv::SnapshotError,
-    },
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
-    Spawn(std::io::Error),
-}
-
-impl std::fmt::Display for NodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NodeError::UnknownId(id) => write!(f, "node id {id} is not in the configuration"),
-            NodeError::Config(e) => write!(f, "invalid settings: {e}"),
-            NodeError::Storage(e) => write!(f, "{e}"),
-            NodeError::Snapshot { path, error } => {
-                write!(
-                    f,
-                    "{}: cannot restore the state machine: {error}",
-                    path.display()
-                )
-            }
-            NodeError::Bind { address, source } => {
-                write!(f, "cannot listen on {address}: {source}")
-            }
-            NodeError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for NodeError {}
 
 /// Everything behind the one mutex.
 struct State {
@@ -272,11 +136,9 @@ struct State {
     waiters: Waiters,
     /// The core deadline the timer sleeps until (`None`: none).
     timer_deadline: Option<Duration>,
-    /// Set by `Node::stop_and_exit` once any leadership handover is over;
-    /// it then keeps the lock until the process exits, so today no other
-    /// thread ever sees it set. The loops and handlers still check it so
-    /// that they stay correct if a node is one day stopped without ending
-    /// the process (in-process tests, say).
+    /// Set by `Node::stop` once any leadership handover is over. Every
+    /// thread's loop and every handler checks it after taking the lock:
+    /// the loops end, handlers answer `shutting_down`.
     stopping: bool,
 }
 
@@ -294,8 +156,7 @@ struct Shared {
     kv: Mutex<KvStore>,
     /// One condvar per kind of waiter, each notified only when something
     /// that kind waits for may have changed, so that a change wakes only
-    /// who needs waking. No thread needs waking to stop:
-    /// `Node::stop_and_exit` ends the process while holding the lock.
+    /// who needs waking. `Node::stop` notifies them all.
     ///
     /// Replicators wait here for a request to become due for their peer
     /// (new entries, a new commit index, a read round, a role change).
@@ -333,6 +194,10 @@ struct Shared {
     /// nor answered, as in a network partition; clients are still served
     /// (and told `not_leader` or time out, as the cut requires).
     isolated: AtomicBool,
+    /// A fatal error halted the node (see `Shared::halt`); the first one
+    /// goes to whoever holds `Node::failure`.
+    halted: AtomicBool,
+    failure: Sender<NodeError>,
 }
 
 /// What the applier applies next.
@@ -342,11 +207,16 @@ enum Apply {
     Restore(Arc<SnapshotFile>),
 }
 
-/// A running node. Dropping it does not stop the threads; the process
-/// ends with `stop_and_exit`.
+/// A running node. Dropping it does not stop the threads: call
+/// [`Node::stop`].
 pub struct Node {
     shared: Arc<Shared>,
-    address: std::net::SocketAddr,
+    server: server::Server,
+    /// The threads of `spawn_threads`, joined by `stop`.
+    threads: Vec<JoinHandle<()>>,
+    /// The connections to peers, closed by `stop`.
+    links: Vec<Arc<transport::Link>>,
+    failures: Receiver<NodeError>,
 }
 
 fn now(shared: &Shared) -> Duration {
@@ -383,6 +253,7 @@ impl Node {
             .as_ref()
             .map_or(SnapshotMeta::default(), |f| f.meta);
         let epoch = Instant::now();
+        let (failure, failures) = crossbeam::channel::bounded(1);
         let raft = Raft::restore(
             raft_config,
             recovered.hard_state,
@@ -430,6 +301,8 @@ impl Node {
             events,
             lab: options.lab,
             isolated: AtomicBool::new(false),
+            halted: AtomicBool::new(false),
+            failure,
         });
         // Outgoing connections leave from our own address, unless we
         // listen on all of them.
@@ -438,35 +311,75 @@ impl Node {
             .ok()
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        spawn_threads(&shared, &options, bind_ip, &cluster_id)?;
-        let address = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
+        let (threads, links) = spawn_threads(&shared, &options, bind_ip, &cluster_id)?;
+        let server = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
             .map_err(NodeError::Spawn)?;
-        Ok(Node { shared, address })
+        Ok(Node {
+            shared,
+            server,
+            threads,
+            links,
+            failures,
+        })
     }
 
     pub fn address(&self) -> std::net::SocketAddr {
-        self.address
+        self.server.address()
     }
 
-    /// Stops the node and exits the process with `code`. A leader first
-    /// hands its leadership to the most up-to-date follower (thesis
-    /// §3.10), so that the cluster has a new leader within milliseconds
-    /// instead of an election timeout; it waits for that at most about two
-    /// election timeouts. Then taking the lock waits for any write in
-    /// progress (writes happen under it), and holding it until exit keeps
-    /// a new one from starting.
-    pub fn stop_and_exit(&self, reason: &str, code: i32) -> ! {
+    /// Delivers the error that halted the node, if one does: a failed
+    /// write or fsync, or a snapshot that does not restore. The halted
+    /// node holds its lock for good, so it answers and sends nothing more;
+    /// a program running it should then exit (raftnode exits with status
+    /// 1), since its threads stay blocked and its directory locked.
+    pub fn failure(&self) -> Receiver<NodeError> {
+        self.failures.clone()
+    }
+
+    /// Stops the node and returns once every thread it started has ended
+    /// and its storage is closed (the directory can be opened again). A
+    /// leader first hands its leadership to the most up-to-date follower
+    /// (thesis §3.10), so that the cluster has a new leader within
+    /// milliseconds instead of an election timeout; it waits for that at
+    /// most about two election timeouts. Taking the lock then waits for
+    /// any write in progress (writes happen under it); once `stopping` is
+    /// set under it, no thread steps the core again. A halted node cannot
+    /// be stopped: its error is returned.
+    pub fn stop(self, reason: &str) -> Result<(), NodeError> {
+        let halted = || {
+            self.failures
+                .try_recv()
+                .unwrap_or_else(|_| NodeError::Halted("an earlier fatal error".into()))
+        };
+        if self.shared.halted.load(Ordering::SeqCst) {
+            return Err(halted());
+        }
         self.shared.hand_over(reason);
-        let mut st = self.shared.state.lock();
-        st.stopping = true;
-        let text = format!(
-            "stopped: {reason} (commit index {}, last log index {})",
-            st.raft.commit_index(),
-            st.raft.log().last_index()
-        );
-        self.shared.note(&st, log::Level::Info, text);
+        {
+            let mut st = self.shared.state.lock();
+            st.stopping = true;
+            let text = format!(
+                "stopped: {reason} (commit index {}, last log index {})",
+                st.raft.commit_index(),
+                st.raft.log().last_index()
+            );
+            self.shared.note(&st, log::Level::Info, text);
+            st.waiters.wake_all();
+            let s = &self.shared;
+            for condvar in [&s.changed, &s.timer, &s.committed, &s.log_written] {
+                condvar.notify_all();
+            }
+            s.snapshot_due.notify_all();
+        }
+        for link in &self.links {
+            link.close();
+        }
+        self.server.stop();
+        for t in self.threads {
+            let _ = t.join();
+        }
         log::logger().flush();
-        std::process::exit(code)
+        Ok(())
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -571,18 +484,25 @@ fn started_line(
 
 /// Starts the node's threads: timer, applier, log writer, snapshotter, and
 /// a replicator and a receiver per peer, on one connection each.
+/// The node's threads, and its links to peers.
+type Threads = (Vec<JoinHandle<()>>, Vec<Arc<transport::Link>>);
+
 fn spawn_threads(
     shared: &Arc<Shared>,
     options: &NodeOptions,
     bind_ip: Option<IpAddr>,
     cluster_id: &str,
-) -> Result<(), NodeError> {
-    let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-        thread::Builder::new()
-            .name(name)
-            .spawn(f)
-            .map(|_| ())
-            .map_err(NodeError::Spawn)
+) -> Result<Threads, NodeError> {
+    let mut threads = Vec::new();
+    let mut links = Vec::new();
+    let mut spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+        threads.push(
+            thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(NodeError::Spawn)?,
+        );
+        Ok::<(), NodeError>(())
     };
     let s = shared.clone();
     spawn("timer".into(), Box::new(move || s.run_timer()))?;
@@ -603,6 +523,7 @@ fn spawn_threads(
             bind_ip,
             options.rpc_timeout,
         ));
+        links.push(link.clone());
         let (s, l) = (shared.clone(), link.clone());
         let cluster_id = cluster_id.to_string();
         spawn(
@@ -615,7 +536,7 @@ fn spawn_threads(
             Box::new(move || s.run_receiver(peer.id, &link)),
         )?;
     }
-    Ok(())
+    Ok((threads, links))
 }
 
 impl Shared {
@@ -679,7 +600,7 @@ impl Shared {
         }
     }
 
-    /// A write or fsync failed: stop at once, still holding the lock, so
+    /// A write or fsync failed: halt at once, still holding the lock, so
     /// that nothing built on the state that failed to reach the disk is
     /// sent. What was acknowledged before is on disk.
     fn storage_failed(&self, st: &State, e: &StorageError) -> ! {
@@ -688,9 +609,21 @@ impl Shared {
             st.raft.term(),
             st.raft.role()
         );
+        self.halt(st, NodeError::Failed(format!("cannot persist state: {e}")))
+    }
+
+    /// Halts the node on a fatal error: the calling thread, which holds
+    /// the lock (`st`), never returns and so never releases it. No other
+    /// thread can step the core, answer or send again, as if the process
+    /// had ended there; the error goes to `Node::failure`, whose holder
+    /// decides what to do (raftnode exits).
+    fn halt(&self, _st: &State, error: NodeError) -> ! {
         log::logger().flush();
-        eprintln!("raftnode: cannot persist state: {e}");
-        std::process::exit(1)
+        self.halted.store(true, Ordering::SeqCst);
+        let _ = self.failure.try_send(error);
+        loop {
+            thread::park();
+        }
     }
 
     /// Writes a line of the runtime's own to the activity log, prefixed

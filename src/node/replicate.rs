@@ -149,6 +149,7 @@ impl Shared {
                     None
                 }
                 transport::Received::Superseded => continue,
+                transport::Received::Closed => return,
             };
             match reply {
                 Some(reply) => {

@@ -1,0 +1,160 @@
+//! How a node runs (its options, filled by raftnode from its flags) and
+//! why it can fail to. No locks here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::ClusterConfig;
+use crate::consensus::{self, NodeId};
+use crate::server::ServerOptions;
+use crate::storage::{SegmentLimits, StorageError};
+
+/// When a node takes a snapshot and compacts its log: once the log past
+/// the last snapshot holds this many entries, or this many bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotThreshold {
+    Entries(u64),
+    Bytes(u64),
+}
+
+impl Default for SnapshotThreshold {
+    /// 64 MiB of log.
+    fn default() -> Self {
+        SnapshotThreshold::Bytes(64 * 1024 * 1024)
+    }
+}
+
+impl SnapshotThreshold {
+    /// Parses `100000` (entries) or `64MiB` (bytes; also B, KiB, GiB).
+    pub fn parse(text: &str) -> Result<SnapshotThreshold, String> {
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of entries or bytes"))?;
+        let threshold = match unit.trim() {
+            "" => SnapshotThreshold::Entries(n),
+            "B" => SnapshotThreshold::Bytes(n),
+            "KiB" => SnapshotThreshold::Bytes(n << 10),
+            "MiB" => SnapshotThreshold::Bytes(n << 20),
+            "GiB" => SnapshotThreshold::Bytes(n << 30),
+            other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+        };
+        match threshold {
+            SnapshotThreshold::Entries(0) | SnapshotThreshold::Bytes(0) => {
+                Err("the snapshot threshold must be above 0".into())
+            }
+            t => Ok(t),
+        }
+    }
+
+    /// The core's defaults for the entries kept after a snapshot, capped
+    /// at a quarter of the threshold so that they never make the next
+    /// snapshot due at once.
+    pub(super) fn trailing(self, cfg: &mut consensus::Config) {
+        match self {
+            SnapshotThreshold::Entries(n) => {
+                cfg.trailing_entries = cfg.trailing_entries.min(n / 4);
+            }
+            SnapshotThreshold::Bytes(b) => {
+                cfg.trailing_bytes = cfg.trailing_bytes.min((b / 4) as usize);
+            }
+        }
+    }
+
+    /// Segments of a quarter of the threshold, so that compaction can
+    /// free most of the log (whole segments only are deleted).
+    pub(super) fn segment_limits(self) -> SegmentLimits {
+        let default = SegmentLimits::default();
+        match self {
+            SnapshotThreshold::Entries(n) => SegmentLimits {
+                entries: (n / 4).clamp(1, default.entries),
+                ..default
+            },
+            SnapshotThreshold::Bytes(b) => SegmentLimits {
+                bytes: (b / 4).clamp(4096, default.bytes),
+                ..default
+            },
+        }
+    }
+}
+
+/// How a node runs; the binary fills this from its flags.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The core's settings, this node's id (`raft.id`) and its peers among
+    /// them: timings, append limits, read mode, clock drift. Checked with
+    /// `consensus::Config::validate` before a node starts. The seed is
+    /// the caller's (the binary takes it from the OS's randomness, so it
+    /// differs between nodes and restarts); the trailing entries kept
+    /// after a snapshot follow `snapshot_threshold`.
+    pub raft: consensus::Config,
+    pub cluster: ClusterConfig,
+    /// The cluster id peer messages must carry; by default derived from
+    /// the configuration (`ClusterConfig::derived_cluster_id`).
+    pub cluster_id: Option<String>,
+    /// This node's own directory, e.g. /tmp/state/node4.
+    pub state_dir: PathBuf,
+    /// `--vote-floor`: the directory's term and vote are known lost;
+    /// start at this term, voting in none up to it.
+    pub vote_floor: Option<u64>,
+    /// Bounds connecting to a peer and each socket read or write of an RPC
+    /// (not the RPC as a whole: a reply trickled in could take longer).
+    pub rpc_timeout: Duration,
+    /// When to take a snapshot and compact the log.
+    pub snapshot_threshold: SnapshotThreshold,
+    /// Lab features (`raftnode --lab`): a `lab` request may cut the node
+    /// off from its peers.
+    pub lab: bool,
+    pub server: ServerOptions,
+}
+
+#[derive(Debug)]
+pub enum NodeError {
+    UnknownId(NodeId),
+    /// The core's settings cannot run a server.
+    Config(consensus::InvalidConfig),
+    Storage(StorageError),
+    /// The snapshot file passed its checks but its state does not read.
+    Snapshot {
+        path: PathBuf,
+        error: crate::kv::SnapshotError,
+    },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    Spawn(std::io::Error),
+    /// The running node hit a fatal error and halted (`Node::failure`).
+    Failed(String),
+    /// `Node::stop` on a node that had halted.
+    Halted(String),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::UnknownId(id) => write!(f, "node id {id} is not in the configuration"),
+            NodeError::Config(e) => write!(f, "invalid settings: {e}"),
+            NodeError::Storage(e) => write!(f, "{e}"),
+            NodeError::Snapshot { path, error } => {
+                write!(
+                    f,
+                    "{}: cannot restore the state machine: {error}",
+                    path.display()
+                )
+            }
+            NodeError::Bind { address, source } => {
+                write!(f, "cannot listen on {address}: {source}")
+            }
+            NodeError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+            NodeError::Failed(e) => write!(f, "{e}"),
+            NodeError::Halted(e) => write!(f, "the node had halted: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
