@@ -4,13 +4,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::{Index, NodeId, Role, Term};
 
 /// Why a vote was refused; reported in the activity log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VoteRefusal {
     /// The candidate's term is older than ours (Figure 2, RequestVote rule 1).
     StaleTerm,
@@ -24,11 +21,7 @@ pub enum VoteRefusal {
     /// We heard from `leader` `heard_ago`, less than a minimum election
     /// timeout ago (or we are the leader): it is alive, so the candidate
     /// is the one cut off (thesis §9.6, the lease).
-    LeaderLease {
-        leader: NodeId,
-        #[serde(rename = "heard_ago_ms", serialize_with = "millis")]
-        heard_ago: Duration,
-    },
+    LeaderLease { leader: NodeId, heard_ago: Duration },
     /// We lead this term, and a majority answers us (CheckQuorum).
     Leading,
     /// We started less than a minimum election timeout ago, and a leader
@@ -49,11 +42,9 @@ pub enum VoteRefusal {
 }
 
 /// Things that happened, for the activity log, the event stream and
-/// tests. They carry no obligation: a caller may ignore them. Serialized
-/// (for the event stream) as an object whose `kind` names the variant,
-/// durations in milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// tests. They carry no obligation: a caller may ignore them. How the
+/// event stream names them is the wire side's business (`events::fields`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     RoleChanged {
         role: Role,
@@ -128,7 +119,6 @@ pub enum Event {
         term: Term,
         heard: usize,
         cluster_size: usize,
-        #[serde(rename = "window_ms", serialize_with = "millis")]
         window: Duration,
     },
     /// Leader: handing leadership to `target`, which holds our log up to
@@ -150,14 +140,12 @@ pub enum Event {
     TransferHandedOff {
         target: NodeId,
         term: Term,
-        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
     },
     /// The transfer to `target` ended without a new term (`why`);
     /// proposals are taken again if we still lead.
     TransferAbandoned {
         target: NodeId,
-        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
         why: &'static str,
     },
@@ -224,7 +212,6 @@ pub enum Event {
         peer: NodeId,
         index: Index,
         size: u64,
-        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
     },
     /// The snapshot ending at `index` that `from` sent us does not match
@@ -251,9 +238,4 @@ pub enum Event {
         size: u64,
         log_kept: bool,
     },
-}
-
-/// Serializes a duration as whole milliseconds.
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }

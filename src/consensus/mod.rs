@@ -108,7 +108,6 @@ use std::time::Duration;
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use serde::Serialize;
 
 pub use config::{Config, InvalidConfig};
 pub use election::LeaseRead;
@@ -124,8 +123,7 @@ pub use ready::{HardState, InstalledSnapshot, ReadState, Ready, SnapshotChunk};
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     Follower,
     /// Asking for pre-votes, in its old term (thesis §9.6).

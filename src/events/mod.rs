@@ -41,6 +41,10 @@ use serde_json::{Map, Value};
 
 use crate::consensus::{Event, NodeId, Reply, Request, Role, Term};
 
+mod fields;
+#[cfg(test)]
+mod samples;
+
 /// Subscribers served at once.
 pub const MAX_SUBSCRIBERS: usize = 16;
 /// Events queued for one subscriber before it counts as too slow.
@@ -408,15 +412,8 @@ impl EventHub {
         let (level, kind, text, detail) = match &r.what {
             What::Core(event) => {
                 let (level, text) = crate::activity::describe(event);
-                let mut detail = match serde_json::to_value(event) {
-                    Ok(Value::Object(map)) => map,
-                    _ => Map::new(),
-                };
-                let kind = match detail.remove("kind") {
-                    Some(Value::String(k)) => k,
-                    _ => "event".into(),
-                };
-                (level.as_str().to_lowercase(), kind, text, detail)
+                let (kind, detail) = fields::fields(event);
+                (level.as_str().to_lowercase(), kind.into(), text, detail)
             }
             What::Note(level, text) => (
                 level.as_str().to_lowercase(),

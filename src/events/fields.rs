@@ -1,0 +1,204 @@
+//! The event stream's names and fields for the core's events: the wire
+//! side's presentation of `consensus::Event`, which itself carries no
+//! names or units for any format. Each event becomes a `kind` (its
+//! variant in snake case) and an object of fields; durations go out as
+//! whole milliseconds under a `_ms` name. docs/PROTOCOL.md lists them.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::consensus::{Event, Role, VoteRefusal};
+
+/// `kind` and fields of `event`, as subscribers see them.
+pub fn fields(event: &Event) -> (&'static str, Map<String, Value>) {
+    /// `kind`, then `name => value` pairs.
+    macro_rules! out {
+        ($kind:literal $(, $name:literal => $value:expr)* $(,)?) => {{
+            #[allow(unused_mut)]
+            let mut map = Map::new();
+            $(map.insert($name.into(), json!($value));)*
+            ($kind, map)
+        }};
+    }
+    let ms = |d: &Duration| d.as_millis() as u64;
+    match event {
+        Event::RoleChanged { role, term } => {
+            out!("role_changed", "role" => role_name(*role), "term" => term)
+        }
+        Event::TermAdopted { term, from } => out!("term_adopted", "term" => term, "from" => from),
+        Event::LeaderKnown { leader, term } => {
+            out!("leader_known", "leader" => leader, "term" => term)
+        }
+        Event::PreVoteStarted {
+            term,
+            last_log_index,
+            last_log_term,
+        } => out!("pre_vote_started",
+            "term" => term, "last_log_index" => last_log_index, "last_log_term" => last_log_term),
+        Event::PreVoteWon {
+            term,
+            votes,
+            cluster_size,
+        } => out!("pre_vote_won",
+            "term" => term, "votes" => votes, "cluster_size" => cluster_size),
+        Event::PreVoteLost {
+            term,
+            votes,
+            refusals,
+            cluster_size,
+        } => out!("pre_vote_lost",
+            "term" => term, "votes" => votes, "refusals" => refusals,
+            "cluster_size" => cluster_size),
+        Event::ElectionStarted {
+            term,
+            last_log_index,
+            last_log_term,
+            transfer,
+        } => {
+            out!("election_started", "term" => term, "last_log_index" => last_log_index,
+                "last_log_term" => last_log_term, "transfer" => transfer)
+        }
+        Event::ElectionWon {
+            term,
+            votes,
+            cluster_size,
+        } => out!("election_won",
+            "term" => term, "votes" => votes, "cluster_size" => cluster_size),
+        Event::ElectionLost {
+            term,
+            votes,
+            refusals,
+            cluster_size,
+        } => out!("election_lost",
+            "term" => term, "votes" => votes, "refusals" => refusals,
+            "cluster_size" => cluster_size),
+        Event::VoteGranted {
+            candidate,
+            term,
+            pre_vote,
+        } => out!("vote_granted",
+            "candidate" => candidate, "term" => term, "pre_vote" => pre_vote),
+        Event::VoteRefused {
+            candidate,
+            term,
+            pre_vote,
+            reason,
+        } => out!("vote_refused",
+            "candidate" => candidate, "term" => term, "pre_vote" => pre_vote,
+            "reason" => refusal(reason)),
+        Event::QuorumLost {
+            term,
+            heard,
+            cluster_size,
+            window,
+        } => out!("quorum_lost",
+            "term" => term, "heard" => heard, "cluster_size" => cluster_size,
+            "window_ms" => ms(window)),
+        Event::TransferStarted {
+            target,
+            match_index,
+            last_index,
+        } => out!("transfer_started",
+            "target" => target, "match_index" => match_index, "last_index" => last_index),
+        Event::TimeoutNowSent { target } => out!("timeout_now_sent", "target" => target),
+        Event::TimeoutNowReceived { from } => out!("timeout_now_received", "from" => from),
+        Event::TransferHandedOff {
+            target,
+            term,
+            elapsed,
+        } => out!("transfer_handed_off",
+            "target" => target, "term" => term, "elapsed_ms" => ms(elapsed)),
+        Event::TransferAbandoned {
+            target,
+            elapsed,
+            why,
+        } => out!("transfer_abandoned",
+            "target" => target, "elapsed_ms" => ms(elapsed), "why" => why),
+        Event::Appended { from, to } => out!("appended", "from" => from, "to" => to),
+        Event::Truncated { from, removed } => {
+            out!("truncated", "from" => from, "removed" => removed)
+        }
+        Event::Committed { index } => out!("committed", "index" => index),
+        Event::PeerUnreachable { peer } => out!("peer_unreachable", "peer" => peer),
+        Event::PeerReachable { peer } => out!("peer_reachable", "peer" => peer),
+        Event::FollowerLostEntries { peer, from, to } => out!("follower_lost_entries",
+            "peer" => peer, "from" => from, "to" => to),
+        Event::Repairing {
+            last_index,
+            lost_through,
+        } => out!("repairing",
+            "last_index" => last_index, "lost_through" => lost_through),
+        Event::Repaired { lost_through } => out!("repaired", "lost_through" => lost_through),
+        Event::Compacted {
+            index,
+            kept_from,
+            removed,
+        } => out!("compacted",
+            "index" => index, "kept_from" => kept_from, "removed" => removed),
+        Event::SnapshotSendStarted { peer, index, size } => out!("snapshot_send_started",
+            "peer" => peer, "index" => index, "size" => size),
+        Event::SnapshotSent {
+            peer,
+            index,
+            size,
+            elapsed,
+        } => out!("snapshot_sent",
+            "peer" => peer, "index" => index, "size" => size, "elapsed_ms" => ms(elapsed)),
+        Event::SnapshotChecksumFailed {
+            from,
+            index,
+            expected,
+            computed,
+        } => {
+            out!("snapshot_checksum_failed", "from" => from, "index" => index,
+                "expected" => expected, "computed" => computed)
+        }
+        Event::SnapshotRefused { peer, index } => {
+            out!("snapshot_refused", "peer" => peer, "index" => index)
+        }
+        Event::SnapshotInstalled {
+            index,
+            term,
+            size,
+            log_kept,
+        } => out!("snapshot_installed",
+            "index" => index, "term" => term, "size" => size, "log_kept" => log_kept),
+    }
+}
+
+/// A role as the stream names it (`pre_candidate`; `role_changed`).
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre_candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+    }
+}
+
+/// Why a vote was refused: a name, or an object of one name holding the
+/// details.
+fn refusal(reason: &VoteRefusal) -> Value {
+    match reason {
+        VoteRefusal::StaleTerm => json!("stale_term"),
+        VoteRefusal::AlreadyVoted(id) => json!({ "already_voted": id }),
+        VoteRefusal::LogBehind { ours, theirs } => {
+            json!({ "log_behind": { "ours": [ours.0, ours.1], "theirs": [theirs.0, theirs.1] } })
+        }
+        VoteRefusal::LeaderLease { leader, heard_ago } => json!({
+            "leader_lease": { "leader": leader, "heard_ago_ms": heard_ago.as_millis() as u64 }
+        }),
+        VoteRefusal::Leading => json!("leading"),
+        VoteRefusal::JustStarted => json!("just_started"),
+        VoteRefusal::Repairing {
+            last_index,
+            lost_through,
+            lost_term,
+        } => json!({
+            "repairing": {
+                "last_index": last_index, "lost_through": lost_through, "lost_term": lost_term
+            }
+        }),
+    }
+}
