@@ -16,7 +16,6 @@ use crate::consensus::{
     self, AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply,
     NodeId, RequestVote, RequestVoteReply, Term, TimeoutNow, TimeoutNowReply,
 };
-use crate::events::NodeEvent;
 use crate::kv::{Command, Outcome};
 
 /// The longest request or response line accepted, newline excluded.
@@ -526,6 +525,51 @@ pub fn write_message<T: Serialize>(writer: &mut impl Write, message: &T) -> io::
     line.push(b'\n');
     writer.write_all(&line)?;
     writer.flush()
+}
+
+/// One thing that happened on a node, as subscribers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    pub node: NodeId,
+    /// Numbers this node's events from 1 since it started, Raft messages
+    /// included: a subscriber without messages sees gaps where messages
+    /// went to others.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, on this node's clock.
+    pub time_ms: u64,
+    /// `error`, `warn`, `info`, or `debug` for messages.
+    pub level: String,
+    /// The node's term and role just after the event.
+    pub term: Term,
+    pub role: String,
+    /// What happened: one of the core's events (`role_changed`,
+    /// `vote_granted`, `committed`, …, see docs/PROTOCOL.md), `note` for
+    /// the runtime's own activity-log lines, `message_sent` or
+    /// `message_received` at debug level.
+    pub kind: String,
+    /// The activity-log line, without time, node and `[T.. role]`.
+    pub text: String,
+    /// The event's own fields (`peer`, `index`, `term`, `votes`, …).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl NodeEvent {
+    /// `HH:MM:SS.mmm nodeN [T7 leader] text`, as `raftctl events` prints it.
+    pub fn line(&self) -> String {
+        let ms = self.time_ms % 86_400_000;
+        format!(
+            "{:02}:{:02}:{:02}.{:03} node{} [T{} {}] {}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000,
+            self.node,
+            self.term,
+            self.role,
+            self.text
+        )
+    }
 }
 
 #[cfg(test)]
