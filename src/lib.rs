@@ -20,15 +20,23 @@
 //! * [`lincheck`]: a linearizability checker, used by the tests.
 //! * [`cli`]: one-line usage errors for the binaries.
 //! * [`bench`](mod@bench): the closed-loop write benchmark behind `raftctl bench`.
+//!
+//! `dashboard`, `web`, `lincheck`, `cli` and `bench` belong to the
+//! command-line tools, behind the `tools` feature (on by default): the
+//! library alone builds without their dependencies.
 pub mod activity;
+#[cfg(feature = "tools")]
 pub mod bench;
+#[cfg(feature = "tools")]
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consensus;
+#[cfg(feature = "tools")]
 pub mod dashboard;
 pub mod events;
 pub mod kv;
+#[cfg(feature = "tools")]
 pub mod lincheck;
 pub mod node;
 pub mod observe;
@@ -36,5 +44,6 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod transport;
+#[cfg(feature = "tools")]
 pub mod web;
 pub mod wire;
