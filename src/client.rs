@@ -9,7 +9,6 @@
 //! definitely did not happen ([`ClientError::is_definite`]) or may have.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, Member};
@@ -19,29 +18,45 @@ use crate::kv::{ClientId, Command, Op, Outcome};
 use crate::transport::{self, TransportError};
 use crate::wire::{ErrorCode, NodeStatus, Request, Response};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
     /// Definite: `delete` or `get` of a key that does not exist.
+    #[error("key not found: {key}")]
     NotFound { key: String },
     /// Definite: `cas` found another value (`None`: no such key).
+    #[error("precondition failed: {key} {}", match .actual {
+        Some(v) => format!("is {v}"),
+        None => "does not exist".into(),
+    })]
     PreconditionFailed { key: String, actual: Option<String> },
     /// Definite: the request itself is unacceptable (too large, …).
+    #[error("rejected: {message}")]
     Rejected { message: String },
     /// Unknown outcome: no answer in time. A write may or may not have
     /// been applied (and may still be).
+    #[error(
+        "no answer in time; the operation may or may not have happened (last error: {last_error})"
+    )]
     Timeout { last_error: String },
     /// Unknown outcome: the cluster forgot this client's session, so it
     /// cannot tell whether an earlier attempt of the write was applied.
+    #[error("session expired; the operation may or may not have happened")]
     SessionExpired,
     /// No leader could be reached in time, and no attempt got as far as a
     /// node that could have acted on the request: nothing was done.
+    #[error("no leader reachable in time; nothing was done (last error: {last_error})")]
     NoLeader { last_error: String },
     /// Definite: every node of the configuration refused the connection
     /// (nothing listens at any of their addresses), so nothing was done.
     /// Told at once, not after the timeout.
+    #[error(
+        "no node is running: every address in the configuration refused the connection ({}); nothing was done. Is the cluster up? ./boot_all_nodes.sh starts it",
+        .addresses.join(", ")
+    )]
     NotRunning { addresses: Vec<String> },
     /// A node could not be reached or answered unexpectedly (single-node
     /// requests such as `status` or a stale read of one node).
+    #[error("node{id}: {message}")]
     Node { id: NodeId, message: String },
 }
 
@@ -57,48 +72,6 @@ impl ClientError {
         )
     }
 }
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::NotFound { key } => write!(f, "key not found: {key}"),
-            ClientError::PreconditionFailed {
-                key,
-                actual: Some(v),
-            } => {
-                write!(f, "precondition failed: {key} is {v}")
-            }
-            ClientError::PreconditionFailed { key, actual: None } => {
-                write!(f, "precondition failed: {key} does not exist")
-            }
-            ClientError::Rejected { message } => write!(f, "rejected: {message}"),
-            ClientError::NoLeader { last_error } => {
-                write!(
-                    f,
-                    "no leader reachable in time; nothing was done (last error: {last_error})"
-                )
-            }
-            ClientError::NotRunning { addresses } => write!(
-                f,
-                "no node is running: every address in the configuration refused the connection ({}); nothing was done. Is the cluster up? ./boot_all_nodes.sh starts it",
-                addresses.join(", ")
-            ),
-            ClientError::Timeout { last_error } => write!(
-                f,
-                "no answer in time; the operation may or may not have happened (last error: {last_error})"
-            ),
-            ClientError::SessionExpired => {
-                write!(
-                    f,
-                    "session expired; the operation may or may not have happened"
-                )
-            }
-            ClientError::Node { id, message } => write!(f, "node{id}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 #[derive(Clone, Debug)]
 pub struct ClientOptions {

@@ -13,7 +13,6 @@
 //! final newline are fine. The node lines are the truth: when `N:`
 //! disagrees with them the file still loads and a warning says so.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -93,81 +92,39 @@ fn fnv1a_64(bytes: &[u8]) -> u64 {
         .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{}: cannot read: {source}", .path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     /// A line that is neither `N: <count>`, `node<ID>: HOST:PORT` nor
     /// `ID HOST PORT`, or has a bad number in it.
+    #[error("{}:{line}: {reason}: {text:?}", .path.display())]
     Malformed {
         path: PathBuf,
         line: usize,
         text: String,
         reason: String,
     },
+    #[error("{}:{line}: node id {id} is already defined on line {first_line}", .path.display())]
     DuplicateId {
         path: PathBuf,
         line: usize,
         id: NodeId,
         first_line: usize,
     },
+    #[error("{}:{line}: address {address} is already used on line {first_line}", .path.display())]
     DuplicateAddress {
         path: PathBuf,
         line: usize,
         address: String,
         first_line: usize,
     },
-    NoNodes {
-        path: PathBuf,
-    },
+    #[error("{}: no node lines found", .path.display())]
+    NoNodes { path: PathBuf },
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, source } => {
-                write!(f, "{}: cannot read: {source}", path.display())
-            }
-            ConfigError::Malformed {
-                path,
-                line,
-                text,
-                reason,
-            } => {
-                write!(f, "{}:{line}: {reason}: {text:?}", path.display())
-            }
-            ConfigError::DuplicateId {
-                path,
-                line,
-                id,
-                first_line,
-            } => {
-                write!(
-                    f,
-                    "{}:{line}: node id {id} is already defined on line {first_line}",
-                    path.display()
-                )
-            }
-            ConfigError::DuplicateAddress {
-                path,
-                line,
-                address,
-                first_line,
-            } => {
-                write!(
-                    f,
-                    "{}:{line}: address {address} is already used on line {first_line}",
-                    path.display()
-                )
-            }
-            ConfigError::NoNodes { path } => write!(f, "{}: no node lines found", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Reads and parses a configuration file.
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {

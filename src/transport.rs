@@ -12,7 +12,6 @@
 //! that nodes on 127.0.0.1, 127.0.0.2, … can be cut off from each other
 //! with ordinary firewall rules on source and destination addresses.
 
-use std::fmt;
 use std::io::{self, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -22,25 +21,16 @@ use socket2::{Domain, Socket, Type};
 use crate::config::Member;
 use crate::wire::{self, Request, Response, WireError};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    #[error("cannot resolve address: {0}")]
     Resolve(io::Error),
+    #[error("cannot connect: {0}")]
     Connect(io::Error),
     /// Sending or receiving failed, or timed out.
+    #[error("request failed: {0}")]
     Exchange(WireError),
 }
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TransportError::Resolve(e) => write!(f, "cannot resolve address: {e}"),
-            TransportError::Connect(e) => write!(f, "cannot connect: {e}"),
-            TransportError::Exchange(e) => write!(f, "request failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for TransportError {}
 
 struct Connection {
     reader: BufReader<TcpStream>,

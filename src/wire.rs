@@ -7,7 +7,6 @@
 //! A line that is not valid JSON, names an unknown type, or is longer than
 //! [`MAX_LINE`] gets an `error` response and the connection stays usable.
 
-use std::fmt;
 use std::io::{self, BufRead, Write};
 
 use serde::{Deserialize, Serialize};
@@ -434,31 +433,20 @@ pub enum ErrorCode {
     StaleRequest,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    #[error("{0}")]
     Io(io::Error),
     /// The peer closed the connection.
+    #[error("connection closed")]
     Closed,
     /// A line over the limit; it was read to its end and discarded.
-    TooLarge {
-        limit: usize,
-    },
+    #[error("line longer than {limit} bytes")]
+    TooLarge { limit: usize },
     /// A line that does not decode.
+    #[error("malformed message: {0}")]
     Malformed(String),
 }
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WireError::Io(e) => write!(f, "{e}"),
-            WireError::Closed => write!(f, "connection closed"),
-            WireError::TooLarge { limit } => write!(f, "line longer than {limit} bytes"),
-            WireError::Malformed(m) => write!(f, "malformed message: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for WireError {}
 
 impl From<io::Error> for WireError {
     fn from(e: io::Error) -> Self {

@@ -1,7 +1,6 @@
 //! A server's fixed settings, and their one validation: raftnode's flags,
 //! the simulation and the tests all build a [`Config`] and ask it.
 
-use std::fmt;
 use std::time::Duration;
 
 use super::NodeId;
@@ -139,28 +138,18 @@ impl Config {
 
 /// Settings that cannot run a server (see [`Config::validate`]); each
 /// names the setting, with why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidConfig {
+    #[error("peers: {0}")]
     Peers(String),
+    #[error("election timeout: {0}")]
     ElectionTimeout(String),
+    #[error("heartbeat interval: {0}")]
     Heartbeat(String),
+    #[error("append limits: {0}")]
     Batches(String),
+    #[error("clock drift bound: {0}")]
     ClockDrift(String),
+    #[error("lease reads: {0}")]
     LeaseReads(String),
 }
-
-impl fmt::Display for InvalidConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (setting, why) = match self {
-            InvalidConfig::Peers(w) => ("peers", w),
-            InvalidConfig::ElectionTimeout(w) => ("election timeout", w),
-            InvalidConfig::Heartbeat(w) => ("heartbeat interval", w),
-            InvalidConfig::Batches(w) => ("append limits", w),
-            InvalidConfig::ClockDrift(w) => ("clock drift bound", w),
-            InvalidConfig::LeaseReads(w) => ("lease reads", w),
-        };
-        write!(f, "{setting}: {why}")
-    }
-}
-
-impl std::error::Error for InvalidConfig {}

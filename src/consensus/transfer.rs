@@ -36,32 +36,23 @@ pub struct Transfer {
 }
 
 /// Why a transfer could not start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     /// Only the leader can transfer its leadership.
+    #[error("not the leader")]
     NotLeader { leader_hint: Option<NodeId> },
     /// A cluster of one has nobody to transfer to.
+    #[error("a cluster of one has nobody to hand over to")]
     NoPeers,
     /// The target is not a member.
+    #[error("node{0} is not a member")]
     UnknownTarget(NodeId),
     /// The target is this server, which leads already.
+    #[error("that node leads already")]
     AlreadyLeader,
     /// A transfer to another server is in progress.
+    #[error("a transfer to node{target} is in progress")]
     InProgress { target: NodeId },
-}
-
-impl std::fmt::Display for TransferError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TransferError::NotLeader { .. } => write!(f, "not the leader"),
-            TransferError::NoPeers => write!(f, "a cluster of one has nobody to hand over to"),
-            TransferError::UnknownTarget(id) => write!(f, "node{id} is not a member"),
-            TransferError::AlreadyLeader => write!(f, "that node leads already"),
-            TransferError::InProgress { target } => {
-                write!(f, "a transfer to node{target} is in progress")
-            }
-        }
-    }
 }
 
 impl Raft {

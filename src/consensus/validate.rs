@@ -17,8 +17,6 @@
 //!   that would remove an entry we know is committed. Each of these means
 //!   the sender broke election safety or leader completeness (Figure 3).
 
-use std::fmt;
-
 use super::message::{
     AppendEntries, AppendEntriesReply, Index, InstallSnapshot, InstallSnapshotReply, NodeId,
     RequestVote, Term, TimeoutNow, TimeoutNowReply,
@@ -35,35 +33,45 @@ pub const MAX_TERM: Term = (1 << 53) - 1;
 pub const MAX_INDEX: Index = (1 << 53) - 1;
 
 /// Why a message from a peer was refused. The message changed nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// The sender is not a member of the cluster (or is ourselves).
+    #[error("node{from} is not a peer of this node")]
     UnknownSender { from: NodeId },
     /// `leader_id` or `candidate_id` names someone other than the sender.
+    #[error("{field} is {claimed} but the sender is node{from}")]
     SenderMismatch {
         field: &'static str,
         claimed: NodeId,
         from: NodeId,
     },
     /// A term above [`MAX_TERM`].
+    #[error("term {term} is above the largest allowed, {MAX_TERM}")]
     TermTooLarge { term: Term },
     /// An index above [`MAX_INDEX`].
+    #[error("index {index} is above the largest allowed, {MAX_INDEX}")]
     IndexTooLarge { index: Index },
     /// A log position claims a term newer than the message's own term.
+    #[error("{what} has term {term}, newer than the message's term {message_term}")]
     TermAboveMessage {
         what: &'static str,
         term: Term,
         message_term: Term,
     },
     /// `prev_log_index` 0 (the empty log) must come with `prev_log_term` 0.
+    #[error("prev_log_index 0 must have prev_log_term 0, not {prev_log_term}")]
     EmptyPrefixWithTerm { prev_log_term: Term },
     /// Entry number `position` of the batch has the wrong index.
+    #[error(
+        "entries must be contiguous from prev_log_index + 1: entry {position} has index {index}, expected {expected}"
+    )]
     NotContiguous {
         position: usize,
         index: Index,
         expected: Index,
     },
     /// Terms decrease along the batch (or below `prev_log_term`).
+    #[error("terms never decrease along a log: entry {index} has term {term} after term {before}")]
     TermsDecrease {
         index: Index,
         term: Term,
@@ -71,9 +79,13 @@ pub enum Rejection {
     },
     /// An AppendEntries of our own term while we lead it: two leaders of
     /// one term (election safety).
+    #[error(
+        "this node is the leader of term {term}; an AppendEntries of the same term means two leaders"
+    )]
     SameTermAppendToLeader { term: Term },
     /// An AppendEntries from a second leader of a term whose leader we
     /// already heard from (election safety).
+    #[error("node{known} already leads term {term}; node{from} claims it too")]
     SecondLeader {
         term: Term,
         known: NodeId,
@@ -81,6 +93,9 @@ pub enum Rejection {
     },
     /// The entries would replace one we know is committed (leader
     /// completeness).
+    #[error(
+        "entry {index} of term {theirs} would replace our committed entry of term {ours} (commit index {commit_index})"
+    )]
     OverwritesCommitted {
         index: Index,
         ours: Term,
@@ -89,26 +104,38 @@ pub enum Rejection {
     },
     /// An AppendEntries reply claims to match entries (or to have checked
     /// a position) beyond anything we sent it.
+    #[error(
+        "reply claims index {match_index}, but nothing sent to this peer went past {sent_up_to}"
+    )]
     MatchBeyondRequest {
         match_index: Index,
         sent_up_to: Index,
     },
     /// A reply to a request of a term we never sent one in (above our
     /// term, or above the term the reply itself carries).
+    #[error(
+        "reply of term {reply_term} answers a request of term {request_term}, which we (at term {our_term}) never sent"
+    )]
     ReplyToUnsentRequest {
         request_term: Term,
         reply_term: Term,
         our_term: Term,
     },
     /// A reply echoing a read round this leader has not started.
+    #[error("reply echoes read round {round}, but the latest started is {current}")]
     UnstartedReadRound { round: u64, current: u64 },
     /// An InstallSnapshot for a snapshot ending at index 0 or term 0,
     /// which no entry has.
+    #[error("a snapshot must end at an entry: last_index and last_term at least 1")]
     EmptySnapshot,
     /// An InstallSnapshot chunk reaching past the snapshot's size.
+    #[error("chunk of {len} bytes at offset {offset} reaches past the snapshot's {size} bytes")]
     ChunkBeyondSnapshot { offset: u64, len: u64, size: u64 },
     /// An InstallSnapshot reply about a snapshot newer than any we have,
     /// or claiming more of ours than it holds.
+    #[error(
+        "reply claims {next_offset} bytes of a snapshot up to index {last_index}; ours ends at index {ours} with {size} bytes"
+    )]
     SnapshotReplyBeyond {
         last_index: Index,
         next_offset: u64,
@@ -142,112 +169,6 @@ impl Rejection {
         }
     }
 }
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rejection::UnknownSender { from } => {
-                write!(f, "node{from} is not a peer of this node")
-            }
-            Rejection::SenderMismatch {
-                field,
-                claimed,
-                from,
-            } => write!(f, "{field} is {claimed} but the sender is node{from}"),
-            Rejection::TermTooLarge { term } => {
-                write!(f, "term {term} is above the largest allowed, {MAX_TERM}")
-            }
-            Rejection::IndexTooLarge { index } => {
-                write!(f, "index {index} is above the largest allowed, {MAX_INDEX}")
-            }
-            Rejection::TermAboveMessage {
-                what,
-                term,
-                message_term,
-            } => write!(
-                f,
-                "{what} has term {term}, newer than the message's term {message_term}"
-            ),
-            Rejection::EmptyPrefixWithTerm { prev_log_term } => write!(
-                f,
-                "prev_log_index 0 must have prev_log_term 0, not {prev_log_term}"
-            ),
-            Rejection::NotContiguous {
-                position,
-                index,
-                expected,
-            } => write!(
-                f,
-                "entries must be contiguous from prev_log_index + 1: entry {position} has index {index}, expected {expected}"
-            ),
-            Rejection::TermsDecrease {
-                index,
-                term,
-                before,
-            } => write!(
-                f,
-                "terms never decrease along a log: entry {index} has term {term} after term {before}"
-            ),
-            Rejection::SameTermAppendToLeader { term } => write!(
-                f,
-                "this node is the leader of term {term}; an AppendEntries of the same term means two leaders"
-            ),
-            Rejection::SecondLeader { term, known, from } => write!(
-                f,
-                "node{known} already leads term {term}; node{from} claims it too"
-            ),
-            Rejection::OverwritesCommitted {
-                index,
-                ours,
-                theirs,
-                commit_index,
-            } => write!(
-                f,
-                "entry {index} of term {theirs} would replace our committed entry of term {ours} (commit index {commit_index})"
-            ),
-            Rejection::MatchBeyondRequest {
-                match_index,
-                sent_up_to,
-            } => write!(
-                f,
-                "reply claims index {match_index}, but nothing sent to this peer went past {sent_up_to}"
-            ),
-            Rejection::ReplyToUnsentRequest {
-                request_term,
-                reply_term,
-                our_term,
-            } => write!(
-                f,
-                "reply of term {reply_term} answers a request of term {request_term}, which we (at term {our_term}) never sent"
-            ),
-            Rejection::UnstartedReadRound { round, current } => write!(
-                f,
-                "reply echoes read round {round}, but the latest started is {current}"
-            ),
-            Rejection::EmptySnapshot => {
-                write!(
-                    f,
-                    "a snapshot must end at an entry: last_index and last_term at least 1"
-                )
-            }
-            Rejection::ChunkBeyondSnapshot { offset, len, size } => write!(
-                f,
-                "chunk of {len} bytes at offset {offset} reaches past the snapshot's {size} bytes"
-            ),
-            Rejection::SnapshotReplyBeyond {
-                last_index,
-                next_offset,
-                ours,
-                size,
-            } => write!(
-                f,
-                "reply claims {next_offset} bytes of a snapshot up to index {last_index}; ours ends at index {ours} with {size} bytes"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Rejection {}
 
 pub(super) fn check_term(term: Term) -> Result<(), Rejection> {
     if term > MAX_TERM {

@@ -28,7 +28,6 @@
 //! hold the node's lock) and never held while waiting.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,29 +184,15 @@ struct Recorded {
 }
 
 /// Why a subscription was refused or ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StreamError {
     /// [`MAX_SUBSCRIBERS`] are being served.
+    #[error("too many subscribers: at most {MAX_SUBSCRIBERS} at once")]
     TooManySubscribers,
     /// The subscriber fell [`QUEUE`] lines behind and was dropped.
+    #[error("dropped: fell {QUEUE} events behind (reading too slowly)")]
     TooSlow,
 }
-
-impl fmt::Display for StreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamError::TooManySubscribers => {
-                write!(f, "too many subscribers: at most {MAX_SUBSCRIBERS} at once")
-            }
-            StreamError::TooSlow => write!(
-                f,
-                "dropped: fell {QUEUE} events behind (reading too slowly)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for StreamError {}
 
 struct Subscriber {
     id: u64,

@@ -24,7 +24,6 @@
 mod shards;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::io::{self, BufRead, Write};
 
 use serde::{Deserialize, Serialize};
@@ -183,19 +182,12 @@ struct SessionLine {
 }
 
 /// A snapshot that cannot be read back: the line (1-based) and why.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason}")]
 pub struct SnapshotError {
     pub line: usize,
     pub reason: String,
 }
-
-impl fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
-    }
-}
-
-impl std::error::Error for SnapshotError {}
 
 impl KvStore {
     pub fn new() -> KvStore {

@@ -112,49 +112,33 @@ pub struct NodeOptions {
     pub server: ServerOptions,
 }
 
-#[derive(Debug)]
+/// Why a node could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error("node id {0} is not in the configuration")]
     UnknownId(NodeId),
     /// The core's settings cannot run a server.
+    #[error("invalid settings: {0}")]
     Config(consensus::InvalidConfig),
+    #[error(transparent)]
     Storage(StorageError),
     /// The snapshot file passed its checks but its state does not read.
+    #[error("{}: cannot restore the state machine: {error}", path.display())]
     Snapshot {
         path: PathBuf,
         error: crate::kv::SnapshotError,
     },
+    #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
         source: std::io::Error,
     },
+    #[error("cannot start a thread: {0}")]
     Spawn(std::io::Error),
     /// The running node hit a fatal error and halted (`Node::failure`).
+    #[error("{0}")]
     Failed(String),
     /// `Node::stop` on a node that had halted.
+    #[error("the node had halted: {0}")]
     Halted(String),
 }
-
-impl std::fmt::Display for NodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NodeError::UnknownId(id) => write!(f, "node id {id} is not in the configuration"),
-            NodeError::Config(e) => write!(f, "invalid settings: {e}"),
-            NodeError::Storage(e) => write!(f, "{e}"),
-            NodeError::Snapshot { path, error } => {
-                write!(
-                    f,
-                    "{}: cannot restore the state machine: {error}",
-                    path.display()
-                )
-            }
-            NodeError::Bind { address, source } => {
-                write!(f, "cannot listen on {address}: {source}")
-            }
-            NodeError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
-            NodeError::Failed(e) => write!(f, "{e}"),
-            NodeError::Halted(e) => write!(f, "the node had halted: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for NodeError {}

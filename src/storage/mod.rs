@@ -62,7 +62,6 @@ pub mod snapshot_file;
 pub mod state_file;
 pub mod synced;
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -78,8 +77,9 @@ pub use snapshot_file::{SNAPSHOT_FILE, SnapshotFile, SnapshotWriter, WrittenSnap
 pub use state_file::{Identity, STATE_COPY, STATE_FILE};
 pub use synced::SYNCED_FILE;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    #[error("{}: {op} failed: {source}", .path.display())]
     Io {
         path: PathBuf,
         op: &'static str,
@@ -87,14 +87,17 @@ pub enum StorageError {
     },
     /// Another process holds the directory's lock; `pid` is the one it
     /// recorded there once it served, if it got that far.
+    #[error("{}", locked_text(.path, *.pid))]
     Locked { path: PathBuf, pid: Option<u32> },
     /// Damage that a crash cannot explain.
+    #[error("{}: corrupt at byte offset {offset}: {reason}", .path.display())]
     Corrupt {
         path: PathBuf,
         offset: u64,
         reason: String,
     },
     /// The directory holds another server's state.
+    #[error("{}", wrong_node_text(.path, .found, .expected))]
     WrongNode {
         path: PathBuf,
         found: Identity,
@@ -103,90 +106,57 @@ pub enum StorageError {
     /// Neither copy of the term and vote can be trusted, but a log or
     /// snapshot shows the server has run: it may have voted in a term it
     /// no longer knows (`why` says what is wrong with each copy).
+    #[error(
+        "{}: the term and vote are lost ({why}), but the log or snapshot shows this node has run (last term {last_term}). It may have voted in a term it no longer knows, and voting again could elect two leaders in one term. Find the highest term any node shows (raftctl status), then start this node once with --vote-floor TERM at least that high: it will vote in no term up to it",
+        .dir.display()
+    )]
     VoteLost {
         dir: PathBuf,
         why: String,
         last_term: u64,
     },
     /// `--vote-floor` was given for a directory whose vote is intact.
+    #[error(
+        "{}: the term and vote are intact; --vote-floor is only for a node whose state.json and state.copy.json are both lost",
+        .path.display()
+    )]
     VoteFloorRefused { path: PathBuf },
 }
 
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StorageError::Io { path, op, source } => {
-                write!(f, "{}: {op} failed: {source}", path.display())
-            }
-            StorageError::Locked {
-                path,
-                pid: Some(pid),
-            } => write!(
-                f,
-                "{}: in use by a running node (pid {pid}); stop it first (kill -TERM {pid}), or give this one another --state-dir",
-                path.display()
-            ),
-            StorageError::Locked { path, pid: None } => write!(
-                f,
-                "{}: in use by another running node (lock held)",
-                path.display()
-            ),
-            StorageError::Corrupt {
-                path,
-                offset,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "{}: corrupt at byte offset {offset}: {reason}",
-                    path.display()
-                )
-            }
-            StorageError::WrongNode {
-                path,
-                found,
-                expected,
-            } if found.node != expected.node => write!(
-                f,
-                "{}: this is the state of node {} (of cluster {}), not of node {}: start node {} on it, or give node {} its own --state-dir (a node started on another's votes and log can lose acknowledged writes)",
-                path.display(),
-                found.node,
-                found.cluster,
-                expected.node,
-                found.node,
-                expected.node
-            ),
-            StorageError::WrongNode {
-                path,
-                found,
-                expected,
-            } => write!(
-                f,
-                "{}: this state belongs to cluster {}, but the configuration now describes cluster {} (other members or addresses). To go on with the old cluster, start every node with its configuration, or with --cluster-id {} if only addresses changed; to start a new cluster, remove this node's state directory (its data is lost)",
-                path.display(),
-                found.cluster,
-                expected.cluster,
-                found.cluster
-            ),
-            StorageError::VoteLost {
-                dir,
-                why,
-                last_term,
-            } => write!(
-                f,
-                "{}: the term and vote are lost ({why}), but the log or snapshot shows this node has run (last term {last_term}). It may have voted in a term it no longer knows, and voting again could elect two leaders in one term. Find the highest term any node shows (raftctl status), then start this node once with --vote-floor TERM at least that high: it will vote in no term up to it",
-                dir.display()
-            ),
-            StorageError::VoteFloorRefused { path } => write!(
-                f,
-                "{}: the term and vote are intact; --vote-floor is only for a node whose state.json and state.copy.json are both lost",
-                path.display()
-            ),
-        }
+fn locked_text(path: &Path, pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!(
+            "{}: in use by a running node (pid {pid}); stop it first (kill -TERM {pid}), or give this one another --state-dir",
+            path.display()
+        ),
+        None => format!(
+            "{}: in use by another running node (lock held)",
+            path.display()
+        ),
     }
 }
 
-impl std::error::Error for StorageError {}
+fn wrong_node_text(path: &Path, found: &Identity, expected: &Identity) -> String {
+    if found.node != expected.node {
+        format!(
+            "{}: this is the state of node {} (of cluster {}), not of node {}: start node {} on it, or give node {} its own --state-dir (a node started on another's votes and log can lose acknowledged writes)",
+            path.display(),
+            found.node,
+            found.cluster,
+            expected.node,
+            found.node,
+            expected.node
+        )
+    } else {
+        format!(
+            "{}: this state belongs to cluster {}, but the configuration now describes cluster {} (other members or addresses). To go on with the old cluster, start every node with its configuration, or with --cluster-id {} if only addresses changed; to start a new cluster, remove this node's state directory (its data is lost)",
+            path.display(),
+            found.cluster,
+            expected.cluster,
+            found.cluster
+        )
+    }
+}
 
 pub(crate) fn io_err<'a>(
     path: &'a Path,
@@ -629,24 +599,17 @@ pub(crate) fn checksummed_line(json: &[u8], buf: &mut Vec<u8>) {
 }
 
 /// Why a line is not a sound `CRC JSON` line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum LineError {
     /// Not 8 characters, a space and more.
+    #[error("not in `CRC JSON` form")]
     Form,
     /// The first 8 characters are not hex digits.
+    #[error("checksum is not 8 hex digits")]
     Hex,
     /// The JSON's CRC-32 is not the one written before it.
+    #[error("checksum mismatch")]
     Mismatch,
-}
-
-impl fmt::Display for LineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LineError::Form => "not in `CRC JSON` form",
-            LineError::Hex => "checksum is not 8 hex digits",
-            LineError::Mismatch => "checksum mismatch",
-        })
-    }
 }
 
 /// The JSON of a `CRC JSON` line (without its newline), once its checksum

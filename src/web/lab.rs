@@ -32,7 +32,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fmt;
 use std::fs::OpenOptions;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::CommandExt;
@@ -85,47 +84,28 @@ impl FromStr for Action {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    #[error("node{0} is not in the configuration")]
     UnknownNode(NodeId),
     /// No pid recorded for the node, or the process is gone.
+    #[error("node{0} is not running")]
     NotRunning(NodeId),
     /// The recorded pid is some other process.
-    NotOurs {
-        pid: u32,
-        why: String,
-    },
+    #[error("pid {pid} is not a node of this cluster: {why}")]
+    NotOurs { pid: u32, why: String },
     /// A signal could not be sent.
-    Signal {
-        pid: u32,
-        why: String,
-    },
+    #[error("cannot signal pid {pid}: {why}")]
+    Signal { pid: u32, why: String },
     /// The node did not stop within the time allowed.
-    StillRunning {
-        pid: u32,
-    },
+    #[error("pid {pid} did not stop in time")]
+    StillRunning { pid: u32 },
+    #[error("cannot start raftnode: {0}")]
     Spawn(std::io::Error),
     /// The node refused or did not answer a `lab` request.
+    #[error("{0}")]
     Node(String),
 }
-
-impl fmt::Display for LabError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LabError::UnknownNode(id) => write!(f, "node{id} is not in the configuration"),
-            LabError::NotRunning(id) => write!(f, "node{id} is not running"),
-            LabError::NotOurs { pid, why } => {
-                write!(f, "pid {pid} is not a node of this cluster: {why}")
-            }
-            LabError::Signal { pid, why } => write!(f, "cannot signal pid {pid}: {why}"),
-            LabError::StillRunning { pid } => write!(f, "pid {pid} did not stop in time"),
-            LabError::Spawn(e) => write!(f, "cannot start raftnode: {e}"),
-            LabError::Node(m) => write!(f, "{m}"),
-        }
-    }
-}
-
-impl std::error::Error for LabError {}
 
 /// raftnode's options a restart keeps from the command line a node was
 /// last seen running with: `(flag, takes a value)`. Only these; anything
