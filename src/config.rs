@@ -59,6 +59,17 @@ pub struct ClusterConfig {
     pub warnings: Vec<String>,
 }
 
+/// Whether `id` can be a cluster id (`--cluster-id`): 1 to 64
+/// characters, no whitespace.
+pub fn check_cluster_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 || id.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "a cluster id is 1 to 64 characters without spaces, not {id:?}"
+        ));
+    }
+    Ok(())
+}
+
 impl ClusterConfig {
     pub fn member(&self, id: NodeId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)

@@ -88,6 +88,20 @@ pub struct ServerOptions {
     pub write_timeout: Duration,
 }
 
+impl ServerOptions {
+    /// Whether these options can run a server; the one check, for the
+    /// command line and `Node::start` alike.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 || self.max_connections == 0 {
+            return Err("workers and connections allowed must be above 0".into());
+        }
+        if self.idle_timeout.is_zero() || self.write_timeout.is_zero() {
+            return Err("the idle and write timeouts must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {

@@ -34,10 +34,10 @@ struct Args {
     #[arg(long, default_value = "/tmp/debug")]
     debug_dir: PathBuf,
     /// Election timeout range in milliseconds, drawn uniformly at random.
-    #[arg(long, default_value = "300..600", value_name = "MIN..MAX")]
+    #[arg(long, default_value_t = election_timeout_default(), value_name = "MIN..MAX")]
     election_timeout: String,
     /// Leader heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 50, value_name = "MS")]
+    #[arg(long, default_value_t = core_default().heartbeat_interval.as_millis() as u64, value_name = "MS")]
     heartbeat: u64,
     /// Timeout for one RPC to a peer in milliseconds [default: half the
     /// shortest election timeout].
@@ -49,20 +49,20 @@ struct Args {
     #[arg(long, value_name = "ID")]
     cluster_id: Option<String>,
     /// Client connections allowed at once; peers' connections do not count.
-    #[arg(long, default_value_t = 256, value_name = "N")]
+    #[arg(long, default_value_t = ServerOptions::default().max_connections, value_name = "N")]
     max_connections: usize,
     /// Near the connection cap, client connections idle this many seconds
     /// are closed.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    #[arg(long, default_value_t = ServerOptions::default().idle_timeout.as_secs(), value_name = "SECONDS")]
     idle_timeout: u64,
     /// AppendEntries with entries a leader keeps in flight to one follower
     /// (pipelining); 1 is stop-and-wait.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = core_default().max_inflight_appends, value_name = "N")]
     max_inflight: usize,
     /// Take a snapshot and compact the log once the log past the last
     /// snapshot holds this many entries (`100000`) or bytes (`64MiB`;
     /// units B, KiB, MiB, GiB).
-    #[arg(long, default_value = "64MiB", value_name = "N|SIZE")]
+    #[arg(long, default_value_t = SnapshotThreshold::default().to_string(), value_name = "N|SIZE")]
     snapshot_threshold: String,
     /// How the leader confirms a linearizable read: `index` asks a
     /// majority (a heartbeat round, no clock involved); `lease` trusts its
@@ -71,7 +71,7 @@ struct Args {
     read_mode: String,
     /// With --read-mode lease: how fast or slow any node's clock may run,
     /// as a fraction (0.1 = 10%).
-    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    #[arg(long, default_value_t = core_default().max_clock_drift, value_name = "FRACTION")]
     max_clock_drift: f64,
     /// Lab features for experiments on a local cluster: a `lab` request
     /// (`raftctl web --lab`) may cut this node off from its peers and
@@ -84,6 +84,21 @@ struct Args {
     /// cluster shows in `raftctl status`.
     #[arg(long, value_name = "TERM")]
     vote_floor: Option<u64>,
+}
+
+// Every default shown in --help is the library's own (one default for
+// each setting): the core's, the server's, the snapshotter's.
+fn core_default() -> consensus::Config {
+    consensus::Config::new(0, [], 0)
+}
+
+fn election_timeout_default() -> String {
+    let c = core_default();
+    format!(
+        "{}..{}",
+        c.election_timeout_min.as_millis(),
+        c.election_timeout_max.as_millis()
+    )
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -133,47 +148,52 @@ fn main() {
             args.election_timeout
         ));
     };
-    if let Some(id) = args
-        .cluster_id
-        .as_ref()
-        .filter(|id| id.is_empty() || id.len() > 64 || id.chars().any(char::is_whitespace))
-    {
-        usage_error(&format!(
-            "--cluster-id must be 1 to 64 characters without spaces, not {id:?}"
-        ));
-    }
-    if args.max_connections == 0 || args.idle_timeout == 0 {
-        usage_error("--max-connections and --idle-timeout must be above 0");
-    }
-    // The core's settings, checked by the core's one validation.
-    let raft = consensus::Config {
-        election_timeout_min: Duration::from_millis(min),
-        election_timeout_max: Duration::from_millis(max),
-        heartbeat_interval: Duration::from_millis(args.heartbeat),
-        max_inflight_appends: args.max_inflight,
-        lease_reads: args.read_mode == "lease",
-        max_clock_drift: args.max_clock_drift,
-        // The seed differs between nodes and restarts, from the OS's
-        // randomness.
-        ..consensus::Config::new(
-            args.id,
-            cluster.members.iter().map(|m| m.id),
-            rand::random(),
-        )
+    let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
+        .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
+    let options = NodeOptions {
+        raft: consensus::Config {
+            election_timeout_min: Duration::from_millis(min),
+            election_timeout_max: Duration::from_millis(max),
+            heartbeat_interval: Duration::from_millis(args.heartbeat),
+            max_inflight_appends: args.max_inflight,
+            lease_reads: args.read_mode == "lease",
+            max_clock_drift: args.max_clock_drift,
+            // The seed differs between nodes and restarts, from the OS's
+            // randomness.
+            ..consensus::Config::new(
+                args.id,
+                cluster.members.iter().map(|m| m.id),
+                rand::random(),
+            )
+        },
+        state_dir: args.state_dir.join(format!("node{}", args.id)),
+        vote_floor: args.vote_floor,
+        rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
+        snapshot_threshold,
+        lab: args.lab,
+        server: ServerOptions {
+            max_connections: args.max_connections,
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            ..ServerOptions::default()
+        },
+        cluster_id: args.cluster_id,
+        cluster: cluster.clone(),
     };
-    if let Err(e) = raft.validate() {
-        let flag = match e {
-            InvalidConfig::ElectionTimeout(_) => "--election-timeout",
-            InvalidConfig::Heartbeat(_) => "--heartbeat",
-            InvalidConfig::Batches(_) => "--max-inflight",
-            InvalidConfig::ClockDrift(_) => "--max-clock-drift",
-            InvalidConfig::LeaseReads(_) => "--read-mode",
-            InvalidConfig::Peers(_) => "the configuration",
+    // The library's one validation; here only to name the flag at fault.
+    if let Err(e) = options.validate() {
+        let flag = match &e {
+            NodeError::Config(InvalidConfig::ElectionTimeout(_)) => "--election-timeout",
+            NodeError::Config(InvalidConfig::Heartbeat(_)) => "--heartbeat",
+            NodeError::Config(InvalidConfig::Batches(_)) => "--max-inflight",
+            NodeError::Config(InvalidConfig::ClockDrift(_)) => "--max-clock-drift",
+            NodeError::Config(InvalidConfig::LeaseReads(_)) => "--read-mode",
+            NodeError::Options("cluster id", _) => "--cluster-id",
+            NodeError::Options("rpc timeout", _) => "--rpc-timeout",
+            NodeError::Options(..) => "--max-connections or --idle-timeout",
+            _ => "the configuration",
         };
         usage_error(&format!("{flag}: {e}"));
     }
-    let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
-        .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
 
     let log_path = raft::activity::init(args.id, &args.debug_dir).unwrap_or_else(|e| {
         eprintln!(
@@ -186,21 +206,6 @@ fn main() {
         eprintln!("raftnode: warning: {w}");
     }
     let warnings = cluster.warnings.clone();
-    let options = NodeOptions {
-        raft,
-        state_dir: args.state_dir.join(format!("node{}", args.id)),
-        vote_floor: args.vote_floor,
-        rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
-        snapshot_threshold,
-        lab: args.lab,
-        server: ServerOptions {
-            max_connections: args.max_connections,
-            idle_timeout: Duration::from_secs(args.idle_timeout),
-            ..ServerOptions::default()
-        },
-        cluster_id: args.cluster_id,
-        cluster,
-    };
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).unwrap_or_else(|e| {
         eprintln!("raftnode: cannot install signal handlers: {e}");
         exit(1)

@@ -227,6 +227,7 @@ impl Node {
     /// Opens storage, binds the listening socket and starts every thread.
     pub fn start(options: NodeOptions) -> Result<Node, NodeError> {
         let opening = Instant::now();
+        options.validate()?;
         let me = options
             .cluster
             .member(options.raft.id)

@@ -24,6 +24,22 @@ impl Default for SnapshotThreshold {
     }
 }
 
+impl std::fmt::Display for SnapshotThreshold {
+    /// As [`SnapshotThreshold::parse`] reads it: `100000`, `64MiB`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            SnapshotThreshold::Entries(n) => write!(f, "{n}"),
+            SnapshotThreshold::Bytes(b) => {
+                let units = [(30, "GiB"), (20, "MiB"), (10, "KiB")];
+                match units.iter().find(|(shift, _)| b % (1 << shift) == 0) {
+                    Some((shift, unit)) => write!(f, "{}{unit}", b >> shift),
+                    None => write!(f, "{b}B"),
+                }
+            }
+        }
+    }
+}
+
 impl SnapshotThreshold {
     /// Parses `100000` (entries) or `64MiB` (bytes; also B, KiB, GiB).
     pub fn parse(text: &str) -> Result<SnapshotThreshold, String> {
@@ -112,11 +128,34 @@ pub struct NodeOptions {
     pub server: ServerOptions,
 }
 
+impl NodeOptions {
+    /// Whether these options can run a node: the one validation, which
+    /// `Node::start` runs and raftnode runs to name the flag at fault.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        self.cluster
+            .member(self.raft.id)
+            .ok_or(NodeError::UnknownId(self.raft.id))?;
+        self.raft.validate().map_err(NodeError::Config)?;
+        if let Some(id) = &self.cluster_id {
+            crate::config::check_cluster_id(id).map_err(|e| NodeError::Options("cluster id", e))?;
+        }
+        if self.rpc_timeout.is_zero() {
+            return Err(NodeError::Options("rpc timeout", "must be above 0".into()));
+        }
+        self.server
+            .validate()
+            .map_err(|e| NodeError::Options("server options", e))
+    }
+}
+
 /// Why a node could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("node id {0} is not in the configuration")]
     UnknownId(NodeId),
+    /// Options that cannot run a node: which, and why.
+    #[error("invalid {0}: {1}")]
+    Options(&'static str, String),
     /// The core's settings cannot run a server.
     #[error("invalid settings: {0}")]
     Config(consensus::InvalidConfig),
