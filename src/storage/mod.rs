@@ -158,6 +158,76 @@ fn wrong_node_text(path: &Path, found: &Identity, expected: &Identity) -> String
     }
 }
 
+/// Creates `dir` if need be and takes its lock, which the kernel drops
+/// when the process ends (so a crashed node never leaves it held).
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
+    let lock_path = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path, "open"))?;
+    if lock.try_lock().is_err() {
+        let pid = std::fs::read_to_string(&lock_path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        return Err(StorageError::Locked {
+            path: dir.to_path_buf(),
+            pid,
+        });
+    }
+    // Whoever held it before is gone: its pid no longer means anything.
+    lock.set_len(0).map_err(io_err(&lock_path, "truncate"))?;
+    Ok(lock)
+}
+
+/// A damaged snapshot: the error, and the index its header claims.
+type SnapshotDamage = (StorageError, Index);
+
+/// The snapshot at `path`, if there is one; with `heal`, a damaged one
+/// is reported rather than refused.
+fn open_snapshot(
+    path: &Path,
+    heal: bool,
+) -> Result<(Option<Arc<SnapshotFile>>, Option<SnapshotDamage>), StorageError> {
+    if !path.exists() {
+        return Ok((None, None));
+    }
+    match SnapshotFile::open(path) {
+        Ok(file) => Ok((Some(Arc::new(file)), None)),
+        Err(e) if heal && matches!(e, StorageError::Corrupt { .. }) => {
+            let claimed = snapshot_file::claimed_index(path);
+            Ok((None, Some((e, claimed))))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The snapshot is damaged: without it the log has nothing to run on
+/// from, so both go (the snapshot aside), and the leader sends a
+/// snapshot again. Returns the loss, taking in an `earlier` one.
+fn snapshot_lost(
+    recovered: &mut segments::RecoveredLog,
+    earlier: Option<Loss>,
+    (error, claimed): SnapshotDamage,
+    path: &Path,
+) -> Result<Loss, StorageError> {
+    let aside = snapshot_file::set_aside(path)?;
+    let last = recovered.log.next_index() - 1;
+    recovered.log.discard_all(1)?;
+    recovered.entries.clear();
+    let earlier = earlier.as_ref().map_or(0, |l| l.through);
+    Ok(Loss {
+        through: claimed.max(last).max(earlier),
+        what: format!(
+            "{error}; moved it aside to {}, and discarded the log after it (to index {last}), which has nothing to run on from",
+            aside.display()
+        ),
+    })
+}
+
 pub(crate) fn io_err<'a>(
     path: &'a Path,
     op: &'static str,
@@ -268,25 +338,7 @@ impl Storage {
         options: &StorageOptions,
         restore: impl FnOnce(&SnapshotFile) -> R + Send,
     ) -> Result<(Storage, Recovered, Option<R>), StorageError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
-        let lock_path = dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path, "open"))?;
-        if lock.try_lock().is_err() {
-            let pid = std::fs::read_to_string(&lock_path)
-                .ok()
-                .and_then(|text| text.trim().parse().ok());
-            return Err(StorageError::Locked {
-                path: dir.to_path_buf(),
-                pid,
-            });
-        }
-        // Whoever held it before is gone: its pid no longer means anything.
-        lock.set_len(0).map_err(io_err(&lock_path, "truncate"))?;
+        let lock = lock_dir(dir)?;
         let state_copies = state_file::read(dir, &options.identity)?;
         // Snapshots a crash left half written or half received.
         for leftover in [snapshot_file::WRITING_FILE, snapshot_file::RECEIVING_FILE] {
@@ -294,19 +346,7 @@ impl Storage {
         }
         let mut notes = Vec::new();
         let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let mut snapshot_damage: Option<(StorageError, u64)> = None;
-        let snapshot = if snapshot_path.exists() {
-            match SnapshotFile::open(&snapshot_path) {
-                Ok(file) => Some(Arc::new(file)),
-                Err(e) if options.heal && matches!(e, StorageError::Corrupt { .. }) => {
-                    snapshot_damage = Some((e, snapshot_file::claimed_index(&snapshot_path)));
-                    None
-                }
-                Err(e) => return Err(e),
-            }
-        } else {
-            None
-        };
+        let (snapshot, mut snapshot_damage) = open_snapshot(&snapshot_path, options.heal)?;
         let meta = snapshot
             .as_ref()
             .map_or(SnapshotMeta::default(), |s| s.meta);
@@ -334,21 +374,8 @@ impl Storage {
             Err(e) => return Err(e),
         };
         let mut loss = recovered.loss.take();
-        if let Some((error, claimed)) = snapshot_damage {
-            // Without its snapshot the log has nothing to run on from:
-            // both go, and the leader sends a snapshot again.
-            let aside = snapshot_file::set_aside(&snapshot_path)?;
-            let last = recovered.log.next_index() - 1;
-            recovered.log.discard_all(1)?;
-            recovered.entries.clear();
-            let earlier = loss.as_ref().map_or(0, |l| l.through);
-            loss = Some(Loss {
-                through: claimed.max(last).max(earlier),
-                what: format!(
-                    "{error}; moved it aside to {}, and discarded the log after it (to index {last}), which has nothing to run on from",
-                    aside.display()
-                ),
-            });
+        if let Some(damage) = snapshot_damage {
+            loss = Some(snapshot_lost(&mut recovered, loss, damage, &snapshot_path)?);
         }
         let evidence = state_file::Evidence {
             any: snapshot.is_some() || !recovered.entries.is_empty(),

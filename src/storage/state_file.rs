@@ -181,30 +181,7 @@ pub fn load(
     vote_floor: Option<Term>,
 ) -> Result<Loaded, StorageError> {
     let mut notes = Vec::new();
-    let mut usable: Vec<(&Path, HardState, bool)> = Vec::new();
-    let mut unusable: Vec<String> = Vec::new();
-    for (path, copy) in paths.iter().zip(&copies) {
-        match copy {
-            Copy::Missing => unusable.push(format!("{} is missing", path.display())),
-            Copy::Damaged { offset, reason } => unusable.push(format!(
-                "{} is damaged at byte offset {offset}: {reason}",
-                path.display()
-            )),
-            Copy::Found { record, legacy } => {
-                if record.term < evidence.last_term {
-                    unusable.push(format!(
-                        "{} says term {}, below the last term in the log or snapshot ({}), which a server adopts before it takes any entry of it",
-                        path.display(),
-                        record.term,
-                        evidence.last_term
-                    ));
-                    continue;
-                }
-                let whole = !legacy && record.cluster.is_some() && record.node.is_some();
-                usable.push((path, record.hard_state(), whole));
-            }
-        }
-    }
+    let (usable, unusable) = judge(&paths, &copies, evidence);
     if let Some(floor) = vote_floor {
         if !usable.is_empty() {
             return Err(StorageError::VoteFloorRefused {
@@ -238,41 +215,7 @@ pub fn load(
             last_term: evidence.last_term,
         });
     }
-    // The later of the two: a higher term, or the same term with a vote.
-    let latest = usable
-        .iter()
-        .map(|(_, hs, _)| *hs)
-        .max_by_key(|hs| (hs.term, hs.voted_for.is_some()))
-        .expect("not empty");
-    if usable.iter().any(|(_, hs, _)| {
-        hs.term == latest.term && hs.voted_for.is_some() && hs.voted_for != latest.voted_for
-    }) {
-        return Err(StorageError::VoteLost {
-            dir: dir.to_path_buf(),
-            why: format!(
-                "{} and {} name different votes in term {}",
-                paths[0].display(),
-                paths[1].display(),
-                latest.term
-            ),
-            last_term: evidence.last_term,
-        });
-    }
-    // A repair mark is kept if either copy has it (a crash between the
-    // two writes of its removal leaves it in one).
-    let hard_state = HardState {
-        lost_through: usable
-            .iter()
-            .map(|(_, hs, _)| hs.lost_through)
-            .max()
-            .unwrap_or(0),
-        lost_term: usable
-            .iter()
-            .map(|(_, hs, _)| hs.lost_term)
-            .max()
-            .unwrap_or(0),
-        ..latest
-    };
+    let hard_state = merge(&usable, &paths, dir, evidence)?;
     let all_whole = usable.len() == 2
         && usable
             .iter()
@@ -292,6 +235,81 @@ pub fn load(
         write_both(dir, identity, hard_state)?;
     }
     Ok(Loaded { hard_state, notes })
+}
+
+/// A usable copy: its path, what it holds, and whether it is in the
+/// current form with its identity.
+type Usable<'a> = (&'a Path, HardState, bool);
+
+/// Sorts the copies into those usable and why the others are not: missing,
+/// damaged, or holding a term below `evidence` (a server adopts a term
+/// before it takes any entry of it, so such a copy is stale).
+fn judge<'a>(
+    paths: &'a [PathBuf; 2],
+    copies: &[Copy],
+    evidence: Evidence,
+) -> (Vec<Usable<'a>>, Vec<String>) {
+    let mut usable = Vec::new();
+    let mut unusable = Vec::new();
+    for (path, copy) in paths.iter().zip(copies) {
+        match copy {
+            Copy::Missing => unusable.push(format!("{} is missing", path.display())),
+            Copy::Damaged { offset, reason } => unusable.push(format!(
+                "{} is damaged at byte offset {offset}: {reason}",
+                path.display()
+            )),
+            Copy::Found { record, .. } if record.term < evidence.last_term => {
+                unusable.push(format!(
+                    "{} says term {}, below the last term in the log or snapshot ({}), which a server adopts before it takes any entry of it",
+                    path.display(),
+                    record.term,
+                    evidence.last_term
+                ));
+            }
+            Copy::Found { record, legacy } => {
+                let whole = !legacy && record.cluster.is_some() && record.node.is_some();
+                usable.push((path.as_path(), record.hard_state(), whole));
+            }
+        }
+    }
+    (usable, unusable)
+}
+
+/// The state the usable copies (at least one) agree on: the later of the
+/// two (a higher term, or the same term with a vote), keeping a repair
+/// mark either has (a crash between the two writes of its removal leaves
+/// it in one). Two different votes in one term cannot be resolved.
+fn merge(
+    usable: &[Usable],
+    paths: &[PathBuf; 2],
+    dir: &Path,
+    evidence: Evidence,
+) -> Result<HardState, StorageError> {
+    let latest = usable
+        .iter()
+        .map(|(_, hs, _)| *hs)
+        .max_by_key(|hs| (hs.term, hs.voted_for.is_some()))
+        .expect("not empty");
+    if usable.iter().any(|(_, hs, _)| {
+        hs.term == latest.term && hs.voted_for.is_some() && hs.voted_for != latest.voted_for
+    }) {
+        return Err(StorageError::VoteLost {
+            dir: dir.to_path_buf(),
+            why: format!(
+                "{} and {} name different votes in term {}",
+                paths[0].display(),
+                paths[1].display(),
+                latest.term
+            ),
+            last_term: evidence.last_term,
+        });
+    }
+    let most = |f: fn(&HardState) -> u64| usable.iter().map(|(_, hs, _)| f(hs)).max();
+    Ok(HardState {
+        lost_through: most(|hs| hs.lost_through).unwrap_or(0),
+        lost_term: most(|hs| hs.lost_term).unwrap_or(0),
+        ..latest
+    })
 }
 
 /// Writes `hs` with `identity` to both copies, one after the other, each
