@@ -156,89 +156,22 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig, ConfigError> {
         if line.is_empty() {
             continue;
         }
-        let malformed = |reason: &str| ConfigError::Malformed {
-            path: path.to_path_buf(),
-            line: line_no,
-            text: raw.trim_end_matches('\r').to_string(),
-            reason: reason.to_string(),
-        };
-        let first_word = line
-            .split(|c: char| c == ':' || c.is_whitespace())
-            .next()
-            .unwrap_or("");
-        let course_format = first_word.eq_ignore_ascii_case("n") || first_word.starts_with("node");
-        let member = if course_format {
-            let (key, value) = line
-                .split_once(':')
-                .ok_or_else(|| malformed("expected `node<ID>: HOST:PORT`"))?;
-            let key = key.trim();
-            let value = value.trim();
-            if key.eq_ignore_ascii_case("n") {
-                let n = value
-                    .parse()
-                    .map_err(|_| malformed("N must be a whole number"))?;
+        let member = match parse_line(line) {
+            Ok(Line::Count(n)) => {
                 declared = Some((n, line_no));
                 continue;
             }
-            let Some(id) = key.strip_prefix("node") else {
-                return Err(malformed(
-                    "expected `N: <count>`, `node<ID>: HOST:PORT` or `ID HOST PORT`",
-                ));
-            };
-            let id = id
-                .parse()
-                .map_err(|_| malformed("node id must be a whole number, as in node4"))?;
-            let (host, port) =
-                split_host_port(value).ok_or_else(|| malformed("expected HOST:PORT"))?;
-            let port = port
-                .parse()
-                .map_err(|_| malformed("port must be a number from 1 to 65535"))?;
-            Member { id, host, port }
-        } else {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [id, host, port] = fields[..] else {
-                return Err(malformed(
-                    "expected `N: <count>`, `node<ID>: HOST:PORT` or `ID HOST PORT`",
-                ));
-            };
-            let id = id
-                .parse()
-                .map_err(|_| malformed("node id must be a whole number"))?;
-            let port = port
-                .parse()
-                .map_err(|_| malformed("port must be a number from 1 to 65535"))?;
-            Member {
-                id,
-                host: host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-                port,
+            Ok(Line::Member(member)) => member,
+            Err(reason) => {
+                return Err(ConfigError::Malformed {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    text: raw.trim_end_matches('\r').to_string(),
+                    reason: reason.to_string(),
+                });
             }
         };
-        if member.port == 0 {
-            return Err(malformed("port must be a number from 1 to 65535"));
-        }
-        if let Some((_, first_line)) = members.iter().find(|(m, _)| m.id == member.id) {
-            return Err(ConfigError::DuplicateId {
-                path: path.to_path_buf(),
-                line: line_no,
-                id: member.id,
-                first_line: *first_line,
-            });
-        }
-        let address = member.address().to_ascii_lowercase();
-        if let Some((_, first_line)) = members
-            .iter()
-            .find(|(m, _)| m.address().to_ascii_lowercase() == address)
-        {
-            return Err(ConfigError::DuplicateAddress {
-                path: path.to_path_buf(),
-                line: line_no,
-                address: member.address(),
-                first_line: *first_line,
-            });
-        }
+        check_unique(&members, &member, path, line_no)?;
         members.push((member, line_no));
     }
     if members.is_empty() {
@@ -260,6 +193,89 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig, ConfigError> {
         members: members.into_iter().map(|(m, _)| m).collect(),
         warnings,
     })
+}
+
+/// What one line of a configuration says.
+enum Line {
+    /// `N: <count>`.
+    Count(usize),
+    Member(Member),
+}
+
+/// Reads one line (comment and blanks already gone), in either format;
+/// `Err` says why it reads as neither.
+fn parse_line(line: &str) -> Result<Line, &'static str> {
+    const NEITHER: &str = "expected `N: <count>`, `node<ID>: HOST:PORT` or `ID HOST PORT`";
+    const PORT: &str = "port must be a number from 1 to 65535";
+    let first_word = line
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    let course_format = first_word.eq_ignore_ascii_case("n") || first_word.starts_with("node");
+    let member = if course_format {
+        let (key, value) = line
+            .split_once(':')
+            .ok_or("expected `node<ID>: HOST:PORT`")?;
+        let (key, value) = (key.trim(), value.trim());
+        if key.eq_ignore_ascii_case("n") {
+            let n = value.parse().map_err(|_| "N must be a whole number")?;
+            return Ok(Line::Count(n));
+        }
+        let id = key.strip_prefix("node").ok_or(NEITHER)?;
+        let id = id
+            .parse()
+            .map_err(|_| "node id must be a whole number, as in node4")?;
+        let (host, port) = split_host_port(value).ok_or("expected HOST:PORT")?;
+        let port = port.parse().map_err(|_| PORT)?;
+        Member { id, host, port }
+    } else {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [id, host, port] = fields[..] else {
+            return Err(NEITHER);
+        };
+        Member {
+            id: id.parse().map_err(|_| "node id must be a whole number")?,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: port.parse().map_err(|_| PORT)?,
+        }
+    };
+    if member.port == 0 {
+        return Err(PORT);
+    }
+    Ok(Line::Member(member))
+}
+
+/// Refuses a member whose id or address an earlier line already has.
+fn check_unique(
+    members: &[(Member, usize)],
+    member: &Member,
+    path: &Path,
+    line_no: usize,
+) -> Result<(), ConfigError> {
+    if let Some((_, first_line)) = members.iter().find(|(m, _)| m.id == member.id) {
+        return Err(ConfigError::DuplicateId {
+            path: path.to_path_buf(),
+            line: line_no,
+            id: member.id,
+            first_line: *first_line,
+        });
+    }
+    let address = member.address().to_ascii_lowercase();
+    if let Some((_, first_line)) = members
+        .iter()
+        .find(|(m, _)| m.address().to_ascii_lowercase() == address)
+    {
+        return Err(ConfigError::DuplicateAddress {
+            path: path.to_path_buf(),
+            line: line_no,
+            address: member.address(),
+            first_line: *first_line,
+        });
+    }
+    Ok(())
 }
 
 /// `host:port`, `[v6]:port`.
