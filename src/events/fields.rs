@@ -10,18 +10,64 @@ use serde_json::{Map, Value, json};
 
 use crate::consensus::{Event, Role, VoteRefusal};
 
-/// `kind` and fields of `event`, as subscribers see them.
-pub fn fields(event: &Event) -> (&'static str, Map<String, Value>) {
-    /// `kind`, then `name => value` pairs.
-    macro_rules! out {
-        ($kind:literal $(, $name:literal => $value:expr)* $(,)?) => {{
-            #[allow(unused_mut)]
-            let mut map = Map::new();
-            $(map.insert($name.into(), json!($value));)*
-            ($kind, map)
-        }};
+/// The kind and fields of an event.
+type Fields = (&'static str, Map<String, Value>);
+
+/// `kind`, then `name => value` pairs.
+macro_rules! out {
+    ($kind:literal $(, $name:literal => $value:expr)* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut map = Map::new();
+        $(map.insert($name.into(), json!($value));)*
+        ($kind, map)
+    }};
+}
+
+/// `kind` and fields of `event`, as subscribers see them. Each group of
+/// events has its own function; which goes where is decided here, where a
+/// new event must be placed (the match has no catch-all).
+pub fn fields(event: &Event) -> Fields {
+    use Event::*;
+    match event {
+        RoleChanged { .. }
+        | TermAdopted { .. }
+        | LeaderKnown { .. }
+        | PreVoteStarted { .. }
+        | PreVoteWon { .. }
+        | PreVoteLost { .. }
+        | ElectionStarted { .. }
+        | ElectionWon { .. }
+        | ElectionLost { .. }
+        | VoteGranted { .. }
+        | VoteRefused { .. }
+        | QuorumLost { .. } => elections(event),
+        TransferStarted { .. }
+        | TimeoutNowSent { .. }
+        | TimeoutNowReceived { .. }
+        | TransferHandedOff { .. }
+        | TransferAbandoned { .. } => transfers(event),
+        Appended { .. }
+        | Truncated { .. }
+        | Committed { .. }
+        | PeerUnreachable { .. }
+        | PeerReachable { .. }
+        | FollowerLostEntries { .. }
+        | Repairing { .. }
+        | Repaired { .. } => log_and_peers(event),
+        Compacted { .. }
+        | SnapshotSendStarted { .. }
+        | SnapshotSent { .. }
+        | SnapshotChecksumFailed { .. }
+        | SnapshotRefused { .. }
+        | SnapshotInstalled { .. } => snapshots(event),
     }
-    let ms = |d: &Duration| d.as_millis() as u64;
+}
+
+fn ms(d: &Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn elections(event: &Event) -> Fields {
     match event {
         Event::RoleChanged { role, term } => {
             out!("role_changed", "role" => role_name(*role), "term" => term)
@@ -95,6 +141,12 @@ pub fn fields(event: &Event) -> (&'static str, Map<String, Value>) {
         } => out!("quorum_lost",
             "term" => term, "heard" => heard, "cluster_size" => cluster_size,
             "window_ms" => ms(window)),
+        _ => unreachable!("routed by fields: {event:?}"),
+    }
+}
+
+fn transfers(event: &Event) -> Fields {
+    match event {
         Event::TransferStarted {
             target,
             match_index,
@@ -115,6 +167,12 @@ pub fn fields(event: &Event) -> (&'static str, Map<String, Value>) {
             why,
         } => out!("transfer_abandoned",
             "target" => target, "elapsed_ms" => ms(elapsed), "why" => why),
+        _ => unreachable!("routed by fields: {event:?}"),
+    }
+}
+
+fn log_and_peers(event: &Event) -> Fields {
+    match event {
         Event::Appended { from, to } => out!("appended", "from" => from, "to" => to),
         Event::Truncated { from, removed } => {
             out!("truncated", "from" => from, "removed" => removed)
@@ -130,6 +188,12 @@ pub fn fields(event: &Event) -> (&'static str, Map<String, Value>) {
         } => out!("repairing",
             "last_index" => last_index, "lost_through" => lost_through),
         Event::Repaired { lost_through } => out!("repaired", "lost_through" => lost_through),
+        _ => unreachable!("routed by fields: {event:?}"),
+    }
+}
+
+fn snapshots(event: &Event) -> Fields {
+    match event {
         Event::Compacted {
             index,
             kept_from,
@@ -164,6 +228,7 @@ pub fn fields(event: &Event) -> (&'static str, Map<String, Value>) {
             log_kept,
         } => out!("snapshot_installed",
             "index" => index, "term" => term, "size" => size, "log_kept" => log_kept),
+        _ => unreachable!("routed by fields: {event:?}"),
     }
 }
 

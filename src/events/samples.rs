@@ -205,3 +205,53 @@ fn the_stream_names_every_event_as_before() {
         assert_eq!(serde_json::Value::Object(fields), want, "{event:?}");
     }
 }
+
+/// Every event has its activity-log line (each group function is reached
+/// only for its own events).
+#[test]
+fn every_event_has_a_line_in_the_activity_log() {
+    for event in every_event() {
+        let (_, text) = crate::activity::describe(&event);
+        assert!(!text.is_empty(), "{event:?}");
+    }
+}
+
+/// Does not compile once an event is added to the core without a sample
+/// in `every_event` (add both, then the test above says what it sends).
+#[allow(dead_code)]
+fn sampled(event: &Event) {
+    use Event::*;
+    match event {
+        RoleChanged { .. }
+        | TermAdopted { .. }
+        | LeaderKnown { .. }
+        | PreVoteStarted { .. }
+        | PreVoteWon { .. }
+        | PreVoteLost { .. }
+        | ElectionStarted { .. }
+        | ElectionWon { .. }
+        | ElectionLost { .. }
+        | VoteGranted { .. }
+        | VoteRefused { .. }
+        | QuorumLost { .. }
+        | TransferStarted { .. }
+        | TimeoutNowSent { .. }
+        | TimeoutNowReceived { .. }
+        | TransferHandedOff { .. }
+        | TransferAbandoned { .. }
+        | Appended { .. }
+        | Truncated { .. }
+        | Committed { .. }
+        | PeerUnreachable { .. }
+        | PeerReachable { .. }
+        | FollowerLostEntries { .. }
+        | Repairing { .. }
+        | Repaired { .. }
+        | Compacted { .. }
+        | SnapshotSendStarted { .. }
+        | SnapshotSent { .. }
+        | SnapshotChecksumFailed { .. }
+        | SnapshotRefused { .. }
+        | SnapshotInstalled { .. } => {}
+    }
+}

@@ -18,6 +18,33 @@ pub(super) enum ChunkError {
     Damaged(StorageError),
 }
 
+/// Fills an InstallSnapshot chunk's bytes from `file`, the snapshot the
+/// request names, with no lock held.
+fn fill_chunk(
+    r: &mut consensus::InstallSnapshot,
+    file: Option<Arc<SnapshotFile>>,
+) -> Result<(), ChunkError> {
+    let file = file
+        .filter(|f| f.meta == r.snapshot)
+        .expect("a transfer starts with the current snapshot");
+    // Before a transfer (re)starts, the file is read through and checked
+    // against its CRC-32: a follower would refuse a damaged one only after
+    // every byte.
+    if r.offset == 0 {
+        file.check().map_err(ChunkError::Damaged)?;
+    }
+    r.data = file
+        .read_chunk(r.offset, SNAPSHOT_CHUNK)
+        .map_err(|source| {
+            ChunkError::Read(StorageError::Io {
+                path: file.path.clone(),
+                op: "read",
+                source,
+            })
+        })?;
+    Ok(())
+}
+
 impl Shared {
     /// Sends `peer` every request the core has for it, releasing the lock
     /// for each write, without waiting for answers (the receiver gets
@@ -80,24 +107,7 @@ impl Shared {
             let sent = MutexGuard::unlocked(&mut st, || {
                 let mut request = request;
                 if let consensus::Request::InstallSnapshot(r) = &mut request {
-                    let file = snapshot
-                        .filter(|f| f.meta == r.snapshot)
-                        .expect("a transfer starts with the current snapshot");
-                    // Before a transfer (re)starts, the file is read
-                    // through and checked against its CRC-32: a follower
-                    // would refuse a damaged one only after every byte.
-                    if r.offset == 0 {
-                        file.check().map_err(ChunkError::Damaged)?;
-                    }
-                    r.data = file
-                        .read_chunk(r.offset, SNAPSHOT_CHUNK)
-                        .map_err(|source| {
-                            ChunkError::Read(StorageError::Io {
-                                path: file.path.clone(),
-                                op: "read",
-                                source,
-                            })
-                        })?;
+                    fill_chunk(r, snapshot)?;
                 }
                 let wire_request = wire::Request::peer(cluster_id, self.id, request);
                 Ok(link.send(&wire_request))
