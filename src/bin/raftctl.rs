@@ -1,13 +1,13 @@
 //! `raftctl`: a command-line client for the cluster. See `raftctl --help`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raft::bench::{self, BenchOptions, Workload};
 use raft::client::{self, Client, ClientError, ClientOptions};
-use raft::config;
+use raft::config::{self, ClusterConfig};
 use raft::consensus::Payload;
 use raft::kv::Command as KvCommand;
 
@@ -210,9 +210,9 @@ fn fail(e: &ClientError) -> ! {
     exit(if e.is_definite() { 1 } else { 3 })
 }
 
-fn main() {
-    let args: Args = raft::cli::parse_or_exit("raftctl");
-    let cluster = config::load(&args.config).unwrap_or_else(|e| {
+/// The cluster's configuration, or exit 2 saying what is wrong with it.
+fn load_config(path: &Path) -> ClusterConfig {
+    let cluster = config::load(path).unwrap_or_else(|e| {
         match &e {
             config::ConfigError::Read { .. } => eprintln!(
                 "raftctl: {e}; name the cluster's configuration with --config FILE (the default, ./config.txt, is looked for in the current directory, {})",
@@ -225,6 +225,12 @@ fn main() {
     for w in &cluster.warnings {
         eprintln!("raftctl: warning: {w}");
     }
+    cluster
+}
+
+fn main() {
+    let args: Args = raft::cli::parse_or_exit("raftctl");
+    let cluster = load_config(&args.config);
     let options = ClientOptions {
         timeout: Duration::from_millis(args.timeout),
         ..ClientOptions::default()
@@ -279,56 +285,7 @@ fn main() {
             }
         }
         Command::Log { node, from, json } => {
-            let id = match node {
-                Some(id) if cluster.member(id).is_none() => {
-                    eprintln!("raftctl: node {id} is not in {}", args.config.display());
-                    exit(2);
-                }
-                Some(id) => id,
-                None => client.leader().unwrap_or_else(|e| fail(&e)).id,
-            };
-            let mut from = from.max(1);
-            let mut all = Vec::new();
-            loop {
-                let (entries, commit, first) =
-                    client.log(id, from, 1000).unwrap_or_else(|e| fail(&e));
-                let skipped = from < first;
-                if skipped {
-                    eprintln!(
-                        "raftctl: entries {from}..{} of node{id} are compacted into its snapshot; printing from {first}",
-                        first - 1
-                    );
-                    from = first;
-                }
-                let got = entries.len() as u64;
-                all.extend(entries);
-                from += got;
-                // (A node that answered nothing for a window below its
-                // first index is asked again from there.)
-                if (got == 0 && !skipped) || from > commit {
-                    break;
-                }
-            }
-            if json {
-                say!(
-                    "{}",
-                    serde_json::to_string_pretty(&all).expect("entries serialize")
-                );
-            } else {
-                say!("{:>7} {:>6}  ENTRY", "INDEX", "TERM");
-                for e in &all {
-                    let text = match &e.payload {
-                        Payload::Noop => "(no-op: new leader)".to_string(),
-                        Payload::Command(d) => match KvCommand::decode(d) {
-                            Some(c) => {
-                                format!("client {} #{}: {}", c.client, c.seq, describe(&c.op))
-                            }
-                            None => d.text().to_string(),
-                        },
-                    };
-                    say!("{:>7} {:>6}  {text}", e.index, e.term);
-                }
-            }
+            print_log(&mut client, &cluster, &args.config, node, from, json)
         }
         Command::Status { json } => status(&cluster, args.timeout, json, &args.config),
         Command::Web {
@@ -340,14 +297,7 @@ fn main() {
         } => {
             let lab = lab
                 .then(|| raft::web::lab::Lab::new(cluster.clone(), state_dir, debug_dir, raftnode));
-            let web = raft::web::Web::new(cluster.clone(), lab);
-            let served = web.serve(&listen, |address| {
-                say!("http://{address}/");
-            });
-            if let Err(e) = served {
-                eprintln!("raftctl: web: cannot serve on {listen}: {e}");
-                exit(1);
-            }
+            web(&cluster, lab, &listen)
         }
         Command::Watch => raft::dashboard::run(&cluster).unwrap_or_else(|e| {
             eprintln!("raftctl: watch: {e}");
@@ -358,59 +308,13 @@ fn main() {
             json,
             node,
             messages,
-        } => {
-            if let Some(id) = node.filter(|&id| cluster.member(id).is_none()) {
-                eprintln!("raftctl: node {id} is not in {}", args.config.display());
-                exit(2);
-            }
-            let print = |e: &raft::events::NodeEvent| {
-                if json {
-                    say!("{}", serde_json::to_string(e).expect("events serialize"));
-                } else {
-                    say!("{}", e.line());
-                }
-            };
-            if follow {
-                follow_events(&cluster, node, messages, json, print);
-            } else {
-                recent_events(&cluster, node, args.timeout, print);
-            }
-        }
-        Command::Snapshot { node } => {
-            let ids: Vec<u64> = match node {
-                Some(id) if cluster.member(id).is_none() => {
-                    eprintln!("raftctl: node {id} is not in {}", args.config.display());
-                    exit(2);
-                }
-                Some(id) => vec![id],
-                None => cluster.members.iter().map(|m| m.id).collect(),
-            };
-            let mut failed = None;
-            for id in ids {
-                match client.snapshot(id) {
-                    Ok(t) if t.taken => say!(
-                        "node{id}: snapshot up to index {} (term {}): {} keys, {} bytes, in {} ms (store blocked {} µs)",
-                        t.index,
-                        t.term,
-                        t.keys,
-                        t.bytes,
-                        t.millis,
-                        t.store_blocked_micros
-                    ),
-                    Ok(t) => say!(
-                        "node{id}: nothing new to snapshot; the snapshot covers up to index {}",
-                        t.index
-                    ),
-                    Err(e) => {
-                        eprintln!("raftctl: {e}");
-                        failed = Some(e);
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                fail(&e);
-            }
-        }
+        } => events(
+            &cluster,
+            &args.config,
+            args.timeout,
+            (follow, json, node, messages),
+        ),
+        Command::Snapshot { node } => snapshot(&mut client, &cluster, &args.config, node),
         Command::Bench {
             clients,
             seconds,
@@ -418,60 +322,208 @@ fn main() {
             keys,
             reads,
             json,
-        } => {
-            if clients == 0 || seconds == 0 {
-                eprintln!("raftctl: --clients and --seconds must be at least 1");
-                exit(2);
-            }
-            let workload = if reads {
-                Workload::Reads
-            } else {
-                Workload::Writes
-            };
-            let what = if reads {
-                "linearizable reads"
-            } else {
-                "writes"
-            };
+        } => run_bench(&cluster, clients, seconds, value_bytes, keys, reads, json),
+    }
+}
+
+/// `raftctl web`: serves the live page (with the lab's controls if
+/// `lab`) until interrupted.
+fn web(cluster: &ClusterConfig, lab: Option<raft::web::lab::Lab>, listen: &str) {
+    let web = raft::web::Web::new(cluster.clone(), lab);
+    let served = web.serve(listen, |address| {
+        say!("http://{address}/");
+    });
+    if let Err(e) = served {
+        eprintln!("raftctl: web: cannot serve on {listen}: {e}");
+        exit(1);
+    }
+}
+
+/// `raftctl events`: recent events of one node or all, or (`follow`)
+/// every event from now on.
+fn events(
+    cluster: &ClusterConfig,
+    config: &Path,
+    timeout: u64,
+    (follow, json, node, messages): (bool, bool, Option<u64>, bool),
+) {
+    if let Some(id) = node.filter(|&id| cluster.member(id).is_none()) {
+        eprintln!("raftctl: node {id} is not in {}", config.display());
+        exit(2);
+    }
+    let print = |e: &raft::events::NodeEvent| {
+        if json {
+            say!("{}", serde_json::to_string(e).expect("events serialize"));
+        } else {
+            say!("{}", e.line());
+        }
+    };
+    if follow {
+        follow_events(cluster, node, messages, json, print);
+    } else {
+        recent_events(cluster, node, timeout, print);
+    }
+}
+
+/// `raftctl log`: node `node`'s log (the leader's by default) from
+/// `from`, as a table or JSON.
+fn print_log(
+    client: &mut Client,
+    cluster: &ClusterConfig,
+    config: &Path,
+    node: Option<u64>,
+    from: u64,
+    json: bool,
+) {
+    let id = match node {
+        Some(id) if cluster.member(id).is_none() => {
+            eprintln!("raftctl: node {id} is not in {}", config.display());
+            exit(2);
+        }
+        Some(id) => id,
+        None => client.leader().unwrap_or_else(|e| fail(&e)).id,
+    };
+    let mut from = from.max(1);
+    let mut all = Vec::new();
+    loop {
+        let (entries, commit, first) = client.log(id, from, 1000).unwrap_or_else(|e| fail(&e));
+        let skipped = from < first;
+        if skipped {
             eprintln!(
-                "bench: {what}, {clients} clients, {seconds} s, {value_bytes}-byte values, closed loop"
+                "raftctl: entries {from}..{} of node{id} are compacted into its snapshot; printing from {first}",
+                first - 1
             );
-            // Ctrl-C (or SIGTERM) ends the run early, with its report.
-            let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(signal, interrupted.clone()) {
-                    eprintln!("raftctl: cannot handle signal {signal}: {e}");
-                    exit(1);
-                }
-            }
-            let opts = BenchOptions {
-                interrupted,
-                clients,
-                duration: Duration::from_secs(seconds),
-                value_bytes,
-                workload,
-                keys,
-                progress: !json,
-            };
-            let r = bench::run(&cluster, &opts);
-            if json {
-                say!("{}", r.summary(&opts));
-                return;
-            }
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            say!(
-                "{} {what} in {:.1} s: {:.0}/s; latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}; {} errors",
-                r.ops,
-                r.elapsed.as_secs_f64(),
-                r.throughput(),
-                ms(r.percentile(0.5)),
-                ms(r.percentile(0.9)),
-                ms(r.percentile(0.99)),
-                ms(r.percentile(1.0)),
-                r.errors
-            );
+            from = first;
+        }
+        let got = entries.len() as u64;
+        all.extend(entries);
+        from += got;
+        // (A node that answered nothing for a window below its
+        // first index is asked again from there.)
+        if (got == 0 && !skipped) || from > commit {
+            break;
         }
     }
+    if json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&all).expect("entries serialize")
+        );
+    } else {
+        say!("{:>7} {:>6}  ENTRY", "INDEX", "TERM");
+        for e in &all {
+            let text = match &e.payload {
+                Payload::Noop => "(no-op: new leader)".to_string(),
+                Payload::Command(d) => match KvCommand::decode(d) {
+                    Some(c) => {
+                        format!("client {} #{}: {}", c.client, c.seq, describe(&c.op))
+                    }
+                    None => d.text().to_string(),
+                },
+            };
+            say!("{:>7} {:>6}  {text}", e.index, e.term);
+        }
+    }
+}
+
+/// `raftctl snapshot`: node `node` (every node by default) takes one.
+fn snapshot(client: &mut Client, cluster: &ClusterConfig, config: &Path, node: Option<u64>) {
+    let ids: Vec<u64> = match node {
+        Some(id) if cluster.member(id).is_none() => {
+            eprintln!("raftctl: node {id} is not in {}", config.display());
+            exit(2);
+        }
+        Some(id) => vec![id],
+        None => cluster.members.iter().map(|m| m.id).collect(),
+    };
+    let mut failed = None;
+    for id in ids {
+        match client.snapshot(id) {
+            Ok(t) if t.taken => say!(
+                "node{id}: snapshot up to index {} (term {}): {} keys, {} bytes, in {} ms (store blocked {} µs)",
+                t.index,
+                t.term,
+                t.keys,
+                t.bytes,
+                t.millis,
+                t.store_blocked_micros
+            ),
+            Ok(t) => say!(
+                "node{id}: nothing new to snapshot; the snapshot covers up to index {}",
+                t.index
+            ),
+            Err(e) => {
+                eprintln!("raftctl: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        fail(&e);
+    }
+}
+
+/// `raftctl bench`: a closed-loop run of writes or reads.
+fn run_bench(
+    cluster: &ClusterConfig,
+    clients: usize,
+    seconds: u64,
+    value_bytes: usize,
+    keys: u64,
+    reads: bool,
+    json: bool,
+) {
+    if clients == 0 || seconds == 0 {
+        eprintln!("raftctl: --clients and --seconds must be at least 1");
+        exit(2);
+    }
+    let workload = if reads {
+        Workload::Reads
+    } else {
+        Workload::Writes
+    };
+    let what = if reads {
+        "linearizable reads"
+    } else {
+        "writes"
+    };
+    eprintln!(
+        "bench: {what}, {clients} clients, {seconds} s, {value_bytes}-byte values, closed loop"
+    );
+    // Ctrl-C (or SIGTERM) ends the run early, with its report.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, interrupted.clone()) {
+            eprintln!("raftctl: cannot handle signal {signal}: {e}");
+            exit(1);
+        }
+    }
+    let opts = BenchOptions {
+        interrupted,
+        clients,
+        duration: Duration::from_secs(seconds),
+        value_bytes,
+        workload,
+        keys,
+        progress: !json,
+    };
+    let r = bench::run(cluster, &opts);
+    if json {
+        say!("{}", r.summary(&opts));
+        return;
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    say!(
+        "{} {what} in {:.1} s: {:.0}/s; latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}; {} errors",
+        r.ops,
+        r.elapsed.as_secs_f64(),
+        r.throughput(),
+        ms(r.percentile(0.5)),
+        ms(r.percentile(0.9)),
+        ms(r.percentile(0.99)),
+        ms(r.percentile(1.0)),
+        r.errors
+    );
 }
 
 /// All of standard input, exactly, for a `what` not given as an argument

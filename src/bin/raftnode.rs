@@ -111,6 +111,62 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
+/// The node's options from the flags (`min`, `max`: the election
+/// timeout), checked by the library's one validation.
+fn node_options(
+    args: &Args,
+    cluster: &config::ClusterConfig,
+    (min, max): (u64, u64),
+) -> NodeOptions {
+    let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
+        .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
+    let options = NodeOptions {
+        raft: consensus::Config {
+            election_timeout_min: Duration::from_millis(min),
+            election_timeout_max: Duration::from_millis(max),
+            heartbeat_interval: Duration::from_millis(args.heartbeat),
+            max_inflight_appends: args.max_inflight,
+            lease_reads: args.read_mode == "lease",
+            max_clock_drift: args.max_clock_drift,
+            // The seed differs between nodes and restarts, from the OS's
+            // randomness.
+            ..consensus::Config::new(
+                args.id,
+                cluster.members.iter().map(|m| m.id),
+                rand::random(),
+            )
+        },
+        state_dir: args.state_dir.join(format!("node{}", args.id)),
+        vote_floor: args.vote_floor,
+        rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
+        snapshot_threshold,
+        lab: args.lab,
+        server: ServerOptions {
+            max_connections: args.max_connections,
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            ..ServerOptions::default()
+        },
+        cluster_id: args.cluster_id.clone(),
+        cluster: cluster.clone(),
+    };
+    // The library's one validation; here only to name the flag at fault.
+    if let Err(e) = options.validate() {
+        let flag = match &e {
+            NodeError::Config(InvalidConfig::ElectionTimeout(_)) => "--election-timeout",
+            NodeError::Config(InvalidConfig::Heartbeat(_)) => "--heartbeat",
+            NodeError::Config(InvalidConfig::Batches(_)) => "--max-inflight",
+            NodeError::Config(InvalidConfig::ClockDrift(_)) => "--max-clock-drift",
+            NodeError::Config(InvalidConfig::LeaseReads(_)) => "--read-mode",
+            NodeError::Options("cluster id", _) => "--cluster-id",
+            NodeError::Options("rpc timeout", _) => "--rpc-timeout",
+            NodeError::Options(..) => "--max-connections or --idle-timeout",
+            _ => "the configuration",
+        };
+        usage_error(&format!("{flag}: {e}"));
+    }
+    options
+}
+
 fn main() {
     // A panic in any thread is a bug that may leave the node's state
     // inconsistent: stop the whole process, as panic = "abort" does in
@@ -148,53 +204,7 @@ fn main() {
             args.election_timeout
         ));
     };
-    let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
-        .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
-    let options = NodeOptions {
-        raft: consensus::Config {
-            election_timeout_min: Duration::from_millis(min),
-            election_timeout_max: Duration::from_millis(max),
-            heartbeat_interval: Duration::from_millis(args.heartbeat),
-            max_inflight_appends: args.max_inflight,
-            lease_reads: args.read_mode == "lease",
-            max_clock_drift: args.max_clock_drift,
-            // The seed differs between nodes and restarts, from the OS's
-            // randomness.
-            ..consensus::Config::new(
-                args.id,
-                cluster.members.iter().map(|m| m.id),
-                rand::random(),
-            )
-        },
-        state_dir: args.state_dir.join(format!("node{}", args.id)),
-        vote_floor: args.vote_floor,
-        rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
-        snapshot_threshold,
-        lab: args.lab,
-        server: ServerOptions {
-            max_connections: args.max_connections,
-            idle_timeout: Duration::from_secs(args.idle_timeout),
-            ..ServerOptions::default()
-        },
-        cluster_id: args.cluster_id,
-        cluster: cluster.clone(),
-    };
-    // The library's one validation; here only to name the flag at fault.
-    if let Err(e) = options.validate() {
-        let flag = match &e {
-            NodeError::Config(InvalidConfig::ElectionTimeout(_)) => "--election-timeout",
-            NodeError::Config(InvalidConfig::Heartbeat(_)) => "--heartbeat",
-            NodeError::Config(InvalidConfig::Batches(_)) => "--max-inflight",
-            NodeError::Config(InvalidConfig::ClockDrift(_)) => "--max-clock-drift",
-            NodeError::Config(InvalidConfig::LeaseReads(_)) => "--read-mode",
-            NodeError::Options("cluster id", _) => "--cluster-id",
-            NodeError::Options("rpc timeout", _) => "--rpc-timeout",
-            NodeError::Options(..) => "--max-connections or --idle-timeout",
-            _ => "the configuration",
-        };
-        usage_error(&format!("{flag}: {e}"));
-    }
-
+    let options = node_options(&args, &cluster, (min, max));
     let log_path = raft::activity::init(args.id, &args.debug_dir).unwrap_or_else(|e| {
         eprintln!(
             "raftnode: cannot open the activity log in {}: {e}",

@@ -158,6 +158,16 @@ fn wrong_node_text(path: &Path, found: &Identity, expected: &Identity) -> String
     }
 }
 
+/// The directory entries of newly created files (and of the node's
+/// directory itself) are durable only once their directories are.
+fn sync_dir_and_parent(dir: &Path) -> Result<(), StorageError> {
+    sync_dir(dir)?;
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// Creates `dir` if need be and takes its lock, which the kernel drops
 /// when the process ends (so a crashed node never leaves it held).
 fn lock_dir(dir: &Path) -> Result<File, StorageError> {
@@ -406,12 +416,7 @@ impl Storage {
         // The loss is recorded; from here the marker tracks the log as it
         // now is.
         recovered.log.reset_marker()?;
-        // The directory entries of newly created files (and of the node's
-        // directory itself) are durable only once their directories are.
-        sync_dir(dir)?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
+        sync_dir_and_parent(dir)?;
         let storage = Storage {
             dir: dir.to_path_buf(),
             identity: options.identity.clone(),
