@@ -463,12 +463,7 @@ fn live_node() -> &'static LiveNode {
     NODE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let reserved = ports::reserve(3);
-        let text: String = reserved
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(id, port)| format!("{id} 127.0.0.1 {port}\n"))
-            .collect();
+        let text = reserved.config_text();
         let cluster = raft::config::parse(&text, std::path::Path::new("fuzz.txt")).unwrap();
         let cluster_id = cluster.derived_cluster_id();
         let options = raft::node::NodeOptions {

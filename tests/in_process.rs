@@ -31,12 +31,7 @@ fn options(cluster: &ClusterConfig, id: u64, dir: &Path) -> NodeOptions {
 fn a_stopped_node_ends_its_threads_and_its_directory_opens_again() {
     let dir = tempfile::tempdir().unwrap();
     let reserved = ports::reserve(3);
-    let text: String = reserved
-        .ports
-        .iter()
-        .enumerate()
-        .map(|(id, port)| format!("{id} 127.0.0.1 {port}\n"))
-        .collect();
+    let text = reserved.config_text();
     let cluster = raft::config::parse(&text, Path::new("in_process.txt")).unwrap();
     let mut nodes: Vec<Option<Node>> = (0..3)
         .map(|id| Some(Node::start(options(&cluster, id, dir.path())).expect("starts")))

@@ -28,14 +28,8 @@ impl Booted {
     fn start(n: usize) -> Booted {
         let dir = tempfile::tempdir().unwrap();
         let ports = reserve_ports(n);
-        let text: String = ports
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(id, port)| format!("node{id}: 127.0.0.1:{port}\n"))
-            .collect();
         let config_path = dir.path().join("config.txt");
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&config_path, ports.config_text()).unwrap();
         let booted = Booted {
             dir,
             config_path,

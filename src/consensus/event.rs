@@ -239,3 +239,58 @@ pub enum Event {
         log_kept: bool,
     },
 }
+
+/// What an event is about: how the activity log and the event stream
+/// group the code that presents events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// Roles, terms, votes and CheckQuorum.
+    Elections,
+    /// Leadership transfer (thesis §3.10).
+    Transfer,
+    /// The log, commits, peers' reachability and storage repair.
+    LogAndPeers,
+    /// Compaction and InstallSnapshot.
+    Snapshots,
+}
+
+impl Event {
+    /// Its topic. The match has no catch-all, so a new event is placed
+    /// here, and so reaches its presenters' functions for that topic.
+    pub fn topic(&self) -> Topic {
+        use Event::*;
+        match self {
+            RoleChanged { .. }
+            | TermAdopted { .. }
+            | LeaderKnown { .. }
+            | PreVoteStarted { .. }
+            | PreVoteWon { .. }
+            | PreVoteLost { .. }
+            | ElectionStarted { .. }
+            | ElectionWon { .. }
+            | ElectionLost { .. }
+            | VoteGranted { .. }
+            | VoteRefused { .. }
+            | QuorumLost { .. } => Topic::Elections,
+            TransferStarted { .. }
+            | TimeoutNowSent { .. }
+            | TimeoutNowReceived { .. }
+            | TransferHandedOff { .. }
+            | TransferAbandoned { .. } => Topic::Transfer,
+            Appended { .. }
+            | Truncated { .. }
+            | Committed { .. }
+            | PeerUnreachable { .. }
+            | PeerReachable { .. }
+            | FollowerLostEntries { .. }
+            | Repairing { .. }
+            | Repaired { .. } => Topic::LogAndPeers,
+            Compacted { .. }
+            | SnapshotSendStarted { .. }
+            | SnapshotSent { .. }
+            | SnapshotChecksumFailed { .. }
+            | SnapshotRefused { .. }
+            | SnapshotInstalled { .. } => Topic::Snapshots,
+        }
+    }
+}

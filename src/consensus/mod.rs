@@ -111,7 +111,7 @@ use rand::{RngExt, SeedableRng};
 
 pub use config::{Config, InvalidConfig};
 pub use election::LeaseRead;
-pub use event::{Event, VoteRefusal};
+pub use event::{Event, Topic, VoteRefusal};
 pub use log::Log;
 pub use message::{
     AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply, Json,

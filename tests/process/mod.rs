@@ -50,12 +50,8 @@ impl TestCluster {
     pub fn new(n: usize) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = reserve_ports(n);
-        let mut text = format!("N: {n}\n");
-        for (id, &port) in ports.ports.iter().enumerate() {
-            text.push_str(&format!("node{id}: 127.0.0.1:{port}\n"));
-        }
         let config_path = dir.path().join("config.txt");
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&config_path, ports.config_text()).unwrap();
         let config = config::load(&config_path).unwrap();
         TestCluster {
             dir,

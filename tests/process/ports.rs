@@ -63,6 +63,18 @@ fn lock_dir() -> PathBuf {
     dir
 }
 
+impl Ports {
+    /// A cluster configuration (the courses' format) of nodes 0, 1, …
+    /// listening on these ports of 127.0.0.1.
+    pub fn config_text(&self) -> String {
+        let mut text = format!("N: {}\n", self.ports.len());
+        for (id, port) in self.ports.iter().enumerate() {
+            text.push_str(&format!("node{id}: 127.0.0.1:{port}\n"));
+        }
+        text
+    }
+}
+
 /// Reserves `n` ports on 127.0.0.1 (see the module doc).
 pub fn reserve(n: usize) -> Ports {
     let range = range();
