@@ -471,10 +471,8 @@ fn live_node() -> &'static LiveNode {
                 max_entries_per_append: 64,
                 ..raft::consensus::Config::new(0, cluster.members.iter().map(|m| m.id), 0)
             },
-            state_dir: dir.path().join("node0"),
-            vote_floor: None,
+            storage: raft::node::StateOptions::new(dir.path().join("node0")),
             rpc_timeout: Duration::from_millis(100),
-            snapshot_threshold: raft::node::SnapshotThreshold::default(),
             lab: false,
             server: raft::server::ServerOptions::default(),
             cluster_id: None,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use raft::client::{Client, ClientOptions};
 use raft::config::ClusterConfig;
-use raft::node::{Node, NodeOptions, SnapshotThreshold};
+use raft::node::{Node, NodeOptions, StateOptions};
 
 #[path = "process/ports.rs"]
 mod ports;
@@ -16,10 +16,8 @@ mod ports;
 fn options(cluster: &ClusterConfig, id: u64, dir: &Path) -> NodeOptions {
     NodeOptions {
         raft: raft::consensus::Config::new(id, cluster.members.iter().map(|m| m.id), id),
-        state_dir: dir.join(format!("node{id}")),
-        vote_floor: None,
+        storage: StateOptions::new(dir.join(format!("node{id}"))),
         rpc_timeout: Duration::from_millis(500),
-        snapshot_threshold: SnapshotThreshold::default(),
         lab: false,
         server: raft::server::ServerOptions::default(),
         cluster_id: None,

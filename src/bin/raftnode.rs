@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use raft::config;
 use raft::consensus::{self, InvalidConfig};
-use raft::node::{Node, NodeError, NodeOptions, SnapshotThreshold};
+use raft::node::{Node, NodeError, NodeOptions, SnapshotThreshold, StateOptions};
 use raft::server::ServerOptions;
 use raft::storage::StorageError;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -136,10 +136,12 @@ fn node_options(
                 rand::random(),
             )
         },
-        state_dir: args.state_dir.join(format!("node{}", args.id)),
-        vote_floor: args.vote_floor,
+        storage: StateOptions {
+            dir: args.state_dir.join(format!("node{}", args.id)),
+            vote_floor: args.vote_floor,
+            snapshot_threshold,
+        },
         rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
-        snapshot_threshold,
         lab: args.lab,
         server: ServerOptions {
             max_connections: args.max_connections,

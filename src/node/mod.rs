@@ -85,7 +85,7 @@ mod timer;
 
 use apply::Waiters;
 use handlers::{LOG_TAIL, Service};
-pub use options::{NodeError, NodeOptions, SnapshotThreshold};
+pub use options::{NodeError, NodeOptions, SnapshotThreshold, StateOptions};
 
 use crate::activity;
 use crate::config::Member;
@@ -247,7 +247,10 @@ impl Node {
             .record_pid(std::process::id())
             .map_err(NodeError::Storage)?;
         let mut raft_config = options.raft.clone();
-        options.snapshot_threshold.trailing(&mut raft_config);
+        options
+            .storage
+            .snapshot_threshold
+            .trailing(&mut raft_config);
         raft_config.validate().map_err(NodeError::Config)?;
         let snapshot = recovered
             .snapshot
@@ -296,7 +299,7 @@ impl Node {
             committed: Condvar::new(),
             log_written: Condvar::new(),
             snapshot_due: Condvar::new(),
-            snapshot_threshold: options.snapshot_threshold,
+            snapshot_threshold: options.storage.snapshot_threshold,
             election_timeout: options.raft.election_timeout_max,
             snapshotting: Mutex::new(()),
             events,
@@ -397,21 +400,21 @@ fn open_storage(
     cluster_id: &str,
 ) -> Result<(Storage, crate::storage::Recovered, KvStore, Duration), NodeError> {
     let storage_options = StorageOptions {
-        limits: options.snapshot_threshold.segment_limits(),
+        limits: options.storage.snapshot_threshold.segment_limits(),
         // Damaged entries are repaired from the leader; a server with no
         // one to repair from stops instead.
         heal: options.cluster.members.len() > 1,
-        vote_floor: options.vote_floor,
+        vote_floor: options.storage.vote_floor,
         ..StorageOptions::new(cluster_id, options.raft.id)
     };
     let (storage, recovered, restored) =
-        Storage::open_restoring(&options.state_dir, &storage_options, |file| {
+        Storage::open_restoring(&options.storage.dir, &storage_options, |file| {
             let started = Instant::now();
             let kv = KvStore::read_snapshot(file.body());
             (kv, started.elapsed())
         })
         .map_err(NodeError::Storage)?;
-    report_recovery(&recovered, &options.state_dir);
+    report_recovery(&recovered, &options.storage.dir);
     // The state machine starts from the snapshot, if there is one.
     let (kv, restore_time) = match (&recovered.snapshot, restored) {
         (Some(file), Some((kv, took))) => {
@@ -478,7 +481,7 @@ fn started_line(
         log.entries().len(),
         log.last_index(),
         log.last_term(),
-        options.state_dir.display(),
+        options.storage.dir.display(),
         opening.elapsed().as_millis()
     )
 }

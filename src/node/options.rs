@@ -98,6 +98,31 @@ impl SnapshotThreshold {
     }
 }
 
+/// Where a node keeps its state, and when it compacts it. (What
+/// `storage` needs besides, whose directory it is and how long its
+/// segments are, follows from these and the cluster at start.)
+#[derive(Clone, Debug)]
+pub struct StateOptions {
+    /// This node's own directory, e.g. /tmp/state/node4.
+    pub dir: PathBuf,
+    /// `--vote-floor`: the directory's term and vote are known lost;
+    /// start at this term, voting in none up to it.
+    pub vote_floor: Option<u64>,
+    /// When to take a snapshot and compact the log.
+    pub snapshot_threshold: SnapshotThreshold,
+}
+
+impl StateOptions {
+    /// `dir`, with no vote floor and the default snapshot threshold.
+    pub fn new(dir: PathBuf) -> StateOptions {
+        StateOptions {
+            dir,
+            vote_floor: None,
+            snapshot_threshold: SnapshotThreshold::default(),
+        }
+    }
+}
+
 /// How a node runs; the binary fills this from its flags.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -106,22 +131,17 @@ pub struct NodeOptions {
     /// `consensus::Config::validate` before a node starts. The seed is
     /// the caller's (the binary takes it from the OS's randomness, so it
     /// differs between nodes and restarts); the trailing entries kept
-    /// after a snapshot follow `snapshot_threshold`.
+    /// after a snapshot follow `storage.snapshot_threshold`.
     pub raft: consensus::Config,
+    /// Where the node keeps its state, and when it compacts it.
+    pub storage: StateOptions,
     pub cluster: ClusterConfig,
     /// The cluster id peer messages must carry; by default derived from
     /// the configuration (`ClusterConfig::derived_cluster_id`).
     pub cluster_id: Option<String>,
-    /// This node's own directory, e.g. /tmp/state/node4.
-    pub state_dir: PathBuf,
-    /// `--vote-floor`: the directory's term and vote are known lost;
-    /// start at this term, voting in none up to it.
-    pub vote_floor: Option<u64>,
     /// Bounds connecting to a peer and each socket read or write of an RPC
     /// (not the RPC as a whole: a reply trickled in could take longer).
     pub rpc_timeout: Duration,
-    /// When to take a snapshot and compact the log.
-    pub snapshot_threshold: SnapshotThreshold,
     /// Lab features (`raftnode --lab`): a `lab` request may cut the node
     /// off from its peers.
     pub lab: bool,
