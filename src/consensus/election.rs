@@ -53,7 +53,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::message::{Index, NodeId, RequestVote, RequestVoteReply, Term};
-use super::quorum::{Majority, VoteResult};
+use super::quorum::{Quorum, VoteResult};
 use super::{Event, Raft, Role, VoteRefusal};
 
 /// A read the leader's lease covers; see [`Raft::lease_read`].
@@ -90,7 +90,7 @@ impl Votes {
     }
 
     /// Where the round stands among `voters`.
-    fn tally(&self, voters: &Majority) -> VoteResult {
+    fn tally(&self, voters: &Quorum) -> VoteResult {
         voters.vote(&self.granted, &self.refused)
     }
 }
@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn a_round_is_won_by_a_majority_and_lost_once_a_majority_refuses() {
-        let five = Majority::new(0..5);
+        let five = Quorum::simple(0..5);
         let mut v = Votes::new(0);
         assert_eq!(v.tally(&five), VoteResult::Pending);
         v.record(1, true);
@@ -483,7 +483,7 @@ mod tests {
         let mut v = Votes::new(0);
         v.record(1, false);
         v.record(1, false);
-        assert_eq!(v.tally(&Majority::new(0..3)), VoteResult::Pending);
-        assert_eq!(Votes::new(0).tally(&Majority::new([0])), VoteResult::Won);
+        assert_eq!(v.tally(&Quorum::simple(0..3)), VoteResult::Pending);
+        assert_eq!(Votes::new(0).tally(&Quorum::simple([0])), VoteResult::Won);
     }
 }

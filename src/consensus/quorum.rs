@@ -12,10 +12,11 @@
 //!   reporting.
 //!
 //! After etcd-io/raft's `quorum` package (`MajorityConfig`,
-//! `CommittedIndex`, `VoteResult`): the callers name what they count,
-//! never how a majority is computed, so that a joint configuration (two
-//! majorities, both needed, thesis §4.3) can take this type's place
-//! without touching them.
+//! `JointConfig`, `CommittedIndex`, `VoteResult`): the callers name what
+//! they count, never how a majority is computed. They ask a [`Quorum`]:
+//! one [`Majority`], or during a membership change by joint consensus
+//! (thesis §4.3) two, the old configuration's and the new one's, each
+//! answer then the one both give.
 
 use std::collections::BTreeSet;
 
@@ -94,6 +95,95 @@ impl Majority {
     }
 }
 
+/// The configuration's deciders: one majority, or during a change by
+/// joint consensus (thesis §4.3) two, the old set's and the new one's,
+/// every decision needing both. Answers the same three questions as
+/// [`Majority`], so that the tracker, elections and reads ask it without
+/// knowing whether a change is under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quorum {
+    /// The configuration being moved to (or the only one).
+    incoming: Majority,
+    /// While joint: the configuration being left.
+    outgoing: Option<Majority>,
+}
+
+impl Quorum {
+    /// One majority of `voters`.
+    pub fn simple(voters: impl IntoIterator<Item = NodeId>) -> Quorum {
+        Quorum {
+            incoming: Majority::new(voters),
+            outgoing: None,
+        }
+    }
+
+    /// Joint consensus between the `outgoing` voters and the `incoming`.
+    pub fn joint(
+        outgoing: impl IntoIterator<Item = NodeId>,
+        incoming: impl IntoIterator<Item = NodeId>,
+    ) -> Quorum {
+        Quorum {
+            incoming: Majority::new(incoming),
+            outgoing: Some(Majority::new(outgoing)),
+        }
+    }
+
+    pub fn is_joint(&self) -> bool {
+        self.outgoing.is_some()
+    }
+
+    /// Whether `id` votes in either configuration.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.incoming.contains(id) || self.outgoing.as_ref().is_some_and(|m| m.contains(id))
+    }
+
+    /// Every voter of either configuration, once each, in order.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        let mut all: BTreeSet<NodeId> = self.incoming.voters().collect();
+        all.extend(self.outgoing.iter().flat_map(|m| m.voters()));
+        all
+    }
+
+    /// How many servers vote, in either configuration.
+    pub fn len(&self) -> usize {
+        self.voters().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false // a configuration has a voter (Majority::new)
+    }
+
+    /// The greatest value that both majorities have reached: the lesser
+    /// of the two (thesis §4.3: an entry is committed once a majority of
+    /// the old configuration and one of the new store it).
+    pub fn reached<T: Ord + Copy>(&self, value: impl Fn(NodeId) -> T) -> T {
+        let incoming = self.incoming.reached(&value);
+        match &self.outgoing {
+            Some(outgoing) => incoming.min(outgoing.reached(&value)),
+            None => incoming,
+        }
+    }
+
+    /// An election needs a win in both configurations; a loss in either
+    /// loses it.
+    pub fn vote(&self, granted: &BTreeSet<NodeId>, refused: &BTreeSet<NodeId>) -> VoteResult {
+        let incoming = self.incoming.vote(granted, refused);
+        let Some(outgoing) = &self.outgoing else {
+            return incoming;
+        };
+        match (incoming, outgoing.vote(granted, refused)) {
+            (VoteResult::Won, VoteResult::Won) => VoteResult::Won,
+            (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,
+            _ => VoteResult::Pending,
+        }
+    }
+
+    /// How many voters, of either configuration, `holds` is true of.
+    pub fn count(&self, holds: impl Fn(NodeId) -> bool) -> usize {
+        self.voters().into_iter().filter(|&id| holds(id)).count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +214,35 @@ mod tests {
         let four = Majority::new(0..4);
         assert_eq!(four.vote(&set(&[0, 1]), &set(&[2])), VoteResult::Pending);
         assert_eq!(four.vote(&set(&[0]), &set(&[1, 2])), VoteResult::Lost);
+    }
+
+    #[test]
+    fn a_joint_quorum_commits_what_both_majorities_hold() {
+        // Replacing 2 and 3 by 4 and 5: {1,2,3} -> {1,4,5}.
+        let joint = Quorum::joint([1, 2, 3], [1, 4, 5]);
+        let matched = |m: [u64; 5]| move |id: NodeId| m[id as usize - 1];
+        // The old majority (1, 2) holds 9, the new one (1, 4) only 5.
+        assert_eq!(joint.reached(matched([9, 9, 0, 5, 0])), 5);
+        // The new majority alone is not enough.
+        assert_eq!(joint.reached(matched([9, 0, 0, 9, 9])), 0);
+        assert_eq!(joint.reached(matched([9, 9, 9, 9, 0])), 9);
+        assert_eq!(joint.voters(), BTreeSet::from([1, 2, 3, 4, 5]));
+        assert!(joint.contains(2) && joint.contains(5) && !joint.contains(6));
+        let simple = Quorum::simple([1, 2, 3]);
+        assert_eq!(simple.reached(matched([9, 9, 0, 0, 0])), 9);
+        assert!(!simple.is_joint() && joint.is_joint());
+    }
+
+    #[test]
+    fn a_joint_election_needs_both_majorities_and_is_lost_by_either() {
+        let joint = Quorum::joint([1, 2, 3], [3, 4, 5]);
+        let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        // A majority of the new set only.
+        assert_eq!(joint.vote(&set(&[3, 4, 5]), &set(&[])), VoteResult::Pending);
+        assert_eq!(joint.vote(&set(&[3, 4, 5]), &set(&[1, 2])), VoteResult::Lost);
+        assert_eq!(joint.vote(&set(&[1, 3, 4]), &set(&[])), VoteResult::Won);
+        assert_eq!(joint.vote(&set(&[1, 2]), &set(&[4, 5])), VoteResult::Lost);
+        assert_eq!(joint.count(|id| id % 2 == 1), 3);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! etcd-io/raft's `ProgressTracker`): for each peer, how replication to it
 //! stands ([`Progress`], a leader's, made anew each term), whether it
 //! answers (backoff, reachability, when last heard), and a candidate's
-//! vote bookkeeping; and, through the [`Majority`] of the configuration,
+//! vote bookkeeping; and, through the [`Quorum`] of the configuration,
 //! what a majority of them has reached: the commit index, the read round
 //! answered, when last heard from. This server counts in every majority
 //! with its own value, which the caller gives.
@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::quorum::Majority;
+use super::quorum::Quorum;
 use super::{Index, NodeId, Progress};
 
 /// What a server knows about one peer. The leader's replication state is
@@ -51,8 +51,9 @@ impl Peer {
 #[derive(Clone, Debug)]
 pub(super) struct Tracker {
     peers: BTreeMap<NodeId, Peer>,
-    /// Whose agreement counts: this server and its peers.
-    voters: Majority,
+    /// Whose agreement counts: this server and its peers (one majority,
+    /// or two while a change is under way).
+    voters: Quorum,
 }
 
 impl Tracker {
@@ -60,11 +61,11 @@ impl Tracker {
     pub(super) fn new(me: NodeId, peers: &[NodeId]) -> Tracker {
         Tracker {
             peers: peers.iter().map(|&p| (p, Peer::new())).collect(),
-            voters: Majority::new(peers.iter().copied().chain([me])),
+            voters: Quorum::simple(peers.iter().copied().chain([me])),
         }
     }
 
-    pub(super) fn voters(&self) -> &Majority {
+    pub(super) fn voters(&self) -> &Quorum {
         &self.voters
     }
 
