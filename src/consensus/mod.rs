@@ -92,6 +92,7 @@ mod config;
 mod election;
 mod event;
 pub mod log;
+pub mod membership;
 pub mod message;
 pub mod progress;
 pub mod quorum;

@@ -239,7 +239,10 @@ mod tests {
         let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<_>>();
         // A majority of the new set only.
         assert_eq!(joint.vote(&set(&[3, 4, 5]), &set(&[])), VoteResult::Pending);
-        assert_eq!(joint.vote(&set(&[3, 4, 5]), &set(&[1, 2])), VoteResult::Lost);
+        assert_eq!(
+            joint.vote(&set(&[3, 4, 5]), &set(&[1, 2])),
+            VoteResult::Lost
+        );
         assert_eq!(joint.vote(&set(&[1, 3, 4]), &set(&[])), VoteResult::Won);
         assert_eq!(joint.vote(&set(&[1, 2]), &set(&[4, 5])), VoteResult::Lost);
         assert_eq!(joint.count(|id| id % 2 == 1), 3);
