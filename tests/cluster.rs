@@ -30,7 +30,7 @@ fn client(c: &TestCluster) -> Client {
 fn command_of(p: &Payload) -> Option<Command> {
     match p {
         Payload::Command(d) => Command::decode(d),
-        Payload::Noop => None,
+        Payload::Noop | Payload::Membership(_) => None,
     }
 }
 

@@ -121,7 +121,7 @@ fn client_loop(
 fn command_at(log: &[raft::consensus::Entry], index: u64) -> Option<Command> {
     match &log.get(index as usize - 1)?.payload {
         Payload::Command(d) => Command::decode(d),
-        Payload::Noop => None,
+        Payload::Noop | Payload::Membership(_) => None,
     }
 }
 

@@ -414,6 +414,7 @@ fn print_log(
         for e in &all {
             let text = match &e.payload {
                 Payload::Noop => "(no-op: new leader)".to_string(),
+                Payload::Membership(m) => format!("(membership: {m})"),
                 Payload::Command(d) => match KvCommand::decode(d) {
                     Some(c) => {
                         format!("client {} #{}: {}", c.client, c.seq, describe(&c.op))

@@ -21,6 +21,7 @@
 //! and restarted under an old id would vote with no memory of its votes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +52,9 @@ pub struct Server {
 /// The servers of the cluster at one point of its log.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Membership {
-    /// Every server, of both configurations while joint.
+    /// Every server, of both configurations while joint. In JSON a list
+    /// of `{"id":…,"address":…,"suffrage":…}`, in id order.
+    #[serde(with = "server_list")]
     pub servers: BTreeMap<NodeId, Server>,
     /// While joint: the voters of the configuration being left. Empty
     /// otherwise.
@@ -306,6 +309,87 @@ impl Membership {
     }
 }
 
+/// The servers as a JSON list of objects rather than an object keyed by
+/// id: a list reads back through serde's buffering of tagged enums (the
+/// log entry's payload), where integer keys of an object do not.
+mod server_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{NodeId, Server, Suffrage};
+
+    #[derive(Serialize, Deserialize)]
+    struct Listed<A> {
+        id: NodeId,
+        address: A,
+        suffrage: Suffrage,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        servers: &BTreeMap<NodeId, Server>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let listed: Vec<Listed<&str>> = servers
+            .iter()
+            .map(|(&id, s)| Listed {
+                id,
+                address: s.address.as_str(),
+                suffrage: s.suffrage,
+            })
+            .collect();
+        listed.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<NodeId, Server>, D::Error> {
+        let listed: Vec<Listed<String>> = Vec::deserialize(deserializer)?;
+        let mut servers = BTreeMap::new();
+        for l in listed {
+            let server = Server {
+                address: l.address,
+                suffrage: l.suffrage,
+            };
+            if servers.insert(l.id, server).is_some() {
+                return Err(serde::de::Error::custom(format!(
+                    "node{} listed twice",
+                    l.id
+                )));
+            }
+        }
+        Ok(servers)
+    }
+}
+
+/// `voters 1 2 3, learners 4` (and `, leaving 2 3 (joint)` during a
+/// change by joint consensus): for logs and `raftctl log`.
+impl fmt::Display for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |ids: BTreeSet<NodeId>| {
+            let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+            ids.join(" ")
+        };
+        write!(f, "voters {}", list(self.voters()))?;
+        let learners = self.learners();
+        if !learners.is_empty() {
+            write!(f, ", learners {}", list(learners))?;
+        }
+        if self.is_joint() {
+            let leaving = self.with(Suffrage::Leaving);
+            write!(
+                f,
+                ", joint with the old voters {}",
+                list(self.outgoing.clone())
+            )?;
+            if !leaving.is_empty() {
+                write!(f, " (leaving: {})", list(leaving))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,5 +540,9 @@ mod tests {
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Membership>(&text).unwrap(), m);
         assert!(text.contains(r#""outgoing":[1,2,3]"#), "{text}");
+        assert_eq!(
+            m.to_string(),
+            "voters 1 4, joint with the old voters 1 2 3 (leaving: 2 3)"
+        );
     }
 }

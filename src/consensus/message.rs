@@ -13,6 +13,8 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::membership::Membership;
+
 /// A server's id, as given in the cluster configuration (`node4` is 4).
 pub type NodeId = u64;
 /// A Raft term (§5.1). Term 0 exists only before the first election.
@@ -22,7 +24,8 @@ pub type Index = u64;
 
 /// What a log entry asks the state machine to do.
 ///
-/// On disk and on the wire: `{"kind":"noop"}`, or
+/// On disk and on the wire: `{"kind":"noop"}`,
+/// `{"kind":"membership","membership":{"servers":{…},…}}`, or
 /// `{"kind":"command","command":<any JSON value>}` with the command nested
 /// as JSON, so `log.jsonl` reads with `jq` and nothing is escaped twice.
 /// Logs written before this format hold `{"kind":"data","data":"<text>"}`,
@@ -37,6 +40,9 @@ pub enum Payload {
     Noop,
     /// A command from a client, opaque to Raft, applied in log order.
     Command(Json),
+    /// The cluster's membership from this entry on (thesis §4.1: in
+    /// force once appended, committed or not).
+    Membership(Membership),
 }
 
 /// How a [`Payload`] may appear in JSON, the old form included.
@@ -46,6 +52,9 @@ enum PayloadRecord {
     Noop,
     Command {
         command: Json,
+    },
+    Membership {
+        membership: Membership,
     },
     /// The format before commands were nested (see [`Payload`]).
     Data {
@@ -58,6 +67,7 @@ impl From<PayloadRecord> for Payload {
         match r {
             PayloadRecord::Noop => Payload::Noop,
             PayloadRecord::Command { command } => Payload::Command(command),
+            PayloadRecord::Membership { membership } => Payload::Membership(membership),
             PayloadRecord::Data { data } => {
                 Payload::Command(Json::parse(&data).unwrap_or_else(|_| Json::string(&data)))
             }
@@ -77,6 +87,12 @@ impl Serialize for Payload {
                 let mut s = serializer.serialize_struct("Payload", 2)?;
                 s.serialize_field("kind", "command")?;
                 s.serialize_field("command", command)?;
+                s.end()
+            }
+            Payload::Membership(membership) => {
+                let mut s = serializer.serialize_struct("Payload", 2)?;
+                s.serialize_field("kind", "membership")?;
+                s.serialize_field("membership", membership)?;
                 s.end()
             }
         }
@@ -328,6 +344,7 @@ impl Entry {
         64 + match &self.payload {
             Payload::Noop => 0,
             Payload::Command(c) => c.text().len(),
+            Payload::Membership(m) => 64 * m.servers.len() + 16 * m.removed.len(),
         }
     }
 }
@@ -626,6 +643,22 @@ mod tests {
         );
         let bad = r#"{"index":2,"term":1,"payload":{"kind":"command","command":{"a":}}}"#;
         assert!(Entry::parse(bad.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_membership_entry_reads_back_from_its_record() {
+        let m = Membership::bootstrap([(1, "a:1".to_string()), (2, "b:2".to_string())]);
+        let e = Entry {
+            index: 7,
+            term: 2,
+            payload: Payload::Membership(m),
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(
+            text.starts_with(r#"{"index":7,"term":2,"payload":{"kind":"membership","membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"}"#),
+            "{text}"
+        );
+        assert_eq!(Entry::parse(text.as_bytes()).unwrap(), e);
     }
 
     #[test]

@@ -817,6 +817,28 @@ fn entries_not_contiguous_from_prev_log_index_are_refused() {
 }
 
 #[test]
+fn a_membership_entry_that_breaks_the_membership_rules_is_refused() {
+    use super::membership::{Membership, Suffrage};
+    let mut r = node(1, 3, 0, &[]);
+    let mut m = Membership::bootstrap((0..3).map(|id| (id, format!("h:{id}"))));
+    // No voter left: every server a learner.
+    m.servers
+        .values_mut()
+        .for_each(|s| s.suffrage = Suffrage::Learner);
+    let bad = Entry {
+        index: 1,
+        term: 1,
+        payload: Payload::Membership(m),
+    };
+    refused(
+        &mut r,
+        0,
+        append(1, 0, (0, 0), vec![bad]),
+        "invalid_membership",
+    );
+}
+
+#[test]
 fn entry_terms_must_not_decrease_nor_exceed_the_message_term() {
     let mut r = node(1, 3, 0, &[1, 2]);
     refused(

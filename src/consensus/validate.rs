@@ -19,7 +19,7 @@
 
 use super::message::{
     AppendEntries, AppendEntriesReply, Index, InstallSnapshot, InstallSnapshotReply, NodeId,
-    RequestVote, Term, TimeoutNow, TimeoutNowReply,
+    Payload, RequestVote, Term, TimeoutNow, TimeoutNowReply,
 };
 use super::{Raft, Role};
 
@@ -121,6 +121,10 @@ pub enum Rejection {
         reply_term: Term,
         our_term: Term,
     },
+    /// A membership entry that breaks the rules every membership keeps
+    /// (a voter, distinct addresses, … see `Membership::check`).
+    #[error("entry {index} holds an invalid membership: {why}")]
+    InvalidMembership { index: Index, why: String },
     /// A reply echoing a read round this leader has not started.
     #[error("reply echoes read round {round}, but the latest started is {current}")]
     UnstartedReadRound { round: u64, current: u64 },
@@ -163,6 +167,7 @@ impl Rejection {
             Rejection::MatchBeyondRequest { .. } => "match_beyond_request",
             Rejection::ReplyToUnsentRequest { .. } => "reply_to_unsent_request",
             Rejection::UnstartedReadRound { .. } => "unstarted_read_round",
+            Rejection::InvalidMembership { .. } => "invalid_membership",
             Rejection::EmptySnapshot => "empty_snapshot",
             Rejection::ChunkBeyondSnapshot { .. } => "chunk_beyond_snapshot",
             Rejection::SnapshotReplyBeyond { .. } => "snapshot_reply_beyond",
@@ -248,6 +253,12 @@ pub(super) fn check_append_entries(from: NodeId, req: &AppendEntries) -> Result<
                 term: e.term,
                 message_term: req.term,
             });
+        }
+        if let Payload::Membership(m) = &e.payload {
+            m.check().map_err(|why| Rejection::InvalidMembership {
+                index: e.index,
+                why: why.0,
+            })?;
         }
         before = e.term;
     }
