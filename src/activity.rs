@@ -74,6 +74,7 @@ pub fn describe(event: &Event) -> (Level, String) {
         Topic::Transfer => transfers(event),
         Topic::LogAndPeers => log_and_peers(event),
         Topic::Snapshots => snapshots(event),
+        Topic::Membership => membership(event),
     }
 }
 
@@ -210,6 +211,16 @@ fn refusal(reason: &VoteRefusal, term: Term) -> String {
         } => format!(
             "a storage fault cost us entries up to {lost_through} (our log ends at {last_index}), and a log that does not reach index {lost_through} in term {lost_term} or later may lack one of them"
         ),
+    }
+}
+
+/// Membership change (thesis chapter 4).
+fn membership(event: &Event) -> (Level, String) {
+    match event {
+        Event::MembershipInForce { index, membership } => info(format!(
+            "membership in force from index {index}: {membership}"
+        )),
+        _ => unreachable!("not of this topic: {event:?}"),
     }
 }
 

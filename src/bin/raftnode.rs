@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use raft::config;
+use raft::consensus::membership::Membership;
 use raft::consensus::{self, InvalidConfig};
 use raft::node::{Node, NodeError, NodeOptions, SnapshotThreshold, StateOptions};
 use raft::server::ServerOptions;
@@ -128,6 +129,9 @@ fn node_options(
             max_inflight_appends: args.max_inflight,
             lease_reads: args.read_mode == "lease",
             max_clock_drift: args.max_clock_drift,
+            // The cluster's first membership: config.txt's servers, with
+            // their addresses.
+            bootstrap: Membership::bootstrap(cluster.members.iter().map(|m| (m.id, m.address()))),
             // The seed differs between nodes and restarts, from the OS's
             // randomness.
             ..consensus::Config::new(

@@ -4,13 +4,18 @@
 use std::time::Duration;
 
 use super::NodeId;
+use super::membership::Membership;
 
 /// Fixed settings of one server.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub id: NodeId,
-    /// Every other member of the cluster.
-    pub peers: Vec<NodeId>,
+    /// The cluster's first membership, in force until the log or a
+    /// snapshot holds one: the servers of config.txt, all voters.
+    /// [`Config::new`] gives each the address `node<ID>`, which suits
+    /// cores that never connect (tests, the simulation); the runtime
+    /// gives the real ones.
+    pub bootstrap: Membership,
     /// Election timeouts are drawn uniformly from this range, anew each
     /// time the timer is reset (§5.2), so that split votes are rare.
     pub election_timeout_min: Duration,
@@ -65,7 +70,7 @@ impl Config {
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, seed: u64) -> Config {
         Config {
             id,
-            peers: members.into_iter().filter(|&m| m != id).collect(),
+            bootstrap: Membership::bootstrap(members.into_iter().map(|m| (m, format!("node{m}")))),
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(600),
             heartbeat_interval: Duration::from_millis(50),
@@ -82,18 +87,16 @@ impl Config {
         }
     }
 
-    pub(super) fn cluster_size(&self) -> usize {
-        self.peers.len() + 1
-    }
-
     /// Whether these settings can run a server; the one check, for the
     /// command line and for [`Raft::restore`] alike.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let ms = |d: Duration| d.as_millis();
         let (min, max) = (self.election_timeout_min, self.election_timeout_max);
-        if self.peers.contains(&self.id) {
+        if let Err(e) = self.bootstrap.check() {
+            Err(InvalidConfig::Peers(e.to_string()))
+        } else if !self.bootstrap.contains(self.id) {
             Err(InvalidConfig::Peers(format!(
-                "the peers include this server ({})",
+                "this server (node{}) is not among them",
                 self.id
             )))
         } else if min.is_zero() || min > max {

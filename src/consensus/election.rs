@@ -179,7 +179,7 @@ impl Raft {
 
     fn push_round_lost(&mut self) {
         let (votes, refusals) = (self.votes.granted.len(), self.votes.refused.len());
-        let cluster_size = self.cfg.cluster_size();
+        let cluster_size = self.peers.voters().len();
         self.events.push(if self.role == Role::PreCandidate {
             Event::PreVoteLost {
                 term: self.term + 1,
@@ -204,7 +204,7 @@ impl Raft {
                 self.events.push(Event::PreVoteWon {
                     term: self.term + 1,
                     votes: self.votes.granted.len(),
-                    cluster_size: self.cfg.cluster_size(),
+                    cluster_size: self.peers.voters().len(),
                 });
                 self.start_election(now, false);
             }
@@ -226,7 +226,7 @@ impl Raft {
         self.events.push(Event::ElectionWon {
             term: self.term,
             votes: self.votes.granted.len(),
-            cluster_size: self.cfg.cluster_size(),
+            cluster_size: self.peers.voters().len(),
         });
         self.leader_id = Some(self.cfg.id);
         // Figure 2, Leaders: nextIndex = leader last log index + 1,
@@ -447,7 +447,7 @@ impl Raft {
         self.events.push(Event::QuorumLost {
             term: self.term,
             heard,
-            cluster_size: self.cfg.cluster_size(),
+            cluster_size: self.peers.voters().len(),
             window,
         });
         self.leader_id = None;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::membership::Membership;
 use super::{Index, NodeId, Role, Term};
 
 /// Why a vote was refused; reported in the activity log.
@@ -229,6 +230,14 @@ pub enum Event {
         peer: NodeId,
         index: Index,
     },
+    /// The latest membership in our log changed, and is now in force
+    /// (thesis §4.1): the one of the entry at `index` (appended, or left
+    /// latest by a truncation; the snapshot's or bootstrap one at its
+    /// index).
+    MembershipInForce {
+        index: Index,
+        membership: Membership,
+    },
     /// A snapshot from the leader replaced our state machine (Figure 13).
     /// `log_kept`: our log held its last entry, so the entries after it
     /// stay (rule 6); otherwise the whole log went (rule 7).
@@ -252,6 +261,8 @@ pub enum Topic {
     LogAndPeers,
     /// Compaction and InstallSnapshot.
     Snapshots,
+    /// Membership change (thesis chapter 4).
+    Membership,
 }
 
 impl Event {
@@ -291,6 +302,7 @@ impl Event {
             | SnapshotChecksumFailed { .. }
             | SnapshotRefused { .. }
             | SnapshotInstalled { .. } => Topic::Snapshots,
+            MembershipInForce { .. } => Topic::Membership,
         }
     }
 }

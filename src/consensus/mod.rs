@@ -89,6 +89,7 @@
 //! Ongaro's dissertation, "Consensus: Bridging Theory and Practice" (2014).
 
 mod config;
+mod configuration;
 mod election;
 mod event;
 pub mod log;
@@ -98,6 +99,7 @@ pub mod progress;
 pub mod quorum;
 mod read_only;
 mod ready;
+mod reconfigure;
 mod replication;
 mod snapshot;
 mod tracker;
@@ -211,6 +213,11 @@ pub struct Raft {
     /// The other servers: how replication to each stands, whether it
     /// answers, and what a majority has reached.
     peers: tracker::Tracker,
+    /// The memberships in the log, and the one in force (thesis §4.1).
+    configs: configuration::Configurations,
+    /// The membership the tracker was last set to (see
+    /// `follow_membership`).
+    in_force: membership::Membership,
 
     /// Linearizable reads (thesis §6.4), leader only; failed and cleared
     /// on every role change.
@@ -257,7 +264,13 @@ impl Raft {
         }
         let log = Log::after(snapshot.last_index, snapshot.last_term, entries);
         let on_disk = log.last_index();
-        let peers = tracker::Tracker::new(cfg.id, &cfg.peers);
+        let configs = configuration::Configurations::new(
+            snapshot.last_index,
+            cfg.bootstrap.clone(),
+            log.entries(),
+        );
+        let peers = tracker::Tracker::new(cfg.id, configs.latest());
+        let in_force = configs.latest().clone();
         let mut raft = Raft {
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             cfg,
@@ -279,6 +292,8 @@ impl Raft {
             transfer: None,
             started: now,
             peers,
+            configs,
+            in_force,
             reads: read_only::ReadOnly::default(),
             hard_state_dirty: false,
             unstable_from: None,
@@ -582,6 +597,7 @@ impl Raft {
                     debug_assert!(entry.index > self.commit_index);
                     let removed = (self.log.last_index() + 1 - entry.index) as usize;
                     self.log.truncate_from(entry.index);
+                    self.configs.truncated_from(entry.index);
                     self.persisted_index = self.persisted_index.min(entry.index - 1);
                     self.mark_unstable(entry.index);
                     self.events.push(Event::Truncated {
@@ -593,11 +609,13 @@ impl Raft {
             }
             appended_from.get_or_insert(entry.index);
             self.mark_unstable(entry.index);
+            self.configs.appended(&entry);
             self.log.append(entry);
         }
         if let Some(from) = appended_from {
             self.events.push(Event::Appended { from, to: last_new });
         }
+        self.follow_membership();
 
         // Rule 5: commitIndex = min(leaderCommit, index of last new entry).
         let commit = req.leader_commit.min(last_new);
@@ -660,11 +678,18 @@ impl Raft {
 
     fn append_local(&mut self, payload: Payload) -> Index {
         let index = self.log.last_index() + 1;
-        self.log.append(Entry {
+        let entry = Entry {
             index,
             term: self.term,
             payload,
-        });
+        };
+        if matches!(entry.payload, Payload::Membership(_)) {
+            self.configs.appended(&entry);
+            self.log.append(entry);
+            self.follow_membership();
+        } else {
+            self.log.append(entry);
+        }
         self.mark_unstable(index);
         self.events.push(Event::Appended {
             from: index,

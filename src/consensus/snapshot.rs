@@ -130,11 +130,19 @@ impl Raft {
             // Rule 6: our log holds the snapshot's last entry: keep what
             // follows it.
             self.log.compact_to(index);
+            self.configs.compacted_to(index);
+            self.follow_membership();
             self.persisted_index = self.persisted_index.max(index);
             self.unstable_from = self.unstable_from.map(|u| u.max(index + 1));
         } else {
-            // Rule 7: discard the entire log.
+            // Rule 7: discard the entire log. (The membership in force at
+            // the snapshot is the latest we know up to its index until
+            // InstallSnapshot carries the snapshot's own, the next step
+            // of membership change.)
             self.log.reset_to(index, meta.last_term);
+            let membership = self.configs.at(index).clone();
+            self.configs.reset(index, membership);
+            self.follow_membership();
             self.persisted_index = index;
             self.handed_out_last = index;
             self.unstable_from = None;
@@ -188,6 +196,7 @@ impl Raft {
         }
         let removed = cut - self.log.base_index();
         self.log.compact_to(cut);
+        self.configs.compacted_to(cut);
         self.snapshot = meta;
         // What the snapshot covers is durable in it.
         self.persisted_index = self.persisted_index.max(meta.last_index);

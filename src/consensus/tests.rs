@@ -2189,7 +2189,8 @@ fn config_validate_names_the_setting_that_cannot_run_a_server() {
         ),
         (
             Config {
-                peers: vec![0, 1, 2],
+                // This server is not among the cluster's servers.
+                bootstrap: Config::new(5, 2..=4, 0).bootstrap,
                 ..ok.clone()
             },
             "peers",
@@ -2199,4 +2200,48 @@ fn config_validate_names_the_setting_that_cannot_run_a_server() {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.starts_with(setting), "{err}");
     }
+}
+
+#[test]
+fn a_membership_is_in_force_once_appended_and_rolled_back_by_truncation() {
+    use super::membership::Change;
+    // Server 1 of {0, 1, 2} follows leader 0, which adds server 3 as a
+    // learner at index 2, uncommitted.
+    let mut r = node(1, 3, 0, &[]);
+    let with_3 = r
+        .membership()
+        .apply(&Change::AddLearner {
+            id: 3,
+            address: "node3".into(),
+        })
+        .unwrap();
+    let entries = vec![
+        entry(1, 1),
+        Entry {
+            index: 2,
+            term: 1,
+            payload: Payload::Membership(with_3.clone()),
+        },
+    ];
+    r.handle_request(0, append(1, 0, (0, 0), entries), MS)
+        .unwrap();
+    // In force at once, committed or not (thesis §4.1).
+    assert_eq!(r.membership(), &with_3);
+    assert_eq!(r.peers().collect::<Vec<_>>(), vec![0, 2, 3]);
+    assert!(r.take_ready().events.contains(&Event::MembershipInForce {
+        index: 2,
+        membership: with_3.clone(),
+    }));
+    // A new leader (2, term 2) never had it: its entry 2 replaces ours,
+    // and the membership before it is in force again.
+    r.handle_request(2, append(2, 2, (1, 1), vec![entry(2, 2)]), 2 * MS)
+        .unwrap();
+    assert!(!r.membership().contains(3));
+    assert_eq!(r.peers().collect::<Vec<_>>(), vec![0, 2]);
+    assert!(
+        r.take_ready()
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::MembershipInForce { index: 0, .. }))
+    );
 }

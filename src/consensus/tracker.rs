@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::membership::Membership;
 use super::quorum::Quorum;
 use super::{Index, NodeId, Progress};
 
@@ -57,12 +58,38 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
-    /// Server `me` among `peers`.
-    pub(super) fn new(me: NodeId, peers: &[NodeId]) -> Tracker {
+    /// Server `me` of `membership`.
+    pub(super) fn new(me: NodeId, membership: &Membership) -> Tracker {
+        let peers = membership.peers_of(me);
         Tracker {
-            peers: peers.iter().map(|&p| (p, Peer::new())).collect(),
-            voters: Quorum::simple(peers.iter().copied().chain([me])),
+            peers: peers.into_iter().map(|p| (p, Peer::new())).collect(),
+            voters: membership.quorum(),
         }
+    }
+
+    /// `membership` is now in force: servers no longer in it are
+    /// forgotten, new ones start with `progress` (a leader's first guess
+    /// for them), and the quorum is the new one's. Returns the ids added.
+    pub(super) fn set_membership(
+        &mut self,
+        me: NodeId,
+        membership: &Membership,
+        progress: Progress,
+    ) -> Vec<NodeId> {
+        let ids = membership.peers_of(me);
+        self.peers.retain(|id, _| ids.contains(id));
+        let mut added = Vec::new();
+        for id in ids {
+            self.peers.entry(id).or_insert_with(|| {
+                added.push(id);
+                Peer {
+                    progress: progress.clone(),
+                    ..Peer::new()
+                }
+            });
+        }
+        self.voters = membership.quorum();
+        added
     }
 
     pub(super) fn voters(&self) -> &Quorum {
@@ -146,7 +173,8 @@ mod tests {
     #[test]
     fn this_server_counts_in_every_majority_with_its_own_value() {
         // Server 0 among peers 1..=4: a majority is three of five.
-        let mut t = Tracker::new(0, &[1, 2, 3, 4]);
+        let five = Membership::bootstrap((0..5).map(|id| (id, format!("h:{id}"))));
+        let mut t = Tracker::new(0, &five);
         for (id, matched, heard) in [(1, 9, 50), (2, 7, 40), (3, 3, 30), (4, 0, 0)] {
             let p = t.get_mut(&id).unwrap();
             p.progress.match_index = matched;

@@ -31,6 +31,11 @@ pub fn fields(event: &Event) -> Fields {
         Topic::Transfer => transfers(event),
         Topic::LogAndPeers => log_and_peers(event),
         Topic::Snapshots => snapshots(event),
+        Topic::Membership => match event {
+            Event::MembershipInForce { index, membership } => out!("membership_in_force",
+                "index" => index, "membership" => membership),
+            _ => unreachable!("not of this topic: {event:?}"),
+        },
     }
 }
 

@@ -147,11 +147,19 @@ pub(super) fn every_event() -> Vec<Event> {
             size: 4096,
             log_kept: false,
         },
+        Event::MembershipInForce {
+            index: 5,
+            membership: crate::consensus::membership::Membership::bootstrap([
+                (1, "a:1".to_string()),
+                (2, "b:2".to_string()),
+            ]),
+        },
     ]
 }
 
-/// What the stream carried for each of `every_event` before the names
-/// moved out of the core (serde's derive over `Event`), one per line.
+/// What the stream carries for each of `every_event`, one per line: as
+/// serde's derive over `Event` produced it before the names moved out of
+/// the core, and for events added since, as docs/PROTOCOL.md gives them.
 const EXPECTED: &str = r#"
 {"kind":"role_changed","role":"pre_candidate","term":3}
 {"kind":"term_adopted","term":4,"from":1}
@@ -190,6 +198,7 @@ const EXPECTED: &str = r#"
 {"kind":"snapshot_checksum_failed","from":1,"index":100,"expected":7,"computed":8}
 {"kind":"snapshot_refused","peer":2,"index":100}
 {"kind":"snapshot_installed","index":100,"term":6,"size":4096,"log_kept":false}
+{"kind":"membership_in_force","index":5,"membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"},{"id":2,"address":"b:2","suffrage":"voter"}]}}
 "#;
 
 /// Every core event keeps its kind and field names on the stream.
