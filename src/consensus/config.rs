@@ -92,13 +92,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let ms = |d: Duration| d.as_millis();
         let (min, max) = (self.election_timeout_min, self.election_timeout_max);
+        // (This server need not be in the bootstrap membership: a server
+        // joining a running cluster is not, and stands for nothing until
+        // a membership in the log makes it a voter.)
         if let Err(e) = self.bootstrap.check() {
             Err(InvalidConfig::Peers(e.to_string()))
-        } else if !self.bootstrap.contains(self.id) {
-            Err(InvalidConfig::Peers(format!(
-                "this server (node{}) is not among them",
-                self.id
-            )))
         } else if min.is_zero() || min > max {
             Err(InvalidConfig::ElectionTimeout(format!(
                 "needs 0 < MIN <= MAX, not {}..{} ms",

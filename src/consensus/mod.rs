@@ -123,6 +123,7 @@ pub use message::{
 };
 pub use progress::{Batch, Progress, ProgressState, Refusal, SnapshotTransfer};
 pub use ready::{HardState, InstalledSnapshot, ReadState, Ready, SnapshotChunk};
+pub use reconfigure::ChangeRefused;
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 
@@ -400,7 +401,10 @@ impl Raft {
         match self.role {
             Role::Leader => {
                 let transfer = self.transfer.map(|t| t.deadline);
-                self.quorum_deadline().into_iter().chain(transfer).min()
+                // Removed by a committed membership: leave at once.
+                let leave = self.must_leave().then_some(Duration::ZERO);
+                let due = self.quorum_deadline().into_iter().chain(transfer);
+                due.chain(leave).min()
             }
             _ => Some(self.election_deadline),
         }
@@ -413,9 +417,10 @@ impl Raft {
     pub fn tick(&mut self, now: Duration) {
         if self.role != Role::Leader {
             if now < self.election_deadline {
-            } else if self.repairing().is_some() {
+            } else if self.repairing().is_some() || !self.stays_voter(self.cfg.id) {
                 // Standing with a log that lost entries could win without
-                // a committed one; wait for a leader to repair us.
+                // a committed one; wait for a leader to repair us. A
+                // learner, or a server leaving, never stands (§4.2.1).
                 self.reset_election_timer(now);
             } else {
                 self.election_timeout(now);
@@ -425,14 +430,18 @@ impl Raft {
         if self.transfer.is_some_and(|t| now >= t.deadline) {
             self.abandon_transfer(now, "no new term within an election timeout");
         }
-        self.check_quorum(now);
+        self.leave_if_removed(now);
+        if self.role == Role::Leader {
+            self.check_quorum(now);
+        }
     }
 
     /// Starts an election now, as a leadership transfer's target does
     /// (thesis §3.10): without a pre-vote, and asking voters to disregard
     /// their lease. Tests use it to script elections. A leader ignores it.
     pub fn campaign(&mut self, now: Duration) {
-        if self.role != Role::Leader && self.repairing().is_none() {
+        if self.role != Role::Leader && self.repairing().is_none() && self.stays_voter(self.cfg.id)
+        {
             self.start_election(now, true);
         }
     }
@@ -711,6 +720,7 @@ impl Raft {
         if n > self.commit_index && self.log.term_at(n) == Some(self.term) {
             self.set_commit(n);
             self.start_reads();
+            self.leave_joint_once_committed();
         }
     }
 

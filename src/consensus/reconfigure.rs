@@ -6,8 +6,10 @@
 //! Following it means: replicate to the servers it names and to no others,
 //! and count the voters it names (both sets while joint, §4.3).
 
-use super::membership::Membership;
-use super::{Event, Progress, Raft};
+use std::time::Duration;
+
+use super::membership::{Change, ChangeError, Membership};
+use super::{Event, Index, NodeId, NotLeader, Payload, Progress, Raft, Role};
 
 impl Raft {
     /// The membership in force: the latest in the log (or the snapshot's,
@@ -38,5 +40,109 @@ impl Raft {
             membership: latest.clone(),
         });
         self.in_force = latest;
+    }
+}
+
+/// Why a leader did not start a membership change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefused {
+    #[error("not the leader")]
+    NotLeader(NotLeader),
+    /// A new leader must commit an entry of its own term before it
+    /// changes the membership: two changes proposed in different terms
+    /// from the same committed membership could otherwise both commit,
+    /// under majorities that do not overlap (the single-server bug posted
+    /// to raft-dev in 2015, and its fix).
+    #[error("this leader has not yet committed an entry of its term; try again in a moment")]
+    NotYetCommitted,
+    /// At most one change is uncommitted at a time (§4.1).
+    #[error(
+        "a membership change is in progress (index {index}: {membership}); it must commit first"
+    )]
+    InProgress {
+        index: Index,
+        membership: Membership,
+    },
+    #[error("a leadership transfer is in progress")]
+    Transferring,
+    #[error(transparent)]
+    Invalid(#[from] ChangeError),
+}
+
+impl Raft {
+    /// Leader: appends the membership `change` makes of the one in force
+    /// (in force at once, §4.1). Returns its index and the new membership;
+    /// the change is done once that index is committed (and, for a change
+    /// by joint consensus, once the leader's own entry leaving the joint
+    /// configuration, appended when it commits, is committed too).
+    pub fn propose_change(
+        &mut self,
+        change: &Change,
+    ) -> Result<(Index, Membership), ChangeRefused> {
+        if self.role != Role::Leader {
+            return Err(ChangeRefused::NotLeader(self.not_leader()));
+        }
+        if self.transfer.is_some() {
+            return Err(ChangeRefused::Transferring);
+        }
+        if self.log.term_at(self.commit_index) != Some(self.term) {
+            return Err(ChangeRefused::NotYetCommitted);
+        }
+        if self.configs.latest_index() > self.commit_index {
+            return Err(ChangeRefused::InProgress {
+                index: self.configs.latest_index(),
+                membership: self.configs.latest().clone(),
+            });
+        }
+        let next = self.configs.latest().apply(change)?;
+        let index = self.append_local(Payload::Membership(next.clone()));
+        self.advance_commit(); // alone, or the quorum shrank
+        Ok((index, next))
+    }
+
+    /// Whether `id` votes in the membership being moved to (a voter of
+    /// the latest membership; while joint, of its new half).
+    pub(super) fn stays_voter(&self, id: NodeId) -> bool {
+        self.configs.latest().voters().contains(&id)
+    }
+
+    /// Leader: once a joint membership is committed, leave it for its new
+    /// half (thesis §4.3: the leader appends C_new itself).
+    pub(super) fn leave_joint_once_committed(&mut self) {
+        let latest = self.configs.latest();
+        if self.role != Role::Leader
+            || !latest.is_joint()
+            || self.configs.latest_index() > self.commit_index
+        {
+            return;
+        }
+        let next = latest
+            .apply(&Change::LeaveJoint)
+            .expect("a joint membership can be left");
+        self.append_local(Payload::Membership(next));
+        self.advance_commit();
+    }
+
+    /// Leader: the committed membership leaves us out of its voters
+    /// (thesis §4.2.2): we replicated it without counting ourselves;
+    /// now we stop leading.
+    pub(super) fn must_leave(&self) -> bool {
+        self.role == Role::Leader
+            && self.configs.latest_index() <= self.commit_index
+            && !self.stays_voter(self.cfg.id)
+    }
+
+    /// Leader, removed: hand leadership to the most up-to-date voter left
+    /// (TimeoutNow, thesis §3.10), or, with none to hand to or while a
+    /// handover runs out of time, step down and let the voters elect one.
+    pub(super) fn leave_if_removed(&mut self, now: Duration) {
+        if !self.must_leave() || self.transfer.is_some() {
+            return;
+        }
+        if self.transfer_leadership(None, now).is_err() {
+            self.set_role(Role::Follower, now);
+            self.leader_id = None;
+            self.reset_election_timer(now);
+        }
     }
 }

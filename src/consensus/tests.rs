@@ -2189,8 +2189,11 @@ fn config_validate_names_the_setting_that_cannot_run_a_server() {
         ),
         (
             Config {
-                // This server is not among the cluster's servers.
-                bootstrap: Config::new(5, 2..=4, 0).bootstrap,
+                // Two servers at one address.
+                bootstrap: super::membership::Membership::bootstrap([
+                    (0, "h:1".to_string()),
+                    (1, "h:1".to_string()),
+                ]),
                 ..ok.clone()
             },
             "peers",
@@ -2243,5 +2246,184 @@ fn a_membership_is_in_force_once_appended_and_rolled_back_by_truncation() {
             .events
             .iter()
             .any(|e| matches!(e, Event::MembershipInForce { index: 0, .. }))
+    );
+}
+
+/// Node 0, leader of a 3-node cluster in term 1 whose no-op (index 1) is
+/// committed: the state in which it may change the membership.
+fn leader_with_noop_committed() -> Raft {
+    let mut r = elected(&[], 0);
+    let now = Duration::from_secs(1);
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    let _ = sync(&mut r);
+    assert_eq!(r.commit_index(), 1);
+    r
+}
+
+fn add_learner(id: NodeId) -> super::membership::Change {
+    super::membership::Change::AddLearner {
+        id,
+        address: format!("node{id}"),
+    }
+}
+
+#[test]
+fn a_new_leader_changes_no_membership_before_committing_an_entry_of_its_term() {
+    // Scenario 6 (the single-server bug of 2015): until its no-op commits,
+    // a change from this leader could commit beside an uncommitted one of
+    // an earlier leader under a majority that does not overlap.
+    let mut r = elected(&[], 0);
+    assert_eq!(
+        r.propose_change(&add_learner(3)),
+        Err(super::ChangeRefused::NotYetCommitted)
+    );
+    assert!(!r.membership().contains(3));
+    let mut r = leader_with_noop_committed();
+    let (index, m) = r.propose_change(&add_learner(3)).unwrap();
+    assert_eq!(index, 2);
+    assert!(m.contains(3) && r.membership().contains(3));
+    assert_eq!(r.peers().collect::<Vec<_>>(), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_second_change_waits_until_the_first_commits() {
+    // Scenario 5: refused with the change in progress named, not dropped.
+    let mut r = leader_with_noop_committed();
+    let now = Duration::from_secs(1);
+    r.propose_change(&add_learner(3)).unwrap();
+    let refused = r.propose_change(&add_learner(4)).unwrap_err();
+    assert!(
+        matches!(refused, super::ChangeRefused::InProgress { index: 2, .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("learners 3"), "{refused}");
+    // Once a majority of the voters (not the learner) holds it, it is
+    // committed, and the next change is taken.
+    let _ = sync(&mut r);
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    assert_eq!(r.commit_index(), 2);
+    assert!(r.propose_change(&add_learner(4)).is_ok());
+}
+
+#[test]
+fn a_learner_never_counts_toward_a_commit_and_never_stands() {
+    // Scenario 7.
+    let mut r = leader_with_noop_committed();
+    let now = Duration::from_secs(1);
+    // Learners 3 and 4, each change committed by voter 1.
+    for id in [3, 4] {
+        r.propose_change(&add_learner(id)).unwrap();
+        let _ = sync(&mut r);
+        while let Some(req) = r.poll_peer(1, now) {
+            ack(&mut r, 1, &req, now);
+        }
+    }
+    let committed = r.commit_index();
+    let with_3 = r.membership_at(2).clone();
+    // A write held by the leader and both learners, three of five
+    // servers, but only one of the three voters: not committed.
+    r.propose(Json::string("w")).unwrap();
+    let _ = sync(&mut r);
+    for learner in [3, 4] {
+        while let Some(req) = r.poll_peer(learner, now) {
+            ack(&mut r, learner, &req, now);
+        }
+    }
+    assert_eq!(r.commit_index(), committed, "learners' copies counted");
+    // A learner's election timer changes nothing.
+    let learner_cfg = Config::new(3, 0..3, 3);
+    let mut learner = Raft::new(learner_cfg, HardState::default(), vec![], Duration::ZERO);
+    learner
+        .handle_request(
+            0,
+            append(
+                1,
+                0,
+                (0, 0),
+                vec![
+                    entry(1, 1),
+                    Entry {
+                        index: 2,
+                        term: 1,
+                        payload: Payload::Membership(with_3),
+                    },
+                ],
+            ),
+            now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    learner.tick(now + Duration::from_secs(5));
+    assert_eq!(learner.role(), Role::Follower);
+    assert_eq!(learner.term(), 1);
+    learner.campaign(now + Duration::from_secs(6));
+    assert_eq!(learner.role(), Role::Follower);
+}
+
+#[test]
+fn a_joint_membership_commits_under_both_majorities_and_the_leader_then_leaves_it() {
+    // Scenario 17: replace 1 and 2 by 3 and 4 in {0, 1, 2}.
+    use super::membership::Change;
+    let mut r = leader_with_noop_committed();
+    let now = Duration::from_secs(1);
+    let commit_all = |r: &mut Raft, peers: &[NodeId]| {
+        let _ = sync(r);
+        for &p in peers {
+            while let Some(req) = r.poll_peer(p, now) {
+                ack(r, p, &req, now);
+            }
+        }
+        let _ = sync(r);
+    };
+    for id in [3, 4] {
+        r.propose_change(&add_learner(id)).unwrap();
+        commit_all(&mut r, &[1]);
+    }
+    let (index, joint) = r
+        .propose_change(&Change::SetVoters([0, 3, 4].into()))
+        .unwrap();
+    assert!(joint.is_joint());
+    // The new majority alone (0, 3, 4) does not commit it.
+    commit_all(&mut r, &[3, 4]);
+    assert!(r.commit_index() < index);
+    // With the old majority too (0, 1) it commits, and the leader appends
+    // the membership that leaves the joint one.
+    commit_all(&mut r, &[1]);
+    assert!(r.commit_index() >= index);
+    assert!(!r.membership().is_joint());
+    assert_eq!(r.membership().voters(), [0, 3, 4].into());
+    assert_eq!(r.membership().removed, [1, 2].into());
+    commit_all(&mut r, &[3, 4]);
+    assert_eq!(r.commit_index(), r.log().last_index());
+    assert_eq!(r.peers().collect::<Vec<_>>(), vec![3, 4]);
+}
+
+#[test]
+fn a_removed_leader_hands_over_to_a_voter_once_its_removal_commits() {
+    // Scenario 4.
+    use super::membership::Change;
+    let mut r = leader_with_noop_committed();
+    let now = Duration::from_secs(1);
+    let (index, _) = r.propose_change(&Change::Remove(0)).unwrap();
+    let _ = sync(&mut r);
+    assert!(!r.must_leave(), "not before the removal commits");
+    // Committed by the new voters alone (1 and 2): the leader no longer
+    // counts itself.
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    assert!(r.commit_index() < index, "the leader counted itself");
+    let req = r.poll_peer(2, now).unwrap();
+    ack(&mut r, 2, &req, now);
+    assert_eq!(r.commit_index(), index);
+    assert_eq!(r.tick_deadline(), Some(Duration::ZERO), "leaving is due");
+    r.tick(now);
+    assert!(r.transfer().is_some_and(|t| t.target == 1 || t.target == 2));
+    // A transfer to a server that does not vote is refused (scenario 18).
+    let mut r = leader_with_noop_committed();
+    r.propose_change(&add_learner(3)).unwrap();
+    assert_eq!(
+        r.transfer_leadership(Some(3), now),
+        Err(TransferError::NotAVoter(3))
     );
 }

@@ -53,6 +53,10 @@ pub enum TransferError {
     /// A transfer to another server is in progress.
     #[error("a transfer to node{target} is in progress")]
     InProgress { target: NodeId },
+    /// The target does not vote (a learner, or a voter being removed):
+    /// it could not win an election.
+    #[error("node{0} does not vote in the new configuration")]
+    NotAVoter(NodeId),
 }
 
 impl Raft {
@@ -75,10 +79,12 @@ impl Raft {
             Some(id) if !self.peers.contains_key(&id) => {
                 return Err(TransferError::UnknownTarget(id));
             }
+            Some(id) if !self.stays_voter(id) => return Err(TransferError::NotAVoter(id)),
             Some(id) => id,
             None => self
                 .peers
                 .iter()
+                .filter(|(id, _)| self.stays_voter(**id))
                 .max_by_key(|(id, p)| {
                     (p.reachable, p.progress.match_index, std::cmp::Reverse(**id))
                 })
@@ -188,9 +194,10 @@ impl Raft {
         }
         self.check_leader_claim(from, req.term)?;
         self.follow(from, req.term, now);
-        if self.repairing().is_some() {
-            // We could not win with a log that lost entries; the leader's
-            // transfer times out and it goes on leading.
+        if self.repairing().is_some() || !self.stays_voter(self.cfg.id) {
+            // We could not win with a log that lost entries, nor without
+            // a vote; the leader's transfer times out and it goes on
+            // leading.
             reply.term = self.term;
             return Ok(reply);
         }
