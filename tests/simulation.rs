@@ -717,3 +717,211 @@ fn thesis_3_10_a_transfer_target_that_dies_causes_no_split() {
         s.check_deep();
     }
 }
+
+/// What a membership chaos run did.
+#[derive(Default, Debug)]
+struct Changes {
+    proposed: u64,
+    refused: u64,
+    joint: u64,
+    retired: u64,
+}
+
+/// Chaos with membership changes (issue 21): three servers and four
+/// spares; at random the leader adds a spare as a learner (which is then
+/// started, knowing only the bootstrap membership), promotes a learner,
+/// removes a server (the leader too), or sets the voters to a random
+/// subset (joint consensus when more than one voter changes), while
+/// clients propose, nodes crash and restart and the network partitions.
+/// A server whose removal is committed is stopped for good, as an
+/// operator would. The checker runs as in every chaos test (one leader
+/// per term across memberships, log matching, leader completeness, state
+/// machine safety); at the end the network heals, and every member of the
+/// final membership applies a new entry and holds that same membership.
+/// Without snapshots: InstallSnapshot does not carry the membership yet.
+fn membership_chaos(seed: u64, virtual_time: Duration) -> Changes {
+    use raft::consensus::membership::Change;
+    use std::collections::BTreeSet;
+    let _guard = SeedGuard {
+        file: "simulation",
+        test: "chaos_with_membership_changes",
+        seed,
+    };
+    let (n, spares) = (3, 4);
+    let total = (n + spares) as NodeId;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut s = Sim::with_spares(n, spares, seed, NetConfig::unreliable());
+    let mut next_spare = n as NodeId;
+    let mut retired = BTreeSet::new();
+    let mut changes = Changes::default();
+    let end = s.now + virtual_time;
+    while s.now < end {
+        s.run_for(Duration::from_millis(rng.random_range(5..150)));
+        let pick = rng.random_range(0..next_spare);
+        match rng.random_range(0..100) {
+            0..40 => {
+                if let Some(leader) = s.leader() {
+                    s.propose(leader, &format!("cmd-{seed}-{}", s.now.as_nanos()));
+                }
+            }
+            40..46 if s.is_up(pick) => s.crash(pick),
+            46..56 if !s.is_up(pick) && !retired.contains(&pick) => s.start(pick),
+            56..62 => {
+                let mut groups = vec![Vec::new(), Vec::new()];
+                for id in 0..total {
+                    groups[rng.random_range(0..2)].push(id);
+                }
+                s.partition(&groups);
+            }
+            62..70 => s.heal(),
+            70..88 => {
+                let Some(leader) = s.leader() else { continue };
+                let m = s.raft(leader).unwrap().membership().clone();
+                let servers: Vec<NodeId> = m.servers.keys().copied().collect();
+                let change = match rng.random_range(0..4) {
+                    0 if next_spare < total => Change::AddLearner {
+                        id: next_spare,
+                        address: format!("sim{next_spare}"),
+                    },
+                    1 if !m.learners().is_empty() => {
+                        let learners: Vec<NodeId> = m.learners().into_iter().collect();
+                        Change::Promote(learners[rng.random_range(0..learners.len())])
+                    }
+                    2 => Change::Remove(servers[rng.random_range(0..servers.len())]),
+                    _ => {
+                        let voters: BTreeSet<NodeId> = servers
+                            .iter()
+                            .copied()
+                            .filter(|_| rng.random_bool(0.6))
+                            .collect();
+                        Change::SetVoters(voters)
+                    }
+                };
+                changes.proposed += 1;
+                match s.propose_change(leader, &change) {
+                    Ok((_, m)) => {
+                        changes.joint += u64::from(m.is_joint());
+                        if let Change::AddLearner { id, .. } = change {
+                            s.start(id);
+                            next_spare += 1;
+                        }
+                    }
+                    Err(_) => changes.refused += 1,
+                }
+            }
+            88..92 => {
+                if let Some(leader) = s.leader() {
+                    let _ = s.transfer(leader, Some(pick));
+                }
+            }
+            _ => {}
+        }
+        // Servers whose removal some server knows is committed stop.
+        let removed: BTreeSet<NodeId> = (0..total)
+            .filter_map(|id| s.raft(id))
+            .flat_map(|r| r.membership_at(r.commit_index()).removed.clone())
+            .collect();
+        for id in removed.difference(&retired.clone()) {
+            if s.is_up(*id) {
+                s.crash(*id);
+            }
+            retired.insert(*id);
+            changes.retired += 1;
+        }
+    }
+
+    // Heal; start every server not removed; a leader must commit a new
+    // entry on every member of its membership, all holding that one.
+    s.heal();
+    s.net = NetConfig::reliable();
+    for id in 0..next_spare {
+        if !s.is_up(id) && !retired.contains(&id) {
+            s.start(id);
+        }
+    }
+    let deadline = s.now + 30 * SECOND;
+    loop {
+        if s.now >= deadline {
+            let states: Vec<String> = (0..next_spare)
+                .map(|id| match s.raft(id) {
+                    Some(r) => format!(
+                        "node{id}: {:?} term {} commit {} last {} membership [{}]",
+                        r.role(),
+                        r.term(),
+                        r.commit_index(),
+                        r.log().last_index(),
+                        r.membership(),
+                    ),
+                    None => format!("node{id}: down (retired: {})", retired.contains(&id)),
+                })
+                .collect();
+            panic!(
+                "no entry committed on every member within 30 s of healing:\n{}",
+                states.join("\n")
+            );
+        }
+        if !s.run_until(5 * SECOND, |s| s.leader().is_some()) {
+            continue;
+        }
+        let leader = s.leader().unwrap();
+        let Some((index, _)) = s.propose(leader, "final") else {
+            s.run_for(10 * MS);
+            continue;
+        };
+        let members: Vec<NodeId> = s
+            .raft(leader)
+            .unwrap()
+            .membership()
+            .servers
+            .keys()
+            .copied()
+            .collect();
+        let all = s.run_until(5 * SECOND, |s| {
+            members
+                .iter()
+                .all(|&id| s.raft(id).is_some_and(|r| r.commit_index() >= index))
+                && s.n_applied(index).1 == Some(Payload::Command(Json::string("final")))
+        });
+        if all {
+            // (The leader may have appended one more membership meanwhile,
+            // leaving a joint one: it reaches every member too.)
+            let agree = |s: &Sim| {
+                let Some(m) = s.leader().and_then(|l| s.raft(l)).map(|r| r.membership()) else {
+                    return false;
+                };
+                m.servers
+                    .keys()
+                    .all(|&id| s.raft(id).is_some_and(|r| r.membership() == m))
+            };
+            s.run_until(5 * SECOND, agree);
+            let leader = s.leader().expect("a leader");
+            let m = s.raft(leader).unwrap().membership().clone();
+            let members: Vec<NodeId> = m.servers.keys().copied().collect();
+            for &id in &members {
+                assert_eq!(
+                    s.raft(id).unwrap().membership(),
+                    &m,
+                    "node {id}'s membership"
+                );
+            }
+            break;
+        }
+    }
+    s.check_deep();
+    changes
+}
+
+#[test]
+fn chaos_with_membership_changes() {
+    let mut total = Changes::default();
+    for seed in seeds(7_000, 60) {
+        let c = membership_chaos(seed, 30 * SECOND);
+        total.proposed += c.proposed;
+        total.refused += c.refused;
+        total.joint += c.joint;
+        total.retired += c.retired;
+    }
+    eprintln!("membership chaos: {total:?}");
+    assert!(total.proposed - total.refused > 100, "{total:?}");
+    assert!(total.joint > 5 && total.retired > 20, "{total:?}");
+}

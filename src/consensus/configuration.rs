@@ -49,6 +49,16 @@ impl Configurations {
         before.map_or(&self.base.1, |(_, m)| m)
     }
 
+    /// Whether `id` votes in the membership in force at `index`, or in
+    /// any after it in the log.
+    pub(super) fn voter_since(&self, index: Index, id: super::NodeId) -> bool {
+        self.at(index).is_voter(id)
+            || self
+                .entries
+                .iter()
+                .any(|(i, m)| *i > index && m.is_voter(id))
+    }
+
     /// An entry was appended to the log.
     pub(super) fn appended(&mut self, e: &Entry) {
         if let Payload::Membership(m) = &e.payload {

@@ -401,8 +401,10 @@ impl Raft {
         match self.role {
             Role::Leader => {
                 let transfer = self.transfer.map(|t| t.deadline);
-                // Removed by a committed membership: leave at once.
-                let leave = self.must_leave().then_some(Duration::ZERO);
+                // Removed by a committed membership: leave at once (once:
+                // a handover started runs to its deadline).
+                let leave =
+                    (self.must_leave() && self.transfer.is_none()).then_some(Duration::ZERO);
                 let due = self.quorum_deadline().into_iter().chain(transfer);
                 due.chain(leave).min()
             }
@@ -417,10 +419,11 @@ impl Raft {
     pub fn tick(&mut self, now: Duration) {
         if self.role != Role::Leader {
             if now < self.election_deadline {
-            } else if self.repairing().is_some() || !self.stays_voter(self.cfg.id) {
+            } else if self.repairing().is_some() || !self.may_stand() {
                 // Standing with a log that lost entries could win without
                 // a committed one; wait for a leader to repair us. A
-                // learner, or a server leaving, never stands (§4.2.1).
+                // learner, or a server not in the membership, never
+                // stands (§4.2.1).
                 self.reset_election_timer(now);
             } else {
                 self.election_timeout(now);
@@ -440,8 +443,7 @@ impl Raft {
     /// (thesis §3.10): without a pre-vote, and asking voters to disregard
     /// their lease. Tests use it to script elections. A leader ignores it.
     pub fn campaign(&mut self, now: Duration) {
-        if self.role != Role::Leader && self.repairing().is_none() && self.stays_voter(self.cfg.id)
-        {
+        if self.role != Role::Leader && self.repairing().is_none() && self.may_stand() {
             self.start_election(now, true);
         }
     }
@@ -511,7 +513,14 @@ impl Raft {
         request: Request,
         now: Duration,
     ) -> Result<Reply, Rejection> {
-        if !self.peers.contains_key(&from) {
+        // Thesis §4.1: requests are taken from servers outside our latest
+        // membership too: a leader added in a membership we have not yet
+        // received, one whose log rolls back an uncommitted membership of
+        // ours that left it out, or a removed leader handing over. Only
+        // our own id is refused. (A stranger cannot disrupt a cluster that
+        // hears from its leader: votes are refused within a leader's lease
+        // without adopting the term, thesis §9.6.)
+        if from == self.cfg.id {
             return Err(Rejection::UnknownSender { from });
         }
         match request {

@@ -100,6 +100,19 @@ impl Raft {
         Ok((index, next))
     }
 
+    /// Whether this server may stand for election: it votes in a
+    /// membership not known to be superseded by a committed one: the one
+    /// at our commit index or any later in the log, in either half while
+    /// joint. Thesis §4.2.2: a server of the old configuration may lead
+    /// until the new one is committed, and it may be the only one holding
+    /// the log (a leader that appended its own removal and restarted
+    /// before committing it: the others cannot win without its vote). It
+    /// counts votes by the latest membership all the same, as every
+    /// candidate does. Learners never stand.
+    pub(super) fn may_stand(&self) -> bool {
+        self.configs.voter_since(self.commit_index, self.cfg.id)
+    }
+
     /// Whether `id` votes in the membership being moved to (a voter of
     /// the latest membership; while joint, of its new half).
     pub(super) fn stays_voter(&self, id: NodeId) -> bool {

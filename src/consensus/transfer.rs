@@ -194,7 +194,7 @@ impl Raft {
         }
         self.check_leader_claim(from, req.term)?;
         self.follow(from, req.term, now);
-        if self.repairing().is_some() || !self.stays_voter(self.cfg.id) {
+        if self.repairing().is_some() || !self.may_stand() {
             // We could not win with a log that lost entries, nor without
             // a vote; the leader's transfer times out and it goes on
             // leading.

@@ -35,7 +35,7 @@ pub const MAX_INDEX: Index = (1 << 53) - 1;
 /// Why a message from a peer was refused. The message changed nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    /// The sender is not a member of the cluster (or is ourselves).
+    /// The sender claims our own id.
     #[error("node{from} is not a peer of this node")]
     UnknownSender { from: NodeId },
     /// `leader_id` or `candidate_id` names someone other than the sender.

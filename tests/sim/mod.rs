@@ -38,9 +38,10 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use raft::config::Member;
+use raft::consensus::membership::{Change, Membership};
 use raft::consensus::{
-    Config, Entry, Event, Index, Json, NodeId, Payload, Raft, Ready, Role, SnapshotMeta, Term,
-    TransferError,
+    ChangeRefused, Config, Entry, Event, Index, Json, NodeId, NotLeader, Payload, Raft, Ready,
+    Role, SnapshotMeta, Term, TransferError,
 };
 use raft::kv::KvStore;
 use raft::service::{ClientService, PeerService, durability};
@@ -189,6 +190,9 @@ pub struct Sim {
     /// Check after every step that no lease holds while a newer leader
     /// exists (off only to watch what a broken lease does to reads).
     pub check_leases: bool,
+    /// How many servers the cluster started with (the bootstrap
+    /// membership: ids `0..initial`); any more are spares.
+    pub initial: usize,
 }
 
 impl Sim {
@@ -198,7 +202,21 @@ impl Sim {
 
     /// A cluster whose nodes' settings `tune` changes from `raft_config`.
     pub fn tuned(n: usize, seed: u64, net: NetConfig, tune: fn(&mut Config)) -> Sim {
+        Sim::build(n, 0, seed, net, tune)
+    }
+
+    /// A cluster of `n` servers, and `spares` more (ids `n..n + spares`)
+    /// that are not started: servers a membership change may add. Started
+    /// ([`Sim::start`]), a spare knows the first `n` (the bootstrap
+    /// membership) and learns the rest from the leader's log.
+    pub fn with_spares(n: usize, spares: usize, seed: u64, net: NetConfig) -> Sim {
+        Sim::build(n, spares, seed, net, |_| {})
+    }
+
+    fn build(n: usize, spares: usize, seed: u64, net: NetConfig, tune: fn(&mut Config)) -> Sim {
+        let total = n + spares;
         let mut sim = Sim {
+            initial: n,
             seed,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             now: Duration::ZERO,
@@ -209,8 +227,8 @@ impl Sim {
             completed: HashSet::new(),
             link_clock: HashMap::new(),
             net,
-            connected: vec![true; n],
-            group: vec![0; n],
+            connected: vec![true; total],
+            group: vec![0; total],
             rpc_count: 0,
             payload_bytes_sent: 0,
             checker: Checker::default(),
@@ -235,10 +253,10 @@ impl Sim {
                     real: Duration::ZERO,
                     local: Duration::ZERO,
                 };
-                n
+                total
             ],
         };
-        for id in 0..n as NodeId {
+        for id in 0..total as NodeId {
             let (peers, clients) = services(id, n);
             sim.nodes.push(SimNode {
                 raft: None,
@@ -269,7 +287,7 @@ impl Sim {
 
     /// Crashes a node: its volatile state is gone, its disk stays.
     pub fn crash(&mut self, id: NodeId) {
-        let n = self.n();
+        let n = self.initial;
         // Writes not yet synced may or may not have reached the disk.
         let kept = self
             .rng
@@ -287,7 +305,7 @@ impl Sim {
 
     /// Starts (or restarts) a node from its disk alone.
     pub fn start(&mut self, id: NodeId) {
-        let n = self.n();
+        let n = self.initial;
         let node = &mut self.nodes[id as usize];
         assert!(node.raft.is_none(), "node {id} is running");
         let seed = self.seed ^ (id << 32) ^ (node.incarnation << 48);
@@ -383,6 +401,26 @@ impl Sim {
             .as_mut()
             .ok_or(TransferError::NotLeader { leader_hint: None })?;
         let result = raft.transfer_leadership(to, now);
+        self.after(id);
+        result
+    }
+
+    /// Asks node `id` to change the membership, as `raftctl add` and the
+    /// others will: `Err` if it refuses (not leader, a change in progress,
+    /// its term's first entry not yet committed, an invalid change).
+    pub fn propose_change(
+        &mut self,
+        id: NodeId,
+        change: &Change,
+    ) -> Result<(Index, Membership), ChangeRefused> {
+        let raft = self.nodes[id as usize]
+            .raft
+            .as_mut()
+            .ok_or(ChangeRefused::NotLeader(NotLeader {
+                leader_hint: None,
+                transferring_to: None,
+            }))?;
+        let result = raft.propose_change(change);
         self.after(id);
         result
     }
