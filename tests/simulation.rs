@@ -925,3 +925,81 @@ fn chaos_with_membership_changes() {
     assert!(total.proposed - total.refused > 100, "{total:?}");
     assert!(total.joint > 5 && total.retired > 20, "{total:?}");
 }
+
+/// Scenario 6, the single-server bug posted to raft-dev in 2015, played
+/// out step by step: leader 0 of {0,1,2,3} (with learner 4) appends
+/// "promote 4" where only 4 receives it, and crashes; X is elected by
+/// {1,2,3}, and Z is cut off at once, before X's first entry reaches it.
+/// If X could now append "remove 0" before committing an entry of its own
+/// term, X and Y would commit it (a majority of {1,2,3}) over the index
+/// where 0 holds "promote 4"; then 0 restarts, wins {0,4,Z} (a majority
+/// of its {0,1,2,3,4}: Z's log is behind 0's) and commits "promote 4" at
+/// the same index: two entries committed at one index, which the checker
+/// catches. The rule (Raft::propose_change refuses until the leader has
+/// committed an entry of its term) keeps X from appending it: X's first
+/// entry needs Z, cut off.
+#[test]
+fn thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term() {
+    use raft::consensus::ChangeRefused;
+    use raft::consensus::membership::Change;
+    for seed in seeds(7_500, 20) {
+        let _guard = SeedGuard {
+            file: "simulation",
+            test: "thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term",
+            seed,
+        };
+        let mut s = Sim::with_spares(4, 1, seed, NetConfig::reliable());
+        assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
+        let first = s.leader().unwrap();
+        if first != 0 {
+            s.transfer(first, Some(0)).unwrap();
+            assert!(s.run_until(10 * SECOND, |s| s.leader() == Some(0)));
+        }
+        assert!(s.run_until(5 * SECOND, |s| {
+            let r = s.raft(0).unwrap();
+            r.log().term_at(r.commit_index()) == Some(r.term())
+        }));
+        let added = Change::AddLearner {
+            id: 4,
+            address: "sim4".into(),
+        };
+        let (index, _) = s.propose_change(0, &added).unwrap();
+        s.start(4);
+        assert!(s.run_until(5 * SECOND, |s| {
+            (0..5).all(|id| s.raft(id).is_some_and(|r| r.commit_index() >= index))
+        }));
+        // "Promote 4" reaches 4 only; then 0 crashes.
+        s.partition(&[vec![0, 4], vec![1, 2, 3]]);
+        s.propose_change(0, &Change::Promote(4)).unwrap();
+        s.run_for(200 * MS);
+        s.crash(0);
+        assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
+        let x = s.leader().unwrap();
+        let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != x).collect();
+        let (y, z) = (others[0], others[1]);
+        s.partition(&[vec![0, 4, z], vec![x, y]]);
+        // X tries to remove 0 for two seconds.
+        let mut appended = false;
+        for _ in 0..40 {
+            match s.propose_change(x, &Change::Remove(0)) {
+                Ok(_) => {
+                    appended = true;
+                    break;
+                }
+                Err(ChangeRefused::NotYetCommitted) => s.run_for(50 * MS),
+                // CheckQuorum: cut off from Z (and 0), X steps down.
+                Err(ChangeRefused::NotLeader(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        s.run_for(SECOND);
+        // 0 comes back on Z's side and wins there.
+        s.start(0);
+        s.run_for(10 * SECOND);
+        assert!(
+            !appended,
+            "leader {x} changed the membership before committing in its term"
+        );
+        s.check_deep();
+    }
+}
