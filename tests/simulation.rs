@@ -1003,3 +1003,68 @@ fn thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term() {
         s.check_deep();
     }
 }
+
+/// Scenario 5's reason, played out: why a second change must wait for the
+/// first. Leader 0 of {0,1,2} with learners 3 and 4 is cut off with them
+/// from 1 and 2, and asks to promote 3, then 4. Were the second appended
+/// while the first is uncommitted, 0 would count by {0,1,2,3,4}, whose
+/// majority {0,3,4} does not meet {1,2}, a majority of the membership
+/// 1 and 2 still have: both sides would commit, at the same indices. The
+/// checker catches that; with the rule the second is refused (naming the
+/// first), 0 cannot commit the first without 1 or 2, and steps down.
+#[test]
+fn thesis_4_1_one_membership_change_at_a_time() {
+    use raft::consensus::ChangeRefused;
+    use raft::consensus::membership::Change;
+    for seed in seeds(7_600, 20) {
+        let _guard = SeedGuard {
+            file: "simulation",
+            test: "thesis_4_1_one_membership_change_at_a_time",
+            seed,
+        };
+        let mut s = Sim::with_spares(3, 2, seed, NetConfig::reliable());
+        assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
+        let first = s.leader().unwrap();
+        if first != 0 {
+            s.transfer(first, Some(0)).unwrap();
+            assert!(s.run_until(10 * SECOND, |s| s.leader() == Some(0)));
+        }
+        for id in [3, 4] {
+            let committed_in_term = |s: &Sim| {
+                let r = s.raft(0).unwrap();
+                r.log().term_at(r.commit_index()) == Some(r.term())
+                    && r.log().last_index() == r.commit_index()
+            };
+            assert!(s.run_until(5 * SECOND, committed_in_term));
+            let address = format!("sim{id}");
+            s.propose_change(0, &Change::AddLearner { id, address })
+                .unwrap();
+            s.start(id);
+        }
+        assert!(s.run_until(5 * SECOND, |s| {
+            let r = s.raft(0).unwrap();
+            r.commit_index() == r.log().last_index()
+        }));
+        s.partition(&[vec![0, 3, 4], vec![1, 2]]);
+        s.propose_change(0, &Change::Promote(3)).unwrap();
+        let second = s.propose_change(0, &Change::Promote(4));
+        // Both sides take writes for a while.
+        for k in 0..50 {
+            s.run_for(100 * MS);
+            for id in 0..5 {
+                if s.raft(id)
+                    .is_some_and(|r| r.role() == raft::consensus::Role::Leader)
+                {
+                    s.propose(id, &format!("w{k}"));
+                }
+            }
+        }
+        s.heal();
+        s.run_for(5 * SECOND);
+        s.check_deep();
+        assert!(
+            matches!(second, Err(ChangeRefused::InProgress { .. })),
+            "{second:?}"
+        );
+    }
+}
