@@ -203,6 +203,7 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
                     },
                     offset,
                     data,
+                    membership: None,
                 })
             },
         );

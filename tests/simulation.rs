@@ -725,6 +725,7 @@ struct Changes {
     refused: u64,
     joint: u64,
     retired: u64,
+    snapshots_installed: u64,
 }
 
 /// Chaos with membership changes (issue 21): three servers and four
@@ -738,7 +739,9 @@ struct Changes {
 /// per term across memberships, log matching, leader completeness, state
 /// machine safety); at the end the network heals, and every member of the
 /// final membership applies a new entry and holds that same membership.
-/// Without snapshots: InstallSnapshot does not carry the membership yet.
+/// With snapshots at random (every other seed), so that memberships are
+/// compacted into them and new servers catch up through InstallSnapshot,
+/// which carries the membership.
 fn membership_chaos(seed: u64, virtual_time: Duration) -> Changes {
     use raft::consensus::membership::Change;
     use std::collections::BTreeSet;
@@ -751,6 +754,9 @@ fn membership_chaos(seed: u64, virtual_time: Duration) -> Changes {
     let total = (n + spares) as NodeId;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut s = Sim::with_spares(n, spares, seed, NetConfig::unreliable());
+    if seed % 2 == 1 {
+        s.snapshot_chance = 0.002;
+    }
     let mut next_spare = n as NodeId;
     let mut retired = BTreeSet::new();
     let mut changes = Changes::default();
@@ -908,6 +914,7 @@ fn membership_chaos(seed: u64, virtual_time: Duration) -> Changes {
         }
     }
     s.check_deep();
+    changes.snapshots_installed = s.checker.snapshots_installed;
     changes
 }
 
@@ -920,10 +927,12 @@ fn chaos_with_membership_changes() {
         total.refused += c.refused;
         total.joint += c.joint;
         total.retired += c.retired;
+        total.snapshots_installed += c.snapshots_installed;
     }
     eprintln!("membership chaos: {total:?}");
     assert!(total.proposed - total.refused > 100, "{total:?}");
     assert!(total.joint > 5 && total.retired > 20, "{total:?}");
+    assert!(total.snapshots_installed > 10, "{total:?}");
 }
 
 /// Scenario 6, the single-server bug posted to raft-dev in 2015, played

@@ -306,7 +306,13 @@ impl Cluster {
                     .into_iter()
                     .filter(|e| e.index > meta.last_index)
                     .collect();
-                server.raft = Some(Raft::restore(server.cfg.clone(), hs, meta, log, self.now));
+                server.raft = Some(Raft::restore(
+                    server.cfg.clone(),
+                    hs,
+                    (meta, None),
+                    log,
+                    self.now,
+                ));
                 self.settle(id(1), &mut out);
             }
             "status" => {

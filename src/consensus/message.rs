@@ -509,6 +509,12 @@ pub struct InstallSnapshot {
     /// restarts) a transfer.
     pub offset: u64,
     pub data: String,
+    /// The membership in force at the snapshot's last entry (thesis
+    /// §4.1: the snapshot carries the membership it covers), installed
+    /// with it. Absent from leaders that predate memberships in the log:
+    /// the receiver then keeps the latest it knows up to that index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Box<Membership>>,
 }
 
 impl InstallSnapshot {

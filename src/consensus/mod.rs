@@ -244,19 +244,28 @@ impl Raft {
     /// A server starting (or restarting) from its durable state, without
     /// a snapshot; see [`Raft::restore`].
     pub fn new(cfg: Config, hard_state: HardState, entries: Vec<Entry>, now: Duration) -> Raft {
-        Raft::restore(cfg, hard_state, SnapshotMeta::default(), entries, now)
+        Raft::restore(
+            cfg,
+            hard_state,
+            (SnapshotMeta::default(), None),
+            entries,
+            now,
+        )
     }
 
     /// A server starting (or restarting) from its durable state: term and
-    /// vote, its latest snapshot, and the log entries after the snapshot.
-    /// It is a follower with no known leader and a fresh election timer.
+    /// vote, its latest snapshot with the membership in force there (thesis
+    /// §4.1; `None` for none, or a snapshot from before memberships were
+    /// kept: then the bootstrap membership), and the log entries after the
+    /// snapshot. It is a follower with no known leader and a fresh
+    /// election timer.
     /// Its commit index is the snapshot's last index (a snapshot holds only
     /// committed entries) until a leader tells it more (Figure 2: volatile
     /// state); the caller restores the state machine from the snapshot.
     pub fn restore(
         cfg: Config,
         hard_state: HardState,
-        snapshot: SnapshotMeta,
+        (snapshot, snapshot_membership): (SnapshotMeta, Option<membership::Membership>),
         entries: Vec<Entry>,
         now: Duration,
     ) -> Raft {
@@ -267,7 +276,7 @@ impl Raft {
         let on_disk = log.last_index();
         let configs = configuration::Configurations::new(
             snapshot.last_index,
-            cfg.bootstrap.clone(),
+            snapshot_membership.unwrap_or_else(|| cfg.bootstrap.clone()),
             log.entries(),
         );
         let peers = tracker::Tracker::new(cfg.id, configs.latest());

@@ -73,6 +73,7 @@ impl Raft {
                         snapshot: t.snapshot,
                         offset: t.offset,
                         data: String::new(),
+                        membership: Some(Box::new(self.configs.at(t.snapshot.last_index).clone())),
                     }));
                 }
                 let batch = match pr.state {

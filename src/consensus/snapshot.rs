@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::membership::Membership;
 use super::validate::Rejection;
 use super::{
     Entry, Event, Index, InstallSnapshot, InstallSnapshotReply, InstalledSnapshot, NodeId, Raft,
@@ -115,14 +116,14 @@ impl Raft {
             return Ok(reply);
         }
         self.receiving = None;
-        self.install_snapshot(meta);
+        self.install_snapshot(meta, req.membership.map(|m| *m));
         reply.done = true;
         Ok(reply)
     }
 
     /// Figure 13, rules 5 to 8, for a complete snapshot beyond our commit
     /// index.
-    fn install_snapshot(&mut self, meta: SnapshotMeta) {
+    fn install_snapshot(&mut self, meta: SnapshotMeta, membership: Option<Membership>) {
         let index = meta.last_index;
         debug_assert!(index > self.commit_index);
         let log_kept = self.log.term_at(index) == Some(meta.last_term);
@@ -135,12 +136,11 @@ impl Raft {
             self.persisted_index = self.persisted_index.max(index);
             self.unstable_from = self.unstable_from.map(|u| u.max(index + 1));
         } else {
-            // Rule 7: discard the entire log. (The membership in force at
-            // the snapshot is the latest we know up to its index until
-            // InstallSnapshot carries the snapshot's own, the next step
-            // of membership change.)
+            // Rule 7: discard the entire log. The membership in force is
+            // the snapshot's (from a leader that predates memberships in
+            // the log, the latest we know up to its index).
             self.log.reset_to(index, meta.last_term);
-            let membership = self.configs.at(index).clone();
+            let membership = membership.unwrap_or_else(|| self.configs.at(index).clone());
             self.configs.reset(index, membership);
             self.follow_membership();
             self.persisted_index = index;

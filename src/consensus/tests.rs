@@ -995,6 +995,7 @@ fn chunk(term: Term, meta: SnapshotMeta, offset: u64, data: &str) -> Request {
         snapshot: meta,
         offset,
         data: data.into(),
+        membership: None,
     })
 }
 
@@ -1268,7 +1269,7 @@ fn an_append_starting_inside_the_snapshot_is_checked_from_the_snapshots_end() {
             lost_through: 0,
             lost_term: 0,
         },
-        meta_of(5, 2, "snap"),
+        (meta_of(5, 2, "snap"), None),
         vec![entry(6, 2)],
         Duration::ZERO,
     );
@@ -1322,7 +1323,7 @@ fn compaction_keeps_the_log_after_the_snapshot_and_ignores_an_older_one() {
     let again = Raft::restore(
         cfg(0, 3),
         r.hard_state(),
-        r.snapshot(),
+        (r.snapshot(), None),
         tail,
         Duration::ZERO,
     );

@@ -291,6 +291,12 @@ pub(super) fn check_install_snapshot(from: NodeId, req: &InstallSnapshot) -> Res
     if meta.last_index == 0 || meta.last_term == 0 {
         return Err(Rejection::EmptySnapshot);
     }
+    if let Some(m) = &req.membership {
+        m.check().map_err(|why| Rejection::InvalidMembership {
+            index: meta.last_index,
+            why: why.0,
+        })?;
+    }
     let len = req.data.len() as u64;
     if req
         .offset

@@ -258,10 +258,12 @@ impl Node {
             .map_or(SnapshotMeta::default(), |f| f.meta);
         let epoch = Instant::now();
         let (failure, failures) = crossbeam::channel::bounded(1);
+        // (The snapshot file does not hold the membership yet: the
+        // bootstrap one stands for it, as no command changes it yet.)
         let raft = Raft::restore(
             raft_config,
             recovered.hard_state,
-            snapshot,
+            (snapshot, None),
             recovered.entries,
             Duration::ZERO,
         );

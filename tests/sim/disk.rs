@@ -5,6 +5,7 @@
 //! synced (they may or may not have reached the platters), a power loss
 //! none of them; a broken disk fails part way through a write.
 
+use raft::consensus::membership::Membership;
 use raft::consensus::{Entry, HardState, Index, NodeId, Ready, SnapshotMeta};
 use raft::service::Disk;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -23,6 +24,8 @@ pub struct SimDisk {
     pub unsynced: Vec<Entry>,
     /// The latest snapshot and its bytes (`KvStore::write_snapshot`).
     pub snapshot: Option<(SnapshotMeta, String)>,
+    /// The membership in force at the snapshot, stored with it.
+    pub snapshot_membership: Option<Membership>,
     /// Snapshots replaced since the node started, still readable (the
     /// runtime keeps the file of a transfer in progress open).
     pub replaced_snapshots: Vec<(SnapshotMeta, String)>,
@@ -53,6 +56,7 @@ impl SimDisk {
             log: Vec::new(),
             unsynced: Vec::new(),
             snapshot: None,
+            snapshot_membership: None,
             replaced_snapshots: Vec::new(),
             receiving: String::new(),
             broken: false,
@@ -227,6 +231,7 @@ impl Sim {
         let had = disk.last_index();
         if snapshot && disk.snapshot.is_some() {
             disk.replaced_snapshots.extend(disk.snapshot.take());
+            disk.snapshot_membership = None;
             disk.log.clear();
         } else {
             // Only entries after the snapshot: the ones it covers that

@@ -333,7 +333,13 @@ impl Sim {
         (self.tune)(&mut config);
         let now = self.local(id, self.now);
         let node = &mut self.nodes[id as usize];
-        node.raft = Some(Raft::restore(config, node.disk.state, meta, log, now));
+        node.raft = Some(Raft::restore(
+            config,
+            node.disk.state,
+            (meta, node.disk.snapshot_membership.clone()),
+            log,
+            now,
+        ));
         self.after(id);
     }
 
@@ -361,9 +367,16 @@ impl Sim {
             self.fail(what);
         }
         let node = &mut self.nodes[id as usize];
+        let membership = node
+            .raft
+            .as_ref()
+            .unwrap()
+            .membership_at(meta.last_index)
+            .clone();
         let disk = &mut node.disk;
         disk.replaced_snapshots.extend(disk.snapshot.take());
         disk.snapshot = Some((meta, bytes));
+        disk.snapshot_membership = Some(membership);
         let cut = node
             .raft
             .as_mut()
@@ -621,6 +634,9 @@ impl Sim {
             }
             node.applied_index = kv.applied_index();
             node.kv = kv;
+            // Stored with the snapshot, as the runtime will: the core's
+            // membership at its index, the one InstallSnapshot carried.
+            node.disk.snapshot_membership = Some(raft.membership_at(meta.last_index).clone());
             self.checker.snapshots_installed += 1;
         }
         if let Err(what) = self.checker.check_written(id, raft, &ready) {
