@@ -16,7 +16,7 @@ use raft::consensus::{Event, Json, NodeId, Payload};
 use raft::kv::{Command, Op};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use sim::{MS, NetConfig, SeedGuard, Sim, seeds};
+use sim::{MS, NetConfig, SeedGuard, Sim, for_seeds, seeds};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -951,23 +951,10 @@ fn chaos_with_membership_changes() {
 fn thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term() {
     use raft::consensus::ChangeRefused;
     use raft::consensus::membership::Change;
-    for seed in seeds(7_500, 20) {
-        let _guard = SeedGuard {
-            file: "simulation",
-            test: "thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term",
-            seed,
-        };
+    let test = "thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term";
+    for_seeds("simulation", test, 7_500, 20, |seed| {
         let mut s = Sim::with_spares(4, 1, seed, NetConfig::reliable());
-        assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
-        let first = s.leader().unwrap();
-        if first != 0 {
-            s.transfer(first, Some(0)).unwrap();
-            assert!(s.run_until(10 * SECOND, |s| s.leader() == Some(0)));
-        }
-        assert!(s.run_until(5 * SECOND, |s| {
-            let r = s.raft(0).unwrap();
-            r.log().term_at(r.commit_index()) == Some(r.term())
-        }));
+        node_0_leads_and_has_committed(&mut s);
         let added = Change::AddLearner {
             id: 4,
             address: "sim4".into(),
@@ -1010,7 +997,23 @@ fn thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term() {
             "leader {x} changed the membership before committing in its term"
         );
         s.check_deep();
+    });
+}
+
+/// Makes node 0 the leader (by a transfer if another won), and waits
+/// until everything in its log is committed, in its term.
+fn node_0_leads_and_has_committed(s: &mut Sim) {
+    assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
+    let first = s.leader().unwrap();
+    if first != 0 {
+        s.transfer(first, Some(0)).unwrap();
+        assert!(s.run_until(10 * SECOND, |s| s.leader() == Some(0)));
     }
+    assert!(s.run_until(5 * SECOND, |s| {
+        let r = s.raft(0).unwrap();
+        r.log().term_at(r.commit_index()) == Some(r.term())
+            && r.log().last_index() == r.commit_index()
+    }));
 }
 
 /// Scenario 5's reason, played out: why a second change must wait for the
@@ -1025,26 +1028,11 @@ fn thesis_4_a_new_leader_changes_no_membership_before_committing_in_its_term() {
 fn thesis_4_1_one_membership_change_at_a_time() {
     use raft::consensus::ChangeRefused;
     use raft::consensus::membership::Change;
-    for seed in seeds(7_600, 20) {
-        let _guard = SeedGuard {
-            file: "simulation",
-            test: "thesis_4_1_one_membership_change_at_a_time",
-            seed,
-        };
+    let test = "thesis_4_1_one_membership_change_at_a_time";
+    for_seeds("simulation", test, 7_600, 20, |seed| {
         let mut s = Sim::with_spares(3, 2, seed, NetConfig::reliable());
-        assert!(s.run_until(10 * SECOND, |s| s.leader().is_some()));
-        let first = s.leader().unwrap();
-        if first != 0 {
-            s.transfer(first, Some(0)).unwrap();
-            assert!(s.run_until(10 * SECOND, |s| s.leader() == Some(0)));
-        }
         for id in [3, 4] {
-            let committed_in_term = |s: &Sim| {
-                let r = s.raft(0).unwrap();
-                r.log().term_at(r.commit_index()) == Some(r.term())
-                    && r.log().last_index() == r.commit_index()
-            };
-            assert!(s.run_until(5 * SECOND, committed_in_term));
+            node_0_leads_and_has_committed(&mut s);
             let address = format!("sim{id}");
             s.propose_change(0, &Change::AddLearner { id, address })
                 .unwrap();
@@ -1075,5 +1063,5 @@ fn thesis_4_1_one_membership_change_at_a_time() {
             matches!(second, Err(ChangeRefused::InProgress { .. })),
             "{second:?}"
         );
-    }
+    });
 }
