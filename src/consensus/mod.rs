@@ -61,6 +61,23 @@
 //! `persisted` clears it once the log is durable that far again, which
 //! produces a `Ready` of its own: check [`Raft::has_ready`] after it.
 //!
+//! **Membership** (thesis chapter 4): the servers, who votes and where
+//! each listens are entries in the log (`Payload::Membership`). A server
+//! uses the latest membership in its log, committed or not, and goes back
+//! to the one before when that entry is truncated (§4.1); a snapshot
+//! carries the membership at its last entry. A leader changes it with
+//! [`Raft::propose_change`]: not before it has committed an entry of its
+//! own term (the fix to the single-server bug of 2015), never with another
+//! change uncommitted, one voter more or less in one step (§4.1), more
+//! through a joint membership in which every decision needs a majority of
+//! the old voters and one of the new (§4.3), left by the leader's own
+//! entry once it commits. Learners receive the log and count for nothing;
+//! a server stands only while it votes in a membership not known to be
+//! superseded; a leader removed by a committed membership hands over and
+//! steps down (§4.2.2). Requests are taken from servers outside the
+//! latest membership (a leader added since, a removed leader handing
+//! over). Lease reads are not yet argued across a change.
+//!
 //! `committed` entries may be applied in the order given as soon as they
 //! are handed out: they are on a majority's disks. `persisted(index, term)`
 //! names the entry by term as well, so a report about entries replaced
@@ -82,7 +99,10 @@
 //! §3.10), `snapshot` (receiving InstallSnapshot, compaction),
 //! `read_only` (ReadIndex), `tracker` and `progress` (what the leader
 //! knows of each peer), `quorum` (majorities), `validate` (checks on
-//! peer input), `config`, `ready`, `event`, `log` and `message`.
+//! peer input), `membership` (the membership as data, and its changes),
+//! `configuration` (which membership is in force where in the log),
+//! `reconfigure` (following it, and a leader's changes, thesis ch. 4),
+//! `view` (accessors), `config`, `ready`, `event`, `log` and `message`.
 //!
 //! Rule references are to the extended Raft paper (Ongaro and Ousterhout,
 //! 2014): "Figure 2" and section numbers like §5.3; "thesis §6.4" is
@@ -105,6 +125,7 @@ mod snapshot;
 mod tracker;
 mod transfer;
 pub mod validate;
+mod view;
 
 use std::fmt;
 use std::time::Duration;
@@ -126,6 +147,7 @@ pub use ready::{HardState, InstalledSnapshot, ReadState, Ready, SnapshotChunk};
 pub use reconfigure::ChangeRefused;
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
+pub use view::FollowerView;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -145,22 +167,6 @@ impl fmt::Display for Role {
             Role::Leader => "Leader",
         })
     }
-}
-
-/// A leader's view of one follower (see [`Raft::followers`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FollowerView {
-    pub id: NodeId,
-    pub match_index: Index,
-    pub next_index: Index,
-    /// Requests sent and not yet answered.
-    pub in_flight: usize,
-    pub state: ProgressState,
-    /// Whether its last RPC got an answer.
-    pub reachable: bool,
-    /// When it last answered in this leadership; until it does, when the
-    /// leadership began (CheckQuorum counts every follower as heard then).
-    pub last_heard: Duration,
 }
 
 /// Returned by [`Raft::propose`] on a server that is not the leader, or
@@ -326,78 +332,6 @@ impl Raft {
             });
         }
         raft
-    }
-
-    // ----- Accessors -----
-
-    pub fn id(&self) -> NodeId {
-        self.cfg.id
-    }
-    pub fn term(&self) -> Term {
-        self.term
-    }
-    pub fn voted_for(&self) -> Option<NodeId> {
-        self.voted_for
-    }
-    pub fn role(&self) -> Role {
-        self.role
-    }
-    pub fn leader_id(&self) -> Option<NodeId> {
-        self.leader_id
-    }
-    pub fn commit_index(&self) -> Index {
-        self.commit_index
-    }
-    pub fn log(&self) -> &Log {
-        &self.log
-    }
-    /// The latest snapshot (taken here or installed from a leader).
-    pub fn snapshot(&self) -> SnapshotMeta {
-        self.snapshot
-    }
-    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.peers.keys().copied()
-    }
-    pub fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            voted_for: self.voted_for,
-            lost_through: self.lost_through,
-            lost_term: self.lost_term,
-        }
-    }
-    /// Leader: the highest index known replicated on `peer`.
-    pub fn match_index(&self, peer: NodeId) -> Option<Index> {
-        self.peers.get(&peer).map(|p| p.progress.match_index)
-    }
-    /// Leader: replication to `peer` (meaningful while leader).
-    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
-        self.peers.get(&peer).map(|p| &p.progress)
-    }
-
-    /// When we last heard from the leader we follow (a valid
-    /// AppendEntries or InstallSnapshot); `None` unless we follow one.
-    pub fn leader_contact(&self) -> Option<Duration> {
-        (self.role != Role::Leader && self.leader_id.is_some()).then_some(self.leader_contact)
-    }
-    /// Leader: what it knows of each follower, for status displays; empty
-    /// on any other server.
-    pub fn followers(&self) -> Vec<FollowerView> {
-        if self.role != Role::Leader {
-            return Vec::new();
-        }
-        self.peers
-            .iter()
-            .map(|(&id, p)| FollowerView {
-                id,
-                match_index: p.progress.match_index,
-                next_index: p.progress.next_index,
-                in_flight: p.progress.in_flight(),
-                state: p.progress.state,
-                reachable: p.reachable,
-                last_heard: p.last_heard,
-            })
-            .collect()
     }
 
     // ----- Time -----
