@@ -11,6 +11,20 @@ use std::time::Duration;
 use super::*;
 
 impl Raft {
+    /// A candidate's RequestVote, or a pre-candidate's question.
+    fn vote_request(&self) -> Request {
+        let pre_vote = self.role == Role::PreCandidate;
+        Request::RequestVote(RequestVote {
+            // A pre-vote asks about the term we would take.
+            term: if pre_vote { self.term + 1 } else { self.term },
+            candidate_id: self.cfg.id,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote,
+            transfer: !pre_vote && self.transfer_election,
+        })
+    }
+
     /// The next request to send to `peer`, if one may be sent now; call it
     /// until it returns `None`. A candidate sends one RequestVote per peer
     /// per term. A leader sends AppendEntries as the peer's [`Progress`]
@@ -40,16 +54,7 @@ impl Raft {
                     return None;
                 }
                 p.vote_requested = true;
-                let pre_vote = self.role == Role::PreCandidate;
-                Some(Request::RequestVote(RequestVote {
-                    // A pre-vote asks about the term we would take.
-                    term: if pre_vote { term + 1 } else { term },
-                    candidate_id: id,
-                    last_log_index: last_index,
-                    last_log_term: self.log.last_term(),
-                    pre_vote,
-                    transfer: !pre_vote && self.transfer_election,
-                }))
+                Some(self.vote_request())
             }
             Role::Leader => {
                 let pr = &mut p.progress;

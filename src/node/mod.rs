@@ -246,27 +246,9 @@ impl Node {
         storage
             .record_pid(std::process::id())
             .map_err(NodeError::Storage)?;
-        let mut raft_config = options.raft.clone();
-        options
-            .storage
-            .snapshot_threshold
-            .trailing(&mut raft_config);
-        raft_config.validate().map_err(NodeError::Config)?;
-        let snapshot = recovered
-            .snapshot
-            .as_ref()
-            .map_or(SnapshotMeta::default(), |f| f.meta);
+        let raft = restore_core(&options, recovered)?;
         let epoch = Instant::now();
         let (failure, failures) = crossbeam::channel::bounded(1);
-        // (The snapshot file does not hold the membership yet: the
-        // bootstrap one stands for it, as no command changes it yet.)
-        let raft = Raft::restore(
-            raft_config,
-            recovered.hard_state,
-            (snapshot, None),
-            recovered.entries,
-            Duration::ZERO,
-        );
         let started = started_line(
             &raft,
             &me,
@@ -391,6 +373,33 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         self.shared.status(&self.shared.state.lock())
     }
+}
+
+/// The core, from what storage recovered, with the trailing entries kept
+/// after a snapshot fitted to the snapshot threshold.
+fn restore_core(
+    options: &NodeOptions,
+    recovered: crate::storage::Recovered,
+) -> Result<Raft, NodeError> {
+    let mut raft_config = options.raft.clone();
+    options
+        .storage
+        .snapshot_threshold
+        .trailing(&mut raft_config);
+    raft_config.validate().map_err(NodeError::Config)?;
+    let snapshot = recovered
+        .snapshot
+        .as_ref()
+        .map_or(SnapshotMeta::default(), |f| f.meta);
+    // (The snapshot file does not hold the membership yet: the bootstrap
+    // one stands for it, as no command changes it yet.)
+    Ok(Raft::restore(
+        raft_config,
+        recovered.hard_state,
+        (snapshot, None),
+        recovered.entries,
+        Duration::ZERO,
+    ))
 }
 
 /// Opens the node's directory: the log read while the store is rebuilt
