@@ -20,7 +20,7 @@ impl Raft {
 
     /// The membership in force at `index` (the latest at or before it),
     /// for a snapshot covering the log up to there.
-    pub fn membership_at(&self, index: super::Index) -> &Membership {
+    pub fn membership_at(&self, index: Index) -> &Membership {
         self.configs.at(index)
     }
 
@@ -33,7 +33,7 @@ impl Raft {
             return;
         }
         let latest = self.configs.latest().clone();
-        let fresh = Progress::new(self.log.last_index(), std::time::Duration::ZERO);
+        let fresh = Progress::new(self.log.last_index(), Duration::ZERO);
         self.peers.set_membership(self.cfg.id, &latest, fresh);
         self.events.push(Event::MembershipInForce {
             index: self.configs.latest_index(),
