@@ -69,27 +69,22 @@ impl Tracker {
 
     /// `membership` is now in force: servers no longer in it are
     /// forgotten, new ones start with `progress` (a leader's first guess
-    /// for them), and the quorum is the new one's. Returns the ids added.
+    /// for them), and the quorum is the new one's.
     pub(super) fn set_membership(
         &mut self,
         me: NodeId,
         membership: &Membership,
         progress: Progress,
-    ) -> Vec<NodeId> {
+    ) {
         let ids = membership.peers_of(me);
         self.peers.retain(|id, _| ids.contains(id));
-        let mut added = Vec::new();
         for id in ids {
-            self.peers.entry(id).or_insert_with(|| {
-                added.push(id);
-                Peer {
-                    progress: progress.clone(),
-                    ..Peer::new()
-                }
+            self.peers.entry(id).or_insert_with(|| Peer {
+                progress: progress.clone(),
+                ..Peer::new()
             });
         }
         self.voters = membership.quorum();
-        added
     }
 
     pub(super) fn voters(&self) -> &Quorum {
