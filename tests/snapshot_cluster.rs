@@ -197,7 +197,7 @@ fn a_damaged_snapshot_on_the_leader_is_replaced_and_the_follower_needing_it_catc
     // The writes have stopped, so the leader's snapshot stays this file.
     let path = c.state_dir().join(format!("node{leader}/snapshot.jsonl"));
     let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes.len() - 3;
+    let at = state_end(&bytes) - 3;
     bytes[at] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
     c.start(victim);
@@ -389,7 +389,7 @@ fn a_damaged_snapshot_file_is_set_aside_and_the_node_repairs_itself() {
     assert!(c.sigterm(0).success());
     let path = c.state_dir().join("node0/snapshot.jsonl");
     let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 2;
+    let last = state_end(&bytes) - 2;
     bytes[last] ^= 0x01; // inside the last key's line
     std::fs::write(&path, &bytes).unwrap();
     c.start(0);
@@ -406,4 +406,11 @@ fn a_damaged_snapshot_file_is_set_aside_and_the_node_repairs_itself() {
         bytes,
         "kept aside as it was"
     );
+}
+
+/// Where a snapshot file's state ends (the membership line follows): the
+/// header's `size` after its 128 bytes.
+fn state_end(file: &[u8]) -> usize {
+    let header: serde_json::Value = serde_json::from_slice(&file[..128]).unwrap();
+    128 + header["size"].as_u64().unwrap() as usize
 }

@@ -2,6 +2,7 @@
 //! module docs of `consensus` for the order, and `service::durability`
 //! for the runtime's policy).
 
+use super::membership::Membership;
 use super::{Entry, Event, Index, NodeId, SnapshotMeta, Term};
 
 /// What must survive a crash besides the log (Figure 2, "Persistent state").
@@ -75,9 +76,11 @@ pub struct SnapshotChunk {
 }
 
 /// A received snapshot to install (Figure 13, rules 5 to 8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstalledSnapshot {
     pub snapshot: SnapshotMeta,
+    /// The membership in force at its last index, stored with it.
+    pub membership: Membership,
     /// The log held the snapshot's last entry: the entries after it stay
     /// (rule 6). Otherwise the whole log is discarded (rule 7): the log
     /// now ends at the snapshot.

@@ -154,6 +154,7 @@ impl Raft {
         self.emitted_index = index;
         self.installed_snapshot = Some(InstalledSnapshot {
             snapshot: meta,
+            membership: self.configs.at(index).clone(),
             log_kept,
         });
         self.events.push(Event::SnapshotInstalled {

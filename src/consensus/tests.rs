@@ -1174,6 +1174,7 @@ fn figure_13_a_follower_installs_a_snapshot_chunk_by_chunk_and_discards_a_log_th
         ready.installed_snapshot,
         Some(InstalledSnapshot {
             snapshot: meta,
+            membership: r.membership().clone(),
             log_kept: false
         })
     );

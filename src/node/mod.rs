@@ -387,16 +387,16 @@ fn restore_core(
         .snapshot_threshold
         .trailing(&mut raft_config);
     raft_config.validate().map_err(NodeError::Config)?;
-    let snapshot = recovered
+    let (snapshot, membership) = recovered
         .snapshot
         .as_ref()
-        .map_or(SnapshotMeta::default(), |f| f.meta);
-    // (The snapshot file does not hold the membership yet: the bootstrap
-    // one stands for it, as no command changes it yet.)
+        .map_or((SnapshotMeta::default(), None), |f| {
+            (f.meta, f.membership.clone())
+        });
     Ok(Raft::restore(
         raft_config,
         recovered.hard_state,
-        (snapshot, None),
+        (snapshot, membership),
         recovered.entries,
         Duration::ZERO,
     ))

@@ -105,11 +105,16 @@ impl Shared {
             let copied = Instant::now();
             (kv.clone(), copied.elapsed())
         };
-        let (dir, current) = {
+        let (dir, current, membership) = {
             let st = self.state.lock();
+            let current = st.raft.snapshot().last_index;
+            // The membership in force at the state's index, stored with
+            // it (the core knows the memberships from its snapshot on).
+            let at = kv.applied_index().max(current);
             (
                 st.storage.dir().to_path_buf(),
-                st.raft.snapshot().last_index,
+                current,
+                st.raft.membership_at(at).clone(),
             )
         };
         if kv.applied_index() < current
@@ -124,7 +129,7 @@ impl Shared {
                 op: "write",
                 source,
             })?;
-        let written = writer.finish()?;
+        let written = writer.finish(&membership)?;
         let meta = written.meta;
         let keys = kv.len();
         drop(kv);

@@ -461,13 +461,13 @@ impl Storage {
                 .expect("the core starts every snapshot at offset 0");
             receiving.write(chunk.offset, &chunk.data)?;
         }
-        if let Some(installed) = ready.installed_snapshot {
+        if let Some(installed) = &ready.installed_snapshot {
             let receiving = self
                 .receiving
                 .take()
                 .filter(|r| r.meta() == installed.snapshot)
                 .expect("the core installs the snapshot it received");
-            let file = receiving.finish(&self.dir)?;
+            let file = receiving.finish(&self.dir, &installed.membership)?;
             let index = installed.snapshot.last_index;
             if installed.log_kept {
                 self.log.compact(index)?;

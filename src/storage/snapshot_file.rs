@@ -1,12 +1,17 @@
 //! A snapshot on disk, `snapshot.jsonl`:
 //!
 //! ```text
-//! {"last_index":1200,"last_term":3,"size":5321,"crc32":"1a2b3c4d"}   (padded with spaces)
-//! <size bytes: the state machine's snapshot, e.g. KvStore's JSON lines>
+//! {"last_index":1200,"last_term":3,"size":5321,"crc32":"1a2b3c4d","tail":"5e6f7a8b"}
+//! <size bytes of state>
+//! {"id":0,"address":"localhost:5001","suffrage":"voter"} … (the membership, one JSON line)
 //! ```
 //!
 //! The first line names the snapshot (`SnapshotMeta`): the last log entry
-//! it covers, and the length and CRC-32 of the bytes after the line. It is
+//! it covers, and the length and CRC-32 of the state after the line. The
+//! *tail* after the state is the membership in force at `last_index`, as
+//! one JSON line, with its CRC-32 in the header's `tail` (a snapshot
+//! written before memberships changed has neither: its membership is the
+//! one the cluster was bootstrapped with). The header is
 //! padded with spaces to [`HEADER_LEN`] bytes, so that a snapshot can be
 //! written in one pass (the line is rewritten in place once the size and
 //! CRC are known) and so that byte `k` of the state is at `HEADER_LEN + k`
@@ -28,6 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{StorageError, io_err, sync_dir};
+use crate::consensus::membership::Membership;
 use crate::consensus::{Index, SnapshotMeta, Term};
 
 pub const SNAPSHOT_FILE: &str = "snapshot.jsonl";
@@ -44,6 +50,17 @@ struct Header {
     last_term: Term,
     size: u64,
     crc32: String,
+    /// The CRC-32 of the tail (the membership line), if there is one. A
+    /// short name: the header must fit its 128 bytes even with three
+    /// 20-digit numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tail: Option<String>,
+}
+
+/// A header as read: the snapshot, and the tail's CRC if it has one.
+struct ParsedHeader {
+    meta: SnapshotMeta,
+    tail_crc32: Option<u32>,
 }
 
 /// The last index a damaged snapshot's header claims, or 0 if even the
@@ -56,7 +73,7 @@ pub fn claimed_index(path: &Path) -> u64 {
     match read_full_at(&file, &mut header, 0) {
         Ok(got) => {
             header.truncate(got);
-            parse_header(&header, path).map_or(0, |meta| meta.last_index)
+            parse_header(&header, path).map_or(0, |h| h.meta.last_index)
         }
         Err(_) => 0,
     }
@@ -73,13 +90,15 @@ pub fn set_aside(path: &Path) -> Result<std::path::PathBuf, StorageError> {
     Ok(aside)
 }
 
-/// The first line of a snapshot file for `meta`, padded to `HEADER_LEN`.
-pub fn header_line(meta: &SnapshotMeta) -> Vec<u8> {
+/// The first line of a snapshot file for `meta` (and a tail with CRC-32
+/// `tail_crc32`), padded to `HEADER_LEN`.
+pub fn header_line(meta: &SnapshotMeta, tail_crc32: Option<u32>) -> Vec<u8> {
     let header = Header {
         last_index: meta.last_index,
         last_term: meta.last_term,
         size: meta.size,
         crc32: format!("{:08x}", meta.crc32),
+        tail: tail_crc32.map(|c| format!("{c:08x}")),
     };
     let mut line = serde_json::to_vec(&header).expect("plain numbers serialize");
     assert!(line.len() < HEADER_LEN as usize, "header fits its line");
@@ -88,7 +107,20 @@ pub fn header_line(meta: &SnapshotMeta) -> Vec<u8> {
     line
 }
 
-fn parse_header(line: &[u8], path: &Path) -> Result<SnapshotMeta, StorageError> {
+/// The tail written after the state: the membership as one JSON line.
+fn tail_line(membership: &Membership) -> Vec<u8> {
+    let mut line = serde_json::to_vec(membership).expect("a membership serializes");
+    line.push(b'\n');
+    line
+}
+
+fn hex_crc(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 16)
+        .ok()
+        .filter(|_| text.len() == 8)
+}
+
+fn parse_header(line: &[u8], path: &Path) -> Result<ParsedHeader, StorageError> {
     let corrupt = |reason: String| StorageError::Corrupt {
         path: path.to_path_buf(),
         offset: 0,
@@ -101,16 +133,63 @@ fn parse_header(line: &[u8], path: &Path) -> Result<SnapshotMeta, StorageError> 
     }
     let h: Header = serde_json::from_slice(&line[..line.len() - 1])
         .map_err(|e| corrupt(format!("bad header: {e}")))?;
-    let crc32 = u32::from_str_radix(&h.crc32, 16)
-        .ok()
-        .filter(|_| h.crc32.len() == 8)
-        .ok_or_else(|| corrupt("crc32 is not 8 hex digits".into()))?;
-    Ok(SnapshotMeta {
-        last_index: h.last_index,
-        last_term: h.last_term,
-        size: h.size,
-        crc32,
+    let crc32 = hex_crc(&h.crc32).ok_or_else(|| corrupt("crc32 is not 8 hex digits".into()))?;
+    let tail_crc32 = match &h.tail {
+        None => None,
+        Some(t) => Some(hex_crc(t).ok_or_else(|| corrupt("tail is not 8 hex digits".into()))?),
+    };
+    Ok(ParsedHeader {
+        meta: SnapshotMeta {
+            last_index: h.last_index,
+            last_term: h.last_term,
+            size: h.size,
+            crc32,
+        },
+        tail_crc32,
     })
+}
+
+/// Reads and checks the tail (`from` to the end of the file) against the
+/// header's CRC: the membership the snapshot carries.
+fn read_tail(
+    file: &File,
+    path: &Path,
+    from: u64,
+    on_disk: u64,
+    crc32: Option<u32>,
+) -> Result<Option<Membership>, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: from,
+        reason,
+    };
+    let len = on_disk - from;
+    let Some(crc32) = crc32 else {
+        if len != 0 {
+            return Err(corrupt(format!(
+                "{len} bytes follow the state, and the header names no tail"
+            )));
+        }
+        return Ok(None);
+    };
+    // A membership line is a few kilobytes at most; a length beyond any
+    // plausible one is damage, not a reason to allocate it.
+    if len > 16 << 20 {
+        return Err(corrupt(format!("a tail of {len} bytes")));
+    }
+    let mut tail = vec![0; len as usize];
+    let got = read_full_at(file, &mut tail, from).map_err(io_err(path, "read"))?;
+    tail.truncate(got);
+    let computed = crc32fast::hash(&tail);
+    if computed != crc32 {
+        return Err(corrupt(format!(
+            "the membership's CRC-32 is {computed:08x}, the header says {crc32:08x}"
+        )));
+    }
+    let membership: Membership = serde_json::from_slice(&tail)
+        .map_err(|e| corrupt(format!("the membership does not read: {e}")))?;
+    membership.check().map_err(|e| corrupt(e.to_string()))?;
+    Ok(Some(membership))
 }
 
 /// A stored snapshot, open for reading: chunks to send, or the whole state
@@ -119,6 +198,9 @@ fn parse_header(line: &[u8], path: &Path) -> Result<SnapshotMeta, StorageError> 
 #[derive(Debug)]
 pub struct SnapshotFile {
     pub meta: SnapshotMeta,
+    /// The membership in force at `meta.last_index` (`None`: the file
+    /// predates stored memberships; the bootstrap one stands).
+    pub membership: Option<Membership>,
     pub path: PathBuf,
     file: File,
 }
@@ -131,9 +213,9 @@ impl SnapshotFile {
         let mut header = vec![0; HEADER_LEN as usize];
         let got = read_full_at(&file, &mut header, 0).map_err(io_err(path, "read"))?;
         header.truncate(got);
-        let meta = parse_header(&header, path)?;
+        let ParsedHeader { meta, tail_crc32 } = parse_header(&header, path)?;
         let on_disk = file.metadata().map_err(io_err(path, "stat"))?.len();
-        if on_disk != HEADER_LEN + meta.size {
+        if on_disk < HEADER_LEN + meta.size {
             return Err(StorageError::Corrupt {
                 path: path.to_path_buf(),
                 offset: on_disk.min(HEADER_LEN + meta.size),
@@ -144,8 +226,10 @@ impl SnapshotFile {
                 ),
             });
         }
+        let membership = read_tail(&file, path, HEADER_LEN + meta.size, on_disk, tail_crc32)?;
         Ok(SnapshotFile {
             meta,
+            membership,
             path: path.to_path_buf(),
             file,
         })
@@ -182,10 +266,15 @@ impl SnapshotFile {
 
     /// Opens a snapshot this process has just written and checked (its
     /// bytes passed through our CRC as they were written or received).
-    fn open_written(path: &Path, meta: SnapshotMeta) -> Result<SnapshotFile, StorageError> {
+    fn open_written(
+        path: &Path,
+        meta: SnapshotMeta,
+        membership: Membership,
+    ) -> Result<SnapshotFile, StorageError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
         Ok(SnapshotFile {
             meta,
+            membership: Some(membership),
             path: path.to_path_buf(),
             file,
         })
@@ -287,7 +376,7 @@ impl SnapshotWriter {
         let path = dir.join(WRITING_FILE);
         let file = File::create(&path).map_err(io_err(&path, "create"))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&header_line(&SnapshotMeta::default()))
+        out.write_all(&header_line(&SnapshotMeta::default(), None))
             .map_err(io_err(&path, "write"))?;
         Ok(SnapshotWriter {
             out,
@@ -299,9 +388,14 @@ impl SnapshotWriter {
         })
     }
 
-    /// Writes the real header and fsyncs: the snapshot is complete on disk,
-    /// under its temporary name.
-    pub fn finish(self) -> Result<WrittenSnapshot, StorageError> {
+    /// Writes `membership` (the one in force at the snapshot's last index)
+    /// after the state, then the real header, and fsyncs: the snapshot is
+    /// complete on disk, under its temporary name.
+    pub fn finish(mut self, membership: &Membership) -> Result<WrittenSnapshot, StorageError> {
+        let tail = tail_line(membership);
+        self.out
+            .write_all(&tail)
+            .map_err(io_err(&self.path, "write"))?;
         let meta = SnapshotMeta {
             last_index: self.last_index,
             last_term: self.last_term,
@@ -313,14 +407,19 @@ impl SnapshotWriter {
             .out
             .into_inner()
             .map_err(|e| io_err(&path, "write")(e.into_error()))?;
-        file.write_all_at(&header_line(&meta), 0)
+        file.write_all_at(&header_line(&meta, Some(crc32fast::hash(&tail))), 0)
             .map_err(io_err(&path, "write"))?;
         file.sync_all().map_err(io_err(&path, "fsync"))?;
-        Ok(WrittenSnapshot { meta, path })
+        Ok(WrittenSnapshot {
+            meta,
+            membership: membership.clone(),
+            path,
+        })
     }
 }
 
 impl Write for SnapshotWriter {
+    /// The state's bytes; `finish` adds the tail.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.crc.update(&buf[..n]);
@@ -337,6 +436,7 @@ impl Write for SnapshotWriter {
 #[derive(Debug)]
 pub struct WrittenSnapshot {
     pub meta: SnapshotMeta,
+    membership: Membership,
     path: PathBuf,
 }
 
@@ -349,16 +449,21 @@ impl WrittenSnapshot {
 
 /// Renames `from` over the snapshot file and syncs the directory: from
 /// here on a restart finds the new snapshot.
-fn make_current(dir: &Path, from: &Path, meta: SnapshotMeta) -> Result<SnapshotFile, StorageError> {
+fn make_current(
+    dir: &Path,
+    from: &Path,
+    meta: SnapshotMeta,
+    membership: Membership,
+) -> Result<SnapshotFile, StorageError> {
     let path = dir.join(SNAPSHOT_FILE);
     std::fs::rename(from, &path).map_err(io_err(&path, "rename"))?;
     sync_dir(dir)?;
-    SnapshotFile::open_written(&path, meta)
+    SnapshotFile::open_written(&path, meta, membership)
 }
 
 impl WrittenSnapshot {
     pub(super) fn make_current(self, dir: &Path) -> Result<SnapshotFile, StorageError> {
-        make_current(dir, &self.path, self.meta)
+        make_current(dir, &self.path, self.meta, self.membership)
     }
 }
 
@@ -381,7 +486,7 @@ impl Receiving {
             .truncate(true)
             .open(&path)
             .map_err(io_err(&path, "create"))?;
-        file.write_all(&header_line(&meta))
+        file.write_all(&header_line(&meta, None))
             .map_err(io_err(&path, "write"))?;
         Ok(Receiving {
             meta,
@@ -412,10 +517,22 @@ impl Receiving {
     }
 
     /// The whole snapshot is here (the core checked its CRC as it came):
-    /// sync it and make it current.
-    pub(super) fn finish(self, dir: &Path) -> Result<SnapshotFile, StorageError> {
+    /// add the membership it carries as the tail, sync it and make it
+    /// current.
+    pub(super) fn finish(
+        mut self,
+        dir: &Path,
+        membership: &Membership,
+    ) -> Result<SnapshotFile, StorageError> {
         assert_eq!(self.received, self.meta.size, "a snapshot installed whole");
+        let tail = tail_line(membership);
+        self.file
+            .write_all(&tail)
+            .map_err(io_err(&self.path, "write"))?;
+        self.file
+            .write_all_at(&header_line(&self.meta, Some(crc32fast::hash(&tail))), 0)
+            .map_err(io_err(&self.path, "write"))?;
         self.file.sync_all().map_err(io_err(&self.path, "fsync"))?;
-        make_current(dir, &self.path, self.meta)
+        make_current(dir, &self.path, self.meta, membership.clone())
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::consensus::membership::Membership;
 use crate::consensus::{Json, Payload};
 
 fn entry(index: Index, term: u64, data: &str) -> Entry {
@@ -580,7 +581,7 @@ fn segment_names(dir: &Path) -> Vec<String> {
 fn own_snapshot(s: &mut Storage, index: Index, term: u64, bytes: &str) -> SnapshotMeta {
     let mut w = SnapshotWriter::create(s.dir(), index, term).unwrap();
     w.write_all(bytes.as_bytes()).unwrap();
-    let written = w.finish().unwrap();
+    let written = w.finish(&three_members()).unwrap();
     let meta = written.meta;
     s.install_own(written, index).unwrap();
     meta
@@ -682,6 +683,7 @@ fn install(s: &mut Storage, meta: SnapshotMeta, bytes: &str, log_kept: bool) {
             snapshot_chunks: vec![chunk(a.len(), b)],
             installed_snapshot: Some(crate::consensus::InstalledSnapshot {
                 snapshot: meta,
+                membership: three_members(),
                 log_kept,
             }),
             ..Ready::default()
@@ -750,7 +752,7 @@ fn an_install_interrupted_before_the_log_was_discarded_is_finished_at_start() {
     // The snapshot became current (index 5 of term 2, which our entry
     // 5 of term 1 contradicts), then the crash: the log is still there.
     let bytes = "state";
-    let mut file = snapshot_file::header_line(&meta(5, 2, bytes));
+    let mut file = snapshot_file::header_line(&meta(5, 2, bytes), None);
     file.extend_from_slice(bytes.as_bytes());
     std::fs::write(dir.path().join(SNAPSHOT_FILE), file).unwrap();
     std::fs::write(dir.path().join("snapshot.tmp"), "half written").unwrap();
@@ -764,8 +766,8 @@ fn an_install_interrupted_before_the_log_was_discarded_is_finished_at_start() {
     );
 }
 
-/// Entries 1 to 7 and a snapshot up to 5, whose last byte is then
-/// flipped; the snapshot file's path and damaged bytes.
+/// Entries 1 to 7 and a snapshot up to 5, whose state's last byte is
+/// then flipped; the snapshot file's path and damaged bytes.
 fn damaged_snapshot(dir: &Path) -> (PathBuf, Vec<u8>) {
     {
         let (mut s, _) = Storage::open(dir, &options(small_segments())).unwrap();
@@ -775,7 +777,7 @@ fn damaged_snapshot(dir: &Path) -> (PathBuf, Vec<u8>) {
     }
     let path = dir.join(SNAPSHOT_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
+    let last = snapshot_file::HEADER_LEN as usize + "some state".len() - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
     (path, bytes)
@@ -793,7 +795,7 @@ fn a_damaged_snapshot_stops_the_node_naming_the_file_and_offset() {
         msg.contains(SNAPSHOT_FILE) && msg.contains("byte offset 128") && msg.contains("CRC"),
         "{msg}"
     );
-    bytes.truncate(bytes.len() - 1);
+    bytes.truncate(snapshot_file::HEADER_LEN as usize + 3);
     std::fs::write(&path, &bytes).unwrap();
     let msg = Storage::open(dir.path(), &options(small_segments()))
         .err()
@@ -838,4 +840,95 @@ fn a_segment_missing_from_the_middle_stops_the_node() {
         .expect("entries 4..6 are gone")
         .to_string();
     assert!(msg.contains(&segment_name(7)), "{msg}");
+}
+
+fn three_members() -> Membership {
+    Membership::bootstrap((0..3).map(|id| (id, format!("localhost:500{id}"))))
+}
+
+#[test]
+fn a_snapshot_keeps_the_membership_in_force_at_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut changed = three_members();
+    changed
+        .apply(&crate::consensus::membership::Change::AddLearner {
+            id: 3,
+            address: "localhost:5003".into(),
+        })
+        .unwrap();
+    {
+        let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
+        let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 1, "a")).collect();
+        s.persist(&ready_appending(entries), true).unwrap();
+        let mut w = SnapshotWriter::create(s.dir(), 5, 1).unwrap();
+        w.write_all(b"some state").unwrap();
+        s.install_own(w.finish(&changed).unwrap(), 5).unwrap();
+        assert_eq!(s.snapshot().unwrap().membership.as_ref(), Some(&changed));
+    }
+    let (_, rec) = Storage::open(dir.path(), &options(small_segments())).unwrap();
+    let file = rec.snapshot.unwrap();
+    assert_eq!(file.membership.as_ref(), Some(&changed), "read back");
+    let mut state = String::new();
+    std::io::Read::read_to_string(&mut file.body(), &mut state).unwrap();
+    assert_eq!(state, "some state", "the tail is not part of the state");
+
+    // A flipped byte in the tail is damage, named with its offset.
+    let path = dir.path().join(SNAPSHOT_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let tail_at = snapshot_file::HEADER_LEN as usize + "some state".len();
+    bytes[tail_at + 10] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = Storage::open(dir.path(), &options(small_segments()))
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(
+        msg.contains(&format!("byte offset {tail_at}")) && msg.contains("membership's CRC"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_snapshot_written_before_memberships_reads_with_none() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut s, _) = Storage::open(dir.path(), &options(small_segments())).unwrap();
+        let hs = HardState {
+            term: 2,
+            ..HardState::default()
+        };
+        let ready = Ready {
+            hard_state: Some(hs),
+            ..Ready::default()
+        };
+        s.persist(&ready, true).unwrap();
+    }
+    let bytes = "state";
+    let mut file = snapshot_file::header_line(&meta(5, 2, bytes), None);
+    file.extend_from_slice(bytes.as_bytes());
+    std::fs::write(dir.path().join(SNAPSHOT_FILE), &file).unwrap();
+    let (_, rec) = Storage::open(dir.path(), &options(small_segments())).unwrap();
+    assert_eq!(rec.snapshot.unwrap().membership, None);
+    // Bytes after the state with no tail named in the header: damage.
+    file.extend_from_slice(b"junk");
+    std::fs::write(dir.path().join(SNAPSHOT_FILE), &file).unwrap();
+    let msg = Storage::open(dir.path(), &options(small_segments()))
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(msg.contains("names no tail"), "{msg}");
+}
+
+#[test]
+fn the_longest_header_fits_its_line() {
+    // Terms and indexes beyond these are refused before they reach a
+    // file (`consensus::validate`); sizes are not bounded.
+    let meta = SnapshotMeta {
+        last_index: crate::consensus::validate::MAX_INDEX,
+        last_term: crate::consensus::validate::MAX_TERM,
+        size: u64::MAX,
+        crc32: u32::MAX,
+    };
+    let line = snapshot_file::header_line(&meta, Some(u32::MAX));
+    assert_eq!(line.len() as u64, snapshot_file::HEADER_LEN);
 }

@@ -154,8 +154,10 @@ impl SimDisk {
             }
             self.receiving.push_str(&c.data);
         }
-        if let Some(installed) = ready.installed_snapshot {
+        if let Some(installed) = &ready.installed_snapshot {
             let meta = installed.snapshot;
+            // Stored with the snapshot, as the runtime's file keeps it.
+            self.snapshot_membership = Some(installed.membership.clone());
             let bytes = std::mem::take(&mut self.receiving);
             if installed.log_kept {
                 self.log.retain(|e| e.index > meta.last_index);

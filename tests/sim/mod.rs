@@ -618,7 +618,7 @@ impl Sim {
         let fail = |what: String| violation(now, seed, what);
         let node = &mut self.nodes[id as usize];
         let raft = node.raft.as_ref().unwrap();
-        if let Some(installed) = ready.installed_snapshot {
+        if let Some(installed) = &ready.installed_snapshot {
             let meta = installed.snapshot;
             let bytes = &node.disk.snapshot.as_ref().expect("just installed").1;
             if let Err(what) = self.checker.check_snapshot(id, meta, bytes) {
@@ -634,9 +634,6 @@ impl Sim {
             }
             node.applied_index = kv.applied_index();
             node.kv = kv;
-            // Stored with the snapshot, as the runtime will: the core's
-            // membership at its index, the one InstallSnapshot carried.
-            node.disk.snapshot_membership = Some(raft.membership_at(meta.last_index).clone());
             self.checker.snapshots_installed += 1;
         }
         if let Err(what) = self.checker.check_written(id, raft, &ready) {
