@@ -849,8 +849,7 @@ fn three_members() -> Membership {
 #[test]
 fn a_snapshot_keeps_the_membership_in_force_at_its_index() {
     let dir = tempfile::tempdir().unwrap();
-    let mut changed = three_members();
-    changed
+    let changed = three_members()
         .apply(&crate::consensus::membership::Change::AddLearner {
             id: 3,
             address: "localhost:5003".into(),
