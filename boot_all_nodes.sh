@@ -44,7 +44,7 @@ else
   fi
 fi
 
-members="$("$bin/raftctl" --config "$config" members)" || exit 2
+members="$("$bin/raftctl" --config "$config" nodes)" || exit 2
 for id in "${ids[@]}"; do
   if ! grep -q "^$id " <<<"$members"; then
     echo "boot_all_nodes.sh: node $id is not in $config (ids: $(cut -d' ' -f1 <<<"$members" | tr '\n' ' '))" >&2

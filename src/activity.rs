@@ -220,6 +220,9 @@ fn membership(event: &Event) -> (Level, String) {
         Event::MembershipInForce { index, membership } => info(format!(
             "membership in force from index {index}: {membership}"
         )),
+        Event::MembershipCommitted { index, membership } => info(format!(
+            "membership at index {index} committed: {membership}"
+        )),
         _ => unreachable!("not of this topic: {event:?}"),
     }
 }

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{ClusterConfig, Member};
+use crate::consensus::membership::Membership;
 use crate::consensus::{Entry, Index, NodeId};
 use crate::events::NodeEvent;
 use crate::kv::{ClientId, Command, Op, Outcome};
 use crate::transport::{self, TransportError};
-use crate::wire::{ErrorCode, NodeStatus, Request, Response};
+use crate::wire::{ErrorCode, MemberChange, MembersView, NodeStatus, Request, Response};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -325,6 +326,35 @@ impl Client {
         }
     }
 
+    /// The membership as the leader sees it, with each member's progress.
+    pub fn members(&mut self) -> Result<MembersView, ClientError> {
+        let leader = self.leader()?;
+        match self.call_node(leader.id, &Request::Members)? {
+            Response::Members(view) => Ok(*view),
+            other => Err(unexpected(leader.id, other)),
+        }
+    }
+
+    /// Has the leader change the membership; once the change is
+    /// committed: the index of the new membership's entry, the membership,
+    /// and how long it took (ms). A refused change is `Rejected`, saying
+    /// why; nothing changed.
+    pub fn change_members(
+        &mut self,
+        change: MemberChange,
+    ) -> Result<(Index, Membership, u64), ClientError> {
+        match self.leader_request(&Request::ChangeMembers { change })? {
+            Response::MembersChanged {
+                index,
+                membership,
+                millis,
+            } => Ok((index, membership, millis)),
+            other => Err(ClientError::Timeout {
+                last_error: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
     /// Has node `id` take a snapshot now and compact its log.
     pub fn snapshot(&mut self, id: NodeId) -> Result<crate::wire::SnapshotTaken, ClientError> {
         match self.call_node(id, &Request::Snapshot)? {
@@ -406,13 +436,18 @@ impl Client {
                 }) => {
                     // A leader that lost its office mid-request says so too,
                     // after it may have proposed the write.
-                    maybe_sent |= matches!(request, Request::Write(_));
+                    maybe_sent |=
+                        matches!(request, Request::Write(_) | Request::ChangeMembers { .. });
                     last_error = format!("node{target}: {message}");
                     self.leader = leader_id.filter(|&l| l != target);
                     follow_hint = self.leader.is_some();
                 }
                 Ok(Response::Error {
-                    code: ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::StaleRequest,
+                    code:
+                        ErrorCode::BadRequest
+                        | ErrorCode::TooLarge
+                        | ErrorCode::StaleRequest
+                        | ErrorCode::ChangeRefused,
                     message,
                     ..
                 }) => {
@@ -566,6 +601,46 @@ pub fn status(member: &Member, timeout: Duration) -> Result<NodeStatus, ClientEr
     match ask_once(member, &Request::Status, timeout)? {
         Response::Status(s) => Ok(*s),
         other => Err(unexpected(member.id, other)),
+    }
+}
+
+/// Asks one node for the membership in force there (`members`), with each
+/// member's progress if it leads.
+pub fn members(member: &Member, timeout: Duration) -> Result<MembersView, ClientError> {
+    match ask_once(member, &Request::Members, timeout)? {
+        Response::Members(view) => Ok(*view),
+        other => Err(unexpected(member.id, other)),
+    }
+}
+
+/// The cluster as it is now: `config` (where it started) with its members
+/// replaced by those of the membership in force, as the leader (or, with
+/// none reachable, the most recent member) reports it. Unchanged if no
+/// node of `config` answers. So a client keeps working once servers have
+/// been added and removed, as long as one node it knows still runs.
+pub fn current_config(config: &ClusterConfig, timeout: Duration) -> ClusterConfig {
+    let views: Vec<MembersView> = ask_all(&config.members, |m| members(m, timeout))
+        .into_iter()
+        .flatten()
+        .collect();
+    let best = views
+        .iter()
+        .find(|v| v.leader_id == Some(v.node))
+        .or_else(|| views.iter().max_by_key(|v| (v.term, v.index)));
+    let Some(view) = best else {
+        return config.clone();
+    };
+    let members: Vec<Member> = view
+        .members
+        .iter()
+        .filter_map(|m| Member::at(m.id, &m.address))
+        .collect();
+    if members.is_empty() {
+        return config.clone();
+    }
+    ClusterConfig {
+        members,
+        ..config.clone()
     }
 }
 

@@ -27,6 +27,14 @@ pub struct Member {
 }
 
 impl Member {
+    /// Member `id` at `address` (`host:port`, IPv6 hosts in brackets), as
+    /// a membership names it; `None` if it does not read as one.
+    pub fn at(id: NodeId, address: &str) -> Option<Member> {
+        let (host, port) = split_host_port(address)?;
+        let port = port.parse().ok().filter(|&p: &u16| p != 0)?;
+        Some(Member { id, host, port })
+    }
+
     /// `host:port`, as written in the file (IPv6 hosts in brackets).
     pub fn address(&self) -> String {
         if self.host.contains(':') {

@@ -40,6 +40,7 @@ pub mod kv;
 pub mod lincheck;
 pub mod node;
 pub mod observe;
+pub mod reconfig;
 pub mod server;
 pub mod service;
 pub mod storage;

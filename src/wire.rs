@@ -11,6 +11,7 @@ use std::io::{self, BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::consensus::membership::{Change, Membership, Suffrage};
 use crate::consensus::{
     self, AppendEntries, AppendEntriesReply, Entry, Index, InstallSnapshot, InstallSnapshotReply,
     NodeId, RequestVote, RequestVoteReply, Term, TimeoutNow, TimeoutNowReply,
@@ -105,6 +106,16 @@ pub enum Request {
         #[serde(default = "default_status_ms")]
         status_ms: u64,
     },
+    /// The membership in force, with the leader's view of each member's
+    /// progress when asked of the leader (`raftctl members`).
+    Members,
+    /// Leader only: change the membership (`raftctl add`, `promote`,
+    /// `remove`, `members set`); answered once the change is committed
+    /// (for a change of several voters, once the joint configuration has
+    /// been left).
+    ChangeMembers {
+        change: MemberChange,
+    },
     /// This node's committed log entries `from..`, at most `limit`.
     Log {
         #[serde(default = "first_index")]
@@ -166,14 +177,17 @@ impl Request {
             | Request::AppendEntries(_)
             | Request::InstallSnapshot(_)
             | Request::TimeoutNow(_) => RequestClass::Peer,
-            Request::IsLeader | Request::Status | Request::Events | Request::Lab { .. } => {
-                RequestClass::Admin
-            }
+            Request::IsLeader
+            | Request::Status
+            | Request::Events
+            | Request::Members
+            | Request::Lab { .. } => RequestClass::Admin,
             Request::Subscribe { .. } => RequestClass::Stream,
             Request::Write(_)
             | Request::Read { .. }
             | Request::Log { .. }
             | Request::Snapshot
+            | Request::ChangeMembers { .. }
             | Request::Transfer { .. } => RequestClass::Client,
         }
     }
@@ -267,6 +281,16 @@ pub enum Response {
         term: Term,
         millis: u64,
     },
+    /// The answer to `members`.
+    Members(Box<MembersView>),
+    /// The change asked for is done: the membership of the entry at
+    /// `index` is committed (and a joint one left), `millis` after the
+    /// request.
+    MembersChanged {
+        index: Index,
+        membership: Membership,
+        millis: u64,
+    },
     /// The first line of a stream (`subscribe`). `started_ms`: when the
     /// node's process started (ms since the Unix epoch), so that a client
     /// that reconnects can tell a restarted node, whose event numbers
@@ -353,6 +377,83 @@ pub struct NodeStatus {
     pub followers: Vec<FollowerStatus>,
 }
 
+/// A membership change as a client asks for it; `op` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MemberChange {
+    /// A new server, as a learner: it receives the log without voting.
+    AddLearner { id: NodeId, address: String },
+    /// A learner becomes a voter (refused while it lags).
+    Promote { id: NodeId },
+    /// A server leaves; its id is never used again.
+    Remove { id: NodeId },
+    /// The voters become exactly these (learners among them promoted,
+    /// voters not among them removed): by joint consensus when more than
+    /// one voter changes.
+    SetVoters { voters: Vec<NodeId> },
+}
+
+impl MemberChange {
+    pub fn to_change(&self) -> Change {
+        match self {
+            MemberChange::AddLearner { id, address } => Change::AddLearner {
+                id: *id,
+                address: address.clone(),
+            },
+            MemberChange::Promote { id } => Change::Promote(*id),
+            MemberChange::Remove { id } => Change::Remove(*id),
+            MemberChange::SetVoters { voters } => {
+                Change::SetVoters(voters.iter().copied().collect())
+            }
+        }
+    }
+}
+
+/// The answer to `members`: the membership in force on the node asked,
+/// and, from the leader, each member's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersView {
+    /// The node that answered, and the leader it knows.
+    pub node: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: Term,
+    pub cluster_id: String,
+    /// The index of the membership's entry (0: the bootstrap one), and
+    /// whether it is committed (otherwise a change is in progress).
+    pub index: Index,
+    pub committed: bool,
+    /// While a change by joint consensus is under way: the old voters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outgoing: Vec<NodeId>,
+    /// Ids removed from the cluster, never to be used again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<NodeId>,
+    pub last_log_index: Index,
+    pub commit_index: Index,
+    pub members: Vec<MemberView>,
+}
+
+/// One member, as `members` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub address: String,
+    /// `voter`, `learner`, or `leaving` (a voter of the old half of a
+    /// joint configuration only).
+    pub suffrage: Suffrage,
+    /// From the leader: the highest index known to be in its log, how
+    /// many entries it is behind the leader's log, and how long ago it
+    /// last answered (ms). `None` from a follower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_index: Option<Index>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<Index>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+}
+
 /// What a leader knows of one follower.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FollowerStatus {
@@ -415,14 +516,21 @@ pub enum ErrorCode {
     /// A peer message from a node of another cluster (a different cluster
     /// id: another configuration file, or another `--cluster-id`).
     WrongCluster,
-    /// A peer message from a node id that is not in this cluster.
+    /// A peer message claiming the receiver's own id.
     UnknownSender,
+    /// A peer message from a server that a committed membership removed:
+    /// it is out of the cluster for good, and should stop.
+    Removed,
     /// A well-formed peer message that breaks Raft's rules (entries out of
     /// order, a second leader in one term, …). Nothing was changed.
     Rejected,
     /// The node could not do what was asked (a snapshot it could not
     /// write, say); the message says why.
     Internal,
+    /// A membership change the leader did not make: another is in
+    /// progress, the learner lags, the id was removed, … (the message
+    /// says which). Nothing changed.
+    ChangeRefused,
     /// A stream's subscriber fell too far behind and was dropped.
     TooSlow,
     /// Lab: the node is cut off from its peers and refuses their messages.

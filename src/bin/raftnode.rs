@@ -1,7 +1,11 @@
 //! `raftnode CONFIG ID [PORT]`: runs one node of the cluster in CONFIG.
+//! `raftnode --join MEMBER_HOST:PORT ID HOST:PORT`: runs a new server for
+//! a running cluster, which learns the cluster from MEMBER and serves once
+//! `raftctl add` has added it.
 //!
-//! Exit codes: 0 after SIGTERM or SIGINT, 2 for bad arguments or
-//! configuration, 1 for a failure at run time (reason on stderr).
+//! Exit codes: 0 after SIGTERM or SIGINT, or once removed from the
+//! cluster; 2 for bad arguments or configuration; 1 for a failure at run
+//! time (reason on stderr).
 
 use std::path::PathBuf;
 use std::process::exit;
@@ -19,15 +23,27 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Runs one Raft node of the cluster described in CONFIG."
+    about = "Runs one Raft node of the cluster described in CONFIG, or (--join) a new server for a running cluster.",
+    override_usage = "raftnode [OPTIONS] CONFIG ID [PORT]\n       raftnode [OPTIONS] --join MEMBER_HOST:PORT ID HOST:PORT"
 )]
 struct Args {
-    /// Cluster configuration (`N: 5` / `node0: localhost:5001`, or `ID HOST PORT` lines).
-    config: PathBuf,
-    /// This node's id, as in the configuration (node4 is 4).
-    id: u64,
-    /// This node's port; must match the configuration if given.
+    /// Cluster configuration (`N: 5` / `node0: localhost:5001`, or `ID
+    /// HOST PORT` lines), read at the cluster's bootstrap; with --join,
+    /// this node's id instead.
+    #[arg(value_name = "CONFIG")]
+    first: String,
+    /// This node's id, as in the configuration (node4 is 4); with --join,
+    /// this node's HOST:PORT.
+    #[arg(value_name = "ID")]
+    second: String,
+    /// This node's port; must match the configuration if given (not with
+    /// --join).
     port: Option<u16>,
+    /// Join the running cluster that MEMBER_HOST:PORT (any member) belongs
+    /// to, as a new server: it learns the cluster's id, members and log
+    /// from it, and votes once `raftctl add` has made it a voter.
+    #[arg(long, value_name = "MEMBER_HOST:PORT")]
+    join: Option<String>,
     /// Durable state goes in a folder per node under this one (node4/ for node 4).
     #[arg(long, default_value = "/tmp/state")]
     state_dir: PathBuf,
@@ -112,13 +128,126 @@ fn parse_range(s: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
+/// Who this node is and what it starts from, by either form of the
+/// command line.
+struct Start {
+    id: u64,
+    /// This node's address, and (bootstrapping) the others'.
+    cluster: config::ClusterConfig,
+    /// The membership at index 0: config.txt's servers, or none for a
+    /// joining server (the leader's log brings them).
+    bootstrap: Membership,
+    cluster_id: Option<String>,
+}
+
+/// `raftnode CONFIG ID [PORT]`.
+fn bootstrap_start(args: &Args) -> Start {
+    let path = PathBuf::from(&args.first);
+    let id: u64 = args.second.parse().unwrap_or_else(|_| {
+        usage_error(&format!(
+            "ID must be a node id (a whole number), not {:?}",
+            args.second
+        ))
+    });
+    let cluster = config::load(&path).unwrap_or_else(|e| usage_error(&e.to_string()));
+    let Some(me) = cluster.member(id) else {
+        let ids: Vec<String> = cluster.members.iter().map(|m| m.id.to_string()).collect();
+        usage_error(&format!(
+            "node id {id} is not in {} (ids: {}); a new server joins a running cluster with --join",
+            path.display(),
+            ids.join(", ")
+        ));
+    };
+    if let Some(port) = args.port.filter(|&p| p != me.port) {
+        usage_error(&format!(
+            "port {port} does not match node{id} in {}, which is {}",
+            path.display(),
+            me.address()
+        ));
+    }
+    Start {
+        id,
+        bootstrap: Membership::bootstrap(cluster.members.iter().map(|m| (m.id, m.address()))),
+        cluster_id: args.cluster_id.clone(),
+        cluster,
+    }
+}
+
+/// `raftnode --join MEMBER ID HOST:PORT`: the cluster's id from this
+/// node's directory if it has run before, otherwise from MEMBER.
+fn join_start(args: &Args, member: &str) -> Start {
+    let id: u64 = args.first.parse().unwrap_or_else(|_| {
+        usage_error(&format!(
+            "with --join, ID must be a node id (a whole number), not {:?}",
+            args.first
+        ))
+    });
+    if args.port.is_some() {
+        usage_error("with --join, give this node's HOST:PORT after its id, and no PORT");
+    }
+    let Some(me) = config::Member::at(id, &args.second) else {
+        usage_error(&format!(
+            "with --join, this node's address must be HOST:PORT, not {:?}",
+            args.second
+        ));
+    };
+    let dir = args.state_dir.join(format!("node{id}"));
+    let recorded = raft::storage::state_file::recorded_identity(&dir).map(|i| i.cluster);
+    let cluster_id = match (args.cluster_id.clone(), recorded) {
+        (Some(given), _) => given,
+        (None, Some(recorded)) => recorded,
+        (None, None) => ask_to_join(member, &me),
+    };
+    Start {
+        id,
+        cluster: config::ClusterConfig {
+            path: PathBuf::from("(joined)"),
+            members: vec![me],
+            warnings: Vec::new(),
+        },
+        bootstrap: Membership::bootstrap([]),
+        cluster_id: Some(cluster_id),
+    }
+}
+
+/// The cluster id, from `member`'s view of the membership, after checking
+/// that `me` may join: its id never removed, and not a member elsewhere.
+fn ask_to_join(member: &str, me: &config::Member) -> String {
+    let Some(target) = config::Member::at(u64::MAX, member) else {
+        usage_error(&format!("--join needs HOST:PORT, not {member:?}"));
+    };
+    let view = raft::client::members(&target, Duration::from_secs(5)).unwrap_or_else(|e| {
+        eprintln!("raftnode: cannot learn the cluster from {member}: {e}");
+        exit(1)
+    });
+    let id = me.id;
+    if view.removed.contains(&id) {
+        usage_error(&format!(
+            "node{id} was removed from cluster {}, and ids are never reused: add this server under a new id (raftctl add NEW_ID {})",
+            view.cluster_id,
+            me.address()
+        ));
+    }
+    match view.members.iter().find(|m| m.id == id) {
+        Some(m) if m.address != me.address() => usage_error(&format!(
+            "node{id} of cluster {} is at {}, not {}",
+            view.cluster_id,
+            m.address,
+            me.address()
+        )),
+        Some(_) => {}
+        None => eprintln!(
+            "raftnode: node{id} is not yet a member of cluster {}: it waits until added (raftctl add {id} {})",
+            view.cluster_id,
+            me.address()
+        ),
+    }
+    view.cluster_id
+}
+
 /// The node's options from the flags (`min`, `max`: the election
 /// timeout), checked by the library's one validation.
-fn node_options(
-    args: &Args,
-    cluster: &config::ClusterConfig,
-    (min, max): (u64, u64),
-) -> NodeOptions {
+fn node_options(args: &Args, start: Start, (min, max): (u64, u64)) -> NodeOptions {
     let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
         .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
     let options = NodeOptions {
@@ -129,19 +258,13 @@ fn node_options(
             max_inflight_appends: args.max_inflight,
             lease_reads: args.read_mode == "lease",
             max_clock_drift: args.max_clock_drift,
-            // The cluster's first membership: config.txt's servers, with
-            // their addresses.
-            bootstrap: Membership::bootstrap(cluster.members.iter().map(|m| (m.id, m.address()))),
+            bootstrap: start.bootstrap,
             // The seed differs between nodes and restarts, from the OS's
             // randomness.
-            ..consensus::Config::new(
-                args.id,
-                cluster.members.iter().map(|m| m.id),
-                rand::random(),
-            )
+            ..consensus::Config::new(start.id, [], rand::random())
         },
         storage: StateOptions {
-            dir: args.state_dir.join(format!("node{}", args.id)),
+            dir: args.state_dir.join(format!("node{}", start.id)),
             vote_floor: args.vote_floor,
             snapshot_threshold,
         },
@@ -152,8 +275,8 @@ fn node_options(
             idle_timeout: Duration::from_secs(args.idle_timeout),
             ..ServerOptions::default()
         },
-        cluster_id: args.cluster_id.clone(),
-        cluster: cluster.clone(),
+        cluster_id: start.cluster_id,
+        cluster: start.cluster,
     };
     // The library's one validation; here only to name the flag at fault.
     if let Err(e) = options.validate() {
@@ -186,42 +309,29 @@ fn main() {
         std::process::abort();
     }));
     let args: Args = raft::cli::parse_or_exit("raftnode");
-    let cluster = config::load(&args.config).unwrap_or_else(|e| usage_error(&e.to_string()));
-    let Some(me) = cluster.member(args.id) else {
-        let ids: Vec<String> = cluster.members.iter().map(|m| m.id.to_string()).collect();
-        usage_error(&format!(
-            "node id {} is not in {} (ids: {})",
-            args.id,
-            args.config.display(),
-            ids.join(", ")
-        ));
+    let start = match &args.join {
+        None => bootstrap_start(&args),
+        Some(member) => join_start(&args, member),
     };
-    if let Some(port) = args.port.filter(|&p| p != me.port) {
-        usage_error(&format!(
-            "port {port} does not match node{} in {}, which is {}",
-            args.id,
-            args.config.display(),
-            me.address()
-        ));
-    }
     let Some((min, max)) = parse_range(&args.election_timeout) else {
         usage_error(&format!(
             "--election-timeout must look like 300..600, not {:?}",
             args.election_timeout
         ));
     };
-    let options = node_options(&args, &cluster, (min, max));
-    let log_path = raft::activity::init(args.id, &args.debug_dir).unwrap_or_else(|e| {
+    let id = start.id;
+    let options = node_options(&args, start, (min, max));
+    let warnings = options.cluster.warnings.clone();
+    let log_path = raft::activity::init(id, &args.debug_dir).unwrap_or_else(|e| {
         eprintln!(
             "raftnode: cannot open the activity log in {}: {e}",
             args.debug_dir.display()
         );
         exit(1)
     });
-    for w in &cluster.warnings {
+    for w in &warnings {
         eprintln!("raftnode: warning: {w}");
     }
-    let warnings = cluster.warnings.clone();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).unwrap_or_else(|e| {
         eprintln!("raftnode: cannot install signal handlers: {e}");
         exit(1)
@@ -239,19 +349,26 @@ fn main() {
         log::warn!("{w}");
     }
     eprintln!(
-        "raftnode: node{} listening on {}; activity log {}",
-        args.id,
+        "raftnode: node{id} listening on {}; activity log {}",
         node.address(),
         log_path.display()
     );
     // A fatal error (a failed write or fsync) halts the node with its
     // lock held, so that nothing more is answered; the process then ends.
+    // So does a removal from the cluster, which is no failure: the node
+    // has stopped serving and recorded it.
     let failure = node.failure();
-    std::thread::spawn(move || {
-        if let Ok(e) = failure.recv() {
+    std::thread::spawn(move || match failure.recv() {
+        Ok(NodeError::Removed(why)) => {
+            eprintln!("raftnode: {why}; exiting");
+            log::logger().flush();
+            exit(0)
+        }
+        Ok(e) => {
             eprintln!("raftnode: {e}");
             exit(1)
         }
+        Err(_) => {}
     });
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     let name = if signal == SIGINT {

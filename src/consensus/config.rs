@@ -94,8 +94,11 @@ impl Config {
         let (min, max) = (self.election_timeout_min, self.election_timeout_max);
         // (This server need not be in the bootstrap membership: a server
         // joining a running cluster is not, and stands for nothing until
-        // a membership in the log makes it a voter.)
-        if let Err(e) = self.bootstrap.check() {
+        // a membership in the log makes it a voter. Its bootstrap
+        // membership is empty: it knows none until the leader's log or
+        // snapshot brings one.)
+        let joining = self.bootstrap.servers.is_empty() && self.bootstrap.removed.is_empty();
+        if let Some(e) = self.bootstrap.check().err().filter(|_| !joining) {
             Err(InvalidConfig::Peers(e.to_string()))
         } else if min.is_zero() || min > max {
             Err(InvalidConfig::ElectionTimeout(format!(

@@ -59,6 +59,18 @@ impl Configurations {
                 .any(|(i, m)| *i > index && m.is_voter(id))
     }
 
+    /// The index of the first membership up to `upto` that lists `id` as
+    /// removed (the base's index if it already does).
+    pub(super) fn removed_at(&self, id: super::NodeId, upto: Index) -> Option<Index> {
+        if self.base.1.removed.contains(&id) {
+            return Some(self.base.0);
+        }
+        self.entries
+            .iter()
+            .find(|(i, m)| *i <= upto && m.removed.contains(&id))
+            .map(|(i, _)| *i)
+    }
+
     /// An entry was appended to the log.
     pub(super) fn appended(&mut self, e: &Entry) {
         if let Payload::Membership(m) = &e.payload {

@@ -238,6 +238,12 @@ pub enum Event {
         index: Index,
         membership: Membership,
     },
+    /// The membership entry at `index` is committed: the change it makes
+    /// is done (a joint one is then left by the leader's next entry).
+    MembershipCommitted {
+        index: Index,
+        membership: Membership,
+    },
     /// A snapshot from the leader replaced our state machine (Figure 13).
     /// `log_kept`: our log held its last entry, so the entries after it
     /// stay (rule 6); otherwise the whole log went (rule 7).
@@ -302,7 +308,7 @@ impl Event {
             | SnapshotChecksumFailed { .. }
             | SnapshotRefused { .. }
             | SnapshotInstalled { .. } => Topic::Snapshots,
-            MembershipInForce { .. } => Topic::Membership,
+            MembershipInForce { .. } | MembershipCommitted { .. } => Topic::Membership,
         }
     }
 }

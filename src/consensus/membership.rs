@@ -252,8 +252,17 @@ impl Membership {
                 if self.voters() == BTreeSet::from([*id]) {
                     return Err(ChangeError::LastVoter(*id));
                 }
+                // A learner has never voted (no change makes a voter a
+                // learner), so its id may come back: removing it is how
+                // an add that made no progress is abandoned, leaving the
+                // membership as it was. A voter's id never comes back: a
+                // server that voted under it and lost its state could
+                // vote twice in one term.
+                let learner = self.servers[id].suffrage == Suffrage::Learner;
                 next.servers.remove(id);
-                next.removed.insert(*id);
+                if !learner {
+                    next.removed.insert(*id);
+                }
             }
             Change::SetVoters(voters) => return self.set_voters(voters),
             Change::LeaveJoint => {

@@ -760,6 +760,14 @@ impl Raft {
                 .slice(self.emitted_index + 1, self.commit_index)
                 .to_vec();
             self.emitted_index = self.commit_index;
+            for e in &ready.committed {
+                if let Payload::Membership(m) = &e.payload {
+                    ready.events.push(Event::MembershipCommitted {
+                        index: e.index,
+                        membership: m.clone(),
+                    });
+                }
+            }
         }
         ready.reads = self.reads.take_done();
         ready

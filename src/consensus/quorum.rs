@@ -38,11 +38,13 @@ pub struct Majority {
 }
 
 impl Majority {
-    /// The voters; at least one.
+    /// The voters. None at all only on a server joining a running
+    /// cluster, before the leader's log has told it the membership: it
+    /// decides nothing (nothing is reached, no election won).
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Majority {
-        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
-        assert!(!voters.is_empty(), "a configuration needs a voter");
-        Majority { voters }
+        Majority {
+            voters: voters.into_iter().collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -69,10 +71,11 @@ impl Majority {
     /// The greatest value that a majority of the voters has reached, each
     /// voter's value given by `value`: sorted from the greatest, the
     /// quorum-th one. A commit index, a read round, a time heard from.
-    pub fn reached<T: Ord + Copy>(&self, value: impl Fn(NodeId) -> T) -> T {
+    /// `None` with no voters.
+    pub fn reached<T: Ord + Copy>(&self, value: impl Fn(NodeId) -> T) -> Option<T> {
         let mut values: Vec<T> = self.voters.iter().map(|&id| value(id)).collect();
         values.sort_unstable_by(|a, b| b.cmp(a));
-        values[self.quorum() - 1]
+        values.get(self.quorum() - 1).copied()
     }
 
     /// An election in which `granted` voted for the candidate and
@@ -80,7 +83,9 @@ impl Majority {
     pub fn vote(&self, granted: &BTreeSet<NodeId>, refused: &BTreeSet<NodeId>) -> VoteResult {
         let yes = granted.intersection(&self.voters).count();
         let no = refused.intersection(&self.voters).count();
-        if yes >= self.quorum() {
+        if self.voters.is_empty() {
+            VoteResult::Lost
+        } else if yes >= self.quorum() {
             VoteResult::Won
         } else if no > self.voters.len() - self.quorum() {
             VoteResult::Lost
@@ -150,17 +155,18 @@ impl Quorum {
     }
 
     pub fn is_empty(&self) -> bool {
-        false // a configuration has a voter (Majority::new)
+        self.voters().is_empty()
     }
 
     /// The greatest value that both majorities have reached: the lesser
     /// of the two (thesis §4.3: an entry is committed once a majority of
     /// the old configuration and one of the new store it).
-    pub fn reached<T: Ord + Copy>(&self, value: impl Fn(NodeId) -> T) -> T {
-        let incoming = self.incoming.reached(&value);
+    /// `None` if a configuration has no voters.
+    pub fn reached<T: Ord + Copy>(&self, value: impl Fn(NodeId) -> T) -> Option<T> {
+        let incoming = self.incoming.reached(&value)?;
         match &self.outgoing {
-            Some(outgoing) => incoming.min(outgoing.reached(&value)),
-            None => incoming,
+            Some(outgoing) => Some(incoming.min(outgoing.reached(&value)?)),
+            None => Some(incoming),
         }
     }
 
@@ -192,13 +198,13 @@ mod tests {
     fn a_majority_reaches_the_quorum_th_greatest_value() {
         let five = Majority::new(1..=5);
         let matched = [10, 7, 7, 3, 0];
-        assert_eq!(five.reached(|id| matched[id as usize - 1]), 7);
+        assert_eq!(five.reached(|id| matched[id as usize - 1]), Some(7));
         let matched = [10, 9, 3, 2, 1];
-        assert_eq!(five.reached(|id| matched[id as usize - 1]), 3);
+        assert_eq!(five.reached(|id| matched[id as usize - 1]), Some(3));
         // Four voters need three: the third greatest.
         let four = Majority::new(1..=4);
-        assert_eq!(four.reached(|id| [8, 6, 4, 2][id as usize - 1]), 4);
-        assert_eq!(Majority::new([7]).reached(|_| 42), 42);
+        assert_eq!(four.reached(|id| [8, 6, 4, 2][id as usize - 1]), Some(4));
+        assert_eq!(Majority::new([7]).reached(|_| 42), Some(42));
     }
 
     #[test]
@@ -222,14 +228,14 @@ mod tests {
         let joint = Quorum::joint([1, 2, 3], [1, 4, 5]);
         let matched = |m: [u64; 5]| move |id: NodeId| m[id as usize - 1];
         // The old majority (1, 2) holds 9, the new one (1, 4) only 5.
-        assert_eq!(joint.reached(matched([9, 9, 0, 5, 0])), 5);
+        assert_eq!(joint.reached(matched([9, 9, 0, 5, 0])), Some(5));
         // The new majority alone is not enough.
-        assert_eq!(joint.reached(matched([9, 0, 0, 9, 9])), 0);
-        assert_eq!(joint.reached(matched([9, 9, 9, 9, 0])), 9);
+        assert_eq!(joint.reached(matched([9, 0, 0, 9, 9])), Some(0));
+        assert_eq!(joint.reached(matched([9, 9, 9, 9, 0])), Some(9));
         assert_eq!(joint.voters(), BTreeSet::from([1, 2, 3, 4, 5]));
         assert!(joint.contains(2) && joint.contains(5) && !joint.contains(6));
         let simple = Quorum::simple([1, 2, 3]);
-        assert_eq!(simple.reached(matched([9, 9, 0, 0, 0])), 9);
+        assert_eq!(simple.reached(matched([9, 9, 0, 0, 0])), Some(9));
         assert!(!simple.is_joint() && joint.is_joint());
     }
 

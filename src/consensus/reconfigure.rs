@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::membership::{Change, ChangeError, Membership};
+use super::membership::{Change, ChangeError, Membership, Suffrage};
 use super::{Event, Index, NodeId, NotLeader, Payload, Progress, Raft, Role};
 
 impl Raft {
@@ -18,10 +18,26 @@ impl Raft {
         self.configs.latest()
     }
 
+    /// The index of the membership in force's entry (the snapshot's index,
+    /// or 0, if the log holds none): committed once the commit index
+    /// reaches it.
+    pub fn membership_index(&self) -> Index {
+        self.configs.latest_index()
+    }
+
     /// The membership in force at `index` (the latest at or before it),
     /// for a snapshot covering the log up to there.
     pub fn membership_at(&self, index: Index) -> &Membership {
         self.configs.at(index)
+    }
+
+    /// Whether `id` was removed from the cluster by a committed membership
+    /// (ids are never reused, so this is final): the index of the
+    /// membership that removed it. The runtime stops a removed server
+    /// (once it no longer leads: a removed leader hands over first) and
+    /// tells a removed peer so when it asks for votes.
+    pub fn removed_at(&self, id: NodeId) -> Option<Index> {
+        self.configs.removed_at(id, self.commit_index)
     }
 
     /// After the log changed: if the latest membership is not the one the
@@ -42,6 +58,14 @@ impl Raft {
         self.in_force = latest;
     }
 }
+
+/// How many entries a learner may lag the leader's log and still be
+/// promoted to voter. Under load the leader's log runs ahead of any
+/// follower by the entries in flight (a few hundred at most: the
+/// pipeline's window), so a learner this close has caught up; one further
+/// behind would make the new quorum wait for it to catch up before
+/// anything more commits.
+pub const PROMOTION_LAG: Index = 1000;
 
 /// Why a leader did not start a membership change.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +89,17 @@ pub enum ChangeRefused {
     },
     #[error("a leadership transfer is in progress")]
     Transferring,
+    /// A learner is promoted only once it holds nearly all of the
+    /// leader's log, so that the new quorum can commit at once (thesis
+    /// §4.2.1; etcd refuses below 90% of the leader's log).
+    #[error(
+        "node{id} is {lag} entries behind the leader (it holds up to index {match_index}); a learner is promoted once it is at most {PROMOTION_LAG} behind"
+    )]
+    Behind {
+        id: NodeId,
+        lag: Index,
+        match_index: Index,
+    },
     #[error(transparent)]
     Invalid(#[from] ChangeError),
 }
@@ -94,7 +129,22 @@ impl Raft {
                 membership: self.configs.latest().clone(),
             });
         }
-        let next = self.configs.latest().apply(change)?;
+        let latest = self.configs.latest();
+        let next = latest.apply(change)?;
+        for id in next.voters() {
+            if latest.servers.get(&id).map(|s| s.suffrage) != Some(Suffrage::Learner) {
+                continue;
+            }
+            let match_index = self.match_index(id).unwrap_or(0);
+            let lag = self.log.last_index().saturating_sub(match_index);
+            if lag > PROMOTION_LAG {
+                return Err(ChangeRefused::Behind {
+                    id,
+                    lag,
+                    match_index,
+                });
+            }
+        }
         let index = self.append_local(Payload::Membership(next.clone()));
         self.advance_commit(); // alone, or the quorum shrank
         Ok((index, next))

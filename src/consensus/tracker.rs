@@ -124,6 +124,7 @@ impl Tracker {
     pub(super) fn committed(&self, own: Index) -> Index {
         self.voters
             .reached(|id| self.peers.get(&id).map_or(own, |p| p.progress.match_index))
+            .unwrap_or(0)
     }
 
     /// The latest read round a majority has answered, ours counted as
@@ -131,6 +132,7 @@ impl Tracker {
     pub(super) fn answered_round(&self, own: u64) -> u64 {
         self.voters
             .reached(|id| self.peers.get(&id).map_or(own, |p| p.progress.acked_round))
+            .unwrap_or(0)
     }
 
     /// When a majority was last all heard from (CheckQuorum); we always
@@ -138,6 +140,7 @@ impl Tracker {
     pub(super) fn majority_heard(&self) -> Duration {
         self.voters
             .reached(|id| self.peers.get(&id).map_or(Duration::MAX, |p| p.last_heard))
+            .unwrap_or(Duration::ZERO)
     }
 
     /// How many servers, ourselves included, were heard from within

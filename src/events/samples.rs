@@ -154,6 +154,13 @@ pub(super) fn every_event() -> Vec<Event> {
                 (2, "b:2".to_string()),
             ]),
         },
+        Event::MembershipCommitted {
+            index: 5,
+            membership: crate::consensus::membership::Membership::bootstrap([
+                (1, "a:1".to_string()),
+                (2, "b:2".to_string()),
+            ]),
+        },
     ]
 }
 
@@ -199,6 +206,7 @@ const EXPECTED: &str = r#"
 {"kind":"snapshot_refused","peer":2,"index":100}
 {"kind":"snapshot_installed","index":100,"term":6,"size":4096,"log_kept":false}
 {"kind":"membership_in_force","index":5,"membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"},{"id":2,"address":"b:2","suffrage":"voter"}]}}
+{"kind":"membership_committed","index":5,"membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"},{"id":2,"address":"b:2","suffrage":"voter"}]}}
 "#;
 
 /// Every core event keeps its kind and field names on the stream.

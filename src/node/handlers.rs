@@ -145,6 +145,7 @@ impl Handler for Service {
             wire::Request::Events => Response::Events {
                 events: shared.events.recent(),
             },
+            wire::Request::Members => Response::Members(Box::new(shared.members_view(&st))),
             wire::Request::Lab { isolate } => shared.lab(&st, isolate),
             other => Response::error(
                 ErrorCode::BadRequest,
@@ -200,6 +201,10 @@ impl Handler for Service {
         if let wire::Request::Transfer { to } = request {
             let shared = shared.clone();
             return Handled::Later(Box::new(move || shared.transfer_now(to)));
+        }
+        if let wire::Request::ChangeMembers { change } = request {
+            let shared = shared.clone();
+            return Handled::Later(Box::new(move || shared.change_members(&change)));
         }
         let mut st = shared.state.lock();
         if st.stopping {

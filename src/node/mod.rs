@@ -66,8 +66,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 mod apply;
 mod handlers;
 mod log_writer;
+mod members;
 mod options;
 mod replicate;
 mod snapshots;
@@ -140,10 +141,20 @@ struct State {
     /// thread's loop and every handler checks it after taking the lock:
     /// the loops end, handlers answer `shutting_down`.
     stopping: bool,
+    /// The link to each other server of the membership in force, whose
+    /// replicator and receiver run while it is here (`members.rs`).
+    links: BTreeMap<NodeId, Arc<transport::Link>>,
 }
 
 struct Shared {
     id: NodeId,
+    /// Itself, for starting the threads of a server that joins.
+    me: Weak<Shared>,
+    /// Every thread the node started, joined by `Node::stop`.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Where connections to peers leave from (`None`: any address).
+    bind_ip: Option<IpAddr>,
+    rpc_timeout: Duration,
     /// Time origin for the core's `now`.
     epoch: Instant,
     state: Mutex<State>,
@@ -212,10 +223,6 @@ enum Apply {
 pub struct Node {
     shared: Arc<Shared>,
     server: server::Server,
-    /// The threads of `spawn_threads`, joined by `stop`.
-    threads: Vec<JoinHandle<()>>,
-    /// The connections to peers, closed by `stop`.
-    links: Vec<Arc<transport::Link>>,
     failures: Receiver<NodeError>,
 }
 
@@ -262,8 +269,19 @@ impl Node {
         // The first of the node's events, for watchers that see it restart.
         let events = EventHub::new(options.raft.id);
         events.note(raft.term(), raft.role(), log::Level::Info, started);
-        let shared = Arc::new(Shared {
+        // Outgoing connections leave from our own address, unless we
+        // listen on all of them.
+        let bind_ip: Option<IpAddr> = listener
+            .local_addr()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let shared = Arc::new_cyclic(|me| Shared {
             id: options.raft.id,
+            me: me.clone(),
+            threads: Mutex::new(Vec::new()),
+            bind_ip,
+            rpc_timeout: options.rpc_timeout,
             epoch,
             state: Mutex::new(State {
                 raft,
@@ -276,6 +294,7 @@ impl Node {
                 waiters: Waiters::default(),
                 timer_deadline: None,
                 stopping: false,
+                links: BTreeMap::new(),
             }),
             changed: Condvar::new(),
             timer: Condvar::new(),
@@ -292,21 +311,14 @@ impl Node {
             halted: AtomicBool::new(false),
             failure,
         });
-        // Outgoing connections leave from our own address, unless we
-        // listen on all of them.
-        let bind_ip: Option<IpAddr> = listener
-            .local_addr()
-            .ok()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified());
-        let (threads, links) = spawn_threads(&shared, &options, bind_ip, &cluster_id)?;
+        spawn_threads(&shared)?;
+        // A replicator and a receiver for every other server.
+        shared.follow_membership(&mut shared.state.lock());
         let server = server::spawn(listener, Arc::new(Service(shared.clone())), options.server)
             .map_err(NodeError::Spawn)?;
         Ok(Node {
             shared,
             server,
-            threads,
-            links,
             failures,
         })
     }
@@ -358,12 +370,14 @@ impl Node {
                 condvar.notify_all();
             }
             s.snapshot_due.notify_all();
-        }
-        for link in &self.links {
-            link.close();
+            for link in st.links.values() {
+                link.close();
+            }
         }
         self.server.stop();
-        for t in self.threads {
+        // No thread starts once `stopping` is set.
+        let threads = std::mem::take(&mut *self.shared.threads.lock());
+        for t in threads {
             let _ = t.join();
         }
         log::logger().flush();
@@ -414,7 +428,9 @@ fn open_storage(
         limits: options.storage.snapshot_threshold.segment_limits(),
         // Damaged entries are repaired from the leader; a server with no
         // one to repair from stops instead.
-        heal: options.cluster.members.len() > 1,
+        // (A single-server cluster has none; a joining server, whose
+        // bootstrap membership is empty, has its leader.)
+        heal: options.raft.bootstrap.servers.len() != 1,
         vote_floor: options.storage.vote_floor,
         ..StorageOptions::new(cluster_id, options.raft.id)
     };
@@ -497,61 +513,28 @@ fn started_line(
     )
 }
 
-/// Starts the node's threads: timer, applier, log writer, snapshotter, and
-/// a replicator and a receiver per peer, on one connection each.
-/// The node's threads, and its links to peers.
-type Threads = (Vec<JoinHandle<()>>, Vec<Arc<transport::Link>>);
-
-fn spawn_threads(
-    shared: &Arc<Shared>,
-    options: &NodeOptions,
-    bind_ip: Option<IpAddr>,
-    cluster_id: &str,
-) -> Result<Threads, NodeError> {
-    let mut threads = Vec::new();
-    let mut links = Vec::new();
-    let mut spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+/// Starts the node's threads: timer, applier, log writer, snapshotter
+/// (the replicators and receivers follow the membership, `members.rs`).
+fn spawn_threads(shared: &Arc<Shared>) -> Result<(), NodeError> {
+    let mut threads = shared.threads.lock();
+    let mut spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         threads.push(
             thread::Builder::new()
-                .name(name)
+                .name(name.into())
                 .spawn(f)
                 .map_err(NodeError::Spawn)?,
         );
         Ok::<(), NodeError>(())
     };
     let s = shared.clone();
-    spawn("timer".into(), Box::new(move || s.run_timer()))?;
+    spawn("timer", Box::new(move || s.run_timer()))?;
     let s = shared.clone();
-    spawn("applier".into(), Box::new(move || s.run_applier()))?;
+    spawn("applier", Box::new(move || s.run_applier()))?;
     let s = shared.clone();
-    spawn("log-writer".into(), Box::new(move || s.run_log_writer()))?;
+    spawn("log-writer", Box::new(move || s.run_log_writer()))?;
     let s = shared.clone();
-    spawn("snapshotter".into(), Box::new(move || s.run_snapshotter()))?;
-    let peers = options
-        .cluster
-        .members
-        .iter()
-        .filter(|m| m.id != options.raft.id);
-    for peer in peers.cloned() {
-        let link = Arc::new(transport::Link::new(
-            peer.clone(),
-            bind_ip,
-            options.rpc_timeout,
-        ));
-        links.push(link.clone());
-        let (s, l) = (shared.clone(), link.clone());
-        let cluster_id = cluster_id.to_string();
-        spawn(
-            format!("replicate-{}", peer.id),
-            Box::new(move || s.run_replicator(peer.id, &cluster_id, &l)),
-        )?;
-        let s = shared.clone();
-        spawn(
-            format!("receive-{}", peer.id),
-            Box::new(move || s.run_receiver(peer.id, &link)),
-        )?;
-    }
-    Ok((threads, links))
+    spawn("snapshotter", Box::new(move || s.run_snapshotter()))?;
+    Ok(())
 }
 
 impl Shared {
@@ -580,6 +563,10 @@ impl Shared {
             activity::log_event(&st.raft, event);
             self.events.core(st.raft.term(), st.raft.role(), event);
         }
+        let membership_changed = ready
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::MembershipInForce { .. }));
         let ends_waits = ready.events.iter().any(|e| {
             matches!(
                 e,
@@ -609,6 +596,10 @@ impl Shared {
         if deadline.is_some_and(|d| st.timer_deadline.is_none_or(|t| d < t)) {
             self.timer.notify_one();
         }
+        if membership_changed {
+            self.follow_membership(st);
+        }
+        self.leave_if_removed(st);
         self.changed.notify_all();
         if handled.again {
             self.process_ready(st);

@@ -197,6 +197,10 @@ pub enum NodeError {
     /// The running node hit a fatal error and halted (`Node::failure`).
     #[error("{0}")]
     Failed(String),
+    /// A committed membership removed this server from its cluster: it
+    /// stopped serving, and its directory will not start again.
+    #[error("{0}")]
+    Removed(String),
     /// `Node::stop` on a node that had halted.
     #[error("the node had halted: {0}")]
     Halted(String),

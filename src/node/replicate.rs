@@ -50,11 +50,13 @@ impl Shared {
     /// for each write, without waiting for answers (the receiver gets
     /// them): several AppendEntries are in flight at once when the core's
     /// window allows (`consensus::progress`).
-    pub(super) fn run_replicator(&self, peer: NodeId, cluster_id: &str, link: &transport::Link) {
+    /// Ends when the node stops or `peer` leaves the membership.
+    pub(super) fn run_replicator(&self, peer: NodeId, link: &transport::Link) {
         // The snapshot being sent to this peer, if any.
         let mut sending: Option<Arc<SnapshotFile>> = None;
         let mut st = self.state.lock();
-        while !st.stopping {
+        let cluster_id = st.peers.cluster_id().to_string();
+        while !st.stopping && Self::is_current_link(&st, peer, link) {
             let t = now(self);
             let request = st.raft.poll_peer(peer, t);
             // Building a request can produce events (a snapshot transfer
@@ -109,7 +111,7 @@ impl Shared {
                 if let consensus::Request::InstallSnapshot(r) = &mut request {
                     fill_chunk(r, snapshot)?;
                 }
-                let wire_request = wire::Request::peer(cluster_id, self.id, request);
+                let wire_request = wire::Request::peer(&cluster_id, self.id, request);
                 Ok(link.send(&wire_request))
             });
             let sent = match sent {
@@ -152,6 +154,10 @@ impl Shared {
                 transport::Received::Answer(response) => {
                     let (reply, line) = st.peers.check_response(peer, response);
                     self.report(&st, line);
+                    if let Some(text) = st.peers.take_removed() {
+                        self.removed(&mut st, text);
+                        return;
+                    }
                     reply
                 }
                 transport::Received::Failed(e) => {

@@ -318,6 +318,11 @@ impl ClientService {
         Response::error(ErrorCode::Timeout, "read not confirmed in time")
     }
 
+    /// The servers' addresses changed (a new membership is in force).
+    pub fn set_members(&mut self, members: Vec<Member>) {
+        self.members = members;
+    }
+
     fn address_of(&self, id: Option<NodeId>) -> Option<String> {
         id.and_then(|id| self.members.iter().find(|m| m.id == id))
             .map(Member::address)

@@ -52,6 +52,9 @@ pub struct PeerService {
     overflowed: bool,
     /// Messages refused so far, reported or not.
     refused: u64,
+    /// A peer answered that this server was removed from the cluster:
+    /// its message.
+    removed: Option<String>,
 }
 
 impl PeerService {
@@ -63,6 +66,7 @@ impl PeerService {
             reported: HashSet::new(),
             overflowed: false,
             refused: 0,
+            removed: None,
         }
     }
 
@@ -90,6 +94,24 @@ impl PeerService {
             let report = self.report(Offender::Cluster(theirs), "wrong_cluster", &message);
             return PeerAnswer {
                 response: Response::error(ErrorCode::WrongCluster, message),
+                from_member: false,
+                report,
+            };
+        }
+        // Only a vote request is refused: a removed leader still sends
+        // AppendEntries until it steps down, and its TimeoutNow hands
+        // leadership over (thesis §4.2.2); a removed server that asks for
+        // votes is told it is out, so that it stops.
+        let asks_vote = matches!(request.rpc, consensus::Request::RequestVote(_));
+        if let Some(index) = raft.removed_at(from).filter(|_| asks_vote) {
+            let message = format!(
+                "{kind} from node{from} refused: node{from} was removed from cluster {} by the membership at index {index} ({})",
+                self.cluster_id,
+                raft.membership_at(index)
+            );
+            let report = self.report(Offender::Node(from), "removed", &message);
+            return PeerAnswer {
+                response: Response::error(ErrorCode::Removed, message),
                 from_member: false,
                 report,
             };
@@ -138,6 +160,14 @@ impl PeerService {
     ) -> (Option<consensus::Reply>, Option<String>) {
         match response.into_peer() {
             Ok(reply) => (Some(reply), None),
+            Err(Response::Error {
+                code: ErrorCode::Removed,
+                message,
+                ..
+            }) => {
+                self.removed = Some(format!("node{peer} says: {message}"));
+                (None, None)
+            }
             Err(Response::Error { code, message, .. }) => {
                 let line = format!("node{peer} refused our request: {message}");
                 let key = match code {
@@ -156,6 +186,12 @@ impl PeerService {
                 )
             }
         }
+    }
+
+    /// What a peer said when it told us we were removed from the
+    /// cluster, once.
+    pub fn take_removed(&mut self) -> Option<String> {
+        self.removed.take()
     }
 
     /// A reply the core refused (`Raft::handle_reply`'s error).

@@ -115,6 +115,13 @@ pub enum StorageError {
         why: String,
         last_term: u64,
     },
+    /// The server was removed from its cluster (`removed.txt` says when
+    /// and by which membership): its id is never used again.
+    #[error(
+        "{}: {text}; a removed server cannot rejoin under its old id: to bring this machine back, add it as a new server (raftctl add NEW_ID HOST:PORT) and start it with an empty --state-dir",
+        .path.display()
+    )]
+    Removed { path: PathBuf, text: String },
     /// `--vote-floor` was given for a directory whose vote is intact.
     #[error(
         "{}: the term and vote are intact; --vote-floor is only for a node whose state.json and state.copy.json are both lost",
@@ -312,7 +319,24 @@ pub struct Storage {
     lock: File,
 }
 
+/// Written when the server learns it was removed from its cluster; while
+/// it exists the directory does not start.
+pub const REMOVED_FILE: &str = "removed.txt";
+
 impl Storage {
+    /// Records, durably, that this server was removed from its cluster
+    /// (`text` says when and how): the directory will not start again.
+    pub fn mark_removed(&self, text: &str) -> Result<(), StorageError> {
+        let path = self.dir.join(REMOVED_FILE);
+        let tmp = self.dir.join("removed.tmp");
+        std::fs::write(&tmp, format!("{text}\n")).map_err(io_err(&tmp, "write"))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp, "fsync"))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
+        sync_dir(&self.dir)
+    }
+
     /// Records in the lock file that process `pid` serves from this
     /// directory (called once the node listens), so that scripts and
     /// operators can find the node by its state directory, however it was
@@ -349,6 +373,13 @@ impl Storage {
         restore: impl FnOnce(&SnapshotFile) -> R + Send,
     ) -> Result<(Storage, Recovered, Option<R>), StorageError> {
         let lock = lock_dir(dir)?;
+        let removed = dir.join(REMOVED_FILE);
+        if let Ok(text) = std::fs::read_to_string(&removed) {
+            return Err(StorageError::Removed {
+                path: removed,
+                text: text.trim().to_string(),
+            });
+        }
         let state_copies = state_file::read(dir, &options.identity)?;
         // Snapshots a crash left half written or half received.
         for leftover in [snapshot_file::WRITING_FILE, snapshot_file::RECEIVING_FILE] {

@@ -128,6 +128,21 @@ pub struct Copies {
     copies: [Copy; 2],
 }
 
+/// The identity recorded in `dir`'s state, if either copy holds one: how
+/// a server that joined a running cluster (and so has no configuration
+/// file to derive the cluster id from) finds its cluster again.
+pub fn recorded_identity(dir: &Path) -> Option<Identity> {
+    [STATE_FILE, STATE_COPY]
+        .iter()
+        .find_map(|name| match read_copy(&dir.join(name)).ok()? {
+            Copy::Found { record, .. } => Some(Identity {
+                cluster: record.cluster?,
+                node: record.node?,
+            }),
+            _ => None,
+        })
+}
+
 /// Reads both copies, refusing a directory whose state names another
 /// server: called before anything in the directory is changed.
 pub fn read(dir: &Path, identity: &Identity) -> Result<Copies, StorageError> {

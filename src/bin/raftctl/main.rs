@@ -10,6 +10,7 @@ use raft::client::{self, Client, ClientError, ClientOptions};
 use raft::config::{self, ClusterConfig};
 use raft::consensus::Payload;
 use raft::kv::Command as KvCommand;
+use raft::wire::MemberChange;
 
 /// `println!` for everything raftctl prints on standard output, which
 /// ends the program quietly, with status 0, once whoever reads it has gone
@@ -20,6 +21,8 @@ macro_rules! say {
         print_line(format_args!($($arg)*))
     };
 }
+
+mod members;
 
 fn print_line(line: std::fmt::Arguments) {
     use std::io::Write;
@@ -153,8 +156,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the configured nodes as `ID HOST PORT` lines (for scripts).
-    Members,
+    /// Show the membership: every server's address, voter or learner, and
+    /// (from the leader) its match index, how far behind it is and when it
+    /// last answered; `members set ID...` makes exactly those the voters.
+    Members {
+        /// Print a JSON array, one object per member (id, address,
+        /// suffrage, match_index, lag, heard_ms, reachable).
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<MembersAction>,
+    },
+    /// Print the nodes the configuration file lists, as `ID HOST PORT`
+    /// lines (for scripts; the cluster need not run). The file is where
+    /// the cluster started: `members` shows what it is now.
+    Nodes,
+    /// Add a server: as a learner (it receives the log without voting),
+    /// then, once caught up, as a voter. Prints the command that starts it.
+    Add {
+        /// A new id: never one that was removed.
+        id: u64,
+        /// Where the new server listens.
+        #[arg(value_name = "HOST:PORT")]
+        address: String,
+        /// Stop once it is a learner (`raftctl promote ID` later).
+        #[arg(long)]
+        learner: bool,
+        /// Give up (and remove it again) once it has made no progress for
+        /// this long, starting it included.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        stall: u64,
+        /// The cluster's longest election timeout: catching up ends with a
+        /// round shorter than this [default: raftnode's default].
+        #[arg(long, value_name = "MS")]
+        election_timeout: Option<u64>,
+    },
+    /// Make learner ID a voter (refused while it lags the leader).
+    Promote { id: u64 },
+    /// Remove server ID, the leader included (it hands over first). The
+    /// removed server exits, and its id is never used again.
+    Remove { id: u64 },
     /// A live view of the cluster: every node's role, term, commit and log,
     /// the leader's view of its followers, and the latest events (q quits;
     /// plain text every second when not on a terminal).
@@ -203,6 +244,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum MembersAction {
+    /// Make exactly these servers the voters, in one safe step (joint
+    /// consensus when more than one voter changes): learners among them
+    /// are promoted, voters not among them removed.
+    Set {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
+    },
+}
+
 /// Reports `e` and exits with its code: 1 when the operation definitely
 /// did not happen, else 3.
 fn fail(e: &ClientError) -> ! {
@@ -230,18 +282,44 @@ fn load_config(path: &Path) -> ClusterConfig {
 
 fn main() {
     let args: Args = raft::cli::parse_or_exit("raftctl");
-    let cluster = load_config(&args.config);
+    let from_file = load_config(&args.config);
+    if let Command::Nodes = args.command {
+        for m in &from_file.members {
+            say!("{} {} {}", m.id, m.host, m.port);
+        }
+        return;
+    }
+    // The members as they are now, which the file may no longer say.
+    let cluster = client::current_config(&from_file, Duration::from_millis(args.timeout.min(1000)));
     let options = ClientOptions {
         timeout: Duration::from_millis(args.timeout),
         ..ClientOptions::default()
     };
     let mut client = Client::new(cluster.clone(), options);
     match args.command {
-        Command::Members => {
-            for m in &cluster.members {
-                say!("{} {} {}", m.id, m.host, m.port);
+        Command::Nodes => unreachable!("answered above"),
+        Command::Members { json, action } => match action {
+            None => members::show(&mut client, json),
+            Some(MembersAction::Set { ids }) => {
+                members::change(&mut client, MemberChange::SetVoters { voters: ids })
             }
+        },
+        Command::Add {
+            id,
+            address,
+            learner,
+            stall,
+            election_timeout,
+        } => {
+            let timeout = election_timeout.map_or(
+                raft::consensus::Config::new(0, [], 0).election_timeout_max,
+                Duration::from_millis,
+            );
+            let stall = Duration::from_secs(stall);
+            members::add(&mut client, id, &address, learner, timeout, stall)
         }
+        Command::Promote { id } => members::change(&mut client, MemberChange::Promote { id }),
+        Command::Remove { id } => members::change(&mut client, MemberChange::Remove { id }),
         Command::Put { key, value } => {
             let value = value.unwrap_or_else(|| read_stdin("value"));
             client.put(&key, &value).unwrap_or_else(|e| fail(&e));
