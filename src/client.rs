@@ -274,8 +274,12 @@ impl Client {
                         .expect("picked from config")
                         .clone());
                 }
-                Ok(Response::IsLeader { leader_id, .. }) => {
-                    self.leader = leader_id.filter(|&l| l != target);
+                Ok(Response::IsLeader {
+                    leader_id,
+                    leader_address,
+                    ..
+                }) => {
+                    self.leader = self.hint(target, leader_id, leader_address);
                     follow_hint = self.leader.is_some();
                     format!("node{target} is not the leader")
                 }
@@ -392,6 +396,23 @@ impl Client {
         }
     }
 
+    /// The leader `target` named, if it is another server we can reach: a
+    /// server added since our configuration was written is learned from
+    /// its address in the hint.
+    fn hint(
+        &mut self,
+        target: NodeId,
+        leader_id: Option<NodeId>,
+        leader_address: Option<String>,
+    ) -> Option<NodeId> {
+        let id = leader_id.filter(|&l| l != target)?;
+        if self.config.member(id).is_none() {
+            let member = Member::at(id, &leader_address?)?;
+            self.config.members.push(member);
+        }
+        Some(id)
+    }
+
     fn pick_target(&mut self) -> NodeId {
         if let Some(l) = self.leader {
             return l;
@@ -431,15 +452,15 @@ impl Client {
                 Ok(Response::Error {
                     code: ErrorCode::NotLeader,
                     leader_id,
+                    leader_address,
                     message,
-                    ..
                 }) => {
                     // A leader that lost its office mid-request says so too,
                     // after it may have proposed the write.
                     maybe_sent |=
                         matches!(request, Request::Write(_) | Request::ChangeMembers { .. });
                     last_error = format!("node{target}: {message}");
-                    self.leader = leader_id.filter(|&l| l != target);
+                    self.leader = self.hint(target, leader_id, leader_address);
                     follow_hint = self.leader.is_some();
                 }
                 Ok(Response::Error {

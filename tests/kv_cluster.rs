@@ -5,125 +5,17 @@
 
 mod process;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use process::TestCluster;
-use raft::client::{Client, ClientError, ClientOptions};
-use raft::consensus::{NodeId, Payload};
-use raft::kv::{ClientId, Command, KvStore, Op};
-use raft::lincheck::{self, KvOp, Operation, Verdict};
+use process::workload::{
+    Workload, assert_acked_writes_kept, assert_linearizable, command_at, options,
+};
+use raft::client::{Client, ClientError};
+use raft::consensus::NodeId;
+use raft::kv::{Command, Op};
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        timeout: Duration::from_secs(10),
-        ..ClientOptions::default()
-    }
-}
-
-/// One client's loop: random operations on a few keys until `stop`,
-/// recorded with times relative to `epoch`. Returns its history and the
-/// writes it saw acknowledged, as (client, seq, index).
-fn client_loop(
-    config: raft::config::ClusterConfig,
-    k: usize,
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-) -> (Vec<Operation>, Vec<(ClientId, u64, u64)>) {
-    let mut client = Client::new(config, options());
-    let mut history = Vec::new();
-    let mut acked = Vec::new();
-    let mut n = 0u64;
-    let t = || epoch.elapsed().as_nanos() as u64;
-    while !stop.load(Ordering::SeqCst) {
-        n += 1;
-        let key = format!("k{}", (n as usize + k) % 3);
-        let value = format!("c{k}-{n}");
-        let call = t();
-        let (op, result) = match n % 5 {
-            0 | 1 => match client.get(&key) {
-                Ok(v) => (KvOp::Get { value: Some(v) }, true),
-                Err(ClientError::NotFound { .. }) => (KvOp::Get { value: None }, true),
-                Err(_) => continue, // a read with no answer constrains nothing
-            },
-            2 => {
-                let r = client.put(&key, &value);
-                if let Ok(index) = r {
-                    acked.push((client.id(), client.last_seq(), index));
-                }
-                (KvOp::Put { value }, r.is_ok())
-            }
-            3 => {
-                let from = format!("c{}-{}", (k + 1) % 4, n.saturating_sub(3));
-                match client.cas(&key, &from, &value) {
-                    Ok(index) => {
-                        acked.push((client.id(), client.last_seq(), index));
-                        (
-                            KvOp::Cas {
-                                from,
-                                to: value,
-                                result: Some(Ok(())),
-                            },
-                            true,
-                        )
-                    }
-                    Err(ClientError::PreconditionFailed { actual, .. }) => (
-                        KvOp::Cas {
-                            from,
-                            to: value,
-                            result: Some(Err(actual)),
-                        },
-                        true,
-                    ),
-                    Err(_) => (
-                        KvOp::Cas {
-                            from,
-                            to: value,
-                            result: None,
-                        },
-                        false,
-                    ),
-                }
-            }
-            _ => match client.delete(&key) {
-                Ok(index) => {
-                    acked.push((client.id(), client.last_seq(), index));
-                    (
-                        KvOp::Delete {
-                            existed: Some(true),
-                        },
-                        true,
-                    )
-                }
-                Err(ClientError::NotFound { .. }) => (
-                    KvOp::Delete {
-                        existed: Some(false),
-                    },
-                    true,
-                ),
-                Err(_) => (KvOp::Delete { existed: None }, false),
-            },
-        };
-        history.push(Operation {
-            key,
-            op,
-            call,
-            ret: result.then(t),
-        });
-    }
-    (history, acked)
-}
-
-fn command_at(log: &[raft::consensus::Entry], index: u64) -> Option<Command> {
-    match &log.get(index as usize - 1)?.payload {
-        Payload::Command(d) => Command::decode(d),
-        Payload::Noop | Payload::Membership(_) => None,
-    }
-}
 
 /// Runs clients against an `n`-node cluster while killing and restarting
 /// nodes, then checks everything.
@@ -133,14 +25,7 @@ fn linearizable_through_crashes(n: usize, node_args: &[&str]) {
     c.start_all();
     let all = c.ids();
     c.wait_for_agreed_leader(&all, LONG);
-    let epoch = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|k| {
-            let (config, stop) = (c.config.clone(), stop.clone());
-            std::thread::spawn(move || client_loop(config, k, epoch, stop))
-        })
-        .collect();
+    let workload = Workload::start(&c.config, 4);
     let mut done = c.wait_for_commits(0, 30);
     for round in 0..2 {
         // The leader, with -9, mid-run.
@@ -163,23 +48,9 @@ fn linearizable_through_crashes(n: usize, node_args: &[&str]) {
     }
     c.wait_for_agreed_leader(&all, LONG);
     c.wait_for_commits(done, 30);
-    stop.store(true, Ordering::SeqCst);
-    let mut history = Vec::new();
-    let mut acked = Vec::new();
-    for h in clients {
-        let (ops, a) = h.join().unwrap();
-        history.extend(ops);
-        acked.extend(a);
-    }
-    let completed = history.iter().filter(|o| o.ret.is_some()).count();
+    let (history, acked) = workload.stop();
+    let completed = assert_linearizable(&history);
     assert!(completed >= 100, "only {completed} operations completed");
-    match lincheck::check(&history) {
-        Verdict::Linearizable => {}
-        Verdict::NotLinearizable { key } => {
-            let ops: Vec<_> = history.iter().filter(|o| o.key == key).collect();
-            panic!("history of {key} is not linearizable: {ops:#?}");
-        }
-    }
     eprintln!(
         "{n} nodes: {completed} operations checked, {} acknowledged writes",
         acked.len()
@@ -206,22 +77,7 @@ fn linearizable_through_crashes(n: usize, node_args: &[&str]) {
             "node{id}'s log differs from node0's"
         );
     }
-    let mut kv = KvStore::new();
-    let mut fresh: HashMap<(ClientId, u64), usize> = HashMap::new();
-    for e in &reference {
-        if let Some(a) = kv.apply(e).filter(|a| !a.duplicate) {
-            *fresh.entry((a.command.client, a.command.seq)).or_default() += 1;
-        }
-    }
-    for (client, seq, index) in acked {
-        let at = command_at(&reference, index).map(|c| (c.client, c.seq));
-        assert_eq!(
-            at,
-            Some((client, seq)),
-            "acknowledged write lost: client {client} #{seq} at {index}"
-        );
-        assert_eq!(fresh.get(&(client, seq)), Some(&1));
-    }
+    assert_acked_writes_kept(&reference, &acked);
 }
 
 #[test]

@@ -400,6 +400,13 @@ fn restore_core(
         .storage
         .snapshot_threshold
         .trailing(&mut raft_config);
+    // The bootstrap servers listen where the configuration says
+    // (`consensus::Config::new` names them only by id).
+    for (&id, server) in raft_config.bootstrap.servers.iter_mut() {
+        if let Some(member) = options.cluster.member(id) {
+            server.address = member.address();
+        }
+    }
     raft_config.validate().map_err(NodeError::Config)?;
     let (snapshot, membership) = recovered
         .snapshot

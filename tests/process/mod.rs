@@ -9,6 +9,7 @@ pub mod browser;
 pub mod deps;
 pub mod mesh;
 pub mod ports;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
