@@ -771,7 +771,9 @@ fn membership_chaos(seed: u64, virtual_time: Duration) -> Changes {
                 }
             }
             40..46 if s.is_up(pick) => s.crash(pick),
-            46..56 if !s.is_up(pick) && !retired.contains(&pick) => s.start(pick),
+            46..56 if !s.is_up(pick) && !retired.contains(&pick) && !s.retired.contains(&pick) => {
+                s.start(pick)
+            }
             56..62 => {
                 let mut groups = vec![Vec::new(), Vec::new()];
                 for id in 0..total {
@@ -841,7 +843,7 @@ fn membership_chaos(seed: u64, virtual_time: Duration) -> Changes {
     s.heal();
     s.net = NetConfig::reliable();
     for id in 0..next_spare {
-        if !s.is_up(id) && !retired.contains(&id) {
+        if !s.is_up(id) && !retired.contains(&id) && !s.retired.contains(&id) {
             s.start(id);
         }
     }

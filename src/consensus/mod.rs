@@ -76,7 +76,20 @@
 //! superseded; a leader removed by a committed membership hands over and
 //! steps down (§4.2.2). Requests are taken from servers outside the
 //! latest membership (a leader added since, a removed leader handing
-//! over). Lease reads are not yet argued across a change.
+//! over). A learner is promoted only once it lags by at most
+//! [`PROMOTION_LAG`] entries; a learner removed leaves its id free (it
+//! never voted), a voter removed never comes back ([`Raft::removed_at`]).
+//! ReadIndex and lease reads count the membership in force, joint or not:
+//! a read round is confirmed by a majority of each half, and the lease
+//! (§6.4.1) runs from the start of the latest round such a quorum
+//! answered. That holds across a change because the lease's other half,
+//! refusing votes to another candidate until an election timeout has run
+//! since hearing from the leader, is kept by every server the leader
+//! reaches, learners included: a learner promoted with its answers
+//! already counted refused votes all along; a brand-new server has
+//! answered no round, so it can only hold a round back. A lease is never
+//! longer than the quorum now in force gives, so lease reads are not
+//! suspended during a change.
 //!
 //! `committed` entries may be applied in the order given as soon as they
 //! are handed out: they are on a majority's disks. `persisted(index, term)`
@@ -144,7 +157,7 @@ pub use message::{
 };
 pub use progress::{Batch, Progress, ProgressState, Refusal, SnapshotTransfer};
 pub use ready::{HardState, InstalledSnapshot, ReadState, Ready, SnapshotChunk};
-pub use reconfigure::ChangeRefused;
+pub use reconfigure::{ChangeRefused, PROMOTION_LAG};
 pub use transfer::{Transfer, TransferError};
 pub use validate::{MAX_INDEX, MAX_TERM, Rejection};
 pub use view::FollowerView;

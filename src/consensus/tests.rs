@@ -2428,3 +2428,113 @@ fn a_removed_leader_hands_over_to_a_voter_once_its_removal_commits() {
         Err(TransferError::NotAVoter(3))
     );
 }
+
+#[test]
+fn a_learner_is_promoted_only_once_it_holds_nearly_all_of_the_log() {
+    // Scenario 8: refused while the learner lags by more than
+    // PROMOTION_LAG entries, naming the lag; taken once it has caught up.
+    use super::membership::Change;
+    let mut r = leader_with_noop_committed();
+    let now = Duration::from_secs(1);
+    r.propose_change(&add_learner(3)).unwrap();
+    let _ = sync(&mut r);
+    while let Some(req) = r.poll_peer(1, now) {
+        ack(&mut r, 1, &req, now);
+    }
+    for i in 0..=super::PROMOTION_LAG {
+        r.propose(Json::string(&format!("w{i}"))).unwrap();
+    }
+    let _ = sync(&mut r);
+    let refused = r.propose_change(&Change::Promote(3)).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            super::ChangeRefused::Behind {
+                id: 3,
+                match_index: 0,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("entries behind"), "{refused}");
+    assert!(r.membership().learners().contains(&3));
+    // The same through `members set`, which would make it a voter too.
+    assert!(matches!(
+        r.propose_change(&Change::SetVoters([0, 1, 2, 3].into())),
+        Err(super::ChangeRefused::Behind { id: 3, .. })
+    ));
+    while let Some(req) = r.poll_peer(3, now) {
+        ack(&mut r, 3, &req, now);
+    }
+    let (_, m) = r.propose_change(&Change::Promote(3)).unwrap();
+    assert!(m.is_voter(3));
+}
+
+#[test]
+fn a_joining_server_knows_no_membership_until_the_log_brings_one() {
+    // A server started with `raftnode --join`: an empty bootstrap
+    // membership. It never stands, and no input makes it decide anything;
+    // the leader's membership entry makes it a learner of the cluster.
+    let cfg = Config {
+        bootstrap: super::membership::Membership::bootstrap([]),
+        ..Config::new(3, [], 3)
+    };
+    cfg.validate().unwrap();
+    let mut r = Raft::new(cfg, HardState::default(), vec![], Duration::ZERO);
+    let later = Duration::from_secs(10);
+    r.tick(later);
+    r.campaign(later);
+    assert_eq!((r.role(), r.term()), (Role::Follower, 0));
+    let with_3 = leader_with_noop_committed()
+        .membership()
+        .apply(&add_learner(3))
+        .unwrap();
+    let entries = vec![
+        entry(1, 1),
+        Entry {
+            index: 2,
+            term: 1,
+            payload: Payload::Membership(with_3.clone()),
+        },
+    ];
+    r.handle_request(0, append(1, 0, (0, 0), entries), later)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.membership(), &with_3);
+    r.tick(later * 2);
+    assert_eq!(r.role(), Role::Follower, "a learner never stands");
+}
+
+#[test]
+fn a_removed_voter_is_retired_once_its_removal_commits_and_a_learner_is_not() {
+    // Scenarios 20 and 10: a voter's id is never used again once a
+    // committed membership removes it; a learner removed (an add given
+    // up) leaves the membership as it was.
+    use super::membership::{Change, ChangeError};
+    let mut r = leader_with_noop_committed();
+    let now = Duration::from_secs(1);
+    let commit = |r: &mut Raft| {
+        let _ = sync(r);
+        while let Some(req) = r.poll_peer(1, now) {
+            ack(r, 1, &req, now);
+        }
+    };
+    let before = r.membership().clone();
+    r.propose_change(&add_learner(3)).unwrap();
+    commit(&mut r);
+    r.propose_change(&Change::Remove(3)).unwrap();
+    commit(&mut r);
+    assert_eq!(r.membership(), &before, "the add undone");
+    assert_eq!(r.removed_at(3), None);
+    let (index, _) = r.propose_change(&Change::Remove(2)).unwrap();
+    assert_eq!(r.removed_at(2), None, "not before it commits");
+    commit(&mut r);
+    assert_eq!(r.removed_at(2), Some(index));
+    assert_eq!(
+        r.propose_change(&Change::AddLearner {
+            id: 2,
+            address: "elsewhere:1".into()
+        }),
+        Err(super::ChangeRefused::Invalid(ChangeError::Retired(2)))
+    );
+}

@@ -41,6 +41,9 @@ pub struct TestCluster {
     pub mesh: Option<mesh::Mesh>,
     /// The nodes' listen ports, reserved until the cluster is dropped.
     pub ports: Ports,
+    /// Nodes that join the running cluster (`raftnode --join`), not in
+    /// config.txt: id, port, and the member they join through.
+    pub joiners: BTreeMap<NodeId, (u16, NodeId)>,
 }
 
 pub use ports::{Ports, reserve as reserve_ports};
@@ -62,7 +65,43 @@ impl TestCluster {
             children: BTreeMap::new(),
             mesh: None,
             ports,
+            joiners: BTreeMap::new(),
         }
+    }
+
+    /// A cluster of `n` nodes in config.txt, and `spares` more ports for
+    /// servers that join it later (ids `n..n + spares`, see
+    /// [`TestCluster::start_joining`]).
+    pub fn with_spares(n: usize, spares: usize) -> TestCluster {
+        let mut c = TestCluster::new(n);
+        let more = reserve_ports(spares);
+        c.ports.absorb(more);
+        c
+    }
+
+    /// The address of server `id` (of config.txt, or a spare).
+    pub fn address(&self, id: NodeId) -> String {
+        format!("127.0.0.1:{}", self.ports.ports[id as usize])
+    }
+
+    /// Starts spare server `id` as `raftnode --join` through member `via`,
+    /// and follows it from then on as one of the cluster's nodes.
+    pub fn start_joining(&mut self, id: NodeId, via: NodeId) {
+        let port = self.ports.ports[id as usize];
+        self.joiners.insert(id, (port, via));
+        if self.config.member(id).is_none() {
+            self.config.members.push(config::Member {
+                id,
+                host: "127.0.0.1".into(),
+                port,
+            });
+        }
+        self.start(id);
+    }
+
+    /// Stops following node `id` (it was removed; it should have exited).
+    pub fn forget(&mut self, id: NodeId) {
+        self.config.members.retain(|m| m.id != id);
     }
 
     /// A cluster of `n` whose nodes reach each other only through proxies
@@ -124,12 +163,19 @@ impl TestCluster {
 
     /// The command line a user would type to start node `id`.
     pub fn node_command(&self, id: NodeId) -> Command {
-        let port = self.config.member(id).unwrap().port;
         let mut cmd = Command::new(RAFTNODE);
-        cmd.arg(self.node_config(id))
-            .arg(id.to_string())
-            .arg(port.to_string())
-            .arg("--state-dir")
+        if let Some(&(port, via)) = self.joiners.get(&id) {
+            cmd.arg("--join")
+                .arg(self.address(via))
+                .arg(id.to_string())
+                .arg(format!("127.0.0.1:{port}"));
+        } else {
+            let port = self.config.member(id).unwrap().port;
+            cmd.arg(self.node_config(id))
+                .arg(id.to_string())
+                .arg(port.to_string());
+        }
+        cmd.arg("--state-dir")
             .arg(self.state_dir())
             .arg("--debug-dir")
             .arg(self.debug_dir())

@@ -64,6 +64,12 @@ fn lock_dir() -> PathBuf {
 }
 
 impl Ports {
+    /// Holds `more`'s ports too, after these.
+    pub fn absorb(&mut self, more: Ports) {
+        self.ports.extend(more.ports);
+        self._locks.extend(more._locks);
+    }
+
     /// A cluster configuration (the courses' format) of nodes 0, 1, …
     /// listening on these ports of 127.0.0.1.
     pub fn config_text(&self) -> String {

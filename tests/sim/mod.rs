@@ -193,6 +193,9 @@ pub struct Sim {
     /// How many servers the cluster started with (the bootstrap
     /// membership: ids `0..initial`); any more are spares.
     pub initial: usize,
+    /// Servers told they were removed from the cluster: stopped for good,
+    /// as the runtime stops itself (`raftnode` exits).
+    pub retired: std::collections::BTreeSet<NodeId>,
 }
 
 impl Sim {
@@ -217,6 +220,7 @@ impl Sim {
         let total = n + spares;
         let mut sim = Sim {
             initial: n,
+            retired: Default::default(),
             seed,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             now: Duration::ZERO,

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::time::Duration;
 
 use raft::consensus::{Index, MAX_TERM, NodeId, Payload, Request, Term};
-use raft::wire::{PeerRequest, Response};
+use raft::wire::{ErrorCode, PeerRequest, Response};
 use rand::RngExt;
 
 use super::{MS, SIM_CLUSTER, Sim};
@@ -222,9 +222,20 @@ impl Sim {
                     .peers
                     .handle(node.raft.as_mut().unwrap(), envelope, now);
                 if let Some(line) = answer.report {
-                    self.fail(format!(
-                        "node {to} refused a correct node's message: {line}"
-                    ));
+                    // A vote request from a server whose removal is
+                    // committed is refused, rightly (`removed`).
+                    let removed = matches!(
+                        &answer.response,
+                        Response::Error {
+                            code: ErrorCode::Removed,
+                            ..
+                        }
+                    );
+                    if !removed || !self.removal_committed(from) {
+                        self.fail(format!(
+                            "node {to} refused a correct node's message: {line}"
+                        ));
+                    }
                 }
                 self.after(to); // persisted before the reply leaves
                 if !self.is_up(to) {
@@ -264,6 +275,12 @@ impl Sim {
                 }
                 self.completed.insert(rpc);
                 let (reply, line) = node.peers.check_response(from, response);
+                if node.peers.take_removed().is_some() {
+                    // Told it was removed: it stops for good.
+                    self.crash(to);
+                    self.retired.insert(to);
+                    return;
+                }
                 let raft = node.raft.as_mut().unwrap();
                 let refused = match reply {
                     Some(reply) => raft.handle_reply(from, reply, now).err(),
@@ -303,6 +320,15 @@ impl Sim {
                 self.after(node);
             }
         }
+    }
+
+    /// Whether a committed membership (by the checker's record of what was
+    /// committed) removed `id`.
+    fn removal_committed(&self, id: NodeId) -> bool {
+        self.checker
+            .committed
+            .values()
+            .any(|e| matches!(&e.payload, Payload::Membership(m) if m.removed.contains(&id)))
     }
 
     pub(super) fn send(&mut self, from: NodeId, to: NodeId, mut request: Request) {
