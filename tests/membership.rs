@@ -65,7 +65,7 @@ fn add(c: &mut TestCluster, id: NodeId) {
     let address = c.address(id);
     let out = ok(c, &["add", &id.to_string(), &address]);
     assert!(
-        out.contains(&format!("raftnode --join"))
+        out.contains("raftnode --join")
             && out.contains(&format!("node{id} added as a learner"))
             && out.contains(&format!("node{id} promoted to voter")),
         "{out}"
