@@ -65,6 +65,7 @@ fn lock_dir() -> PathBuf {
 
 impl Ports {
     /// Holds `more`'s ports too, after these.
+    #[allow(dead_code)] // not used by every test file that includes this one
     pub fn absorb(&mut self, more: Ports) {
         self.ports.extend(more.ports);
         self._locks.extend(more._locks);
