@@ -59,6 +59,15 @@ impl Raft {
     }
 }
 
+fn list(ids: &[NodeId]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| format!("node{id}")).collect();
+    names.join(", ")
+}
+
+fn them(ids: &[NodeId]) -> &'static str {
+    if ids.len() == 1 { "it" } else { "them" }
+}
+
 /// How many entries a learner may lag the leader's log and still be
 /// promoted to voter. Under load the leader's log runs ahead of any
 /// follower by the entries in flight (a few hundred at most: the
@@ -89,6 +98,14 @@ pub enum ChangeRefused {
     },
     #[error("a leadership transfer is in progress")]
     Transferring,
+    /// The voters after the change would have no majority that answered
+    /// within an election timeout: the change could not commit, and
+    /// nothing after it either (etcd's `--strict-reconfig-check`).
+    #[error(
+        "after this change no majority of the voters would be answering: {} not heard from within an election timeout; start {} first, or remove {} instead",
+        list(.unheard), them(.unheard), them(.unheard)
+    )]
+    WouldLoseQuorum { unheard: Vec<NodeId> },
     /// A learner is promoted only once it holds nearly all of the
     /// leader's log, so that the new quorum can commit at once (thesis
     /// §4.2.1; etcd refuses below 90% of the leader's log).
@@ -110,9 +127,13 @@ impl Raft {
     /// the change is done once that index is committed (and, for a change
     /// by joint consensus, once the leader's own entry leaving the joint
     /// configuration, appended when it commits, is committed too).
+    /// `now`: a change of voters is refused unless a majority of the new
+    /// voters (each half, while joint) answered within the longest
+    /// election timeout before it.
     pub fn propose_change(
         &mut self,
         change: &Change,
+        now: Duration,
     ) -> Result<(Index, Membership), ChangeRefused> {
         if self.role != Role::Leader {
             return Err(ChangeRefused::NotLeader(self.not_leader()));
@@ -131,6 +152,10 @@ impl Raft {
         }
         let latest = self.configs.latest();
         let next = latest.apply(change)?;
+        if next.quorum() != latest.quorum() {
+            self.check_live_majority(&next, now)?;
+        }
+        let latest = self.configs.latest();
         for id in next.voters() {
             if latest.servers.get(&id).map(|s| s.suffrage) != Some(Suffrage::Learner) {
                 continue;
@@ -148,6 +173,29 @@ impl Raft {
         let index = self.append_local(Payload::Membership(next.clone()));
         self.advance_commit(); // alone, or the quorum shrank
         Ok((index, next))
+    }
+
+    /// Whether a majority of `next`'s voters (of each half, while joint)
+    /// answered within an election timeout before `now`; we always have.
+    fn check_live_majority(&self, next: &Membership, now: Duration) -> Result<(), ChangeRefused> {
+        let horizon = now.saturating_sub(self.cfg.election_timeout_max);
+        let heard = |id: NodeId| {
+            if id == self.cfg.id {
+                now
+            } else {
+                self.peers.get(&id).map_or(Duration::ZERO, |p| p.last_heard)
+            }
+        };
+        let quorum = next.quorum();
+        if quorum.reached(heard).is_some_and(|t| t >= horizon) {
+            return Ok(());
+        }
+        let unheard = quorum
+            .voters()
+            .into_iter()
+            .filter(|&id| heard(id) < horizon)
+            .collect();
+        Err(ChangeRefused::WouldLoseQuorum { unheard })
     }
 
     /// Whether this server may stand for election: it votes in a

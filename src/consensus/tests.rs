@@ -2250,6 +2250,10 @@ fn a_membership_is_in_force_once_appended_and_rolled_back_by_truncation() {
     );
 }
 
+/// When the membership tests change the membership: their leader has just
+/// heard from its followers.
+const SECOND: Duration = Duration::from_secs(1);
+
 /// Node 0, leader of a 3-node cluster in term 1 whose no-op (index 1) is
 /// committed: the state in which it may change the membership.
 fn leader_with_noop_committed() -> Raft {
@@ -2276,12 +2280,12 @@ fn a_new_leader_changes_no_membership_before_committing_an_entry_of_its_term() {
     // an earlier leader under a majority that does not overlap.
     let mut r = elected(&[], 0);
     assert_eq!(
-        r.propose_change(&add_learner(3)),
+        r.propose_change(&add_learner(3), SECOND),
         Err(super::ChangeRefused::NotYetCommitted)
     );
     assert!(!r.membership().contains(3));
     let mut r = leader_with_noop_committed();
-    let (index, m) = r.propose_change(&add_learner(3)).unwrap();
+    let (index, m) = r.propose_change(&add_learner(3), SECOND).unwrap();
     assert_eq!(index, 2);
     assert!(m.contains(3) && r.membership().contains(3));
     assert_eq!(r.peers().collect::<Vec<_>>(), vec![1, 2, 3]);
@@ -2292,8 +2296,8 @@ fn a_second_change_waits_until_the_first_commits() {
     // Scenario 5: refused with the change in progress named, not dropped.
     let mut r = leader_with_noop_committed();
     let now = Duration::from_secs(1);
-    r.propose_change(&add_learner(3)).unwrap();
-    let refused = r.propose_change(&add_learner(4)).unwrap_err();
+    r.propose_change(&add_learner(3), SECOND).unwrap();
+    let refused = r.propose_change(&add_learner(4), SECOND).unwrap_err();
     assert!(
         matches!(refused, super::ChangeRefused::InProgress { index: 2, .. }),
         "{refused}"
@@ -2305,7 +2309,7 @@ fn a_second_change_waits_until_the_first_commits() {
     let req = r.poll_peer(1, now).unwrap();
     ack(&mut r, 1, &req, now);
     assert_eq!(r.commit_index(), 2);
-    assert!(r.propose_change(&add_learner(4)).is_ok());
+    assert!(r.propose_change(&add_learner(4), SECOND).is_ok());
 }
 
 #[test]
@@ -2315,7 +2319,7 @@ fn a_learner_never_counts_toward_a_commit_and_never_stands() {
     let now = Duration::from_secs(1);
     // Learners 3 and 4, each change committed by voter 1.
     for id in [3, 4] {
-        r.propose_change(&add_learner(id)).unwrap();
+        r.propose_change(&add_learner(id), SECOND).unwrap();
         let _ = sync(&mut r);
         while let Some(req) = r.poll_peer(1, now) {
             ack(&mut r, 1, &req, now);
@@ -2378,11 +2382,24 @@ fn a_joint_membership_commits_under_both_majorities_and_the_leader_then_leaves_i
         let _ = sync(r);
     };
     for id in [3, 4] {
-        r.propose_change(&add_learner(id)).unwrap();
+        r.propose_change(&add_learner(id), SECOND).unwrap();
         commit_all(&mut r, &[1]);
     }
+    // Scenario 12: while the learners have not answered, the new voters
+    // would have no live majority: refused, naming them.
+    let refused = r
+        .propose_change(&Change::SetVoters([0, 3, 4].into()), SECOND)
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        super::ChangeRefused::WouldLoseQuorum {
+            unheard: vec![3, 4]
+        }
+    );
+    assert!(refused.to_string().contains("node3, node4 not heard from"));
+    commit_all(&mut r, &[3, 4]);
     let (index, joint) = r
-        .propose_change(&Change::SetVoters([0, 3, 4].into()))
+        .propose_change(&Change::SetVoters([0, 3, 4].into()), SECOND)
         .unwrap();
     assert!(joint.is_joint());
     // The new majority alone (0, 3, 4) does not commit it.
@@ -2406,7 +2423,7 @@ fn a_removed_leader_hands_over_to_a_voter_once_its_removal_commits() {
     use super::membership::Change;
     let mut r = leader_with_noop_committed();
     let now = Duration::from_secs(1);
-    let (index, _) = r.propose_change(&Change::Remove(0)).unwrap();
+    let (index, _) = r.propose_change(&Change::Remove(0), SECOND).unwrap();
     let _ = sync(&mut r);
     assert!(!r.must_leave(), "not before the removal commits");
     // Committed by the new voters alone (1 and 2): the leader no longer
@@ -2422,7 +2439,7 @@ fn a_removed_leader_hands_over_to_a_voter_once_its_removal_commits() {
     assert!(r.transfer().is_some_and(|t| t.target == 1 || t.target == 2));
     // A transfer to a server that does not vote is refused (scenario 18).
     let mut r = leader_with_noop_committed();
-    r.propose_change(&add_learner(3)).unwrap();
+    r.propose_change(&add_learner(3), SECOND).unwrap();
     assert_eq!(
         r.transfer_leadership(Some(3), now),
         Err(TransferError::NotAVoter(3))
@@ -2436,7 +2453,7 @@ fn a_learner_is_promoted_only_once_it_holds_nearly_all_of_the_log() {
     use super::membership::Change;
     let mut r = leader_with_noop_committed();
     let now = Duration::from_secs(1);
-    r.propose_change(&add_learner(3)).unwrap();
+    r.propose_change(&add_learner(3), SECOND).unwrap();
     let _ = sync(&mut r);
     while let Some(req) = r.poll_peer(1, now) {
         ack(&mut r, 1, &req, now);
@@ -2445,7 +2462,7 @@ fn a_learner_is_promoted_only_once_it_holds_nearly_all_of_the_log() {
         r.propose(Json::string(&format!("w{i}"))).unwrap();
     }
     let _ = sync(&mut r);
-    let refused = r.propose_change(&Change::Promote(3)).unwrap_err();
+    let refused = r.propose_change(&Change::Promote(3), SECOND).unwrap_err();
     assert!(
         matches!(
             refused,
@@ -2461,13 +2478,13 @@ fn a_learner_is_promoted_only_once_it_holds_nearly_all_of_the_log() {
     assert!(r.membership().learners().contains(&3));
     // The same through `members set`, which would make it a voter too.
     assert!(matches!(
-        r.propose_change(&Change::SetVoters([0, 1, 2, 3].into())),
+        r.propose_change(&Change::SetVoters([0, 1, 2, 3].into()), SECOND),
         Err(super::ChangeRefused::Behind { id: 3, .. })
     ));
     while let Some(req) = r.poll_peer(3, now) {
         ack(&mut r, 3, &req, now);
     }
-    let (_, m) = r.propose_change(&Change::Promote(3)).unwrap();
+    let (_, m) = r.propose_change(&Change::Promote(3), SECOND).unwrap();
     assert!(m.is_voter(3));
 }
 
@@ -2520,21 +2537,142 @@ fn a_removed_voter_is_retired_once_its_removal_commits_and_a_learner_is_not() {
         }
     };
     let before = r.membership().clone();
-    r.propose_change(&add_learner(3)).unwrap();
+    r.propose_change(&add_learner(3), SECOND).unwrap();
     commit(&mut r);
-    r.propose_change(&Change::Remove(3)).unwrap();
+    r.propose_change(&Change::Remove(3), SECOND).unwrap();
     commit(&mut r);
     assert_eq!(r.membership(), &before, "the add undone");
     assert_eq!(r.removed_at(3), None);
-    let (index, _) = r.propose_change(&Change::Remove(2)).unwrap();
+    let (index, _) = r.propose_change(&Change::Remove(2), SECOND).unwrap();
     assert_eq!(r.removed_at(2), None, "not before it commits");
     commit(&mut r);
     assert_eq!(r.removed_at(2), Some(index));
     assert_eq!(
-        r.propose_change(&Change::AddLearner {
-            id: 2,
-            address: "elsewhere:1".into()
-        }),
+        r.propose_change(
+            &Change::AddLearner {
+                id: 2,
+                address: "elsewhere:1".into()
+            },
+            SECOND
+        ),
         Err(super::ChangeRefused::Invalid(ChangeError::Retired(2)))
     );
+}
+
+#[test]
+fn a_pending_entry_commits_when_removing_an_unreachable_voter_shrinks_the_quorum() {
+    // Scenario 3 (etcd's TestCommitAfterRemoveNode): with node 2 gone, a
+    // write held by 0 and 1 commits; removing 1 instead would not help.
+    use super::membership::Change;
+    let mut r = leader_with_noop_committed();
+    let now = SECOND;
+    // Of {0, 1, 2} only 0 holds the write; 1 and 2 stop answering.
+    let (index, _) = r.propose(Json::string("w")).unwrap();
+    let _ = sync(&mut r);
+    assert!(r.commit_index() < index);
+    // {0, 1}: 1 answered at the no-op, within an election timeout, so
+    // the removal of 2 is taken; the quorum of {0, 1} is both, and 1 does
+    // not hold the write yet.
+    let (removal, _) = r.propose_change(&Change::Remove(2), now).unwrap();
+    let _ = sync(&mut r);
+    assert!(r.commit_index() < index);
+    while let Some(req) = r.poll_peer(1, now) {
+        ack(&mut r, 1, &req, now);
+    }
+    assert_eq!(
+        r.commit_index(),
+        removal,
+        "the write and the removal commit"
+    );
+}
+
+#[test]
+fn a_learner_that_does_not_know_it_was_promoted_still_votes() {
+    // Scenario 9 (etcd's campaign_learner_must_vote): a candidate whose
+    // log promotes server 3 counts 3's vote; 3, which has not yet received
+    // that entry, must still grant it, or the cluster could be stuck.
+    let with_3 = leader_with_noop_committed()
+        .membership()
+        .apply(&add_learner(3))
+        .unwrap();
+    let mut learner = Raft::new(
+        Config::new(3, 0..3, 3),
+        HardState::default(),
+        vec![],
+        Duration::ZERO,
+    );
+    let entries = vec![
+        entry(1, 1),
+        Entry {
+            index: 2,
+            term: 1,
+            payload: Payload::Membership(with_3),
+        },
+    ];
+    learner
+        .handle_request(0, append(1, 0, (0, 0), entries), MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(learner.membership().learners().contains(&3));
+    // Long after the leader was last heard from, candidate 1 (whose log
+    // holds the promotion, index 3) asks for its vote.
+    let later = Duration::from_secs(10);
+    assert!(granted(learner.handle_request(
+        1,
+        vote_req(2, 1, 3, 1),
+        later
+    )));
+}
+
+#[test]
+fn removing_from_two_servers_while_one_is_cut_off() {
+    // Scenario 13 (etcd#10563). Leader 0 of {0, 1}; 1 is cut off.
+    use super::membership::Change;
+    let cfg = Config::new(0, 0..2, 0);
+    let mut r = Raft::new(cfg, HardState::default(), vec![], Duration::ZERO);
+    r.campaign(MS);
+    let now = Duration::from_secs(1);
+    let poll = r.poll_peer(1, now).unwrap();
+    let Request::RequestVote(v) = &poll else {
+        panic!("{poll:?}")
+    };
+    let reply = Reply::RequestVote(RequestVoteReply {
+        term: v.term,
+        vote_granted: true,
+        pre_vote: v.pre_vote,
+    });
+    r.handle_reply(1, reply, now).unwrap();
+    if r.role() != Role::Leader {
+        // PreVote first: the real vote.
+        let poll = r.poll_peer(1, now).unwrap();
+        let Request::RequestVote(v) = &poll else {
+            panic!("{poll:?}")
+        };
+        let reply = Reply::RequestVote(RequestVoteReply {
+            term: v.term,
+            vote_granted: true,
+            pre_vote: v.pre_vote,
+        });
+        r.handle_reply(1, reply, now).unwrap();
+    }
+    assert_eq!(r.role(), Role::Leader);
+    let req = r.poll_peer(1, now).unwrap();
+    ack(&mut r, 1, &req, now);
+    let _ = sync(&mut r);
+    assert_eq!(r.commit_index(), 1);
+    // Removing the leader itself would leave {1}, silent for longer than
+    // an election timeout: refused, nothing appended.
+    let later = now + Duration::from_secs(5);
+    let last = r.log().last_index();
+    assert_eq!(
+        r.propose_change(&Change::Remove(0), later),
+        Err(super::ChangeRefused::WouldLoseQuorum { unheard: vec![1] })
+    );
+    assert_eq!(r.log().last_index(), last);
+    // Removing the cut-off follower commits at once on the leader alone:
+    // {0} and {0, 1} overlap in 0 (a one-server change, §4.1), and a
+    // membership is in force once appended.
+    let (index, m) = r.propose_change(&Change::Remove(1), later).unwrap();
+    let _ = sync(&mut r);
+    assert_eq!(r.commit_index(), index);
+    assert_eq!(m.voters(), [0].into());
 }

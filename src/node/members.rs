@@ -199,7 +199,7 @@ impl Shared {
         if st.stopping {
             return Response::error(ErrorCode::ShuttingDown, "node is stopping; retry elsewhere");
         }
-        let (index, membership) = match st.raft.propose_change(&change.to_change()) {
+        let (index, membership) = match st.raft.propose_change(&change.to_change(), now(self)) {
             Ok(proposed) => proposed,
             Err(consensus::ChangeRefused::NotLeader(hint)) => {
                 return st.clients.not_leader(hint.leader_hint);

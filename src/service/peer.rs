@@ -360,6 +360,61 @@ mod tests {
     }
 
     #[test]
+    fn a_server_whose_removal_is_committed_cannot_raise_our_term() {
+        // Scenario 11: a removed server that keeps timing out asks for
+        // votes, as a pre-vote or (PreVote off) a real one with a higher
+        // term: refused with `removed` before the core sees it, so our
+        // term and leader stay. Its other requests still reach the core (a
+        // removed leader hands over with TimeoutNow).
+        use crate::consensus::membership::{Change, Membership};
+        let removed = Membership::bootstrap((0..4).map(|id| (id, format!("node{id}"))))
+            .apply(&Change::Remove(3))
+            .unwrap();
+        let (mut s, mut raft) = (service(), follower(0));
+        let entries = vec![Entry {
+            index: 1,
+            term: 1,
+            payload: Payload::Membership(removed),
+        }];
+        let append = PeerRequest {
+            cluster: "ours".into(),
+            from: 1,
+            rpc: Request::AppendEntries(AppendEntries {
+                term: 1,
+                leader_id: 1,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries,
+                leader_commit: 1,
+                read_round: 0,
+            }),
+        };
+        let a = s.handle(&mut raft, append, MS);
+        assert!(error_code(&a.response).is_none(), "{:?}", a.response);
+        assert_eq!(raft.removed_at(3), Some(1));
+        for pre_vote in [true, false] {
+            let mut request = vote("ours", 3, 9);
+            if let Request::RequestVote(r) = &mut request.rpc {
+                r.pre_vote = pre_vote;
+                r.last_log_index = 5;
+                r.last_log_term = 1;
+            }
+            let a = s.handle(&mut raft, request, 10 * MS);
+            assert_eq!(error_code(&a.response), Some(ErrorCode::Removed));
+            let Response::Error { message, .. } = &a.response else {
+                unreachable!()
+            };
+            assert!(message.contains("node3 was removed"), "{message}");
+            assert_eq!((raft.term(), raft.leader_id()), (1, Some(1)));
+        }
+        // The removed server, told so, knows it.
+        let mut theirs = service();
+        let told = Response::error(ErrorCode::Removed, "node3 was removed");
+        assert_eq!(theirs.check_response(0, told), (None, None));
+        assert!(theirs.take_removed().unwrap().contains("node0 says"));
+    }
+
+    #[test]
     fn refusals_of_our_requests_are_reported_once() {
         let mut s = service();
         let refused = Response::error(ErrorCode::WrongCluster, "cluster x, not y");

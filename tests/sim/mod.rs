@@ -430,6 +430,7 @@ impl Sim {
         id: NodeId,
         change: &Change,
     ) -> Result<(Index, Membership), ChangeRefused> {
+        let now = self.local_now(id);
         let raft = self.nodes[id as usize]
             .raft
             .as_mut()
@@ -437,7 +438,7 @@ impl Sim {
                 leader_hint: None,
                 transferring_to: None,
             }))?;
-        let result = raft.propose_change(change);
+        let result = raft.propose_change(change, now);
         self.after(id);
         result
     }
