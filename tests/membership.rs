@@ -309,3 +309,42 @@ fn a_partitioned_server_removed_then_healed_exits_without_an_election() {
     assert_eq!(c.wait_for_agreed_leader(&rest, WAIT), (leader, term));
     assert!(c.activity_log(cut).contains("out of the cluster for good"));
 }
+
+/// Scenario 1: a single-server cluster grows to two; the new server
+/// catches up through InstallSnapshot (the log was compacted), adopting
+/// the snapshot's membership, and both end with the same one.
+#[test]
+fn a_single_server_grows_to_two_through_a_snapshot() {
+    let mut c = TestCluster::with_spares(1, 1);
+    c.args.extend(["--snapshot-threshold".into(), "50".into()]);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0], WAIT);
+    let mut client = Client::new(c.config.clone(), ClientOptions::default());
+    for i in 0..200 {
+        client.put(&format!("k{i}"), "v").unwrap();
+    }
+    ok(&c, &["snapshot"]);
+    add(&mut c, 1);
+    assert_eq!(voters(&members(&c)), vec![0, 1]);
+    c.wait_for_agreed_leader(&[0, 1], WAIT);
+    assert!(
+        c.activity_log(1).contains("snapshot"),
+        "node1 caught up through a snapshot"
+    );
+    let view = client::members(c.config.member(1).unwrap(), WAIT).unwrap();
+    assert_eq!(voters(&view), vec![0, 1], "node1 holds the membership too");
+    assert_eq!(
+        ok(&c, &["get", "k199", "--stale", "--node", "1"]).trim(),
+        "v"
+    );
+    // Adding a member that exists, or removing one that does not, is
+    // refused, clearly, and changes nothing (scenario 19).
+    let address = c.address(1);
+    let (code, _, err) = raftctl(&c, &["add", "1", &address]);
+    assert_eq!(code, 1);
+    assert!(err.contains("node1 is already a member"), "{err}");
+    let (code, _, err) = raftctl(&c, &["remove", "7"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("node7 is not a member"), "{err}");
+    assert_eq!(voters(&members(&c)), vec![0, 1]);
+}

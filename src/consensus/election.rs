@@ -404,8 +404,8 @@ impl Raft {
         {
             return None;
         }
-        let start = if self.peers.is_empty() {
-            now // alone: nobody else can lead
+        let start = if self.peers.sole_voter(self.cfg.id) {
+            now // the only voter: nobody else can lead
         } else {
             // The latest read round a majority has answered began when
             // its first request was sent: every answer echoing it comes
@@ -428,7 +428,8 @@ impl Raft {
     /// timeout without hearing from a majority (itself included), at the
     /// latest; `None` when it need not check (off, or alone).
     pub(super) fn quorum_deadline(&self) -> Option<Duration> {
-        if !self.cfg.check_quorum || self.role != Role::Leader || self.peers.is_empty() {
+        if !self.cfg.check_quorum || self.role != Role::Leader || self.peers.sole_voter(self.cfg.id)
+        {
             return None;
         }
         // When a majority, ourselves included (heard from always), was

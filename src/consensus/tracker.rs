@@ -119,6 +119,12 @@ impl Tracker {
         self.peers.is_empty()
     }
 
+    /// Whether `me` is the only voter (learners aside): nobody else can
+    /// lead, and no one else's answer counts.
+    pub(super) fn sole_voter(&self, me: NodeId) -> bool {
+        self.voters.voters().into_iter().all(|id| id == me)
+    }
+
     /// Figure 2, Leaders rule 4: the highest index a majority holds, ours
     /// counted as `own` (as far as our own disk holds the log).
     pub(super) fn committed(&self, own: Index) -> Index {

@@ -66,9 +66,13 @@ impl Shared {
                 self.process_ready(&mut st);
             }
             let Some(request) = request else {
-                match st.raft.peer_wakeup(peer) {
+                match st
+                    .raft
+                    .peer_wakeup(peer)
+                    .and_then(|at| self.epoch.checked_add(at))
+                {
                     Some(at) => {
-                        self.changed.wait_until(&mut st, self.epoch + at);
+                        self.changed.wait_until(&mut st, at);
                     }
                     None => self.changed.wait(&mut st),
                 }

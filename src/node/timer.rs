@@ -10,9 +10,10 @@ impl Shared {
             st.raft.tick(now(self));
             self.process_ready(&mut st);
             st.timer_deadline = st.raft.tick_deadline();
-            match st.timer_deadline {
+            // (A deadline too far to represent is none.)
+            match st.timer_deadline.and_then(|d| self.epoch.checked_add(d)) {
                 Some(deadline) => {
-                    self.timer.wait_until(&mut st, self.epoch + deadline);
+                    self.timer.wait_until(&mut st, deadline);
                 }
                 None => self.timer.wait(&mut st),
             }
