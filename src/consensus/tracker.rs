@@ -115,10 +115,6 @@ impl Tracker {
         self.peers.values_mut()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-
     /// Whether `me` is the only voter (learners aside): nobody else can
     /// lead, and no one else's answer counts.
     pub(super) fn sole_voter(&self, me: NodeId) -> bool {
