@@ -25,8 +25,6 @@
 #[path = "../tests/process/mod.rs"]
 mod process;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use process::{TestCluster, dir_bytes};
@@ -50,38 +48,7 @@ fn options() -> ClientOptions {
 /// Puts keys `k<from>..k<to>` from `clients` threads; returns the writes
 /// completed in each second.
 fn load(c: &TestCluster, clients: usize, from: u64, to: u64) -> Vec<u64> {
-    let next = Arc::new(AtomicU64::new(from));
-    let done = Arc::new(AtomicU64::new(0));
-    let value = "v".repeat(100);
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let (next, done, config, value) =
-                (next.clone(), done.clone(), c.config.clone(), value.clone());
-            std::thread::spawn(move || {
-                let mut client = Client::new(config, options());
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= to {
-                        return;
-                    }
-                    client.put(&format!("k{n}"), &value).expect("write");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    let mut per_second = Vec::new();
-    let mut last = 0;
-    while done.load(Ordering::Relaxed) < to - from {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = done.load(Ordering::Relaxed);
-        per_second.push(now - last);
-        last = now;
-    }
-    for t in threads {
-        t.join().unwrap();
-    }
-    per_second
+    process::workload::load(&c.config, clients, from, to)
 }
 
 fn mib(bytes: u64) -> String {

@@ -348,3 +348,36 @@ fn a_single_server_grows_to_two_through_a_snapshot() {
     assert!(err.contains("node7 is not a member"), "{err}");
     assert_eq!(voters(&members(&c)), vec![0, 1]);
 }
+
+/// Scenario 20: a voter whose state directory was wiped cannot come back
+/// under its old id (it may have voted in terms it no longer knows):
+/// refused at start, whether it was started from config.txt or joined,
+/// with what to do instead.
+#[test]
+fn a_voter_whose_state_was_wiped_cannot_rejoin_under_its_old_id() {
+    let mut c = TestCluster::with_spares(3, 1);
+    c.start_all();
+    let (leader, _) = c.wait_for_agreed_leader(&[0, 1, 2], WAIT);
+    add(&mut c, 3);
+    ok(&c, &["put", "k", "v"]);
+    for victim in [(leader + 1) % 3, 3] {
+        c.wait_for_converged();
+        c.sigkill(victim);
+        if let Some(joiner) = c.joiners.get_mut(&victim) {
+            joiner.1 = leader; // a member still running
+        }
+        std::fs::remove_dir_all(c.state_dir().join(format!("node{victim}"))).unwrap();
+        let out = c.node_command(victim).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "node{victim}: {stderr}");
+        assert!(
+            stderr.contains("cannot rejoin under its old id")
+                && stderr.contains(&format!("raftctl remove {victim}")),
+            "node{victim}: {stderr}"
+        );
+        // Nothing changed; the advice works.
+        assert!(voters(&members(&c)).contains(&victim));
+        ok(&c, &["remove", &victim.to_string()]);
+        c.forget(victim);
+    }
+}

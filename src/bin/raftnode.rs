@@ -193,10 +193,9 @@ fn join_start(args: &Args, member: &str) -> Start {
     };
     let dir = args.state_dir.join(format!("node{id}"));
     let recorded = raft::storage::state_file::recorded_identity(&dir).map(|i| i.cluster);
-    let cluster_id = match (args.cluster_id.clone(), recorded) {
-        (Some(given), _) => given,
-        (None, Some(recorded)) => recorded,
-        (None, None) => ask_to_join(member, &me),
+    let cluster_id = match recorded {
+        Some(recorded) => recorded,
+        None => ask_to_join(member, &me, args.cluster_id.clone()),
     };
     Start {
         id,
@@ -211,13 +210,22 @@ fn join_start(args: &Args, member: &str) -> Start {
 }
 
 /// The cluster id, from `member`'s view of the membership, after checking
-/// that `me` may join: its id never removed, and not a member elsewhere.
-fn ask_to_join(member: &str, me: &config::Member) -> String {
+/// that `me` may join with an empty state directory: its id never
+/// removed, and not a member already (a member that lost its state may
+/// have voted in terms it no longer knows: it must come back as a new
+/// server, under a new id).
+fn ask_to_join(member: &str, me: &config::Member, given: Option<String>) -> String {
     let Some(target) = config::Member::at(u64::MAX, member) else {
         usage_error(&format!("--join needs HOST:PORT, not {member:?}"));
     };
     let view = raft::client::members(&target, Duration::from_secs(5)).unwrap_or_else(|e| {
-        eprintln!("raftnode: cannot learn the cluster from {member}: {e}");
+        let why = match e {
+            raft::client::ClientError::Node { message, .. } => message,
+            other => other.to_string(),
+        };
+        eprintln!(
+            "raftnode: cannot learn the cluster from {member} (any running member will do): {why}"
+        );
         exit(1)
     });
     let id = me.id;
@@ -228,7 +236,17 @@ fn ask_to_join(member: &str, me: &config::Member) -> String {
             me.address()
         ));
     }
+    // (A learner's directory may be empty: one added before it was
+    // started, or one that lost its log; it has never voted.)
     match view.members.iter().find(|m| m.id == id) {
+        Some(m) if m.suffrage != raft::consensus::membership::Suffrage::Learner => {
+            eprintln!(
+                "raftnode: node{id} is already a member of cluster {}, and its state directory is empty: a member that lost its state may have voted in terms it no longer knows, so it cannot rejoin under its old id. Remove it (raftctl remove {id}) and add this machine as a new server (raftctl add NEW_ID {})",
+                view.cluster_id,
+                me.address()
+            );
+            exit(1)
+        }
         Some(m) if m.address != me.address() => usage_error(&format!(
             "node{id} of cluster {} is at {}, not {}",
             view.cluster_id,
@@ -242,7 +260,58 @@ fn ask_to_join(member: &str, me: &config::Member) -> String {
             me.address()
         ),
     }
-    view.cluster_id
+    given.unwrap_or(view.cluster_id)
+}
+
+/// A node of config.txt starting on an empty state directory: if the
+/// cluster has run and the leader knows this node acknowledged entries,
+/// its state was lost (wiped, or another disk), and it refuses to start
+/// rather than vote again in terms it may have voted in. Best effort: a
+/// leader elected since knows no match index for it yet. At a cluster's
+/// first start nobody has acknowledged anything, so nothing is refused.
+fn refuse_if_state_was_lost(args: &Args, start: &Start) {
+    let dir = args.state_dir.join(format!("node{}", start.id));
+    if raft::storage::state_file::recorded_identity(&dir).is_some()
+        || dir.join("log.synced").exists()
+    {
+        return;
+    }
+    let id = start.id;
+    let others: Vec<&config::Member> = start
+        .cluster
+        .members
+        .iter()
+        .filter(|m| m.id != id)
+        .collect();
+    for other in others {
+        let Ok(view) = raft::client::members(other, Duration::from_millis(500)) else {
+            continue;
+        };
+        if view.leader_id != Some(view.node) {
+            continue;
+        }
+        let removed = view.removed.contains(&id);
+        let acknowledged = view
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.match_index)
+            .filter(|&m| m > 0);
+        if removed || acknowledged.is_some() {
+            let what = match acknowledged {
+                Some(m) => format!(
+                    "the leader, node{}, knows it holds entries up to index {m}",
+                    view.node
+                ),
+                None => "it was removed from the cluster".to_string(),
+            };
+            eprintln!(
+                "raftnode: node{id}'s state directory {} is empty, but {what}: its state was lost, and a server that lost its votes cannot rejoin under its old id. Remove it (raftctl remove {id}) and add this machine as a new server (raftctl add NEW_ID HOST:PORT, then raftnode --join)",
+                dir.display()
+            );
+            exit(1)
+        }
+    }
 }
 
 /// The node's options from the flags (`min`, `max`: the election
@@ -313,6 +382,9 @@ fn main() {
         None => bootstrap_start(&args),
         Some(member) => join_start(&args, member),
     };
+    if args.join.is_none() {
+        refuse_if_state_was_lost(&args, &start);
+    }
     let Some((min, max)) = parse_range(&args.election_timeout) else {
         usage_error(&format!(
             "--election-timeout must look like 300..600, not {:?}",

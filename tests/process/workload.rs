@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -189,4 +189,45 @@ pub fn assert_acked_writes_kept(log: &[Entry], acked: &[Acked]) {
         );
         assert_eq!(fresh.get(&(client, seq)), Some(&1));
     }
+}
+
+/// Puts keys `k<from>..k<to>` (100-byte values) from `clients` threads; returns the writes
+/// completed in each second.
+pub fn load(config: &raft::config::ClusterConfig, clients: usize, from: u64, to: u64) -> Vec<u64> {
+    let next = Arc::new(AtomicU64::new(from));
+    let done = Arc::new(AtomicU64::new(0));
+    let value = "v".repeat(100);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (next, done, config, value) =
+                (next.clone(), done.clone(), config.clone(), value.clone());
+            std::thread::spawn(move || {
+                let options = ClientOptions {
+                    timeout: Duration::from_secs(30),
+                    ..ClientOptions::default()
+                };
+                let mut client = Client::new(config, options);
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= to {
+                        return;
+                    }
+                    client.put(&format!("k{n}"), &value).expect("write");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut per_second = Vec::new();
+    let mut last = 0;
+    while done.load(Ordering::Relaxed) < to - from {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = done.load(Ordering::Relaxed);
+        per_second.push(now - last);
+        last = now;
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    per_second
 }
