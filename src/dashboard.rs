@@ -117,7 +117,7 @@ fn nodes_table(config: &ClusterConfig, view: &ClusterView) -> Table<'static> {
             (Some(s), true) => Row::new(vec![
                 Cell::from(format!("node{id}")),
                 Cell::from(address),
-                Cell::from(s.role.clone()).style(role_style(&s.role)),
+                Cell::from(role_text(s)).style(role_style(&s.role)),
                 Cell::from(s.term.to_string()),
                 Cell::from(dash(s.leader_id.map(|l| format!("node{l}")))),
                 Cell::from(s.commit_index.to_string()),
@@ -148,7 +148,7 @@ fn nodes_table(config: &ClusterConfig, view: &ClusterView) -> Table<'static> {
         [
             Constraint::Length(6),
             Constraint::Length(21),
-            Constraint::Length(12),
+            Constraint::Length(20),
             Constraint::Length(5),
             Constraint::Length(6),
             Constraint::Length(8),
@@ -162,14 +162,48 @@ fn nodes_table(config: &ClusterConfig, view: &ClusterView) -> Table<'static> {
     .block(Block::new().borders(Borders::ALL).title(" nodes "))
 }
 
+/// The role, and a server's suffrage when it does not simply vote.
+fn role_text(s: &crate::wire::NodeStatus) -> String {
+    use crate::consensus::membership::Suffrage;
+    match s.suffrage {
+        Some(Suffrage::Voter) => s.role.clone(),
+        Some(Suffrage::Learner) => format!("{} (learner)", s.role),
+        Some(Suffrage::Leaving) => format!("{} (leaving)", s.role),
+        None => format!("{} (no member)", s.role),
+    }
+}
+
+/// What the membership is doing, as the leader says: a change not yet
+/// committed, and the joint phase.
+fn membership_phase(s: &crate::wire::NodeStatus) -> String {
+    let mut phase = String::new();
+    if !s.outgoing_voters.is_empty() {
+        let old: Vec<String> = s.outgoing_voters.iter().map(|id| id.to_string()).collect();
+        phase.push_str(&format!(
+            "; joint consensus with the old voters {}",
+            old.join(" ")
+        ));
+    }
+    if !s.membership_committed {
+        phase.push_str(&format!(
+            "; membership change at index {} not yet committed",
+            s.membership_index
+        ));
+    }
+    phase
+}
+
 fn followers_table(view: &ClusterView) -> Table<'static> {
     let leader = view.leader();
     let status = leader.and_then(|(id, _)| view.nodes[&id].status.as_ref());
-    let title = match leader {
-        Some((id, _)) => format!(" node{id}'s followers, as the leader sees them "),
-        None => " followers (no leader) ".to_string(),
+    let title = match (leader, status) {
+        (Some((id, _)), Some(s)) => format!(
+            " node{id}'s followers, as the leader sees them{} ",
+            membership_phase(s)
+        ),
+        _ => " followers (no leader) ".to_string(),
     };
-    let header = Row::new(["FOLLOWER", "MATCH", "NEXT", "IN FLIGHT", "STATE", "HEARD"])
+    let header = Row::new(["SERVER", "MATCH", "NEXT", "IN FLIGHT", "STATE", "HEARD"])
         .style(Style::new().add_modifier(Modifier::BOLD));
     let last_index = status.map_or(0, |s| s.last_log_index);
     let rows = status.into_iter().flat_map(|s| &s.followers).map(|f| {
@@ -179,8 +213,14 @@ fn followers_table(view: &ClusterView) -> Table<'static> {
         } else {
             Cell::from(format!("{} (unreachable)", f.state)).style(Style::new().fg(Color::Red))
         };
+        use crate::consensus::membership::Suffrage;
+        let name = match f.suffrage {
+            Suffrage::Voter => format!("node{}", f.id),
+            Suffrage::Learner => format!("node{} (learner)", f.id),
+            Suffrage::Leaving => format!("node{} (leaving)", f.id),
+        };
         Row::new(vec![
-            Cell::from(format!("node{}", f.id)),
+            Cell::from(name),
             Cell::from(if behind > 0 {
                 format!("{} (-{behind})", f.match_index)
             } else {
@@ -195,7 +235,7 @@ fn followers_table(view: &ClusterView) -> Table<'static> {
     Table::new(
         rows,
         [
-            Constraint::Length(9),
+            Constraint::Length(18),
             Constraint::Length(14),
             Constraint::Length(8),
             Constraint::Length(10),
@@ -349,6 +389,7 @@ mod tests {
             log_entries: 17,
             log_bytes: 900,
             heard_from_leader_ms: (role != "leader").then_some(23),
+            suffrage: Some(crate::consensus::membership::Suffrage::Voter),
             ..NodeStatus::default()
         }
     }
@@ -358,15 +399,25 @@ mod tests {
         let config = config();
         let mut view = ClusterView::new(&config, 100);
         let mut leader = status(1, "leader");
-        leader.followers = vec![FollowerStatus {
+        let follower = FollowerStatus {
             id: 0,
+            suffrage: crate::consensus::membership::Suffrage::Voter,
             match_index: 12,
             next_index: 13,
             in_flight: 2,
             state: "replicate".into(),
             reachable: true,
             heard_ms: 8,
-        }];
+        };
+        // A learner being added: the change not yet committed.
+        let learner = FollowerStatus {
+            id: 3,
+            suffrage: crate::consensus::membership::Suffrage::Learner,
+            match_index: 4,
+            ..follower.clone()
+        };
+        leader.followers = vec![follower, learner];
+        (leader.membership_index, leader.membership_committed) = (16, false);
         view.apply(Update::Status(Box::new(status(0, "follower"))));
         view.apply(Update::Status(Box::new(leader)));
         view.apply(Update::Unreachable {
@@ -398,7 +449,10 @@ mod tests {
         assert!(line("│node1 ").contains("leader"));
         assert!(line("│node2 ").contains("unreachable"));
         assert!(line("│node2 ").contains("Connection refused"));
-        assert!(text.contains("node1's followers, as the leader sees them"));
+        assert!(text.contains(
+            "node1's followers, as the leader sees them; membership change at index 16 not yet committed"
+        ));
+        assert!(line("node3 (learner)").contains("4 (-13)"));
         let follower = line("12 (-5)");
         for cell in ["node0", "13", "2", "replicate", "8 ms ago"] {
             assert!(

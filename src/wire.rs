@@ -375,6 +375,20 @@ pub struct NodeStatus {
     /// The leader: its view of each follower (empty on others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub followers: Vec<FollowerStatus>,
+    /// This node's place in the membership in force (`voter`, `learner`,
+    /// `leaving`); `None`: not in it (a server that joins, before it is
+    /// added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffrage: Option<Suffrage>,
+    /// The index of the membership in force's entry (0: the bootstrap
+    /// one), whether it is committed, and while a change by joint
+    /// consensus is under way, the old voters.
+    #[serde(default)]
+    pub membership_index: Index,
+    #[serde(default = "yes")]
+    pub membership_committed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outgoing_voters: Vec<NodeId>,
 }
 
 /// A membership change as a client asks for it; `op` names it.
@@ -458,6 +472,10 @@ pub struct MemberView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FollowerStatus {
     pub id: NodeId,
+    /// `voter`, `learner` (receives the log, counts for nothing) or
+    /// `leaving` (a voter of the old half of a joint configuration only).
+    #[serde(default = "voter")]
+    pub suffrage: Suffrage,
     /// The highest index known to be in its log (Figure 2's matchIndex).
     pub match_index: Index,
     /// The next index to send it (nextIndex).
@@ -473,6 +491,10 @@ pub struct FollowerStatus {
     /// has, since the leadership began (CheckQuorum counts every follower
     /// as heard then).
     pub heard_ms: u64,
+}
+
+fn voter() -> Suffrage {
+    Suffrage::Voter
 }
 
 /// The answer to a `snapshot` request.

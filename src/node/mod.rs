@@ -90,6 +90,7 @@ pub use options::{NodeError, NodeOptions, SnapshotThreshold, StateOptions};
 
 use crate::activity;
 use crate::config::Member;
+use crate::consensus::membership::Suffrage;
 use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMeta};
 use crate::events::{self, EventHub, Message};
 use crate::kv::KvStore;
@@ -688,6 +689,8 @@ impl Shared {
 
     fn status(&self, st: &State) -> NodeStatus {
         let snapshot = st.raft.snapshot();
+        let membership = st.raft.membership();
+        let suffrage = |id| membership.servers.get(&id).map(|s| s.suffrage);
         let t = now(self);
         let millis = |d: Duration| d.as_millis() as u64;
         NodeStatus {
@@ -722,6 +725,7 @@ impl Shared {
                 .into_iter()
                 .map(|f| FollowerStatus {
                     id: f.id,
+                    suffrage: suffrage(f.id).unwrap_or(Suffrage::Voter),
                     match_index: f.match_index,
                     next_index: f.next_index,
                     in_flight: f.in_flight as u64,
@@ -730,6 +734,10 @@ impl Shared {
                     heard_ms: millis(t.saturating_sub(f.last_heard)),
                 })
                 .collect(),
+            suffrage: suffrage(self.id),
+            membership_index: st.raft.membership_index(),
+            membership_committed: st.raft.membership_index() <= st.raft.commit_index(),
+            outgoing_voters: membership.outgoing.iter().copied().collect(),
         }
     }
 }

@@ -178,8 +178,13 @@ function drawNodes() {
     if (!n.el) continue;
     const s = n.status;
     const role = n.up && s ? s.role : "down";
-    n.el.g.setAttribute("class", `node ${role}${s && s.isolated && n.up ? " isolated" : ""}`);
+    // A learner receives the log but does not vote (thesis §4.2.1);
+    // "leaving": a voter of the old half of a joint configuration only.
+    const suffrage = n.up && s ? s.suffrage || "none" : "";
+    const extra = suffrage && suffrage !== "voter" ? ` ${suffrage}` : "";
+    n.el.g.setAttribute("class", `node ${role}${extra}${s && s.isolated && n.up ? " isolated" : ""}`);
     n.el.g.dataset.role = role;
+    n.el.g.dataset.suffrage = suffrage;
     n.el.g.dataset.term = s ? s.term : "";
     n.el.term.textContent = s ? `term ${s.term}` : "";
     let note = "";
@@ -188,11 +193,19 @@ function drawNodes() {
     else if (s && s.role === "leader") note = `commit ${s.commit_index}`;
     else if (s && s.heard_from_leader_ms != null) note = `heard ${s.heard_from_leader_ms} ms ago`;
     else if (s) note = "no leader";
+    if (extra) note = `${suffrage === "none" ? "not a member" : suffrage} · ${note}`;
     n.el.note.textContent = note;
   }
   const l = leader(), head = $("#leader");
   if (l) {
-    head.textContent = `node${l.id} leads term ${l.status.term}`;
+    let phase = "";
+    if (l.status.outgoing_voters && l.status.outgoing_voters.length) {
+      phase += ` · joint consensus with the old voters ${l.status.outgoing_voters.join(" ")}`;
+    }
+    if (l.status.membership_committed === false) {
+      phase += ` · membership change at index ${l.status.membership_index} not yet committed`;
+    }
+    head.textContent = `node${l.id} leads term ${l.status.term}${phase}`;
     head.className = "";
     head.dataset.leader = l.id;
     head.dataset.term = l.status.term;
