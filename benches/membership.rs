@@ -28,13 +28,6 @@ use process::TestCluster;
 use raft::bench::{BenchOptions, BenchReport, Workload};
 use raft::consensus::NodeId;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 /// Writes from `clients` clients until `stop` is set (or `seconds`).
 fn writers(
     c: &TestCluster,
@@ -136,13 +129,13 @@ fn run(keys: u64, clients: usize, seconds: u64) {
 }
 
 fn main() {
-    let keys: Vec<u64> = arg("--keys")
+    let keys: Vec<u64> = process::arg("--keys")
         .unwrap_or_else(|| "100000,1000000".into())
         .split(',')
         .map(|k| k.parse().expect("--keys N,N"))
         .collect();
-    let clients = arg("--clients").map_or(16, |c| c.parse().expect("--clients N"));
-    let seconds = arg("--seconds").map_or(10, |s| s.parse().expect("--seconds S"));
+    let clients = process::arg("--clients").map_or(16, |c| c.parse().expect("--clients N"));
+    let seconds = process::arg("--seconds").map_or(10, |s| s.parse().expect("--seconds S"));
     for k in keys {
         run(k, clients, seconds);
     }

@@ -31,13 +31,6 @@ use process::{TestCluster, dir_bytes};
 use raft::client::{Client, ClientOptions};
 use raft::consensus::NodeId;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn options() -> ClientOptions {
     ClientOptions {
         timeout: Duration::from_secs(30),
@@ -199,13 +192,13 @@ fn run(writes: u64, clients: usize, compaction: bool) {
 }
 
 fn main() {
-    let writes: Vec<u64> = arg("--writes")
+    let writes: Vec<u64> = process::arg("--writes")
         .unwrap_or("100000,1000000".into())
         .split(',')
         .map(|n| n.parse().expect("--writes N[,N…]"))
         .collect();
-    let clients: usize = arg("--clients").map_or(64, |n| n.parse().expect("--clients N"));
-    let only = arg("--only");
+    let clients: usize = process::arg("--clients").map_or(64, |n| n.parse().expect("--clients N"));
+    let only = process::arg("--only");
     for &n in &writes {
         for compaction in [true, false] {
             let name = if compaction { "compaction" } else { "none" };

@@ -58,25 +58,7 @@ fn linearizable_through_crashes(n: usize, node_args: &[&str]) {
 
     // Every node ends with the same log; every acknowledged write is at
     // its index and was applied exactly once.
-    let converged = c.wait_for_converged();
-    for id in c.ids() {
-        assert!(c.sigterm(id).success());
-    }
-    // Up to where they converged: a leader stopped with SIGTERM hands
-    // over, and each new leader's no-op may reach some logs and not others.
-    let committed = |id| -> Vec<_> {
-        let log = c.log_entries(id);
-        log.into_iter().filter(|e| e.index <= converged).collect()
-    };
-    let reference = committed(0);
-    assert_eq!(reference.last().map(|e| e.index), Some(converged));
-    for id in c.ids() {
-        assert_eq!(
-            committed(id),
-            reference,
-            "node{id}'s log differs from node0's"
-        );
-    }
+    let reference = process::converged_logs(&mut c, 0);
     assert_acked_writes_kept(&reference, &acked);
 }
 

@@ -101,22 +101,7 @@ fn grow_3_to_5_then_shrink_to_3_under_load_loses_nothing_and_stays_linearizable(
     let view = members(&c);
     assert_eq!(voters(&view), vec![2, 3, 4]);
     assert_eq!(view.removed, vec![0, 1]);
-    let converged = c.wait_for_converged();
-    for id in c.ids() {
-        assert!(c.sigterm(id).success());
-    }
-    let committed = |id| -> Vec<_> {
-        let log = c.log_entries(id);
-        log.into_iter().filter(|e| e.index <= converged).collect()
-    };
-    let reference = committed(2);
-    for id in [3, 4] {
-        assert_eq!(
-            committed(id),
-            reference,
-            "node{id}'s log differs from node2's"
-        );
-    }
+    let reference = process::converged_logs(&mut c, 2);
     assert_acked_writes_kept(&reference, &acked);
     eprintln!(
         "{completed} operations checked, {} acknowledged writes",

@@ -2219,14 +2219,7 @@ fn a_membership_is_in_force_once_appended_and_rolled_back_by_truncation() {
             address: "node3".into(),
         })
         .unwrap();
-    let entries = vec![
-        entry(1, 1),
-        Entry {
-            index: 2,
-            term: 1,
-            payload: Payload::Membership(with_3.clone()),
-        },
-    ];
+    let entries = noop_then_membership(&with_3);
     r.handle_request(0, append(1, 0, (0, 0), entries), MS)
         .unwrap();
     // In force at once, committed or not (thesis §4.1).
@@ -2264,6 +2257,16 @@ fn leader_with_noop_committed() -> Raft {
     let _ = sync(&mut r);
     assert_eq!(r.commit_index(), 1);
     r
+}
+
+/// A leader's first two entries: one of term 1, then membership `m`.
+fn noop_then_membership(m: &super::membership::Membership) -> Vec<Entry> {
+    let membership = Entry {
+        index: 2,
+        term: 1,
+        payload: Payload::Membership(m.clone()),
+    };
+    vec![entry(1, 1), membership]
 }
 
 fn add_learner(id: NodeId) -> super::membership::Change {
@@ -2340,24 +2343,9 @@ fn a_learner_never_counts_toward_a_commit_and_never_stands() {
     // A learner's election timer changes nothing.
     let learner_cfg = Config::new(3, 0..3, 3);
     let mut learner = Raft::new(learner_cfg, HardState::default(), vec![], Duration::ZERO);
+    let entries = noop_then_membership(&with_3);
     learner
-        .handle_request(
-            0,
-            append(
-                1,
-                0,
-                (0, 0),
-                vec![
-                    entry(1, 1),
-                    Entry {
-                        index: 2,
-                        term: 1,
-                        payload: Payload::Membership(with_3),
-                    },
-                ],
-            ),
-            now,
-        )
+        .handle_request(0, append(1, 0, (0, 0), entries), now)
         .unwrap_or_else(|e| panic!("{e}"));
     learner.tick(now + Duration::from_secs(5));
     assert_eq!(learner.role(), Role::Follower);
@@ -2507,14 +2495,7 @@ fn a_joining_server_knows_no_membership_until_the_log_brings_one() {
         .membership()
         .apply(&add_learner(3))
         .unwrap();
-    let entries = vec![
-        entry(1, 1),
-        Entry {
-            index: 2,
-            term: 1,
-            payload: Payload::Membership(with_3.clone()),
-        },
-    ];
+    let entries = noop_then_membership(&with_3);
     r.handle_request(0, append(1, 0, (0, 0), entries), later)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.membership(), &with_3);
@@ -2601,14 +2582,7 @@ fn a_learner_that_does_not_know_it_was_promoted_still_votes() {
         vec![],
         Duration::ZERO,
     );
-    let entries = vec![
-        entry(1, 1),
-        Entry {
-            index: 2,
-            term: 1,
-            payload: Payload::Membership(with_3),
-        },
-    ];
+    let entries = noop_then_membership(&with_3);
     learner
         .handle_request(0, append(1, 0, (0, 0), entries), MS)
         .unwrap_or_else(|e| panic!("{e}"));

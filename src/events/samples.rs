@@ -120,6 +120,16 @@ pub(super) fn every_event() -> Vec<Event> {
             kept_from: 90,
             removed: 89,
         },
+    ]
+    .into_iter()
+    .chain(snapshots_and_memberships())
+    .collect()
+}
+
+/// The events of snapshots and memberships, in `every_event`'s order.
+fn snapshots_and_memberships() -> Vec<Event> {
+    let ms = Duration::from_millis;
+    vec![
         Event::SnapshotSendStarted {
             peer: 2,
             index: 100,

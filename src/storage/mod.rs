@@ -323,6 +323,17 @@ pub struct Storage {
 /// it exists the directory does not start.
 pub const REMOVED_FILE: &str = "removed.txt";
 
+fn refuse_if_removed(dir: &Path) -> Result<(), StorageError> {
+    let path = dir.join(REMOVED_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Err(StorageError::Removed {
+            path,
+            text: text.trim().to_string(),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 impl Storage {
     /// Records, durably, that this server was removed from its cluster
     /// (`text` says when and how): the directory will not start again.
@@ -373,13 +384,7 @@ impl Storage {
         restore: impl FnOnce(&SnapshotFile) -> R + Send,
     ) -> Result<(Storage, Recovered, Option<R>), StorageError> {
         let lock = lock_dir(dir)?;
-        let removed = dir.join(REMOVED_FILE);
-        if let Ok(text) = std::fs::read_to_string(&removed) {
-            return Err(StorageError::Removed {
-                path: removed,
-                text: text.trim().to_string(),
-            });
-        }
+        refuse_if_removed(dir)?;
         let state_copies = state_file::read(dir, &options.identity)?;
         // Snapshots a crash left half written or half received.
         for leftover in [snapshot_file::WRITING_FILE, snapshot_file::RECEIVING_FILE] {

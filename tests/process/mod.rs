@@ -399,6 +399,40 @@ impl Drop for TestCluster {
     }
 }
 
+/// The value after `name` on the command line (the benches' options).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Stops every node of `c` with SIGTERM once all have converged, and
+/// returns node `reference`'s log up to where they converged, after
+/// checking that every other node's is the same (a leader stopped with
+/// SIGTERM hands over, and each new leader's no-op may reach some logs
+/// and not others: only the converged part must agree).
+pub fn converged_logs(c: &mut TestCluster, reference: NodeId) -> Vec<Entry> {
+    let converged = c.wait_for_converged();
+    for id in c.ids() {
+        assert!(c.sigterm(id).success());
+    }
+    let committed = |id| -> Vec<Entry> {
+        let log = c.log_entries(id);
+        log.into_iter().filter(|e| e.index <= converged).collect()
+    };
+    let log = committed(reference);
+    assert_eq!(log.last().map(|e| e.index), Some(converged));
+    for id in c.ids() {
+        assert_eq!(
+            committed(id),
+            log,
+            "node{id}'s log differs from node{reference}'s"
+        );
+    }
+    log
+}
+
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {

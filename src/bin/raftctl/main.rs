@@ -10,7 +10,6 @@ use raft::client::{self, Client, ClientError, ClientOptions};
 use raft::config::{self, ClusterConfig};
 use raft::consensus::Payload;
 use raft::kv::Command as KvCommand;
-use raft::wire::MemberChange;
 
 /// `println!` for everything raftctl prints on standard output, which
 /// ends the program quietly, with status 0, once whoever reads it has gone
@@ -298,28 +297,10 @@ fn main() {
     let mut client = Client::new(cluster.clone(), options);
     match args.command {
         Command::Nodes => unreachable!("answered above"),
-        Command::Members { json, action } => match action {
-            None => members::show(&mut client, json),
-            Some(MembersAction::Set { ids }) => {
-                members::change(&mut client, MemberChange::SetVoters { voters: ids })
-            }
-        },
-        Command::Add {
-            id,
-            address,
-            learner,
-            stall,
-            election_timeout,
-        } => {
-            let timeout = election_timeout.map_or(
-                raft::consensus::Config::new(0, [], 0).election_timeout_max,
-                Duration::from_millis,
-            );
-            let stall = Duration::from_secs(stall);
-            members::add(&mut client, id, &address, learner, timeout, stall)
-        }
-        Command::Promote { id } => members::change(&mut client, MemberChange::Promote { id }),
-        Command::Remove { id } => members::change(&mut client, MemberChange::Remove { id }),
+        command @ (Command::Members { .. }
+        | Command::Add { .. }
+        | Command::Promote { .. }
+        | Command::Remove { .. }) => members::run(&mut client, command),
         Command::Put { key, value } => {
             let value = value.unwrap_or_else(|| read_stdin("value"));
             client.put(&key, &value).unwrap_or_else(|e| fail(&e));

@@ -10,7 +10,42 @@ use raft::consensus::membership::{Membership, Suffrage};
 use raft::reconfig::{self, AddOptions, AddProgress};
 use raft::wire::{MemberChange, MembersView};
 
-use super::{fail, print_line};
+use super::{Command, MembersAction, fail, print_line};
+
+/// The membership commands.
+pub fn run(client: &mut Client, command: Command) {
+    match command {
+        Command::Members { json, action } => match action {
+            None => show(client, json),
+            Some(MembersAction::Set { ids }) => {
+                change(client, MemberChange::SetVoters { voters: ids })
+            }
+        },
+        Command::Add {
+            id,
+            address,
+            learner,
+            stall,
+            election_timeout,
+        } => {
+            let timeout = election_timeout.map_or(
+                raft::consensus::Config::new(0, [], 0).election_timeout_max,
+                Duration::from_millis,
+            );
+            add(
+                client,
+                id,
+                &address,
+                learner,
+                timeout,
+                Duration::from_secs(stall),
+            )
+        }
+        Command::Promote { id } => change(client, MemberChange::Promote { id }),
+        Command::Remove { id } => change(client, MemberChange::Remove { id }),
+        _ => unreachable!("not a membership command"),
+    }
+}
 
 /// `raftctl members [--json]`: the leader's view of the membership.
 pub fn show(client: &mut Client, json: bool) {
