@@ -283,10 +283,7 @@ fn main() {
     let args: Args = raft::cli::parse_or_exit("raftctl");
     let from_file = load_config(&args.config);
     if let Command::Nodes = args.command {
-        for m in &from_file.members {
-            say!("{} {} {}", m.id, m.host, m.port);
-        }
-        return;
+        return members::nodes(&from_file);
     }
     // The members as they are now, which the file may no longer say.
     let cluster = client::current_config(&from_file, Duration::from_millis(args.timeout.min(1000)));

@@ -47,6 +47,13 @@ pub fn run(client: &mut Client, command: Command) {
     }
 }
 
+/// `raftctl nodes`: the configuration file's nodes, for scripts.
+pub fn nodes(config: &raft::config::ClusterConfig) {
+    for m in &config.members {
+        say!("{} {} {}", m.id, m.host, m.port);
+    }
+}
+
 /// `raftctl members [--json]`: the leader's view of the membership.
 pub fn show(client: &mut Client, json: bool) {
     let view = client.members().unwrap_or_else(|e| fail(&e));
