@@ -335,7 +335,18 @@ pub fn call_once(
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, TransportError> {
-    Peer::new(target.clone(), None, timeout).try_call(request)
+    call_once_from(None, target, request, timeout)
+}
+
+/// [`call_once`] from address `bind` (a node's own, as its peer
+/// connections are).
+pub fn call_once_from(
+    bind: Option<IpAddr>,
+    target: &Member,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, TransportError> {
+    Peer::new(target.clone(), bind, timeout).try_call(request)
 }
 
 #[cfg(test)]

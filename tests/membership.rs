@@ -78,7 +78,19 @@ fn add(c: &mut TestCluster, id: NodeId) {
 /// same log and membership.
 #[test]
 fn grow_3_to_5_then_shrink_to_3_under_load_loses_nothing_and_stays_linearizable() {
+    grow_and_shrink(&[]);
+}
+
+/// Scenario 23 with lease reads (thesis §6.4.1): the lease counts the
+/// membership in force, so reads stay linearizable across the changes.
+#[test]
+fn grow_and_shrink_with_lease_reads_stays_linearizable() {
+    grow_and_shrink(&["--read-mode", "lease"]);
+}
+
+fn grow_and_shrink(node_args: &[&str]) {
     let mut c = TestCluster::with_spares(3, 2);
+    c.args.extend(node_args.iter().map(|a| a.to_string()));
     c.start_all();
     c.wait_for_agreed_leader(&[0, 1, 2], WAIT);
     let workload = Workload::start(&c.config, 4);
@@ -365,4 +377,26 @@ fn a_voter_whose_state_was_wiped_cannot_rejoin_under_its_old_id() {
         ok(&c, &["remove", &victim.to_string()]);
         c.forget(victim);
     }
+}
+
+/// Scenario 24: a follower whose RPCs hang (stopped with SIGSTOP: its
+/// connections accept and never answer) is removed without holding up
+/// the leader or the other follower; writes go on throughout.
+#[test]
+fn removing_a_hung_follower_holds_nothing_up() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    let (leader, term) = c.wait_for_agreed_leader(&[0, 1, 2], WAIT);
+    let hung = (leader + 1) % 3;
+    c.signal(hung, "STOP");
+    ok(&c, &["put", "k", "1"]);
+    ok(&c, &["remove", &hung.to_string()]);
+    ok(&c, &["put", "k", "2"]);
+    let view = members(&c);
+    assert_eq!(view.members.len(), 2);
+    assert_eq!((view.leader_id, view.term), (Some(leader), term));
+    // Woken, it hears it was removed (its vote requests are refused) and
+    // exits.
+    c.signal(hung, "CONT");
+    assert_eq!(wait_until_exited(&mut c, hung), Some(0));
 }

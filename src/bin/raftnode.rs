@@ -277,14 +277,20 @@ fn refuse_if_state_was_lost(args: &Args, start: &Start) {
         return;
     }
     let id = start.id;
-    let others: Vec<&config::Member> = start
+    // From our own address, as every connection to a peer is.
+    let bind = start
         .cluster
-        .members
-        .iter()
-        .filter(|m| m.id != id)
-        .collect();
+        .member(id)
+        .and_then(|m| m.socket_addr().ok())
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let others = start.cluster.members.iter().filter(|m| m.id != id);
     for other in others {
-        let Ok(view) = raft::client::members(other, Duration::from_millis(500)) else {
+        let request = raft::wire::Request::Members;
+        let timeout = Duration::from_millis(500);
+        let Ok(raft::wire::Response::Members(view)) =
+            raft::transport::call_once_from(bind, other, &request, timeout)
+        else {
             continue;
         };
         if view.leader_id != Some(view.node) {

@@ -2390,6 +2390,11 @@ fn a_joint_membership_commits_under_both_majorities_and_the_leader_then_leaves_i
         .propose_change(&Change::SetVoters([0, 3, 4].into()), SECOND)
         .unwrap();
     assert!(joint.is_joint());
+    // Scenario 18: no leadership to a voter on its way out.
+    assert_eq!(
+        r.transfer_leadership(Some(1), now),
+        Err(TransferError::NotAVoter(1))
+    );
     // The new majority alone (0, 3, 4) does not commit it.
     commit_all(&mut r, &[3, 4]);
     assert!(r.commit_index() < index);
@@ -2649,4 +2654,39 @@ fn removing_from_two_servers_while_one_is_cut_off() {
     let _ = sync(&mut r);
     assert_eq!(r.commit_index(), index);
     assert_eq!(m.voters(), [0].into());
+}
+
+#[test]
+fn a_server_restarted_mid_change_recovers_the_latest_membership_in_its_log() {
+    // Scenario 15: a membership appended and not committed when the
+    // server stopped is in force again at restart (it is the latest in the
+    // log), uncommitted; a snapshot's membership is the base under it.
+    use super::membership::Change;
+    let base = cfg(1, 3).bootstrap;
+    let with_3 = base.apply(&add_learner(3)).unwrap();
+    let promoted = with_3.apply(&Change::Promote(3)).unwrap();
+    let log = vec![
+        Entry {
+            index: 6,
+            term: 2,
+            payload: Payload::Membership(promoted.clone()),
+        },
+        entry(7, 2),
+    ];
+    let snapshot = SnapshotMeta {
+        last_index: 5,
+        last_term: 2,
+        size: 0,
+        crc32: 0,
+    };
+    let hs = HardState {
+        term: 2,
+        ..HardState::default()
+    };
+    let r = Raft::restore(cfg(1, 3), hs, (snapshot, Some(with_3.clone())), log, MS);
+    assert_eq!(r.membership(), &promoted);
+    assert_eq!(r.membership_index(), 6);
+    assert!(r.commit_index() < 6, "not known to be committed");
+    assert_eq!(r.membership_at(5), &with_3, "the snapshot's below it");
+    assert_eq!(r.peers().collect::<Vec<_>>(), vec![0, 2, 3]);
 }

@@ -279,6 +279,17 @@ fn load_config(path: &Path) -> ClusterConfig {
     cluster
 }
 
+/// Exits 2 unless node `id` (if given) is a member.
+fn require_member(cluster: &ClusterConfig, id: Option<u64>, path: &Path) {
+    if let Some(id) = id.filter(|&id| cluster.member(id).is_none()) {
+        eprintln!(
+            "raftctl: node {id} is not a member of the cluster {} describes",
+            path.display()
+        );
+        exit(2);
+    }
+}
+
 fn main() {
     let args: Args = raft::cli::parse_or_exit("raftctl");
     let from_file = load_config(&args.config);
@@ -303,10 +314,7 @@ fn main() {
             client.put(&key, &value).unwrap_or_else(|e| fail(&e));
         }
         Command::Get { key, stale, node } => {
-            if let Some(id) = node.filter(|&id| cluster.member(id).is_none()) {
-                eprintln!("raftctl: node {id} is not in {}", args.config.display());
-                exit(2);
-            }
+            require_member(&cluster, node, &args.config);
             let value = if stale {
                 client.get_stale(&key, node)
             } else {
@@ -329,10 +337,7 @@ fn main() {
             say!("{} {}", m.id, m.address());
         }
         Command::Transfer { id } => {
-            if let Some(id) = id.filter(|&id| cluster.member(id).is_none()) {
-                eprintln!("raftctl: node {id} is not in {}", args.config.display());
-                exit(2);
-            }
+            require_member(&cluster, id, &args.config);
             let (from, to, term, millis) = client.transfer(id).unwrap_or_else(|e| fail(&e));
             if from == to {
                 say!("node{to} leads term {term} already");
