@@ -220,9 +220,24 @@ fn membership(event: &Event) -> (Level, String) {
         Event::MembershipInForce { index, membership } => info(format!(
             "membership in force from index {index}: {membership}"
         )),
-        Event::MembershipCommitted { index, membership } => info(format!(
-            "membership at index {index} committed: {membership}"
+        Event::MembershipCommitted {
+            index,
+            membership,
+            change,
+        } => info(format!(
+            "membership at index {index} committed ({}): {membership}",
+            if change.is_empty() {
+                "no change"
+            } else {
+                change
+            }
         )),
+        Event::MembershipAbandoned { index, membership } => (
+            Level::Warn,
+            format!(
+                "membership at index {index} abandoned (truncated before it committed): {membership}"
+            ),
+        ),
         _ => unreachable!("not of this topic: {event:?}"),
     }
 }

@@ -119,6 +119,8 @@ pub fn add_server(
     let (index, membership, millis) = client.change_members(change)?;
     progress(AddProgress::LearnerAdded { index, millis });
     if options.learner_only {
+        // Until it has answered, a change counting it would be refused.
+        wait_for_first_answer(client, id, options, &mut progress)?;
         return Ok(membership);
     }
     catch_up(client, id, options, &mut progress)?;
@@ -210,6 +212,38 @@ fn catch_up(
         moved_at = Instant::now();
     }
     Ok(())
+}
+
+/// Waits until the learner has answered the leader lately; gives it up
+/// (removed again) if it has not within `stall`.
+fn wait_for_first_answer(
+    client: &mut Client,
+    id: NodeId,
+    options: &AddOptions,
+    progress: &mut impl FnMut(AddProgress),
+) -> Result<(), AddError> {
+    let started = Instant::now();
+    loop {
+        let (member, leader_last) = learner(client, id)?;
+        let answered = member.reachable == Some(true)
+            && member
+                .heard_ms
+                .is_some_and(|ms| u128::from(ms) < options.election_timeout.as_millis());
+        if answered {
+            return Ok(());
+        }
+        if started.elapsed() >= options.stall {
+            return Err(give_up(
+                client,
+                id,
+                &member,
+                leader_last,
+                options.stall,
+                progress,
+            ));
+        }
+        std::thread::sleep(options.poll);
+    }
 }
 
 /// Removes the stalled learner again, so that the membership is as it

@@ -81,8 +81,10 @@ impl Configurations {
 
     /// The log lost its entries from `index` on (Figure 2,
     /// AppendEntries rule 3): their memberships are no longer in force.
-    pub(super) fn truncated_from(&mut self, index: Index) {
-        self.entries.retain(|(i, _)| *i < index);
+    /// Returns the memberships that went with them, never to be in force.
+    pub(super) fn truncated_from(&mut self, index: Index) -> Vec<(Index, Membership)> {
+        let keep = self.entries.iter().take_while(|(i, _)| *i < index).count();
+        self.entries.split_off(keep)
     }
 
     /// The log now starts after a snapshot up to `index` (compaction, or

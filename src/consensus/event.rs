@@ -243,6 +243,15 @@ pub enum Event {
     MembershipCommitted {
         index: Index,
         membership: Membership,
+        /// What it changed, in words (`node4 promoted to voter`).
+        change: String,
+    },
+    /// The uncommitted membership entry at `index` was truncated (a new
+    /// leader's log did not hold it): it will never be in force; the one
+    /// before it is again (`MembershipInForce` follows).
+    MembershipAbandoned {
+        index: Index,
+        membership: Membership,
     },
     /// A snapshot from the leader replaced our state machine (Figure 13).
     /// `log_kept`: our log held its last entry, so the entries after it
@@ -308,7 +317,9 @@ impl Event {
             | SnapshotChecksumFailed { .. }
             | SnapshotRefused { .. }
             | SnapshotInstalled { .. } => Topic::Snapshots,
-            MembershipInForce { .. } | MembershipCommitted { .. } => Topic::Membership,
+            MembershipInForce { .. } | MembershipCommitted { .. } | MembershipAbandoned { .. } => {
+                Topic::Membership
+            }
         }
     }
 }

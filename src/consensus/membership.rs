@@ -371,6 +371,46 @@ mod server_list {
     }
 }
 
+impl Membership {
+    /// What this membership changed of `prev`, in words: `node4 added as a
+    /// learner`, `node4 promoted to voter`, `node2 removed`, joint
+    /// consensus entered or left; empty if nothing.
+    pub fn changes_from(&self, prev: &Membership) -> String {
+        let mut said = Vec::new();
+        if self.is_joint() && !prev.is_joint() {
+            said.push("joint consensus entered".to_string());
+        }
+        if prev.is_joint() && !self.is_joint() {
+            said.push("joint consensus left".to_string());
+        }
+        for (id, server) in &self.servers {
+            let name = match server.suffrage {
+                Suffrage::Voter => "voter",
+                Suffrage::Learner => "learner",
+                Suffrage::Leaving => "leaving",
+            };
+            match prev.servers.get(id).map(|s| s.suffrage) {
+                None => said.push(format!("node{id} added as a {name}")),
+                Some(Suffrage::Learner) if server.suffrage == Suffrage::Voter => {
+                    said.push(format!("node{id} promoted to voter"))
+                }
+                Some(before) if before != server.suffrage => {
+                    said.push(format!("node{id} now {name}"))
+                }
+                Some(_) => {}
+            }
+        }
+        for id in prev
+            .servers
+            .keys()
+            .filter(|id| !self.servers.contains_key(id))
+        {
+            said.push(format!("node{id} removed"));
+        }
+        said.join("; ")
+    }
+}
+
 /// `voters 1 2 3, learners 4` (and `, leaving 2 3 (joint)` during a
 /// change by joint consensus): for logs and `raftctl log`.
 impl fmt::Display for Membership {
@@ -410,6 +450,27 @@ mod tests {
     fn add(m: &Membership, id: NodeId) -> Membership {
         let address = format!("h:{id}");
         m.apply(&Change::AddLearner { id, address }).unwrap()
+    }
+
+    #[test]
+    fn a_change_is_told_in_words() {
+        let with_4 = add(&three(), 4);
+        assert_eq!(with_4.changes_from(&three()), "node4 added as a learner");
+        let promoted = with_4.apply(&Change::Promote(4)).unwrap();
+        assert_eq!(promoted.changes_from(&with_4), "node4 promoted to voter");
+        let joint = promoted
+            .apply(&Change::SetVoters(BTreeSet::from([1, 4])))
+            .unwrap();
+        assert_eq!(
+            joint.changes_from(&promoted),
+            "joint consensus entered; node2 now leaving; node3 now leaving"
+        );
+        let left = joint.apply(&Change::LeaveJoint).unwrap();
+        assert_eq!(
+            left.changes_from(&joint),
+            "joint consensus left; node2 removed; node3 removed"
+        );
+        assert_eq!(left.changes_from(&left), "");
     }
 
     #[test]

@@ -571,7 +571,10 @@ impl Raft {
                     debug_assert!(entry.index > self.commit_index);
                     let removed = (self.log.last_index() + 1 - entry.index) as usize;
                     self.log.truncate_from(entry.index);
-                    self.configs.truncated_from(entry.index);
+                    for (index, membership) in self.configs.truncated_from(entry.index) {
+                        self.events
+                            .push(Event::MembershipAbandoned { index, membership });
+                    }
                     self.persisted_index = self.persisted_index.min(entry.index - 1);
                     self.mark_unstable(entry.index);
                     self.events.push(Event::Truncated {
@@ -775,9 +778,11 @@ impl Raft {
             self.emitted_index = self.commit_index;
             for e in &ready.committed {
                 if let Payload::Membership(m) = &e.payload {
+                    let change = m.changes_from(self.configs.at(e.index - 1));
                     ready.events.push(Event::MembershipCommitted {
                         index: e.index,
                         membership: m.clone(),
+                        change,
                     });
                 }
             }

@@ -2235,12 +2235,16 @@ fn a_membership_is_in_force_once_appended_and_rolled_back_by_truncation() {
         .unwrap();
     assert!(!r.membership().contains(3));
     assert_eq!(r.peers().collect::<Vec<_>>(), vec![0, 2]);
+    let events = r.take_ready().events;
     assert!(
-        r.take_ready()
-            .events
+        events
             .iter()
             .any(|e| matches!(e, Event::MembershipInForce { index: 0, .. }))
     );
+    assert!(events.contains(&Event::MembershipAbandoned {
+        index: 2,
+        membership: with_3,
+    }));
 }
 
 /// When the membership tests change the membership: their leader has just

@@ -34,7 +34,13 @@ pub fn fields(event: &Event) -> Fields {
         Topic::Membership => match event {
             Event::MembershipInForce { index, membership } => out!("membership_in_force",
                 "index" => index, "membership" => membership),
-            Event::MembershipCommitted { index, membership } => out!("membership_committed",
+            Event::MembershipCommitted {
+                index,
+                membership,
+                change,
+            } => out!("membership_committed",
+                "index" => index, "membership" => membership, "change" => change),
+            Event::MembershipAbandoned { index, membership } => out!("membership_abandoned",
                 "index" => index, "membership" => membership),
             _ => unreachable!("not of this topic: {event:?}"),
         },

@@ -170,6 +170,14 @@ fn snapshots_and_memberships() -> Vec<Event> {
                 (1, "a:1".to_string()),
                 (2, "b:2".to_string()),
             ]),
+            change: "node2 promoted to voter".into(),
+        },
+        Event::MembershipAbandoned {
+            index: 6,
+            membership: crate::consensus::membership::Membership::bootstrap([(
+                1,
+                "a:1".to_string(),
+            )]),
         },
     ]
 }
@@ -216,7 +224,8 @@ const EXPECTED: &str = r#"
 {"kind":"snapshot_refused","peer":2,"index":100}
 {"kind":"snapshot_installed","index":100,"term":6,"size":4096,"log_kept":false}
 {"kind":"membership_in_force","index":5,"membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"},{"id":2,"address":"b:2","suffrage":"voter"}]}}
-{"kind":"membership_committed","index":5,"membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"},{"id":2,"address":"b:2","suffrage":"voter"}]}}
+{"kind":"membership_committed","index":5,"membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"},{"id":2,"address":"b:2","suffrage":"voter"}]},"change":"node2 promoted to voter"}
+{"kind":"membership_abandoned","index":6,"membership":{"servers":[{"id":1,"address":"a:1","suffrage":"voter"}]}}
 "#;
 
 /// Every core event keeps its kind and field names on the stream.

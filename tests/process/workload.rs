@@ -29,6 +29,7 @@ pub fn client_loop(
     k: usize,
     epoch: Instant,
     stop: Arc<AtomicBool>,
+    failed: Arc<AtomicU64>,
 ) -> (Vec<Operation>, Vec<Acked>) {
     let mut client = Client::new(config, options());
     let mut history = Vec::new();
@@ -44,7 +45,11 @@ pub fn client_loop(
             0 | 1 => match client.get(&key) {
                 Ok(v) => (KvOp::Get { value: Some(v) }, true),
                 Err(ClientError::NotFound { .. }) => (KvOp::Get { value: None }, true),
-                Err(_) => continue, // a read with no answer constrains nothing
+                Err(_) => {
+                    // A read with no answer constrains nothing.
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             },
             2 => {
                 let r = client.put(&key, &value);
@@ -104,6 +109,9 @@ pub fn client_loop(
                 Err(_) => (KvOp::Delete { existed: None }, false),
             },
         };
+        if !result {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
         history.push(Operation {
             key,
             op,
@@ -127,6 +135,8 @@ pub type Acked = (ClientId, u64, u64);
 /// Clients running [`client_loop`] until stopped.
 pub struct Workload {
     stop: Arc<AtomicBool>,
+    /// Operations that got no answer (a timeout, no leader in time).
+    failed: Arc<AtomicU64>,
     clients: Vec<JoinHandle<(Vec<Operation>, Vec<Acked>)>>,
 }
 
@@ -135,17 +145,28 @@ impl Workload {
     pub fn start(config: &raft::config::ClusterConfig, n: usize) -> Workload {
         let epoch = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicU64::new(0));
         let clients = (0..n)
             .map(|k| {
-                let (config, stop) = (config.clone(), stop.clone());
-                std::thread::spawn(move || client_loop(config, k, epoch, stop))
+                let (config, stop, failed) = (config.clone(), stop.clone(), failed.clone());
+                std::thread::spawn(move || client_loop(config, k, epoch, stop, failed))
             })
             .collect();
-        Workload { stop, clients }
+        Workload {
+            stop,
+            failed,
+            clients,
+        }
     }
 
     /// Stops the clients: their histories, and the writes acknowledged.
     pub fn stop(self) -> (Vec<Operation>, Vec<Acked>) {
+        let (history, acked, _) = self.stop_counting_failures();
+        (history, acked)
+    }
+
+    /// [`Workload::stop`], and how many operations got no answer.
+    pub fn stop_counting_failures(self) -> (Vec<Operation>, Vec<Acked>, u64) {
         self.stop.store(true, Ordering::SeqCst);
         let (mut history, mut acked) = (Vec::new(), Vec::new());
         for h in self.clients {
@@ -153,7 +174,7 @@ impl Workload {
             history.extend(ops);
             acked.extend(a);
         }
-        (history, acked)
+        (history, acked, self.failed.load(Ordering::SeqCst))
     }
 }
 
