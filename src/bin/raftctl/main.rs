@@ -308,7 +308,7 @@ fn main() {
         command @ (Command::Members { .. }
         | Command::Add { .. }
         | Command::Promote { .. }
-        | Command::Remove { .. }) => members::run(&mut client, command),
+        | Command::Remove { .. }) => members::run(&mut client, &cluster, command),
         Command::Put { key, value } => {
             let value = value.unwrap_or_else(|| read_stdin("value"));
             client.put(&key, &value).unwrap_or_else(|e| fail(&e));

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use raft::client::Client;
+use raft::config::ClusterConfig;
 use raft::consensus::NodeId;
 use raft::consensus::membership::{Membership, Suffrage};
 use raft::reconfig::{self, AddOptions, AddProgress};
@@ -13,10 +14,10 @@ use raft::wire::{MemberChange, MembersView};
 use super::{Command, MembersAction, fail, print_line};
 
 /// The membership commands.
-pub fn run(client: &mut Client, command: Command) {
+pub fn run(client: &mut Client, config: &ClusterConfig, command: Command) {
     match command {
         Command::Members { json, action } => match action {
-            None => show(client, json),
+            None => show(client, config, json),
             Some(MembersAction::Set { ids }) => {
                 change(client, MemberChange::SetVoters { voters: ids })
             }
@@ -54,9 +55,24 @@ pub fn nodes(config: &raft::config::ClusterConfig) {
     }
 }
 
-/// `raftctl members [--json]`: the leader's view of the membership.
-pub fn show(client: &mut Client, json: bool) {
-    let view = client.members().unwrap_or_else(|e| fail(&e));
+/// `raftctl members [--json]`: the leader's view of the membership, or
+/// with no leader reachable, the first node's that answers (without
+/// progress).
+pub fn show(client: &mut Client, config: &ClusterConfig, json: bool) {
+    let view = client.members().unwrap_or_else(|e| {
+        let timeout = Duration::from_millis(500);
+        let any = config
+            .members
+            .iter()
+            .find_map(|m| raft::client::members(m, timeout).ok());
+        match any {
+            Some(view) => {
+                eprintln!("raftctl: {e}; node{}'s view, without progress:", view.node);
+                view
+            }
+            None => fail(&e),
+        }
+    });
     if json {
         say!(
             "{}",
