@@ -25,6 +25,9 @@
 //!   is delivered and answered, until nothing is left; each message is
 //!   printed as it arrives. Messages to or from a cut-off server are lost.
 //! * `propose ID TEXT`, `transfer ID TO`: as a client and an operator would.
+//! * `change ID remove X` / `change ID promote X` / `change ID set X Y…`:
+//!   server ID, leading, is asked to change the membership (as
+//!   `raftctl remove`, `promote` and `members set` ask).
 //! * `compact ID`: server ID snapshots its state machine as far as it has
 //!   committed, and drops the log the snapshot covers (no trailing
 //!   entries here); the snapshot goes to followers in 16-byte chunks.
@@ -244,6 +247,26 @@ impl Cluster {
                 let now = self.now;
                 match self.raft(id(1)).transfer_leadership(Some(id(2)), now) {
                     Ok(_) => {}
+                    Err(e) => {
+                        let _ = writeln!(out, "{}: refused: {e}", id(1));
+                    }
+                }
+                self.settle(id(1), &mut out);
+            }
+            "change" => {
+                use raft::consensus::membership::Change;
+                let ids: Vec<NodeId> = words[3..].iter().map(|w| w.parse().unwrap()).collect();
+                let change = match words[2] {
+                    "remove" => Change::Remove(ids[0]),
+                    "promote" => Change::Promote(ids[0]),
+                    "set" => Change::SetVoters(ids.into_iter().collect()),
+                    other => panic!("unknown change {other}"),
+                };
+                let now = self.now;
+                match self.raft(id(1)).propose_change(&change, now) {
+                    Ok((index, m)) => {
+                        let _ = writeln!(out, "{}: membership change at index {index}: {m}", id(1));
+                    }
                     Err(e) => {
                         let _ = writeln!(out, "{}: refused: {e}", id(1));
                     }
