@@ -17,7 +17,9 @@ use crate::consensus::{Entry, Index, NodeId};
 use crate::events::NodeEvent;
 use crate::kv::{ClientId, Command, Op, Outcome};
 use crate::transport::{self, TransportError};
-use crate::wire::{ErrorCode, MemberChange, MembersView, NodeStatus, Request, Response};
+use crate::wire::{
+    ErrorCode, KeyValue, MemberChange, MembersView, NodeStatus, RangeQuery, Request, Response,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -244,6 +246,71 @@ impl Client {
                     return Err(ClientError::NotFound { key: key.into() });
                 }
                 Ok(other) => last = unexpected(id, other),
+                Err(e) => {
+                    last = ClientError::Node {
+                        id,
+                        message: e.to_string(),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Keys in a range or with a prefix: linearizable through the leader,
+    /// or with `query.stale` from whichever node answers (node `only` if
+    /// given). Follows `more` until `query.limit` keys are in (the server
+    /// answers at most about 4 MiB at a time); returns the keys and
+    /// whether the range holds more than the limit.
+    pub fn range(
+        &mut self,
+        mut query: RangeQuery,
+        only: Option<NodeId>,
+    ) -> Result<(Vec<KeyValue>, bool), ClientError> {
+        let limit = query.limit;
+        let mut all = Vec::new();
+        loop {
+            query.limit = limit - all.len();
+            let request = Request::Range(query.clone());
+            let answer = if query.stale {
+                self.any_node(&request, only)?
+            } else {
+                self.leader_request(&request)?
+            };
+            let Response::Range { kvs, more, .. } = answer else {
+                return Err(ClientError::Timeout {
+                    last_error: format!("unexpected answer {answer:?}"),
+                });
+            };
+            let last = kvs.last().map(|kv| kv.key.clone());
+            all.extend(kvs);
+            match last {
+                Some(last) if more && all.len() < limit => {
+                    // Just after the last key: the key with a NUL added.
+                    query.from = format!("{last}\0");
+                }
+                _ => return Ok((all, more)),
+            }
+        }
+    }
+
+    /// `request` to whichever node answers first (node `only` if given).
+    fn any_node(
+        &mut self,
+        request: &Request,
+        only: Option<NodeId>,
+    ) -> Result<Response, ClientError> {
+        let candidates: Vec<NodeId> = match only {
+            Some(id) => vec![id],
+            None => self.config.members.iter().map(|m| m.id).collect(),
+        };
+        let mut last = ClientError::Timeout {
+            last_error: "no node tried".into(),
+        };
+        for id in candidates {
+            match self.call(id, request) {
+                Ok(Response::Error { message, .. }) => last = ClientError::Node { id, message },
+                Ok(answer) => return Ok(answer),
                 Err(e) => {
                     last = ClientError::Node {
                         id,

@@ -77,6 +77,10 @@ pub enum Request {
         #[serde(default)]
         stale: bool,
     },
+    /// Keys in a range or with a prefix (`raftctl get --prefix`, `--to`):
+    /// linearizable (leader only), or with `stale`, whatever this node has
+    /// applied.
+    Range(RangeQuery),
     /// Take a snapshot now and compact the log (`raftctl snapshot`).
     Snapshot,
     /// Leader only: hand leadership to node `to`, or to the most up-to-date
@@ -185,6 +189,7 @@ impl Request {
             Request::Subscribe { .. } => RequestClass::Stream,
             Request::Write(_)
             | Request::Read { .. }
+            | Request::Range(_)
             | Request::Log { .. }
             | Request::Snapshot
             | Request::ChangeMembers { .. }
@@ -280,6 +285,13 @@ pub enum Response {
         to: NodeId,
         term: Term,
         millis: u64,
+    },
+    /// The answer to `range`: keys in order; `more` when the range holds
+    /// more than were sent (ask again from after the last key).
+    Range {
+        kvs: Vec<KeyValue>,
+        more: bool,
+        applied_index: Index,
     },
     /// The answer to `members`.
     Members(Box<MembersView>),
@@ -389,6 +401,37 @@ pub struct NodeStatus {
     pub membership_committed: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outgoing_voters: Vec<NodeId>,
+}
+
+/// A range read: keys from `from` (inclusive) to `to` (exclusive; the
+/// end if absent) that start with `prefix`, at most `limit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeQuery {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_range_limit")]
+    pub limit: usize,
+    /// Keys without their values.
+    #[serde(default)]
+    pub keys_only: bool,
+    #[serde(default)]
+    pub stale: bool,
+}
+
+fn default_range_limit() -> usize {
+    1000
+}
+
+/// One key of a range read (`value` absent with `keys_only`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// A membership change as a client asks for it; `op` names it.

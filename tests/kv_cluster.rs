@@ -460,3 +460,71 @@ fn a_follower_catches_up_on_large_values() {
     let got = client.get_stale("big11", Some(behind)).unwrap();
     assert_eq!(got.len(), value.len());
 }
+
+/// What an etcdctl user reaches for first (issue 22): the cluster named by
+/// any member's address (`--endpoints` or `RAFT_ENDPOINTS`, no config
+/// file), keys by prefix and by range, keys only, a limit, JSON lines,
+/// linearizable or `--stale`.
+#[test]
+fn an_etcdctl_user_names_the_cluster_by_address_and_reads_ranges() {
+    let mut c = TestCluster::new(3);
+    c.start_all();
+    c.wait_for_agreed_leader(&[0, 1, 2], LONG);
+    // A range spanning many of the store's shards, and keys around it.
+    for i in 0..120 {
+        assert_eq!(
+            raftctl(&c, &["put", &format!("app/{i:03}"), &format!("v{i}")]).0,
+            0
+        );
+    }
+    for key in ["apple", "b", "app"] {
+        assert_eq!(raftctl(&c, &["put", key, "x"]).0, 0);
+    }
+    let endpoint = format!("127.0.0.1:{}", c.config.members[2].port);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let by_address = |args: &[&str], env: bool| {
+        let mut cmd = std::process::Command::new(process::RAFTCTL);
+        cmd.current_dir(elsewhere.path()); // no config.txt here
+        if env {
+            cmd.env("RAFT_ENDPOINTS", format!("127.0.0.1:1,{endpoint}"));
+        } else {
+            cmd.args(["--endpoints", &endpoint]);
+        }
+        let out = cmd.args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, out, err) = by_address(&["get", "--prefix", "app/"], false);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 240, "a key line and a value line for each");
+    assert_eq!(&lines[..4], ["app/000", "v0", "app/001", "v1"]);
+    assert_eq!(lines[238], "app/119");
+    let (code, out, _) = by_address(&["get", "app/010", "--to", "app/013", "--keys-only"], true);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "app/010\napp/011\napp/012\n");
+    let (code, out, err) = by_address(&["get", "--prefix", "app", "--limit", "3", "--json"], false);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "{\"key\":\"app\",\"value\":\"x\"}\n{\"key\":\"app/000\",\"value\":\"v0\"}\n{\"key\":\"app/001\",\"value\":\"v1\"}\n"
+    );
+    assert!(err.contains("more keys follow"), "{err}");
+    let (code, out, _) = by_address(&["get", "--prefix", "", "--keys-only", "--stale"], false);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 123);
+    let (code, _, err) = by_address(&["get", "nothing", "--json"], false);
+    assert_eq!(code, Some(1), "{err}");
+    // Nothing answers at the address given: said at once, exit 1.
+    let mut cmd = std::process::Command::new(process::RAFTCTL);
+    let out = cmd
+        .current_dir(elsewhere.path())
+        .args(["--endpoints", "127.0.0.1:1", "get", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no endpoint answered"));
+}

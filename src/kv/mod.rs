@@ -198,6 +198,24 @@ impl KvStore {
         self.data.get(key).map(String::as_str)
     }
 
+    /// Keys from `from` (inclusive) to `to` (exclusive, or the end), that
+    /// start with `prefix`, in key order, at most `limit`; and whether
+    /// more follow (see `shards::ShardedMap::range`).
+    pub fn range(
+        &self,
+        from: &str,
+        to: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> (Vec<(&str, &str)>, bool) {
+        let (found, more) = self.data.range(from, to, prefix, limit);
+        let found = found
+            .into_iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        (found, more)
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

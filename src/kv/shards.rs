@@ -89,6 +89,32 @@ impl ShardedMap {
         Arc::make_mut(&mut self.shards[i]).get_mut(key)
     }
 
+    /// The first `limit` keys (with their values) in key order that are
+    /// at least `from` and, with `to`, below it, and that start with
+    /// `prefix`; and whether more follow. Each shard gives at most `limit`
+    /// (it is ordered), then the shards' answers are merged: a range read
+    /// costs a lookup per shard, not a pass over the map.
+    pub fn range(
+        &self,
+        from: &str,
+        to: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> (Vec<(&String, &String)>, bool) {
+        let mut found: Vec<(&String, &String)> = Vec::new();
+        for shard in &self.shards {
+            let within = shard
+                .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix) && to.is_none_or(|to| k.as_str() < to))
+                .take(limit.saturating_add(1));
+            found.extend(within);
+        }
+        found.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let more = found.len() > limit;
+        found.truncate(limit);
+        (found, more)
+    }
+
     /// Every (key, value): shard by shard, in key order within each.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
         self.shards.iter().flat_map(|shard| shard.iter())
@@ -98,6 +124,29 @@ impl ShardedMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_is_in_key_order_across_shards_and_says_whether_more_follow() {
+        let mut m = ShardedMap::default();
+        for i in 0..300 {
+            m.insert(format!("k{i:03}"), i.to_string());
+            m.insert(format!("other{i}"), "x".into());
+        }
+        let keys = |(found, more): (Vec<(&String, &String)>, bool)| {
+            let keys: Vec<String> = found.iter().map(|(k, _)| k.to_string()).collect();
+            (keys, more)
+        };
+        let (some, more) = keys(m.range("k", None, "k", 5));
+        assert_eq!(some, ["k000", "k001", "k002", "k003", "k004"]);
+        assert!(more);
+        let (between, more) = keys(m.range("k100", Some("k103"), "", 10));
+        assert_eq!(between, ["k100", "k101", "k102"]);
+        assert!(!more);
+        let (all, more) = keys(m.range("k", None, "k", 1000));
+        assert_eq!(all.len(), 300);
+        assert!(!more && all.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(m.range("z", None, "", 10).0.len(), 0);
+    }
 
     #[test]
     fn behaves_as_one_ordered_map_and_a_clone_is_independent() {

@@ -194,6 +194,11 @@ impl Handler for Service {
             // The store alone: a stale read never waits for the node.
             return Handled::Now(ClientService::stale_read(&shared.kv.lock(), key));
         }
+        if let wire::Request::Range(q) = &request
+            && q.stale
+        {
+            return Handled::Now(ClientService::stale_range(&shared.kv.lock(), q));
+        }
         if let wire::Request::Snapshot = request {
             let shared = shared.clone();
             return Handled::Later(Box::new(move || shared.snapshot_now()));
@@ -213,13 +218,18 @@ impl Handler for Service {
         let st = &mut *st;
         Handled::Now(match request {
             wire::Request::Log { from, limit } => ClientService::log(&st.raft, from, limit),
-            wire::Request::Read { key, stale: false } => {
+            request @ (wire::Request::Read { stale: false, .. } | wire::Request::Range(_)) => {
+                let query = match request {
+                    wire::Request::Read { key, .. } => Query::Key(key),
+                    wire::Request::Range(q) => Query::Range(q),
+                    _ => unreachable!("matched above"),
+                };
                 // The store's lock only while the read starts (a lease
                 // read answers from it at once): not through
                 // `process_ready`, as for writes below.
-                let step = st
-                    .clients
-                    .read(&mut st.raft, &shared.kv.lock(), key, now(shared));
+                let step =
+                    st.clients
+                        .read_query(&mut st.raft, &shared.kv.lock(), query, now(shared));
                 match step {
                     Step::Answer(r) => r,
                     Step::Wait(ticket) => {

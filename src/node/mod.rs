@@ -95,7 +95,9 @@ use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMe
 use crate::events::{self, EventHub, Message};
 use crate::kv::KvStore;
 use crate::server::{self, Handled, Handler};
-use crate::service::{ClientService, PeerService, ReadTicket, Step, WriteTicket, durability};
+use crate::service::{
+    ClientService, PeerService, Query, ReadTicket, Step, WriteTicket, durability,
+};
 use crate::storage::{SnapshotFile, SnapshotWriter, Storage, StorageError, StorageOptions};
 use crate::transport;
 use crate::wire::{

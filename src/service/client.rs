@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::config::Member;
 use crate::consensus::{Index, NodeId, NotLeader, Raft, ReadState, Role, Term};
 use crate::kv::{ClientId, Command, KvStore};
-use crate::wire::{ErrorCode, Response};
+use crate::wire::{ErrorCode, KeyValue, RangeQuery, Response};
 
 /// A request either answered now or waiting on a ticket.
 #[derive(Debug)]
@@ -38,7 +38,16 @@ pub struct WriteTicket {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadTicket {
     pub ctx: u64,
-    pub key: String,
+    pub query: Query,
+}
+
+/// What a linearizable read reads once it is confirmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// One key's value.
+    Key(String),
+    /// Keys in a range or with a prefix.
+    Range(RangeQuery),
 }
 
 /// Where a linearizable read stands.
@@ -55,6 +64,11 @@ enum ReadProgress {
     /// This node stopped leading before confirming it.
     LeadershipLost,
 }
+
+/// The most keys one range read answers with.
+pub const MAX_RANGE_KEYS: usize = 10_000;
+/// About the most bytes of keys and values one range read answers with.
+pub const MAX_RANGE_BYTES: usize = 4 << 20;
 
 pub struct ClientService {
     /// For leader hints in `not_leader` answers.
@@ -162,22 +176,34 @@ impl ClientService {
         key: String,
         now: Duration,
     ) -> Step<ReadTicket> {
+        self.read_query(raft, kv, Query::Key(key), now)
+    }
+
+    /// A linearizable read of `query`: answered at once under a lease
+    /// that covers what the store has applied, or once confirmed.
+    pub fn read_query(
+        &mut self,
+        raft: &mut Raft,
+        kv: &KvStore,
+        query: Query,
+        now: Duration,
+    ) -> Step<ReadTicket> {
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         if let Some(lease) = raft.lease_read(now) {
             if kv.applied_index() >= lease.index {
-                return Step::Answer(Self::value(kv, &key));
+                return Step::Answer(Self::answer(kv, &query));
             }
             let (index, expires) = (lease.index, lease.expires);
             self.reads
                 .insert(ctx, ReadProgress::Leased { index, expires });
-            return Step::Wait(ReadTicket { ctx, key });
+            return Step::Wait(ReadTicket { ctx, query });
         }
         match raft.read_index(ctx) {
             Err(e) => Step::Answer(self.refused(e)),
             Ok(()) => {
                 self.reads.insert(ctx, ReadProgress::Waiting);
-                Step::Wait(ReadTicket { ctx, key })
+                Step::Wait(ReadTicket { ctx, query })
             }
         }
     }
@@ -215,7 +241,7 @@ impl ClientService {
             {
                 return None;
             }
-            ReadProgress::Confirmed(_) | ReadProgress::Leased { .. } => Self::value(kv, &t.key),
+            ReadProgress::Confirmed(_) | ReadProgress::Leased { .. } => Self::answer(kv, &t.query),
             ReadProgress::LeadershipLost => self.not_leader(raft.leader_id()),
         };
         self.reads.remove(&t.ctx);
@@ -243,6 +269,45 @@ impl ClientService {
     /// A read of whatever this node has applied (`stale`).
     pub fn stale_read(kv: &KvStore, key: String) -> Response {
         Self::value(kv, &key)
+    }
+
+    /// A range read from whatever this node's store has applied (`stale`).
+    pub fn stale_range(kv: &KvStore, query: &RangeQuery) -> Response {
+        Self::range(kv, query)
+    }
+
+    fn answer(kv: &KvStore, query: &Query) -> Response {
+        match query {
+            Query::Key(key) => Self::value(kv, key),
+            Query::Range(q) => Self::range(kv, q),
+        }
+    }
+
+    /// At most `limit` keys (capped at `MAX_RANGE_KEYS`), and at most about
+    /// `MAX_RANGE_BYTES` of keys and values, well under the line limit:
+    /// `more` says the client should ask again after the last key.
+    fn range(kv: &KvStore, q: &RangeQuery) -> Response {
+        let from = q.from.as_str().max(q.prefix.as_str());
+        let limit = q.limit.clamp(1, MAX_RANGE_KEYS);
+        let (found, mut more) = kv.range(from, q.to.as_deref(), &q.prefix, limit);
+        let mut kvs = Vec::with_capacity(found.len());
+        let mut bytes = 0;
+        for (key, value) in found {
+            bytes += key.len() + if q.keys_only { 0 } else { value.len() };
+            if bytes > MAX_RANGE_BYTES && !kvs.is_empty() {
+                more = true;
+                break;
+            }
+            kvs.push(KeyValue {
+                key: key.to_string(),
+                value: (!q.keys_only).then(|| value.to_string()),
+            });
+        }
+        Response::Range {
+            kvs,
+            more,
+            applied_index: kv.applied_index(),
+        }
     }
 
     fn value(kv: &KvStore, key: &str) -> Response {

@@ -17,6 +17,6 @@ pub mod client;
 pub mod durability;
 pub mod peer;
 
-pub use client::{ClientService, ReadTicket, Step, WriteTicket};
+pub use client::{ClientService, Query, ReadTicket, Step, WriteTicket};
 pub use durability::{Disk, Handled, handle_ready};
 pub use peer::{PeerAnswer, PeerService};

@@ -53,6 +53,17 @@ struct Args {
     /// Cluster configuration file.
     #[arg(long, global = true, default_value = "./config.txt")]
     config: PathBuf,
+    /// The cluster by its members' addresses instead of a configuration
+    /// file (any one that runs is enough: it tells the rest), as etcdctl's
+    /// --endpoints.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFT_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    endpoints: Vec<String>,
     /// Give up on an operation after this many milliseconds.
     #[arg(long, global = true, default_value_t = 5000, value_name = "MS")]
     timeout: u64,
@@ -70,10 +81,28 @@ enum Command {
         /// standard input, exactly as given (raftctl put big < file).
         value: Option<String>,
     },
-    /// Print the value of KEY (linearizable, through the leader).
+    /// Print the value of KEY (linearizable, through the leader); with
+    /// --prefix or --to, every key of the range, each followed by its value
+    /// (etcdctl's layout).
     Get {
-        /// The key to read.
+        /// The key to read (with --prefix: the prefix; with --to: the
+        /// first key of the range).
         key: String,
+        /// Every key starting with KEY ("" for all).
+        #[arg(long)]
+        prefix: bool,
+        /// Keys from KEY up to TO (not included).
+        #[arg(long, value_name = "TO")]
+        to: Option<String>,
+        /// At most this many keys (a range).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Print the keys only (a range).
+        #[arg(long)]
+        keys_only: bool,
+        /// One JSON object per key: {"key":…,"value":…}.
+        #[arg(long)]
+        json: bool,
         /// Read from whichever node answers (or --node): may be stale.
         #[arg(long)]
         stale: bool,
@@ -261,6 +290,39 @@ fn fail(e: &ClientError) -> ! {
     exit(if e.is_definite() { 1 } else { 3 })
 }
 
+/// The cluster as the first of `endpoints` that answers describes it (its
+/// members and their addresses), or exit 1 naming what each said.
+fn from_endpoints(endpoints: &[String], timeout_ms: u64) -> ClusterConfig {
+    let timeout = Duration::from_millis(timeout_ms.min(1000));
+    let mut errors = Vec::new();
+    for endpoint in endpoints {
+        let Some(member) = config::Member::at(u64::MAX, endpoint.trim()) else {
+            eprintln!("raftctl: --endpoints: {endpoint:?} is not HOST:PORT");
+            exit(2);
+        };
+        match client::members(&member, timeout) {
+            Ok(view) => {
+                return ClusterConfig {
+                    path: PathBuf::from(format!("--endpoints {}", endpoints.join(","))),
+                    members: view
+                        .members
+                        .iter()
+                        .filter_map(|m| config::Member::at(m.id, &m.address))
+                        .collect(),
+                    warnings: Vec::new(),
+                };
+            }
+            Err(client::ClientError::Node { message, .. }) => errors.push(message),
+            Err(e) => errors.push(format!("{endpoint}: {e}")),
+        }
+    }
+    eprintln!(
+        "raftctl: no endpoint answered ({}); nothing was done",
+        errors.join("; ")
+    );
+    exit(1)
+}
+
 /// The cluster's configuration, or exit 2 saying what is wrong with it.
 fn load_config(path: &Path) -> ClusterConfig {
     let cluster = config::load(path).unwrap_or_else(|e| {
@@ -279,6 +341,21 @@ fn load_config(path: &Path) -> ClusterConfig {
     cluster
 }
 
+/// Keys and values as etcdctl prints them (a key line, then its value),
+/// or one JSON object per key.
+fn print_range(kvs: &[raft::wire::KeyValue], json: bool) {
+    for kv in kvs {
+        if json {
+            say!("{}", serde_json::to_string(kv).expect("strings serialize"));
+            continue;
+        }
+        say!("{}", kv.key);
+        if let Some(value) = &kv.value {
+            say!("{value}");
+        }
+    }
+}
+
 /// Exits 2 unless node `id` (if given) is a member.
 fn require_member(cluster: &ClusterConfig, id: Option<u64>, path: &Path) {
     if let Some(id) = id.filter(|&id| cluster.member(id).is_none()) {
@@ -292,7 +369,11 @@ fn require_member(cluster: &ClusterConfig, id: Option<u64>, path: &Path) {
 
 fn main() {
     let args: Args = raft::cli::parse_or_exit("raftctl");
-    let from_file = load_config(&args.config);
+    let from_file = if args.endpoints.is_empty() {
+        load_config(&args.config)
+    } else {
+        from_endpoints(&args.endpoints, args.timeout)
+    };
     if let Command::Nodes = args.command {
         return members::nodes(&from_file);
     }
@@ -313,7 +394,39 @@ fn main() {
             let value = value.unwrap_or_else(|| read_stdin("value"));
             client.put(&key, &value).unwrap_or_else(|e| fail(&e));
         }
-        Command::Get { key, stale, node } => {
+        Command::Get {
+            key,
+            prefix,
+            to,
+            limit,
+            keys_only,
+            json,
+            stale,
+            node,
+        } if prefix || to.is_some() || keys_only || json => {
+            require_member(&cluster, node, &args.config);
+            // Neither --prefix nor --to: KEY alone, as a range of one.
+            let single = (!prefix && to.is_none()).then(|| key.clone());
+            let query = raft::wire::RangeQuery {
+                from: if prefix { String::new() } else { key.clone() },
+                to: to.or_else(|| single.as_ref().map(|k| format!("{k}\0"))),
+                prefix: if prefix { key } else { String::new() },
+                limit,
+                keys_only,
+                stale,
+            };
+            let (kvs, more) = client.range(query, node).unwrap_or_else(|e| fail(&e));
+            if let Some(key) = single.filter(|_| kvs.is_empty()) {
+                fail(&ClientError::NotFound { key });
+            }
+            print_range(&kvs, json);
+            if more {
+                eprintln!("raftctl: more keys follow: raise --limit (now {limit})");
+            }
+        }
+        Command::Get {
+            key, stale, node, ..
+        } => {
             require_member(&cluster, node, &args.config);
             let value = if stale {
                 client.get_stale(&key, node)
