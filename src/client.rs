@@ -185,11 +185,40 @@ impl Client {
         self.send_command(command)
     }
 
+    /// Removes every key starting with `prefix` ("" for all) in one
+    /// command; returns the log index and how many keys went.
+    pub fn delete_prefix(&mut self, prefix: &str) -> Result<(Index, u64), ClientError> {
+        self.seq += 1;
+        let command = Command {
+            client: self.id,
+            seq: self.seq,
+            op: Op::DeletePrefix {
+                prefix: prefix.into(),
+            },
+        };
+        let mut count = 0;
+        let index = self.send_command_counting(command, &mut count)?;
+        Ok((index, count))
+    }
+
     fn send_command(&mut self, command: Command) -> Result<Index, ClientError> {
+        self.send_command_counting(command, &mut 0)
+    }
+
+    /// Sends `command`; `deleted` gets a `delete_prefix`'s count.
+    fn send_command_counting(
+        &mut self,
+        command: Command,
+        deleted: &mut u64,
+    ) -> Result<Index, ClientError> {
         let key = command.op.key().unwrap_or_default().to_string();
         match self.leader_request(&Request::Write(command))? {
             Response::Written { index, outcome } => match outcome {
                 Outcome::Ok => Ok(index),
+                Outcome::Deleted { count } => {
+                    *deleted = count;
+                    Ok(index)
+                }
                 Outcome::NotFound => Err(ClientError::NotFound { key }),
                 Outcome::PreconditionFailed { actual } => {
                     Err(ClientError::PreconditionFailed { key, actual })

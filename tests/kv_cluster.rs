@@ -518,6 +518,11 @@ fn an_etcdctl_user_names_the_cluster_by_address_and_reads_ranges() {
     assert_eq!(out.lines().count(), 123);
     let (code, _, err) = by_address(&["get", "nothing", "--json"], false);
     assert_eq!(code, Some(1), "{err}");
+    // Deleting by prefix: one command, the count printed (as etcdctl).
+    let (code, out, err) = by_address(&["delete", "--prefix", "app/"], true);
+    assert_eq!((code, out.trim()), (Some(0), "120"), "{err}");
+    let (_, out, _) = by_address(&["get", "--prefix", "", "--keys-only"], false);
+    assert_eq!(out, "app\napple\nb\n");
     // Nothing answers at the address given: said at once, exit 1.
     let mut cmd = std::process::Command::new(process::RAFTCTL);
     let out = cmd

@@ -61,13 +61,18 @@ pub enum Op {
     Append {
         data: String,
     },
+    /// Removes every key starting with `prefix` ("" for all), in one
+    /// entry: all or none of them, at one index.
+    DeletePrefix {
+        prefix: String,
+    },
 }
 
 impl Op {
     pub fn key(&self) -> Option<&str> {
         match self {
             Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => Some(key),
-            Op::Append { .. } => None,
+            Op::Append { .. } | Op::DeletePrefix { .. } => None,
         }
     }
 
@@ -89,6 +94,7 @@ impl Op {
                 .and(check("from", from, MAX_VALUE_BYTES))
                 .and(check("to", to, MAX_VALUE_BYTES)),
             Op::Append { data } => check("data", data, MAX_VALUE_BYTES),
+            Op::DeletePrefix { prefix } => check("prefix", prefix, MAX_KEY_BYTES),
         }
     }
 }
@@ -137,6 +143,8 @@ pub enum Outcome {
     PreconditionFailed { actual: Option<String> },
     /// See the module docs: not applied.
     SessionExpired,
+    /// `delete_prefix`: how many keys it removed.
+    Deleted { count: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +445,16 @@ impl KvStore {
                 },
             },
             Op::Append { .. } => Outcome::Ok,
+            Op::DeletePrefix { prefix } => {
+                let (found, _) = self.data.range(prefix, None, prefix, usize::MAX);
+                let keys: Vec<String> = found.into_iter().map(|(k, _)| k.clone()).collect();
+                for key in &keys {
+                    self.data.remove(key);
+                }
+                Outcome::Deleted {
+                    count: keys.len() as u64,
+                }
+            }
         };
         self.record(c.client, c.seq, outcome.clone(), index);
         (outcome, false)
@@ -481,6 +499,29 @@ mod tests {
             key: k.into(),
             value: v.into(),
         }
+    }
+
+    #[test]
+    fn delete_prefix_removes_exactly_the_keys_with_it_once() {
+        let mut kv = KvStore::new();
+        let keys = ["app", "app/1", "app/2", "apple", "b", "ap"];
+        for (i, k) in keys.iter().enumerate() {
+            kv.apply(&entry(i as Index + 1, 1, i as u64 + 1, put(k, "v")));
+        }
+        let op = Op::DeletePrefix {
+            prefix: "app".into(),
+        };
+        let applied = kv.apply(&entry(7, 2, 1, op.clone())).unwrap();
+        assert_eq!(applied.outcome, Outcome::Deleted { count: 4 });
+        let (left, _) = kv.range("", None, "", 100);
+        let left: Vec<&str> = left.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(left, ["ap", "b"]);
+        // The same command again (a retry) is answered, not applied again.
+        kv.apply(&entry(8, 1, 7, put("app/3", "v")));
+        let again = kv.apply(&entry(9, 2, 1, op)).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.outcome, Outcome::Deleted { count: 4 });
+        assert_eq!(kv.get("app/3"), Some("v"));
     }
 
     #[test]

@@ -110,10 +110,14 @@ enum Command {
         #[arg(long, requires = "stale")]
         node: Option<u64>,
     },
-    /// Remove KEY.
+    /// Remove KEY; with --prefix, every key starting with it (in one
+    /// command), printing how many went.
     Delete {
-        /// The key to remove (exit 1 if it does not exist).
+        /// The key to remove (exit 1 if it does not exist), or the prefix.
         key: String,
+        /// Remove every key starting with KEY ("" for all).
+        #[arg(long)]
+        prefix: bool,
     },
     /// Set KEY to TO if its value is FROM.
     Cas {
@@ -435,8 +439,12 @@ fn main() {
             };
             say!("{}", value.unwrap_or_else(|e| fail(&e)));
         }
-        Command::Delete { key } => {
+        Command::Delete { key, prefix: false } => {
             client.delete(&key).unwrap_or_else(|e| fail(&e));
+        }
+        Command::Delete { key, prefix: true } => {
+            let (_, count) = client.delete_prefix(&key).unwrap_or_else(|e| fail(&e));
+            say!("{count}");
         }
         Command::Cas { key, from, to } => {
             client.cas(&key, &from, &to).unwrap_or_else(|e| fail(&e));
@@ -795,6 +803,7 @@ fn describe(op: &raft::kv::Op) -> String {
         Op::Delete { key } => format!("delete {key:?}"),
         Op::Cas { key, from, to } => format!("cas {key:?} {from:?} -> {to:?}"),
         Op::Append { data } => format!("append {data:?}"),
+        Op::DeletePrefix { prefix } => format!("delete every key starting with {prefix:?}"),
     }
 }
 
