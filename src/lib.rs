@@ -25,6 +25,7 @@
 //! command-line tools, behind the `tools` feature (on by default): the
 //! library alone builds without their dependencies.
 pub mod activity;
+pub mod backup;
 #[cfg(feature = "tools")]
 pub mod bench;
 #[cfg(feature = "tools")]

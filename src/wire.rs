@@ -83,6 +83,10 @@ pub enum Request {
     Range(RangeQuery),
     /// Take a snapshot now and compact the log (`raftctl snapshot`).
     Snapshot,
+    /// Leader only: the whole store, as of a linearizable read, streamed
+    /// as the lines of a snapshot (`raftctl snapshot save FILE`); the
+    /// connection closes after the last line.
+    Backup,
     /// Leader only: hand leadership to node `to`, or to the most up-to-date
     /// follower (`raftctl transfer`); answered once it has moved.
     Transfer {
@@ -186,7 +190,7 @@ impl Request {
             | Request::Events
             | Request::Members
             | Request::Lab { .. } => RequestClass::Admin,
-            Request::Subscribe { .. } => RequestClass::Stream,
+            Request::Subscribe { .. } | Request::Backup => RequestClass::Stream,
             Request::Write(_)
             | Request::Read { .. }
             | Request::Range(_)

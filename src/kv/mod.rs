@@ -228,6 +228,11 @@ impl KvStore {
         self.data.len()
     }
 
+    /// Every key and its value (shard by shard; see `shards`).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.data.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }

@@ -155,6 +155,9 @@ impl Handler for Service {
     }
 
     fn subscribe(&self, request: wire::Request) -> Result<server::Lines, Response> {
+        if let wire::Request::Backup = request {
+            return self.0.backup();
+        }
         let wire::Request::Subscribe {
             recent,
             messages,
@@ -261,7 +264,89 @@ impl Handler for Service {
     }
 }
 
+/// Sends the lines a writer writes through a bounded channel, in batches
+/// of about `STREAM_BATCH` bytes: a backup's snapshot is written on a
+/// thread of its own, as fast as the connection takes it.
+struct BatchWriter {
+    batch: String,
+    pending: Vec<u8>,
+    to: crossbeam::channel::Sender<Arc<str>>,
+}
+
+impl std::io::Write for BatchWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if !self.batch.is_empty() {
+                self.batch.push('\n');
+            }
+            self.batch.push_str(&line);
+            if self.batch.len() >= STREAM_BATCH {
+                self.flush()?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch: Arc<str> = std::mem::take(&mut self.batch).into();
+        self.to
+            .send(batch)
+            .map_err(|_| std::io::Error::other("the reader went away"))
+    }
+}
+
 impl Shared {
+    /// `backup`: once a linearizable read confirms this node leads and its
+    /// store has applied everything committed before the request, a copy
+    /// of the store (copy-on-write: microseconds) is streamed as snapshot
+    /// lines by a thread of its own.
+    pub(super) fn backup(&self) -> Result<server::Lines, Response> {
+        let step = {
+            let mut st = self.state.lock();
+            if st.stopping {
+                return Err(shutting_down());
+            }
+            let st = &mut *st;
+            let step = st.clients.read_query(
+                &mut st.raft,
+                &self.kv.lock(),
+                Query::Key(String::new()),
+                now(self),
+            );
+            self.process_ready(st);
+            step
+        };
+        let answer = match step {
+            Step::Answer(answer) => answer,
+            Step::Wait(ticket) => self.finish_read(ticket),
+        };
+        if !matches!(answer, Response::Value { .. }) {
+            return Err(answer);
+        }
+        let copy = self.kv.lock().clone();
+        let (to, lines) = crossbeam::channel::bounded(16);
+        thread::Builder::new()
+            .name("backup".into())
+            .spawn(move || {
+                let mut out = BatchWriter {
+                    batch: String::new(),
+                    pending: Vec::new(),
+                    to,
+                };
+                let _ = copy
+                    .write_snapshot(&mut out)
+                    .and_then(|()| std::io::Write::flush(&mut out));
+            })
+            .map_err(|e| Response::error(ErrorCode::Internal, format!("cannot start: {e}")))?;
+        Ok(Box::new(lines.into_iter()))
+    }
+
     /// Before stopping: a leader hands its leadership over and waits until
     /// it hears from the new leader (so that the vote and the answers it
     /// owes leave before it exits), or the transfer is abandoned.

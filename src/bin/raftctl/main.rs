@@ -154,11 +154,15 @@ enum Command {
         /// The node to lead (default: the most up-to-date follower).
         id: Option<u64>,
     },
-    /// Take a snapshot now and compact the log, on every node or one.
+    /// Take a snapshot now and compact the log, on every node or one;
+    /// `snapshot save FILE` backs the store up to a file, `snapshot restore
+    /// FILE` puts a backup's keys into a (new) cluster.
     Snapshot {
         /// Only this node (default: every node).
         #[arg(long)]
         node: Option<u64>,
+        #[command(subcommand)]
+        action: Option<SnapshotAction>,
     },
     /// Ask every node for its role, term, leader, commit and last log index.
     Status {
@@ -277,6 +281,21 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum SnapshotAction {
+    /// Save the whole store, as of a linearizable read through the
+    /// leader, to FILE (written aside, fsynced, renamed).
+    Save { file: PathBuf },
+    /// Put every key of the backup FILE into the cluster (start a new
+    /// cluster, then restore into it).
+    Restore {
+        file: PathBuf,
+        /// Clients writing at once.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum MembersAction {
     /// Make exactly these servers the voters, in one safe step (joint
     /// consensus when more than one voter changes): learners among them
@@ -343,6 +362,34 @@ fn load_config(path: &Path) -> ClusterConfig {
         eprintln!("raftctl: warning: {w}");
     }
     cluster
+}
+
+/// `raftctl snapshot save FILE` and `raftctl snapshot restore FILE`.
+fn backup(client: &mut Client, cluster: &ClusterConfig, action: SnapshotAction, timeout: u64) {
+    let failed = |e: raft::backup::BackupError| -> ! {
+        eprintln!("raftctl: {e}");
+        match e {
+            raft::backup::BackupError::Client(e) => fail(&e),
+            _ => exit(1),
+        }
+    };
+    match action {
+        SnapshotAction::Save { file } => {
+            let saved = raft::backup::save(client, &file, Duration::from_millis(timeout))
+                .unwrap_or_else(|e| failed(e));
+            say!(
+                "saved the store as of index {} to {}: {} keys, {} bytes",
+                saved.index,
+                file.display(),
+                saved.keys,
+                saved.bytes
+            );
+        }
+        SnapshotAction::Restore { file, clients } => {
+            let keys = raft::backup::restore(cluster, &file, clients).unwrap_or_else(|e| failed(e));
+            say!("restored {keys} keys from {}", file.display());
+        }
+    }
 }
 
 /// Keys and values as etcdctl prints them (a key line, then its value),
@@ -496,7 +543,10 @@ fn main() {
             args.timeout,
             (follow, json, node, messages),
         ),
-        Command::Snapshot { node } => snapshot(&mut client, &cluster, &args.config, node),
+        Command::Snapshot { node, action } => match action {
+            None => snapshot(&mut client, &cluster, &args.config, node),
+            Some(action) => backup(&mut client, &cluster, action, args.timeout),
+        },
         Command::Bench {
             clients,
             seconds,
