@@ -164,9 +164,8 @@ pub fn restore(config: &ClusterConfig, path: &Path, clients: usize) -> Result<u6
                     let mut client = Client::new(config.clone(), ClientOptions::default());
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some((key, value)) = pairs.get(i) else {
-                            return None;
-                        };
+                        // Past the last key: done, with no error.
+                        let (key, value) = pairs.get(i)?;
                         if let Err(e) = client.put(key, value) {
                             return Some(e);
                         }
