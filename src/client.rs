@@ -761,6 +761,28 @@ pub fn current_config(config: &ClusterConfig, timeout: Duration) -> ClusterConfi
     }
 }
 
+/// Sends a streaming request (`watch`) to `member` and returns its lines
+/// as they come, decoded, until the connection ends. `timeout` bounds
+/// connecting; a stream is silent at most a second between lines (a
+/// `progress` line), so reads time out after a few.
+pub fn stream(
+    member: &Member,
+    request: &Request,
+    timeout: Duration,
+) -> std::io::Result<impl Iterator<Item = Response>> {
+    use std::io::{BufRead, Write};
+    let address = member.socket_addr()?;
+    let mut conn = std::net::TcpStream::connect_timeout(&address, timeout)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = serde_json::to_vec(request).expect("a request serializes");
+    line.push(b'\n');
+    conn.write_all(&line)?;
+    let lines = std::io::BufReader::new(conn).lines();
+    Ok(lines
+        .map_while(|l| l.ok())
+        .filter_map(|l| serde_json::from_str(&l).ok()))
+}
+
 /// Asks one node for its recent events (`events`), oldest first.
 pub fn recent_events(member: &Member, timeout: Duration) -> Result<Vec<NodeEvent>, ClientError> {
     match ask_once(member, &Request::Events, timeout)? {

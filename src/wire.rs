@@ -83,6 +83,18 @@ pub enum Request {
     Range(RangeQuery),
     /// Take a snapshot now and compact the log (`raftctl snapshot`).
     Snapshot,
+    /// Turns the connection into a stream of the changes to `key` (or,
+    /// with `prefix`, to every key starting with it), from log index
+    /// `from` on (default: from now): `watching`, then `change` lines in
+    /// log order, `progress` every second when nothing changes. See
+    /// docs/PROTOCOL.md.
+    Watch {
+        key: String,
+        #[serde(default)]
+        prefix: bool,
+        #[serde(default)]
+        from: Option<Index>,
+    },
     /// Leader only: the whole store, as of a linearizable read, streamed
     /// as the lines of a snapshot (`raftctl snapshot save FILE`); the
     /// connection closes after the last line.
@@ -190,7 +202,9 @@ impl Request {
             | Request::Events
             | Request::Members
             | Request::Lab { .. } => RequestClass::Admin,
-            Request::Subscribe { .. } | Request::Backup => RequestClass::Stream,
+            Request::Subscribe { .. } | Request::Backup | Request::Watch { .. } => {
+                RequestClass::Stream
+            }
             Request::Write(_)
             | Request::Read { .. }
             | Request::Range(_)
@@ -295,6 +309,24 @@ pub enum Response {
     Range {
         kvs: Vec<KeyValue>,
         more: bool,
+        applied_index: Index,
+    },
+    /// The first line of a `watch` stream: changes follow from `from`.
+    Watching {
+        from: Index,
+    },
+    /// A key changed by the entry at `index`: its new value, or deleted.
+    Change {
+        index: Index,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        #[serde(default)]
+        deleted: bool,
+    },
+    /// A `watch` stream with nothing to report: the node has applied up to
+    /// `applied_index` (a watcher resuming later starts after it).
+    Progress {
         applied_index: Index,
     },
     /// The answer to `members`.
@@ -600,6 +632,10 @@ pub enum ErrorCode {
     /// progress, the learner lags, the id was removed, … (the message
     /// says which). Nothing changed.
     ChangeRefused,
+    /// A `watch` from an index the node's change feed no longer holds
+    /// (older than its last 100,000 changes, or than a snapshot that
+    /// replaced its store): the message names the first index it holds.
+    Compacted,
     /// A stream's subscriber fell too far behind and was dropped.
     TooSlow,
     /// Lab: the node is cut off from its peers and refuses their messages.

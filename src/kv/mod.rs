@@ -21,6 +21,7 @@
 //! applied can no longer be told. The outcome is recorded, so a retry gets
 //! the same answer and the client's next number is applied normally.
 
+pub mod feed;
 mod shards;
 
 use std::collections::{BTreeMap, HashMap};
@@ -125,9 +126,20 @@ impl Command {
 pub struct Applied {
     pub command: Command,
     pub outcome: Outcome,
+    /// The keys it changed, with their new values (`None`: deleted), for
+    /// watchers (`feed`).
+    pub changes: Vec<KeyChange>,
     /// The command's number had been applied already: nothing changed,
     /// and `outcome` is the first application's.
     pub duplicate: bool,
+}
+
+/// One key changed by a command: its new value, or `None` if deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChange {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// The result of applying a command.
@@ -405,64 +417,71 @@ impl KvStore {
         // Entries that are not commands (written by an older client, or by
         // hand) change nothing; every node skips them alike.
         let command = Command::decode(data)?;
-        let (outcome, duplicate) = self.apply_command(entry.index, &command);
+        let (outcome, duplicate, changes) = self.apply_command(entry.index, &command);
         Some(Applied {
             command,
             outcome,
             duplicate,
+            changes,
         })
     }
 
     /// Applies `c` unless its number was applied already; returns the
     /// outcome and whether it was such a duplicate.
-    fn apply_command(&mut self, index: Index, c: &Command) -> (Outcome, bool) {
+    /// The outcome, whether it was a duplicate, and the keys it changed.
+    fn apply_command(&mut self, index: Index, c: &Command) -> (Outcome, bool, Vec<KeyChange>) {
         match self.sessions.get(&c.client) {
             Some(s) if c.seq <= s.last_seq => {
                 // A retry of something applied already (or older still):
                 // never apply twice. An older number than the last can only
                 // come from a confused client; it gets the last outcome.
-                return (s.outcome.clone(), true);
+                return (s.outcome.clone(), true, Vec::new());
             }
             None if c.seq > 1 => {
                 // Recorded, so the waiting request (and any retry) gets
                 // this answer; the client must start a new session.
                 self.record(c.client, c.seq, Outcome::SessionExpired, index);
-                return (Outcome::SessionExpired, false);
+                return (Outcome::SessionExpired, false, Vec::new());
             }
             _ => {}
         }
-        let outcome = match &c.op {
+        let set = |key: &str, value: Option<&str>| KeyChange {
+            key: key.to_string(),
+            value: value.map(str::to_string),
+        };
+        let (outcome, changes) = match &c.op {
             Op::Put { key, value } => {
                 self.data.insert(key.clone(), value.clone());
-                Outcome::Ok
+                (Outcome::Ok, vec![set(key, Some(value))])
             }
             Op::Delete { key } => match self.data.remove(key) {
-                Some(_) => Outcome::Ok,
-                None => Outcome::NotFound,
+                Some(_) => (Outcome::Ok, vec![set(key, None)]),
+                None => (Outcome::NotFound, Vec::new()),
             },
             Op::Cas { key, from, to } => match self.data.get_mut(key) {
                 Some(v) if v == from => {
                     *v = to.clone();
-                    Outcome::Ok
+                    (Outcome::Ok, vec![set(key, Some(to))])
                 }
-                other => Outcome::PreconditionFailed {
-                    actual: other.map(|v| v.clone()),
-                },
+                other => {
+                    let actual = other.map(|v| v.clone());
+                    (Outcome::PreconditionFailed { actual }, Vec::new())
+                }
             },
-            Op::Append { .. } => Outcome::Ok,
+            Op::Append { .. } => (Outcome::Ok, Vec::new()),
             Op::DeletePrefix { prefix } => {
                 let (found, _) = self.data.range(prefix, None, prefix, usize::MAX);
                 let keys: Vec<String> = found.into_iter().map(|(k, _)| k.clone()).collect();
                 for key in &keys {
                     self.data.remove(key);
                 }
-                Outcome::Deleted {
-                    count: keys.len() as u64,
-                }
+                let count = keys.len() as u64;
+                let changes = keys.iter().map(|k| set(k, None)).collect();
+                (Outcome::Deleted { count }, changes)
             }
         };
         self.record(c.client, c.seq, outcome.clone(), index);
-        (outcome, false)
+        (outcome, false, changes)
     }
 
     fn record(&mut self, client: ClientId, seq: u64, outcome: Outcome, index: Index) {

@@ -73,15 +73,26 @@ impl Shared {
             // holds with the node lock released.
             let batch = std::mem::take(&mut st.apply_queue);
             let applied = MutexGuard::unlocked(&mut st, || {
+                let mut changes = Vec::new();
                 for item in &batch {
                     match item {
                         Apply::Entry(entry) => {
-                            self.kv.lock().apply(entry);
+                            if let Some(applied) = self.kv.lock().apply(entry) {
+                                changes
+                                    .extend(applied.changes.into_iter().map(|c| (entry.index, c)));
+                            }
                         }
-                        Apply::Restore(file) => self.restore(file),
+                        Apply::Restore(file) => {
+                            let before = self.kv.lock().applied_index();
+                            self.feed.publish(std::mem::take(&mut changes), before);
+                            self.restore(file);
+                            self.feed.reset(file.meta.last_index);
+                        }
                     }
                 }
-                self.kv.lock().applied_index()
+                let applied = self.kv.lock().applied_index();
+                self.feed.publish(changes, applied);
+                applied
             });
             // Under the node lock, where requests check the store and
             // register before they sleep: none misses this wake-up.

@@ -28,6 +28,81 @@ pub(super) struct EventStream {
     ended: bool,
 }
 
+/// A `watch` stream: `watching`, then the changes to the key (or prefix)
+/// from the change feed in log order, a `progress` line each second with
+/// none, and an error line ending it if the feed no longer holds `next`.
+pub(super) struct WatchStream {
+    shared: Arc<Shared>,
+    key: String,
+    prefix: bool,
+    /// The first log index not yet reported.
+    next: Index,
+    started: bool,
+    ended: bool,
+}
+
+impl Iterator for WatchStream {
+    type Item = Arc<str>;
+
+    fn next(&mut self) -> Option<Arc<str>> {
+        let encode = |r: &Response| serde_json::to_string(r).expect("responses serialize");
+        if !self.started {
+            self.started = true;
+            return Some(encode(&Response::Watching { from: self.next }).into());
+        }
+        if self.ended || self.shared.state.lock().stopping {
+            return None;
+        }
+        let (key, prefix) = (&self.key, self.prefix);
+        let wanted = |k: &str| {
+            if prefix {
+                k.starts_with(key.as_str())
+            } else {
+                k == key
+            }
+        };
+        let found = self
+            .shared
+            .feed
+            .since(self.next, wanted, usize::MAX, Duration::from_secs(1));
+        match found {
+            Ok((changes, applied)) if changes.is_empty() => {
+                self.next = self.next.max(applied + 1);
+                Some(
+                    encode(&Response::Progress {
+                        applied_index: applied,
+                    })
+                    .into(),
+                )
+            }
+            Ok((changes, applied)) => {
+                self.next = applied + 1;
+                let lines: Vec<String> = changes
+                    .into_iter()
+                    .map(|(index, c)| {
+                        encode(&Response::Change {
+                            index,
+                            key: c.key,
+                            deleted: c.value.is_none(),
+                            value: c.value,
+                        })
+                    })
+                    .collect();
+                Some(lines.join("\n").into())
+            }
+            Err(gone) => {
+                self.ended = true;
+                let message = format!(
+                    "this node's change feed starts at index {} (it keeps the last {} changes, and none from before a snapshot replaced its store): read the keys, then watch from there",
+                    gone.complete_from,
+                    crate::kv::feed::FEED_CAPACITY
+                );
+                Some(encode(&Response::error(ErrorCode::Compacted, message)).into())
+            }
+        }
+    }
+}
+
 /// About how many bytes of queued events one write of a stream carries.
 pub(super) const STREAM_BATCH: usize = 64 * 1024;
 
@@ -157,6 +232,17 @@ impl Handler for Service {
     fn subscribe(&self, request: wire::Request) -> Result<server::Lines, Response> {
         if let wire::Request::Backup = request {
             return self.0.backup();
+        }
+        if let wire::Request::Watch { key, prefix, from } = request {
+            let from = from.unwrap_or_else(|| self.0.kv.lock().applied_index() + 1);
+            return Ok(Box::new(WatchStream {
+                shared: self.0.clone(),
+                key,
+                prefix,
+                next: from,
+                started: false,
+                ended: false,
+            }));
         }
         let wire::Request::Subscribe {
             recent,

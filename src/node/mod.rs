@@ -202,6 +202,8 @@ struct Shared {
     snapshotting: Mutex<()>,
     /// Publishes what the activity log records to subscribers (`events`).
     events: Arc<EventHub>,
+    /// The keys each applied command changed, for `watch` streams.
+    feed: crate::kv::feed::ChangeFeed,
     /// Lab features are on (`--lab`).
     lab: bool,
     /// Lab: cut off from every peer. Its Raft messages are neither sent
@@ -279,6 +281,7 @@ impl Node {
             .ok()
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
+        let applied_at_start = kv.applied_index();
         let shared = Arc::new_cyclic(|me| Shared {
             id: options.raft.id,
             me: me.clone(),
@@ -309,6 +312,7 @@ impl Node {
             election_timeout: options.raft.election_timeout_max,
             snapshotting: Mutex::new(()),
             events,
+            feed: crate::kv::feed::ChangeFeed::new(applied_at_start),
             lab: options.lab,
             isolated: AtomicBool::new(false),
             halted: AtomicBool::new(false),

@@ -232,10 +232,26 @@ enum Command {
     /// Remove server ID, the leader included (it hands over first). The
     /// removed server exits, and its id is never used again.
     Remove { id: u64 },
-    /// A live view of the cluster: every node's role, term, commit and log,
-    /// the leader's view of its followers, and the latest events (q quits;
-    /// plain text every second when not on a terminal).
-    Watch,
+    /// Without KEY: a live view of the cluster: every node's role, term,
+    /// commit and log, the leader's view of its followers, and the latest
+    /// events (q quits; plain text every second when not on a terminal).
+    /// With KEY (or --prefix): print every change to it as it is applied
+    /// (etcdctl's layout: PUT, key, value / DELETE, key), until
+    /// interrupted, resuming on another node if the one followed stops.
+    Watch {
+        /// The key to follow (with --prefix: every key starting with it).
+        key: Option<String>,
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this log index (while the node still holds the changes
+        /// from there), instead of now.
+        #[arg(long, value_name = "INDEX")]
+        from: Option<u64>,
+        /// One JSON object per change: {"index":…,"key":…,"value":…} or
+        /// {"index":…,"key":…,"deleted":true}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve a live page of the cluster (nodes, logs, messages, events) at
     /// http://LISTEN/; with --lab, buttons that stop, kill, pause, restart
     /// and cut off the nodes of a local cluster.
@@ -362,6 +378,62 @@ fn load_config(path: &Path) -> ClusterConfig {
         eprintln!("raftctl: warning: {w}");
     }
     cluster
+}
+
+/// `raftctl watch KEY` / `--prefix P`: follows the leader's change feed,
+/// printing each change; reconnects (to whoever leads then) from the next
+/// index when the stream breaks.
+fn watch_keys(client: &mut Client, key: String, prefix: bool, from: Option<u64>, json: bool) {
+    let mut next = from;
+    loop {
+        let leader = client.leader().unwrap_or_else(|e| fail(&e));
+        let request = raft::wire::Request::Watch {
+            key: key.clone(),
+            prefix,
+            from: next,
+        };
+        let lines = match raft::client::stream(&leader, &request, Duration::from_secs(5)) {
+            Ok(lines) => lines,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        for response in lines {
+            match response {
+                raft::wire::Response::Watching { from } => next = Some(from),
+                raft::wire::Response::Progress { applied_index } => {
+                    next = Some(next.unwrap_or(0).max(applied_index + 1));
+                }
+                change @ raft::wire::Response::Change { .. } => {
+                    let raft::wire::Response::Change {
+                        index,
+                        key,
+                        value,
+                        deleted,
+                    } = &change
+                    else {
+                        unreachable!()
+                    };
+                    next = Some(index + 1);
+                    if json {
+                        let line = serde_json::json!({"index": index, "key": key, "value": value, "deleted": deleted});
+                        say!("{line}");
+                    } else if *deleted {
+                        say!("DELETE\n{key}");
+                    } else {
+                        say!("PUT\n{key}\n{}", value.as_deref().unwrap_or(""));
+                    }
+                }
+                raft::wire::Response::Error { message, .. } => {
+                    eprintln!("raftctl: watch: {message}");
+                    exit(1)
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `raftctl snapshot save FILE` and `raftctl snapshot restore FILE`.
@@ -528,10 +600,20 @@ fn main() {
                 .then(|| raft::web::lab::Lab::new(cluster.clone(), state_dir, debug_dir, raftnode));
             web(&cluster, lab, &listen)
         }
-        Command::Watch => raft::dashboard::run(&cluster).unwrap_or_else(|e| {
+        Command::Watch {
+            key: None,
+            prefix: false,
+            ..
+        } => raft::dashboard::run(&cluster).unwrap_or_else(|e| {
             eprintln!("raftctl: watch: {e}");
             exit(1)
         }),
+        Command::Watch {
+            key,
+            prefix,
+            from,
+            json,
+        } => watch_keys(&mut client, key.unwrap_or_default(), prefix, from, json),
         Command::Events {
             follow,
             json,
