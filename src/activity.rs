@@ -290,7 +290,8 @@ fn transfers(event: &Event) -> (Level, String) {
 fn log_and_peers(event: &Event) -> (Level, String) {
     match event {
         Event::Appended { from, to } if from == to => info(format!("appended entry {from}")),
-        Event::Appended { from, to } => info(format!("appended entries {from}..={to}")),
+        Event::Appended { from, to } if from == to => info(format!("appended entry {from}")),
+        Event::Appended { from, to } => info(format!("appended entries {from} to {to}")),
         Event::Truncated { from, removed } => (
             Level::Warn,
             format!("removed {removed} conflicting entries from index {from}"),

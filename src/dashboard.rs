@@ -221,7 +221,11 @@ fn followers_table(view: &ClusterView) -> Table<'static> {
         };
         Row::new(vec![
             Cell::from(name),
-            Cell::from(if behind > 0 {
+            // A matchIndex of 0 is "nothing known yet" (Figure 2: it
+            // starts at 0 with each leadership), not 0 entries held.
+            Cell::from(if f.match_index == 0 && last_index > 0 {
+                "unknown".to_string()
+            } else if behind > 0 {
                 format!("{} (-{behind})", f.match_index)
             } else {
                 f.match_index.to_string()
@@ -416,7 +420,14 @@ mod tests {
             match_index: 4,
             ..follower.clone()
         };
-        leader.followers = vec![follower, learner];
+        // Just after an election: nothing known of node 2 yet.
+        let unknown = FollowerStatus {
+            id: 2,
+            match_index: 0,
+            next_index: 18,
+            ..follower.clone()
+        };
+        leader.followers = vec![follower, learner, unknown];
         (leader.membership_index, leader.membership_committed) = (16, false);
         view.apply(Update::Status(Box::new(status(0, "follower"))));
         view.apply(Update::Status(Box::new(leader)));
@@ -453,6 +464,11 @@ mod tests {
             "node1's followers, as the leader sees them; membership change at index 16 not yet committed"
         ));
         assert!(line("node3 (learner)").contains("4 (-13)"));
+        let node2 = text
+            .lines()
+            .find(|l| l.contains("node2") && l.contains("replicate"))
+            .unwrap_or_else(|| panic!("no follower row for node2 in:\n{text}"));
+        assert!(node2.contains("unknown") && !node2.contains("(-17)"), "{node2}");
         let follower = line("12 (-5)");
         for cell in ["node0", "13", "2", "replicate", "8 ms ago"] {
             assert!(

@@ -138,8 +138,13 @@ pub fn table(view: &MembersView) -> Vec<String> {
             m.id,
             m.address,
             suffrage,
-            m.match_index.map_or_else(dash, |i| i.to_string()),
-            m.lag.map_or_else(dash, |i| i.to_string()),
+            // matchIndex 0: nothing known yet (it starts at 0).
+            m.match_index
+                .filter(|&i| i > 0)
+                .map_or_else(dash, |i| i.to_string()),
+            m.lag
+                .filter(|_| m.match_index > Some(0))
+                .map_or_else(dash, |i| i.to_string()),
             heard,
         ));
     }
