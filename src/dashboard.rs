@@ -468,7 +468,10 @@ mod tests {
             .lines()
             .find(|l| l.contains("node2") && l.contains("replicate"))
             .unwrap_or_else(|| panic!("no follower row for node2 in:\n{text}"));
-        assert!(node2.contains("unknown") && !node2.contains("(-17)"), "{node2}");
+        assert!(
+            node2.contains("unknown") && !node2.contains("(-17)"),
+            "{node2}"
+        );
         let follower = line("12 (-5)");
         for cell in ["node0", "13", "2", "replicate", "8 ms ago"] {
             assert!(
