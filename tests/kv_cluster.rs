@@ -518,6 +518,22 @@ fn an_etcdctl_user_names_the_cluster_by_address_and_reads_ranges() {
     assert_eq!(out.lines().count(), 123);
     let (code, _, err) = by_address(&["get", "nothing", "--json"], false);
     assert_eq!(code, Some(1), "{err}");
+    // `-w json` (etcdctl's flag) on commands with no --json of their own.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let (code, out, err) = by_address(args, false);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {out}: {e}"))
+    };
+    let put = json(&["-w", "json", "put", "b", "y"]);
+    assert!(put["index"].as_u64().unwrap() > 120);
+    let leader = json(&["leader", "-w", "json"]);
+    assert!(
+        leader["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(json(&["-w", "json", "get", "b"])["value"], "y");
     // Deleting by prefix: one command, the count printed (as etcdctl).
     let (code, out, err) = by_address(&["delete", "--prefix", "app/"], true);
     assert_eq!((code, out.trim()), (Some(0), "120"), "{err}");

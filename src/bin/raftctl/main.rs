@@ -21,6 +21,7 @@ macro_rules! say {
     };
 }
 
+mod kv;
 mod members;
 
 fn print_line(line: std::fmt::Arguments) {
@@ -64,6 +65,16 @@ struct Args {
         value_name = "HOST:PORT,..."
     )]
     endpoints: Vec<String>,
+    /// `json`: one JSON object per line from every command that prints
+    /// (etcdctl's `-w json`); the same as a command's own --json.
+    #[arg(
+        short = 'w',
+        long,
+        global = true,
+        default_value = "simple",
+        value_parser = ["simple", "json"]
+    )]
+    write_out: String,
     /// Give up on an operation after this many milliseconds.
     #[arg(long, global = true, default_value_t = 5000, value_name = "MS")]
     timeout: u64,
@@ -479,6 +490,43 @@ fn print_range(kvs: &[raft::wire::KeyValue], json: bool) {
     }
 }
 
+/// `raftctl leader` and `raftctl transfer`.
+fn leadership(
+    client: &mut Client,
+    cluster: &ClusterConfig,
+    path: &Path,
+    command: Command,
+    json_out: bool,
+) {
+    match command {
+        Command::Leader => {
+            let m = client.leader().unwrap_or_else(|e| fail(&e));
+            if json_out {
+                say!(
+                    "{}",
+                    serde_json::json!({"id": m.id, "address": m.address()})
+                );
+            } else {
+                say!("{} {}", m.id, m.address());
+            }
+        }
+        Command::Transfer { id } => {
+            require_member(cluster, id, path);
+            let (from, to, term, millis) = client.transfer(id).unwrap_or_else(|e| fail(&e));
+            if json_out {
+                let moved =
+                    serde_json::json!({"from": from, "to": to, "term": term, "millis": millis});
+                say!("{moved}");
+            } else if from == to {
+                say!("node{to} leads term {term} already");
+            } else {
+                say!("leadership moved from node{from} to node{to} (term {term}) in {millis} ms");
+            }
+        }
+        _ => unreachable!("not a leadership command"),
+    }
+}
+
 /// Exits 2 unless node `id` (if given) is a member.
 fn require_member(cluster: &ClusterConfig, id: Option<u64>, path: &Path) {
     if let Some(id) = id.filter(|&id| cluster.member(id).is_none()) {
@@ -507,88 +555,32 @@ fn main() {
         ..ClientOptions::default()
     };
     let mut client = Client::new(cluster.clone(), options);
+    let json_out = args.write_out == "json";
     match args.command {
         Command::Nodes => unreachable!("answered above"),
         command @ (Command::Members { .. }
         | Command::Add { .. }
         | Command::Promote { .. }
-        | Command::Remove { .. }) => members::run(&mut client, &cluster, command),
-        Command::Put { key, value } => {
-            let value = value.unwrap_or_else(|| read_stdin("value"));
-            client.put(&key, &value).unwrap_or_else(|e| fail(&e));
+        | Command::Remove { .. }) => members::run(&mut client, &cluster, command, json_out),
+        command @ (Command::Put { .. }
+        | Command::Get { .. }
+        | Command::Delete { .. }
+        | Command::Cas { .. }
+        | Command::Append { .. }) => {
+            kv::run(&mut client, &cluster, &args.config, command, json_out)
         }
-        Command::Get {
-            key,
-            prefix,
-            to,
-            limit,
-            keys_only,
-            json,
-            stale,
+        command @ (Command::Leader | Command::Transfer { .. }) => {
+            leadership(&mut client, &cluster, &args.config, command, json_out)
+        }
+        Command::Log { node, from, json } => print_log(
+            &mut client,
+            &cluster,
+            &args.config,
             node,
-        } if prefix || to.is_some() || keys_only || json => {
-            require_member(&cluster, node, &args.config);
-            // Neither --prefix nor --to: KEY alone, as a range of one.
-            let single = (!prefix && to.is_none()).then(|| key.clone());
-            let query = raft::wire::RangeQuery {
-                from: if prefix { String::new() } else { key.clone() },
-                to: to.or_else(|| single.as_ref().map(|k| format!("{k}\0"))),
-                prefix: if prefix { key } else { String::new() },
-                limit,
-                keys_only,
-                stale,
-            };
-            let (kvs, more) = client.range(query, node).unwrap_or_else(|e| fail(&e));
-            if let Some(key) = single.filter(|_| kvs.is_empty()) {
-                fail(&ClientError::NotFound { key });
-            }
-            print_range(&kvs, json);
-            if more {
-                eprintln!("raftctl: more keys follow: raise --limit (now {limit})");
-            }
-        }
-        Command::Get {
-            key, stale, node, ..
-        } => {
-            require_member(&cluster, node, &args.config);
-            let value = if stale {
-                client.get_stale(&key, node)
-            } else {
-                client.get(&key)
-            };
-            say!("{}", value.unwrap_or_else(|e| fail(&e)));
-        }
-        Command::Delete { key, prefix: false } => {
-            client.delete(&key).unwrap_or_else(|e| fail(&e));
-        }
-        Command::Delete { key, prefix: true } => {
-            let (_, count) = client.delete_prefix(&key).unwrap_or_else(|e| fail(&e));
-            say!("{count}");
-        }
-        Command::Cas { key, from, to } => {
-            client.cas(&key, &from, &to).unwrap_or_else(|e| fail(&e));
-        }
-        Command::Append { data } => {
-            let data = data.unwrap_or_else(|| read_stdin("data"));
-            say!("{}", client.append(&data).unwrap_or_else(|e| fail(&e)));
-        }
-        Command::Leader => {
-            let m = client.leader().unwrap_or_else(|e| fail(&e));
-            say!("{} {}", m.id, m.address());
-        }
-        Command::Transfer { id } => {
-            require_member(&cluster, id, &args.config);
-            let (from, to, term, millis) = client.transfer(id).unwrap_or_else(|e| fail(&e));
-            if from == to {
-                say!("node{to} leads term {term} already");
-            } else {
-                say!("leadership moved from node{from} to node{to} (term {term}) in {millis} ms");
-            }
-        }
-        Command::Log { node, from, json } => {
-            print_log(&mut client, &cluster, &args.config, node, from, json)
-        }
-        Command::Status { json } => status(&cluster, args.timeout, json, &args.config),
+            from,
+            json || json_out,
+        ),
+        Command::Status { json } => status(&cluster, args.timeout, json || json_out, &args.config),
         Command::Web {
             listen,
             lab,

@@ -14,12 +14,12 @@ use raft::wire::{MemberChange, MembersView};
 use super::{Command, MembersAction, fail, print_line};
 
 /// The membership commands.
-pub fn run(client: &mut Client, config: &ClusterConfig, command: Command) {
+pub fn run(client: &mut Client, config: &ClusterConfig, command: Command, json_out: bool) {
     match command {
         Command::Members { json, action } => match action {
-            None => show(client, config, json),
+            None => show(client, config, json || json_out),
             Some(MembersAction::Set { ids }) => {
-                change(client, MemberChange::SetVoters { voters: ids })
+                change(client, MemberChange::SetVoters { voters: ids }, json_out)
             }
         },
         Command::Add {
@@ -42,8 +42,8 @@ pub fn run(client: &mut Client, config: &ClusterConfig, command: Command) {
                 Duration::from_secs(stall),
             )
         }
-        Command::Promote { id } => change(client, MemberChange::Promote { id }),
-        Command::Remove { id } => change(client, MemberChange::Remove { id }),
+        Command::Promote { id } => change(client, MemberChange::Promote { id }, json_out),
+        Command::Remove { id } => change(client, MemberChange::Remove { id }, json_out),
         _ => unreachable!("not a membership command"),
     }
 }
@@ -160,7 +160,7 @@ pub fn table(view: &MembersView) -> Vec<String> {
 
 /// `raftctl promote`, `remove` and `members set`: one change, printed
 /// once committed.
-pub fn change(client: &mut Client, change: MemberChange) {
+pub fn change(client: &mut Client, change: MemberChange, json: bool) {
     let what = match &change {
         MemberChange::Promote { id } => format!("node{id} promoted to voter"),
         MemberChange::Remove { id } => format!("node{id} removed"),
@@ -168,6 +168,11 @@ pub fn change(client: &mut Client, change: MemberChange) {
         MemberChange::AddLearner { id, .. } => format!("node{id} added as a learner"),
     };
     let (index, membership, millis) = client.change_members(change).unwrap_or_else(|e| fail(&e));
+    if json {
+        let done = serde_json::json!({"index": index, "membership": membership, "millis": millis});
+        say!("{done}");
+        return;
+    }
     say!("{what}: membership at index {index} committed in {millis} ms: {membership}");
 }
 
