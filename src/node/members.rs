@@ -26,7 +26,7 @@ impl Shared {
             .iter()
             .filter_map(|(&id, s)| Member::at(id, &s.address))
             .collect();
-        st.clients.set_members(members.clone());
+        st.clients.set_members(members);
         let gone: Vec<NodeId> = st
             .links
             .keys()
