@@ -633,8 +633,9 @@ pub enum ErrorCode {
     /// says which). Nothing changed.
     ChangeRefused,
     /// A `watch` from an index the node's change feed no longer holds
-    /// (older than its last 100,000 changes, or than a snapshot that
-    /// replaced its store): the message names the first index it holds.
+    /// (older than its last 100,000 changes or 64 MiB of them, or than a
+    /// snapshot that replaced its store): the message names the first
+    /// index it holds.
     Compacted,
     /// A stream's subscriber fell too far behind and was dropped.
     TooSlow,

@@ -19,6 +19,9 @@ use crate::consensus::Index;
 
 /// Changes kept, oldest dropped first.
 pub const FEED_CAPACITY: usize = 100_000;
+/// Bytes of keys and values kept, oldest dropped first: values run to
+/// 1 MiB, and a hundred thousand of those must not be held.
+pub const FEED_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
 struct Held {
@@ -29,6 +32,12 @@ struct Held {
     complete_from: Index,
     /// The last index applied.
     applied: Index,
+    /// Bytes of keys and values in `changes`.
+    bytes: usize,
+}
+
+fn size(c: &KeyChange) -> usize {
+    c.key.len() + c.value.as_ref().map_or(0, String::len)
 }
 
 /// See the module docs.
@@ -52,6 +61,7 @@ impl ChangeFeed {
                 changes: VecDeque::new(),
                 complete_from: applied + 1,
                 applied,
+                bytes: 0,
             }),
             grew: Condvar::new(),
         }
@@ -60,9 +70,11 @@ impl ChangeFeed {
     /// Entries up to `applied` are applied; `changes` are theirs.
     pub fn publish(&self, changes: Vec<(Index, KeyChange)>, applied: Index) {
         let mut held = self.held.lock();
+        held.bytes += changes.iter().map(|(_, c)| size(c)).sum::<usize>();
         held.changes.extend(changes);
-        while held.changes.len() > FEED_CAPACITY {
-            let (index, _) = held.changes.pop_front().expect("over capacity");
+        while held.changes.len() > FEED_CAPACITY || held.bytes > FEED_BYTES {
+            let (index, dropped) = held.changes.pop_front().expect("over capacity");
+            held.bytes -= size(&dropped);
             held.complete_from = held.complete_from.max(index + 1);
         }
         held.applied = applied;
@@ -74,6 +86,7 @@ impl ChangeFeed {
     pub fn reset(&self, index: Index) {
         let mut held = self.held.lock();
         held.changes.clear();
+        held.bytes = 0;
         held.complete_from = index + 1;
         held.applied = index;
         self.grew.notify_all();
@@ -151,5 +164,21 @@ mod tests {
             feed.since(4, |_| true, 10, Duration::ZERO),
             Err(Gone { complete_from: 11 })
         );
+    }
+
+    #[test]
+    fn large_values_are_dropped_by_bytes_before_the_count_is_reached() {
+        let feed = ChangeFeed::new(0);
+        let big = "v".repeat(1 << 20);
+        for i in 1..=100u64 {
+            feed.publish(vec![(i, change("k", Some(&big)))], i);
+        }
+        // 64 MiB hold 63 of them (with their keys): the oldest went.
+        let gone = feed.since(1, |_| true, 1, Duration::ZERO).unwrap_err();
+        assert_eq!(gone.complete_from, 38);
+        let (kept, _) = feed
+            .since(38, |_| true, usize::MAX, Duration::ZERO)
+            .unwrap();
+        assert_eq!(kept.len(), 63);
     }
 }

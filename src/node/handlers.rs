@@ -93,7 +93,7 @@ impl Iterator for WatchStream {
             Err(gone) => {
                 self.ended = true;
                 let message = format!(
-                    "this node's change feed starts at index {} (it keeps the last {} changes, and none from before a snapshot replaced its store): read the keys, then watch from there",
+                    "this node's change feed starts at index {} (it keeps the last {} changes, at most 64 MiB of them, and none from before a snapshot replaced its store): read the keys, then watch from there",
                     gone.complete_from,
                     crate::kv::feed::FEED_CAPACITY
                 );
