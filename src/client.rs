@@ -255,35 +255,14 @@ impl Client {
     /// A read from whichever node answers first (node `only` if given):
     /// possibly stale, as it reflects only what that node has applied.
     pub fn get_stale(&mut self, key: &str, only: Option<NodeId>) -> Result<String, ClientError> {
-        let candidates: Vec<NodeId> = match only {
-            Some(id) => vec![id],
-            None => self.config.members.iter().map(|m| m.id).collect(),
+        let request = Request::Read {
+            key: key.into(),
+            stale: true,
         };
-        let mut last = ClientError::Timeout {
-            last_error: "no node tried".into(),
-        };
-        for id in candidates {
-            match self.call(
-                id,
-                &Request::Read {
-                    key: key.into(),
-                    stale: true,
-                },
-            ) {
-                Ok(Response::Value { value: Some(v), .. }) => return Ok(v),
-                Ok(Response::Value { value: None, .. }) => {
-                    return Err(ClientError::NotFound { key: key.into() });
-                }
-                Ok(other) => last = unexpected(id, other),
-                Err(e) => {
-                    last = ClientError::Node {
-                        id,
-                        message: e.to_string(),
-                    }
-                }
-            }
+        match self.any_node(&request, only, |r| matches!(r, Response::Value { .. }))? {
+            Response::Value { value: Some(v), .. } => Ok(v),
+            _ => Err(ClientError::NotFound { key: key.into() }),
         }
-        Err(last)
     }
 
     /// Keys in a range or with a prefix: linearizable through the leader,
@@ -302,7 +281,7 @@ impl Client {
             query.limit = limit - all.len();
             let request = Request::Range(query.clone());
             let answer = if query.stale {
-                self.any_node(&request, only)?
+                self.any_node(&request, only, |r| matches!(r, Response::Range { .. }))?
             } else {
                 self.leader_request(&request)?
             };
@@ -323,11 +302,13 @@ impl Client {
         }
     }
 
-    /// `request` to whichever node answers first (node `only` if given).
+    /// `request` to each node in turn (node `only` if given) until one
+    /// gives an answer `wanted` accepts; the last failure otherwise.
     fn any_node(
         &mut self,
         request: &Request,
         only: Option<NodeId>,
+        wanted: impl Fn(&Response) -> bool,
     ) -> Result<Response, ClientError> {
         let candidates: Vec<NodeId> = match only {
             Some(id) => vec![id],
@@ -337,16 +318,15 @@ impl Client {
             last_error: "no node tried".into(),
         };
         for id in candidates {
-            match self.call(id, request) {
-                Ok(Response::Error { message, .. }) => last = ClientError::Node { id, message },
-                Ok(answer) => return Ok(answer),
-                Err(e) => {
-                    last = ClientError::Node {
-                        id,
-                        message: e.to_string(),
-                    }
-                }
-            }
+            last = match self.call(id, request) {
+                Ok(answer) if wanted(&answer) => return Ok(answer),
+                Ok(Response::Error { message, .. }) => ClientError::Node { id, message },
+                Ok(other) => unexpected(id, other),
+                Err(e) => ClientError::Node {
+                    id,
+                    message: e.to_string(),
+                },
+            };
         }
         Err(last)
     }
