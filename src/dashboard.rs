@@ -85,13 +85,18 @@ pub fn render(frame: &mut Frame, config: &ClusterConfig, view: &ClusterView) {
 }
 
 fn title_line(config: &ClusterConfig, view: &ClusterView) -> Paragraph<'static> {
-    let up = view.nodes.values().filter(|v| v.reachable).count();
+    let now = Instant::now();
+    let up = view
+        .nodes
+        .keys()
+        .filter(|&&id| view.answers(id, now))
+        .count();
     let leader = match view.leader() {
         Some((id, term)) => Span::styled(
             format!("leader node{id}, term {term}"),
             role_style("leader"),
         ),
-        None => Span::styled("no leader", Style::new().fg(Color::Red)),
+        None => Span::styled(no_leader(view, now), Style::new().fg(Color::Red)),
     };
     Paragraph::new(Line::from(vec![
         Span::styled("raft ", Style::new().add_modifier(Modifier::BOLD)),
@@ -105,27 +110,83 @@ fn title_line(config: &ClusterConfig, view: &ClusterView) -> Paragraph<'static> 
     ]))
 }
 
+/// With no leader answering, who still follows one that does not (until
+/// their election timers run out, followers of a crashed leader still
+/// name it, and the rows say so).
+fn no_leader(view: &ClusterView, now: Instant) -> String {
+    let mut followed: Vec<(u64, u64)> = view
+        .nodes
+        .iter()
+        .filter(|(id, _)| view.answers(**id, now))
+        .filter_map(|(&id, v)| Some((v.status.as_ref()?.leader_id?, id)))
+        .collect();
+    followed.sort_unstable();
+    let Some(&(gone, _)) = followed.first() else {
+        return "no leader".into();
+    };
+    let names: Vec<String> = followed
+        .iter()
+        .filter(|(l, _)| *l == gone)
+        .map(|(_, id)| format!("node{id}"))
+        .collect();
+    format!(
+        "no leader answers ({} still follow{} node{gone})",
+        names.join(", "),
+        if names.len() == 1 { "s" } else { "" }
+    )
+}
+
 fn nodes_table(config: &ClusterConfig, view: &ClusterView) -> Table<'static> {
     let header = Row::new([
         "NODE", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST LOG", "SNAPSHOT",
         "HEARD",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
-    let rows = view.nodes.iter().map(|(&id, v)| {
+    let now = Instant::now();
+    let rows = view.nodes.iter().map(move |(&id, v)| {
         let address = config.member(id).map_or_else(String::new, |m| m.address());
         match (&v.status, v.reachable) {
-            (Some(s), true) => Row::new(vec![
-                Cell::from(format!("node{id}")),
-                Cell::from(address),
-                Cell::from(role_text(s)).style(role_style(&s.role)),
-                Cell::from(s.term.to_string()),
-                Cell::from(dash(s.leader_id.map(|l| format!("node{l}")))),
-                Cell::from(s.commit_index.to_string()),
-                Cell::from(s.last_applied.to_string()),
-                Cell::from(s.last_log_index.to_string()),
-                Cell::from(s.snapshot_index.to_string()),
-                Cell::from(dash(s.heard_from_leader_ms.map(|ms| format!("{ms} ms")))),
-            ]),
+            (Some(s), true) => {
+                // Its last status, dimmed, once it has gone silent.
+                let silent = view.silent_for(id, now);
+                let (role, role_style, row_style) = match silent {
+                    Some(quiet) => (
+                        format!("silent {:.1} s", quiet.as_secs_f64()),
+                        Style::new().fg(Color::Red),
+                        Style::new().fg(Color::DarkGray),
+                    ),
+                    None => (role_text(s), role_style(&s.role), Style::new()),
+                };
+                // Followers of a leader that no longer answers still name
+                // it until their timers run out: shown, marked.
+                let leader = s.leader_id.map(|l| {
+                    if view.answers(l, now) {
+                        format!("node{l}")
+                    } else {
+                        format!("node{l} (gone?)")
+                    }
+                });
+                // HEARD grows between statuses, as it does on the node.
+                let since = v
+                    .status_at
+                    .map_or(0, |at| now.duration_since(at).as_millis() as u64);
+                let heard = s
+                    .heard_from_leader_ms
+                    .map(|ms| format!("{} ms", ms + since));
+                Row::new(vec![
+                    Cell::from(format!("node{id}")),
+                    Cell::from(address),
+                    Cell::from(role).style(role_style),
+                    Cell::from(s.term.to_string()),
+                    Cell::from(dash(leader)),
+                    Cell::from(s.commit_index.to_string()),
+                    Cell::from(s.last_applied.to_string()),
+                    Cell::from(s.last_log_index.to_string()),
+                    Cell::from(s.snapshot_index.to_string()),
+                    Cell::from(dash(heard)),
+                ])
+                .style(row_style)
+            }
             // Why, in the last and widest column.
             _ => Row::new(
                 [
@@ -150,7 +211,7 @@ fn nodes_table(config: &ClusterConfig, view: &ClusterView) -> Table<'static> {
             Constraint::Length(21),
             Constraint::Length(20),
             Constraint::Length(5),
-            Constraint::Length(6),
+            Constraint::Length(14),
             Constraint::Length(8),
             Constraint::Length(8),
             Constraint::Length(8),
@@ -303,6 +364,7 @@ pub fn run(config: &ClusterConfig) -> io::Result<()> {
         },
     );
     let mut view = ClusterView::new(config, 500);
+    view.status_every = REFRESH;
     if !io::stdout().is_terminal() {
         // A reader that has seen enough (`| head`) ends it, quietly.
         return match run_plain(config, &feed, &mut view) {

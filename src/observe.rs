@@ -187,8 +187,10 @@ fn stream_node(
 /// What a node looks like to a watcher.
 #[derive(Clone, Debug, Default)]
 pub struct NodeView {
-    /// Its latest status.
+    /// Its latest status,
     pub status: Option<NodeStatus>,
+    /// and when it came.
+    pub status_at: Option<Instant>,
     /// Whether its stream is up.
     pub reachable: bool,
     /// Why it is not.
@@ -202,7 +204,14 @@ pub struct ClusterView {
     /// The most recent events of all nodes, oldest first, in time order.
     pub events: VecDeque<NodeEvent>,
     keep: usize,
+    /// How often each node was asked to send its status.
+    pub status_every: Duration,
 }
+
+/// A node whose stream is up but whose last status is older than this
+/// many status intervals is shown as silent (paused, or too loaded to
+/// answer): its stream only breaks after seconds of silence.
+pub const SILENT_AFTER: u32 = 3;
 
 impl ClusterView {
     /// A view of `config`'s nodes, keeping the last `keep` events.
@@ -215,7 +224,21 @@ impl ClusterView {
                 .collect(),
             events: VecDeque::new(),
             keep,
+            status_every: FeedOptions::default().status_every,
         }
+    }
+
+    /// How long `node` has been silent at `now`, if it has been for more
+    /// than [`SILENT_AFTER`] status intervals while its stream is up.
+    pub fn silent_for(&self, node: NodeId, now: Instant) -> Option<Duration> {
+        let v = self.nodes.get(&node)?;
+        let quiet = now.saturating_duration_since(v.status_at?);
+        (v.reachable && quiet > self.status_every * SILENT_AFTER).then_some(quiet)
+    }
+
+    /// Whether `node` answers: reachable and not silent at `now`.
+    pub fn answers(&self, node: NodeId, now: Instant) -> bool {
+        self.nodes.get(&node).is_some_and(|v| v.reachable) && self.silent_for(node, now).is_none()
     }
 
     pub fn apply(&mut self, update: Update) {
@@ -230,6 +253,7 @@ impl ClusterView {
                 v.reachable = true;
                 v.error = None;
                 v.status = Some(*s);
+                v.status_at = Some(Instant::now());
             }
             Update::Unreachable { node, error } => {
                 let v = self.nodes.entry(node).or_default();
@@ -254,11 +278,13 @@ impl ClusterView {
         }
     }
 
-    /// The node whose status says it leads, in the highest term.
+    /// The node whose status says it leads, in the highest term, among
+    /// those that answer.
     pub fn leader(&self) -> Option<(NodeId, u64)> {
+        let now = Instant::now();
         self.nodes
             .iter()
-            .filter(|(_, v)| v.reachable)
+            .filter(|(id, _)| self.answers(**id, now))
             .filter_map(|(&id, v)| v.status.as_ref().map(|s| (id, s)))
             .filter(|(_, s)| s.role == "leader")
             .map(|(id, s)| (id, s.term))

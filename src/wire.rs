@@ -116,7 +116,7 @@ pub enum Request {
     /// Turns the connection into a stream: `subscribed`, then the recent
     /// events (with `recent`), then each new event as it happens, Raft
     /// messages too with `messages`, and the node's `status` every
-    /// `status_ms` (100 to 60000) whether or not anything happened. See
+    /// `status_ms` (50 to 60000) whether or not anything happened. See
     /// docs/PROTOCOL.md.
     Subscribe {
         #[serde(default = "yes")]
@@ -415,6 +415,13 @@ pub struct NodeStatus {
     /// A follower: how long ago it last heard from its leader, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard_from_leader_ms: Option<u64>,
+    /// A follower or candidate: its election timer runs out in this many
+    /// ms, of the `election_timeout_ms` it was set to when last reset
+    /// (a leader has none). `raftctl web` draws it running down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_in_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_timeout_ms: Option<u64>,
     /// A storage fault cost this node log entries up to this index that it
     /// may have acknowledged; until its log holds them again (from the
     /// leader) it neither votes nor stands for election.

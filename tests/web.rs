@@ -530,3 +530,170 @@ fn the_lab_neither_signals_nor_runs_a_process_that_only_claims_to_be_raftnode() 
     }
     assert!(!marker.exists(), "the claimed program was run");
 }
+
+/// Polls `script` (a function body returning JSON) until `check` holds.
+fn wait_eval(browser: &Browser, what: &str, script: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = browser.eval(script);
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no {what} within {WAIT:?}: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const TOUR_STATE: &str = "const t = document.querySelector('#tour');
+    return {step: Number(t.dataset.step), done: t.dataset.done === 'true',
+            result: document.querySelector('#tour-result').textContent};";
+
+/// Issue 22: what the page exists to show, at the moment it happens. A
+/// node paused with the lab's button (SIGSTOP) greys within a second; a
+/// follower's election timer, drawn from the deadline its node publishes,
+/// runs down while its leader is silent; the page can be paused while the
+/// cluster runs on and stepped from one captioned event to the next; and
+/// each step of the guided tour waits for the cluster to do what it
+/// describes, then lets the student go on.
+#[test]
+fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours() {
+    let booted = Booted::start(3);
+    let state_dir = booted.state_dir().display().to_string();
+    let debug_dir = booted.debug_dir().display().to_string();
+    let (_web, url) = serve(
+        &booted.config_path,
+        &[
+            "--lab",
+            "--state-dir",
+            &state_dir,
+            "--debug-dir",
+            &debug_dir,
+        ],
+    );
+    let browser = Browser::start();
+    browser.goto(&url);
+    let page = wait_shown(&browser, "a leader", |p| p["leader"].is_u64());
+    let leader = page["leader"].as_u64().unwrap();
+    let follower = (0..3).find(|&id| id != leader).unwrap();
+    let timer = format!(
+        "const g = document.querySelector('#nodes g.node[data-node=\"{follower}\"]');
+         return {{role: g.dataset.role, term: g.dataset.term, timer: g.dataset.timer}};"
+    );
+    wait_eval(&browser, "a follower's election timer", &timer, |v| {
+        v["timer"].as_str().is_some_and(|t| !t.is_empty())
+    });
+
+    // Pause the leader: it greys within a second, and the follower's
+    // timer runs down, with no heartbeat to reset it.
+    let paused_at = Instant::now();
+    browser.click(&format!(
+        "button[data-node=\"{leader}\"][data-action=\"pause\"]"
+    ));
+    let silent = format!(
+        "const n = state.nodes.get({leader});
+         return {{role: n.el.g.dataset.role, lag: n.silentShownAt == null ? null : n.silentShownAt - n.lastSeen}};"
+    );
+    let greyed = wait_eval(&browser, "the paused leader greyed", &silent, |v| {
+        v["role"] == "silent"
+    });
+    let after_click = paused_at.elapsed();
+    eprintln!(
+        "the paused node greyed {} ms after the pause button; {} ms after its last message reached the page",
+        after_click.as_millis(),
+        greyed["lag"]
+    );
+    assert!(after_click < Duration::from_secs(1), "{after_click:?}");
+    let mut samples: Vec<f64> = Vec::new();
+    let first = browser.eval(&timer);
+    loop {
+        let v = browser.eval(&timer);
+        let Some(left) = v["timer"].as_str().and_then(|t| t.parse::<f64>().ok()) else {
+            break;
+        };
+        if v["role"] != "follower" || v["term"] != first["term"] {
+            break; // its election began
+        }
+        samples.push(left);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(samples.len() >= 3, "the timer was seen {samples:?}");
+    assert!(
+        samples.windows(2).all(|w| w[1] <= w[0] + 0.03),
+        "the timer went up without a heartbeat: {samples:?}"
+    );
+    let shrank = samples[0] - samples[samples.len() - 1];
+    assert!(shrank > 0.15, "the timer barely ran down: {samples:?}");
+    wait_shown(&browser, "a new leader", |p| {
+        p["leader"].as_u64().is_some_and(|l| l != leader)
+    });
+    browser.click(&format!(
+        "button[data-node=\"{leader}\"][data-action=\"resume\"]"
+    ));
+
+    // Paused, the page keeps receiving; a step shows the first captioned
+    // event that waited, and "live" catches up.
+    browser.click("#pause");
+    let put = serde_json::json!({"key": "story", "value": "told"});
+    let answer = agent()
+        .post(format!("{url}api/put"))
+        .header("X-Raftctl", "1")
+        .send_json(&put)
+        .unwrap()
+        .body_mut()
+        .read_json::<Value>()
+        .unwrap();
+    assert!(answer["index"].is_u64(), "{answer}");
+    let waiting = wait_eval(
+        &browser,
+        "a captioned event waiting",
+        "const m = story.queue.find(m => m.type === 'event' && teach.caption(m.event));
+         return {mode: document.querySelector('#story').dataset.mode, kind: m ? m.event.kind : null};",
+        |v| v["kind"].is_string(),
+    );
+    assert_eq!(waiting["mode"], "paused", "{waiting}");
+    browser.click("#step");
+    let caption = browser.eval("return document.querySelector('#caption').dataset.kind;");
+    assert_eq!(caption, waiting["kind"], "the step showed another event");
+    browser.click("#live");
+    wait_eval(
+        &browser,
+        "the page live again",
+        "return {mode: document.querySelector('#story').dataset.mode, waiting: story.queue.length};",
+        |v| v["mode"] == "live" && v["waiting"] == 0,
+    );
+
+    // The tour: each step is done when the cluster has done it.
+    browser.click("#tour-start");
+    wait_eval(&browser, "the tour's first step done", TOUR_STATE, |v| {
+        v["step"] == 0 && v["done"] == true
+    });
+    browser.click("#tour-next");
+    let step = browser.eval(TOUR_STATE);
+    assert_eq!(
+        (step["step"].clone(), step["done"].clone()),
+        (1.into(), false.into()),
+        "{step}"
+    );
+    browser.click("#tour-action");
+    let step = wait_eval(&browser, "the write committed", TOUR_STATE, |v| {
+        v["step"] == 1 && v["done"] == true
+    });
+    assert!(
+        step["result"].as_str().unwrap().contains("is committed"),
+        "{step}"
+    );
+    browser.click("#tour-next");
+    let before = wait_shown(&browser, "a leader", |p| p["leader"].is_u64());
+    browser.click("#tour-action");
+    let step = wait_eval(
+        &browser,
+        "a new leader after the tour's crash",
+        TOUR_STATE,
+        |v| v["step"] == 2 && v["done"] == true,
+    );
+    let after = shown(&browser);
+    assert_ne!(after["leader"], before["leader"], "{step}");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("teaching.png");
+    browser.screenshot(&shot);
+    eprintln!("screenshot: {}", shot.display());
+}

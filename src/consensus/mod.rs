@@ -217,8 +217,11 @@ pub struct Raft {
     commit_index: Index,
     /// Highest index handed to the caller in `Ready::committed`.
     emitted_index: Index,
-    /// Followers and candidates start an election at this time.
+    /// Followers and candidates start an election at this time,
     election_deadline: Duration,
+    /// which was this long after the timer was last reset (a random
+    /// choice each time, §5.2).
+    timer_length: Duration,
     /// When we last heard from the leader we follow (a valid
     /// AppendEntries or InstallSnapshot): its lease (see [`election`]).
     leader_contact: Duration,
@@ -315,6 +318,7 @@ impl Raft {
             commit_index: snapshot.last_index,
             emitted_index: snapshot.last_index,
             election_deadline: Duration::ZERO,
+            timer_length: Duration::ZERO,
             leader_contact: Duration::ZERO,
             votes: election::Votes::default(),
             transfer_election: false,
@@ -368,6 +372,13 @@ impl Raft {
         }
     }
 
+    /// A follower's or candidate's election timer: when it runs out, and
+    /// how long it was when last reset. `None` for a leader, which has
+    /// none. For displays (`raftctl web` draws it running down).
+    pub fn election_timer(&self) -> Option<(Duration, Duration)> {
+        (self.role != Role::Leader).then_some((self.election_deadline, self.timer_length))
+    }
+
     /// Acts on whatever timer is due: the election timeout (Figure 2,
     /// Followers rule 2, and Candidates: "if election timeout elapses"),
     /// with a pre-vote first if configured; as leader, a transfer out of
@@ -409,6 +420,7 @@ impl Raft {
         let max = self.cfg.election_timeout_max.as_nanos() as u64;
         let timeout = Duration::from_nanos(self.rng.random_range(min..=max));
         self.election_deadline = now + timeout;
+        self.timer_length = timeout;
     }
 
     // ----- Role changes -----

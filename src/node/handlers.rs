@@ -13,6 +13,10 @@ use super::*;
 /// started it.
 pub(super) struct Service(pub(super) Arc<Shared>);
 
+/// The shortest interval between a subscriber's statuses: `raftctl web`
+/// asks for this, to show a silent node within about a heartbeat.
+pub const MIN_STATUS_MS: u64 = 50;
+
 /// A subscriber's stream (see `events`): `subscribed`, then events as
 /// they come, with the node's status every `status_every` in between,
 /// even while events keep coming.
@@ -255,10 +259,10 @@ impl Handler for Service {
                 format!("not a subscription: {request:?}"),
             ));
         };
-        if !(100..=60_000).contains(&status_ms) {
+        if !(MIN_STATUS_MS..=60_000).contains(&status_ms) {
             return Err(Response::error(
                 ErrorCode::BadRequest,
-                format!("status_ms must be between 100 and 60000, not {status_ms}"),
+                format!("status_ms must be between {MIN_STATUS_MS} and 60000, not {status_ms}"),
             ));
         }
         let subscription = self

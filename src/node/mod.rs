@@ -724,6 +724,11 @@ impl Shared {
                 .raft
                 .leader_contact()
                 .map(|at| millis(t.saturating_sub(at))),
+            election_in_ms: st
+                .raft
+                .election_timer()
+                .map(|(deadline, _)| millis(deadline.saturating_sub(t))),
+            election_timeout_ms: st.raft.election_timer().map(|(_, length)| millis(length)),
             repairing_through: Some(st.raft.hard_state().lost_through).filter(|&i| i != 0),
             followers: st
                 .raft

@@ -6,7 +6,10 @@
 //! its headers, unread). The page's HTML, CSS and JavaScript are
 //! compiled into the binary; nothing is fetched from anywhere else.
 //!
-//! * `GET /`, `/app.js`, `/style.css`: the page.
+//! * `GET /`, `/style.css` and the scripts: the page. `story.js` holds
+//!   what arrives and when it is shown (live, or paused and stepped
+//!   through), `teach.js` the captions, `tour.js` the guided tour,
+//!   `app.js` the drawing.
 //! * `GET /stream`: Server-Sent Events, one JSON object per `data:` line:
 //!   first `{"type":"hello",…}` (the nodes, whether lab controls are on),
 //!   then the latest status of every node and the recent events, then
@@ -51,7 +54,12 @@ use crate::observe::{self, ClusterView, FeedOptions, Update};
 
 const INDEX_HTML: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
+const STORY_JS: &str = include_str!("page/story.js");
+const TEACH_JS: &str = include_str!("page/teach.js");
+const TOUR_JS: &str = include_str!("page/tour.js");
 const STYLE_CSS: &str = include_str!("page/style.css");
+
+const JS: &str = "text/javascript; charset=utf-8";
 
 /// Pages streaming at once.
 const MAX_PAGES: usize = 16;
@@ -62,6 +70,10 @@ const MAX_REQUESTS: usize = 64;
 const PAGE_QUEUE: usize = 8192;
 /// Events (not messages) replayed to a page that opens.
 const REPLAYED_EVENTS: usize = 300;
+/// How often each node sends its status: the shortest a node allows, so
+/// that the page shows a node gone silent (paused, say) within about a
+/// heartbeat interval, and its timers and HEARD move as they do.
+const STATUS_EVERY: Duration = Duration::from_millis(50);
 
 /// What every page is told first, and the pages themselves.
 struct Pages {
@@ -81,11 +93,13 @@ pub struct Web {
 
 impl Web {
     pub fn new(config: ClusterConfig, lab: Option<lab::Lab>) -> Arc<Web> {
+        let mut view = ClusterView::new(&config, REPLAYED_EVENTS);
+        view.status_every = STATUS_EVERY;
         Arc::new(Web {
             config: config.clone(),
             lab,
             pages: Mutex::new(Pages {
-                view: ClusterView::new(&config, REPLAYED_EVENTS),
+                view,
                 open: Vec::new(),
             }),
             answering: AtomicUsize::new(0),
@@ -105,7 +119,7 @@ impl Web {
             FeedOptions {
                 recent: true,
                 messages: true,
-                status_every: Duration::from_millis(250),
+                status_every: STATUS_EVERY,
             },
         );
         {
@@ -203,6 +217,7 @@ impl Web {
             "type": "hello",
             "config": self.config.path.display().to_string(),
             "nodes": nodes,
+            "status_ms": STATUS_EVERY.as_millis() as u64,
             "lab": self.lab.as_ref().map(|l| l.describe()),
         })
     }
@@ -215,13 +230,14 @@ impl Web {
         }
         let mut first = vec![sse(&self.hello())];
         for (node, v) in &pages.view.nodes {
-            match (&v.status, v.reachable) {
-                (Some(s), true) => first.push(sse(&json!({"type": "status", "status": s}))),
-                (_, false) => {
-                    let error = v.error.as_deref().unwrap_or("connecting");
-                    first.push(sse(&json!({"type": "down", "node": node, "error": error})));
-                }
-                (None, true) => {}
+            // A node that went down is told with its last status, which
+            // the page shows greyed (its log as it last was).
+            if let Some(s) = &v.status {
+                first.push(sse(&json!({"type": "status", "status": s, "replay": true})));
+            }
+            if !v.reachable {
+                let error = v.error.as_deref().unwrap_or("connecting");
+                first.push(sse(&json!({"type": "down", "node": node, "error": error})));
             }
         }
         for e in &pages.view.events {
@@ -240,7 +256,10 @@ impl Web {
             ("GET", "/" | "/index.html") => {
                 reply(request, 200, "text/html; charset=utf-8", INDEX_HTML)
             }
-            ("GET", "/app.js") => reply(request, 200, "text/javascript; charset=utf-8", APP_JS),
+            ("GET", "/app.js") => reply(request, 200, JS, APP_JS),
+            ("GET", "/story.js") => reply(request, 200, JS, STORY_JS),
+            ("GET", "/teach.js") => reply(request, 200, JS, TEACH_JS),
+            ("GET", "/tour.js") => reply(request, 200, JS, TOUR_JS),
             ("GET", "/style.css") => reply(request, 200, "text/css; charset=utf-8", STYLE_CSS),
             ("POST", _) if !has_our_header(&request) => reply_json(
                 request,

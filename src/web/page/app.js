@@ -1,20 +1,29 @@
 // raftctl web: draws the cluster from the server's event stream (/stream).
 // No framework and nothing fetched from elsewhere: the page is served by
 // raftctl itself. Data attributes (data-node, data-role, data-term,
-// data-action, #leader's data-leader and data-term) describe what is shown,
-// for people reading the DOM and for the browser test.
+// data-timer, data-action, #leader's data-leader and data-term) describe
+// what is shown, for people reading the DOM and for the browser test.
+//
+// Three files: story.js holds what arrives and decides when it is shown
+// (live, or paused and stepped through); teach.js says what an event
+// means (the captions) and runs the guided tour; this one draws.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const RING = { cx: 300, cy: 255, r: 190, node: 46 };
+const RING = { cx: 300, cy: 255, r: 190, node: 46, timer: 53 };
 const MAX_MESSAGES = 160;
+// The events pane keeps this many of each sort: replication chatter
+// (appended, committed) cannot push an election out.
 const MAX_EVENTS = 200;
 const LOG_WINDOW = 24;
+// Entry kinds that are replication chatter, hidden unless asked for.
+const CHATTER = new Set(["appended", "committed", "compacted"]);
 
 const state = {
-  nodes: new Map(), // id -> {id, address, status, up, error, el}
+  nodes: new Map(), // id -> {id, address, status, statusAt, lastSeen, up, error, el}
   order: [],
   lab: null,
+  statusMs: 250,
   messages: [], // {from, to, kind, reply, start, duration}
   dirtyLogs: true,
 };
@@ -40,24 +49,40 @@ function position(id) {
   return { x: RING.cx + RING.r * Math.cos(a), y: RING.cy + RING.r * Math.sin(a) };
 }
 
-// ----- the stream -----
+// ----- what a node is, at the story's time -----
 
-function connect() {
-  const source = new EventSource("/stream");
-  source.onmessage = (m) => handle(JSON.parse(m.data));
-  source.onerror = () => {
-    $("#leader").textContent = "connection to raftctl lost; retrying…";
-    $("#leader").className = "none";
-  };
+// How long the page has heard nothing from a node whose stream is up:
+// each node sends its status every state.statusMs, so three intervals of
+// silence is a node that stopped (SIGSTOP) or cannot keep up. Its stream
+// breaks only after seconds; this shows it within about a heartbeat.
+function silentFor(n) {
+  if (!n.up || n.lastSeen == null) return null;
+  const quiet = story.now() - n.lastSeen;
+  return quiet > 3 * state.statusMs ? quiet : null;
 }
 
-function handle(msg) {
+// "answers": up, and not silent.
+const answers = (n) => n.up && n.status && silentFor(n) == null;
+
+function leader() {
+  let best = null;
+  for (const n of state.nodes.values()) {
+    if (answers(n) && n.status.role === "leader" && (!best || n.status.term > best.status.term)) best = n;
+  }
+  return best;
+}
+
+// ----- applying what arrived (story.js decides when) -----
+
+function apply(msg) {
   switch (msg.type) {
     case "hello": return hello(msg);
     case "status": {
       const node = state.nodes.get(msg.status.id);
       if (!node) return;
       node.status = msg.status;
+      node.statusAt = msg.at;
+      node.lastSeen = msg.at;
       node.up = true;
       node.error = null;
       state.dirtyLogs = true;
@@ -70,10 +95,15 @@ function handle(msg) {
     }
     case "down": {
       const node = state.nodes.get(msg.node);
-      if (node) { node.up = false; node.error = msg.error; state.dirtyLogs = true; }
+      if (!node) return;
+      const was = node.up;
+      node.up = false;
+      node.error = msg.error;
+      state.dirtyLogs = true;
+      if (was && !msg.replay) teach.nodeDown(node);
       return;
     }
-    case "event": return event(msg.event, msg.replay);
+    case "event": return event(msg.event, msg.replay, msg.at);
     case "dropped": $("#lab-result").textContent = msg.error; return;
   }
 }
@@ -81,6 +111,7 @@ function handle(msg) {
 function hello(msg) {
   $("#config").textContent = msg.config;
   state.lab = msg.lab;
+  state.statusMs = msg.status_ms || 250;
   state.nodes.clear();
   state.order = msg.nodes.map((n) => n.id);
   for (const n of msg.nodes) {
@@ -89,25 +120,39 @@ function hello(msg) {
   drawRing();
   drawControls();
   $("#events").replaceChildren();
+  teach.hello();
 }
 
-function event(e, replay) {
+function event(e, replay, at) {
+  const node = state.nodes.get(e.node);
+  if (node && !replay) node.lastSeen = at;
   if (e.kind === "message_sent") {
     if (!replay) message(e.detail);
     return;
   }
   if (e.kind === "message_received" || e.level === "debug") return;
-  // Role and term change at once, without waiting for the next status.
-  const node = state.nodes.get(e.node);
+  // Role, term and leader change at once, without waiting for the next
+  // status, and together: a node that starts term 5 follows no one yet.
   if (node && node.status && !replay && e.term >= node.status.term) {
-    node.status.term = e.term;
-    node.status.role = e.role;
+    const s = node.status;
+    if (e.term > s.term || e.role === "candidate" || e.role === "precandidate") s.leader_id = null;
+    if (e.role === "leader") s.leader_id = e.node;
+    if (e.kind === "leader_known") s.leader_id = e.detail.leader;
+    s.term = e.term;
+    s.role = e.role;
   }
+  addEvent(e);
+  if (!replay) teach.event(e);
+}
+
+function addEvent(e) {
   const li = el("li");
   let cls = e.level;
   if (e.kind === "election_won") cls += " won";
   else if (e.kind.startsWith("election") || e.kind.startsWith("pre_vote")) cls += " election";
   else if (e.kind.startsWith("vote")) cls += " vote";
+  const chatter = CHATTER.has(e.kind);
+  if (chatter) cls += " chatter";
   li.className = cls;
   li.dataset.kind = e.kind;
   li.dataset.node = e.node;
@@ -122,7 +167,9 @@ function event(e, replay) {
     if (Number(other.dataset.time) <= e.time_ms) { after = other; break; }
   }
   list.insertBefore(li, after);
-  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+  // The oldest of the same sort goes.
+  const same = list.querySelectorAll(chatter ? "li.chatter" : "li:not(.chatter)");
+  if (same.length > MAX_EVENTS) same[same.length - 1].remove();
 }
 
 function message(d) {
@@ -151,33 +198,42 @@ function drawRing() {
       links.append(svg("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y }));
     }
   }
+  const around = 2 * Math.PI * RING.timer;
   for (const id of state.order) {
     const p = position(id);
     const g = svg("g", { class: "node down", "data-node": id, transform: `translate(${p.x},${p.y})` });
-    g.append(svg("circle", { class: "body", r: RING.node }));
+    // The election timer: a ring that runs down clockwise from the top.
+    const timer = svg("circle", {
+      class: "timer", r: RING.timer, transform: "rotate(-90)",
+      "stroke-dasharray": `${around} ${around}`,
+    });
+    g.append(timer, svg("circle", { class: "body", r: RING.node }));
     const name = svg("text", { class: "name", y: -6 });
     name.textContent = `node${id}`;
     const term = svg("text", { class: "term", y: 14 });
-    const note = svg("text", { class: "note", y: RING.node + 18 });
+    const note = svg("text", { class: "note", y: RING.node + 22 });
     g.append(name, term, note);
     nodes.append(g);
-    state.nodes.get(id).el = { g, term, note };
+    state.nodes.get(id).el = { g, term, note, timer, around };
   }
 }
 
-function leader() {
-  let best = null;
-  for (const n of state.nodes.values()) {
-    if (n.up && n.status && n.status.role === "leader" && (!best || n.status.term > best.status.term)) best = n;
-  }
-  return best;
+// What fraction of its election timeout a node has left, at the story's
+// time: from the deadline its last status published, run down since.
+function timerLeft(n) {
+  const s = n.status;
+  if (!answers(n) || s.election_in_ms == null || !s.election_timeout_ms) return null;
+  const left = s.election_in_ms - (story.now() - n.statusAt);
+  return Math.max(0, Math.min(1, left / s.election_timeout_ms));
 }
 
 function drawNodes() {
   for (const n of state.nodes.values()) {
     if (!n.el) continue;
     const s = n.status;
-    const role = n.up && s ? s.role : "down";
+    const quiet = silentFor(n);
+    let role = n.up && s ? s.role : "down";
+    if (quiet != null) role = "silent";
     // A learner receives the log but does not vote (thesis §4.2.1);
     // "leaving": a voter of the old half of a joint configuration only.
     const suffrage = n.up && s ? s.suffrage || "none" : "";
@@ -187,15 +243,33 @@ function drawNodes() {
     n.el.g.dataset.suffrage = suffrage;
     n.el.g.dataset.term = s ? s.term : "";
     n.el.term.textContent = s ? `term ${s.term}` : "";
-    let note = "";
-    if (!n.up) note = "unreachable";
-    else if (s && s.isolated) note = "cut off (lab)";
-    else if (s && s.role === "leader") note = `commit ${s.commit_index}`;
-    else if (s && s.heard_from_leader_ms != null) note = `heard ${s.heard_from_leader_ms} ms ago`;
-    else if (s) note = "no leader";
-    if (extra) note = `${suffrage === "none" ? "not a member" : suffrage} · ${note}`;
-    n.el.note.textContent = note;
+    // When the page first showed it silent (the browser test measures
+    // from its last message to here).
+    if (quiet != null && n.silentShownAt == null) n.silentShownAt = story.now();
+    if (quiet == null) n.silentShownAt = null;
+    const left = timerLeft(n);
+    n.el.timer.style.display = left == null ? "none" : "";
+    n.el.timer.setAttribute("stroke-dashoffset", left == null ? 0 : n.el.around * (1 - left));
+    n.el.g.dataset.timer = left == null ? "" : left.toFixed(3);
+    n.el.note.textContent = nodeNote(n, s, quiet, suffrage, extra);
   }
+  drawHead();
+}
+
+function nodeNote(n, s, quiet, suffrage, extra) {
+  let note = "";
+  if (!n.up) note = "unreachable";
+  else if (quiet != null) note = `silent ${(quiet / 1000).toFixed(1)} s`;
+  else if (s && s.isolated) note = "cut off (lab)";
+  else if (s && s.role === "leader") note = `commit ${s.commit_index}`;
+  // HEARD grows between statuses, as it does on the node.
+  else if (s && s.heard_from_leader_ms != null) note = `heard ${Math.round(s.heard_from_leader_ms + story.now() - n.statusAt)} ms ago`;
+  else if (s) note = "no leader";
+  if (extra) note = `${suffrage === "none" ? "not a member" : suffrage} · ${note}`;
+  return note;
+}
+
+function drawHead() {
   const l = leader(), head = $("#leader");
   if (l) {
     let phase = "";
@@ -209,12 +283,18 @@ function drawNodes() {
     head.className = "";
     head.dataset.leader = l.id;
     head.dataset.term = l.status.term;
-  } else {
-    head.textContent = "no leader";
-    head.className = "none";
-    head.dataset.leader = "";
-    head.dataset.term = "";
+    return;
   }
+  // Followers of a leader that stopped answering still name it until
+  // their timers run out: said, so the header and the nodes agree.
+  const following = [...state.nodes.values()].filter((n) => answers(n) && n.status.leader_id != null);
+  const gone = following.length ? following[0].status.leader_id : null;
+  const names = following.filter((n) => n.status.leader_id === gone).map((n) => `node${n.id}`);
+  head.textContent = gone == null ? "no leader" :
+    `no leader answers (${names.join(", ")} still follow${names.length === 1 ? "s" : ""} node${gone})`;
+  head.className = "none";
+  head.dataset.leader = "";
+  head.dataset.term = "";
 }
 
 function drawMessages(now) {
@@ -243,36 +323,40 @@ function drawLogs() {
   let maxLast = 0;
   for (const n of state.nodes.values()) if (n.status) maxLast = Math.max(maxLast, n.status.last_log_index);
   const from = Math.max(1, maxLast - LOG_WINDOW + 1);
+  $("#log-window").textContent = maxLast === 0 ? "" :
+    from > 1 ? `entries ${from} to ${maxLast} (of ${maxLast})` : `entries 1 to ${maxLast}`;
   for (const id of state.order) {
     const n = state.nodes.get(id), s = n.status;
-    const row = el("div", { class: "row", "data-node": id });
+    // A node that went down keeps its last known log, greyed.
+    const row = el("div", { class: `row${n.up ? "" : " down"}`, "data-node": id });
     row.append(el("span", { class: "label" }, `node${id}${n.up ? "" : " ✕"}`));
-    for (let i = from; i <= maxLast; i++) {
-      const box = el("span", { class: "box empty" });
-      if (s && i <= s.last_log_index) {
-        const tail = s.log_tail_terms || [];
-        const k = tail.length - 1 - (s.last_log_index - i);
-        if (k >= 0) {
-          const term = tail[k];
-          box.className = "box" + (i <= s.commit_index ? "" : " uncommitted") + (i === s.commit_index ? " commit" : "");
-          box.style.background = termColor(term);
-          box.textContent = term;
-          box.title = `index ${i}, term ${term}${i <= s.commit_index ? ", committed" : ", not committed"}`;
-        } else if (i <= s.snapshot_index) {
-          box.className = "box";
-          box.style.background = "#3a4355";
-          box.title = `index ${i}: in the snapshot`;
-        }
-      }
-      row.append(box);
-    }
+    for (let i = from; i <= maxLast; i++) row.append(logBox(s, i));
     if (s && s.last_log_index < from) {
       row.append(el("span", { class: "tail" }, `… ${maxLast - s.last_log_index} entries behind`));
     }
-    if (s) row.append(el("span", { class: "tail" }, `commit ${s.commit_index} · last ${s.last_log_index}`));
+    if (s) row.append(el("span", { class: "tail" }, `commit ${s.commit_index} · last ${s.last_log_index}${n.up ? "" : " · as last seen"}`));
     rows.push(row);
   }
   $("#logs").replaceChildren(...rows);
+}
+
+function logBox(s, i) {
+  const box = el("span", { class: "box empty" });
+  if (!s || i > s.last_log_index) return box;
+  const tail = s.log_tail_terms || [];
+  const k = tail.length - 1 - (s.last_log_index - i);
+  if (k >= 0) {
+    const term = tail[k];
+    box.className = "box" + (i <= s.commit_index ? "" : " uncommitted") + (i === s.commit_index ? " commit" : "");
+    box.style.background = termColor(term);
+    box.textContent = term;
+    box.title = `index ${i}, term ${term}${i <= s.commit_index ? ", committed" : ", not committed"}`;
+  } else if (i <= s.snapshot_index) {
+    box.className = "box";
+    box.style.background = "#3a4355";
+    box.title = `index ${i}: in the snapshot`;
+  }
+  return box;
 }
 
 function drawControls() {
@@ -319,8 +403,18 @@ async function lab(id, action) {
   try {
     const answer = await post(`/api/lab/${id}/${action}`);
     out.textContent = answer.done || answer.error;
+    return answer;
   } catch (e) {
     out.textContent = String(e);
+    return { error: String(e) };
+  }
+}
+
+async function put(key, value) {
+  try {
+    return await post("/api/put", { key, value });
+  } catch (e) {
+    return { error: String(e) };
   }
 }
 
@@ -328,24 +422,27 @@ $("#put").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const out = $("#put-result");
   out.textContent = "…";
-  try {
-    const answer = await post("/api/put", { key: $("#put-key").value, value: $("#put-value").value });
-    out.textContent = answer.error ? answer.error : `committed at index ${answer.index}`;
-  } catch (e) {
-    out.textContent = String(e);
-  }
+  const answer = await put($("#put-key").value, $("#put-value").value);
+  out.textContent = answer.error ? answer.error : `committed at index ${answer.index}`;
+});
+
+$("#show-chatter").addEventListener("change", (ev) => {
+  $("#events").classList.toggle("hide-chatter", !ev.target.checked);
 });
 
 let lastLogs = 0;
 function frame(now) {
+  story.tick();
   drawNodes();
   drawMessages(now);
   if (state.dirtyLogs && now - lastLogs > 200) {
     lastLogs = now;
     drawLogs();
   }
+  teach.frame();
   requestAnimationFrame(frame);
 }
 
-connect();
+tour.bind();
+story.connect();
 requestAnimationFrame(frame);

@@ -1,0 +1,118 @@
+// The cluster's story as the page tells it: what arrives from /stream,
+// stamped with the page's clock when it arrives, and shown either at
+// once (live) or later: paused, the page keeps receiving into a queue
+// while the cluster runs on; "step" shows the queue up to the next event
+// with a caption, "play" plays it back at the chosen speed, "live"
+// catches up. Everything drawn is drawn at story.now(), so timers,
+// HEARD and silences freeze with the picture and move with the playback.
+"use strict";
+
+// At most this many updates wait while paused (several minutes of a
+// five-node cluster); past it the page goes back to live and says so.
+const STORY_MAX = 50000;
+
+const story = {
+  live: true,
+  playing: false,
+  queue: [],
+  clock: 0, // the story's time while not live (performance.now() scale)
+  lastTick: 0,
+  note: "",
+
+  connect() {
+    const source = new EventSource("/stream");
+    source.onmessage = (m) => this.receive(JSON.parse(m.data));
+    source.onerror = () => {
+      $("#leader").textContent = "connection to raftctl lost; retrying…";
+      $("#leader").className = "none";
+    };
+    for (const [id, f] of [["#pause", () => this.pause()], ["#step", () => this.step()],
+      ["#play", () => this.play()], ["#live", () => this.goLive()]]) {
+      $(id).addEventListener("click", f);
+    }
+    this.show();
+  },
+
+  receive(msg) {
+    msg.at = performance.now();
+    if (this.live) return apply(msg);
+    this.queue.push(msg);
+    if (this.queue.length > STORY_MAX) {
+      this.goLive();
+      this.note = `paused too long: more than ${STORY_MAX} updates waited, so the page went back to live`;
+    }
+  },
+
+  now() {
+    return this.live ? performance.now() : this.clock;
+  },
+
+  pause() {
+    if (!this.live) { this.playing = false; return this.show(); }
+    this.live = false;
+    this.playing = false;
+    this.clock = performance.now();
+    this.note = "";
+    this.show();
+  },
+
+  // Shows the queue up to and including the next event that has a
+  // caption (what happened between comes with it: statuses, messages).
+  step() {
+    if (this.live) this.pause();
+    this.playing = false;
+    while (this.queue.length) {
+      const msg = this.queue.shift();
+      this.clock = Math.max(this.clock, msg.at);
+      apply(msg);
+      if (msg.type === "event" && !msg.replay && teach.caption(msg.event)) break;
+      if (msg.type === "down" && !msg.replay) break;
+    }
+    this.show();
+  },
+
+  play() {
+    if (this.live) return;
+    this.playing = true;
+    this.lastTick = performance.now();
+    this.show();
+  },
+
+  goLive() {
+    while (this.queue.length) apply(this.queue.shift());
+    this.live = true;
+    this.playing = false;
+    this.show();
+  },
+
+  // Each animation frame: playing, the story's clock runs at the chosen
+  // speed and what arrived by then is shown; caught up, it is live.
+  tick() {
+    const real = performance.now();
+    if (this.live || !this.playing) {
+      this.lastTick = real;
+      if (!this.live) this.show(); // how far behind grows
+      return;
+    }
+    const rate = Number($("#speed").value) / 2.5;
+    this.clock += (real - this.lastTick) * rate;
+    this.lastTick = real;
+    while (this.queue.length && this.queue[0].at <= this.clock) apply(this.queue.shift());
+    if (!this.queue.length && this.clock >= real) this.goLive();
+    else this.show();
+  },
+
+  show() {
+    const panel = $("#story");
+    panel.dataset.mode = this.live ? "live" : this.playing ? "playing" : "paused";
+    let text = "live";
+    if (!this.live) {
+      const behind = ((performance.now() - this.clock) / 1000).toFixed(1);
+      text = `${this.playing ? "playing back" : "paused"} · ${behind} s behind · ${this.queue.length} updates waiting`;
+    }
+    $("#story-status").textContent = this.note ? `${text} · ${this.note}` : text;
+    $("#pause").disabled = !this.live && !this.playing;
+    $("#play").disabled = this.live || this.playing;
+    $("#live").disabled = this.live;
+  },
+};
