@@ -158,13 +158,11 @@ fn nodes_table(config: &ClusterConfig, view: &ClusterView) -> Table<'static> {
                     None => (role_text(s), role_style(&s.role), Style::new()),
                 };
                 // Followers of a leader that no longer answers still name
-                // it until their timers run out: shown, marked.
+                // it until their timers run out: shown with a `?` (the
+                // title says who still follows it).
                 let leader = s.leader_id.map(|l| {
-                    if view.answers(l, now) {
-                        format!("node{l}")
-                    } else {
-                        format!("node{l} (gone?)")
-                    }
+                    let mark = if view.answers(l, now) { "" } else { "?" };
+                    format!("node{l}{mark}")
                 });
                 // HEARD grows between statuses, as it does on the node.
                 let since = v
@@ -211,7 +209,7 @@ fn nodes_table(config: &ClusterConfig, view: &ClusterView) -> Table<'static> {
             Constraint::Length(21),
             Constraint::Length(20),
             Constraint::Length(5),
-            Constraint::Length(14),
+            Constraint::Length(7),
             Constraint::Length(8),
             Constraint::Length(8),
             Constraint::Length(8),
@@ -460,6 +458,16 @@ mod tests {
         }
     }
 
+    /// A node row's HEARD, in ms.
+    fn heard_ms(row: &str) -> u64 {
+        let words: Vec<&str> = row.split_whitespace().collect();
+        let k = words
+            .iter()
+            .rposition(|w| *w == "ms")
+            .expect("a HEARD in ms");
+        words[k - 1].parse().unwrap()
+    }
+
     #[test]
     fn the_view_shows_each_node_the_leaders_followers_and_the_events() {
         let config = config();
@@ -516,9 +524,11 @@ mod tests {
         };
         assert!(line("raft config.txt").contains("2 of 3 nodes answer · leader node1, term 4"));
         let node0 = line("│node0 ");
-        for cell in ["follower", " 4 ", "node1", " 17 ", "23 ms"] {
+        for cell in ["follower", " 4 ", "node1", " 17 "] {
             assert!(node0.contains(cell), "{cell:?} missing from {node0:?}");
         }
+        // 23 ms when its status came, and growing since.
+        assert!((23..1023).contains(&heard_ms(node0)), "{node0}");
         assert!(line("│node1 ").contains("leader"));
         assert!(line("│node2 ").contains("unreachable"));
         assert!(line("│node2 ").contains("Connection refused"));
@@ -570,5 +580,42 @@ mod tests {
             "the newest shown:\n{text}"
         );
         assert!(!text.contains("event number 1 "), "the oldest scrolled off");
+    }
+
+    /// Issue 22: a leader paused with SIGSTOP kept its stream open, so
+    /// every row still said it led, and the title "no leader" only once
+    /// the stream broke 2 s later. Now a node silent for three status
+    /// intervals is shown as silent at once, its last values dimmed, and
+    /// the rows and the title agree about the leader nobody hears.
+    #[test]
+    fn a_silent_leader_is_shown_silent_and_its_followers_as_following_one_that_does_not_answer() {
+        let config = config();
+        let mut view = ClusterView::new(&config, 100);
+        for (id, role) in [(0, "follower"), (1, "leader"), (2, "follower")] {
+            view.apply(Update::Status(Box::new(status(id, role))));
+        }
+        assert!(plain_text(&config, &view, 120, 24).contains("leader node1, term 4"));
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(2)).unwrap();
+        view.nodes.get_mut(&1).unwrap().status_at = Some(long_ago);
+        let text = plain_text(&config, &view, 120, 24);
+        let line = |needle: &str| -> &str {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+        };
+        assert!(
+            line("raft config.txt").contains(
+                "2 of 3 nodes answer · no leader answers (node0, node2 still follow node1)"
+            ),
+            "{text}"
+        );
+        assert!(line("│node1 ").contains("silent 2.0 s"), "{text}");
+        assert!(line("│node0 ").contains("node1?"), "{text}");
+        // HEARD is the node's figure (23 ms) plus the time since its
+        // status came.
+        view.nodes.get_mut(&0).unwrap().status_at = Some(long_ago);
+        let text = plain_text(&config, &view, 120, 24);
+        let node0 = text.lines().find(|l| l.contains("│node0 ")).unwrap();
+        assert!((2023..3023).contains(&heard_ms(node0)), "{node0}");
     }
 }

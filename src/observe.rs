@@ -388,6 +388,14 @@ mod tests {
         v.apply(Update::Status(Box::new(status(0, "leader", 3))));
         v.apply(Update::Status(Box::new(status(1, "leader", 4))));
         assert_eq!(v.leader(), Some((1, 4)));
+        // Silent for a second (SIGSTOP): its stream is up, but it no
+        // longer counts.
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+        v.nodes.get_mut(&1).unwrap().status_at = Some(long_ago);
+        assert_eq!(v.leader(), Some((0, 3)));
+        assert!(v.silent_for(1, Instant::now()).unwrap() >= Duration::from_secs(1));
+        v.apply(Update::Status(Box::new(status(1, "leader", 4))));
+        assert_eq!(v.leader(), Some((1, 4)));
         v.apply(Update::Unreachable {
             node: 1,
             error: "gone".into(),
