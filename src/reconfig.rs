@@ -50,8 +50,10 @@ impl Default for AddOptions {
     }
 }
 
-/// What `add_server` reports as it goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What `add_server` reports as it goes (as JSON, `raftctl -w json
+/// add`: `{"progress":"round","round":1,"goal":120,"millis":14}`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "progress", rename_all = "snake_case")]
 pub enum AddProgress {
     /// The learner is in the membership (its entry committed).
     LearnerAdded { index: Index, millis: u64 },

@@ -534,6 +534,25 @@ fn an_etcdctl_user_names_the_cluster_by_address_and_reads_ranges() {
             .starts_with("127.0.0.1:")
     );
     assert_eq!(json(&["-w", "json", "get", "b"])["value"], "y");
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let (code, out, err) = by_address(args, false);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{args:?}: {l}: {e}")))
+            .collect()
+    };
+    let nodes = lines(&["-w", "json", "nodes"]);
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[2]["port"], c.config.members[2].port);
+    let snapshots = lines(&["-w", "json", "snapshot"]);
+    assert_eq!(snapshots.len(), 3);
+    assert!(
+        snapshots.iter().all(|s| s["index"].as_u64() > Some(120)),
+        "{snapshots:?}"
+    );
+    let file = elsewhere.path().join("backup.db");
+    let saved = json(&["-w", "json", "snapshot", "save", file.to_str().unwrap()]);
+    assert_eq!(saved["keys"], 123, "{saved}");
     // Deleting by prefix: one command, the count printed (as etcdctl).
     let (code, out, err) = by_address(&["delete", "--prefix", "app/"], true);
     assert_eq!((code, out.trim()), (Some(0), "120"), "{err}");

@@ -263,7 +263,26 @@ fn members_set_replaces_two_of_three_voters_by_joint_consensus() {
     for id in [3, 4] {
         c.start_joining(id, 0);
         let address = c.address(id);
-        ok(&c, &["add", &id.to_string(), &address, "--learner"]);
+        // With -w json, one object per line: the join line, each step,
+        // the membership.
+        let out = ok(
+            &c,
+            &["-w", "json", "add", &id.to_string(), &address, "--learner"],
+        );
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        assert!(
+            lines[0]["join"]
+                .as_str()
+                .unwrap()
+                .contains(&format!(" {id} {address}")),
+            "{out}"
+        );
+        assert_eq!(lines[1]["progress"], "learner_added", "{out}");
+        assert_eq!(lines.last().unwrap()["id"], id, "{out}");
+        assert!(lines.last().unwrap()["membership"].is_object(), "{out}");
     }
     let out = ok(&c, &["members", "set", "0", "3", "4"]);
     assert!(out.contains("voters set to [0, 3, 4]"), "{out}");

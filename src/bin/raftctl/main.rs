@@ -23,6 +23,7 @@ macro_rules! say {
 
 mod kv;
 mod members;
+mod snapshot;
 
 fn print_line(line: std::fmt::Arguments) {
     use std::io::Write;
@@ -447,34 +448,6 @@ fn watch_keys(client: &mut Client, key: String, prefix: bool, from: Option<u64>,
     }
 }
 
-/// `raftctl snapshot save FILE` and `raftctl snapshot restore FILE`.
-fn backup(client: &mut Client, cluster: &ClusterConfig, action: SnapshotAction, timeout: u64) {
-    let failed = |e: raft::backup::BackupError| -> ! {
-        eprintln!("raftctl: {e}");
-        match e {
-            raft::backup::BackupError::Client(e) => fail(&e),
-            _ => exit(1),
-        }
-    };
-    match action {
-        SnapshotAction::Save { file } => {
-            let saved = raft::backup::save(client, &file, Duration::from_millis(timeout))
-                .unwrap_or_else(|e| failed(e));
-            say!(
-                "saved the store as of index {} to {}: {} keys, {} bytes",
-                saved.index,
-                file.display(),
-                saved.keys,
-                saved.bytes
-            );
-        }
-        SnapshotAction::Restore { file, clients } => {
-            let keys = raft::backup::restore(cluster, &file, clients).unwrap_or_else(|e| failed(e));
-            say!("restored {keys} keys from {}", file.display());
-        }
-    }
-}
-
 /// Keys and values as etcdctl prints them (a key line, then its value),
 /// or one JSON object per key.
 fn print_range(kvs: &[raft::wire::KeyValue], json: bool) {
@@ -546,7 +519,7 @@ fn main() {
         from_endpoints(&args.endpoints, args.timeout)
     };
     if let Command::Nodes = args.command {
-        return members::nodes(&from_file);
+        return members::nodes(&from_file, args.write_out == "json");
     }
     // The members as they are now, which the file may no longer say.
     let cluster = client::current_config(&from_file, Duration::from_millis(args.timeout.min(1000)));
@@ -618,8 +591,8 @@ fn main() {
             (follow, json, node, messages),
         ),
         Command::Snapshot { node, action } => match action {
-            None => snapshot(&mut client, &cluster, &args.config, node),
-            Some(action) => backup(&mut client, &cluster, action, args.timeout),
+            None => snapshot::take(&mut client, &cluster, &args.config, node, json_out),
+            Some(action) => snapshot::backup(&mut client, &cluster, action, args.timeout, json_out),
         },
         Command::Bench {
             clients,
@@ -730,43 +703,6 @@ fn print_log(
             };
             say!("{:>7} {:>6}  {text}", e.index, e.term);
         }
-    }
-}
-
-/// `raftctl snapshot`: node `node` (every node by default) takes one.
-fn snapshot(client: &mut Client, cluster: &ClusterConfig, config: &Path, node: Option<u64>) {
-    let ids: Vec<u64> = match node {
-        Some(id) if cluster.member(id).is_none() => {
-            eprintln!("raftctl: node {id} is not in {}", config.display());
-            exit(2);
-        }
-        Some(id) => vec![id],
-        None => cluster.members.iter().map(|m| m.id).collect(),
-    };
-    let mut failed = None;
-    for id in ids {
-        match client.snapshot(id) {
-            Ok(t) if t.taken => say!(
-                "node{id}: snapshot up to index {} (term {}): {} keys, {} bytes, in {} ms (store blocked {} µs)",
-                t.index,
-                t.term,
-                t.keys,
-                t.bytes,
-                t.millis,
-                t.store_blocked_micros
-            ),
-            Ok(t) => say!(
-                "node{id}: nothing new to snapshot; the snapshot covers up to index {}",
-                t.index
-            ),
-            Err(e) => {
-                eprintln!("raftctl: {e}");
-                failed = Some(e);
-            }
-        }
-    }
-    if let Some(e) = failed {
-        fail(&e);
     }
 }
 

@@ -33,14 +33,13 @@ pub fn run(client: &mut Client, config: &ClusterConfig, command: Command, json_o
                 raft::consensus::Config::new(0, [], 0).election_timeout_max,
                 Duration::from_millis,
             );
-            add(
-                client,
-                id,
-                &address,
-                learner,
-                timeout,
-                Duration::from_secs(stall),
-            )
+            let options = AddOptions {
+                learner_only: learner,
+                election_timeout: timeout,
+                stall: Duration::from_secs(stall),
+                ..AddOptions::default()
+            };
+            add(client, id, &address, &options, json_out)
         }
         Command::Promote { id } => change(client, MemberChange::Promote { id }, json_out),
         Command::Remove { id } => change(client, MemberChange::Remove { id }, json_out),
@@ -49,9 +48,16 @@ pub fn run(client: &mut Client, config: &ClusterConfig, command: Command, json_o
 }
 
 /// `raftctl nodes`: the configuration file's nodes, for scripts.
-pub fn nodes(config: &raft::config::ClusterConfig) {
+pub fn nodes(config: &raft::config::ClusterConfig, json: bool) {
     for m in &config.members {
-        say!("{} {} {}", m.id, m.host, m.port);
+        if json {
+            say!(
+                "{}",
+                serde_json::json!({"id": m.id, "host": m.host, "port": m.port})
+            );
+        } else {
+            say!("{} {} {}", m.id, m.host, m.port);
+        }
     }
 }
 
@@ -176,42 +182,52 @@ pub fn change(client: &mut Client, change: MemberChange, json: bool) {
     say!("{what}: membership at index {index} committed in {millis} ms: {membership}");
 }
 
-/// `raftctl add ID HOST:PORT [--learner]`.
-pub fn add(
-    client: &mut Client,
-    id: NodeId,
-    address: &str,
-    learner_only: bool,
-    election_timeout: Duration,
-    stall: Duration,
-) {
+/// `raftctl add ID HOST:PORT [--learner]`: the line that starts the new
+/// server, then each step as it is committed (with `json`, one object per
+/// line: `{"join":…}`, the steps, then `{"id":…,"membership":…}`).
+pub fn add(client: &mut Client, id: NodeId, address: &str, options: &AddOptions, json: bool) {
     let leader = client.leader().unwrap_or_else(|e| fail(&e));
-    say!("Start the new server (same --state-dir, --debug-dir and timing options as the others):");
-    say!("  raftnode --join {} {id} {address}", leader.address());
-    let options = AddOptions {
-        learner_only,
-        election_timeout,
-        stall,
-        ..AddOptions::default()
-    };
-    let result = reconfig::add_server(client, id, address, &options, |p| match p {
-        AddProgress::LearnerAdded { index, millis } => say!(
-            "node{id} added as a learner (index {index}, committed in {millis} ms); it receives the log without voting"
-        ),
-        AddProgress::Round {
-            round,
-            goal,
-            millis,
-        } => say!("catch-up round {round}: node{id} reached index {goal} in {millis} ms"),
-        AddProgress::Promoted { index, millis } => {
-            say!("node{id} promoted to voter (index {index}, committed in {millis} ms)")
+    let join = format!("raftnode --join {} {id} {address}", leader.address());
+    if json {
+        say!("{}", serde_json::json!({ "join": join }));
+    } else {
+        say!(
+            "Start the new server (same --state-dir, --debug-dir and timing options as the others):"
+        );
+        say!("  {join}");
+    }
+    let result = reconfig::add_server(client, id, address, options, |p| {
+        if json {
+            return say!(
+                "{}",
+                serde_json::to_string(&p).expect("progress serializes")
+            );
         }
-        AddProgress::Abandoned { index } => {
-            say!("node{id} removed again (index {index}): the add is abandoned")
+        match p {
+            AddProgress::LearnerAdded { index, millis } => say!(
+                "node{id} added as a learner (index {index}, committed in {millis} ms); it receives the log without voting"
+            ),
+            AddProgress::Round {
+                round,
+                goal,
+                millis,
+            } => say!("catch-up round {round}: node{id} reached index {goal} in {millis} ms"),
+            AddProgress::Promoted { index, millis } => {
+                say!("node{id} promoted to voter (index {index}, committed in {millis} ms)")
+            }
+            AddProgress::Abandoned { index } => {
+                say!("node{id} removed again (index {index}): the add is abandoned")
+            }
         }
     });
     match result {
-        Ok(membership) => print_membership(&membership, learner_only, id),
+        Ok(membership) if json => {
+            say!(
+                "{}",
+                serde_json::json!({"id": id, "membership": membership})
+            )
+        }
+        Ok(membership) => print_membership(&membership, options.learner_only, id),
         Err(reconfig::AddError::Client(e)) => fail(&e),
         Err(e) => {
             eprintln!("raftctl: {e}");
