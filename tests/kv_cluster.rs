@@ -534,6 +534,10 @@ fn an_etcdctl_user_names_the_cluster_by_address_and_reads_ranges() {
             .starts_with("127.0.0.1:")
     );
     assert_eq!(json(&["-w", "json", "get", "b"])["value"], "y");
+    // etcdctl's move-leader.
+    let moved = json(&["-w", "json", "transfer"]);
+    assert_ne!(moved["from"], moved["to"], "{moved}");
+    assert_eq!(json(&["-w", "json", "leader"])["id"], moved["to"]);
     let lines = |args: &[&str]| -> Vec<serde_json::Value> {
         let (code, out, err) = by_address(args, false);
         assert_eq!(code, Some(0), "{args:?}: {err}");

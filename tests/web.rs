@@ -603,6 +603,9 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
         greyed["lag"]
     );
     assert!(after_click < Duration::from_secs(1), "{after_click:?}");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("teaching-silent.png");
+    browser.screenshot(&shot);
+    eprintln!("screenshot: {}", shot.display());
     let mut samples: Vec<f64> = Vec::new();
     let first = browser.eval(&timer);
     loop {
@@ -630,8 +633,9 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
         "button[data-node=\"{leader}\"][data-action=\"resume\"]"
     ));
 
-    // Paused, the page keeps receiving; a step shows the first captioned
-    // event that waited, and "live" catches up.
+    // Paused, the page keeps receiving; a step shows the first turn of
+    // the story that waited (the put's commit, or something before it),
+    // and "live" catches up.
     browser.click("#pause");
     let put = serde_json::json!({"key": "story", "value": "told"});
     let answer = agent()
@@ -646,8 +650,7 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
     let waiting = wait_eval(
         &browser,
         "a captioned event waiting",
-        "const m = story.queue.find(m => m.type === 'event' && teach.caption(m.event));
-         return {mode: document.querySelector('#story').dataset.mode, kind: m ? m.event.kind : null};",
+        "return {mode: document.querySelector('#story').dataset.mode, kind: story.nextStop()};",
         |v| v["kind"].is_string(),
     );
     assert_eq!(waiting["mode"], "paused", "{waiting}");
@@ -693,7 +696,7 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
     );
     let after = shown(&browser);
     assert_ne!(after["leader"], before["leader"], "{step}");
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("teaching.png");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("teaching-tour.png");
     browser.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
 }

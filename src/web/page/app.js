@@ -245,7 +245,10 @@ function drawNodes() {
     n.el.term.textContent = s ? `term ${s.term}` : "";
     // When the page first showed it silent (the browser test measures
     // from its last message to here).
-    if (quiet != null && n.silentShownAt == null) n.silentShownAt = story.now();
+    if (quiet != null && n.silentShownAt == null) {
+      n.silentShownAt = story.now();
+      teach.nodeSilent(n, quiet);
+    }
     if (quiet == null) n.silentShownAt = null;
     const left = timerLeft(n);
     n.el.timer.style.display = left == null ? "none" : "";

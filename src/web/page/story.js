@@ -56,19 +56,38 @@ const story = {
     this.show();
   },
 
-  // Shows the queue up to and including the next event that has a
-  // caption (what happened between comes with it: statuses, messages).
+  // Shows the queue up to and including the next turn of the story: an
+  // event with a caption, or a node that was up going down (what
+  // happened between comes with it: statuses, messages).
   step() {
     if (this.live) this.pause();
     this.playing = false;
     while (this.queue.length) {
       const msg = this.queue.shift();
+      const stop = this.stopsAt(msg, (id) => state.nodes.get(id)?.up);
       this.clock = Math.max(this.clock, msg.at);
       apply(msg);
-      if (msg.type === "event" && !msg.replay && teach.caption(msg.event)) break;
-      if (msg.type === "down" && !msg.replay) break;
+      if (stop) break;
     }
     this.show();
+  },
+
+  stopsAt(msg, isUp) {
+    if (msg.replay) return false;
+    if (msg.type === "event") return !!teach.caption(msg.event);
+    return msg.type === "down" && !!isUp(msg.node);
+  },
+
+  // What "step" would show next: the event's kind, "down", or null.
+  nextStop() {
+    const up = new Map([...state.nodes.values()].map((n) => [n.id, n.up]));
+    for (const msg of this.queue) {
+      if (this.stopsAt(msg, (id) => up.get(id))) return msg.type === "down" ? "down" : msg.event.kind;
+      if (msg.type === "up") up.set(msg.node, true);
+      if (msg.type === "status") up.set(msg.status.id, true);
+      if (msg.type === "down") up.set(msg.node, false);
+    }
+    return null;
   },
 
   play() {

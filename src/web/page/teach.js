@@ -116,6 +116,14 @@ const teach = {
     this.say([`${n_(n.id)} does not answer (crashed, stopped or unreachable); ${left}`, "§5.1, §5.5", 2], n.id, "down");
   },
 
+  nodeSilent(n, quiet) {
+    const leads = n.status && n.status.role === "leader";
+    const then = leads
+      ? "It leads: its followers hear no heartbeats, so their election timers run down, and the first to run out stands for election."
+      : "A follower that misses heartbeats is harmless until it wakes up and finds a newer term.";
+    this.say([`${n_(n.id)} has sent nothing for ${Math.round(quiet)} ms (paused, or overloaded): alive, but silent. ${then}`, "§5.2", 2], n.id, "silent");
+  },
+
   say([text, cite, weight], node, kind) {
     const now = story.now();
     if (story.live && this.shown && weight < this.shown.weight && now - this.shown.at < 3000) return;
