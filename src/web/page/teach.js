@@ -64,7 +64,7 @@ function captionOf(e) {
     case "leader_known":
       return [`${who} hears from ${n_(d.leader)}, the leader of term ${d.term}, and follows it: each heartbeat resets its election timer.`, "§5.2", 1];
     case "term_adopted":
-      return [`${who} saw term ${d.term} from ${n_(d.from)}, newer than its own: it adopts it and becomes a follower (a node with an old term is out of date).`, "§5.1", 2];
+      return [`${who} saw term ${d.term} from ${n_(d.from)}, newer than its own: it adopts it and becomes a follower (a node with an old term is out of date).`, "§5.1", 1];
     case "quorum_lost":
       return [`${who}, leader of term ${d.term}, heard from only ${d.heard} of ${d.cluster_size} nodes in ${d.window_ms} ms: it steps down rather than go on leading a cluster that may have chosen another leader (CheckQuorum).`, "thesis §6.2", 2];
     case "committed":
