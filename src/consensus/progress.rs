@@ -344,8 +344,15 @@ impl Progress {
         self.acked_round = self.acked_round.max(round);
     }
 
-    /// The connection failed: whatever was in flight is lost. Start again
-    /// from what the follower is known to have.
+    /// The connection failed: whatever was in flight is lost. Replicating,
+    /// `next_index` ran ahead on requests now lost: start again from what
+    /// the follower is known to have. Probing, it did not move with the
+    /// probe and stays the best guess (Figure 2 starts it at the leader's
+    /// last index + 1, and only a refusal moves it back): going back to
+    /// `match_index + 1`, which is 1 when nothing is known yet, would
+    /// resend the whole log (or a snapshot) to a follower that was only
+    /// down for a moment and may hold nearly all of it. etcd-io/raft's
+    /// unreachable report likewise leaves a probing follower alone.
     pub fn failed(&mut self) {
         self.in_flight = 0;
         self.sent_round = self.acked_round;
@@ -354,8 +361,10 @@ impl Progress {
             t.chunk_in_flight = false;
             return;
         }
-        self.state = ProgressState::Probe;
-        self.next_index = self.match_index + 1;
+        if self.state == ProgressState::Replicate {
+            self.state = ProgressState::Probe;
+            self.next_index = self.match_index + 1;
+        }
     }
 }
 
@@ -524,5 +533,26 @@ mod tests {
             (ProgressState::Probe, 6, 0)
         );
         assert!(p.can_send(4, Batch::Full));
+    }
+
+    /// Issue 22: a follower down since the leader's election showed as
+    /// `MATCH 0 NEXT 1`: each failed probe sent next_index back to
+    /// match + 1, so when it returned the leader resent its whole log
+    /// (or a snapshot) instead of probing from its own last index.
+    #[test]
+    fn a_failed_probe_keeps_next_index_where_figure_2_put_it() {
+        let mut p = Progress::new(27, Duration::ZERO);
+        p.sent(27, 0); // the first heartbeat, prev 27
+        p.failed();
+        assert_eq!(
+            (p.state, p.match_index, p.next_index),
+            (ProgressState::Probe, 0, 28)
+        );
+        // Back, with a log ending at 20: one refusal with its hint.
+        p.sent(27, 0);
+        assert_eq!(p.rejected(27, 21), Refusal::Retry);
+        assert_eq!(p.next_index, 21);
+        p.failed();
+        assert_eq!(p.next_index, 21, "what a refusal taught is kept too");
     }
 }
