@@ -218,6 +218,16 @@ fn the_page_shows_the_cluster_and_a_new_leader_after_the_kill_button() {
         node(p, leader)["role"] == "down"
     });
     assert!(page["events"].as_u64().unwrap() > 0, "{page}");
+    // Its last known log stays, greyed (it vanished before issue 22).
+    wait_eval(
+        &browser,
+        "the killed node's last log, greyed",
+        &format!(
+            "const row = document.querySelector('#logs .row[data-node=\"{leader}\"]');
+             return {{down: row.classList.contains('down'), boxes: row.querySelectorAll('.box:not(.empty)').length}};"
+        ),
+        |v| v["down"] == true && v["boxes"].as_u64() > Some(0),
+    );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web.png");
     browser.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
@@ -583,7 +593,8 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
         v["timer"].as_str().is_some_and(|t| !t.is_empty())
     });
 
-    // Pause the leader: it greys within a second, and the follower's
+    // Pause the leader: it greys within a second of its last message
+    // (three status intervals, 150 ms, and a frame), and the follower's
     // timer runs down, with no heartbeat to reset it.
     let paused_at = Instant::now();
     browser.click(&format!(
@@ -602,7 +613,12 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
         after_click.as_millis(),
         greyed["lag"]
     );
-    assert!(after_click < Duration::from_secs(1), "{after_click:?}");
+    // Measured by the page, from the node's last message to the grey:
+    // the click's own path (WebDriver, the lab's request, SIGSTOP) and
+    // this loop's polling are not the page's to answer for, and on a
+    // loaded machine they take more than the second.
+    let lag = greyed["lag"].as_f64().expect("the page noted when");
+    assert!(lag < 1000.0, "greyed {lag} ms after its last message");
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("teaching-silent.png");
     browser.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
@@ -632,6 +648,9 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
     browser.click(&format!(
         "button[data-node=\"{leader}\"][data-action=\"resume\"]"
     ));
+    wait_eval(&browser, "the resumed node answering", &silent, |v| {
+        v["role"] != "silent" && v["role"] != "down"
+    });
 
     // Paused, the page keeps receiving; a step shows the first turn of
     // the story that waited (the put's commit, or something before it),
@@ -650,13 +669,22 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
     let waiting = wait_eval(
         &browser,
         "a captioned event waiting",
-        "return {mode: document.querySelector('#story').dataset.mode, kind: story.nextStop()};",
+        "const next = story.nextStop();
+         return {mode: document.querySelector('#story').dataset.mode, kind: next && next.kind, caption: next && next.caption};",
         |v| v["kind"].is_string(),
     );
     assert_eq!(waiting["mode"], "paused", "{waiting}");
     browser.click("#step");
-    let caption = browser.eval("return document.querySelector('#caption').dataset.kind;");
-    assert_eq!(caption, waiting["kind"], "the step showed another event");
+    let stopped = browser.eval("return story.stoppedAt;");
+    assert_eq!(stopped, waiting["kind"], "the step stopped elsewhere");
+    if stopped != "down" {
+        let caption = browser.eval("return document.querySelector('#caption').textContent;");
+        let text = waiting["caption"].as_str().unwrap();
+        assert!(
+            caption.as_str().unwrap().contains(text),
+            "{caption} lacks {text}"
+        );
+    }
     browser.click("#live");
     wait_eval(
         &browser,
@@ -685,6 +713,14 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
         step["result"].as_str().unwrap().contains("is committed"),
         "{step}"
     );
+    // Replication chatter (appended, committed) is in the events pane,
+    // hidden until asked for.
+    let chatter = "const li = document.querySelector('#events li.chatter');
+        return li ? getComputedStyle(li).display : null;";
+    let hidden = wait_eval(&browser, "replication events", chatter, |v| v.is_string());
+    assert_eq!(hidden, "none");
+    browser.click("#show-chatter");
+    assert_ne!(browser.eval(chatter), "none");
     browser.click("#tour-next");
     let before = wait_shown(&browser, "a leader", |p| p["leader"].is_u64());
     browser.click("#tour-action");

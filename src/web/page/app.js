@@ -158,7 +158,13 @@ function addEvent(e) {
   li.dataset.node = e.node;
   li.dataset.time = e.time_ms;
   const t = new Date(e.time_ms).toISOString().slice(11, 23);
-  li.append(el("span", { class: "time" }, t + " "), `node${e.node} [T${e.term} ${e.role}] ${e.text}`);
+  // The activity log's role line is in the courses' format ("STATE:
+  // Leader | TERM: 7", which their scripts grep); here, in words.
+  const text = e.kind === "role_changed"
+    ? `became ${e.detail.role.replace("_", "-")} in term ${e.detail.term}`
+    : e.text;
+  li.title = e.text;
+  li.append(el("span", { class: "time" }, t + " "), `node${e.node} [T${e.term} ${e.role}] ${text}`);
   // Newest first, by the nodes' clocks: the streams of different nodes
   // interleave a little out of order.
   const list = $("#events");

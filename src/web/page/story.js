@@ -16,6 +16,7 @@ const story = {
   playing: false,
   queue: [],
   clock: 0, // the story's time while not live (performance.now() scale)
+  stoppedAt: null, // the kind of what the last step stopped at
   lastTick: 0,
   note: "",
 
@@ -62,12 +63,16 @@ const story = {
   step() {
     if (this.live) this.pause();
     this.playing = false;
+    this.stoppedAt = null;
     while (this.queue.length) {
       const msg = this.queue.shift();
       const stop = this.stopsAt(msg, (id) => state.nodes.get(id)?.up);
       this.clock = Math.max(this.clock, msg.at);
       apply(msg);
-      if (stop) break;
+      if (stop) {
+        this.stoppedAt = msg.type === "down" ? "down" : msg.event.kind;
+        break;
+      }
     }
     this.show();
   },
@@ -78,11 +83,15 @@ const story = {
     return msg.type === "down" && !!isUp(msg.node);
   },
 
-  // What "step" would show next: the event's kind, "down", or null.
+  // What "step" would show next: {kind ("down" or the event's), caption}
+  // or null.
   nextStop() {
     const up = new Map([...state.nodes.values()].map((n) => [n.id, n.up]));
     for (const msg of this.queue) {
-      if (this.stopsAt(msg, (id) => up.get(id))) return msg.type === "down" ? "down" : msg.event.kind;
+      if (this.stopsAt(msg, (id) => up.get(id))) {
+        if (msg.type === "down") return { kind: "down", caption: null };
+        return { kind: msg.event.kind, caption: teach.caption(msg.event)[0] };
+      }
       if (msg.type === "up") up.set(msg.node, true);
       if (msg.type === "status") up.set(msg.status.id, true);
       if (msg.type === "down") up.set(msg.node, false);
