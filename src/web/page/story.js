@@ -2,9 +2,10 @@
 // stamped with the page's clock when it arrives, and shown either at
 // once (live) or later: paused, the page keeps receiving into a queue
 // while the cluster runs on; "step" shows the queue up to the next event
-// with a caption, "play" plays it back at the chosen speed, "live"
-// catches up. Everything drawn is drawn at story.now(), so timers,
-// HEARD and silences freeze with the picture and move with the playback.
+// with a caption, "play" plays it back at the chosen speed (faster than
+// the cluster ran, unless slow, so that it catches up), "live" catches
+// up at once. Everything is drawn at story.now(), so timers, HEARD and
+// silences freeze with the picture and move with the playback.
 "use strict";
 
 // At most this many updates wait while paused (several minutes of a
@@ -122,7 +123,9 @@ const story = {
       if (!this.live) this.show(); // how far behind grows
       return;
     }
-    const rate = Number($("#speed").value) / 2.5;
+    // slow 0.6×, normal 1.5×, fast 3.6× the cluster's pace: faster than
+    // real time, except slow, so that playing catches up.
+    const rate = Number($("#speed").value) * 0.6;
     this.clock += (real - this.lastTick) * rate;
     this.lastTick = real;
     while (this.queue.length && this.queue[0].at <= this.clock) apply(this.queue.shift());

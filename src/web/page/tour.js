@@ -12,9 +12,7 @@ const TOUR = [
   {
     title: "A leader is elected",
     body: () => {
-      const f = answering().find((n) => n.status.election_timeout_ms);
-      const ms = f ? ` (this one: ${f.status.election_timeout_ms} ms)` : "";
-      return `Every node starts as a follower with an election timer: the white ring around it, set to a random length${ms} so that one usually runs out first. A follower whose timer runs out stands for election; with a majority of votes it leads. Its heartbeats reset everyone else's timer: watch the rings jump back up as each arrives.`;
+      return `Every node starts as a follower with an election timer: the white ring around it, set to a random length each time it is reset, so that one usually runs out first. A follower whose timer runs out stands for election; with a majority of votes it leads. Its heartbeats reset everyone else's timer: watch the rings jump back up as each arrives.`;
     },
     cite: "§5.2",
     check: () => {
@@ -41,10 +39,9 @@ const TOUR = [
   },
   {
     title: "The leader crashes",
-    body: (ctx) => `Kill the leader${ctx.leader ? `, ${n_(ctx.leader)},` : ""} with SIGKILL. Its followers stop hearing heartbeats; their timers run down; one stands, and a node whose log is at least as up to date as a majority's wins, so no committed entry is lost.`,
+    body: (ctx) => `Kill the leader${ctx.killed != null ? `, ${n_(ctx.killed)},` : ""} with SIGKILL. Its followers stop hearing heartbeats; their timers run down; one stands, and a node whose log is at least as up to date as a majority's wins, so no committed entry is lost.`,
     cite: "§5.2, §5.4.1",
     needsLab: true,
-    enter: (ctx) => { const l = leader(); ctx.leader = l && l.id; },
     action: { label: "kill the leader", run: async (ctx) => {
       const l = leader();
       if (!l) return "no leader to kill right now";
@@ -188,11 +185,15 @@ const tour = {
     if (this.step === step && !this.done) { this.result = result; this.render(); }
   },
 
-  // Each frame: has the cluster shown what this step waits for?
+  // Each frame: has the cluster shown what this step waits for? (And
+  // the step's text, which names nodes, kept up to date.)
   check() {
     if (this.step < 0 || this.done) return;
-    const done = TOUR[this.step].check(this.ctx);
-    if (done) { this.done = done; this.render(); }
+    const s = TOUR[this.step];
+    const done = s.check(this.ctx);
+    if (done) { this.done = done; this.render(); return; }
+    const body = s.body(this.ctx);
+    if ($("#tour-body").textContent !== body) $("#tour-body").textContent = body;
   },
 
 
