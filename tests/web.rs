@@ -93,6 +93,22 @@ fn serve(config: &Path, args: &[&str]) -> (Killed, String) {
     (web, url)
 }
 
+/// `raftctl web --lab` for `booted`'s cluster.
+fn serve_lab(booted: &Booted) -> (Killed, String) {
+    let state_dir = booted.state_dir().display().to_string();
+    let debug_dir = booted.debug_dir().display().to_string();
+    serve(
+        &booted.config_path,
+        &[
+            "--lab",
+            "--state-dir",
+            &state_dir,
+            "--debug-dir",
+            &debug_dir,
+        ],
+    )
+}
+
 /// An HTTP client that returns error statuses as answers.
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -148,18 +164,7 @@ fn wait_shown(browser: &Browser, what: &str, check: impl Fn(&Value) -> bool) -> 
 fn the_page_shows_the_cluster_and_a_new_leader_after_the_kill_button() {
     let booted = Booted::start(3);
     let cluster = config::load(&booted.config_path).unwrap();
-    let state_dir = booted.state_dir().display().to_string();
-    let debug_dir = booted.debug_dir().display().to_string();
-    let (_web, url) = serve(
-        &booted.config_path,
-        &[
-            "--lab",
-            "--state-dir",
-            &state_dir,
-            "--debug-dir",
-            &debug_dir,
-        ],
-    );
+    let (_web, url) = serve_lab(&booted);
 
     let browser = Browser::start();
     browser.goto(&url);
@@ -568,18 +573,7 @@ const TOUR_STATE: &str = "const t = document.querySelector('#tour');
 #[test]
 fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours() {
     let booted = Booted::start(3);
-    let state_dir = booted.state_dir().display().to_string();
-    let debug_dir = booted.debug_dir().display().to_string();
-    let (_web, url) = serve(
-        &booted.config_path,
-        &[
-            "--lab",
-            "--state-dir",
-            &state_dir,
-            "--debug-dir",
-            &debug_dir,
-        ],
-    );
+    let (_web, url) = serve_lab(&booted);
     let browser = Browser::start();
     browser.goto(&url);
     let page = wait_shown(&browser, "a leader", |p| p["leader"].is_u64());
@@ -735,4 +729,32 @@ fn the_teaching_mode_shows_silence_and_timers_at_once_steps_the_story_and_tours(
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("teaching-tour.png");
     browser.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
+    // The rest of the tour, each step pressed and waited for: writes
+    // without the killed node, the killed node restarted and caught up,
+    // the leader cut off and reconnected, the end.
+    for (step, what) in [
+        (3, "Committed up to"),
+        (4, "holds the log"),
+        (5, "stepped down"),
+        (6, "follows"),
+        (7, "end of the tour"),
+    ] {
+        browser.click("#tour-next");
+        let now = browser.eval(TOUR_STATE);
+        assert_eq!(now["step"], step, "{now}");
+        if step < 7 {
+            assert_eq!(now["done"], false, "done before its action: {now}");
+            browser.click("#tour-action");
+        }
+        let done = wait_eval(
+            &browser,
+            &format!("tour step {step} done"),
+            TOUR_STATE,
+            |v| v["step"] == step && v["done"] == true,
+        );
+        let result = done["result"].as_str().unwrap();
+        assert!(result.contains(what), "step {step}: {result}");
+    }
+    browser.click("#tour-next");
+    assert_eq!(browser.eval(TOUR_STATE)["step"], -1, "the tour closes");
 }

@@ -1,5 +1,7 @@
 // The guided tour: election, replication, a leader crash, writes without
-// it, a partition and its healing, a node catching up. Each step says
+// it, the crashed node catching up, a partition and its healing (in that
+// order, so that three nodes are enough: the partition needs all three
+// up for the two left to elect). Each step says
 // what to look at, offers the lab action that makes it happen (pressed
 // by the student, not by the tour), and waits for the cluster to show
 // it, at the story's time: paused, the tour waits too. #tour's
@@ -7,6 +9,22 @@
 "use strict";
 
 const answering = () => [...state.nodes.values()].filter((n) => answers(n));
+
+// The lab's `action` on the node leading now; its id and term kept in
+// ctx[as] and ctx[as + "Term"] for the step's check.
+async function onLeader(ctx, action, as) {
+  const l = leader();
+  if (!l) return "no leader right now: wait for one";
+  ctx[as] = l.id;
+  ctx[as + "Term"] = l.status.term;
+  return onNode(l.id, action);
+}
+
+// The lab's `action` on node `id`: what it did, or why not.
+async function onNode(id, action) {
+  const answer = await lab(id, action);
+  return answer.done || answer.error;
+}
 
 const TOUR = [
   {
@@ -42,14 +60,7 @@ const TOUR = [
     body: (ctx) => `Kill the leader${ctx.killed != null ? `, ${n_(ctx.killed)},` : ""} with SIGKILL. Its followers stop hearing heartbeats; their timers run down; one stands, and a node whose log is at least as up to date as a majority's wins, so no committed entry is lost.`,
     cite: "§5.2, §5.4.1",
     needsLab: true,
-    action: { label: "kill the leader", run: async (ctx) => {
-      const l = leader();
-      if (!l) return "no leader to kill right now";
-      ctx.killed = l.id;
-      ctx.killedTerm = l.status.term;
-      const answer = await lab(l.id, "kill");
-      return answer.done || answer.error;
-    } },
+    action: { label: "kill the leader", run: (ctx) => onLeader(ctx, "kill", "killed") },
     check: (ctx) => {
       const l = leader();
       if (ctx.killed == null || !l || l.id === ctx.killed || l.status.term <= ctx.killedTerm) return null;
@@ -64,14 +75,26 @@ const TOUR = [
       for (let k = 1; k <= 3; k++) {
         const answer = await put(`tour${k}`, `while ${n_(ctx.killed)} is down`);
         if (answer.error) return answer.error;
-        ctx.written = answer.index;
+        ctx.writtenWhileDown = answer.index;
       }
-      return `written up to index ${ctx.written}`;
+      return `written up to index ${ctx.writtenWhileDown}`;
     } },
     check: (ctx) => {
-      const l = leader();
-      if (!ctx.written || !l || l.status.commit_index < ctx.written) return null;
-      return `Committed up to ${ctx.written} with ${answering().length} of ${state.nodes.size} nodes up: a majority is enough.`;
+      const l = leader(), last = ctx.writtenWhileDown;
+      if (!last || !l || l.status.commit_index < last) return null;
+      return `Committed up to ${last} with ${answering().length} of ${state.nodes.size} nodes up: a majority is enough.`;
+    },
+  },
+  {
+    title: "A node catches up",
+    body: (ctx) => `Restart ${n_(ctx.killed)}, killed earlier. It reads its term, vote and log back from its disk; the leader finds where their logs last agree (AppendEntries backs up until they match) and sends what it missed, or a snapshot if its log no longer holds it.`,
+    cite: "§5.3, §7",
+    needsLab: true,
+    action: { label: "restart it", run: (ctx) => onNode(ctx.killed, "restart") },
+    check: (ctx) => {
+      const n = state.nodes.get(ctx.killed);
+      if (!n || !answers(n) || n.status.last_log_index < ctx.writtenWhileDown) return null;
+      return `${n_(ctx.killed)} holds the log up to ${n.status.last_log_index}, the entries written while it was down included.`;
     },
   },
   {
@@ -79,14 +102,7 @@ const TOUR = [
     body: () => "Cut the leader off from its peers (it still answers this page). It hears from no majority, so it steps down (CheckQuorum); the others elect a new leader. Its own pre-votes fail, so it does not raise its term and will not disrupt the cluster when it returns.",
     cite: "thesis §6.2, §9.6",
     needsLab: true,
-    action: { label: "cut off the leader", run: async (ctx) => {
-      const l = leader();
-      if (!l) return "no leader to cut off right now";
-      ctx.cut = l.id;
-      ctx.cutTerm = l.status.term;
-      const answer = await lab(l.id, "isolate");
-      return answer.done || answer.error;
-    } },
+    action: { label: "cut off the leader", run: (ctx) => onLeader(ctx, "isolate", "cut") },
     check: (ctx) => {
       const l = leader(), cut = state.nodes.get(ctx.cut);
       if (ctx.cut == null || !l || l.id === ctx.cut || l.status.term <= ctx.cutTerm) return null;
@@ -99,29 +115,11 @@ const TOUR = [
     body: (ctx) => `Reconnect ${n_(ctx.cut)}. Its term is not higher than the leader's, so the leader's next heartbeat simply makes it a follower again: no election.`,
     cite: "§5.1, thesis §9.6",
     needsLab: true,
-    action: { label: "reconnect it", run: async (ctx) => {
-      const answer = await lab(ctx.cut, "heal");
-      return answer.done || answer.error;
-    } },
+    action: { label: "reconnect it", run: (ctx) => onNode(ctx.cut, "heal") },
     check: (ctx) => {
       const l = leader(), cut = state.nodes.get(ctx.cut);
       if (!l || !cut || !answers(cut) || cut.status.isolated || cut.status.leader_id !== l.id) return null;
       return `${n_(ctx.cut)} follows ${n_(l.id)} in term ${l.status.term}.`;
-    },
-  },
-  {
-    title: "A node catches up",
-    body: (ctx) => `Restart ${n_(ctx.killed)}, killed earlier. It reads its term, vote and log back from its disk; the leader finds where their logs last agree (AppendEntries backs up until they match) and sends what it missed, or a snapshot if its log no longer holds it.`,
-    cite: "§5.3, §7",
-    needsLab: true,
-    action: { label: "restart it", run: async (ctx) => {
-      const answer = await lab(ctx.killed, "restart");
-      return answer.done || answer.error;
-    } },
-    check: (ctx) => {
-      const n = state.nodes.get(ctx.killed);
-      if (!n || !answers(n) || n.status.last_log_index < ctx.written) return null;
-      return `${n_(ctx.killed)} holds the log up to ${n.status.last_log_index}, the entries written while it was down included.`;
     },
   },
   {
