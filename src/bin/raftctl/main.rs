@@ -85,7 +85,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Set KEY to VALUE; prints nothing (exit 0 once committed and applied).
+    /// Set KEY to VALUE; prints nothing, where etcdctl prints OK: exit status 0 says it was committed and applied.
     Put {
         /// Any UTF-8, up to 4 KiB.
         key: String,
