@@ -45,6 +45,7 @@ pub mod reconfig;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 #[cfg(feature = "tools")]
 pub mod web;
