@@ -18,7 +18,6 @@
 //! (they belong to the old cluster's clients).
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -87,13 +86,10 @@ fn stream_to(leader: &Member, path: &Path, timeout: Duration) -> Result<Saved, B
         address: leader.address(),
         message,
     };
-    let address = leader
-        .socket_addr()
-        .map_err(|e| stream_err(e.to_string()))?;
-    let mut conn =
-        TcpStream::connect_timeout(&address, timeout).map_err(|e| stream_err(e.to_string()))?;
+    let mut conn = crate::tls::open(leader, timeout).map_err(|e| stream_err(e.to_string()))?;
     // The first line waits for the read's confirmation; then lines flow.
-    conn.set_read_timeout(Some(timeout.max(Duration::from_secs(5))))
+    conn.tcp()
+        .set_read_timeout(Some(timeout.max(Duration::from_secs(5))))
         .map_err(|e| stream_err(e.to_string()))?;
     let mut request = serde_json::to_vec(&Request::Backup).expect("a request serializes");
     request.push(b'\n');

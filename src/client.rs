@@ -751,9 +751,8 @@ pub fn stream(
     timeout: Duration,
 ) -> std::io::Result<impl Iterator<Item = Response>> {
     use std::io::{BufRead, Write};
-    let address = member.socket_addr()?;
-    let mut conn = std::net::TcpStream::connect_timeout(&address, timeout)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut conn = crate::tls::open(member, timeout)?;
+    conn.tcp().set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = serde_json::to_vec(request).expect("a request serializes");
     line.push(b'\n');
     conn.write_all(&line)?;

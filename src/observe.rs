@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -127,13 +126,12 @@ fn stream_node(
     resume: &mut Resume,
     subscribed: &mut bool,
 ) -> Result<(), String> {
-    let address = member.socket_addr().map_err(|e| e.to_string())?;
-    let stream =
-        TcpStream::connect_timeout(&address, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    let stream = crate::tls::open(member, Duration::from_secs(1)).map_err(|e| e.to_string())?;
     // Statuses come every `status_every`: silence for much longer is a
     // node that stopped answering (SIGSTOP, say).
     let silence = (options.status_every * 4).max(Duration::from_secs(2));
     stream
+        .tcp()
         .set_read_timeout(Some(silence))
         .map_err(|e| e.to_string())?;
     let request = Request::Subscribe {

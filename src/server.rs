@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufReader};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -42,6 +42,7 @@ use crossbeam::channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
 
 use crate::consensus::NodeId;
+use crate::tls::{self, Stream, Tls};
 use crate::wire::{self, ErrorCode, PeerRequest, Request, RequestClass, Response, WireError};
 
 /// Answers requests; see the module docs for which method runs where.
@@ -86,6 +87,9 @@ pub struct ServerOptions {
     /// stopped reading) closes the connection, so that it does not stay
     /// busy, and unevictable, forever.
     pub write_timeout: Duration,
+    /// TLS on every connection (see `tls`): a plain connection is
+    /// answered with an error line and closed.
+    pub tls: Option<Tls>,
 }
 
 impl ServerOptions {
@@ -109,6 +113,7 @@ impl Default for ServerOptions {
             max_connections: 256,
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -194,6 +199,7 @@ pub fn spawn(
     }
     let acceptor_registry = registry.clone();
     let acceptor_stopping = stopping.clone();
+    let refusals = Arc::new(Refusals::default());
     let acceptor = thread::Builder::new()
         .name("acceptor".into())
         .spawn(move || {
@@ -223,6 +229,8 @@ pub fn spawn(
                     registry: registry.clone(),
                     handler: handler.clone(),
                     jobs: jobs_tx.clone(),
+                    tls: options.tls.clone(),
+                    refusals: refusals.clone(),
                 };
                 let spawned = thread::Builder::new()
                     .name("conn".into())
@@ -255,16 +263,74 @@ struct Connection {
     registry: Arc<Registry>,
     handler: Arc<dyn Handler>,
     jobs: Sender<Job>,
+    tls: Option<Tls>,
+    refusals: Arc<Refusals>,
+}
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who was refused, and why, so far: each (address, reason) is logged
+/// once, not once per attempt (a peer retries every heartbeat).
+#[derive(Default)]
+struct Refusals(Mutex<std::collections::HashSet<(std::net::IpAddr, String)>>);
+
+impl Refusals {
+    fn note(&self, from: Option<SocketAddr>, why: &str) {
+        let ip = from.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let mut seen = self.0.lock();
+        if seen.len() < 1024 && seen.insert((ip, why.to_string())) {
+            log::warn!("refused a connection from {ip}: {why} (said once per address and reason)");
+        }
+    }
 }
 
 impl Connection {
-    fn serve(self, stream: TcpStream) {
-        self.serve_requests(stream);
+    fn serve(self, tcp: TcpStream) {
+        if let Some(stream) = self.secure(tcp) {
+            self.serve_requests(stream);
+        }
         self.registry.remove(self.id);
     }
 
-    fn serve_requests(&self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    /// The connection as its requests will travel: TLS if the node
+    /// requires it (a plain request is answered with an error line
+    /// saying so), plain otherwise.
+    fn secure(&self, mut tcp: TcpStream) -> Option<Stream> {
+        let Some(tls) = &self.tls else {
+            return Some(Stream::Plain(tcp));
+        };
+        let from = tcp.peer_addr().ok();
+        let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let mut first = [0u8; 1];
+        // A TLS connection starts with a handshake record (22); a plain
+        // one with a JSON line.
+        if matches!(tcp.peek(&mut first), Ok(1) if first[0] != 22) {
+            self.refusals
+                .note(from, "a plain connection (this node requires TLS)");
+            let _ = wire::write_message(
+                &mut tcp,
+                &Response::error(
+                    ErrorCode::Unauthenticated,
+                    "this node requires TLS: connect with its certificate authority and a certificate (raftctl --tls DIR)",
+                ),
+            );
+            return None;
+        }
+        match tls.accept(tcp) {
+            Ok(stream) => {
+                let _ = stream.tcp().set_read_timeout(None);
+                Some(stream)
+            }
+            Err(e) => {
+                self.refusals.note(from, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn serve_requests(&self, stream: Stream) {
+        let _ = stream.tcp().set_nodelay(true);
         let Ok(mut writer) = stream.try_clone() else {
             return;
         };
@@ -291,7 +357,7 @@ impl Connection {
                             Err(refused) => refused,
                         }
                     }
-                    Ok(request) => match self.run(request, &reply_tx, &reply_rx) {
+                    Ok(request) => match self.run(request, &writer, &reply_tx, &reply_rx) {
                         Some(r) => r,
                         None => return,
                     },
@@ -312,10 +378,22 @@ impl Connection {
     fn run(
         &self,
         request: Request,
+        stream: &Stream,
         reply_tx: &Sender<Handled>,
         reply_rx: &Receiver<Handled>,
     ) -> Option<Response> {
         let request = match request.into_peer() {
+            // With TLS, a peer RPC counts only from the node its
+            // certificate names (`tls`): neither a client nor another
+            // node can speak for it.
+            Ok(peer) if self.tls.is_some() && !stream.peer_named(&tls::node_name(peer.from)) => {
+                let why = format!(
+                    "a peer message claiming node{} on a connection whose certificate does not name it",
+                    peer.from
+                );
+                self.refusals.note(stream.tcp().peer_addr().ok(), &why);
+                return Some(Response::error(ErrorCode::Unauthenticated, why));
+            }
             Ok(peer) => {
                 let (response, member) = self.handler.peer(peer);
                 if let Some(member) = member {
@@ -348,9 +426,9 @@ impl Connection {
 /// grow it to megabytes for a reader that has stopped), so that what a
 /// stalled subscriber holds is mostly the stream's own bounded queue,
 /// which then fills and drops it (`events`).
-fn send_stream(writer: &mut TcpStream, lines: Lines) {
+fn send_stream(writer: &mut Stream, lines: Lines) {
     use std::io::Write;
-    let _ = socket2::SockRef::from(&*writer).set_send_buffer_size(STREAM_SEND_BUFFER);
+    let _ = socket2::SockRef::from(writer.tcp()).set_send_buffer_size(STREAM_SEND_BUFFER);
     for line in lines {
         let sent = writer
             .write_all(line.as_bytes())

@@ -19,6 +19,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 
 use crate::config::Member;
+use crate::tls::{self, Stream};
 use crate::wire::{self, Request, Response, WireError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,8 @@ pub enum TransportError {
 }
 
 struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Stream>,
+    writer: Stream,
 }
 
 /// A client for one remote node.
@@ -111,7 +112,7 @@ pub enum Received {
 struct LinkState {
     /// The live connection: its number, a handle to shut it down, and its
     /// reading half until the receiver takes it.
-    current: Option<(u64, TcpStream, Option<BufReader<TcpStream>>)>,
+    current: Option<(u64, Stream, Option<BufReader<Stream>>)>,
     /// Numbers connections, so that a failure is reported for the
     /// connection it happened on, once.
     generation: u64,
@@ -209,7 +210,7 @@ impl Link {
     /// of the connection it is on, with that connection's number.
     pub fn receive(
         &self,
-        reader: &mut Option<(u64, BufReader<TcpStream>)>,
+        reader: &mut Option<(u64, BufReader<Stream>)>,
         buf: &mut Vec<u8>,
     ) -> Received {
         {
@@ -259,7 +260,7 @@ impl Link {
         let mut st = self.state.lock();
         st.closed = true;
         if let Some((_, stream, _)) = st.current.take() {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            let _ = stream.tcp().shutdown(std::net::Shutdown::Both);
         }
         self.sent.notify_all();
     }
@@ -271,7 +272,7 @@ impl Link {
         match &st.current {
             Some((g, stream, _)) if *g == generation => {
                 // Wakes a reader blocked on it, and refuses further writes.
-                let _ = stream.shutdown(std::net::Shutdown::Both);
+                let _ = stream.tcp().shutdown(std::net::Shutdown::Both);
                 st.current = None;
                 st.outstanding = 0;
                 true
@@ -305,6 +306,8 @@ fn connect(
     stream
         .set_write_timeout(Some(timeout))
         .map_err(TransportError::Connect)?;
+    // The handshake, if any, under the same timeouts.
+    let stream = tls::dial(stream, target).map_err(TransportError::Connect)?;
     let writer = stream.try_clone().map_err(TransportError::Connect)?;
     Ok(Connection {
         reader: BufReader::new(stream),

@@ -652,6 +652,10 @@ pub enum ErrorCode {
     /// request was settled long ago and its outcome is no longer kept
     /// (only each client's latest is, thesis §6.3). Nothing was done now.
     StaleRequest,
+    /// TLS: a peer message on a connection whose certificate does not
+    /// name the node id it claims (a client's, or another node's); or a
+    /// plain connection to a node that requires TLS.
+    Unauthenticated,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -101,6 +101,75 @@ struct Args {
     /// cluster shows in `raftctl status`.
     #[arg(long, value_name = "TERM")]
     vote_floor: Option<u64>,
+    /// Mutual TLS on every connection, with the files `raftctl tls init`
+    /// writes in DIR: ca.pem (the cluster's authority), node<ID>.pem and
+    /// node<ID>-key.pem. A peer must show a certificate from that
+    /// authority naming its node id; a client, one from that authority.
+    #[arg(long, value_name = "DIR")]
+    tls: Option<PathBuf>,
+    /// This node's certificate (etcd's flag) [default: DIR/node<ID>.pem].
+    #[arg(long, value_name = "FILE")]
+    cert_file: Option<PathBuf>,
+    /// This node's key [default: DIR/node<ID>-key.pem].
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The cluster's certificate authority [default: DIR/ca.pem].
+    #[arg(long, value_name = "FILE")]
+    trusted_ca_file: Option<PathBuf>,
+    /// With TLS: also accept clients that show no certificate (peers
+    /// still must show theirs).
+    #[arg(long)]
+    anonymous_clients: bool,
+}
+
+/// The node's TLS from its flags (`None`: plain TCP), and this process
+/// set to connect with it; exits 2 naming the file at fault.
+fn setup_tls(args: &Args) -> Option<raft::tls::Tls> {
+    use raft::tls::{Tls, TlsFiles};
+    let given = [&args.cert_file, &args.key_file, &args.trusted_ca_file];
+    if args.tls.is_none() && given.iter().all(|f| f.is_none()) {
+        if args.anonymous_clients {
+            usage_error("--anonymous-clients needs --tls");
+        }
+        return None;
+    }
+    let id_text = if args.join.is_some() {
+        &args.first
+    } else {
+        &args.second
+    };
+    let Some(id) = id_text.strip_prefix("node").unwrap_or(id_text).parse().ok() else {
+        return None; // the id's own check says what is wrong with it
+    };
+    let defaults = args.tls.as_deref().map(|dir| TlsFiles::node(dir, id));
+    let pick = |flag: &Option<PathBuf>, name: &str, default: Option<&PathBuf>| -> PathBuf {
+        flag.clone()
+            .or_else(|| default.cloned())
+            .unwrap_or_else(|| usage_error(&format!("TLS without --tls DIR needs --{name} too")))
+    };
+    let files = TlsFiles {
+        cert: pick(
+            &args.cert_file,
+            "cert-file",
+            defaults.as_ref().map(|d| &d.cert),
+        ),
+        key: pick(
+            &args.key_file,
+            "key-file",
+            defaults.as_ref().map(|d| &d.key),
+        ),
+        ca: pick(
+            &args.trusted_ca_file,
+            "trusted-ca-file",
+            defaults.as_ref().map(|d| &d.ca),
+        ),
+    };
+    let tls = Tls::for_node(&files, id, args.anonymous_clients).unwrap_or_else(|e| {
+        eprintln!("raftnode: TLS: {e}");
+        exit(2)
+    });
+    raft::tls::connect_with(tls.clone()).expect("set once, at the start");
+    Some(tls)
 }
 
 // Every default shown in --help is the library's own (one default for
@@ -322,7 +391,12 @@ fn refuse_if_state_was_lost(args: &Args, start: &Start) {
 
 /// The node's options from the flags (`min`, `max`: the election
 /// timeout), checked by the library's one validation.
-fn node_options(args: &Args, start: Start, (min, max): (u64, u64)) -> NodeOptions {
+fn node_options(
+    args: &Args,
+    start: Start,
+    (min, max): (u64, u64),
+    tls: Option<raft::tls::Tls>,
+) -> NodeOptions {
     let snapshot_threshold = SnapshotThreshold::parse(&args.snapshot_threshold)
         .unwrap_or_else(|e| usage_error(&format!("--snapshot-threshold: {e}")));
     let options = NodeOptions {
@@ -348,6 +422,7 @@ fn node_options(args: &Args, start: Start, (min, max): (u64, u64)) -> NodeOption
         server: ServerOptions {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),
+            tls,
             ..ServerOptions::default()
         },
         cluster_id: start.cluster_id,
@@ -384,6 +459,8 @@ fn main() {
         std::process::abort();
     }));
     let args: Args = raft::cli::parse_or_exit("raftnode");
+    // Before anything connects (--join asks a member first).
+    let tls = setup_tls(&args);
     let start = match &args.join {
         None => bootstrap_start(&args),
         Some(member) => join_start(&args, member),
@@ -398,7 +475,7 @@ fn main() {
         ));
     };
     let id = start.id;
-    let options = node_options(&args, start, (min, max));
+    let options = node_options(&args, start, (min, max), tls);
     let warnings = options.cluster.warnings.clone();
     let log_path = raft::activity::init(id, &args.debug_dir).unwrap_or_else(|e| {
         eprintln!(

@@ -33,7 +33,8 @@ pub mod certs;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
@@ -41,6 +42,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
+use crate::config::Member;
 use crate::consensus::NodeId;
 
 /// The name a node's certificate carries for its id.
@@ -308,6 +310,55 @@ fn certificate_error(why: &rustls::CertificateError) -> String {
         }
         other => format!("{other:?}"),
     }
+}
+
+/// How this process connects to nodes, set once at its start (raftnode
+/// from `--tls`, raftctl from `--tls`): a process speaks to one cluster,
+/// with one identity, on every connection it opens (peer links, client
+/// calls, event streams, backups), so the setting is the process's, not
+/// each caller's. Unset: plain TCP.
+static DIALER: OnceLock<Tls> = OnceLock::new();
+
+/// Sets how this process connects ([`DIALER`]); an error if already set.
+pub fn connect_with(tls: Tls) -> Result<(), TlsError> {
+    DIALER
+        .set(tls)
+        .map_err(|_| TlsError::Config("this process's TLS is set already".into()))
+}
+
+/// Whether this process connects with TLS.
+pub fn dialing_tls() -> bool {
+    DIALER.get().is_some()
+}
+
+/// The name `member`'s certificate must carry: its node name, or with no
+/// id known (an address given with `--endpoints`), its host.
+pub fn expected_name(member: &Member) -> String {
+    if member.id == u64::MAX {
+        member.host.clone()
+    } else {
+        node_name(member.id)
+    }
+}
+
+/// `tcp`, connected to `member`, as this process connects: TLS (the
+/// handshake done, `member` checked) or plain.
+pub fn dial(tcp: TcpStream, member: &Member) -> io::Result<Stream> {
+    match DIALER.get() {
+        None => Ok(Stream::Plain(tcp)),
+        Some(tls) => tls
+            .connect(tcp, &expected_name(member))
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())),
+    }
+}
+
+/// Connects to `member` within `timeout` (the handshake too), as this
+/// process connects; the socket's timeouts are then the caller's to set.
+pub fn open(member: &Member, timeout: Duration) -> io::Result<Stream> {
+    let tcp = TcpStream::connect_timeout(&member.socket_addr()?, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    dial(tcp, member)
 }
 
 /// A connection, plain or TLS, that clones like `TcpStream::try_clone`.

@@ -79,6 +79,11 @@ struct Args {
     /// Give up on an operation after this many milliseconds.
     #[arg(long, global = true, default_value_t = 5000, value_name = "MS")]
     timeout: u64,
+    /// Connect with TLS, using the files `raftctl tls init` writes in DIR
+    /// (ca.pem, client.pem, client-key.pem): for a cluster whose nodes run
+    /// with --tls.
+    #[arg(long, global = true, env = "RAFT_TLS", value_name = "DIR")]
+    tls: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -219,6 +224,11 @@ enum Command {
     /// lines (for scripts; the cluster need not run). The file is where
     /// the cluster started: `members` shows what it is now.
     Nodes,
+    /// Certificates for a TLS cluster.
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
     /// Add a server: as a learner (it receives the log without voting),
     /// then, once caught up, as a voter. Prints the command that starts it.
     Add {
@@ -305,6 +315,18 @@ enum Command {
         /// receives (heartbeats included: many lines).
         #[arg(long, requires = "follow")]
         messages: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsAction {
+    /// Create a certificate authority for this cluster, a certificate for
+    /// each node of the configuration (naming its host and node<ID>.raft)
+    /// and one for clients, in DIR (never overwriting a file); then start
+    /// the nodes with `--tls DIR` and run raftctl with `--tls DIR`.
+    Init {
+        #[arg(long, default_value = "./tls", value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -521,6 +543,20 @@ fn main() {
     if let Command::Nodes = args.command {
         return members::nodes(&from_file, args.write_out == "json");
     }
+    if let Command::Tls { action } = &args.command {
+        return tls_command(&from_file, action);
+    }
+    if let Some(dir) = &args.tls {
+        let files = raft::tls::TlsFiles::client(dir);
+        let tls = raft::tls::Tls::for_client(&files).unwrap_or_else(|e| {
+            eprintln!(
+                "raftctl: --tls: {e} (raftctl tls init --out {} makes them)",
+                dir.display()
+            );
+            exit(2)
+        });
+        raft::tls::connect_with(tls).expect("set once, at the start");
+    }
     // The members as they are now, which the file may no longer say.
     let cluster = client::current_config(&from_file, Duration::from_millis(args.timeout.min(1000)));
     let options = ClientOptions {
@@ -530,7 +566,7 @@ fn main() {
     let mut client = Client::new(cluster.clone(), options);
     let json_out = args.write_out == "json";
     match args.command {
-        Command::Nodes => unreachable!("answered above"),
+        Command::Nodes | Command::Tls { .. } => unreachable!("answered above"),
         command @ (Command::Members { .. }
         | Command::Add { .. }
         | Command::Promote { .. }
@@ -603,6 +639,23 @@ fn main() {
             json,
         } => run_bench(&cluster, clients, seconds, value_bytes, keys, reads, json),
     }
+}
+
+/// `raftctl tls init`.
+fn tls_command(cluster: &ClusterConfig, action: &TlsAction) {
+    let TlsAction::Init { out } = action;
+    let written = raft::tls::certs::init(cluster, out).unwrap_or_else(|e| {
+        eprintln!("raftctl: tls init: {e}");
+        exit(1)
+    });
+    for path in &written {
+        say!("{}", path.display());
+    }
+    say!(
+        "start each node with --tls {dir} and run raftctl with --tls {dir}; {} signs more certificates: keep it off the nodes",
+        raft::tls::certs::CA_KEY,
+        dir = out.display()
+    );
 }
 
 /// `raftctl web`: serves the live page (with the lab's controls if
