@@ -280,7 +280,7 @@ impl Refusals {
         let ip = from.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let mut seen = self.0.lock();
         if seen.len() < 1024 && seen.insert((ip, why.to_string())) {
-            log::warn!("refused a connection from {ip}: {why} (said once per address and reason)");
+            log::warn!("{why}, from {ip} (said once per address and reason)");
         }
     }
 }
@@ -307,7 +307,7 @@ impl Connection {
         // one with a JSON line.
         if matches!(tcp.peek(&mut first), Ok(1) if first[0] != 22) {
             self.refusals
-                .note(from, "a plain connection (this node requires TLS)");
+                .note(from, "refused a plain connection (this node requires TLS)");
             let _ = wire::write_message(
                 &mut tcp,
                 &Response::error(
@@ -323,7 +323,8 @@ impl Connection {
                 Some(stream)
             }
             Err(e) => {
-                self.refusals.note(from, &e.to_string());
+                self.refusals
+                    .note(from, &format!("refused a connection ({e})"));
                 None
             }
         }
@@ -391,7 +392,8 @@ impl Connection {
                     "a peer message claiming node{} on a connection whose certificate does not name it",
                     peer.from
                 );
-                self.refusals.note(stream.tcp().peer_addr().ok(), &why);
+                let from = stream.tcp().peer_addr().ok();
+                self.refusals.note(from, &format!("refused {why}"));
                 return Some(Response::error(ErrorCode::Unauthenticated, why));
             }
             Ok(peer) => {

@@ -87,6 +87,19 @@ impl Authority {
         })
     }
 
+    /// The authority `init` wrote: its certificate and key, PEM-encoded
+    /// (to issue a certificate for a node added later).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(err)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, KeyPair::from_pem(key_pem).map_err(err)?)
+            .map_err(err)?;
+        Ok(Authority {
+            issuer,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }

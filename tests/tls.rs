@@ -1,0 +1,311 @@
+//! A cluster run with `--tls` (issue 23): real processes, certificates from
+//! `raftctl tls init`. It elects, replicates, survives a `kill -9` of its
+//! leader and serves raftctl; and what it must refuse (a certificate from
+//! another authority, one naming another node, an expired one, plain TCP
+//! from a client or a peer) is refused, logged once, and changes nothing.
+//!
+//! Every cluster here uses one set of certificates: they name the nodes'
+//! ids and 127.0.0.1, not ports, and this test process connects (for its
+//! status checks) with one identity, as any process does (`tls::dial`).
+
+mod process;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use process::{RAFTCTL, TestCluster, WAIT};
+use raft::tls::certs::Authority;
+use raft::tls::{Tls, TlsFiles, node_name};
+use serde_json::Value;
+
+/// The certificates of every cluster in this file (nodes 0 to 4 on
+/// 127.0.0.1, and a client), made once per run by `raftctl tls init`
+/// in target/tmp; this process connects with the client's.
+fn certificates() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // Left by runs that are over (their process is gone).
+        for old in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let name = old.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name.strip_prefix("tls-certs-")
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        let dir = base.join(format!("tls-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.txt");
+        let nodes: String = (0..5)
+            .map(|i| format!("{i} 127.0.0.1 {}\n", 1 + i))
+            .collect();
+        std::fs::write(&config, nodes).unwrap();
+        let out = Command::new(RAFTCTL)
+            .arg("--config")
+            .arg(&config)
+            .args(["tls", "init", "--out"])
+            .arg(dir.join("tls"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let tls = Tls::for_client(&TlsFiles::client(&dir.join("tls"))).unwrap();
+        raft::tls::connect_with(tls).unwrap();
+        dir.join("tls")
+    })
+}
+
+/// `n` nodes started with `--tls`.
+fn tls_cluster(n: usize) -> TestCluster {
+    let dir = certificates().display().to_string();
+    let mut c = TestCluster::new(n);
+    c.args.extend(["--tls".to_string(), dir]);
+    c.start_all();
+    c
+}
+
+/// raftctl with `--tls`; exit code, stdout, stderr.
+fn raftctl(c: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .arg("--tls")
+        .arg(certificates())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn ok(c: &TestCluster, args: &[&str]) -> String {
+    let (code, out, err) = raftctl(c, args);
+    assert_eq!(code, 0, "raftctl {args:?}: {err}");
+    out
+}
+
+#[test]
+fn a_tls_cluster_elects_replicates_survives_a_leader_kill_and_serves_raftctl() {
+    let mut c = tls_cluster(3);
+    let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    ok(&c, &["put", "color", "blue"]);
+    assert_eq!(ok(&c, &["get", "color"]), "blue\n");
+    ok(&c, &["put", "app/1", "x"]);
+    assert_eq!(
+        ok(&c, &["get", "app/", "--prefix", "--keys-only"]),
+        "app/1\n"
+    );
+    ok(&c, &["cas", "color", "blue", "green"]);
+    let index: u64 = ok(&c, &["append", "note"]).trim().parse().unwrap();
+    assert!(ok(&c, &["log"]).contains("note"));
+    assert!(ok(&c, &["status"]).contains("leader"));
+    assert!(ok(&c, &["members"]).contains("voter"));
+    assert!(ok(&c, &["leader"]).starts_with(&leader.to_string()));
+    assert!(ok(&c, &["snapshot"]).contains("node0"));
+    let backup = c.dir.path().join("backup.db");
+    assert!(ok(&c, &["snapshot", "save", backup.to_str().unwrap()]).contains("2 keys"));
+    // watch follows until stopped: read until the change shows.
+    let mut watch = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .arg("--tls")
+        .arg(certificates())
+        .args(["watch", "color", "--from", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = BufReader::new(watch.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("green"));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen.is_some(), "watch ended without the change");
+    ok(&c, &["delete", "app/", "--prefix"]);
+    let events = ok(&c, &["events"]);
+    assert!(events.contains("election won"), "{events}");
+
+    // A crash of the leader: a new one, and the data is there.
+    c.sigkill(leader);
+    let others: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    let (new, new_term) = c.wait_for_agreed_leader(&others, WAIT);
+    assert!(new != leader && new_term > term);
+    assert_eq!(ok(&c, &["get", "color"]), "green\n");
+    let after: u64 = ok(&c, &["append", "after"]).trim().parse().unwrap();
+    assert!(after > index);
+    c.start(leader);
+    c.wait_for_converged();
+
+    // Without --tls, raftctl is told why it gets nothing.
+    let out = Command::new(RAFTCTL)
+        .arg("--config")
+        .arg(&c.config_path)
+        .args(["get", "color"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("requires TLS"), "{err}");
+}
+
+/// A raw connection to `c`'s node `id`: one line sent, the answer line.
+fn plain_ask(c: &TestCluster, id: u64, line: &str) -> Value {
+    let mut s = TcpStream::connect(c.address(id)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))
+}
+
+/// Files for a party with `issued`, trusting `ca_pem`, in `dir`.
+fn party(dir: &Path, who: &str, ca_pem: &str, issued: &raft::tls::certs::Issued) -> TlsFiles {
+    let put = |name: String, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    TlsFiles {
+        ca: put(format!("{who}-ca.pem"), ca_pem),
+        cert: put(format!("{who}.pem"), &issued.cert_pem),
+        key: put(format!("{who}-key.pem"), &issued.key_pem),
+    }
+}
+
+/// A RequestVote from node `from` of `c`, as a line.
+fn vote_request(c: &TestCluster, from: u64, term: u64) -> String {
+    serde_json::json!({
+        "type": "request_vote", "cluster": c.config.derived_cluster_id(), "from": from,
+        "term": term, "candidate_id": from, "last_log_index": 1000, "last_log_term": term,
+        "pre_vote": false, "disregard_lease": true,
+    })
+    .to_string()
+}
+
+/// Sends `line` three times over TLS as `tls` to `c`'s node 0; each
+/// attempt on a new connection, as a retrying peer would. The answers
+/// (`None`: the connection failed).
+fn tls_attempts(c: &TestCluster, tls: &Tls, line: &str) -> Vec<Option<Value>> {
+    (0..3)
+        .map(|_| {
+            let tcp = TcpStream::connect(c.address(0)).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut s = tls.connect(tcp, &node_name(0)).ok()?;
+            s.write_all(format!("{line}\n").as_bytes()).ok()?;
+            let mut answer = String::new();
+            BufReader::new(s).read_line(&mut answer).ok()?;
+            serde_json::from_str(&answer).ok()
+        })
+        .collect()
+}
+
+/// Lines of node 0's activity log that contain `text`.
+fn logged(c: &TestCluster, text: &str) -> Vec<String> {
+    c.activity_log(0)
+        .lines()
+        .filter(|l| l.contains(text))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until node 0 has logged `text` once, and checks it is once.
+fn logged_once(c: &TestCluster, text: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = logged(c, text);
+        if !lines.is_empty() {
+            assert_eq!(lines.len(), 1, "logged more than once: {lines:#?}");
+            eprintln!("node0 logged: {}", lines[0]);
+            return lines[0].clone();
+        }
+        assert!(Instant::now() < deadline, "node0 never logged {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn strangers_expired_certificates_impostors_and_plain_tcp_are_refused_and_change_nothing() {
+    let c = tls_cluster(3);
+    let (leader, term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    let dir = c.dir.path();
+    let ca = std::fs::read_to_string(certificates().join("ca.pem")).unwrap();
+
+    // A node whose certificate another authority signed.
+    let other = Authority::new("another cluster").unwrap();
+    let stranger = party(dir, "stranger", &ca, &other.node(2, "127.0.0.1").unwrap());
+    let answers = tls_attempts(
+        &c,
+        &Tls::for_node(&stranger, 2, false).unwrap(),
+        &vote_request(&c, 2, term + 5),
+    );
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    logged_once(&c, "not signed by this cluster's authority");
+
+    // Node 1's own certificate, used to speak for node 2. (The
+    // authority's key is needed to make one: the one `tls init` wrote.)
+    let key = std::fs::read_to_string(certificates().join("ca-key.pem")).unwrap();
+    let authority = Authority::from_pem(&ca, &key).unwrap();
+    let node1 = party(dir, "node1", &ca, &authority.node(1, "127.0.0.1").unwrap());
+    let answers = tls_attempts(
+        &c,
+        &Tls::for_node(&node1, 1, false).unwrap(),
+        &vote_request(&c, 2, term + 5),
+    );
+    for a in &answers {
+        let a = a.as_ref().expect("an answer");
+        assert_eq!(
+            (a["type"].as_str(), a["code"].as_str()),
+            (Some("error"), Some("unauthenticated")),
+            "{a}"
+        );
+    }
+    logged_once(
+        &c,
+        "claiming node2 on a connection whose certificate does not name it",
+    );
+
+    // An expired certificate from the right authority.
+    let expired = party(
+        dir,
+        "expired",
+        &ca,
+        &authority.node_valid(2, "127.0.0.1", (-400, -35)).unwrap(),
+    );
+    let answers = tls_attempts(
+        &c,
+        &Tls::for_node(&expired, 2, false).unwrap(),
+        &vote_request(&c, 2, term + 5),
+    );
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    logged_once(&c, "expired");
+
+    // Plain TCP: a client's request and a peer's.
+    for line in [
+        r#"{"type":"status"}"#.to_string(),
+        vote_request(&c, 2, term + 5),
+    ] {
+        for _ in 0..3 {
+            let a = plain_ask(&c, 0, &line);
+            assert_eq!(a["code"], "unauthenticated", "{a}");
+            assert!(
+                a["message"].as_str().unwrap().contains("requires TLS"),
+                "{a}"
+            );
+        }
+    }
+    logged_once(&c, "refused a plain connection (this node requires TLS)");
+
+    // None of it moved the cluster: same leader, same term, and it works.
+    let (now, now_term) = c.wait_for_agreed_leader(&c.ids(), WAIT);
+    assert_eq!((now, now_term), (leader, term));
+    ok(&c, &["put", "still", "here"]);
+    assert_eq!(ok(&c, &["get", "still"]), "here\n");
+}
