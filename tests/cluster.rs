@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use process::{TestCluster, agreed_leader, leaders};
+use process::{TestCluster, WAIT, agreed_leader, leaders};
 use raft::client::{Client, ClientOptions};
 use raft::consensus::{NodeId, Payload};
 use raft::kv::{Command, Op};
@@ -803,4 +803,36 @@ fn peer_connections_bind_to_the_nodes_own_host() {
     let _ = node0.wait();
     let from = accepted.expect("node0 never connected to its peer");
     assert_eq!(from.ip().to_string(), "127.0.0.2");
+}
+
+/// Issue 23: `--listen 0.0.0.0` binds every address while the config's
+/// line stays the address the others reach the node at (a container, a
+/// NAT); the node takes part as any other.
+#[test]
+fn a_node_listening_on_the_wildcard_address_takes_part_at_its_advertised_one() {
+    let mut c = TestCluster::new(3);
+    c.start(0);
+    c.start_with(1, &["--listen", "0.0.0.0"]);
+    c.start(2);
+    let port = c.config.member(1).unwrap().port;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !c.stderr(1).contains("listening on") {
+        assert!(std::time::Instant::now() < deadline, "{}", c.stderr(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.stderr(1)
+            .contains(&format!("listening on 0.0.0.0:{port}")),
+        "{}",
+        c.stderr(1)
+    );
+    c.wait_for_agreed_leader(&c.ids(), WAIT);
+    // It answers at its advertised address, and replicates.
+    let out = c.raftctl(&["put", "k", "v"]);
+    assert!(out.status.success(), "{out:?}");
+    c.wait_for_converged();
+    // A port given with the host is taken as given (here the config's).
+    c.sigterm(1);
+    c.start_with(1, &["--listen", &format!("127.0.0.1:{port}")]);
+    c.wait_for_agreed_leader(&c.ids(), WAIT);
 }

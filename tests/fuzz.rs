@@ -476,6 +476,7 @@ fn live_node() -> &'static LiveNode {
             rpc_timeout: Duration::from_millis(100),
             lab: false,
             server: raft::server::ServerOptions::default(),
+            listen: None,
             cluster_id: None,
             cluster,
         };

@@ -20,6 +20,7 @@ fn options(cluster: &ClusterConfig, id: u64, dir: &Path) -> NodeOptions {
         rpc_timeout: Duration::from_millis(500),
         lab: false,
         server: raft::server::ServerOptions::default(),
+        listen: None,
         cluster_id: None,
         cluster: cluster.clone(),
     }

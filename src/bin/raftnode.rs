@@ -120,6 +120,28 @@ struct Args {
     /// still must show theirs).
     #[arg(long)]
     anonymous_clients: bool,
+    /// Listen on HOST:PORT (or HOST, with the config's port) instead of the
+    /// config's address, which stays the one the cluster reaches this node
+    /// at: `0.0.0.0` in a container or behind NAT.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    listen: Option<String>,
+}
+
+/// `--listen`'s address: HOST:PORT as given, or HOST (a name, an IPv4
+/// or a bare IPv6 address) with the port the config gives this node.
+fn listen_address(listen: &str, cluster: &config::ClusterConfig, id: u64) -> String {
+    use std::net::{IpAddr, SocketAddr};
+    if listen.parse::<SocketAddr>().is_ok() {
+        return listen.to_string();
+    }
+    let port = cluster.member(id).map_or(0, |m| m.port);
+    if let Ok(ip) = listen.parse::<IpAddr>() {
+        return SocketAddr::new(ip, port).to_string();
+    }
+    match listen.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => listen.to_string(), // name:port
+        _ => format!("{listen}:{port}"),
+    }
 }
 
 /// The node's TLS from its flags (`None`: plain TCP), and this process
@@ -425,6 +447,10 @@ fn node_options(
             tls,
             ..ServerOptions::default()
         },
+        listen: args
+            .listen
+            .as_ref()
+            .map(|l| listen_address(l, &start.cluster, start.id)),
         cluster_id: start.cluster_id,
         cluster: start.cluster,
     };

@@ -250,11 +250,11 @@ impl Node {
             .clone()
             .unwrap_or_else(|| options.cluster.derived_cluster_id());
         let (storage, recovered, kv, restore_time) = open_storage(&options, &cluster_id)?;
-        let listener =
-            TcpListener::bind((me.host.as_str(), me.port)).map_err(|source| NodeError::Bind {
-                address: me.address(),
-                source,
-            })?;
+        let listen = options.listen.clone().unwrap_or_else(|| me.address());
+        let listener = TcpListener::bind(listen.as_str()).map_err(|source| NodeError::Bind {
+            address: listen.clone(),
+            source,
+        })?;
         storage
             .record_pid(std::process::id())
             .map_err(NodeError::Storage)?;

@@ -146,6 +146,12 @@ pub struct NodeOptions {
     /// off from its peers.
     pub lab: bool,
     pub server: ServerOptions,
+    /// The address to listen on (`raftnode --listen`), when it is not the
+    /// one the cluster knows this node by (its line in the config, which
+    /// stays the advertised address): `0.0.0.0:5001` in a container or
+    /// behind NAT. A wildcard address leaves outgoing connections unbound;
+    /// any other binds them to it, as the advertised one does.
+    pub listen: Option<String>,
 }
 
 impl NodeOptions {

@@ -188,6 +188,13 @@ impl TestCluster {
         self.spawn(id, cmd);
     }
 
+    /// Starts node `id` with `extra` arguments after the usual ones.
+    pub fn start_with(&mut self, id: NodeId, extra: &[&str]) {
+        let mut cmd = self.node_command(id);
+        cmd.args(extra);
+        self.spawn(id, cmd);
+    }
+
     /// Starts node `id` under a shell that first runs `setup` (say, a
     /// resource limit) and then execs the node, so its pid is the node's.
     pub fn start_under_shell(&mut self, id: NodeId, setup: &str) {
