@@ -10,7 +10,10 @@
 # STATE_DIR (default /tmp/state), DEBUG_DIR (default /tmp/debug),
 # RAFTNODE_ARGS (extra raftnode flags, e.g. "--election-timeout
 # 6000..10000 --heartbeat 2000"), RAFT_BIN_DIR (use the raftnode and
-# raftctl binaries in this directory instead of building).
+# raftctl binaries in this directory instead of building), TLS=1 (mutual
+# TLS: certificates in TLS_DIR, default STATE_DIR/tls, made by `raftctl
+# tls init` if it has none; then use raftctl with --tls TLS_DIR, or
+# export RAFT_TLS=TLS_DIR).
 #
 # A node is found by its state directory, not by how it was started: a
 # running node holds STATE_DIR/node<ID>/lock and has written its pid into
@@ -45,6 +48,18 @@ else
 fi
 
 members="$("$bin/raftctl" --config "$config" nodes)" || exit 2
+
+tls_args=()
+raftctl_tls=()
+if [ "${TLS:-0}" = 1 ] || [ -n "${TLS_DIR:-}" ]; then
+  tls_dir="${TLS_DIR:-$state_dir/tls}"
+  if [ "$action" = start ] && [ ! -f "$tls_dir/ca.pem" ]; then
+    "$bin/raftctl" --config "$config" tls init --out "$tls_dir" >/dev/null || exit 2
+    echo "made a certificate authority and certificates in $tls_dir"
+  fi
+  tls_args=(--tls "$tls_dir")
+  raftctl_tls=(--tls "$tls_dir")
+fi
 for id in "${ids[@]}"; do
   if ! grep -q "^$id " <<<"$members"; then
     echo "boot_all_nodes.sh: node $id is not in $config (ids: $(cut -d' ' -f1 <<<"$members" | tr '\n' ' '))" >&2
@@ -105,7 +120,7 @@ case "$action" in
       from="$(size "$out")"
       # shellcheck disable=SC2086 # RAFTNODE_ARGS is a list of flags
       nohup "$bin/raftnode" "$config" "$id" "$port" --state-dir "$state_dir" --debug-dir "$debug_dir" \
-        ${RAFTNODE_ARGS:-} >>"$out" 2>&1 </dev/null &
+        "${tls_args[@]}" ${RAFTNODE_ARGS:-} >>"$out" 2>&1 </dev/null &
       pid=$!
       echo "$pid" >"$pid_dir/node$id.pid"
       started+=("$id:$host:$port:$pid:$from")
@@ -137,7 +152,7 @@ case "$action" in
         sleep 0.05
       done
     done
-    echo "stop them with: $0 stop${1:+ $1}    see them with: $bin/raftctl --config $config status"
+    echo "stop them with: $0 stop${1:+ $1}    see them with: $bin/raftctl --config $config ${raftctl_tls[*]} status"
     exit $failed
     ;;
   stop)
@@ -163,6 +178,6 @@ case "$action" in
         echo "node$id $host:$port not running"
       fi
     done < <(selected)
-    "$bin/raftctl" --config "$config" status || true
+    "$bin/raftctl" --config "$config" "${raftctl_tls[@]}" status || true
     ;;
 esac

@@ -110,10 +110,12 @@ pub struct Client {
 
 /// A node's answer of the wrong kind.
 fn unexpected(id: NodeId, answer: Response) -> ClientError {
-    ClientError::Node {
-        id,
-        message: format!("unexpected answer {answer:?}"),
-    }
+    let message = match answer {
+        // An error the node explains (TLS required, busy, …): its words.
+        Response::Error { message, .. } => message,
+        other => format!("unexpected answer {other:?}"),
+    };
+    ClientError::Node { id, message }
 }
 
 impl Client {

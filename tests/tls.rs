@@ -309,3 +309,66 @@ fn strangers_expired_certificates_impostors_and_plain_tcp_are_refused_and_change
     ok(&c, &["put", "still", "here"]);
     assert_eq!(ok(&c, &["get", "still"]), "here\n");
 }
+
+/// `TLS=1 ./boot_all_nodes.sh`: certificates made on first start (in
+/// STATE_DIR/tls), a TLS cluster booted, the script's status and raftctl
+/// with `--tls` work, and a second start keeps the certificates.
+#[test]
+fn boot_all_nodes_with_tls_makes_certificates_and_boots_a_tls_cluster() {
+    let c = TestCluster::new(3);
+    let script = |action: &str| {
+        let bin_dir = Path::new(process::RAFTNODE).parent().unwrap();
+        let out = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/boot_all_nodes.sh"))
+            .arg(action)
+            .arg(&c.config_path)
+            .env("STATE_DIR", c.state_dir())
+            .env("DEBUG_DIR", c.debug_dir())
+            .env("RAFT_BIN_DIR", bin_dir)
+            .env("RAFTNODE_ARGS", process::TEST_TIMING.join(" "))
+            .env("TLS", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{action}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    struct Reaper(PathBuf);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            process::kill_nodes_of(&self.0);
+        }
+    }
+    let _reaper = Reaper(c.state_dir());
+    let started = script("start");
+    assert!(
+        started.contains("made a certificate authority"),
+        "{started}"
+    );
+    let tls = c.state_dir().join("tls");
+    let ctl = |args: &[&str]| {
+        Command::new(RAFTCTL)
+            .arg("--config")
+            .arg(&c.config_path)
+            .env("RAFT_TLS", &tls)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + WAIT;
+    while !ctl(&["put", "k", "v"]).status.success() {
+        assert!(Instant::now() < deadline, "no TLS cluster answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(String::from_utf8_lossy(&ctl(&["get", "k"]).stdout), "v\n");
+    let status = script("status");
+    assert!(status.contains("leader"), "{status}");
+    let ca = std::fs::read(tls.join("ca.pem")).unwrap();
+    assert!(!script("start").contains("made a certificate authority"));
+    assert_eq!(std::fs::read(tls.join("ca.pem")).unwrap(), ca, "kept");
+    assert_eq!(script("stop").matches("stopped node").count(), 3);
+}

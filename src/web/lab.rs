@@ -110,8 +110,10 @@ pub enum LabError {
 /// raftnode's options a restart keeps from the command line a node was
 /// last seen running with: `(flag, takes a value)`. Only these; anything
 /// else on that command line is dropped. `--state-dir` and `--debug-dir`
-/// are the lab's own; `--vote-floor` is for one start only.
-pub const KEPT_OPTIONS: [(&str, bool); 11] = [
+/// are the lab's own; `--vote-floor` is for one start only. The TLS
+/// files and `--listen` are the node's own, kept so that a restarted node
+/// of a TLS cluster can still talk to the others.
+pub const KEPT_OPTIONS: [(&str, bool); 17] = [
     ("--election-timeout", true),
     ("--heartbeat", true),
     ("--rpc-timeout", true),
@@ -123,6 +125,12 @@ pub const KEPT_OPTIONS: [(&str, bool); 11] = [
     ("--read-mode", true),
     ("--max-clock-drift", true),
     ("--lab", false),
+    ("--tls", true),
+    ("--cert-file", true),
+    ("--key-file", true),
+    ("--trusted-ca-file", true),
+    ("--anonymous-clients", false),
+    ("--listen", true),
 ];
 
 /// The options of `argv` (a node's command line, from its program on)

@@ -641,6 +641,19 @@ fn main() {
     }
 }
 
+/// An error as one short clause: without "(os error N)" and the
+/// node's prefix.
+fn short_reason(e: &str) -> String {
+    let e = e.split(" (os error").next().unwrap_or(e);
+    let e = e.split_once(": ").map_or(
+        e,
+        |(head, rest)| {
+            if head.starts_with("node") { rest } else { e }
+        },
+    );
+    e.to_string()
+}
+
 /// `raftctl tls init`.
 fn tls_command(cluster: &ClusterConfig, action: &TlsAction) {
     let TlsAction::Init { out } = action;
@@ -986,11 +999,13 @@ fn status(cluster: &config::ClusterConfig, timeout_ms: u64, json: bool, path: &s
                     s.log_entries,
                     human_bytes(s.log_bytes)
                 ),
-                Err(_) => say!(
-                    "{:<4} {:<22} {:<12}",
+                // Why, briefly: refused, timed out, TLS required, …
+                Err(e) => say!(
+                    "{:<4} {:<22} {:<12} {}",
                     r.member.id,
                     r.member.address(),
-                    "unreachable"
+                    "unreachable",
+                    short_reason(&e.to_string())
                 ),
             }
         }
