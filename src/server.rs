@@ -302,6 +302,8 @@ impl Connection {
         };
         let from = tcp.peer_addr().ok();
         let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        // The handshake's flights go out at once, not held back by Nagle.
+        let _ = tcp.set_nodelay(true);
         let mut first = [0u8; 1];
         // A TLS connection starts with a handshake record (22); a plain
         // one with a JSON line.

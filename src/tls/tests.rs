@@ -38,7 +38,9 @@ fn serve(
     let (tx, rx) = crossbeam::channel::unbounded();
     thread::spawn(move || {
         for tcp in listener.incoming() {
-            if tx.send(tls.accept(tcp.unwrap())).is_err() {
+            let tcp = tcp.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            if tx.send(tls.accept(tcp)).is_err() {
                 return;
             }
         }
