@@ -457,3 +457,40 @@ fn the_systemd_unit_verifies_and_its_command_line_starts_a_node() {
         "systemd-analyze verify: {said}"
     );
 }
+
+/// tests/hostile.rs's run against a cluster run with `--tls`: every line
+/// goes over TLS, each peer message with the certificate of the node it
+/// claims to come from (one from node99, which no certificate names, is
+/// refused before Raft sees it).
+#[test]
+fn nothing_a_tls_socket_sends_crashes_or_starves_a_node() {
+    use process::hostile::{Connector, Line};
+    let mut c = tls_cluster(3);
+    let dir = certificates();
+    let open = |address: &str, as_node: Option<u64>| {
+        let tls = match as_node {
+            Some(id) => Tls::for_node(&TlsFiles::node(dir, id), id, false).unwrap(),
+            None => Tls::for_client(&TlsFiles::client(dir)).unwrap(),
+        };
+        let tcp = TcpStream::connect(address).unwrap();
+        Line::over(tls.connect(tcp, "127.0.0.1").unwrap())
+    };
+    let raftctl = |c: &TestCluster, args: &[&str]| {
+        Command::new(RAFTCTL)
+            .arg("--config")
+            .arg(&c.config_path)
+            .arg("--tls")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    process::hostile::nothing_a_socket_sends_crashes_or_starves_a_node(
+        &mut c,
+        &Connector {
+            open: &open,
+            raftctl: &raftctl,
+            tls: true,
+        },
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod deps;
+pub mod hostile;
 pub mod mesh;
 pub mod ports;
 pub mod workload;
