@@ -494,3 +494,55 @@ fn nothing_a_tls_socket_sends_crashes_or_starves_a_node() {
         },
     );
 }
+
+/// A server added to a TLS cluster: `raftctl tls add` issues its
+/// certificate from the authority `tls init` wrote, it joins with
+/// `--tls`, and `raftctl add` makes it a voter; a server without a
+/// certificate of its own cannot even start with `--tls`.
+#[test]
+fn a_server_with_a_certificate_from_tls_add_joins_a_tls_cluster() {
+    // This cluster's own copy of the authority, without node 3's files.
+    let mut c = TestCluster::with_spares(3, 1);
+    let dir = c.dir.path().join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    for id in 0..3 {
+        for name in [format!("node{id}.pem"), format!("node{id}-key.pem")] {
+            std::fs::copy(certificates().join(&name), dir.join(&name)).unwrap();
+        }
+    }
+    for name in ["ca.pem", "ca-key.pem", "client.pem", "client-key.pem"] {
+        std::fs::copy(certificates().join(name), dir.join(name)).unwrap();
+    }
+    c.args
+        .extend(["--tls".to_string(), dir.display().to_string()]);
+    c.start_all();
+    c.wait_for_agreed_leader(&c.ids(), WAIT);
+
+    let out = Command::new(process::RAFTNODE)
+        .args(["--join", &c.address(0), "3", &c.address(3)])
+        .arg("--tls")
+        .arg(&dir)
+        .arg("--state-dir")
+        .arg(c.dir.path().join("nocert"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node3.pem"),
+        "{out:?}"
+    );
+
+    let out = Command::new(RAFTCTL)
+        .args(["tls", "add", "3", "127.0.0.1", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.join("node3.pem").exists() && dir.join("node3-key.pem").exists());
+    c.start_joining(3, 0);
+    let address = c.address(3);
+    let (code, out, err) = raftctl(&c, &["add", "3", &address]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("node3 promoted to voter"), "{out}");
+    c.wait_for_agreed_leader(&[0, 1, 2, 3], WAIT);
+}

@@ -214,6 +214,25 @@ pub fn init(config: &ClusterConfig, dir: &Path) -> Result<Vec<PathBuf>, TlsError
     Ok(written)
 }
 
+/// `raftctl tls add`: a certificate for node `id` at `host`, signed by
+/// the authority in `dir` (`ca.pem`, `ca-key.pem`), written beside it.
+pub fn add_node(dir: &Path, id: NodeId, host: &str) -> Result<Vec<PathBuf>, TlsError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| TlsError::File {
+            path,
+            why: e.to_string(),
+        })
+    };
+    let authority = Authority::from_pem(&read(CA_FILE)?, &read(CA_KEY)?)?;
+    let issued = authority.node(id, host)?;
+    let (cert, key) = node_files(id);
+    let (cert, key) = (dir.join(cert), dir.join(key));
+    write_new(&cert, &issued.cert_pem, false)?;
+    write_new(&key, &issued.key_pem, true)?;
+    Ok(vec![cert, key])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -328,6 +328,16 @@ enum TlsAction {
         #[arg(long, default_value = "./tls", value_name = "DIR")]
         out: PathBuf,
     },
+    /// Issue a certificate for a server to be added (raftctl add ID
+    /// HOST:PORT): node<ID>.pem and node<ID>-key.pem in DIR, signed with
+    /// DIR/ca.pem and DIR/ca-key.pem (as `tls init` wrote them).
+    Add {
+        id: u64,
+        /// The host the others reach it at (a name or an address).
+        host: String,
+        #[arg(long, default_value = "./tls", value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -535,6 +545,12 @@ fn require_member(cluster: &ClusterConfig, id: Option<u64>, path: &Path) {
 
 fn main() {
     let args: Args = raft::cli::parse_or_exit("raftctl");
+    if let Command::Tls {
+        action: action @ TlsAction::Add { .. },
+    } = &args.command
+    {
+        return tls_add(action);
+    }
     let from_file = if args.endpoints.is_empty() {
         load_config(&args.config)
     } else {
@@ -654,9 +670,26 @@ fn short_reason(e: &str) -> String {
     e.to_string()
 }
 
-/// `raftctl tls init`.
+/// `raftctl tls add`: needs no configuration file.
+fn tls_add(action: &TlsAction) {
+    let TlsAction::Add { id, host, dir } = action else {
+        unreachable!("called for tls add")
+    };
+    let written = raft::tls::certs::add_node(dir, *id, host).unwrap_or_else(|e| {
+        eprintln!("raftctl: tls add: {e}");
+        exit(1)
+    });
+    for path in &written {
+        say!("{}", path.display());
+    }
+}
+
+/// `raftctl tls init` and `raftctl tls add`.
 fn tls_command(cluster: &ClusterConfig, action: &TlsAction) {
-    let TlsAction::Init { out } = action;
+    let out = match action {
+        TlsAction::Init { out } => out,
+        TlsAction::Add { .. } => return tls_add(action),
+    };
     let written = raft::tls::certs::init(cluster, out).unwrap_or_else(|e| {
         eprintln!("raftctl: tls init: {e}");
         exit(1)
