@@ -546,3 +546,70 @@ fn a_server_with_a_certificate_from_tls_add_joins_a_tls_cluster() {
     assert!(out.contains("node3 promoted to voter"), "{out}");
     c.wait_for_agreed_leader(&[0, 1, 2, 3], WAIT);
 }
+
+/// `raftctl --tls DIR web` follows a TLS cluster (its own connections to
+/// the nodes are TLS) while the page is served on loopback, plain HTTP:
+/// the page's stream carries the nodes' statuses.
+#[test]
+fn raftctl_web_follows_a_tls_cluster() {
+    use std::io::Read;
+    let c = tls_cluster(3);
+    c.wait_for_agreed_leader(&c.ids(), WAIT);
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut web = Killed(
+        Command::new(RAFTCTL)
+            .arg("--config")
+            .arg(&c.config_path)
+            .arg("--tls")
+            .arg(certificates())
+            .args(["web", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut url = String::new();
+    BufReader::new(web.0.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let address = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = TcpStream::connect(&address).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /stream HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Every node's status, as the nodes send it over TLS.
+    let statuses = |seen: &[u8]| -> std::collections::BTreeSet<u64> {
+        String::from_utf8_lossy(seen)
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| m["type"] == "status")
+            .filter_map(|m| m["status"]["id"].as_u64())
+            .collect()
+    };
+    while statuses(&seen).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the stream ended: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
