@@ -351,7 +351,7 @@ impl Connection {
                 return;
             }
             let response = match line {
-                Ok(()) => match serde_json::from_slice::<Request>(&buf) {
+                Ok(()) => match wire::decode_request(&buf) {
                     // The connection stays busy while it streams: never
                     // evicted, but subscribers are few (`events`).
                     Ok(request) if request.class() == RequestClass::Stream => {

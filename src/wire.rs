@@ -56,6 +56,188 @@ pub enum RequestClass {
     Client,
 }
 
+/// Decodes one request line (without its newline).
+///
+/// `Request` is tagged by a `type` field inside the object, which serde
+/// can only decode by buffering the whole message into an intermediate
+/// tree first, and the peer envelope's flattened fields buffer it again.
+/// The lines a write makes (a client's `write` and `read`, the leader's
+/// `append_entries`, a `request_vote`) are decoded tag first instead: a
+/// scan finds the top-level `type` (and the envelope's `cluster` and
+/// `from`), then serde reads the same line straight into the variant's own
+/// type (which ignores the fields it does not have). Everything else, and
+/// any line the scan does not understand (escapes in those fields, a
+/// field twice, not an object), goes the general way, which also gives
+/// the error messages.
+pub fn decode_request(line: &[u8]) -> Result<Request, serde_json::Error> {
+    match tag_first(line) {
+        Some(Ok(request)) => Ok(request),
+        // The general decoder says what is wrong, in its words.
+        Some(Err(_)) | None => serde_json::from_slice(line),
+    }
+}
+
+/// [`decode_request`]'s fast path; `None` where it does not apply.
+fn tag_first(line: &[u8]) -> Option<Result<Request, serde_json::Error>> {
+    let [kind, cluster, from] = scan::top_level(line, ["type", "cluster", "from"])?;
+    let kind = scan::plain_string(kind?)?;
+    let envelope = || -> Option<(String, NodeId)> {
+        let cluster = scan::plain_string(cluster?)?.to_string();
+        let from = std::str::from_utf8(from?).ok()?.parse().ok()?;
+        Some((cluster, from))
+    };
+    Some(match kind {
+        "write" => serde_json::from_slice(line).map(Request::Write),
+        "read" => serde_json::from_slice::<ReadFields>(line).map(|r| Request::Read {
+            key: r.key,
+            stale: r.stale,
+        }),
+        "append_entries" => {
+            let (cluster, from) = envelope()?;
+            serde_json::from_slice(line).map(|body| {
+                Request::AppendEntries(Envelope {
+                    cluster,
+                    from,
+                    body,
+                })
+            })
+        }
+        "request_vote" => {
+            let (cluster, from) = envelope()?;
+            serde_json::from_slice(line).map(|body| {
+                Request::RequestVote(Envelope {
+                    cluster,
+                    from,
+                    body,
+                })
+            })
+        }
+        _ => return None,
+    })
+}
+
+/// The fields of [`Request::Read`], decoded on their own.
+#[derive(Deserialize)]
+struct ReadFields {
+    key: String,
+    #[serde(default)]
+    stale: bool,
+}
+
+/// A scan of a JSON object's top level, without decoding it.
+mod scan {
+    /// The raw text of the top-level fields `names` of the object `line`
+    /// (`None` for each one absent). `None` altogether if `line` is not an
+    /// object the scan understands: a key with an escape, one of `names`
+    /// twice, or malformed (the general decoder then says what is wrong).
+    pub fn top_level<'a, const N: usize>(
+        line: &'a [u8],
+        names: [&str; N],
+    ) -> Option<[Option<&'a [u8]>; N]> {
+        let mut found = [None; N];
+        let mut at = skip_space(line, 0);
+        if line.get(at) != Some(&b'{') {
+            return None;
+        }
+        at = skip_space(line, at + 1);
+        if line.get(at) == Some(&b'}') {
+            return Some(found);
+        }
+        loop {
+            let key_end = string_end(line, at)?;
+            let key = &line[at + 1..key_end - 1];
+            if key.contains(&b'\\') {
+                return None;
+            }
+            at = skip_space(line, key_end);
+            if line.get(at) != Some(&b':') {
+                return None;
+            }
+            let start = skip_space(line, at + 1);
+            let end = value_end(line, start)?;
+            if let Some(k) = names.iter().position(|n| n.as_bytes() == key) {
+                if found[k].is_some() {
+                    return None;
+                }
+                found[k] = Some(&line[start..end]);
+            }
+            at = skip_space(line, end);
+            match line.get(at) {
+                Some(b',') => at = skip_space(line, at + 1),
+                Some(b'}') => return Some(found),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A JSON string's contents, if it holds no escape.
+    pub fn plain_string(raw: &[u8]) -> Option<&str> {
+        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        if inner.contains(&b'\\') {
+            return None;
+        }
+        std::str::from_utf8(inner).ok()
+    }
+
+    fn skip_space(line: &[u8], mut at: usize) -> usize {
+        while line.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+            at += 1;
+        }
+        at
+    }
+
+    /// Where the string starting at `at` ends (after its closing quote).
+    fn string_end(line: &[u8], at: usize) -> Option<usize> {
+        if line.get(at) != Some(&b'"') {
+            return None;
+        }
+        let mut i = at + 1;
+        loop {
+            match line.get(i)? {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// Where the value starting at `at` ends: a string, an object or array
+    /// (nesting counted, strings inside skipped), or a scalar.
+    fn value_end(line: &[u8], at: usize) -> Option<usize> {
+        match line.get(at)? {
+            b'"' => string_end(line, at),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut i = at;
+                loop {
+                    match line.get(i)? {
+                        b'"' => {
+                            i = string_end(line, i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                let len = line[at..]
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                    .unwrap_or(line.len() - at);
+                (len > 0).then_some(at + len)
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
@@ -789,6 +971,47 @@ impl NodeEvent {
 mod tests {
     use super::*;
     use std::io::BufReader;
+
+    /// The tag-first path decodes what serde's general decoder does, and
+    /// hands back to it whatever it does not understand.
+    #[test]
+    fn tag_first_decoding_agrees_with_the_general_decoder() {
+        let lines = [
+            r#"{"type":"append_entries","cluster":"c","from":1,"term":3,"leader_id":1,"prev_log_index":2,"prev_log_term":2,"entries":[{"index":3,"term":3,"payload":{"kind":"command","command":{"a":[1,"}]"]}}}],"leader_commit":2,"read_round":4}"#,
+            // Fields in any order, spaces anywhere.
+            r#" { "term" : 3 , "from" : 2 , "candidate_id":2, "last_log_index":0, "last_log_term":0, "cluster":"c", "type" : "request_vote" } "#,
+            r#"{"client":7,"seq":1,"op":"put","key":"k\"}","value":"v","type":"write"}"#,
+            r#"{"type":"read","key":"k","stale":true}"#,
+            r#"{"type":"read","key":"k"}"#,
+            r#"{"type":"status"}"#,
+        ];
+        for line in lines {
+            assert!(
+                tag_first(line.as_bytes()).is_some_and(|r| r.is_ok()) || line.contains("status"),
+                "{line}"
+            );
+            let general: Request = serde_json::from_str(line).unwrap();
+            assert_eq!(decode_request(line.as_bytes()).unwrap(), general, "{line}");
+        }
+        // What the scan leaves to the general decoder, or refuses with it.
+        for line in [
+            r#"{"type":"read","type":"status","key":"k"}"#,
+            r#"{"type":"re\u0061d","key":"k"}"#,
+            r#"{"type":"append_entries","cluster":"c\n","from":1,"term":1,"leader_id":1,"prev_log_index":0,"prev_log_term":0,"entries":[],"leader_commit":0}"#,
+            r#"{"type":"read","key":"k"} trailing"#,
+            r#"{"type":"read","key":7}"#,
+            r#"["type","read"]"#,
+            r#"{"type":"read","key":"k""#,
+            "",
+        ] {
+            let general = serde_json::from_str::<Request>(line);
+            let fast = decode_request(line.as_bytes());
+            assert_eq!(general.as_ref().ok(), fast.as_ref().ok(), "{line}");
+            if let (Err(g), Err(f)) = (&general, &fast) {
+                assert_eq!(g.to_string(), f.to_string(), "the general decoder's words");
+            }
+        }
+    }
 
     #[test]
     fn requests_are_tagged_json() {

@@ -88,7 +88,16 @@ fn the_wire_decoder_never_panics_and_always_makes_progress() {
                 match wire::read_line(&mut reader, limit, &mut buf) {
                     Ok(()) => {
                         prop_assert!(buf.len() <= limit);
-                        let _ = serde_json::from_slice::<wire::Request>(&buf);
+                        // The tag-first decoder the server uses agrees
+                        // with serde's general one on every line.
+                        let general = serde_json::from_slice::<wire::Request>(&buf);
+                        let fast = wire::decode_request(&buf);
+                        prop_assert_eq!(
+                            general.as_ref().ok(),
+                            fast.as_ref().ok(),
+                            "{}",
+                            String::from_utf8_lossy(&buf)
+                        );
                         let _ = serde_json::from_slice::<Response>(&buf);
                     }
                     Err(wire::WireError::TooLarge { .. }) => {}

@@ -32,8 +32,7 @@ pub type Index = u64;
 /// the command as a JSON string; they still open: text that is valid JSON
 /// becomes that value (every key-value command was), any other text a JSON
 /// string.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(from = "PayloadRecord")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Payload {
     /// Appended by every new leader (§5.4.2, thesis §6.4): committing an
     /// entry of its own term is what lets it commit everything before it.
@@ -45,32 +44,75 @@ pub enum Payload {
     Membership(Membership),
 }
 
-/// How a [`Payload`] may appear in JSON, the old form included.
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum PayloadRecord {
-    Noop,
-    Command {
-        command: Json,
-    },
-    Membership {
-        membership: Membership,
-    },
-    /// The format before commands were nested (see [`Payload`]).
-    Data {
-        data: String,
-    },
+/// Reads a payload's fields in any order, without buffering the object
+/// first as serde's `kind`-tagged enums do (every field of every entry of
+/// an AppendEntries was copied into an intermediate tree, then the
+/// command re-encoded from it). The command and a membership are read as
+/// their JSON text; a membership is then decoded from it (rare: once per
+/// change).
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        deserializer.deserialize_map(PayloadVisitor)
+    }
 }
 
-impl From<PayloadRecord> for Payload {
-    fn from(r: PayloadRecord) -> Payload {
-        match r {
-            PayloadRecord::Noop => Payload::Noop,
-            PayloadRecord::Command { command } => Payload::Command(command),
-            PayloadRecord::Membership { membership } => Payload::Membership(membership),
-            PayloadRecord::Data { data } => {
-                Payload::Command(Json::parse(&data).unwrap_or_else(|_| Json::string(&data)))
+struct PayloadVisitor;
+
+impl<'de> Visitor<'de> for PayloadVisitor {
+    type Value = Payload;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(r#"a payload: {"kind":"noop"|"command"|"membership",…}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Payload, A::Error> {
+        use serde::de::Error;
+        fn once<T, E: Error>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), E> {
+            if slot.replace(v).is_some() {
+                return Err(E::duplicate_field(name));
             }
+            Ok(())
+        }
+        let (mut kind, mut command, mut membership, mut data) = (
+            None::<std::borrow::Cow<'de, str>>,
+            None::<Json>,
+            None::<Json>,
+            None::<String>,
+        );
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "kind" => once(&mut kind, "kind", map.next_value()?)?,
+                "command" => once(&mut command, "command", map.next_value()?)?,
+                "membership" => once(&mut membership, "membership", map.next_value()?)?,
+                "data" => once(&mut data, "data", map.next_value()?)?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind.ok_or_else(|| A::Error::missing_field("kind"))?;
+        match &*kind {
+            "noop" => Ok(Payload::Noop),
+            "command" => command
+                .map(Payload::Command)
+                .ok_or_else(|| A::Error::missing_field("command")),
+            "membership" => {
+                let text = membership.ok_or_else(|| A::Error::missing_field("membership"))?;
+                serde_json::from_str(text.text())
+                    .map(Payload::Membership)
+                    .map_err(A::Error::custom)
+            }
+            // The format before commands were nested (see [`Payload`]).
+            "data" => {
+                let data = data.ok_or_else(|| A::Error::missing_field("data"))?;
+                Ok(Payload::Command(
+                    Json::parse(&data).unwrap_or_else(|_| Json::string(&data)),
+                ))
+            }
+            other => Err(A::Error::unknown_variant(
+                other,
+                &["noop", "command", "membership", "data"],
+            )),
         }
     }
 }
@@ -184,7 +226,9 @@ impl Serialize for Json {
 /// fails. Transcoding works behind any deserializer.
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
-        let mut text = Vec::new();
+        // Room for a typical command at once, not grown a byte at a time
+        // (the text is boxed to its size below).
+        let mut text = Vec::with_capacity(256);
         deserializer.deserialize_any(Transcode(&mut text))?;
         // What `Transcode` wrote is valid JSON by construction; these are
         // the checks of the constructors (`RawValue` has no unchecked one).
