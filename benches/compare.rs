@@ -220,10 +220,56 @@ fn ours_op(c: &TestCluster, work: Work, value: &str) -> impl Fn(usize) -> Operat
     }
 }
 
-fn row(what: &str, clients: usize, etcd: &BenchReport, ours: &BenchReport) {
+/// CPU time (user + system) process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in
+    // parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Each process's CPU ticks now.
+fn cpu(pids: &[u32]) -> Vec<u64> {
+    pids.iter().map(|&p| cpu_ticks(p)).collect()
+}
+
+/// CPU µs per operation over a cell, summed over the nodes and per node:
+/// "412 (210 + 101 + 101)".
+fn cpu_per_op(before: &[u64], after: &[u64], ops: u64) -> String {
+    let per_tick = 1e6 / ticks_per_second();
+    let each: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (a - b) as f64 * per_tick / ops.max(1) as f64)
+        .collect();
+    let parts: Vec<String> = each.iter().map(|u| format!("{u:.0}")).collect();
+    format!("{:.0} ({})", each.iter().sum::<f64>(), parts.join(" + "))
+}
+
+/// One row: throughput, latency, the ratio, and CPU µs per operation
+/// (`cpu`: etcd's and ours, each as `cpu_per_op` gives it).
+fn row(what: &str, clients: usize, etcd: &BenchReport, ours: &BenchReport, cpu: (&str, &str)) {
     let ms = |r: &BenchReport, p| r.percentile(p).as_secs_f64() * 1000.0;
     println!(
-        "| {what} | {clients} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2}× | {} / {} |",
+        "| {what} | {clients} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2}× | {} | {} | {} / {} |",
         etcd.throughput(),
         ms(etcd, 0.5),
         ms(etcd, 0.99),
@@ -231,6 +277,8 @@ fn row(what: &str, clients: usize, etcd: &BenchReport, ours: &BenchReport) {
         ms(ours, 0.5),
         ms(ours, 0.99),
         ours.throughput() / etcd.throughput(),
+        cpu.0,
+        cpu.1,
         etcd.errors,
         ours.errors
     );
@@ -284,17 +332,23 @@ fn main() {
     );
     println!();
     println!(
-        "| workload | clients | etcd ops/s | etcd p50 / p99 ms | ours ops/s | ours p50 / p99 ms | ours / etcd | errors etcd / ours |"
+        "| workload | clients | etcd ops/s | etcd p50 / p99 ms | ours ops/s | ours p50 / p99 ms | ours / etcd | etcd CPU µs/op (per node) | ours CPU µs/op (per node) | errors etcd / ours |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let etcd_pids: Vec<u32> = etcd.children.iter().map(Child::id).collect();
+    let our_pids: Vec<u32> = ours.ids().into_iter().map(|id| ours.pid(id)).collect();
     for (what, work) in [
         ("writes", Work::Writes),
         ("linearizable reads", Work::Reads),
     ] {
         for &n in &clients {
+            let before = cpu(&etcd_pids);
             let e = closed_loop(n, seconds, false, |k| etcd_op(&leader, work, k, &value));
+            let etcd_cpu = cpu_per_op(&before, &cpu(&etcd_pids), e.ops);
+            let before = cpu(&our_pids);
             let o = closed_loop(n, seconds, false, ours_op(&ours, work, &value));
-            row(what, n, &e, &o);
+            let our_cpu = cpu_per_op(&before, &cpu(&our_pids), o.ops);
+            row(what, n, &e, &o, (&etcd_cpu, &our_cpu));
         }
     }
 }
