@@ -62,7 +62,14 @@ pub fn init(id: NodeId, debug_dir: &Path) -> io::Result<PathBuf> {
 /// Writes one core event to the activity log, prefixed with the node's
 /// term and role as they are after the event.
 pub fn log_event(raft: &Raft, event: &Event) {
-    let (level, text) = describe(event);
+    let (mut level, text) = describe(event);
+    // A leader appends each client write as it comes: a line each was
+    // most of its log, and a write to the file for every write (issue
+    // 24's profile: 60,177 of 63,714 lines). Its commits, a line per
+    // batch, say as much; the appends stay at `RUST_LOG=debug`.
+    if matches!(event, Event::Appended { .. }) && raft.role() == crate::consensus::Role::Leader {
+        level = Level::Debug;
+    }
     log::log!(level, "[T{} {}] {text}", raft.term(), raft.role());
 }
 
@@ -289,7 +296,6 @@ fn transfers(event: &Event) -> (Level, String) {
 /// The log, commits, peers' reachability and storage repair.
 fn log_and_peers(event: &Event) -> (Level, String) {
     match event {
-        Event::Appended { from, to } if from == to => info(format!("appended entry {from}")),
         Event::Appended { from, to } if from == to => info(format!("appended entry {from}")),
         Event::Appended { from, to } => info(format!("appended entries {from} to {to}")),
         Event::Truncated { from, removed } => (
