@@ -496,7 +496,8 @@ impl Read for Stream {
             Stream::Plain(tcp) => return tcp.read(buf),
             Stream::Tls(shared) => shared.clone(),
         };
-        let mut raw = vec![0u8; 16 * 1024];
+        // On the stack: a read is called for every line a BufReader fills.
+        let mut raw = [0u8; 16 * 1024];
         loop {
             {
                 let mut session = shared.session.lock();
