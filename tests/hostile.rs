@@ -6,11 +6,11 @@
 
 mod process;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use process::hostile::{Connector, Line, count_lines};
-use process::{RAFTNODE, TEST_TIMING, TestCluster, WAIT, reserve_ports};
+use process::{Killed, RAFTNODE, TEST_TIMING, TestCluster, WAIT, reserve_ports};
 use raft::config::Member;
 use raft::transport;
 use raft::wire::{Request, Response};
@@ -31,16 +31,6 @@ fn nothing_a_socket_sends_crashes_or_starves_a_node() {
     );
 }
 
-/// A child process killed when dropped.
-struct Stray(Child);
-
-impl Drop for Stray {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_node_started_with_another_config_says_so_and_disrupts_no_election() {
     let mut c = TestCluster::new(3);
@@ -59,7 +49,7 @@ fn a_node_started_with_another_config_says_so_and_disrupts_no_election() {
     )
     .unwrap();
     let dir = c.dir.path();
-    let stray = Stray(
+    let stray = Killed(
         Command::new(RAFTNODE)
             .arg(&stray_config)
             .arg("3")

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use process::{RAFTCTL, TestCluster, WAIT};
+use process::{Killed, RAFTCTL, TestCluster, WAIT};
 use raft::tls::certs::Authority;
 use raft::tls::{Tls, TlsFiles, node_name};
 use serde_json::Value;
@@ -399,13 +399,6 @@ fn the_systemd_unit_verifies_and_its_command_line_starts_a_node() {
         .replace("/var/log/raft", logs.to_str().unwrap())
         .replace("/etc/raft/tls", certificates().to_str().unwrap());
     let words: Vec<&str> = line.split_whitespace().collect();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut node = Killed(
         Command::new(words[0])
             .args(&words[1..])
@@ -555,13 +548,6 @@ fn raftctl_web_follows_a_tls_cluster() {
     use std::io::Read;
     let c = tls_cluster(3);
     c.wait_for_agreed_leader(&c.ids(), WAIT);
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut web = Killed(
         Command::new(RAFTCTL)
             .arg("--config")

@@ -7,11 +7,11 @@ mod process;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use process::browser::Browser;
-use process::{Ports, RAFTCTL, RAFTNODE, TEST_TIMING, WAIT, reserve_ports};
+use process::{Killed, Ports, RAFTCTL, RAFTNODE, TEST_TIMING, WAIT, reserve_ports};
 use raft::client;
 use raft::config;
 use serde_json::Value;
@@ -61,15 +61,6 @@ impl Booted {
 impl Drop for Booted {
     fn drop(&mut self) {
         process::kill_nodes_of(&self.state_dir());
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

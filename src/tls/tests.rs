@@ -200,19 +200,24 @@ fn another_authority_an_expired_certificate_no_certificate_and_plain_tcp_are_ref
     );
 
     // A client that trusts our authority but shows no certificate.
-    let anonymous = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(load_roots(&s.client.ca).unwrap())
-        .with_no_client_auth();
-    let anonymous = Tls {
-        server: None,
-        client: Arc::new(anonymous),
-    };
+    let anonymous = anonymous_client(&s);
     let result = anonymous.connect(TcpStream::connect(address).unwrap(), &node_name(1));
     let server = accepted.recv().unwrap().expect_err("refused");
     assert!(server.to_string().contains("certificate"), "{server}");
     assert!(result.is_err() || read_fails(result.unwrap()));
+}
+
+/// A client that trusts the authority but has no certificate to show.
+fn anonymous_client(s: &Setup) -> Tls {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(load_roots(&s.client.ca).unwrap())
+        .with_no_client_auth();
+    Tls {
+        server: None,
+        client: Arc::new(config),
+    }
 }
 
 /// In TLS 1.3 the client may finish its handshake before the server has
@@ -228,15 +233,7 @@ fn read_fails(mut stream: Stream) -> bool {
 fn anonymous_clients_when_allowed_and_a_plain_server_named_as_such() {
     let s = setup();
     let (address, accepted) = serve(Tls::for_node(&s.node1, 1, true).unwrap());
-    let anonymous = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(load_roots(&s.client.ca).unwrap())
-        .with_no_client_auth();
-    let anonymous = Tls {
-        server: None,
-        client: Arc::new(anonymous),
-    };
+    let anonymous = anonymous_client(&s);
     anonymous
         .connect(TcpStream::connect(address).unwrap(), &node_name(1))
         .unwrap();

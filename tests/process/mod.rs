@@ -398,6 +398,16 @@ impl TestCluster {
     }
 }
 
+/// A child process (not a node of a cluster) killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for (_, mut child) in std::mem::take(&mut self.children) {
