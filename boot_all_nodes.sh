@@ -51,6 +51,7 @@ members="$("$bin/raftctl" --config "$config" nodes)" || exit 2
 
 tls_args=()
 raftctl_tls=()
+tls_dir=""
 if [ "${TLS:-0}" = 1 ] || [ -n "${TLS_DIR:-}" ]; then
   tls_dir="${TLS_DIR:-$state_dir/tls}"
   if [ "$action" = start ] && [ ! -f "$tls_dir/ca.pem" ]; then
@@ -152,7 +153,7 @@ case "$action" in
         sleep 0.05
       done
     done
-    echo "stop them with: $0 stop${1:+ $1}    see them with: $bin/raftctl --config $config ${raftctl_tls[*]} status"
+    echo "stop them with: $0 stop${1:+ $1}    see them with: $bin/raftctl --config $config${tls_dir:+ --tls $tls_dir} status"
     exit $failed
     ;;
   stop)
