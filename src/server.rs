@@ -9,10 +9,13 @@
 //!   short, and so never wait in a queue behind client requests: a leader's
 //!   heartbeats and a candidate's votes keep their timing however busy the
 //!   client pool is, and an operator can always ask what is going on.
-//! * **client** requests (writes, reads, the log) go to a bounded pool of
-//!   workers, which bounds how many threads contend for the node's lock. A
-//!   request that then only waits (for a commit, a read round) does so on
-//!   the connection's thread, not in the pool.
+//! * **client** requests (reads, the log, admin commands that change
+//!   something) go to a bounded pool of workers, which bounds how many
+//!   threads contend for the node's lock. A request that then only waits
+//!   (for a commit, a read round) does so on the connection's thread, not
+//!   in the pool. A request the handler can take without blocking
+//!   (`Handler::enqueue`: a write, which the node queues for its log
+//!   writer) skips the pool.
 //!
 //! A reader waits for its request's response before reading the next line,
 //! so responses stay in request order, and a client trickling a line one
@@ -53,6 +56,13 @@ pub trait Handler: Send + Sync + 'static {
     fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>);
     /// `status` or `is_leader`, on the connection's own thread.
     fn admin(&self, request: Request) -> Response;
+    /// A client request the handler takes without blocking, on the
+    /// connection's own thread, sparing it a trip through the pool (a
+    /// write, which the node queues for its log writer). `Err` gives the
+    /// request back, for the pool.
+    fn enqueue(&self, request: Request) -> Result<Handled, Request> {
+        Err(request)
+    }
     /// A client request, on a pool worker.
     fn client(&self, request: Request) -> Handled;
     /// A `subscribe`, on the connection's own thread: the lines to send
@@ -410,6 +420,11 @@ impl Connection {
         if request.class() == RequestClass::Admin {
             return Some(self.handler.admin(request));
         }
+        let request = match self.handler.enqueue(request) {
+            Ok(Handled::Now(r)) => return Some(r),
+            Ok(Handled::Later(wait)) => return Some(wait()),
+            Err(request) => request,
+        };
         self.jobs
             .send(Job {
                 request,

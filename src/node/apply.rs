@@ -1,16 +1,21 @@
 //! The applier: takes committed entries off the queue under the node's
 //! lock, applies them with the node's lock released (the key-value store
 //! has a lock of its own, taken alone), then takes the node's lock again
-//! to wake the requests waiting for them (`Waiters`).
+//! to answer the writes and wake the reads waiting for them (`Waiters`).
 
 use super::*;
 
-/// Client requests waiting on this node, each on a condvar of its own, so
-/// that an apply wakes only the requests it answers instead of all of
-/// them. A waiter may be filed more than once or woken for nothing; it
-/// re-checks its answer each time it wakes.
+/// Client requests waiting on this node. A proposed write is answered
+/// here, by whoever learns its outcome (the applier, or a change that
+/// ends it), through its channel: its connection's thread wakes once, to
+/// send the answer, and never takes the node's lock. A read waits on a
+/// condvar of its own, so that an apply wakes only the reads it answers;
+/// it may be filed more than once or woken for nothing, and re-checks its
+/// answer each time it wakes.
 #[derive(Default)]
 pub(super) struct Waiters {
+    /// Writes proposed and not yet answered, by index.
+    writes: BTreeMap<Index, Vec<(WriteTicket, Sender<Response>)>>,
     /// Woken once the state machine has applied up to the key.
     until_applied: BTreeMap<Index, Vec<Arc<Condvar>>>,
     /// Woken when the core answers the read with this ctx.
@@ -23,6 +28,46 @@ impl Waiters {
             .entry(index)
             .or_default()
             .push(waiter.clone());
+    }
+
+    pub(super) fn write_proposed(&mut self, ticket: WriteTicket, answer: Sender<Response>) {
+        self.writes
+            .entry(ticket.index)
+            .or_default()
+            .push((ticket, answer));
+    }
+
+    /// Answers the writes up to `through` (all of them if `None`) that
+    /// `outcome` has an answer for; the others keep waiting.
+    pub(super) fn answer_writes(
+        &mut self,
+        through: Option<Index>,
+        mut outcome: impl FnMut(&WriteTicket) -> Option<Response>,
+    ) {
+        let mut done = match through {
+            Some(index) => {
+                let later = self.writes.split_off(&(index + 1));
+                std::mem::replace(&mut self.writes, later)
+            }
+            None => std::mem::take(&mut self.writes),
+        };
+        for (index, waiting) in std::mem::take(&mut done) {
+            for (ticket, answer) in waiting {
+                match outcome(&ticket) {
+                    Some(response) => {
+                        // Gone only if the request timed out meanwhile.
+                        let _ = answer.send(response);
+                    }
+                    None => self.writes.entry(index).or_default().push((ticket, answer)),
+                }
+            }
+        }
+    }
+
+    /// The node stops: waiting writes are dropped unanswered, and their
+    /// connections answer `shutting_down`.
+    pub(super) fn drop_writes(&mut self) {
+        self.writes.clear();
     }
 
     pub(super) fn until_read_answered(&mut self, ctx: u64, waiter: &Arc<Condvar>) {
@@ -94,14 +139,28 @@ impl Shared {
                 self.feed.publish(changes, applied);
                 applied
             });
-            // Under the node lock, where requests check the store and
+            // Under the node lock, where reads check the store and
             // register before they sleep: none misses this wake-up.
+            self.answer_writes(&mut st, Some(applied));
             st.waiters.applied(applied);
             st.applied = applied;
             if self.snapshot_is_due(&st) {
                 self.snapshot_due.notify_one();
             }
         }
+    }
+
+    /// Answers the waiting writes up to `through` (all if `None`) whose
+    /// outcome is known: applied, or lost (`ClientService::poll_write`).
+    pub(super) fn answer_writes(&self, st: &mut State, through: Option<Index>) {
+        let State {
+            raft,
+            clients,
+            waiters,
+            ..
+        } = st;
+        let kv = self.kv.lock();
+        waiters.answer_writes(through, |ticket| clients.poll_write(raft, &kv, ticket));
     }
 
     /// Replaces the store by a snapshot installed from the leader. It was

@@ -281,6 +281,22 @@ impl Handler for Service {
         }))
     }
 
+    fn enqueue(&self, request: wire::Request) -> Result<Handled, wire::Request> {
+        let wire::Request::Write(command) = request else {
+            return Err(request);
+        };
+        let (answer, answered) = crossbeam::channel::bounded(1);
+        self.0.submit_write(command, answer);
+        Ok(Handled::Later(Box::new(move || {
+            use crossbeam::channel::RecvTimeoutError;
+            match answered.recv_timeout(WAIT_TIMEOUT) {
+                Ok(response) => response,
+                Err(RecvTimeoutError::Timeout) => ClientService::write_timed_out(),
+                Err(RecvTimeoutError::Disconnected) => shutting_down(),
+            }
+        })))
+    }
+
     fn client(&self, request: wire::Request) -> Handled {
         let shared = &self.0;
         if let wire::Request::Read { key, stale: true } = request {
@@ -329,20 +345,6 @@ impl Handler for Service {
                         shared.process_ready(st);
                         let shared = shared.clone();
                         return Handled::Later(Box::new(move || shared.finish_read(ticket)));
-                    }
-                }
-            }
-            wire::Request::Write(command) => {
-                // The store's lock only for the session check: a guard
-                // in the match's scrutinee would be held through
-                // `process_ready` and its log write, stalling the applier.
-                let step = st.clients.write(&mut st.raft, &shared.kv.lock(), command);
-                match step {
-                    Step::Answer(r) => r,
-                    Step::Wait(ticket) => {
-                        shared.process_ready(st);
-                        let shared = shared.clone();
-                        return Handled::Later(Box::new(move || shared.finish_write(ticket)));
                     }
                 }
             }
@@ -582,15 +584,6 @@ impl Shared {
                 return poll(&mut st);
             }
         }
-    }
-
-    /// Waits for a proposed write to be applied or lost.
-    pub(super) fn finish_write(&self, ticket: WriteTicket) -> Response {
-        let answer = self.wait_for(
-            |st| st.clients.poll_write(&st.raft, &self.kv.lock(), &ticket),
-            |st, me| st.waiters.until_applied(ticket.index, me),
-        );
-        answer.unwrap_or_else(ClientService::write_timed_out)
     }
 
     /// Waits for a linearizable read to be confirmed and applied.

@@ -18,11 +18,14 @@
 //!   same point);
 //! * **applier**: applies committed entries to the key-value store in log
 //!   order, once each, with the node mutex released (the store has a lock
-//!   of its own), and wakes the requests waiting for them;
-//! * **log writer**: on the leader, fsyncs the log with the lock released
-//!   and reports what is durable (`Raft::persisted`). Every proposal
-//!   written while one fsync runs rides the next: group commit. (Anyone
-//!   else syncs its log before it answers, under the lock.)
+//!   of its own), then answers the writes and wakes the reads waiting for
+//!   them;
+//! * **log writer**: proposes the writes that clients' connections queued
+//!   (`log_writer::Proposals`), all that are queued in one step, and on
+//!   the leader fsyncs the log with the lock released and reports what is
+//!   durable (`Raft::persisted`). Every write queued while one fsync runs
+//!   rides the next: group commit. (Anyone else syncs its log before it
+//!   answers, under the lock.)
 //! * **snapshotter**: once the log past the last snapshot reaches the
 //!   threshold (`--snapshot-threshold`), copies the key-value store (the
 //!   only time it holds the store's lock), writes the copy to a new
@@ -93,7 +96,7 @@ use crate::config::Member;
 use crate::consensus::membership::Suffrage;
 use crate::consensus::{self, Entry, Event, Index, NodeId, Raft, Role, SnapshotMeta};
 use crate::events::{self, EventHub, Message};
-use crate::kv::KvStore;
+use crate::kv::{Command, KvStore};
 use crate::server::{self, Handled, Handler};
 use crate::service::{
     ClientService, PeerService, Query, ReadTicket, Step, WriteTicket, durability,
@@ -189,8 +192,11 @@ struct Shared {
     // Client requests waiting for their answer each have a condvar of
     // their own, in `State::waiters`.
     /// Wakes the log writer: notified by `process_ready` when a leader has
-    /// written log entries that are not yet durable.
+    /// written log entries that are not yet durable, and by a client's
+    /// write queued while it sleeps.
     log_written: Condvar,
+    /// Clients' writes waiting for the log writer to propose them.
+    proposals: log_writer::Proposals,
     /// Wakes the snapshotter: notified by the applier when the log past
     /// the snapshot has reached the threshold.
     snapshot_due: Condvar,
@@ -307,6 +313,7 @@ impl Node {
             kv: Mutex::new(kv),
             committed: Condvar::new(),
             log_written: Condvar::new(),
+            proposals: log_writer::Proposals::default(),
             snapshot_due: Condvar::new(),
             snapshot_threshold: options.storage.snapshot_threshold,
             election_timeout: options.raft.election_timeout_max,
@@ -372,6 +379,7 @@ impl Node {
             );
             self.shared.note(&st, log::Level::Info, text);
             st.waiters.wake_all();
+            st.waiters.drop_writes();
             let s = &self.shared;
             for condvar in [&s.changed, &s.timer, &s.committed, &s.log_written] {
                 condvar.notify_all();
@@ -604,6 +612,7 @@ impl Shared {
             st.waiters.read_answered(ctx);
         }
         if ends_waits {
+            self.answer_writes(st, None);
             st.waiters.wake_all();
         }
         let deadline = st.raft.tick_deadline();

@@ -573,11 +573,11 @@ impl Storage {
     /// [`LogSyncer::sync`] with it released, then report the noted count
     /// with [`Storage::synced_through`]. Take a new one for each sync: the
     /// segment appended to changes as the log grows.
-    pub fn log_syncer(&self) -> Result<LogSyncer, StorageError> {
-        Ok(LogSyncer {
-            file: self.log.active_handle()?,
+    pub fn log_syncer(&self) -> LogSyncer {
+        LogSyncer {
+            file: self.log.active_handle(),
             path: self.log.active_path().to_path_buf(),
-        })
+        }
     }
 
     /// The count of writes a sync started now would cover.
@@ -612,7 +612,7 @@ impl crate::service::Disk for Storage {
 
 /// Syncs the log from another thread; see [`Storage::log_syncer`].
 pub struct LogSyncer {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
 }
 

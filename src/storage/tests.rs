@@ -70,7 +70,7 @@ fn round_trip_with_truncation_and_state() {
         // another handle.
         assert!(s.needs_sync());
         let count = s.written();
-        s.log_syncer().unwrap().sync().unwrap();
+        s.log_syncer().sync().unwrap();
         s.synced_through(count).unwrap();
         assert!(!s.needs_sync());
         s.persist(

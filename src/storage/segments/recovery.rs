@@ -84,7 +84,7 @@ impl SegmentedLog {
                 .any(|e| e.index == after && e.term == after_term);
         let mut log = SegmentedLog {
             dir: dir.to_path_buf(),
-            active: placeholder_file(dir)?,
+            active: Arc::new(placeholder_file(dir)?),
             segments,
             limits,
             written: 0,
@@ -108,7 +108,7 @@ impl SegmentedLog {
         } else {
             entries.retain(|e| e.index > after);
             let path = log.active_path().to_path_buf();
-            log.active = open_append(&path)?;
+            log.active = Arc::new(open_append(&path)?);
         }
         let kept = log.next_index() - 1;
         let found = Found {
