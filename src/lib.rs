@@ -10,6 +10,7 @@
 //! * [`wire`]: the newline-delimited JSON protocol.
 //! * [`server`]: the thread-pool RPC server.
 //! * [`transport`]: outgoing connections to peers.
+//! * [`oneshot`]: one value to a waiting thread, without spinning.
 //! * [`config`]: the cluster configuration file.
 //! * [`client`]: what `raftctl` uses to talk to a cluster.
 //! * [`activity`]: the human-readable activity log.
@@ -41,6 +42,7 @@ pub mod kv;
 pub mod lincheck;
 pub mod node;
 pub mod observe;
+pub mod oneshot;
 pub mod reconfig;
 pub mod server;
 pub mod service;

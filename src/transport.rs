@@ -14,6 +14,7 @@
 
 use std::io::{self, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
@@ -112,7 +113,7 @@ pub enum Received {
 struct LinkState {
     /// The live connection: its number, a handle to shut it down, and its
     /// reading half until the receiver takes it.
-    current: Option<(u64, Stream, Option<BufReader<Stream>>)>,
+    current: Option<(u64, Arc<Stream>, Option<BufReader<Stream>>)>,
     /// Numbers connections, so that a failure is reported for the
     /// connection it happened on, once.
     generation: u64,
@@ -162,27 +163,22 @@ impl Link {
             if st.closed {
                 return Err(None);
             }
+            // The writer is shared, not duplicated: a second descriptor
+            // per request cost two system calls each (issue 24's profile).
             st.current
                 .as_ref()
-                .map(|(g, stream, _)| (*g, stream.try_clone()))
+                .map(|(g, stream, _)| (*g, stream.clone()))
         };
-        let (generation, mut writer) = match existing {
-            Some((g, Ok(writer))) => (g, writer),
-            Some((g, Err(e))) => {
-                let first = self.fail(g);
-                return Err(first.then_some(TransportError::Exchange(WireError::Io(e))));
-            }
+        let (generation, writer) = match existing {
+            Some(existing) => existing,
             None => {
                 let conn = connect(&self.target, self.bind, self.timeout).map_err(Some)?;
-                let writer = conn
-                    .writer
-                    .try_clone()
-                    .map_err(|e| Some(TransportError::Connect(e)))?;
+                let writer = Arc::new(conn.writer);
                 let mut st = self.state.lock();
                 st.generation += 1;
                 st.outstanding = 0;
                 let g = st.generation;
-                st.current = Some((g, conn.writer, Some(conn.reader)));
+                st.current = Some((g, writer.clone(), Some(conn.reader)));
                 (g, writer)
             }
         };
@@ -196,7 +192,7 @@ impl Link {
             st.outstanding += 1;
             self.sent.notify_one();
         }
-        match wire::write_message(&mut writer, request) {
+        match wire::write_message(&mut &*writer, request) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let first = self.fail(generation);

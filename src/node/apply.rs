@@ -4,6 +4,7 @@
 //! to answer the writes and wake the reads waiting for them (`Waiters`).
 
 use super::*;
+use crate::oneshot;
 
 /// Client requests waiting on this node. A proposed write is answered
 /// here, by whoever learns its outcome (the applier, or a change that
@@ -15,7 +16,7 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Waiters {
     /// Writes proposed and not yet answered, by index.
-    writes: BTreeMap<Index, Vec<(WriteTicket, Sender<Response>)>>,
+    writes: BTreeMap<Index, Vec<(WriteTicket, oneshot::Sender<Response>)>>,
     /// Woken once the state machine has applied up to the key.
     until_applied: BTreeMap<Index, Vec<Arc<Condvar>>>,
     /// Woken when the core answers the read with this ctx.
@@ -30,7 +31,11 @@ impl Waiters {
             .push(waiter.clone());
     }
 
-    pub(super) fn write_proposed(&mut self, ticket: WriteTicket, answer: Sender<Response>) {
+    pub(super) fn write_proposed(
+        &mut self,
+        ticket: WriteTicket,
+        answer: oneshot::Sender<Response>,
+    ) {
         self.writes
             .entry(ticket.index)
             .or_default()
@@ -54,10 +59,8 @@ impl Waiters {
         for (index, waiting) in std::mem::take(&mut done) {
             for (ticket, answer) in waiting {
                 match outcome(&ticket) {
-                    Some(response) => {
-                        // Gone only if the request timed out meanwhile.
-                        let _ = answer.send(response);
-                    }
+                    // Nobody reads it if the request timed out meanwhile.
+                    Some(response) => answer.send(response),
                     None => self.writes.entry(index).or_default().push((ticket, answer)),
                 }
             }

@@ -7,6 +7,7 @@
 //! SIGTERM.
 
 use super::*;
+use crate::oneshot;
 
 /// The server's view of a node. Holds an `Arc` so that deferred work
 /// (waiting for a commit or a read) can outlive the pool worker that
@@ -285,14 +286,14 @@ impl Handler for Service {
         let wire::Request::Write(command) = request else {
             return Err(request);
         };
-        let (answer, answered) = crossbeam::channel::bounded(1);
+        // Made here, on the connection's thread, which waits on it below.
+        let (answer, answered) = oneshot::channel();
         self.0.submit_write(command, answer);
         Ok(Handled::Later(Box::new(move || {
-            use crossbeam::channel::RecvTimeoutError;
             match answered.recv_timeout(WAIT_TIMEOUT) {
                 Ok(response) => response,
-                Err(RecvTimeoutError::Timeout) => ClientService::write_timed_out(),
-                Err(RecvTimeoutError::Disconnected) => shutting_down(),
+                Err(oneshot::RecvError::Timeout) => ClientService::write_timed_out(),
+                Err(oneshot::RecvError::Disconnected) => shutting_down(),
             }
         })))
     }

@@ -15,6 +15,7 @@
 //! and one round of wake-ups, however many writes it holds.
 
 use super::*;
+use crate::oneshot;
 
 /// A client's write, queued for the log writer.
 pub(super) struct Proposal {
@@ -22,7 +23,7 @@ pub(super) struct Proposal {
     /// Where its answer goes; the connection's thread waits on the other
     /// end (at most `WAIT_TIMEOUT`). Dropped unanswered only when the node
     /// stops.
-    pub(super) answer: Sender<Response>,
+    pub(super) answer: oneshot::Sender<Response>,
 }
 
 /// Writes queued by connection threads, under a lock of its own (never
@@ -65,7 +66,7 @@ impl Shared {
     /// Queues a client's write for the log writer, on the caller's thread,
     /// without the node's lock unless the log writer sleeps. Its answer
     /// comes on `answer`.
-    pub(super) fn submit_write(&self, command: Command, answer: Sender<Response>) {
+    pub(super) fn submit_write(&self, command: Command, answer: oneshot::Sender<Response>) {
         if self.proposals.push(Proposal { command, answer }) {
             // The log writer checked the queue and went to wait while
             // holding the node's lock, so with the lock held here it is
@@ -108,7 +109,7 @@ impl Shared {
             for Proposal { command, answer } in batch {
                 match st.clients.write(&mut st.raft, &kv, command) {
                     Step::Answer(response) => {
-                        let _ = answer.send(response);
+                        answer.send(response);
                     }
                     Step::Wait(ticket) => st.waiters.write_proposed(ticket, answer),
                 }

@@ -531,10 +531,12 @@ impl Read for Stream {
     }
 }
 
-impl Write for Stream {
+/// Writing needs only a shared reference, as for `&TcpStream`: a writer
+/// kept behind an `Arc` writes without a second descriptor.
+impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Plain(tcp) => (&*tcp).write(buf),
             Stream::Tls(shared) => {
                 let mut session = shared.session.lock();
                 let n = session.conn.writer().write(buf)?;
@@ -546,12 +548,22 @@ impl Write for Stream {
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Plain(tcp) => (&*tcp).flush(),
             Stream::Tls(shared) => {
                 let session = shared.session.lock();
                 Stream::send(shared, session)
             }
         }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self).flush()
     }
 }
 
