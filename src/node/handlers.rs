@@ -218,7 +218,7 @@ impl Handler for Service {
 
     fn admin(&self, request: wire::Request) -> Response {
         let shared = &self.0;
-        let st = shared.state.lock();
+        let mut st = shared.state.lock();
         match request {
             wire::Request::IsLeader => st.clients.is_leader(&st.raft),
             wire::Request::Status => Response::Status(Box::new(shared.status(&st))),
@@ -226,7 +226,7 @@ impl Handler for Service {
                 events: shared.events.recent(),
             },
             wire::Request::Members => Response::Members(Box::new(shared.members_view(&st))),
-            wire::Request::Lab { isolate } => shared.lab(&st, isolate),
+            wire::Request::Lab { isolate } => shared.lab(&mut st, isolate),
             other => Response::error(
                 ErrorCode::BadRequest,
                 format!("not an admin request: {other:?}"),

@@ -63,17 +63,18 @@ impl Proposals {
 }
 
 impl Shared {
-    /// Queues a client's write for the log writer, on the caller's thread,
-    /// without the node's lock unless the log writer sleeps. Its answer
-    /// comes on `answer`.
+    /// Queues a client's write for the log writer, on the caller's
+    /// (connection's) thread, without the node's lock unless the log
+    /// writer sleeps. Its answer comes on `answer`.
     pub(super) fn submit_write(&self, command: Command, answer: oneshot::Sender<Response>) {
-        if self.proposals.push(Proposal { command, answer }) {
-            // The log writer checked the queue and went to wait while
-            // holding the node's lock, so with the lock held here it is
-            // waiting already: this wake-up cannot be lost.
-            let _st = self.state.lock();
-            self.log_written.notify_one();
+        if !self.proposals.push(Proposal { command, answer }) {
+            return;
         }
+        // The log writer checked the queue and went to wait while holding
+        // the node's lock, so with the lock held here it is waiting
+        // already: this wake-up cannot be lost.
+        let _st = self.state.lock();
+        self.log_written.notify_one();
     }
 
     /// The log writer: proposes what is queued, then, on the leader, syncs
@@ -85,9 +86,7 @@ impl Shared {
         let mut st = self.state.lock();
         while !st.stopping {
             let batch = self.proposals.take();
-            if !batch.is_empty() {
-                self.propose(&mut st, batch);
-            }
+            self.propose(&mut st, batch);
             if st.raft.role() == Role::Leader && st.storage.needs_sync() {
                 self.sync_log(&mut st);
             } else if self.proposals.wait_if_empty() {
@@ -102,6 +101,9 @@ impl Shared {
     /// Proposes a batch of writes: one step of the core each, then one
     /// `process_ready`, so one log write and one round of wake-ups.
     fn propose(&self, st: &mut State, batch: Vec<Proposal>) {
+        if batch.is_empty() {
+            return;
+        }
         {
             // The store's lock for the session checks only, released
             // before `process_ready` (which may take it).
@@ -133,6 +135,9 @@ impl Shared {
             self.storage_failed(st, &e);
         }
         durability::log_synced(&mut st.raft, point);
+        // The sync may commit entries: applied here, at once.
+        st.apply_here = true;
         self.process_ready(st);
+        self.apply_here(st);
     }
 }

@@ -34,8 +34,10 @@ impl Shared {
             .filter(|id| !membership.servers.contains_key(id))
             .collect();
         for id in gone {
-            if let Some(link) = st.links.remove(&id) {
-                link.close();
+            if let Some(mut peer) = st.links.remove(&id) {
+                peer.link.close();
+                // Its replicator ends once it sees the link is gone.
+                peer.wake();
                 let text = format!("node{id} left the membership: stopped replicating to it");
                 self.note(st, log::Level::Info, text);
             }
@@ -77,7 +79,14 @@ impl Shared {
             .name(format!("receive-{id}"))
             .spawn(move || shared.run_receiver(id, &l))?;
         self.threads.lock().extend([replicator, receiver]);
-        st.links.insert(id, link);
+        st.links.insert(
+            id,
+            PeerLink {
+                link,
+                wake: Arc::new(Condvar::new()),
+                asleep_until: None,
+            },
+        );
         Ok(())
     }
 
@@ -86,7 +95,7 @@ impl Shared {
     pub(super) fn is_current_link(st: &State, peer: NodeId, link: &transport::Link) -> bool {
         st.links
             .get(&peer)
-            .is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), link))
+            .is_some_and(|p| std::ptr::eq(Arc::as_ptr(&p.link), link))
     }
 
     /// After every step: a server that a committed membership removed
@@ -133,8 +142,9 @@ impl Shared {
             condvar.notify_all();
         }
         self.snapshot_due.notify_all();
-        for link in st.links.values() {
-            link.close();
+        for peer in st.links.values_mut() {
+            peer.link.close();
+            peer.wake();
         }
         let _ = self.failure.try_send(NodeError::Removed(text));
     }

@@ -127,6 +127,13 @@ struct State {
     /// The index the applier has applied up to (the store's, as of its
     /// last batch), for the snapshotter's threshold.
     applied: Index,
+    /// Someone is applying entries with the lock released (the applier,
+    /// or a thread in `Shared::apply_here`): nobody else may.
+    applying: bool,
+    /// Set by a thread about to step the core that will call
+    /// `Shared::apply_here` right after: `process_ready` then leaves the
+    /// entries it commits to it instead of waking the applier.
+    apply_here: bool,
     /// The threshold is stretched by this fraction, drawn anew in
     /// [0, 0.5) after each snapshot, so that the nodes of a cluster (which
     /// hold the same log) do not all write their snapshots at once
@@ -147,9 +154,10 @@ struct State {
     /// thread's loop and every handler checks it after taking the lock:
     /// the loops end, handlers answer `shutting_down`.
     stopping: bool,
-    /// The link to each other server of the membership in force, whose
-    /// replicator and receiver run while it is here (`members.rs`).
-    links: BTreeMap<NodeId, Arc<transport::Link>>,
+    /// Each other server of the membership in force: its link, whose
+    /// replicator and receiver run while it is here (`members.rs`), and
+    /// how its replicator sleeps.
+    links: BTreeMap<NodeId, PeerLink>,
 }
 
 struct Shared {
@@ -175,10 +183,10 @@ struct Shared {
     /// that kind waits for may have changed, so that a change wakes only
     /// who needs waking. `Node::stop` notifies them all.
     ///
-    /// Replicators wait here for a request to become due for their peer
-    /// (new entries, a new commit index, a read round, a role change).
-    /// Notified (`notify_all`) by `process_ready` after every input to the
-    /// core.
+    /// Waits for the core to change (a leadership transfer's end, a
+    /// membership change's progress). Notified (`notify_all`) by
+    /// `process_ready` after every input to the core. (Replicators each
+    /// sleep on a condvar of their own: `PeerLink`.)
     changed: Condvar,
     /// The timer waits here for its election deadline. Notified by
     /// `process_ready` only when the deadline moved earlier than the one
@@ -220,6 +228,29 @@ struct Shared {
     /// goes to whoever holds `Node::failure`.
     halted: AtomicBool,
     failure: Sender<NodeError>,
+}
+
+/// Another server's link, and its replicator's wake-up.
+struct PeerLink {
+    link: Arc<transport::Link>,
+    /// The replicator sleeps here while the core has nothing for its peer.
+    wake: Arc<Condvar>,
+    /// While it sleeps: until when (`None`: until woken). `process_ready`
+    /// wakes it only when the core has something for the peer sooner
+    /// (`Raft::peer_wakeup`), not after every step: that woke every
+    /// replicator several times per write, on followers too, to find
+    /// nothing to send (issue 24).
+    asleep_until: Option<Option<Duration>>,
+}
+
+impl PeerLink {
+    /// Wakes the replicator whatever it waits for (the link closed, the
+    /// node stops, the lab reconnected it).
+    fn wake(&mut self) {
+        if self.asleep_until.take().is_some() {
+            self.wake.notify_one();
+        }
+    }
 }
 
 /// What the applier applies next.
@@ -300,6 +331,8 @@ impl Node {
                 storage,
                 apply_queue: VecDeque::new(),
                 applied: kv.applied_index(),
+                applying: false,
+                apply_here: false,
                 snapshot_jitter: rand::random::<f64>() / 2.0,
                 peers: PeerService::new(options.raft.id, cluster_id.clone()),
                 clients: ClientService::new(options.cluster.members.clone()),
@@ -385,8 +418,9 @@ impl Node {
                 condvar.notify_all();
             }
             s.snapshot_due.notify_all();
-            for link in st.links.values() {
-                link.close();
+            for peer in st.links.values_mut() {
+                peer.link.close();
+                peer.wake();
             }
         }
         self.server.stop();
@@ -606,7 +640,9 @@ impl Shared {
         if !ready.committed.is_empty() {
             st.apply_queue
                 .extend(ready.committed.into_iter().map(Apply::Entry));
-            self.committed.notify_one();
+            if !st.apply_here {
+                self.committed.notify_one();
+            }
         }
         for ctx in handled.reads_answered {
             st.waiters.read_answered(ctx);
@@ -623,9 +659,25 @@ impl Shared {
             self.follow_membership(st);
         }
         self.leave_if_removed(st);
+        self.wake_replicators(st);
         self.changed.notify_all();
         if handled.again {
             self.process_ready(st);
+        }
+    }
+
+    /// Wakes the replicators that the core has a request for sooner than
+    /// they sleep until.
+    fn wake_replicators(&self, st: &mut State) {
+        for (&peer, p) in st.links.iter_mut() {
+            let Some(until) = p.asleep_until else {
+                continue;
+            };
+            if let Some(due) = st.raft.peer_wakeup(peer)
+                && until.is_none_or(|until| due < until)
+            {
+                p.wake();
+            }
         }
     }
 
@@ -664,7 +716,7 @@ impl Shared {
     }
 
     /// A `lab` request: cut the node off from its peers, or reconnect it.
-    fn lab(&self, st: &State, isolate: bool) -> Response {
+    fn lab(&self, st: &mut State, isolate: bool) -> Response {
         if !self.lab {
             return Response::error(
                 ErrorCode::BadRequest,
@@ -679,7 +731,9 @@ impl Shared {
             };
             self.note(st, log::Level::Warn, text.to_string());
             // Replicators waiting out a backoff try again now.
-            self.changed.notify_all();
+            for peer in st.links.values_mut() {
+                peer.wake();
+            }
         }
         Response::Status(Box::new(self.status(st)))
     }

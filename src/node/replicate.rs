@@ -66,15 +66,24 @@ impl Shared {
                 self.process_ready(&mut st);
             }
             let Some(request) = request else {
-                match st
-                    .raft
-                    .peer_wakeup(peer)
-                    .and_then(|at| self.epoch.checked_add(at))
-                {
+                // Sleeps until the core has something for the peer:
+                // `process_ready` wakes it then (`wake_replicators`).
+                let until = st.raft.peer_wakeup(peer);
+                let Some(p) = st.links.get_mut(&peer) else {
+                    continue; // gone: the loop ends
+                };
+                p.asleep_until = Some(until);
+                let wake = p.wake.clone();
+                match until.and_then(|at| self.epoch.checked_add(at)) {
                     Some(at) => {
-                        self.changed.wait_until(&mut st, at);
+                        wake.wait_until(&mut st, at);
                     }
-                    None => self.changed.wait(&mut st),
+                    None => wake.wait(&mut st),
+                }
+                if Self::is_current_link(&st, peer, link)
+                    && let Some(p) = st.links.get_mut(&peer)
+                {
+                    p.asleep_until = None;
                 }
                 continue;
             };
@@ -181,7 +190,10 @@ impl Shared {
                 }
                 None => st.raft.handle_failure(peer, t),
             }
+            // A reply may commit entries: applied here, at once.
+            st.apply_here = true;
             self.process_ready(&mut st);
+            self.apply_here(&mut st);
         }
     }
 }
