@@ -27,7 +27,7 @@ cargo build --release --quiet
 bin=target/release
 work=$(mktemp -d)
 pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; echo "$work"' EXIT
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; echo "$work"' EXIT
 port=$((47600 + RANDOM % 300))
 printf 'N: 3\nnode0: 127.0.0.1:%d\nnode1: 127.0.0.1:%d\nnode2: 127.0.0.1:%d\n' \
     "$port" $((port + 1)) $((port + 2)) >"$work/config.txt"

@@ -12,14 +12,19 @@
 //!   released, without waiting for the answer, so that several
 //!   AppendEntries are in flight (pipelining, as far as the core's window
 //!   allows); the receiver reads the answers in order and hands each to
-//!   the core. Replies say what they answer, so the core itself drops one
+//!   the core. A replicator sleeps on a condvar of its own and is woken
+//!   only when the core has something for its peer sooner than it sleeps
+//!   until (`Raft::peer_wakeup`). Replies say what they answer, so the core itself drops one
 //!   to a request of an earlier term or role (a reply to an old request
 //!   says nothing about the present; the Raft Students' Guide makes the
 //!   same point);
 //! * **applier**: applies committed entries to the key-value store in log
 //!   order, once each, with the node mutex released (the store has a lock
 //!   of its own), then answers the writes and wakes the reads waiting for
-//!   them;
+//!   them. On the leader, the receiver or log writer whose step commits
+//!   entries usually does this itself (`Shared::apply_here`), sparing a
+//!   wake-up per commit; the applier takes what they cannot (a snapshot
+//!   to restore, entries committed elsewhere);
 //! * **log writer**: proposes the writes that clients' connections queued
 //!   (`log_writer::Proposals`), all that are queued in one step, and on
 //!   the leader fsyncs the log with the lock released and reports what is
