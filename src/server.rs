@@ -34,7 +34,7 @@
 //! kept-open connection is normal for a client: ours reconnect.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +54,12 @@ pub trait Handler: Send + Sync + 'static {
     /// Returns the response and, if the sender proved to be a member of
     /// this cluster, its node id.
     fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>);
+    /// Several Raft RPCs that arrived together on one connection (a
+    /// leader's pipelined AppendEntries), answered in order and sent
+    /// together: a node can then make them durable with one sync.
+    fn peers(&self, requests: Vec<PeerRequest>) -> Vec<(Response, Option<NodeId>)> {
+        requests.into_iter().map(|r| self.peer(r)).collect()
+    }
     /// `status` or `is_leader`, on the connection's own thread.
     fn admin(&self, request: Request) -> Response;
     /// A client request the handler takes without blocking, on the
@@ -347,7 +353,9 @@ impl Connection {
         let Ok(mut writer) = stream.try_clone() else {
             return;
         };
-        let mut reader = BufReader::new(stream);
+        // Room for several of a leader's pipelined AppendEntries at once, so
+        // that they can be answered as one batch (`buffered_peer_requests`).
+        let mut reader = BufReader::with_capacity(64 * 1024, stream);
         let mut buf = Vec::new();
         let (reply_tx, reply_rx) = bounded(1);
         loop {
@@ -370,9 +378,20 @@ impl Connection {
                             Err(refused) => refused,
                         }
                     }
-                    Ok(request) => match self.run(request, &writer, &reply_tx, &reply_rx) {
-                        Some(r) => r,
-                        None => return,
+                    Ok(request) => match request.into_peer() {
+                        Ok(first) => {
+                            let more = self.buffered_peer_requests(&mut reader);
+                            let answers = self.run_peers(first, more, &writer);
+                            if write_all_messages(&mut writer, &answers).is_err() {
+                                return;
+                            }
+                            self.registry.end(self.id, Instant::now());
+                            continue;
+                        }
+                        Err(request) => match self.run(request, &reply_tx, &reply_rx) {
+                            Some(r) => r,
+                            None => return,
+                        },
                     },
                     Err(e) => {
                         Response::error(ErrorCode::BadRequest, format!("malformed request: {e}"))
@@ -387,36 +406,85 @@ impl Connection {
         }
     }
 
-    /// Runs one request where its class says; `None` if the pool is gone.
-    fn run(
+    /// Peer requests read in full already, behind the one just read (a
+    /// leader pipelines AppendEntries): taken off the buffer without
+    /// waiting for more bytes, up to [`PEER_BATCH`]. Stops at the first
+    /// line that is not a peer request, leaving it to be read as usual.
+    fn buffered_peer_requests(&self, reader: &mut BufReader<Stream>) -> Vec<PeerRequest> {
+        let mut more = Vec::new();
+        while more.len() + 1 < PEER_BATCH {
+            let buffered = reader.buffer();
+            let Some(end) = buffered.iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let line = buffered[..end]
+                .strip_suffix(b"\r")
+                .unwrap_or(&buffered[..end]);
+            let Ok(Ok(peer)) = wire::decode_request(line).map(Request::into_peer) else {
+                break;
+            };
+            reader.consume(end + 1);
+            more.push(peer);
+        }
+        more
+    }
+
+    /// Answers peer requests, in order; those that arrived together are
+    /// handed to the node together (`Handler::peers`).
+    fn run_peers(
         &self,
-        request: Request,
+        first: PeerRequest,
+        more: Vec<PeerRequest>,
         stream: &Stream,
-        reply_tx: &Sender<Handled>,
-        reply_rx: &Receiver<Handled>,
-    ) -> Option<Response> {
-        let request = match request.into_peer() {
+    ) -> Vec<Response> {
+        let mut answers = Vec::with_capacity(more.len() + 1);
+        let mut batch = Vec::with_capacity(more.len() + 1);
+        for peer in std::iter::once(first).chain(more) {
             // With TLS, a peer RPC counts only from the node its
             // certificate names (`tls`): neither a client nor another
             // node can speak for it.
-            Ok(peer) if self.tls.is_some() && !stream.peer_named(&tls::node_name(peer.from)) => {
+            if self.tls.is_some() && !stream.peer_named(&tls::node_name(peer.from)) {
+                answers.extend(self.answer_peers(std::mem::take(&mut batch)));
                 let why = format!(
                     "a peer message claiming node{} on a connection whose certificate does not name it",
                     peer.from
                 );
                 let from = stream.tcp().peer_addr().ok();
                 self.refusals.note(from, &format!("refused {why}"));
-                return Some(Response::error(ErrorCode::Unauthenticated, why));
+                answers.push(Response::error(ErrorCode::Unauthenticated, why));
+                continue;
             }
-            Ok(peer) => {
-                let (response, member) = self.handler.peer(peer);
+            batch.push(peer);
+        }
+        answers.extend(self.answer_peers(batch));
+        answers
+    }
+
+    fn answer_peers(&self, batch: Vec<PeerRequest>) -> Vec<Response> {
+        let answers = match batch.len() {
+            0 => return Vec::new(),
+            1 => vec![self.handler.peer(batch.into_iter().next().expect("one"))],
+            _ => self.handler.peers(batch),
+        };
+        answers
+            .into_iter()
+            .map(|(response, member)| {
                 if let Some(member) = member {
                     self.registry.mark_peer(self.id, member, Instant::now());
                 }
-                return Some(response);
-            }
-            Err(request) => request,
-        };
+                response
+            })
+            .collect()
+    }
+
+    /// Runs one request where its class says; `None` if the pool is gone.
+    /// (Peer requests go through `run_peers`.)
+    fn run(
+        &self,
+        request: Request,
+        reply_tx: &Sender<Handled>,
+        reply_rx: &Receiver<Handled>,
+    ) -> Option<Response> {
         if request.class() == RequestClass::Admin {
             return Some(self.handler.admin(request));
         }
@@ -436,6 +504,21 @@ impl Connection {
             Handled::Later(wait) => Some(wait()),
         }
     }
+}
+
+/// The most peer requests answered as one batch.
+const PEER_BATCH: usize = 64;
+
+/// Writes several messages with one write (each on its line).
+fn write_all_messages(writer: &mut Stream, messages: &[Response]) -> io::Result<()> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for m in messages {
+        serde_json::to_writer(&mut out, m).map_err(io::Error::other)?;
+        out.push(b'\n');
+    }
+    writer.write_all(&out)?;
+    writer.flush()
 }
 
 /// Sends a stream's lines until it ends or a write fails (the other end

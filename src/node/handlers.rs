@@ -188,32 +188,38 @@ impl Handler for Service {
     fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>) {
         let shared = &self.0;
         let mut st = shared.state.lock();
-        if st.stopping {
-            return (shutting_down(), None);
+        if let Some(refused) = shared.refuse_peers(&st) {
+            return (refused, None);
         }
-        let st = &mut *st;
-        if shared.isolated.load(Ordering::Relaxed) {
-            return (
-                Response::error(
-                    ErrorCode::Isolated,
-                    "this node is cut off from its peers (lab)",
-                ),
-                None,
-            );
+        shared.step_peer(&mut st, request)
+    }
+
+    /// Answers a leader's pipelined requests with one sync for them all
+    /// (rule 2 of `service::durability`): each is stepped and its
+    /// appends written, the log synced once, and only then do the answers
+    /// leave (the caller sends them after this returns).
+    fn peers(&self, requests: Vec<PeerRequest>) -> Vec<(Response, Option<NodeId>)> {
+        let shared = &self.0;
+        let mut st = shared.state.lock();
+        if let Some(refused) = shared.refuse_peers(&st) {
+            return requests.iter().map(|_| (refused.clone(), None)).collect();
         }
-        let from = request.from;
-        shared.message(st, false, || {
-            Some(Message::request(from, shared.id, &request.rpc))
-        });
-        let answer = st.peers.handle(&mut st.raft, request, now(shared));
-        shared.report(st, answer.report);
-        // Durable before the answer leaves (the core's contract).
-        shared.process_ready(st);
-        shared.message(st, true, || {
-            let reply = answer.response.clone().into_peer().ok()?;
-            Some(Message::reply(shared.id, from, &reply))
-        });
-        (answer.response, answer.from_member.then_some(from))
+        st.in_batch = true;
+        let answers = requests
+            .into_iter()
+            .map(|request| shared.step_peer(&mut st, request))
+            .collect();
+        st.in_batch = false;
+        let state = &mut *st;
+        match durability::sync_batch(&mut state.raft, &mut state.storage) {
+            Ok(again) => {
+                if again {
+                    shared.process_ready(state);
+                }
+            }
+            Err(e) => shared.storage_failed(state, &e),
+        }
+        answers
     }
 
     fn admin(&self, request: wire::Request) -> Response {
@@ -395,6 +401,37 @@ impl std::io::Write for BatchWriter {
 }
 
 impl Shared {
+    /// Why peer requests get no answer from the core now, if they do not.
+    fn refuse_peers(&self, st: &State) -> Option<Response> {
+        if st.stopping {
+            return Some(shutting_down());
+        }
+        if self.isolated.load(Ordering::Relaxed) {
+            return Some(Response::error(
+                ErrorCode::Isolated,
+                "this node is cut off from its peers (lab)",
+            ));
+        }
+        None
+    }
+
+    /// One peer request through the core, its Ready handled (durable
+    /// before the answer leaves, or at the end of the batch).
+    fn step_peer(&self, st: &mut State, request: PeerRequest) -> (Response, Option<NodeId>) {
+        let from = request.from;
+        self.message(st, false, || {
+            Some(Message::request(from, self.id, &request.rpc))
+        });
+        let answer = st.peers.handle(&mut st.raft, request, now(self));
+        self.report(st, answer.report);
+        self.process_ready(st);
+        self.message(st, true, || {
+            let reply = answer.response.clone().into_peer().ok()?;
+            Some(Message::reply(self.id, from, &reply))
+        });
+        (answer.response, answer.from_member.then_some(from))
+    }
+
     /// `backup`: once a linearizable read confirms this node leads and its
     /// store has applied everything committed before the request, a copy
     /// of the store (copy-on-write: microseconds) is streamed as snapshot

@@ -30,7 +30,8 @@
 //!   the leader fsyncs the log with the lock released and reports what is
 //!   durable (`Raft::persisted`). Every write queued while one fsync runs
 //!   rides the next: group commit. (Anyone else syncs its log before it
-//!   answers, under the lock.)
+//!   answers, under the lock: once for a batch of AppendEntries that
+//!   arrived together, `Handler::peers`.)
 //! * **snapshotter**: once the log past the last snapshot reaches the
 //!   threshold (`--snapshot-threshold`), copies the key-value store (the
 //!   only time it holds the store's lock), writes the copy to a new
@@ -132,6 +133,9 @@ struct State {
     /// The index the applier has applied up to (the store's, as of its
     /// last batch), for the snapshotter's threshold.
     applied: Index,
+    /// Peer requests are being answered as a batch (`Handler::peers`): a
+    /// follower's appends are synced once, at its end.
+    in_batch: bool,
     /// Someone is applying entries with the lock released (the applier,
     /// or a thread in `Shared::apply_here`): nobody else may.
     applying: bool,
@@ -337,6 +341,7 @@ impl Node {
                 apply_queue: VecDeque::new(),
                 applied: kv.applied_index(),
                 applying: false,
+                in_batch: false,
                 apply_here: false,
                 snapshot_jitter: rand::random::<f64>() / 2.0,
                 peers: PeerService::new(options.raft.id, cluster_id.clone()),
@@ -611,8 +616,12 @@ impl Shared {
     fn process_ready(&self, st: &mut State) {
         // The durability policy, shared with the simulation: written (and
         // synced unless leader), durability reported, reads routed.
-        let handled = match durability::handle_ready(&mut st.raft, &mut st.storage, &mut st.clients)
-        {
+        let handle = if st.in_batch {
+            durability::handle_ready_in_batch
+        } else {
+            durability::handle_ready
+        };
+        let handled = match handle(&mut st.raft, &mut st.storage, &mut st.clients) {
             Ok(handled) => handled,
             Err(e) => self.storage_failed(st, &e),
         };

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 struct Blocking {
     release: Receiver<()>,
     started: AtomicUsize,
+    /// The size of each batch of peer requests handed over together.
+    batches: parking_lot::Mutex<Vec<usize>>,
 }
 
 impl Handler for Blocking {
@@ -19,6 +21,10 @@ impl Handler for Blocking {
             pre_vote: false,
         });
         (reply, member)
+    }
+    fn peers(&self, requests: Vec<PeerRequest>) -> Vec<(Response, Option<NodeId>)> {
+        self.batches.lock().push(requests.len());
+        requests.into_iter().map(|r| self.peer(r)).collect()
     }
     fn admin(&self, _request: Request) -> Response {
         Response::error(ErrorCode::Timeout, "admin answered")
@@ -43,6 +49,7 @@ fn server(options: ServerOptions) -> (SocketAddr, Arc<Blocking>, crossbeam::chan
     let handler = Arc::new(Blocking {
         release,
         started: AtomicUsize::new(0),
+        batches: parking_lot::Mutex::new(Vec::new()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = spawn(listener, handler.clone(), options).unwrap();
@@ -64,11 +71,15 @@ fn ask(stream: &mut TcpStream, line: &str) -> String {
 }
 
 fn vote_line(cluster: &str) -> String {
+    vote_line_in(cluster, 5)
+}
+
+fn vote_line_in(cluster: &str, term: u64) -> String {
     let rv = Request::peer(
         cluster,
         1,
         consensus::Request::RequestVote(RequestVote {
-            term: 5,
+            term,
             candidate_id: 1,
             last_log_index: 0,
             last_log_term: 0,
@@ -320,4 +331,37 @@ fn idle_client_connections_are_reaped_only_near_the_cap() {
     assert_eq!(registry.reap(t0 + idle + idle / 2, idle), 5);
     assert_eq!(registry.counts(), (1, 1));
     assert!(closed(&mut old[0].0));
+}
+
+#[test]
+fn pipelined_peer_requests_are_answered_in_order_as_one_batch() {
+    let (addr, handler, _release) = server(ServerOptions::default());
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Five peer requests and an admin one, in one write: the first line
+    // read leaves the other four peer requests in the buffer.
+    let mut lines: String = (1..=5).map(|term| vote_line_in("ours", term)).collect();
+    lines.push_str("{\"type\":\"status\"}\n");
+    stream.write_all(lines.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut terms = Vec::new();
+    for _ in 1..=5 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        match serde_json::from_str::<Response>(&line).unwrap() {
+            Response::RequestVote(reply) => terms.push(reply.term),
+            other => panic!("not a vote reply: {other:?}"),
+        }
+    }
+    assert_eq!(terms, [1, 2, 3, 4, 5], "answers in request order");
+    let mut last = String::new();
+    reader.read_line(&mut last).unwrap();
+    assert!(last.contains("admin answered"), "{last}");
+    assert_eq!(
+        *handler.batches.lock(),
+        [5],
+        "the first with the four buffered behind it"
+    );
 }

@@ -19,6 +19,11 @@
 //!    acknowledgement toward a majority (§5.3). That includes entries it
 //!    wrote as a deposed leader and had not synced yet. Its core is then
 //!    told at once that the whole log is durable ([`Raft::persisted`]).
+//!    For requests that arrived together and are answered together (a
+//!    leader's pipelined AppendEntries), the caller may instead use
+//!    [`handle_ready_in_batch`] for each and [`sync_batch`] once at the
+//!    end, before any of their answers leaves: one sync for the batch
+//!    (group commit on the follower).
 //! 3. A leader's appends are written but not synced here: the log writer
 //!    syncs them later, off the lock, while they are already on their way
 //!    to the followers (thesis §10.2.1). It notes [`sync_point`] before it
@@ -48,6 +53,9 @@ pub trait Disk {
 
     /// Whether log appends have been written that are not yet synced.
     fn needs_sync(&self) -> bool;
+
+    /// Makes every log append written so far durable.
+    fn sync_log(&mut self) -> Result<(), Self::Error>;
 }
 
 /// A `Ready` written: what is left for the caller to do.
@@ -76,13 +84,49 @@ pub fn handle_ready<D: Disk>(
     disk: &mut D,
     clients: &mut ClientService,
 ) -> Result<Handled, D::Error> {
+    handle(raft, disk, clients, false)
+}
+
+/// As [`handle_ready`], for a step inside a batch of requests whose
+/// answers leave together: a follower's appends are written, not synced.
+/// The caller must call [`sync_batch`] before any answer leaves.
+pub fn handle_ready_in_batch<D: Disk>(
+    raft: &mut Raft,
+    disk: &mut D,
+    clients: &mut ClientService,
+) -> Result<Handled, D::Error> {
+    handle(raft, disk, clients, true)
+}
+
+/// Ends a batch (rule 2): syncs what its steps wrote, and tells the core
+/// the log is durable, unless it leads (then that is the log writer's
+/// job, rule 3). Returns whether the core has output of its own now (see
+/// [`Handled::again`]).
+pub fn sync_batch<D: Disk>(raft: &mut Raft, disk: &mut D) -> Result<bool, D::Error> {
+    if raft.role() == Role::Leader {
+        return Ok(false);
+    }
+    if disk.needs_sync() {
+        disk.sync_log()?;
+    }
+    let (index, term) = sync_point(raft);
+    raft.persisted(index, term);
+    Ok(raft.has_ready())
+}
+
+fn handle<D: Disk>(
+    raft: &mut Raft,
+    disk: &mut D,
+    clients: &mut ClientService,
+    in_batch: bool,
+) -> Result<Handled, D::Error> {
     let mut ready = raft.take_ready();
     let leader = raft.role() == Role::Leader;
     // Rules 2 and 3: a leader's appends are synced by the log writer;
-    // anyone else's before it answers.
-    disk.persist(&ready, !leader)?;
+    // anyone else's before it answers (at the end of its batch).
+    disk.persist(&ready, !leader && !in_batch)?;
     let mut again = false;
-    if !leader {
+    if !leader && !in_batch {
         let (index, term) = sync_point(raft);
         raft.persisted(index, term);
         again = raft.has_ready();
@@ -111,4 +155,89 @@ pub fn sync_point(raft: &Raft) -> (Index, Term) {
 /// were replaced meanwhile (a deposed leader's tail).
 pub fn log_synced(raft: &mut Raft, point: (Index, Term)) {
     raft.persisted(point.0, point.1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::{AppendEntries, Config, Entry, HardState, Payload, Request};
+    use std::time::Duration;
+
+    /// Counts what is written and synced.
+    #[derive(Default)]
+    struct Counting {
+        appends: usize,
+        unsynced: usize,
+        syncs: usize,
+    }
+
+    impl Disk for Counting {
+        type Error = ();
+        fn persist(&mut self, ready: &Ready, sync_log: bool) -> Result<(), ()> {
+            if !ready.appended.is_empty() {
+                self.appends += 1;
+                self.unsynced += ready.appended.len();
+            }
+            if sync_log && self.unsynced > 0 {
+                self.sync_log()?;
+            }
+            Ok(())
+        }
+        fn needs_sync(&self) -> bool {
+            self.unsynced > 0
+        }
+        fn sync_log(&mut self) -> Result<(), ()> {
+            self.syncs += 1;
+            self.unsynced = 0;
+            Ok(())
+        }
+    }
+
+    fn append(index: Index) -> Request {
+        Request::AppendEntries(AppendEntries {
+            term: 1,
+            leader_id: 0,
+            prev_log_index: index - 1,
+            prev_log_term: if index == 1 { 0 } else { 1 },
+            entries: vec![Entry {
+                index,
+                term: 1,
+                payload: Payload::Noop,
+            }],
+            leader_commit: 0,
+            read_round: 0,
+        })
+    }
+
+    fn follower() -> Raft {
+        let cfg = Config::new(1, 0..3, 7);
+        Raft::new(cfg, HardState::default(), Vec::new(), Duration::ZERO)
+    }
+
+    #[test]
+    fn a_follower_syncs_each_append_alone_and_a_batch_once() {
+        let mut clients = ClientService::new(Vec::new());
+        // One at a time: a sync before each answer.
+        let (mut raft, mut disk) = (follower(), Counting::default());
+        for index in 1..=3 {
+            raft.handle_request(0, append(index), Duration::ZERO)
+                .unwrap();
+            handle_ready(&mut raft, &mut disk, &mut clients).unwrap();
+        }
+        assert_eq!((disk.appends, disk.syncs), (3, 3));
+        assert_eq!(raft.persisted_index(), 3);
+        // Three that arrived together: written each, synced once, and
+        // the core told only after the sync.
+        let (mut raft, mut disk) = (follower(), Counting::default());
+        for index in 1..=3 {
+            raft.handle_request(0, append(index), Duration::ZERO)
+                .unwrap();
+            handle_ready_in_batch(&mut raft, &mut disk, &mut clients).unwrap();
+        }
+        assert_eq!((disk.appends, disk.syncs), (3, 0));
+        assert_eq!(raft.persisted_index(), 0, "nothing is durable yet");
+        sync_batch(&mut raft, &mut disk).unwrap();
+        assert_eq!((disk.appends, disk.syncs), (3, 1));
+        assert_eq!(raft.persisted_index(), 3);
+    }
 }

@@ -608,6 +608,10 @@ impl crate::service::Disk for Storage {
     fn needs_sync(&self) -> bool {
         Storage::needs_sync(self)
     }
+
+    fn sync_log(&mut self) -> Result<(), StorageError> {
+        Storage::sync_log(self)
+    }
 }
 
 /// Syncs the log from another thread; see [`Storage::log_syncer`].

@@ -211,6 +211,11 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    fn sync_log(&mut self) -> Result<(), DiskError> {
+        self.sync();
+        Ok(())
+    }
+
     fn needs_sync(&self) -> bool {
         !self.unsynced.is_empty()
     }
