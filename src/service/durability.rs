@@ -214,26 +214,33 @@ mod tests {
         Raft::new(cfg, HardState::default(), Vec::new(), Duration::ZERO)
     }
 
-    #[test]
-    fn a_follower_syncs_each_append_alone_and_a_batch_once() {
+    /// A follower given appends of indexes 1 to 3, one request at a time
+    /// or as one batch (without its closing `sync_batch`).
+    fn three_appends(batch: bool) -> (Raft, Counting) {
         let mut clients = ClientService::new(Vec::new());
-        // One at a time: a sync before each answer.
         let (mut raft, mut disk) = (follower(), Counting::default());
+        let step = if batch {
+            handle_ready_in_batch
+        } else {
+            handle_ready
+        };
         for index in 1..=3 {
             raft.handle_request(0, append(index), Duration::ZERO)
                 .unwrap();
-            handle_ready(&mut raft, &mut disk, &mut clients).unwrap();
+            step(&mut raft, &mut disk, &mut clients).unwrap();
         }
+        (raft, disk)
+    }
+
+    #[test]
+    fn a_follower_syncs_each_append_alone_and_a_batch_once() {
+        // One at a time: a sync before each answer.
+        let (raft, disk) = three_appends(false);
         assert_eq!((disk.appends, disk.syncs), (3, 3));
         assert_eq!(raft.persisted_index(), 3);
         // Three that arrived together: written each, synced once, and
         // the core told only after the sync.
-        let (mut raft, mut disk) = (follower(), Counting::default());
-        for index in 1..=3 {
-            raft.handle_request(0, append(index), Duration::ZERO)
-                .unwrap();
-            handle_ready_in_batch(&mut raft, &mut disk, &mut clients).unwrap();
-        }
+        let (mut raft, mut disk) = three_appends(true);
         assert_eq!((disk.appends, disk.syncs), (3, 0));
         assert_eq!(raft.persisted_index(), 0, "nothing is durable yet");
         sync_batch(&mut raft, &mut disk).unwrap();
