@@ -37,14 +37,28 @@ struct Queue {
     /// The log writer found nothing to do and waits on `log_written` (set
     /// under this lock, so a write queued after it sees it).
     writer_waits: bool,
+    /// The log writer has ended (the node stops): nothing more is queued.
+    closed: bool,
 }
 
 impl Proposals {
     /// Queues a write; true if the log writer must be woken for it.
     fn push(&self, proposal: Proposal) -> bool {
         let mut q = self.0.lock();
+        if q.closed {
+            // Dropped: its connection answers `shutting_down`.
+            return false;
+        }
         q.writes.push(proposal);
         std::mem::take(&mut q.writer_waits)
+    }
+
+    /// Ends the queue: what it holds is dropped (answered
+    /// `shutting_down`), and so is anything queued later.
+    fn close(&self) {
+        let mut q = self.0.lock();
+        q.closed = true;
+        q.writes.clear();
     }
 
     fn take(&self) -> Vec<Proposal> {
@@ -95,7 +109,7 @@ impl Shared {
         }
         // Writes still queued are dropped: their waiters answer
         // `shutting_down`.
-        drop(self.proposals.take());
+        self.proposals.close();
     }
 
     /// Proposes a batch of writes: one step of the core each, then one
