@@ -125,8 +125,8 @@ impl Shared {
     /// take it next) or a snapshot must be restored (the applier's job:
     /// it can take seconds). On the leader, the receiver whose reply
     /// commits entries, or the log writer whose sync does, applies them
-    /// and answers their writes at once: two fewer wake-ups on every
-    /// write's path (issue 24).
+    /// and answers their writes at once: the applier's wake-up and switch
+    /// are spared on every write's path (issue 24).
     pub(super) fn apply_here(&self, st: &mut MutexGuard<State>) {
         st.apply_here = false;
         if st.applying || st.apply_queue.is_empty() || st.stopping {

@@ -3,16 +3,17 @@
 //!
 //! A client's write does not take the node's lock on its own: its
 //! connection's thread queues it ([`Proposals`]) and waits for its answer,
-//! which the applier sends once the entry is applied (`Waiters`). The log
+//! which whoever applies the entry sends (`Waiters`). The log
 //! writer takes the lock once for everything queued, proposes it all,
 //! writes the entries with one write, and wakes the replicators once; then
 //! it syncs (thesis §10.2.1: the entries are already on their way to the
 //! followers), and reports what is durable (`Raft::persisted`). Writes
 //! queued while it syncs go out together after it. Issue 24's profile
 //! found a write handed between four threads, each wake-up a context
-//! switch, and the node's lock so contended that parking_lot spun on it
-//! (a `sched_yield` per write); a batch now costs one lock, one file write
-//! and one round of wake-ups, however many writes it holds.
+//! switch, with waiting threads spinning before they slept (two
+//! `sched_yield` per write, in crossbeam's channel receivers: see
+//! `oneshot`); a batch now costs one lock, one file write and one round
+//! of wake-ups, however many writes it holds.
 
 use super::*;
 use crate::oneshot;
