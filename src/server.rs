@@ -54,9 +54,10 @@ pub trait Handler: Send + Sync + 'static {
     /// Returns the response and, if the sender proved to be a member of
     /// this cluster, its node id.
     fn peer(&self, request: PeerRequest) -> (Response, Option<NodeId>);
-    /// Several Raft RPCs that arrived together on one connection (a
+    /// The Raft RPCs that arrived together on one connection (one, or a
     /// leader's pipelined AppendEntries), answered in order and sent
-    /// together: a node can then make them durable with one sync.
+    /// together: a node can then make them durable with one sync. This is
+    /// what the server calls; by default, `peer` for each.
     fn peers(&self, requests: Vec<PeerRequest>) -> Vec<(Response, Option<NodeId>)> {
         requests.into_iter().map(|r| self.peer(r)).collect()
     }
@@ -461,12 +462,11 @@ impl Connection {
     }
 
     fn answer_peers(&self, batch: Vec<PeerRequest>) -> Vec<Response> {
-        let answers = match batch.len() {
-            0 => return Vec::new(),
-            1 => vec![self.handler.peer(batch.into_iter().next().expect("one"))],
-            _ => self.handler.peers(batch),
-        };
-        answers
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        self.handler
+            .peers(batch)
             .into_iter()
             .map(|(response, member)| {
                 if let Some(member) = member {

@@ -109,9 +109,16 @@ pub fn sync_batch<D: Disk>(raft: &mut Raft, disk: &mut D) -> Result<bool, D::Err
     if disk.needs_sync() {
         disk.sync_log()?;
     }
+    Ok(whole_log_durable(raft))
+}
+
+/// Tells a server that is not leader that its whole log is durable (rule
+/// 2, once it is synced); returns whether the core then has output of its
+/// own (the end of a repair).
+fn whole_log_durable(raft: &mut Raft) -> bool {
     let (index, term) = sync_point(raft);
     raft.persisted(index, term);
-    Ok(raft.has_ready())
+    raft.has_ready()
 }
 
 fn handle<D: Disk>(
@@ -125,12 +132,7 @@ fn handle<D: Disk>(
     // Rules 2 and 3: a leader's appends are synced by the log writer;
     // anyone else's before it answers (at the end of its batch).
     disk.persist(&ready, !leader && !in_batch)?;
-    let mut again = false;
-    if !leader && !in_batch {
-        let (index, term) = sync_point(raft);
-        raft.persisted(index, term);
-        again = raft.has_ready();
-    }
+    let again = !leader && !in_batch && whole_log_durable(raft);
     let reads = std::mem::take(&mut ready.reads);
     let reads_answered = reads.iter().map(|r| r.ctx).collect();
     clients.route_reads(reads);
