@@ -56,6 +56,7 @@ fn settle_and_check(c: &mut KvCluster) -> (usize, usize) {
             let ops: Vec<_> = c.history.iter().filter(|o| o.key == key).collect();
             panic!("history of key {key} is not linearizable:\n{ops:#?}");
         }
+        Verdict::Undecided { key, reason } => panic!("checking {key} ran out of {reason}"),
     }
     // Exactly once: replay every committed entry (the checker has made
     // sure all nodes applied the same ones, snapshots included); each
@@ -503,6 +504,7 @@ fn thesis_6_4_1_lease_reads_stay_linearizable_within_the_drift_bound() {
         match minority_leader_history(seed, true, rate, Some(0.9)) {
             Verdict::Linearizable => {}
             Verdict::NotLinearizable { key } => panic!("a stale read of {key}"),
+            Verdict::Undecided { key, reason } => panic!("checking {key} ran out of {reason}"),
         }
     }
 }
@@ -543,6 +545,7 @@ fn thesis_6_4_read_index_does_not_depend_on_clocks() {
         match minority_leader_history(seed, false, rate, Some(0.3)) {
             Verdict::Linearizable => {}
             Verdict::NotLinearizable { key } => panic!("a stale read of {key}"),
+            Verdict::Undecided { key, reason } => panic!("checking {key} ran out of {reason}"),
         }
     }
 }

@@ -187,6 +187,7 @@ pub fn assert_linearizable(history: &[Operation]) -> usize {
             let ops: Vec<_> = history.iter().filter(|o| o.key == key).collect();
             panic!("history of {key} is not linearizable: {ops:#?}");
         }
+        Verdict::Undecided { key, reason } => panic!("checking {key} ran out of {reason}"),
     }
     history.iter().filter(|o| o.ret.is_some()).count()
 }
