@@ -484,6 +484,7 @@ fn live_node() -> &'static LiveNode {
             storage: raft::node::StateOptions::new(dir.path().join("node0")),
             rpc_timeout: Duration::from_millis(100),
             lab: false,
+            unsafe_local_reads: false,
             server: raft::server::ServerOptions::default(),
             listen: None,
             cluster_id: None,

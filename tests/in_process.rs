@@ -19,6 +19,7 @@ fn options(cluster: &ClusterConfig, id: u64, dir: &Path) -> NodeOptions {
         storage: StateOptions::new(dir.join(format!("node{id}"))),
         rpc_timeout: Duration::from_millis(500),
         lab: false,
+        unsafe_local_reads: false,
         server: raft::server::ServerOptions::default(),
         listen: None,
         cluster_id: None,

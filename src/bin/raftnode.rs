@@ -95,6 +95,11 @@ struct Args {
     /// reconnect it. Off by default.
     #[arg(long)]
     lab: bool,
+    /// Breaks linearizability, to test a checker (raftctl check): answer
+    /// linearizable reads from this node's own state, without ReadIndex
+    /// and without redirecting to the leader. Hidden from --help.
+    #[arg(long, hide = true)]
+    unsafe_local_reads: bool,
     /// Only for a node whose state.json and state.copy.json are both lost
     /// (the node refuses to start and says so): start once at this term,
     /// voting in no term up to it. Use the highest term any node of the
@@ -441,6 +446,7 @@ fn node_options(
         },
         rpc_timeout: Duration::from_millis(args.rpc_timeout.unwrap_or(min / 2).max(1)),
         lab: args.lab,
+        unsafe_local_reads: args.unsafe_local_reads,
         server: ServerOptions {
             max_connections: args.max_connections,
             idle_timeout: Duration::from_secs(args.idle_timeout),
@@ -502,7 +508,14 @@ fn main() {
     };
     let id = start.id;
     let options = node_options(&args, start, (min, max), tls);
-    let warnings = options.cluster.warnings.clone();
+    let mut warnings = options.cluster.warnings.clone();
+    if options.unsafe_local_reads {
+        warnings.push(
+            "--unsafe-local-reads: linearizable reads are answered from this node's own state, \
+             without ReadIndex: NOT linearizable (for testing raftctl check only)"
+                .to_string(),
+        );
+    }
     let log_path = raft::activity::init(id, &args.debug_dir).unwrap_or_else(|e| {
         eprintln!(
             "raftnode: cannot open the activity log in {}: {e}",

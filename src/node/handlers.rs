@@ -306,7 +306,10 @@ impl Handler for Service {
 
     fn client(&self, request: wire::Request) -> Handled {
         let shared = &self.0;
-        if let wire::Request::Read { key, stale: true } = request {
+        if let wire::Request::Read { key, stale } = &request
+            && (*stale || shared.unsafe_local_reads)
+        {
+            let key = key.clone();
             // The store alone: a stale read never waits for the node.
             return Handled::Now(ClientService::stale_read(&shared.kv.lock(), key));
         }

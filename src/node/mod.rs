@@ -229,6 +229,9 @@ struct Shared {
     feed: crate::kv::feed::ChangeFeed,
     /// Lab features are on (`--lab`).
     lab: bool,
+    /// Linearizable reads served from the local store (see
+    /// `NodeOptions::unsafe_local_reads`).
+    unsafe_local_reads: bool,
     /// Lab: cut off from every peer. Its Raft messages are neither sent
     /// nor answered, as in a network partition; clients are still served
     /// (and told `not_leader` or time out, as the cut requires).
@@ -364,6 +367,7 @@ impl Node {
             events,
             feed: crate::kv::feed::ChangeFeed::new(applied_at_start),
             lab: options.lab,
+            unsafe_local_reads: options.unsafe_local_reads,
             isolated: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             failure,

@@ -145,6 +145,12 @@ pub struct NodeOptions {
     /// Lab features (`raftnode --lab`): a `lab` request may cut the node
     /// off from its peers.
     pub lab: bool,
+    /// **Breaks linearizability; for testing checkers only**
+    /// (`raftnode --unsafe-local-reads`): a linearizable read is answered
+    /// from this node's own store, leader or not, without ReadIndex (thesis
+    /// §6.4) and without redirecting to the leader. `raftctl check` must
+    /// catch it (tests/check.rs).
+    pub unsafe_local_reads: bool,
     pub server: ServerOptions,
     /// The address to listen on (`raftnode --listen`), when it is not the
     /// one the cluster knows this node by (its line in the config, which

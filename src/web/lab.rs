@@ -113,7 +113,7 @@ pub enum LabError {
 /// are the lab's own; `--vote-floor` is for one start only. The TLS
 /// files and `--listen` are the node's own, kept so that a restarted node
 /// of a TLS cluster can still talk to the others.
-pub const KEPT_OPTIONS: [(&str, bool); 17] = [
+pub const KEPT_OPTIONS: [(&str, bool); 18] = [
     ("--election-timeout", true),
     ("--heartbeat", true),
     ("--rpc-timeout", true),
@@ -131,6 +131,8 @@ pub const KEPT_OPTIONS: [(&str, bool); 17] = [
     ("--trusted-ca-file", true),
     ("--anonymous-clients", false),
     ("--listen", true),
+    // Kept so that a node of `raftctl check`'s broken build stays broken.
+    ("--unsafe-local-reads", false),
 ];
 
 /// The options of `argv` (a node's command line, from its program on)
