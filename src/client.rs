@@ -254,6 +254,20 @@ impl Client {
         }
     }
 
+    /// Sends the next request to node `id` first, instead of the node
+    /// believed to lead: a follower names the leader, and the request
+    /// follows (`raftctl check` spreads its reads over the nodes so).
+    pub fn try_first(&mut self, id: NodeId) {
+        if self.config.member(id).is_some() {
+            self.leader = Some(id);
+        }
+    }
+
+    /// The node that answered the last request, if it was answered.
+    pub fn answered_by(&self) -> Option<NodeId> {
+        self.leader
+    }
+
     /// A read from whichever node answers first (node `only` if given):
     /// possibly stale, as it reflects only what that node has applied.
     pub fn get_stale(&mut self, key: &str, only: Option<NodeId>) -> Result<String, ClientError> {

@@ -18,17 +18,20 @@
 //! * [`observe`]: following every node's stream from outside.
 //! * [`dashboard`]: `raftctl watch`, the live terminal view.
 //! * [`web`]: `raftctl web`, the live page, and its lab controls.
-//! * [`lincheck`]: a linearizability checker, used by the tests.
+//! * [`lincheck`]: a linearizability checker, used by the tests and by
+//!   [`check`](mod@check), `raftctl check`'s fault injection and verdict.
 //! * [`cli`]: one-line usage errors for the binaries.
 //! * [`bench`](mod@bench): the closed-loop write benchmark behind `raftctl bench`.
 //!
-//! `dashboard`, `web`, `lincheck`, `cli` and `bench` belong to the
+//! `dashboard`, `web`, `lincheck`, `check`, `cli` and `bench` belong to the
 //! command-line tools, behind the `tools` feature (on by default): the
 //! library alone builds without their dependencies.
 pub mod activity;
 pub mod backup;
 #[cfg(feature = "tools")]
 pub mod bench;
+#[cfg(feature = "tools")]
+pub mod check;
 #[cfg(feature = "tools")]
 pub mod cli;
 pub mod client;

@@ -16,10 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod witness;
-pub use witness::{Story, explain};
+pub use witness::{Shape, Story, explain};
 
 /// What an operation did, as the client saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum KvOp {
     Put {
         value: String,
@@ -42,7 +43,7 @@ pub enum KvOp {
 }
 
 /// One operation on one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Operation {
     pub key: String,
     pub op: KvOp,

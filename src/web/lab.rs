@@ -270,6 +270,29 @@ impl Lab {
         }
     }
 
+    /// Starts node `id` unless it runs; its new pid if it was started.
+    pub fn start_if_down(&self, id: NodeId) -> Result<Option<u32>, LabError> {
+        let member = self.config.member(id).ok_or(LabError::UnknownNode(id))?;
+        match self.running_pid(id) {
+            Ok(_) => Ok(None),
+            Err(LabError::NotRunning(_)) => self.start(id, member.port).map(Some),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pid of node `id` if it runs as the lab's raftnode (see the
+    /// module docs), and whether it was started with `--lab` (which
+    /// cutting it off needs).
+    pub fn lab_node(&self, id: NodeId) -> Result<(u32, bool), LabError> {
+        let pid = self.running_pid(id)?;
+        let lab = self
+            .options
+            .lock()
+            .get(&id)
+            .is_some_and(|o| o.iter().any(|a| a == "--lab"));
+        Ok((pid, lab))
+    }
+
     fn signal_node(&self, id: NodeId, sig: &str, done: &str) -> Result<String, LabError> {
         let pid = self.running_pid(id)?;
         signal(pid, sig)?;
