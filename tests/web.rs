@@ -6,63 +6,16 @@
 mod process;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use process::booted::Booted;
 use process::browser::Browser;
-use process::{Killed, Ports, RAFTCTL, RAFTNODE, TEST_TIMING, WAIT, reserve_ports};
+use process::{Killed, RAFTCTL, WAIT, reserve_ports};
 use raft::client;
 use raft::config;
 use serde_json::Value;
-
-/// A cluster started by boot_all_nodes.sh in a temp dir; every pid in
-/// its pid files is killed at the end (those restarted from the page too).
-struct Booted {
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
-    _ports: Ports,
-}
-
-impl Booted {
-    fn start(n: usize) -> Booted {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = reserve_ports(n);
-        let config_path = dir.path().join("config.txt");
-        std::fs::write(&config_path, ports.config_text()).unwrap();
-        let booted = Booted {
-            dir,
-            config_path,
-            _ports: ports,
-        };
-        let bin_dir = Path::new(RAFTNODE).parent().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("boot_all_nodes.sh");
-        let out = Command::new(script)
-            .arg(&booted.config_path)
-            .env("STATE_DIR", booted.state_dir())
-            .env("DEBUG_DIR", booted.debug_dir())
-            .env("RAFT_BIN_DIR", bin_dir)
-            .env("RAFTNODE_ARGS", format!("{} --lab", TEST_TIMING.join(" ")))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "boot_all_nodes.sh: {out:?}");
-        booted
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn debug_dir(&self) -> PathBuf {
-        self.dir.path().join("debug")
-    }
-}
-
-impl Drop for Booted {
-    fn drop(&mut self) {
-        process::kill_nodes_of(&self.state_dir());
-    }
-}
 
 /// Starts `raftctl web` on a free port with `args`; it and its URL.
 fn serve(config: &Path, args: &[&str]) -> (Killed, String) {

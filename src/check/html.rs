@@ -84,7 +84,7 @@ fn timeline(
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r##"<svg id="{id}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="11">"##,
+        r##"<svg id="{id}" width="{w}" height="{height}" font-family="sans-serif" font-size="11">"##,
         w = LABEL + PLOT + 10.0
     );
     // The time axis: a tick every "nice" interval.
@@ -270,7 +270,7 @@ pre {{ background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; whi
 </style></head><body>
 <h1>raftctl check</h1>
 <p id="verdict" class="verdict {class}">{verdict}</p>
-<p>{ops} operations by {clients} clients on {keys} keys over {secs:.1} s; faults: {faults}; seed {seed}; configuration {config}.</p>
+<p>{ops} operations by {clients} clients on {keys} key(s) over {secs:.1} s; faults: {faults}; seed {seed}; configuration {config}.</p>
 "##,
         title = esc(&verdict),
         verdict = esc(&verdict),

@@ -5,6 +5,7 @@
 //! when the cluster is dropped, even if the test fails.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod booted;
 pub mod browser;
 pub mod deps;
 pub mod hostile;
