@@ -80,8 +80,12 @@ fn a_healthy_lab_cluster_passes_a_check_with_every_fault() {
     assert!(said.contains("checker: "), "{said}");
     let h = History::load(&history).unwrap();
     assert!(!h.faults.is_empty(), "{said}");
+    // The lab's own actions all worked; only a transfer may be refused
+    // by the cluster (a target that could not take over in time).
     assert!(
-        h.faults.iter().all(|f| !f.what.contains("failed")),
+        h.faults
+            .iter()
+            .all(|f| !f.what.contains("failed") || f.kind == "transfer"),
         "{said}"
     );
     let ok = h

@@ -527,6 +527,23 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_write_is_not_linearizable_unless_a_delete_could_explain_it() {
+        // Acknowledged, then read as absent: lost.
+        let lost = [put("a", 0, 1), get(None, 2, 3)];
+        assert!(matches!(check(&lost), Verdict::NotLinearizable { .. }));
+        // A delete overlapping the read explains it.
+        let delete = op(
+            KvOp::Delete {
+                existed: Some(true),
+            },
+            2,
+            Some(4),
+        );
+        let explained = [put("a", 0, 1), delete, get(None, 3, 5)];
+        assert_eq!(check(&explained), Verdict::Linearizable);
+    }
+
+    #[test]
     fn keys_are_checked_independently() {
         let mut other = put("z", 0, 1);
         other.key = "other".into();

@@ -1,5 +1,6 @@
-//! Lab controls (`raftctl web --lab`): stop, kill, pause, resume, restart,
-//! cut off and reconnect the nodes of a *local* cluster.
+//! Lab controls (`raftctl web --lab`, and `raftctl check`'s faults):
+//! stop, kill, pause, resume, restart, cut off and reconnect the nodes of
+//! a *local* cluster.
 //!
 //! **Trust.** The pid files and the processes' command lines are written
 //! by whoever can write `STATE_DIR` or start a process: they are claims,

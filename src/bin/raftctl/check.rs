@@ -33,6 +33,17 @@ pub struct Args {
     pub raftnode: Option<PathBuf>,
 }
 
+/// Prints a line; a reader gone away does not stop the check, which
+/// must still heal the cluster, save the history and exit with its
+/// verdict (unlike other commands' output, see `say!`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, $($arg)*).and_then(|()| stdout.flush());
+    }};
+}
+
 fn usage(message: &str) -> ! {
     eprintln!("raftctl: check: {message}");
     exit(2)
@@ -67,7 +78,7 @@ pub fn replay(args: &Args, file: &Path) -> ! {
         eprintln!("raftctl: check: {e}");
         exit(2)
     });
-    println!(
+    out!(
         "checking {} again ({} operations)",
         file.display(),
         report::count(history.ops.len() as u64)
@@ -79,11 +90,11 @@ pub fn replay(args: &Args, file: &Path) -> ! {
 /// verdict's status.
 fn finish(args: &Args, history: &History, saved: Option<&Path>) -> ! {
     let analysis: Analysis = check::analyze(history, &args.budget());
-    print!("{}", report::summary(history, &analysis));
+    out!("{}", report::summary(history, &analysis).trim_end());
     if let Some(path) = saved {
-        println!("\nhistory: {}", path.display());
+        out!("\nhistory: {}", path.display());
         if analysis.exit_code() == 1 {
-            println!(
+            out!(
                 "check it again with: raftctl check --replay {}",
                 path.display()
             );
@@ -91,7 +102,7 @@ fn finish(args: &Args, history: &History, saved: Option<&Path>) -> ! {
     }
     if let Some(path) = &args.html {
         match std::fs::write(path, check::html::page(history, &analysis)) {
-            Ok(()) => println!("page: {}", path.display()),
+            Ok(()) => out!("page: {}", path.display()),
             Err(e) => {
                 eprintln!("raftctl: check: cannot write {}: {e}", path.display());
                 exit(2)
@@ -137,7 +148,7 @@ pub fn run(cluster: &ClusterConfig, args: Args) -> ! {
         args.debug_dir.join(format!("check-{unix}.jsonl"))
     });
     let names: Vec<&str> = faults.iter().map(|f| f.name()).collect();
-    println!(
+    out!(
         "check: {} clients, {} keys, {} s, about {} operations/s each, faults: {} (seed {seed})",
         args.clients,
         args.keys,
@@ -158,7 +169,7 @@ pub fn run(cluster: &ClusterConfig, args: Args) -> ! {
         }
     }
     let history = check::record(cluster, lab, &options, &interrupted, &mut |p| {
-        println!("{}", report::progress_line(p));
+        out!("{}", report::progress_line(p));
     });
     if let Some(dir) = history_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
