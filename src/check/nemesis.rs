@@ -88,6 +88,11 @@ impl Nemesis {
         let us = |t: Instant| t.duration_since(self.epoch).as_micros() as u64;
         // Healthy for a moment first, so the run starts with a leader.
         while !self.kinds.is_empty() && pause_for(&stop, rng.random_range(1500..3000)) {
+            // A node a failed fault left down is started first: one
+            // fault at a time means one.
+            for id in self.ids() {
+                let _ = self.lab.start_if_down(id);
+            }
             let kind = self.kinds[rng.random_range(0..self.kinds.len())];
             let start = Instant::now();
             let what = self.inject(kind, &mut rng, &stop);
