@@ -254,7 +254,7 @@ pub fn analyze(history: &History, budget: &Budget) -> Analysis {
     let story = match &report.verdict {
         Verdict::NotLinearizable { key } => lincheck::explain(&ops, key, budget).map(|mut s| {
             s.ops = s.ops.iter().map(|&i| index[i]).collect();
-            s.shape = report::map_shape(&s.shape, &index);
+            s.shape = s.shape.map(|i| index[i]);
             s
         }),
         _ => None,

@@ -100,28 +100,6 @@ fn op_line(op: &Op) -> String {
     )
 }
 
-/// A [`Shape`] with its indices mapped through `index`.
-pub fn map_shape(shape: &Shape, index: &[usize]) -> Shape {
-    let m = |i: usize| index[i];
-    match *shape {
-        Shape::StaleRead {
-            read,
-            writer,
-            later,
-        } => Shape::StaleRead {
-            read: m(read),
-            writer: m(writer),
-            later: m(later),
-        },
-        Shape::LostWrite { read, write } => Shape::LostWrite {
-            read: m(read),
-            write: m(write),
-        },
-        Shape::NeverWritten { read } => Shape::NeverWritten { read: m(read) },
-        Shape::Other => Shape::Other,
-    }
-}
-
 /// The story of a violation: a sentence, then its operations.
 pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
     let story = analysis.story.as_ref()?;

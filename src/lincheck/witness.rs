@@ -134,29 +134,34 @@ pub fn explain(history: &[Operation], key: &str, budget: &Budget) -> Option<Stor
     let mut chosen: Vec<usize> = s.into_iter().collect();
     chosen.sort_by_key(|&i| (ops[i].call, i));
     let shape = shape_of(&ops, &chosen);
-    let to_history = |i: usize| index[i];
     Some(Story {
-        ops: chosen.iter().map(|&i| to_history(i)).collect(),
-        shape: match shape {
+        ops: chosen.iter().map(|&i| index[i]).collect(),
+        shape: shape.map(|i| index[i]),
+    })
+}
+
+impl Shape {
+    /// The same shape with each index replaced by `f(index)` (from a
+    /// part of a history to the whole).
+    pub fn map(&self, f: impl Fn(usize) -> usize) -> Shape {
+        match *self {
             Shape::StaleRead {
                 read,
                 writer,
                 later,
             } => Shape::StaleRead {
-                read: to_history(read),
-                writer: to_history(writer),
-                later: to_history(later),
+                read: f(read),
+                writer: f(writer),
+                later: f(later),
             },
             Shape::LostWrite { read, write } => Shape::LostWrite {
-                read: to_history(read),
-                write: to_history(write),
+                read: f(read),
+                write: f(write),
             },
-            Shape::NeverWritten { read } => Shape::NeverWritten {
-                read: to_history(read),
-            },
+            Shape::NeverWritten { read } => Shape::NeverWritten { read: f(read) },
             Shape::Other => Shape::Other,
-        },
-    })
+        }
+    }
 }
 
 /// The value an operation leaves when it takes effect, if it writes one.

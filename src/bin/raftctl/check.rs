@@ -14,22 +14,67 @@ use raft::config::ClusterConfig;
 use raft::lincheck::Budget;
 use raft::web::lab::Lab;
 
-/// `raftctl check`'s options (see `Command::Check`).
+/// `raftctl check`'s options.
+#[derive(clap::Args)]
 pub struct Args {
+    /// How long to run the clients and faults.
+    #[arg(long, default_value_t = 30)]
     pub seconds: u64,
+    /// Client sessions, each with one operation at a time.
+    #[arg(long, default_value_t = 8)]
     pub clients: usize,
+    /// How many keys the operations spread over.
+    #[arg(long, default_value_t = 5)]
     pub keys: usize,
+    /// Faults to inject, one at a time, at random: kill (SIGKILL, then
+    /// start again), pause (SIGSTOP longer than an election timeout),
+    /// cut (the leader, or a minority, cut off from the others),
+    /// restart (SIGTERM: a leader hands over; then start again),
+    /// transfer (leadership moved); or none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,cut,restart,transfer"
+    )]
     pub faults: Vec<String>,
+    /// Operations per second each client aims at (keeps the history
+    /// small enough to check in seconds).
+    #[arg(long, default_value_t = 50)]
     pub rate: u32,
+    /// How long one operation may take, retries included; then its
+    /// outcome is unknown.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
     pub op_timeout: u64,
+    /// Seed of the workload and the faults' choices [default: random].
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// The checker's time budget; past it, exit 3.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub check_seconds: u64,
+    /// The checker's memory budget; past it, exit 3.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub check_memory: usize,
+    /// Also write the run as one self-contained page: a timeline of
+    /// clients, nodes and faults, with the anomaly outlined.
+    #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Where to save the history, as JSON lines [default:
+    /// DEBUG_DIR/check-<time>.jsonl].
+    #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
+    /// Check a saved history again instead of running (no cluster
+    /// needed).
+    #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
+    /// Where boot_all_nodes.sh keeps state and pids (its STATE_DIR).
+    #[arg(long, default_value = "/tmp/state")]
     pub state_dir: PathBuf,
+    /// Where restarted nodes' output goes (boot_all_nodes.sh's DEBUG_DIR).
+    #[arg(long, default_value = "/tmp/debug")]
     pub debug_dir: PathBuf,
+    /// The raftnode the lab trusts and restarts nodes with [default:
+    /// the raftnode beside this raftctl].
+    #[arg(long, value_name = "PATH")]
     pub raftnode: Option<PathBuf>,
 }
 

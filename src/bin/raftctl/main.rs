@@ -306,67 +306,7 @@ enum Command {
     /// `RAFTNODE_ARGS=--lab ./boot_all_nodes.sh`); then the history is
     /// checked for linearizability. Exit 0 linearizable, 1 not (the
     /// anomaly is printed), 3 could not decide.
-    Check {
-        /// How long to run the clients and faults.
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        /// Client sessions, each with one operation at a time.
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        /// How many keys the operations spread over.
-        #[arg(long, default_value_t = 5)]
-        keys: usize,
-        /// Faults to inject, one at a time, at random: kill (SIGKILL, then
-        /// start again), pause (SIGSTOP longer than an election timeout),
-        /// cut (the leader, or a minority, cut off from the others),
-        /// restart (SIGTERM: a leader hands over; then start again),
-        /// transfer (leadership moved); or none.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "kill,pause,cut,restart,transfer"
-        )]
-        faults: Vec<String>,
-        /// Operations per second each client aims at (keeps the history
-        /// small enough to check in seconds).
-        #[arg(long, default_value_t = 50)]
-        rate: u32,
-        /// How long one operation may take, retries included; then its
-        /// outcome is unknown.
-        #[arg(long, default_value_t = 3000, value_name = "MS")]
-        op_timeout: u64,
-        /// Seed of the workload and the faults' choices [default: random].
-        #[arg(long)]
-        seed: Option<u64>,
-        /// The checker's time budget; past it, exit 3.
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-        check_seconds: u64,
-        /// The checker's memory budget; past it, exit 3.
-        #[arg(long, default_value_t = 1024, value_name = "MIB")]
-        check_memory: usize,
-        /// Also write the run as one self-contained page: a timeline of
-        /// clients, nodes and faults, with the anomaly outlined.
-        #[arg(long, value_name = "FILE")]
-        html: Option<PathBuf>,
-        /// Where to save the history, as JSON lines [default:
-        /// DEBUG_DIR/check-<time>.jsonl].
-        #[arg(long, value_name = "FILE")]
-        history: Option<PathBuf>,
-        /// Check a saved history again instead of running (no cluster
-        /// needed).
-        #[arg(long, value_name = "FILE")]
-        replay: Option<PathBuf>,
-        /// Where boot_all_nodes.sh keeps state and pids (its STATE_DIR).
-        #[arg(long, default_value = "/tmp/state")]
-        state_dir: PathBuf,
-        /// Where restarted nodes' output goes (boot_all_nodes.sh's DEBUG_DIR).
-        #[arg(long, default_value = "/tmp/debug")]
-        debug_dir: PathBuf,
-        /// The raftnode the lab trusts and restarts nodes with [default:
-        /// the raftnode beside this raftctl].
-        #[arg(long, value_name = "PATH")]
-        raftnode: Option<PathBuf>,
-    },
+    Check(check::Args),
     /// Print the nodes' recent events (what their activity logs record),
     /// merged by time; with --follow, then every new one as it happens.
     Events {
@@ -620,13 +560,13 @@ fn main() {
         return tls_add(action);
     }
     // Checking a saved history needs no cluster.
-    if let Command::Check {
-        replay: Some(_), ..
-    } = &args.command
+    if let Command::Check(
+        check @ check::Args {
+            replay: Some(file), ..
+        },
+    ) = &args.command
     {
-        let check = check_args(args.command);
-        let file = check.replay.clone().expect("matched above");
-        check::replay(&check, &file)
+        check::replay(check, file)
     }
     let from_file = if args.endpoints.is_empty() {
         load_config(&args.config)
@@ -724,7 +664,7 @@ fn main() {
             None => snapshot::take(&mut client, &cluster, &args.config, node, json_out),
             Some(action) => snapshot::backup(&mut client, &cluster, action, args.timeout, json_out),
         },
-        command @ Command::Check { .. } => check::run(&cluster, check_args(command)),
+        Command::Check(check) => check::run(&cluster, check),
         Command::Bench {
             clients,
             seconds,
@@ -733,47 +673,6 @@ fn main() {
             reads,
             json,
         } => run_bench(&cluster, clients, seconds, value_bytes, keys, reads, json),
-    }
-}
-
-/// `raftctl check`'s arguments, from its command.
-fn check_args(command: Command) -> check::Args {
-    let Command::Check {
-        seconds,
-        clients,
-        keys,
-        faults,
-        rate,
-        op_timeout,
-        seed,
-        check_seconds,
-        check_memory,
-        html,
-        history,
-        replay,
-        state_dir,
-        debug_dir,
-        raftnode,
-    } = command
-    else {
-        unreachable!("called for check")
-    };
-    check::Args {
-        seconds,
-        clients,
-        keys,
-        faults,
-        rate,
-        op_timeout,
-        seed,
-        check_seconds,
-        check_memory,
-        html,
-        history,
-        replay,
-        state_dir,
-        debug_dir,
-        raftnode,
     }
 }
 
