@@ -161,6 +161,26 @@ pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
             secs(ops[read].op.call),
             from(read)
         ),
+        Shape::Overwritten { read, later } => {
+            let later_what = match &ops[later].op.op {
+                KvOp::Delete { .. } => format!("delete of {}", ops[later].op.key),
+                _ => format!("write {} = {}", ops[later].op.key, value_of(later)),
+            };
+            format!(
+                "Stale read: client {} read {} at {}{}, after client {}'s {later_what} was \
+                 acknowledged at {}; once that was done, no order of the other operations below \
+                 leaves that value in place. The read returned an overwritten value.",
+                ops[read].client,
+                match &ops[read].op.op {
+                    KvOp::Get { value: Some(v) } => format!("{} = {v}", ops[read].op.key),
+                    _ => describe(&ops[read]),
+                },
+                secs(ops[read].op.call),
+                from(read),
+                ops[later].client,
+                at(later),
+            )
+        }
         Shape::Other => format!(
             "No order of these {} operations gives each the result it had.",
             story.ops.len()

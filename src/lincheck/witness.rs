@@ -53,6 +53,12 @@ pub enum Shape {
     LostWrite { read: usize, write: usize },
     /// `read` returned a value no operation wrote.
     NeverWritten { read: usize },
+    /// `read` returned a value that, once `later` was acknowledged
+    /// (before `read` began), no legal order of the other operations
+    /// leaves in place: a stale read whose order is forced by results
+    /// (a compare-and-set that swapped, a delete that found the key)
+    /// rather than by time alone.
+    Overwritten { read: usize, later: usize },
     /// None of the above: the operations of [`Story::ops`] together.
     Other,
 }
@@ -159,6 +165,10 @@ impl Shape {
                 write: f(write),
             },
             Shape::NeverWritten { read } => Shape::NeverWritten { read: f(read) },
+            Shape::Overwritten { read, later } => Shape::Overwritten {
+                read: f(read),
+                later: f(later),
+            },
             Shape::Other => Shape::Other,
         }
     }
@@ -343,6 +353,34 @@ fn shape_of(ops: &[Operation], chosen: &[usize]) -> Shape {
             }
         }
     }
+    // A read whose value no order of the others leaves in place once a
+    // change acknowledged before the read began is done: put a read of
+    // that value just after the change, in place of the real one, and
+    // ask the checker.
+    for &r in chosen {
+        let KvOp::Get { value: Some(v) } = &ops[r].op else {
+            continue;
+        };
+        for &x in chosen {
+            let changes = written(&ops[x]).is_some_and(|w| w != v)
+                || matches!(ops[x].op, KvOp::Delete { .. });
+            if !changes || !done_before(&ops[x], &ops[r]) {
+                continue;
+            }
+            let mut part: Vec<Operation> = chosen
+                .iter()
+                .filter(|&&i| i != r)
+                .map(|&i| ops[i].clone())
+                .collect();
+            part.push(Operation {
+                call: ops[x].ret.expect("done before") + 1,
+                ..ops[r].clone()
+            });
+            if super::check_key(&part, &Budget::default()) == Some(false) {
+                return Shape::Overwritten { read: r, later: x };
+            }
+        }
+    }
     Shape::Other
 }
 
@@ -471,6 +509,27 @@ mod tests {
         let s = story(&h);
         assert_eq!(s.ops, vec![1, 2, 3]);
         assert!(matches!(s.shape, Shape::StaleRead { later: 2, .. }));
+    }
+
+    #[test]
+    fn a_read_made_stale_by_results_rather_than_time_is_named_so() {
+        // The cas and the delete overlap, but the delete found the key
+        // and the cas swapped, so the delete came after the cas: once it
+        // was done, b could not be read.
+        let cas = op(
+            "k",
+            KvOp::Cas {
+                from: "a".into(),
+                to: "b".into(),
+                result: Some(Ok(())),
+            },
+            10,
+            Some(20),
+        );
+        let h = [put("a", 0, 1), cas, del(11, 21), get(Some("b"), 22, 23)];
+        let s = story(&h);
+        assert_eq!(s.ops, vec![0, 1, 2, 3]);
+        assert_eq!(s.shape, Shape::Overwritten { read: 3, later: 2 });
     }
 
     fn arbitrary_history() -> impl Strategy<Value = Vec<Operation>> {
