@@ -47,7 +47,6 @@ pub struct CheckOptions {
     /// How long one operation may take, retries included.
     pub op_timeout: Duration,
     pub seed: u64,
-    pub budget: Budget,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -127,3 +127,44 @@ pub fn run(config: ClusterConfig, epoch: Instant, view: Arc<Mutex<View>>, stop: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(node: NodeId, at: u64, role: &str, term: Term, leader: Option<NodeId>) -> Role {
+        Role {
+            node,
+            at,
+            role: role.into(),
+            term,
+            leader,
+            isolated: false,
+        }
+    }
+
+    #[test]
+    fn a_leader_counts_only_while_a_majority_follows_it_in_its_term() {
+        let roles = [
+            role(0, 0, "leader", 1, Some(0)),
+            role(1, 0, "follower", 1, Some(0)),
+            role(2, 0, "follower", 1, Some(0)),
+            // node0 paused: node1 and node2 no longer follow it...
+            role(0, 100, "silent", 0, None),
+            role(1, 150, "candidate", 2, None),
+            // ... node1 wins term 2, node2 follows it.
+            role(1, 300, "leader", 2, Some(1)),
+            role(2, 320, "follower", 2, Some(1)),
+            // node0 wakes up still a leader of term 1: it counts for nothing.
+            role(0, 400, "leader", 1, Some(0)),
+            // Cut off, node2 forgets node1: node1 alone is no majority.
+            role(2, 500, "candidate", 3, None),
+        ];
+        assert_eq!(leaderless(3, &roles, 900), vec![(100, 320), (500, 900)]);
+        let mut latest = HashMap::new();
+        for r in &roles[..8] {
+            latest.insert(r.node, r.clone());
+        }
+        assert_eq!(majority_leader(3, &latest), Some((1, 2)));
+    }
+}

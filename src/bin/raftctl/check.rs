@@ -184,7 +184,6 @@ pub fn run(cluster: &ClusterConfig, args: Args) -> ! {
         rate: args.rate,
         op_timeout: Duration::from_millis(args.op_timeout),
         seed,
-        budget: args.budget(),
     };
     let history_path = args.history.clone().unwrap_or_else(|| {
         let unix = std::time::SystemTime::now()
