@@ -96,8 +96,8 @@ struct Args {
     #[arg(long)]
     lab: bool,
     /// Breaks linearizability, to test a checker (raftctl check): answer
-    /// linearizable reads from this node's own state, without ReadIndex
-    /// and without redirecting to the leader. Hidden from --help.
+    /// linearizable reads of one key from this node's own state, without
+    /// ReadIndex and without redirecting to the leader. Hidden from --help.
     #[arg(long, hide = true)]
     unsafe_local_reads: bool,
     /// Only for a node whose state.json and state.copy.json are both lost

@@ -146,10 +146,11 @@ pub struct NodeOptions {
     /// off from its peers.
     pub lab: bool,
     /// **Breaks linearizability; for testing checkers only**
-    /// (`raftnode --unsafe-local-reads`): a linearizable read is answered
-    /// from this node's own store, leader or not, without ReadIndex (thesis
-    /// §6.4) and without redirecting to the leader. `raftctl check` must
-    /// catch it (tests/check.rs).
+    /// (`raftnode --unsafe-local-reads`): a linearizable read of one key
+    /// is answered from this node's own store, leader or not, without
+    /// ReadIndex (thesis §6.4) and without redirecting to the leader
+    /// (ranges are left alone). `raftctl check` must catch it
+    /// (tests/check.rs).
     pub unsafe_local_reads: bool,
     pub server: ServerOptions,
     /// The address to listen on (`raftnode --listen`), when it is not the
