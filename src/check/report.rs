@@ -115,6 +115,11 @@ pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
         KvOp::Cas { to, .. } => to.clone(),
         _ => "?".into(),
     };
+    // What a write or delete did, as "write k = v" or "delete of k".
+    let change = |i: usize| match &ops[i].op.op {
+        KvOp::Delete { .. } => format!("delete of {}", ops[i].op.key),
+        _ => format!("write {} = {}", ops[i].op.key, value_of(i)),
+    };
     let mut out = String::new();
     let sentence = match story.shape {
         Shape::StaleRead {
@@ -122,12 +127,8 @@ pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
             writer,
             later,
         } => {
-            let later_what = match &ops[later].op.op {
-                KvOp::Delete { .. } => format!("delete of {}", ops[later].op.key),
-                _ => format!("write {} = {}", ops[later].op.key, value_of(later)),
-            };
             format!(
-                "Stale read: client {} read {} = {} at {}{}, after client {}'s {later_what} was \
+                "Stale read: client {} read {} = {} at {}{}, after client {}'s {} was \
                  acknowledged at {}; that one began at {}, after {} had been written (acknowledged \
                  at {}). The read returned an overwritten value.",
                 ops[read].client,
@@ -136,6 +137,7 @@ pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
                 secs(ops[read].op.call),
                 from(read),
                 ops[later].client,
+                change(later),
                 at(later),
                 secs(ops[later].op.call),
                 value_of(writer),
@@ -162,12 +164,8 @@ pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
             from(read)
         ),
         Shape::Overwritten { read, later } => {
-            let later_what = match &ops[later].op.op {
-                KvOp::Delete { .. } => format!("delete of {}", ops[later].op.key),
-                _ => format!("write {} = {}", ops[later].op.key, value_of(later)),
-            };
             format!(
-                "Stale read: client {} read {} at {}{}, after client {}'s {later_what} was \
+                "Stale read: client {} read {} at {}{}, after client {}'s {} was \
                  acknowledged at {}; once that was done, no order of the other operations below \
                  leaves that value in place. The read returned an overwritten value.",
                 ops[read].client,
@@ -178,6 +176,7 @@ pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
                 secs(ops[read].op.call),
                 from(read),
                 ops[later].client,
+                change(later),
                 at(later),
             )
         }
