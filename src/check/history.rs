@@ -124,6 +124,11 @@ pub enum HistoryError {
 }
 
 impl History {
+    /// When the last operation ended (µs from the start), if any ran.
+    pub fn end(&self) -> Option<u64> {
+        self.ops.iter().map(|o| o.end).max()
+    }
+
     /// The operations as the checker takes them: those that did not
     /// definitely fail.
     pub fn operations(&self) -> (Vec<Operation>, Vec<usize>) {

@@ -110,7 +110,7 @@ fn timeline(
         t += step;
     }
     // Node lanes: a role span from each change to the next.
-    let end_of_run = history.ops.iter().map(|o| o.end).max().unwrap_or(to);
+    let end_of_run = history.end().unwrap_or(to);
     for (k, &node) in nodes.iter().enumerate() {
         let y = node_y(k);
         let _ = write!(
@@ -239,7 +239,7 @@ fn timeline(
 /// The whole page.
 pub fn page(history: &History, analysis: &Analysis) -> String {
     let run = &history.run;
-    let end = history.ops.iter().map(|o| o.end).max().unwrap_or(1).max(1);
+    let end = history.end().unwrap_or(1).max(1);
     let marked: Vec<usize> = analysis
         .story
         .as_ref()

@@ -202,7 +202,7 @@ pub fn story(history: &History, analysis: &Analysis) -> Option<String> {
 pub fn summary(history: &History, analysis: &Analysis) -> String {
     let mut out = String::new();
     let run = &history.run;
-    let end = history.ops.iter().map(|o| o.end).max().unwrap_or(0);
+    let end = history.end().unwrap_or(0);
     let faults = if run.faults.is_empty() {
         "none".to_string()
     } else {
